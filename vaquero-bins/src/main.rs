@@ -1,0 +1,114 @@
+//! `vaquero`: bare-metal provisioning as code.
+
+mod commands;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Bare-metal provisioning as code.
+#[derive(Debug, Parser)]
+#[command(name = "vaquero", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Output format.
+#[derive(Debug, Clone, Copy, Default, ValueEnum)]
+enum Format {
+    /// For people.
+    #[default]
+    Text,
+    /// For programs.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate a SoT: report every problem as file:line:col (exit 1 on errors).
+    Validate {
+        /// The SoT directory.
+        #[arg(long = "sot", value_name = "DIR")]
+        sot: Option<PathBuf>,
+        /// The SoT directory (same as --sot).
+        #[arg(value_name = "DIR", conflicts_with = "sot")]
+        dir: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Show what a machine would get: its iPXE script or an unattended config.
+    Preview {
+        /// The SoT directory.
+        #[arg(long, value_name = "DIR")]
+        sot: PathBuf,
+        /// The MAC address of the booting NIC.
+        #[arg(long)]
+        mac: String,
+        /// Print the per-host iPXE script (the default).
+        #[arg(long, conflicts_with = "boot")]
+        ipxe: bool,
+        /// Print the rendered unattended config of this boot id.
+        #[arg(long, value_name = "ID")]
+        boot: Option<String>,
+        /// Which workflow stage the iPXE script is for (0-based).
+        #[arg(long, default_value_t = 0, conflicts_with = "boot")]
+        stage: usize,
+    },
+    /// Show what changes between two revisions of a Git SoT.
+    Diff {
+        /// The Git repository (a path or file:// URL).
+        #[arg(long, value_name = "REPO")]
+        sot: String,
+        /// The old revision (tag, branch or commit).
+        #[arg(long, value_name = "REV")]
+        from: String,
+        /// The new revision (tag, branch or commit).
+        #[arg(long, value_name = "REV")]
+        to: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VAQUERO_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Validate { sot, dir, format } => match sot.or(dir) {
+            Some(dir) => commands::validate(&dir, format),
+            None => Err(anyhow::anyhow!(
+                "give the SoT directory: vaquero validate --sot DIR"
+            )),
+        },
+        Command::Preview {
+            sot,
+            mac,
+            ipxe: _,
+            boot,
+            stage,
+        } => commands::preview(&sot, &mac, boot.as_deref(), stage),
+        Command::Diff {
+            sot,
+            from,
+            to,
+            format,
+        } => commands::diff(&sot, &from, &to, format),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,521 @@
+//! The compiled per-site model: what an agent serves from.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use minijinja::Value;
+use serde::{Deserialize, Serialize};
+
+use crate::render::{RenderedJob, Renderer, TemplateError};
+use crate::types::{AssetType, Boot, Host, Interface, MacAddr, Os, Site, Uuid, Workflow};
+use crate::{ModelError, Sot};
+
+/// Everything one site needs, as plain data (what is hashed and shipped).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SiteData {
+    /// The site.
+    pub site: Site,
+    /// Its hosts, effective (classes merged), in SoT order.
+    pub hosts: Vec<Host>,
+    /// The workflows its hosts use.
+    pub workflows: BTreeMap<String, Workflow>,
+    /// The boots those workflows use.
+    pub boots: BTreeMap<String, Boot>,
+    /// The operating systems those boots use.
+    pub os: BTreeMap<String, Os>,
+    /// Asset templates (`cloud-config/base.yml` → text), snippets included.
+    pub assets: BTreeMap<String, Arc<str>>,
+}
+
+/// A compiled site model: the data, O(1) lookups, compiled templates and a
+/// content hash as its version.
+#[derive(Debug)]
+pub struct SiteModel {
+    data: SiteData,
+    version: String,
+    revision: Option<String>,
+    by_mac: HashMap<MacAddr, (u32, u16)>,
+    by_uuid: HashMap<Uuid, u32>,
+    by_location: HashMap<(Option<String>, Option<String>), u32>,
+    by_name: HashMap<String, u32>,
+    renderer: Renderer,
+    values: Values,
+}
+
+#[derive(Debug, Default)]
+struct Values {
+    site: Value,
+    subnets: HashMap<String, Value>,
+    boots: HashMap<String, Value>,
+    os: HashMap<String, Value>,
+}
+
+/// The URLs a host's templates see as `urls.*`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Urls {
+    /// The agent's base URL.
+    pub agent: String,
+    /// Base URL of `/files`.
+    pub assets: String,
+    /// The host's unattended config for this boot.
+    pub config: String,
+    /// The host's checkpoint URL for this boot attempt.
+    pub checkpoint: String,
+    /// The host's per-host iPXE script.
+    pub ipxe: String,
+}
+
+impl Urls {
+    /// The URLs of `mac` booting `boot` through the agent at `agent`, with a
+    /// checkpoint `token`.
+    pub fn new(agent: &str, mac: &MacAddr, boot: &str, token: &str) -> Self {
+        let agent = agent.trim_end_matches('/').to_owned();
+        let mac = mac.hyphenated();
+        Urls {
+            assets: format!("{agent}/files"),
+            config: format!("{agent}/config/{mac}?boot={boot}"),
+            checkpoint: format!("{agent}/checkpoint/{token}"),
+            ipxe: format!("{agent}/ipxe?mac={mac}"),
+            agent,
+        }
+    }
+}
+
+/// A boot stage rendered for one host: what the iPXE script loads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RenderedBoot {
+    /// The boot id.
+    pub boot: String,
+    /// The OS id.
+    pub os: String,
+    /// Kernel URL.
+    pub kernel: String,
+    /// Initrd URLs, in order.
+    pub initrds: Vec<String>,
+    /// The kernel command line (values with spaces double-quoted).
+    pub cmdline: String,
+}
+
+/// A host's view for rendering: which host, which interface booted.
+#[derive(Debug, Clone, Copy)]
+pub struct HostRef<'a> {
+    /// The host.
+    pub host: &'a Host,
+    /// Index of the host in the model.
+    pub index: usize,
+    /// The interface that booted (or the primary one).
+    pub interface: &'a Interface,
+}
+
+impl SiteModel {
+    /// Compiles site `id` of a loaded SoT.
+    pub fn compile(sot: &Sot, id: &str) -> Result<Self, ModelError> {
+        let s = sot
+            .sites
+            .get(id)
+            .ok_or_else(|| ModelError::UnknownSite(id.to_owned()))?;
+        let mut workflows = BTreeMap::new();
+        for h in &s.hosts {
+            if let Some(w) = sot.workflows.get(&h.workflow) {
+                workflows.insert(w.id.clone(), w.clone());
+            }
+        }
+        let mut boots = BTreeMap::new();
+        for w in workflows.values() {
+            for st in &w.stages {
+                if let Some(b) = sot.boots.get(&st.boot) {
+                    boots.insert(b.id.clone(), b.clone());
+                }
+            }
+        }
+        let mut os = BTreeMap::new();
+        let mut kinds = Vec::new();
+        for b in boots.values() {
+            if let Some(o) = sot.os.get(&b.operating_system) {
+                os.insert(o.id.clone(), o.clone());
+            }
+            if let Some(u) = &b.unattended {
+                kinds.push(u.kind);
+            }
+        }
+        let assets = sot
+            .assets
+            .iter()
+            .filter(|(p, _)| {
+                kinds
+                    .iter()
+                    .any(|k| p.starts_with(&format!("{}/", k.dir())))
+            })
+            .map(|(p, t)| (p.clone(), t.clone()))
+            .collect();
+        let data = SiteData {
+            site: s.site.clone(),
+            hosts: s.hosts.clone(),
+            workflows,
+            boots,
+            os,
+            assets,
+        };
+        let mut m = SiteModel::from_data(data)?;
+        m.revision = sot.revision.clone();
+        Ok(m)
+    }
+
+    /// Builds the model (indexes, templates, version) from its data.
+    pub fn from_data(data: SiteData) -> Result<Self, ModelError> {
+        let version = content_hash(&data)?;
+        let mut by_mac = HashMap::with_capacity(data.hosts.len() * 2);
+        let mut by_uuid = HashMap::new();
+        let mut by_location = HashMap::new();
+        let mut by_name = HashMap::with_capacity(data.hosts.len());
+        for (i, h) in data.hosts.iter().enumerate() {
+            let hi = i as u32;
+            by_name.insert(h.name.clone(), hi);
+            for (j, iface) in h.interfaces.iter().enumerate() {
+                by_mac.insert(iface.mac, (hi, j as u16));
+            }
+            if let Some(u) = h.uuid {
+                by_uuid.insert(u, hi);
+            }
+            if let Some(l) = &h.location {
+                by_location.insert((l.circuit_id.clone(), l.remote_id.clone()), hi);
+            }
+        }
+        let (renderer, errors) =
+            Renderer::build(data.os.values(), data.boots.values(), &data.assets);
+        if let Some(e) = errors.into_iter().next() {
+            return Err(ModelError::Template(e));
+        }
+        let values = Values {
+            site: to_value(&data.site),
+            subnets: data
+                .site
+                .subnets
+                .iter()
+                .map(|s| (s.id.clone(), subnet_value(s)))
+                .collect(),
+            boots: data
+                .boots
+                .values()
+                .map(|b| (b.id.clone(), to_value(b)))
+                .collect(),
+            os: data
+                .os
+                .values()
+                .map(|o| (o.id.clone(), to_value(o)))
+                .collect(),
+        };
+        Ok(SiteModel {
+            data,
+            version,
+            revision: None,
+            by_mac,
+            by_uuid,
+            by_location,
+            by_name,
+            renderer,
+            values,
+        })
+    }
+
+    /// The model's data.
+    pub fn data(&self) -> &SiteData {
+        &self.data
+    }
+
+    /// The site.
+    pub fn site(&self) -> &Site {
+        &self.data.site
+    }
+
+    /// The hosts, in SoT order.
+    pub fn hosts(&self) -> &[Host] {
+        &self.data.hosts
+    }
+
+    /// The content hash of the model (hex SHA-256 of its canonical JSON):
+    /// equal models have equal versions, whatever revision they came from.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The SoT revision (commit id) the model was compiled from, if known.
+    pub fn revision(&self) -> Option<&str> {
+        self.revision.as_deref()
+    }
+
+    /// Sets the revision the model was compiled from.
+    pub fn set_revision(&mut self, rev: Option<String>) {
+        self.revision = rev;
+    }
+
+    /// The host and interface owning a MAC address.
+    pub fn by_mac(&self, mac: &MacAddr) -> Option<HostRef<'_>> {
+        let (h, i) = *self.by_mac.get(mac)?;
+        let host = &self.data.hosts[h as usize];
+        Some(HostRef {
+            host,
+            index: h as usize,
+            interface: &host.interfaces[i as usize],
+        })
+    }
+
+    /// The host with an SMBIOS UUID (its primary interface).
+    pub fn by_uuid(&self, uuid: &Uuid) -> Option<HostRef<'_>> {
+        self.host_ref(*self.by_uuid.get(uuid)? as usize)
+    }
+
+    /// The host cabled at a relay location (option 82 circuit / remote id).
+    /// A host whose location names only one of the two matches on that one.
+    pub fn by_location(
+        &self,
+        circuit_id: Option<&str>,
+        remote_id: Option<&str>,
+    ) -> Option<HostRef<'_>> {
+        let c = circuit_id.map(str::to_owned);
+        let r = remote_id.map(str::to_owned);
+        let i = self
+            .by_location
+            .get(&(c.clone(), r.clone()))
+            .or_else(|| {
+                c.is_some()
+                    .then(|| self.by_location.get(&(c.clone(), None)))
+                    .flatten()
+            })
+            .or_else(|| {
+                r.is_some()
+                    .then(|| self.by_location.get(&(None, r.clone())))
+                    .flatten()
+            })?;
+        self.host_ref(*i as usize)
+    }
+
+    /// The host with a name (its primary interface).
+    pub fn by_name(&self, name: &str) -> Option<HostRef<'_>> {
+        self.host_ref(*self.by_name.get(name)? as usize)
+    }
+
+    fn host_ref(&self, index: usize) -> Option<HostRef<'_>> {
+        let host = self.data.hosts.get(index)?;
+        Some(HostRef {
+            host,
+            index,
+            interface: host.primary_interface().or(host.interfaces.first())?,
+        })
+    }
+
+    /// The base URL of the agent serving this site's HTTP boot: the first
+    /// agent with an `asset_server.url`.
+    pub fn agent_url(&self) -> Option<&str> {
+        self.data
+            .site
+            .agents
+            .iter()
+            .find_map(|a| a.asset_server.as_ref()?.url.as_deref())
+    }
+
+    /// The boot ids of a host's workflow, in order.
+    pub fn stages(&self, host: &Host) -> Vec<&str> {
+        self.data
+            .workflows
+            .get(&host.workflow)
+            .map(|w| w.stages.iter().map(|s| s.boot.as_str()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The template context of a host booting `boot` (see `SOT.md`).
+    /// `urls` is absent when the site has no agent URL, so a template that
+    /// uses it fails to render (strict undefined).
+    pub fn context(&self, h: HostRef<'_>, boot: &str, urls: Option<&Urls>) -> Value {
+        let b = self.data.boots.get(boot);
+        let os_id = b.map(|b| b.operating_system.as_str()).unwrap_or("");
+        let mut md = self.data.site.metadata.clone();
+        md.extend(h.host.metadata.clone());
+        if let Some(b) = b {
+            md.extend(b.metadata.clone());
+        }
+        let get =
+            |m: &HashMap<String, Value>, k: &str| m.get(k).cloned().unwrap_or(Value::UNDEFINED);
+        let mut ctx = BTreeMap::new();
+        ctx.insert("site", self.values.site.clone());
+        ctx.insert("subnet", get(&self.values.subnets, &h.interface.subnet));
+        ctx.insert("host", to_value(h.host));
+        ctx.insert("interface", to_value(h.interface));
+        ctx.insert("boot", get(&self.values.boots, boot));
+        ctx.insert("os", get(&self.values.os, os_id));
+        ctx.insert("md", to_value(&md));
+        if let Some(u) = urls {
+            ctx.insert("urls", to_value(u));
+        }
+        Value::from(ctx)
+    }
+
+    /// The URLs of a host booting `boot`, with checkpoint `token`, when the
+    /// site has an agent URL.
+    pub fn urls(&self, h: HostRef<'_>, boot: &str, token: &str) -> Option<Urls> {
+        Some(Urls::new(self.agent_url()?, &h.interface.mac, boot, token))
+    }
+
+    /// Renders kernel, initrds and command line of `boot` for a host.
+    pub fn render_boot(&self, boot: &str, ctx: &Value) -> Result<RenderedBoot, RenderError> {
+        let b = self
+            .data
+            .boots
+            .get(boot)
+            .ok_or_else(|| RenderError::UnknownBoot(boot.to_owned()))?;
+        let t = self
+            .renderer
+            .os(&b.operating_system)
+            .ok_or_else(|| RenderError::UnknownOs(b.operating_system.clone()))?;
+        let r = &self.renderer;
+        let kernel = r.render_tpl(&t.kernel, ctx)?;
+        let initrds = t
+            .initrd
+            .iter()
+            .map(|i| r.render_tpl(i, ctx))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut parts = Vec::new();
+        for (k, vals) in &t.cmdline {
+            if vals.is_empty() {
+                parts.push(k.clone());
+            }
+            for v in vals {
+                let v = r.render_tpl(v, ctx)?;
+                if v.contains(char::is_whitespace) {
+                    parts.push(format!("{k}=\"{v}\""));
+                } else {
+                    parts.push(format!("{k}={v}"));
+                }
+            }
+        }
+        Ok(RenderedBoot {
+            boot: b.id.clone(),
+            os: b.operating_system.clone(),
+            kernel,
+            initrds,
+            cmdline: parts.join(" "),
+        })
+    }
+
+    /// Renders the unattended config of `boot` for a host: its type and text.
+    /// `Ok(None)` when the boot has no unattended config.
+    pub fn render_unattended(
+        &self,
+        boot: &str,
+        ctx: &Value,
+    ) -> Result<Option<(AssetType, String)>, RenderError> {
+        let b = self
+            .data
+            .boots
+            .get(boot)
+            .ok_or_else(|| RenderError::UnknownBoot(boot.to_owned()))?;
+        let Some(u) = &b.unattended else {
+            return Ok(None);
+        };
+        let name = format!("{}/{}", u.kind.dir(), u.asset);
+        Ok(Some((u.kind, self.renderer.render(&name, ctx)?)))
+    }
+
+    /// Renders the `before_shutdown` and `validate` jobs of `boot`.
+    pub fn render_jobs(
+        &self,
+        boot: &str,
+        ctx: &Value,
+    ) -> Result<(Vec<RenderedJob>, Vec<RenderedJob>), RenderError> {
+        let t = self
+            .renderer
+            .boot_jobs(boot)
+            .ok_or_else(|| RenderError::UnknownBoot(boot.to_owned()))?;
+        let r = &self.renderer;
+        let bs = t
+            .before_shutdown
+            .iter()
+            .map(|j| r.render_job(j, ctx))
+            .collect::<Result<_, _>>()?;
+        let va = t
+            .validate
+            .iter()
+            .map(|j| r.render_job(j, ctx))
+            .collect::<Result<_, _>>()?;
+        Ok((bs, va))
+    }
+}
+
+/// Rendering a host's boot failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RenderError {
+    /// The boot id is not in the model.
+    #[error("unknown boot `{0}`")]
+    UnknownBoot(String),
+    /// The OS id is not in the model.
+    #[error("unknown operating system `{0}`")]
+    UnknownOs(String),
+    /// A template failed.
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+}
+
+impl Serialize for SiteModel {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Out<'a> {
+            version: &'a str,
+            revision: Option<&'a str>,
+            #[serde(flatten)]
+            data: &'a SiteData,
+        }
+        Out {
+            version: &self.version,
+            revision: self.revision.as_deref(),
+            data: &self.data,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for SiteModel {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct In {
+            version: String,
+            revision: Option<String>,
+            #[serde(flatten)]
+            data: SiteData,
+        }
+        let i = In::deserialize(d)?;
+        let mut m = SiteModel::from_data(i.data).map_err(serde::de::Error::custom)?;
+        if m.version != i.version {
+            return Err(serde::de::Error::custom(format!(
+                "model content does not match its version {} (computed {})",
+                i.version, m.version
+            )));
+        }
+        m.revision = i.revision;
+        Ok(m)
+    }
+}
+
+/// A subnet as templates see it: its fields plus `netmask`, `network`,
+/// `prefix_len` and `broadcast`, which kickstart and network configs need.
+fn subnet_value(s: &crate::types::Subnet) -> Value {
+    let mut v = serde_json::to_value(s).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.insert("netmask".into(), s.cidr.netmask().to_string().into());
+        o.insert("network".into(), s.cidr.network().to_string().into());
+        o.insert("broadcast".into(), s.cidr.broadcast().to_string().into());
+        o.insert("prefix_len".into(), s.cidr.prefix_len().into());
+    }
+    to_value(&v)
+}
+
+/// A template value from any serializable value.
+fn to_value<T: Serialize + ?Sized>(v: &T) -> Value {
+    Value::from(minijinja::value::Serde(v))
+}
+
+fn content_hash(data: &SiteData) -> Result<String, ModelError> {
+    use sha2::{Digest, Sha256};
+    let bytes = serde_json::to_vec(data).map_err(|e| ModelError::Serialize(e.to_string()))?;
+    Ok(crate::files::hex(&Sha256::digest(&bytes)))
+}

@@ -1,0 +1,290 @@
+//! Diffs between two compiled models of a site.
+//!
+//! A host *needs reprovisioning* when what it would install changes: its
+//! workflow, the boot ids or OS of its stages, or anything its stages render
+//! (kernel, initrds, command line, unattended config). Those are compared
+//! after rendering, so a metadata change that no template reads changes
+//! nothing that matters, and one that a template reads does.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::compiled::{HostRef, SiteModel};
+
+/// One changed field of a host.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FieldChange {
+    /// Key path, e.g. `interfaces[0].ipv4`, `metadata.rack`,
+    /// `stages[1].cmdline`.
+    pub path: String,
+    /// The old value (`null` when added, or for rendered configs).
+    pub from: Value,
+    /// The new value (`null` when removed, or for rendered configs).
+    pub to: Value,
+    /// Whether this change alone requires reprovisioning.
+    pub reprovision: bool,
+}
+
+/// A host present in both revisions that changed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HostChange {
+    /// The host's name.
+    pub host: String,
+    /// Whether the host must be reprovisioned.
+    pub reprovision: bool,
+    /// What changed.
+    pub fields: Vec<FieldChange>,
+}
+
+/// The difference between two models of one site.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelDiff {
+    /// The site.
+    pub site: String,
+    /// Version of the old model.
+    pub from_version: String,
+    /// Version of the new model.
+    pub to_version: String,
+    /// Hosts only in the new model.
+    pub added: Vec<String>,
+    /// Hosts only in the old model.
+    pub removed: Vec<String>,
+    /// Hosts in both that changed.
+    pub changed: Vec<HostChange>,
+}
+
+impl ModelDiff {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
+    }
+
+    /// Hosts that need reprovisioning.
+    pub fn reprovision(&self) -> impl Iterator<Item = &str> {
+        self.changed
+            .iter()
+            .filter(|c| c.reprovision)
+            .map(|c| c.host.as_str())
+    }
+}
+
+impl std::fmt::Display for ModelDiff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "site {}: {} → {}",
+            self.site,
+            short(&self.from_version),
+            short(&self.to_version)
+        )?;
+        if self.is_empty() {
+            return writeln!(f, "  no changes");
+        }
+        for h in &self.added {
+            writeln!(f, "  + {h} (new host)")?;
+        }
+        for h in &self.removed {
+            writeln!(f, "  - {h} (removed)")?;
+        }
+        for c in &self.changed {
+            let tag = if c.reprovision {
+                "reprovision"
+            } else {
+                "update in place"
+            };
+            writeln!(f, "  ~ {} ({tag})", c.host)?;
+            for fc in &c.fields {
+                let mark = if fc.reprovision { " [reprovision]" } else { "" };
+                if fc.from.is_null() && fc.to.is_null() {
+                    writeln!(f, "      {}: changed{mark}", fc.path)?;
+                } else {
+                    writeln!(
+                        f,
+                        "      {}: {} → {}{mark}",
+                        fc.path,
+                        show(&fc.from),
+                        show(&fc.to)
+                    )?;
+                }
+            }
+        }
+        let n = self.reprovision().count();
+        writeln!(
+            f,
+            "  {} added, {} removed, {} changed ({n} to reprovision)",
+            self.added.len(),
+            self.removed.len(),
+            self.changed.len()
+        )
+    }
+}
+
+fn short(v: &str) -> &str {
+    v.get(..12).unwrap_or(v)
+}
+
+fn show(v: &Value) -> String {
+    match v {
+        Value::Null => "(none)".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The diff from `old` to `new` (two models of the same site).
+pub fn diff(old: &SiteModel, new: &SiteModel) -> ModelDiff {
+    let mut out = ModelDiff {
+        site: new.site().id.clone(),
+        from_version: old.version().to_owned(),
+        to_version: new.version().to_owned(),
+        added: Vec::new(),
+        removed: Vec::new(),
+        changed: Vec::new(),
+    };
+    if old.version() == new.version() {
+        return out;
+    }
+    let old_names: HashMap<&str, usize> = old
+        .hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, h)| (h.name.as_str(), i))
+        .collect();
+    for h in new.hosts() {
+        if !old_names.contains_key(h.name.as_str()) {
+            out.added.push(h.name.clone());
+        }
+    }
+    for h in old.hosts() {
+        if new.by_name(&h.name).is_none() {
+            out.removed.push(h.name.clone());
+        }
+    }
+    for nh in new.hosts() {
+        let (Some(a), Some(b)) = (old.by_name(&nh.name), new.by_name(&nh.name)) else {
+            continue;
+        };
+        let mut fields = Vec::new();
+        let av = serde_json::to_value(a.host).unwrap_or(Value::Null);
+        let bv = serde_json::to_value(b.host).unwrap_or(Value::Null);
+        json_diff("", &av, &bv, &mut fields);
+        for f in &mut fields {
+            f.reprovision = f.path == "workflow";
+        }
+        stage_diff(old, a, new, b, &mut fields);
+        if !fields.is_empty() {
+            out.changed.push(HostChange {
+                host: nh.name.clone(),
+                reprovision: fields.iter().any(|f| f.reprovision),
+                fields,
+            });
+        }
+    }
+    out
+}
+
+fn json_diff(path: &str, a: &Value, b: &Value, out: &mut Vec<FieldChange>) {
+    let join = |k: &str| {
+        if path.is_empty() {
+            k.to_owned()
+        } else {
+            format!("{path}.{k}")
+        }
+    };
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for k in keys {
+                json_diff(
+                    &join(k),
+                    x.get(k).unwrap_or(&Value::Null),
+                    y.get(k).unwrap_or(&Value::Null),
+                    out,
+                );
+            }
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            for i in 0..x.len().max(y.len()) {
+                json_diff(
+                    &format!("{path}[{i}]"),
+                    x.get(i).unwrap_or(&Value::Null),
+                    y.get(i).unwrap_or(&Value::Null),
+                    out,
+                );
+            }
+        }
+        _ if a != b => out.push(FieldChange {
+            path: path.to_owned(),
+            from: a.clone(),
+            to: b.clone(),
+            reprovision: false,
+        }),
+        _ => {}
+    }
+}
+
+/// What a stage installs, rendered with fixed URLs and token so that only
+/// SoT content can make two renderings differ.
+fn rendered(m: &SiteModel, h: HostRef<'_>, boot: &str) -> Vec<(&'static str, Value)> {
+    let urls = m.urls(h, boot, "diff");
+    let ctx = m.context(h, boot, urls.as_ref());
+    let os = m
+        .data()
+        .boots
+        .get(boot)
+        .map(|b| b.operating_system.clone())
+        .unwrap_or_default();
+    let mut v = vec![("os", Value::String(os))];
+    match m.render_boot(boot, &ctx) {
+        Ok(r) => {
+            v.push(("kernel", Value::String(r.kernel)));
+            v.push(("initrd", serde_json::json!(r.initrds)));
+            v.push(("cmdline", Value::String(r.cmdline)));
+        }
+        Err(e) => v.push(("kernel", Value::String(format!("(render error: {e})")))),
+    }
+    let un = match m.render_unattended(boot, &ctx) {
+        Ok(Some((_, text))) => Value::String(text),
+        Ok(None) => Value::Null,
+        Err(e) => Value::String(format!("(render error: {e})")),
+    };
+    v.push(("unattended", un));
+    v
+}
+
+fn stage_diff(
+    old: &SiteModel,
+    a: HostRef<'_>,
+    new: &SiteModel,
+    b: HostRef<'_>,
+    out: &mut Vec<FieldChange>,
+) {
+    let sa = old.stages(a.host);
+    let sb = new.stages(b.host);
+    if sa != sb {
+        out.push(FieldChange {
+            path: "stages".into(),
+            from: serde_json::json!(sa),
+            to: serde_json::json!(sb),
+            reprovision: true,
+        });
+    }
+    for (i, (ba, bb)) in sa.iter().zip(&sb).enumerate() {
+        for ((what, va), (_, vb)) in rendered(old, a, ba).into_iter().zip(rendered(new, b, bb)) {
+            if va == vb {
+                continue;
+            }
+            let long = what == "unattended";
+            out.push(FieldChange {
+                path: format!("stages[{i}].{what}"),
+                from: if long { Value::Null } else { va },
+                to: if long { Value::Null } else { vb },
+                reprovision: true,
+            });
+        }
+    }
+}

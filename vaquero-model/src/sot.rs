@@ -1,0 +1,967 @@
+//! Loading and validating a whole SoT tree.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use marked_yaml::Node;
+
+use crate::class::{ClassResolver, declared_classes, merge};
+use crate::compiled::SiteModel;
+use crate::diag::{Diagnostic, Diagnostics};
+use crate::files::SotFiles;
+use crate::render::{Renderer, TemplateError, check_unattended};
+use crate::types::{
+    AssetType, BmcType, Boot, Class, CmdlineValue, Host, InterfaceType, MacAddr, Os, Site, Workflow,
+};
+use crate::yaml::{self, Pos, SourceMap, deserialize_all, node_at, span_at, take_metadata};
+
+/// A site and its hosts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SiteSot {
+    /// The site (`env.yml`).
+    pub site: Site,
+    /// Its hosts, classes merged, in file and document order.
+    pub hosts: Vec<Host>,
+}
+
+/// A loaded, validated SoT.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Sot {
+    /// The revision it was read from (a commit id, or a directory's content
+    /// hash), when known.
+    pub revision: Option<String>,
+    /// Operating systems by id.
+    pub os: BTreeMap<String, Os>,
+    /// Boots by id.
+    pub boots: BTreeMap<String, Boot>,
+    /// Workflows by id.
+    pub workflows: BTreeMap<String, Workflow>,
+    /// Classes by id (`rack.a` for `classes/rack/a.yml`).
+    pub classes: BTreeMap<String, Class>,
+    /// Asset templates by `<type>/<path>` (snippets included).
+    pub assets: BTreeMap<String, Arc<str>>,
+    /// Sites by id.
+    pub sites: BTreeMap<String, SiteSot>,
+    /// Warnings found while loading (the SoT is usable).
+    pub warnings: Diagnostics,
+}
+
+impl Sot {
+    /// Loads and validates a SoT; on any error returns **all** diagnostics.
+    pub fn load(files: &SotFiles) -> Result<Sot, Diagnostics> {
+        let mut l = Loader::new(files);
+        l.run();
+        let mut diags = l.diags;
+        diags.sort();
+        if diags.has_errors() {
+            Err(diags)
+        } else {
+            l.sot.warnings = diags;
+            Ok(l.sot)
+        }
+    }
+
+    /// Compiles every site.
+    pub fn compile(&self) -> Result<BTreeMap<String, SiteModel>, crate::ModelError> {
+        self.sites
+            .keys()
+            .map(|id| Ok((id.clone(), SiteModel::compile(self, id)?)))
+            .collect()
+    }
+
+    /// The site a MAC address belongs to, with the host's name.
+    pub fn find_mac(&self, mac: &MacAddr) -> Option<(&str, &Host)> {
+        self.sites.iter().find_map(|(id, s)| {
+            s.hosts
+                .iter()
+                .find(|h| h.interfaces.iter().any(|i| i.mac == *mac))
+                .map(|h| (id.as_str(), h))
+        })
+    }
+}
+
+enum Kind<'a> {
+    Os,
+    Boot,
+    Workflow,
+    Class(String),
+    Asset(&'a str),
+    SiteEnv(&'a str),
+    Inventory(&'a str),
+}
+
+fn is_yaml(p: &str) -> bool {
+    p.ends_with(".yml") || p.ends_with(".yaml")
+}
+
+fn classify(path: &str) -> Result<Option<Kind<'_>>, String> {
+    let parts: Vec<&str> = path.split('/').collect();
+    Ok(match parts.as_slice() {
+        ["os", f] if is_yaml(f) => Some(Kind::Os),
+        ["boot", f] if is_yaml(f) => Some(Kind::Boot),
+        ["workflows", f] if is_yaml(f) => Some(Kind::Workflow),
+        ["classes", ..] if is_yaml(path) => crate::class::class_id(path).map(Kind::Class),
+        ["assets", t, _, ..] => match AssetType::from_dir(t) {
+            Some(_) => Some(Kind::Asset(&path["assets/".len()..])),
+            None => {
+                return Err(format!(
+                    "unknown asset type directory `{t}`: expected cloud-config, ignition, kickstart or untyped"
+                ));
+            }
+        },
+        ["sites", s, "env.yml" | "env.yaml"] => Some(Kind::SiteEnv(s)),
+        ["sites", s, f] if is_yaml(f) => Some(Kind::Inventory(s)),
+        _ => None,
+    })
+}
+
+struct Entity {
+    file: Arc<str>,
+    node: Node,
+}
+
+struct Loader<'f> {
+    files: &'f SotFiles,
+    map: SourceMap,
+    diags: Diagnostics,
+    sot: Sot,
+    os_nodes: HashMap<String, Node>,
+    boot_nodes: HashMap<String, Node>,
+    workflow_nodes: HashMap<String, Node>,
+    site_nodes: HashMap<String, Node>,
+    first: HashMap<(&'static str, String), Pos>,
+}
+
+impl<'f> Loader<'f> {
+    fn new(files: &'f SotFiles) -> Self {
+        Loader {
+            files,
+            map: SourceMap::default(),
+            diags: Diagnostics::default(),
+            sot: Sot::default(),
+            os_nodes: HashMap::new(),
+            boot_nodes: HashMap::new(),
+            workflow_nodes: HashMap::new(),
+            site_nodes: HashMap::new(),
+            first: HashMap::new(),
+        }
+    }
+
+    fn err(&mut self, node: &Node, path: &str, msg: impl Into<String>) {
+        let span = span_at(node, path);
+        let d = self.map.diag(&span, path, msg);
+        self.diags.push(d);
+    }
+
+    fn file_err(&mut self, file: &str, msg: impl Into<String>) {
+        self.diags.push(Diagnostic::error(file, 1, 1, "", msg));
+    }
+
+    fn pos_of(&self, node: &Node, path: &str) -> Option<Pos> {
+        span_at(node, path).start().and_then(|m| self.map.pos(m))
+    }
+
+    /// Records the first definition of `kind` `id`; reports a duplicate.
+    fn unique(&mut self, kind: &'static str, id: &str, node: &Node, path: &str) -> bool {
+        let key = (kind, id.to_owned());
+        if let Some(first) = self.first.get(&key) {
+            let msg = format!(
+                "duplicate {kind} `{id}` (first defined at {}:{}:{})",
+                first.file, first.line, first.column
+            );
+            self.err(node, path, msg);
+            return false;
+        }
+        if let Some(p) = self.pos_of(node, path) {
+            self.first.insert(key, p);
+        }
+        true
+    }
+
+    fn single_doc(&mut self, path: &str, text: &str) -> Option<Entity> {
+        let file: Arc<str> = path.into();
+        let mut docs = yaml::parse_file(&mut self.map, &file, text, &mut self.diags);
+        match docs.len() {
+            0 => {
+                if !self.diags.0.iter().any(|d| d.file == path) {
+                    self.file_err(path, "the file is empty");
+                }
+                None
+            }
+            1 => docs.pop().map(|d| Entity { file, node: d.node }),
+            _ => {
+                let n = docs[1].node.clone();
+                self.err(&n, "", "expected one document in this file, found several");
+                None
+            }
+        }
+    }
+
+    fn run(&mut self) {
+        let files = self.files;
+        let mut classes_raw: BTreeMap<String, Node> = BTreeMap::new();
+        let mut class_files: BTreeMap<String, Arc<str>> = BTreeMap::new();
+        let mut envs: BTreeMap<&str, (&str, &str)> = BTreeMap::new();
+        let mut inventories: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::new();
+
+        for (path, text) in files.iter() {
+            let kind = match classify(path) {
+                Ok(Some(k)) => k,
+                Ok(None) => continue,
+                Err(msg) => {
+                    self.file_err(path, msg);
+                    continue;
+                }
+            };
+            match kind {
+                Kind::Os => self.load_os(path, text),
+                Kind::Boot => self.load_boot(path, text),
+                Kind::Workflow => self.load_workflow(path, text),
+                Kind::Class(id) => {
+                    if let Some(e) = self.single_doc(path, text) {
+                        class_files.insert(id.clone(), e.file);
+                        classes_raw.insert(id, e.node);
+                    }
+                }
+                Kind::Asset(name) => {
+                    self.sot.assets.insert(name.to_owned(), text.clone());
+                }
+                Kind::SiteEnv(site) => {
+                    envs.insert(site, (path, text));
+                }
+                Kind::Inventory(site) => inventories.entry(site).or_default().push((path, text)),
+            }
+        }
+
+        self.check_classes(&classes_raw);
+        self.check_references();
+        let templates_ok = self.check_template_syntax();
+
+        for (site, (path, text)) in &envs {
+            self.load_site(site, path, text);
+        }
+        for (site, files) in &inventories {
+            if !envs.contains_key(site) {
+                let first = files.first().map_or("sites", |f| f.0);
+                self.file_err(
+                    first,
+                    format!("site directory `sites/{site}` has no env.yml"),
+                );
+            }
+        }
+        let mut resolver = ClassResolver::new(&classes_raw);
+        let mut seen_mac: HashMap<MacAddr, Pos> = HashMap::new();
+        for (site, inv) in &inventories {
+            if !self.sot.sites.contains_key(*site) {
+                continue;
+            }
+            for (path, text) in inv {
+                self.load_inventory(site, path, text, &mut resolver, &mut seen_mac);
+            }
+        }
+        self.check_sites_and_policies();
+        if templates_ok {
+            self.check_rendering();
+        }
+    }
+
+    fn load_os(&mut self, path: &str, text: &str) {
+        let Some(e) = self.single_doc(path, text) else {
+            return;
+        };
+        let Some(os) = deserialize_all::<Os>(&self.map, &e.node, "", &mut self.diags) else {
+            return;
+        };
+        for (i, entry) in os.cmdline.iter().enumerate() {
+            if entry.len() != 1 {
+                self.err(
+                    &e.node,
+                    &format!("cmdline[{i}]"),
+                    "each cmdline entry must be a map with exactly one key",
+                );
+            }
+            for v in entry.values() {
+                if matches!(v, CmdlineValue::Many(l) if l.is_empty()) {
+                    self.err(
+                        &e.node,
+                        &format!("cmdline[{i}]"),
+                        "an empty list would drop this parameter; use \"\" for a bare flag",
+                    );
+                }
+            }
+        }
+        if self.unique("os", &os.id, &e.node, "id") {
+            self.os_nodes.insert(os.id.clone(), e.node);
+            self.sot.os.insert(os.id.clone(), os);
+        }
+    }
+
+    fn load_boot(&mut self, path: &str, text: &str) {
+        let Some(mut e) = self.single_doc(path, text) else {
+            return;
+        };
+        let md = take_metadata(&self.map, &mut e.node, "", &mut self.diags);
+        let Some(mut boot) = deserialize_all::<Boot>(&self.map, &e.node, "", &mut self.diags)
+        else {
+            return;
+        };
+        boot.metadata = md;
+        for (list, jobs) in [
+            ("before_shutdown", &boot.before_shutdown),
+            ("validate", &boot.validate),
+        ] {
+            for (i, j) in jobs.iter().enumerate() {
+                let p = format!("{list}[{i}]");
+                match j.kind {
+                    crate::types::JobType::Http if j.url.is_none() => {
+                        self.err(&e.node, &p, "an http job needs a `url`");
+                    }
+                    crate::types::JobType::Exec | crate::types::JobType::Ssh
+                        if j.command.is_empty() =>
+                    {
+                        self.err(&e.node, &p, "this job needs a `command`");
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if self.unique("boot", &boot.id, &e.node, "id") {
+            self.boot_nodes.insert(boot.id.clone(), e.node);
+            self.sot.boots.insert(boot.id.clone(), boot);
+        }
+    }
+
+    fn load_workflow(&mut self, path: &str, text: &str) {
+        let Some(e) = self.single_doc(path, text) else {
+            return;
+        };
+        let Some(wf) = deserialize_all::<Workflow>(&self.map, &e.node, "", &mut self.diags) else {
+            return;
+        };
+        if wf.stages.is_empty() {
+            self.err(&e.node, "stages", "a workflow needs at least one stage");
+        }
+        if self.unique("workflow", &wf.id, &e.node, "id") {
+            self.workflow_nodes.insert(wf.id.clone(), e.node);
+            self.sot.workflows.insert(wf.id.clone(), wf);
+        }
+    }
+
+    fn check_classes(&mut self, raw: &BTreeMap<String, Node>) {
+        for (id, node) in raw {
+            let mut n = node.clone();
+            if node_at(&n, "name").is_some() {
+                self.err(node, "name", "a class cannot set `name`");
+                yaml::take_key(&mut n, "name");
+            }
+            let md = take_metadata(&self.map, &mut n, "", &mut self.diags);
+            if let Some(mut c) = deserialize_all::<Class>(&self.map, &n, "", &mut self.diags) {
+                c.metadata = md;
+                self.sot.classes.insert(id.clone(), c);
+            }
+        }
+        let mut resolver = ClassResolver::new(raw);
+        resolver.check_all(&self.map, &mut self.diags);
+    }
+
+    fn check_references(&mut self) {
+        type BootRefs = (String, String, Option<(AssetType, String)>);
+        let boots: Vec<BootRefs> = self
+            .sot
+            .boots
+            .values()
+            .map(|b| {
+                (
+                    b.id.clone(),
+                    b.operating_system.clone(),
+                    b.unattended.as_ref().map(|u| (u.kind, u.asset.clone())),
+                )
+            })
+            .collect();
+        for (id, os, un) in boots {
+            let node = self.boot_nodes[&id].clone();
+            if !self.sot.os.contains_key(&os) {
+                self.err(
+                    &node,
+                    "operating_system",
+                    format!("unknown operating system `{os}`"),
+                );
+            }
+            if let Some((kind, asset)) = un {
+                let name = format!("{}/{}", kind.dir(), asset);
+                if !self.sot.assets.contains_key(&name) {
+                    self.err(&node, "unattended.use", format!("no asset `assets/{name}`"));
+                }
+            }
+        }
+        let wfs: Vec<Workflow> = self.sot.workflows.values().cloned().collect();
+        for wf in &wfs {
+            let node = self.workflow_nodes[&wf.id].clone();
+            let stages_key = if node_at(&node, "workflow").is_some() {
+                "workflow"
+            } else {
+                "stages"
+            };
+            for (i, st) in wf.stages.iter().enumerate() {
+                if !self.sot.boots.contains_key(&st.boot) {
+                    self.err(
+                        &node,
+                        &format!("{stages_key}[{i}].boot"),
+                        format!("unknown boot `{}`", st.boot),
+                    );
+                }
+            }
+            let pol = if node_at(&node, "deps").is_some() {
+                "deps"
+            } else {
+                "policy"
+            };
+            for (i, dep) in wf.policy.block_deps.iter().enumerate() {
+                let p = format!("{pol}.block_deps[{i}]");
+                if dep == &wf.id {
+                    self.err(&node, &p, "a workflow cannot block on itself");
+                } else if !self.sot.workflows.contains_key(dep) {
+                    self.err(&node, &p, format!("unknown workflow `{dep}`"));
+                } else if let Some(cycle) = dep_cycle(&self.sot.workflows, &wf.id, dep) {
+                    self.err(
+                        &node,
+                        &p,
+                        format!("block_deps cycle: {}", cycle.join(" → ")),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Compiles every template once; reports syntax errors.
+    fn check_template_syntax(&mut self) -> bool {
+        let (_, errors) = Renderer::build(
+            self.sot.os.values(),
+            self.sot.boots.values(),
+            &self.sot.assets,
+        );
+        let ok = errors.is_empty();
+        for e in errors {
+            let d = self.template_diag(&e, None);
+            self.diags.push(d);
+        }
+        ok
+    }
+
+    /// Where a template error points: an asset file, or the YAML value an
+    /// inline template came from.
+    fn template_diag(&self, e: &TemplateError, host: Option<&str>) -> Diagnostic {
+        let who = host
+            .map(|h| format!(" (rendering for host `{h}`)"))
+            .unwrap_or_default();
+        let msg = format!("{}{who}", e.message);
+        let line = e.line.unwrap_or(1);
+        let col = e.column.unwrap_or(1);
+        let parts: Vec<&str> = e.origin.split(':').collect();
+        let (node, path) = match parts.as_slice() {
+            ["os", id, "kernel"] => (self.os_nodes.get(*id), "boot.kernel".to_owned()),
+            ["os", id, "initrd", i] => (self.os_nodes.get(*id), format!("boot.initrd[{i}]")),
+            ["os", id, "cmdline", i, j] => {
+                let node = self.os_nodes.get(*id);
+                let key = node
+                    .and_then(|n| node_at(n, &format!("cmdline[{i}]")))
+                    .and_then(|n| n.as_mapping())
+                    .and_then(|m| m.keys().next().map(|k| k.as_str().to_owned()))
+                    .unwrap_or_default();
+                let base = format!("cmdline[{i}].{key}");
+                let is_list = node
+                    .and_then(|n| node_at(n, &base))
+                    .is_some_and(|n| n.as_sequence().is_some());
+                (
+                    node,
+                    if is_list {
+                        format!("{base}[{j}]")
+                    } else {
+                        base
+                    },
+                )
+            }
+            ["boot", id, list, i, "command", j] => (
+                self.boot_nodes.get(*id),
+                format!("{list}[{i}].command[{j}]"),
+            ),
+            ["boot", id, list, i, "url"] => (self.boot_nodes.get(*id), format!("{list}[{i}].url")),
+            ["boot", id, list, i, "env", k] => {
+                (self.boot_nodes.get(*id), format!("{list}[{i}].env.{k}"))
+            }
+            _ => {
+                return Diagnostic::error(&format!("assets/{}", e.origin), line, col, "", msg);
+            }
+        };
+        match node {
+            Some(n) => {
+                let mut d = self.map.diag(&span_at(n, &path), &path, msg);
+                // Multi-line inline templates: move down to the failing line.
+                if line > 1 {
+                    d.line += line - 1;
+                    d.column = col;
+                }
+                d
+            }
+            None => Diagnostic::error("<unknown>", 0, 0, &path, msg),
+        }
+    }
+
+    fn load_site(&mut self, dir: &str, path: &str, text: &str) {
+        let Some(mut e) = self.single_doc(path, text) else {
+            return;
+        };
+        let md = take_metadata(&self.map, &mut e.node, "", &mut self.diags);
+        let mut subnet_md = Vec::new();
+        let count = node_at(&e.node, "subnets")
+            .and_then(|n| n.as_sequence())
+            .map_or(0, |s| s.len());
+        for i in 0..count {
+            let mut sub = match node_at(&e.node, &format!("subnets[{i}]")) {
+                Some(n) => n.clone(),
+                None => break,
+            };
+            subnet_md.push(take_metadata(
+                &self.map,
+                &mut sub,
+                &format!("subnets[{i}]"),
+                &mut self.diags,
+            ));
+            if let Some(seq) = e
+                .node
+                .as_mapping_mut()
+                .and_then(|m| m.get_mut("subnets"))
+                .and_then(|n| n.as_sequence_mut())
+            {
+                seq[i] = sub;
+            }
+        }
+        let Some(mut site) = deserialize_all::<Site>(&self.map, &e.node, "", &mut self.diags)
+        else {
+            return;
+        };
+        site.metadata = md;
+        for (s, m) in site.subnets.iter_mut().zip(subnet_md) {
+            s.metadata = m;
+        }
+        let n = &e.node;
+        if site.id != dir {
+            self.err(
+                n,
+                "id",
+                format!(
+                    "site id `{}` does not match its directory `sites/{dir}`",
+                    site.id
+                ),
+            );
+        }
+        if site.agents.is_empty() {
+            self.err(n, "agents", "a site needs at least one agent");
+        }
+        if site.subnets.is_empty() {
+            self.err(n, "subnets", "a site needs at least one subnet");
+        }
+        let mut ids = HashSet::new();
+        for (i, a) in site.agents.iter().enumerate() {
+            if !ids.insert(a.id.clone()) {
+                self.err(
+                    n,
+                    &format!("agents[{i}].id"),
+                    format!("duplicate agent `{}`", a.id),
+                );
+            }
+            let url = a.asset_server.as_ref().and_then(|s| s.url.as_deref());
+            if url.is_some_and(|u| !(u.starts_with("http://") || u.starts_with("https://"))) {
+                self.err(
+                    n,
+                    &format!("agents[{i}].asset_server.url"),
+                    "the asset server URL must start with http:// or https://",
+                );
+            }
+        }
+        let mut ids = HashSet::new();
+        for (i, s) in site.subnets.iter().enumerate() {
+            let p = format!("subnets[{i}]");
+            if !ids.insert(s.id.clone()) {
+                self.err(
+                    n,
+                    &format!("{p}.id"),
+                    format!("duplicate subnet `{}`", s.id),
+                );
+            }
+            if let Some(gw) = s.gateway.filter(|gw| !s.cidr.contains(gw)) {
+                self.err(
+                    n,
+                    &format!("{p}.gateway"),
+                    format!("gateway {gw} is outside {}", s.cidr),
+                );
+            }
+            if s.dns.is_empty() {
+                self.err(
+                    n,
+                    &format!("{p}.dns"),
+                    "at least one DNS server is required",
+                );
+            }
+            for (j, o) in s.dhcp_options.iter().enumerate() {
+                let op = format!("{p}.dhcp_options[{j}]");
+                if matches!(o.option, 0 | 255) {
+                    self.err(
+                        n,
+                        &format!("{op}.option"),
+                        format!("option {} is reserved: use 1 to 254", o.option),
+                    );
+                }
+                if let Err(msg) = o.encode() {
+                    self.err(n, &format!("{op}.value"), msg);
+                }
+            }
+        }
+        for (i, w) in site.policy.windows.iter().enumerate() {
+            if let Err(msg) = crate::types::parse_window(w) {
+                self.err(n, &format!("policy.windows[{i}]"), msg);
+            }
+        }
+        self.site_nodes.insert(site.id.clone(), e.node);
+        self.sot.sites.insert(
+            dir.to_owned(),
+            SiteSot {
+                site,
+                hosts: Vec::new(),
+            },
+        );
+    }
+
+    fn load_inventory(
+        &mut self,
+        site_id: &str,
+        path: &str,
+        text: &str,
+        resolver: &mut ClassResolver<'_>,
+        seen_mac: &mut HashMap<MacAddr, Pos>,
+    ) {
+        let file: Arc<str> = path.into();
+        let docs = yaml::parse_file(&mut self.map, &file, text, &mut self.diags);
+        let site = self.sot.sites[site_id].site.clone();
+        for doc in docs {
+            let node = doc.node;
+            let mut eff = yaml::empty_mapping(*node.span());
+            let mut classes_ok = true;
+            for (i, (c, cnode)) in declared_classes(&node).into_iter().enumerate() {
+                let mut stack = Vec::new();
+                match resolver.resolve(&c, &mut stack, &self.map, &mut Diagnostics::default()) {
+                    Some(cn) => merge(&mut eff, cn),
+                    None => {
+                        classes_ok = false;
+                        if !self.sot.classes.contains_key(&c) {
+                            let d = self.map.diag(
+                                cnode.span(),
+                                &format!("classes[{i}]"),
+                                format!("unknown class `{c}`"),
+                            );
+                            self.diags.push(d);
+                        }
+                    }
+                }
+            }
+            merge(&mut eff, node);
+            let md = take_metadata(&self.map, &mut eff, "", &mut self.diags);
+            let Some(mut host) = deserialize_all::<Host>(&self.map, &eff, "", &mut self.diags)
+            else {
+                continue;
+            };
+            host.metadata = md;
+            if !classes_ok {
+                continue;
+            }
+            self.check_host(&site, &host, &eff, seen_mac);
+            let s = self.sot.sites.get_mut(site_id);
+            if let Some(s) = s {
+                s.hosts.push(host);
+            }
+        }
+    }
+
+    fn check_host(
+        &mut self,
+        site: &Site,
+        host: &Host,
+        n: &Node,
+        seen_mac: &mut HashMap<MacAddr, Pos>,
+    ) {
+        let key = format!("{}/{}", site.id, host.name);
+        self.unique("host", &key, n, "name");
+        if !self.sot.workflows.contains_key(&host.workflow) {
+            self.err(
+                n,
+                "workflow",
+                format!("unknown workflow `{}`", host.workflow),
+            );
+        }
+        if !host
+            .interfaces
+            .iter()
+            .any(|i| i.kind == InterfaceType::Physical)
+        {
+            self.err(
+                n,
+                "interfaces",
+                "a host needs at least one `physical` interface",
+            );
+        }
+        for (j, iface) in host.interfaces.iter().enumerate() {
+            let p = format!("interfaces[{j}]");
+            match seen_mac.get(&iface.mac) {
+                Some(first) => {
+                    let msg = format!(
+                        "duplicate MAC {} (first used at {}:{}:{})",
+                        iface.mac, first.file, first.line, first.column
+                    );
+                    self.err(n, &format!("{p}.mac"), msg);
+                }
+                None => {
+                    if let Some(pos) = self.pos_of(n, &format!("{p}.mac")) {
+                        seen_mac.insert(iface.mac, pos);
+                    }
+                }
+            }
+            match site.subnets.iter().find(|s| s.id == iface.subnet) {
+                None => self.err(
+                    n,
+                    &format!("{p}.subnet"),
+                    format!("unknown subnet `{}` in site `{}`", iface.subnet, site.id),
+                ),
+                Some(s) => {
+                    if !s.cidr.contains(&iface.ipv4) {
+                        self.err(
+                            n,
+                            &format!("{p}.ipv4"),
+                            format!("{} is outside subnet `{}` ({})", iface.ipv4, s.id, s.cidr),
+                        );
+                    } else if s.cidr.prefix_len() < 31
+                        && (iface.ipv4 == s.cidr.network() || iface.ipv4 == s.cidr.broadcast())
+                    {
+                        self.err(
+                            n,
+                            &format!("{p}.ipv4"),
+                            format!(
+                                "{} is the network or broadcast address of {}",
+                                iface.ipv4, s.cidr
+                            ),
+                        );
+                    }
+                }
+            }
+            let ipkey = format!("{}/{}", site.id, iface.ipv4);
+            if self.first.contains_key(&("IPv4 address", ipkey.clone())) {
+                let first = self.first[&("IPv4 address", ipkey)].clone();
+                self.err(
+                    n,
+                    &format!("{p}.ipv4"),
+                    format!(
+                        "duplicate IPv4 address {} (first used at {}:{}:{})",
+                        iface.ipv4, first.file, first.line, first.column
+                    ),
+                );
+            } else {
+                self.unique("IPv4 address", &ipkey, n, &format!("{p}.ipv4"));
+            }
+            if let Some(b) = &iface.bmc {
+                if iface.kind != InterfaceType::Bmc {
+                    self.err(
+                        n,
+                        &format!("{p}.bmc"),
+                        "only an interface of type `bmc` can have a `bmc` section",
+                    );
+                }
+                if b.password_env.is_some() && b.password_file.is_some() {
+                    self.err(
+                        n,
+                        &format!("{p}.bmc"),
+                        "set `password_env` or `password_file`, not both",
+                    );
+                }
+                if b.kind == BmcType::Exec && b.command.is_empty() {
+                    self.err(n, &format!("{p}.bmc"), "an exec BMC needs a `command`");
+                }
+            }
+        }
+        if let Some(u) = host.uuid {
+            self.unique("SMBIOS UUID", &format!("{}/{u}", site.id), n, "uuid");
+        }
+        if let Some(l) = &host.location {
+            if l.circuit_id.is_none() && l.remote_id.is_none() {
+                self.err(
+                    n,
+                    "location",
+                    "a location needs `circuit_id`, `remote_id` or both",
+                );
+            } else {
+                let k = format!("{}/{:?}/{:?}", site.id, l.circuit_id, l.remote_id);
+                self.unique("location", &k, n, "location");
+            }
+        }
+    }
+
+    fn check_sites_and_policies(&mut self) {
+        let mut per_wf: HashMap<&str, usize> = HashMap::new();
+        for s in self.sot.sites.values() {
+            for h in &s.hosts {
+                *per_wf.entry(h.workflow.as_str()).or_default() += 1;
+            }
+        }
+        let per_wf: HashMap<String, usize> =
+            per_wf.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        let empty: Vec<String> = self
+            .sot
+            .sites
+            .iter()
+            .filter(|(_, s)| s.hosts.is_empty())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in empty {
+            if let Some(n) = self.site_nodes.get(&id).cloned() {
+                self.err(&n, "id", format!("site `{id}` has no hosts"));
+            }
+        }
+        let wfs: Vec<Workflow> = self.sot.workflows.values().cloned().collect();
+        for wf in wfs {
+            let Some(ms) = wf.policy.min_standing else {
+                continue;
+            };
+            let hosts = per_wf.get(&wf.id).copied().unwrap_or(0);
+            if ms as usize > hosts {
+                let node = self.workflow_nodes[&wf.id].clone();
+                let pol = if node_at(&node, "deps").is_some() {
+                    "deps"
+                } else {
+                    "policy"
+                };
+                self.err(
+                    &node,
+                    &format!("{pol}.min_standing"),
+                    format!("min_standing {ms} is more than the workflow's {hosts} host(s)"),
+                );
+            }
+        }
+    }
+
+    /// Renders every template for every host that uses it and checks the
+    /// unattended configs. Identical failures of many hosts are reported
+    /// once, with a count.
+    fn check_rendering(&mut self) {
+        if self.diags.has_errors() {
+            // References may be broken; rendering would report noise.
+            return;
+        }
+        // (file, line, column, path, message) → (first host, how many hosts)
+        type Seen = BTreeMap<(String, usize, usize, String, String), (String, usize)>;
+        let mut found: Seen =
+            BTreeMap::new();
+        let site_ids: Vec<String> = self.sot.sites.keys().cloned().collect();
+        for id in site_ids {
+            let model = match SiteModel::compile(&self.sot, &id) {
+                Ok(m) => m,
+                Err(e) => {
+                    self.file_err(&format!("sites/{id}/env.yml"), e.to_string());
+                    continue;
+                }
+            };
+            for (i, host) in model.hosts().iter().enumerate() {
+                let Some(iface) = host.primary_interface() else {
+                    continue;
+                };
+                let h = crate::compiled::HostRef {
+                    host,
+                    index: i,
+                    interface: iface,
+                };
+                for boot in model.stages(host) {
+                    let urls = model.urls(h, boot, "checkpoint-token");
+                    let ctx = model.context(h, boot, urls.as_ref());
+                    let mut problems: Vec<Diagnostic> = Vec::new();
+                    let mut on_err = |e: crate::RenderError, this: &Self| match e {
+                        crate::RenderError::Template(t) => {
+                            problems.push(this.template_diag(&t, None))
+                        }
+                        other => {
+                            problems.push(Diagnostic::error("<model>", 0, 0, "", other.to_string()))
+                        }
+                    };
+                    if let Err(e) = model.render_boot(boot, &ctx) {
+                        on_err(e, self);
+                    }
+                    if let Err(e) = model.render_jobs(boot, &ctx) {
+                        on_err(e, self);
+                    }
+                    match model.render_unattended(boot, &ctx) {
+                        Ok(Some((kind, text))) => {
+                            if let Err((line, msg)) = check_unattended(kind, &text) {
+                                let asset = &model.data().boots[boot]
+                                    .unattended
+                                    .as_ref()
+                                    .map(|u| u.asset.clone())
+                                    .unwrap_or_default();
+                                problems.push(Diagnostic::error(
+                                    &format!("assets/{}/{asset}", kind.dir()),
+                                    line.max(1),
+                                    1,
+                                    "",
+                                    format!(
+                                        "rendered {kind} is malformed at its line {line}: {msg}"
+                                    ),
+                                ));
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(e) => on_err(e, self),
+                    }
+                    for d in problems {
+                        let e = found
+                            .entry((d.file, d.line, d.column, d.path, d.message))
+                            .or_insert_with(|| (host.name.clone(), 0));
+                        e.1 += 1;
+                    }
+                }
+            }
+        }
+        for ((file, line, col, path, msg), (first, count)) in found {
+            let more = if count > 1 {
+                format!(" and {} more", count - 1)
+            } else {
+                String::new()
+            };
+            self.diags.push(Diagnostic::error(
+                &file,
+                line,
+                col,
+                &path,
+                format!("{msg} (for host `{first}`{more})"),
+            ));
+        }
+    }
+}
+
+/// A path from `dep` back to `from` through block_deps, if any.
+fn dep_cycle(wfs: &BTreeMap<String, Workflow>, from: &str, dep: &str) -> Option<Vec<String>> {
+    let mut stack = vec![(dep.to_owned(), vec![from.to_owned(), dep.to_owned()])];
+    let mut seen = HashSet::new();
+    while let Some((cur, path)) = stack.pop() {
+        if !seen.insert(cur.clone()) {
+            continue;
+        }
+        for next in wfs
+            .get(&cur)
+            .map(|w| w.policy.block_deps.as_slice())
+            .unwrap_or(&[])
+        {
+            let mut p = path.clone();
+            p.push(next.clone());
+            if next == from {
+                return Some(p);
+            }
+            stack.push((next.clone(), p));
+        }
+    }
+    None
+}

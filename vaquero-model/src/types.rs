@@ -1,0 +1,939 @@
+//! The SoT entities, as written in YAML (see `SOT.md`).
+//!
+//! Every struct denies unknown fields, so a typo is an error rather than a
+//! silently ignored key. Metadata maps are read separately from the YAML
+//! tree (they keep YAML's scalar types: `true`, `3`, `"3"`), which is why
+//! their fields are `#[serde(skip_deserializing)]` here.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Free-form metadata: a map of YAML values, available to templates as `md`.
+pub type Metadata = serde_json::Map<String, serde_json::Value>;
+
+/// A site (`sites/<site>/env.yml`): one datacenter or lab.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Site {
+    /// The site's id; must equal its directory name.
+    pub id: String,
+    /// A human-readable name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The agents serving this site.
+    pub agents: Vec<Agent>,
+    /// The site's subnets.
+    pub subnets: Vec<Subnet>,
+    /// Site metadata, merged under class, host and boot metadata in `md`.
+    #[serde(default, skip_deserializing)]
+    pub metadata: Metadata,
+    /// A Git tag or commit the site follows instead of the branch head.
+    #[serde(default)]
+    pub release_tag: Option<String>,
+    /// Site-wide rollout policy.
+    #[serde(default)]
+    pub policy: SitePolicy,
+    /// Override of the architecture → boot file map.
+    #[serde(default)]
+    pub boot_files: BootFiles,
+}
+
+/// Site-wide rollout policy.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SitePolicy {
+    /// Reboot hosts newly added to the SoT (default: leave them alone).
+    #[serde(default)]
+    pub force_provision: bool,
+    /// Reboot windows, each `"HH:MM-HH:MM"`.
+    #[serde(default)]
+    pub windows: Vec<String>,
+    /// The time zone the windows are written in (IANA name).
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// Apply plans without waiting for approval.
+    #[serde(default)]
+    pub auto_apply: bool,
+}
+
+/// The architecture → boot file map (file names served over TFTP, or URLs
+/// for HTTP boot). Unset entries use Vaquero's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootFiles {
+    /// Legacy BIOS PXE (arch 0); default `undionly.kpxe`.
+    #[serde(default)]
+    pub bios: Option<String>,
+    /// UEFI x64 PXE (arch 6, 7, 9); default `ipxe.efi`.
+    #[serde(default)]
+    pub uefi_x64: Option<String>,
+    /// UEFI x64 HTTP boot (arch 15, 16); default: the agent's `ipxe.efi` URL.
+    #[serde(default)]
+    pub uefi_x64_http: Option<String>,
+    /// UEFI ARM64 PXE (arch 11); default `ipxe-arm64.efi`.
+    #[serde(default)]
+    pub arm64: Option<String>,
+    /// UEFI ARM64 HTTP boot (arch 19); default: the agent's ARM64 URL.
+    #[serde(default)]
+    pub arm64_http: Option<String>,
+}
+
+/// An agent: the process serving DHCP, TFTP and HTTP boot for a site.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Agent {
+    /// The agent's id (its token is scoped to it).
+    pub id: String,
+    /// How the agent answers DHCP.
+    #[serde(default)]
+    pub dhcp_mode: DhcpMode,
+    /// Interface names to serve on; empty means all but loopback.
+    #[serde(default)]
+    pub interfaces: Vec<String>,
+    /// The HTTP boot service.
+    #[serde(default)]
+    pub asset_server: Option<AssetServer>,
+    /// The TFTP service.
+    #[serde(default)]
+    pub tftp_server: Option<TftpServer>,
+}
+
+/// How an agent answers DHCP.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DhcpMode {
+    /// The agent is the DHCP server for its hosts.
+    #[default]
+    Server,
+    /// proxyDHCP: boot information only, beside another DHCP server.
+    Proxy,
+    /// No DHCP at all.
+    Off,
+}
+
+/// The agent's HTTP boot service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssetServer {
+    /// Base URL hosts use to reach this agent, e.g. `http://10.0.0.2:8080`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Directory served under `/files/`.
+    #[serde(default)]
+    pub base_dir: Option<String>,
+    /// Upstream base URL proxied and cached under `/files/`.
+    #[serde(default)]
+    pub cdn: Option<String>,
+}
+
+/// The agent's TFTP service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TftpServer {
+    /// Directory served over TFTP.
+    #[serde(default)]
+    pub base_dir: Option<String>,
+}
+
+/// A subnet of a site.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Subnet {
+    /// The subnet's id, referenced by interfaces.
+    pub id: String,
+    /// The IPv4 network, e.g. `10.0.0.0/24`.
+    pub cidr: Ipv4Net,
+    /// Default router (option 3).
+    #[serde(default)]
+    pub gateway: Option<Ipv4Addr>,
+    /// DNS servers (option 6).
+    pub dns: Vec<IpAddr>,
+    /// NTP servers (option 42).
+    #[serde(default)]
+    pub ntp: Vec<String>,
+    /// Domain name (option 15); Vaquero's spelling `domain` is accepted.
+    #[serde(default, alias = "domain")]
+    pub domain_name: Option<String>,
+    /// The VLAN id.
+    #[serde(default)]
+    pub vlan: Option<u16>,
+    /// Lease time (option 51), e.g. `1h`, `30m`, `86400`.
+    #[serde(default)]
+    pub lease_time: Option<Duration>,
+    /// Log server (option 7).
+    #[serde(default)]
+    pub log_server: Option<Ipv4Addr>,
+    /// Custom DHCP options.
+    #[serde(default)]
+    pub dhcp_options: Vec<DhcpOption>,
+    /// Subnet metadata (available to templates as `subnet.metadata`).
+    #[serde(default, skip_deserializing)]
+    pub metadata: Metadata,
+}
+
+/// A custom DHCP option of a subnet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DhcpOption {
+    /// The option code, 1–254.
+    pub option: u8,
+    /// How `value` is encoded.
+    #[serde(rename = "type")]
+    pub kind: DhcpOptionType,
+    /// The value, encoded per `type` (a list is accepted for `addresses`).
+    pub value: OneOrMany,
+}
+
+/// How a custom DHCP option's value is encoded on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(missing_docs)]
+pub enum DhcpOptionType {
+    String,
+    Uint8,
+    Uint16,
+    Uint32,
+    Int8,
+    Int16,
+    Int32,
+    Bool,
+    Addresses,
+    Base64,
+    Hex,
+}
+
+impl DhcpOption {
+    /// The option's value encoded for the wire (at most 255 bytes).
+    pub fn encode(&self) -> Result<Vec<u8>, String> {
+        use DhcpOptionType as T;
+        let one = || match &self.value {
+            OneOrMany::One(s) => Ok(s.trim()),
+            OneOrMany::Many(_) => Err("a list is only allowed for type `addresses`".to_owned()),
+        };
+        fn int<I: FromStr>(s: &str, what: &str) -> Result<I, String> {
+            s.parse()
+                .map_err(|_| format!("`{s}` is not a valid {what}"))
+        }
+        let bytes = match self.kind {
+            T::String => one()?.as_bytes().to_vec(),
+            T::Uint8 => vec![int::<u8>(one()?, "uint8")?],
+            T::Uint16 => int::<u16>(one()?, "uint16")?.to_be_bytes().to_vec(),
+            T::Uint32 => int::<u32>(one()?, "uint32")?.to_be_bytes().to_vec(),
+            T::Int8 => int::<i8>(one()?, "int8")?.to_be_bytes().to_vec(),
+            T::Int16 => int::<i16>(one()?, "int16")?.to_be_bytes().to_vec(),
+            T::Int32 => int::<i32>(one()?, "int32")?.to_be_bytes().to_vec(),
+            T::Bool => match one()? {
+                "true" | "1" => vec![1],
+                "false" | "0" => vec![0],
+                s => return Err(format!("`{s}` is not a valid bool (true or false)")),
+            },
+            T::Addresses => {
+                let items: Vec<&str> = match &self.value {
+                    OneOrMany::One(s) => s.split([',', ' ']).filter(|s| !s.is_empty()).collect(),
+                    OneOrMany::Many(l) => l.iter().map(|s| s.trim()).collect(),
+                };
+                if items.is_empty() {
+                    return Err("at least one address is required".into());
+                }
+                let mut out = Vec::with_capacity(items.len() * 4);
+                for a in items {
+                    let ip: Ipv4Addr = a
+                        .parse()
+                        .map_err(|_| format!("`{a}` is not a valid IPv4 address"))?;
+                    out.extend(ip.octets());
+                }
+                out
+            }
+            T::Base64 => {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD
+                    .decode(one()?)
+                    .map_err(|e| format!("invalid base64: {e}"))?
+            }
+            T::Hex => {
+                let s: String = one()?
+                    .chars()
+                    .filter(|c| !matches!(c, ':' | ' ' | '-'))
+                    .collect();
+                hex::decode(&s).map_err(|e| format!("invalid hex: {e}"))?
+            }
+        };
+        if bytes.len() > 255 {
+            return Err(format!(
+                "the encoded value is {} bytes; an option holds at most 255",
+                bytes.len()
+            ));
+        }
+        Ok(bytes)
+    }
+}
+
+/// Parses a reboot window `"HH:MM-HH:MM"` into minutes after midnight
+/// (start, end); a window may wrap past midnight.
+pub fn parse_window(s: &str) -> Result<(u16, u16), String> {
+    let err = || format!("invalid window `{s}`: expected \"HH:MM-HH:MM\"");
+    let (a, b) = s.trim().split_once('-').ok_or_else(err)?;
+    let hm = |t: &str| -> Result<u16, String> {
+        let (h, m) = t.trim().split_once(':').ok_or_else(err)?;
+        if h.len() != 2 || m.len() != 2 {
+            return Err(err());
+        }
+        match (h.parse::<u16>(), m.parse::<u16>()) {
+            (Ok(h @ 0..=23), Ok(m @ 0..=59)) => Ok(h * 60 + m),
+            _ => Err(err()),
+        }
+    };
+    let (start, end) = (hm(a)?, hm(b)?);
+    if start == end {
+        return Err(format!("window `{s}` is empty"));
+    }
+    Ok((start, end))
+}
+
+/// A scalar or a list of scalars.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// A single value.
+    One(String),
+    /// A list of values.
+    Many(Vec<String>),
+}
+
+/// A host: one machine, a document in an inventory file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Host {
+    /// The host's name, unique in its site.
+    pub name: String,
+    /// The workflow (ordered boot stages) the host follows.
+    pub workflow: String,
+    /// The host's network interfaces; the first `physical` one is primary.
+    pub interfaces: Vec<Interface>,
+    /// Classes the host inherits from, in order (later wins).
+    #[serde(default)]
+    pub classes: Vec<String>,
+    /// Host metadata (classes merged in).
+    #[serde(default, skip_deserializing)]
+    pub metadata: Metadata,
+    /// Never reprovision this host, whatever changes.
+    #[serde(default)]
+    pub never_provision: bool,
+    /// SMBIOS UUID (lowercase, hyphenated).
+    #[serde(default)]
+    pub uuid: Option<Uuid>,
+    /// Serial number.
+    #[serde(default)]
+    pub serial: Option<String>,
+    /// Where the host is cabled: the relay's option 82 identifiers.
+    #[serde(default)]
+    pub location: Option<Location>,
+}
+
+impl Host {
+    /// The primary interface: the first `physical` one.
+    pub fn primary_interface(&self) -> Option<&Interface> {
+        self.interfaces
+            .iter()
+            .find(|i| i.kind == InterfaceType::Physical)
+    }
+
+    /// The BMC of the host (on its first `bmc` interface), with the address
+    /// defaulted to that interface's IPv4 address.
+    pub fn bmc(&self) -> Option<(&Interface, &Bmc)> {
+        self.interfaces
+            .iter()
+            .filter(|i| i.kind == InterfaceType::Bmc)
+            .find_map(|i| i.bmc.as_ref().map(|b| (i, b)))
+    }
+}
+
+/// A host's place on the network: option 82 sub-options 1 and 2.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Location {
+    /// Relay agent circuit id (sub-option 1), usually the switch port.
+    #[serde(default)]
+    pub circuit_id: Option<String>,
+    /// Relay agent remote id (sub-option 2), usually the switch.
+    #[serde(default)]
+    pub remote_id: Option<String>,
+}
+
+/// A network interface of a host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Interface {
+    /// `physical` or `bmc`.
+    #[serde(rename = "type")]
+    pub kind: InterfaceType,
+    /// The MAC address, unique across the whole SoT.
+    pub mac: MacAddr,
+    /// The subnet id (in the host's site).
+    pub subnet: String,
+    /// The static IPv4 address, inside the subnet and unique.
+    pub ipv4: Ipv4Addr,
+    /// An IPv6 address.
+    #[serde(default)]
+    pub ipv6: Option<Ipv6Addr>,
+    /// Hostname handed out in option 12 (default: the host's name).
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// The NIC's name in the OS, e.g. `eno1`.
+    #[serde(default)]
+    pub identifier: Option<String>,
+    /// Do not answer DHCP for this interface.
+    #[serde(default)]
+    pub ignore_dhcp: bool,
+    /// The BMC reachable on this interface.
+    #[serde(default)]
+    pub bmc: Option<Bmc>,
+}
+
+/// The kind of a network interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InterfaceType {
+    /// A data NIC, netbooted.
+    Physical,
+    /// A BMC's NIC, never netbooted.
+    Bmc,
+}
+
+/// A baseboard management controller.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bmc {
+    /// The protocol the BMC speaks.
+    #[serde(rename = "type")]
+    pub kind: BmcType,
+    /// Address or (Redfish) base URL; default: the interface's IPv4 address.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// Port, when not the protocol's default.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// User name.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Environment variable holding the password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// File holding the password.
+    #[serde(default)]
+    pub password_file: Option<String>,
+    /// Redfish: accept any TLS certificate.
+    #[serde(default)]
+    pub insecure_tls: bool,
+    /// Exec: the program and its arguments (templated).
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// Try an OS-level soft reboot before a hard power cycle.
+    #[serde(default)]
+    pub soft_reboot: bool,
+    /// How long to wait for a soft reboot.
+    #[serde(default)]
+    pub soft_timeout: Option<Duration>,
+}
+
+/// The protocol a BMC speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BmcType {
+    /// IPMI over LAN (RMCP+).
+    Ipmi,
+    /// DMTF Redfish over HTTPS.
+    Redfish,
+    /// SSH to the host's OS.
+    Ssh,
+    /// An operator-supplied program.
+    Exec,
+}
+
+/// An operating system (`os/*.yml`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Os {
+    /// The OS id, referenced by boots.
+    pub id: String,
+    /// A human-readable name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Family, e.g. `debian`, `rhel`, `flatcar`.
+    pub os_family: String,
+    /// Major version.
+    pub major_version: String,
+    /// Minor version.
+    #[serde(default)]
+    pub minor_version: Option<String>,
+    /// Release name, e.g. `bookworm`.
+    #[serde(default)]
+    pub release_name: Option<String>,
+    /// Kernel and initrd URL templates.
+    pub boot: OsBoot,
+    /// Kernel command line, as one-key maps.
+    #[serde(default)]
+    pub cmdline: Vec<BTreeMap<String, CmdlineValue>>,
+}
+
+/// An OS's kernel and initrds (URL templates).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OsBoot {
+    /// Kernel URL template.
+    pub kernel: String,
+    /// Initrd URL templates, in order.
+    pub initrd: Vec<String>,
+}
+
+/// The value of a kernel command-line entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum CmdlineValue {
+    /// `{k: ""}` → `k`; `{k: v}` → `k=v`.
+    One(String),
+    /// `{k: [a, b]}` → `k=a k=b`.
+    Many(Vec<String>),
+}
+
+/// A boot stage definition (`boot/*.yml`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Boot {
+    /// The boot id, referenced by workflow stages.
+    pub id: String,
+    /// The OS id booted in this stage.
+    pub operating_system: String,
+    /// The unattended config served to the installer.
+    #[serde(default)]
+    pub unattended: Option<Unattended>,
+    /// Boot metadata (wins over site, class and host metadata in `md`).
+    #[serde(default, skip_deserializing)]
+    pub metadata: Metadata,
+    /// Jobs run before the host is shut down for this stage.
+    #[serde(default)]
+    pub before_shutdown: Vec<Job>,
+    /// Jobs run after the host checks in.
+    #[serde(default)]
+    pub validate: Vec<Job>,
+}
+
+/// Which asset is a boot's unattended config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Unattended {
+    /// The asset type.
+    #[serde(rename = "type")]
+    pub kind: AssetType,
+    /// The file under `assets/<type>/`.
+    #[serde(rename = "use")]
+    pub asset: String,
+}
+
+/// The type of an asset template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AssetType {
+    /// cloud-init: YAML starting with `#cloud-config`.
+    CloudConfig,
+    /// Ignition: JSON with `ignition.version`.
+    Ignition,
+    /// Anaconda kickstart.
+    Kickstart,
+    /// Anything else; not checked.
+    Untyped,
+}
+
+impl AssetType {
+    /// All asset types.
+    pub const ALL: [AssetType; 4] = [
+        AssetType::CloudConfig,
+        AssetType::Ignition,
+        AssetType::Kickstart,
+        AssetType::Untyped,
+    ];
+
+    /// The directory name under `assets/`.
+    pub fn dir(self) -> &'static str {
+        match self {
+            AssetType::CloudConfig => "cloud-config",
+            AssetType::Ignition => "ignition",
+            AssetType::Kickstart => "kickstart",
+            AssetType::Untyped => "untyped",
+        }
+    }
+
+    /// The asset type whose directory is `dir`.
+    pub fn from_dir(dir: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.dir() == dir)
+    }
+
+    /// The HTTP content type an installer expects.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            AssetType::CloudConfig => "text/cloud-config; charset=utf-8",
+            AssetType::Ignition => "application/vnd.coreos.ignition+json",
+            AssetType::Kickstart | AssetType::Untyped => "text/plain; charset=utf-8",
+        }
+    }
+}
+
+impl fmt::Display for AssetType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.dir())
+    }
+}
+
+/// A job run before shutdown or to validate a stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Job {
+    /// How the job runs.
+    #[serde(rename = "type")]
+    pub kind: JobType,
+    /// `exec` / `ssh`: the program and its arguments (templated).
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// `http`: the URL (templated).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// `http`: the expected status code.
+    #[serde(default)]
+    pub expect_status: Option<u16>,
+    /// How long one attempt may take.
+    #[serde(default)]
+    pub timeout: Option<Duration>,
+    /// How many times a failed attempt is retried.
+    #[serde(default)]
+    pub retries: Option<u32>,
+    /// Extra environment (templated values).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+/// How a job runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobType {
+    /// A program on the agent.
+    Exec,
+    /// An HTTP request.
+    Http,
+    /// A command over SSH on the host.
+    Ssh,
+}
+
+/// A workflow (`workflows/*.yml`): the ordered boot stages of its hosts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Workflow {
+    /// The workflow id, referenced by hosts.
+    pub id: String,
+    /// The stages, in order; Vaquero's spelling `workflow` is accepted.
+    #[serde(alias = "workflow")]
+    pub stages: Vec<Stage>,
+    /// Rollout policy; Vaquero's spelling `deps` is accepted.
+    #[serde(default, alias = "deps")]
+    pub policy: WorkflowPolicy,
+}
+
+/// One stage of a workflow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stage {
+    /// The boot id.
+    pub boot: String,
+}
+
+/// A workflow's rollout policy.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowPolicy {
+    /// How many hosts may be in progress at once (count or percent).
+    #[serde(default)]
+    pub max_concurrent: Concurrency,
+    /// Hosts that must stay done (standing) during a rollout.
+    #[serde(default)]
+    pub min_standing: Option<u32>,
+    /// Workflows that must have `min_standing` hosts done first.
+    #[serde(default)]
+    pub block_deps: Vec<String>,
+    /// Failures before the rollout halts.
+    #[serde(default)]
+    pub max_fail: Option<u32>,
+    /// Events that trigger validation jobs.
+    #[serde(default)]
+    pub validate_on: Vec<String>,
+}
+
+/// A concurrency limit: a host count (0 = unlimited) or a percentage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Concurrency {
+    /// No limit.
+    #[default]
+    Unlimited,
+    /// At most this many hosts.
+    Count(u32),
+    /// At most this percentage of the workflow's hosts (rounded up, ≥ 1).
+    Percent(u8),
+}
+
+impl Concurrency {
+    /// The limit for a workflow of `hosts` hosts; `None` when unlimited.
+    pub fn limit(self, hosts: usize) -> Option<usize> {
+        match self {
+            Concurrency::Unlimited => None,
+            Concurrency::Count(n) => Some(n as usize),
+            Concurrency::Percent(p) => Some((hosts * p as usize).div_ceil(100).max(1)),
+        }
+    }
+}
+
+impl FromStr for Concurrency {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if let Some(p) = s.strip_suffix('%') {
+            match p.trim().parse::<u8>() {
+                Ok(p @ 1..=100) => Ok(Concurrency::Percent(p)),
+                _ => Err(format!("invalid percentage `{s}`: expected 1% to 100%")),
+            }
+        } else {
+            match s.parse::<u32>() {
+                Ok(0) => Ok(Concurrency::Unlimited),
+                Ok(n) => Ok(Concurrency::Count(n)),
+                Err(_) => Err(format!(
+                    "invalid concurrency `{s}`: expected a count or a percentage like \"25%\""
+                )),
+            }
+        }
+    }
+}
+
+impl fmt::Display for Concurrency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Concurrency::Unlimited => f.write_str("0"),
+            Concurrency::Count(n) => write!(f, "{n}"),
+            Concurrency::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+/// A class (`classes/**/*.yml`): a reusable host fragment.
+///
+/// Any host field but `name`; `classes` names its parents. Used on its own
+/// only to check a class file; hosts merge classes as YAML trees.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct Class {
+    #[serde(default)]
+    pub workflow: Option<String>,
+    #[serde(default)]
+    pub interfaces: Option<Vec<Interface>>,
+    #[serde(default)]
+    pub classes: Vec<String>,
+    #[serde(default, skip_deserializing)]
+    pub metadata: Metadata,
+    #[serde(default)]
+    pub never_provision: Option<bool>,
+    #[serde(default)]
+    pub uuid: Option<Uuid>,
+    #[serde(default)]
+    pub serial: Option<String>,
+    #[serde(default)]
+    pub location: Option<Location>,
+}
+
+macro_rules! string_serde {
+    ($t:ty, $expecting:literal) => {
+        impl Serialize for $t {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl serde::de::Visitor<'_> for V {
+                    type Value = $t;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str($expecting)
+                    }
+                    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<$t, E> {
+                        v.parse().map_err(E::custom)
+                    }
+                    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<$t, E> {
+                        v.to_string().parse().map_err(E::custom)
+                    }
+                }
+                d.deserialize_str(V)
+            }
+        }
+    };
+}
+
+/// A MAC address. Parses `aa:bb:cc:dd:ee:ff`, `aa-bb-…` and `aabb.ccdd.eeff`;
+/// displays lowercase with colons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl MacAddr {
+    /// The hyphenated form iPXE's `${mac:hexhyp}` produces.
+    pub fn hyphenated(&self) -> String {
+        self.to_string().replace(':', "-")
+    }
+}
+
+impl FromStr for MacAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let hex: String = s
+            .chars()
+            .filter(|c| !matches!(c, ':' | '-' | '.'))
+            .collect();
+        let seps_ok = {
+            let t = s.trim();
+            let parts: Vec<&str> = t.split([':', '-']).collect();
+            (parts.len() == 6 && parts.iter().all(|p| p.len() == 2))
+                || (t.split('.').count() == 3 && t.split('.').all(|p| p.len() == 4))
+        };
+        if !seps_ok || hex.len() != 12 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!("invalid MAC address `{s}`"));
+        }
+        let mut out = [0u8; 6];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
+                .map_err(|_| format!("invalid MAC address `{s}`"))?;
+        }
+        Ok(MacAddr(out))
+    }
+}
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            b[0], b[1], b[2], b[3], b[4], b[5]
+        )
+    }
+}
+
+string_serde!(MacAddr, "a MAC address like 52:54:00:12:34:56");
+
+/// An SMBIOS UUID, stored lowercase and hyphenated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Uuid(pub [u8; 16]);
+
+impl FromStr for Uuid {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let hex: String = s.trim().chars().filter(|c| *c != '-').collect();
+        if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!(
+                "invalid UUID `{s}`: expected 32 hex digits like 4c4c4544-0042-3510-8052-b4c04f384d32"
+            ));
+        }
+        let mut out = [0u8; 16];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
+                .map_err(|_| format!("invalid UUID `{s}`"))?;
+        }
+        Ok(Uuid(out))
+    }
+}
+
+impl fmt::Display for Uuid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, b) in self.0.iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                f.write_str("-")?;
+            }
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+string_serde!(Uuid, "a UUID");
+
+/// A duration written `90`, `90s`, `30m`, `1h`, `2d` (seconds if no unit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Duration(pub u64);
+
+impl Duration {
+    /// The duration in seconds.
+    pub fn as_secs(self) -> u64 {
+        self.0
+    }
+}
+
+impl FromStr for Duration {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let mult = match unit {
+            "" | "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86400,
+            _ => 0,
+        };
+        match num.parse::<u64>() {
+            Ok(n) if mult > 0 => n
+                .checked_mul(mult)
+                .map(Duration)
+                .ok_or_else(|| format!("duration `{s}` is too large")),
+            _ => Err(format!(
+                "invalid duration `{s}`: expected a number with an optional unit s, m, h or d"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Duration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}s", self.0)
+    }
+}
+
+string_serde!(Duration, "a duration like 30s, 5m or 1h");
+string_serde!(Concurrency, "a count or a percentage like \"25%\"");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_forms() {
+        let m: MacAddr = "52-54-00-AB-cd-01".parse().unwrap();
+        assert_eq!(m.to_string(), "52:54:00:ab:cd:01");
+        assert_eq!(m.hyphenated(), "52-54-00-ab-cd-01");
+        assert_eq!("5254.00ab.cd01".parse::<MacAddr>().unwrap(), m);
+        assert!("52:54:00:ab:cd".parse::<MacAddr>().is_err());
+        assert!("52:54:00:ab:cd:0g".parse::<MacAddr>().is_err());
+        assert!("525400abcd01".parse::<MacAddr>().is_err());
+    }
+
+    #[test]
+    fn uuid_and_duration() {
+        let u: Uuid = "4C4C4544-0042-3510-8052-B4C04F384D32".parse().unwrap();
+        assert_eq!(u.to_string(), "4c4c4544-0042-3510-8052-b4c04f384d32");
+        assert_eq!("1h".parse::<Duration>().unwrap().as_secs(), 3600);
+        assert_eq!("90".parse::<Duration>().unwrap().as_secs(), 90);
+        assert!("1w".parse::<Duration>().is_err());
+        assert_eq!("25%".parse::<Concurrency>().unwrap().limit(10), Some(3));
+        assert_eq!("0".parse::<Concurrency>().unwrap(), Concurrency::Unlimited);
+        assert!("0%".parse::<Concurrency>().is_err());
+    }
+}
