@@ -16,7 +16,7 @@ use crate::diag::Diagnostics;
 use crate::yaml::SourceMap;
 
 /// Merges `over` onto `base` by the rules above.
-pub(crate) fn merge(base: &mut Node, over: Node) {
+pub(crate) fn merge(base: &mut Node, over: &Node) {
     match (base, over) {
         (Node::Mapping(b), Node::Mapping(o)) => {
             for (k, v) in o.iter() {
@@ -27,7 +27,7 @@ pub(crate) fn merge(base: &mut Node, over: Node) {
                     b.remove(plain);
                     b.insert(nk, strip_tildes(v.clone()));
                 } else if let Some(existing) = b.get_mut(key) {
-                    merge(existing, v.clone());
+                    merge(existing, v);
                 } else {
                     b.insert(k.clone(), strip_tildes(v.clone()));
                 }
@@ -36,7 +36,7 @@ pub(crate) fn merge(base: &mut Node, over: Node) {
         (Node::Sequence(b), Node::Sequence(o)) => {
             b.extend(o.iter().cloned().map(strip_tildes));
         }
-        (b, o) => *b = strip_tildes(o),
+        (b, o) => *b = strip_tildes(o.clone()),
     }
 }
 
@@ -116,6 +116,16 @@ impl<'a> ClassResolver<'a> {
         }
     }
 
+    /// Whether a class of that id exists (broken or not).
+    pub fn exists(&self, id: &str) -> bool {
+        self.raw.contains_key(id)
+    }
+
+    /// The effective tree of a class checked by [`Self::check_all`].
+    pub fn get(&self, id: &str) -> Option<&Node> {
+        self.done.get(id)?.as_ref()
+    }
+
     /// The effective tree of class `id` (without its `classes` key), or
     /// `None` when it is unknown or broken (already reported).
     pub fn resolve(
@@ -151,13 +161,13 @@ impl<'a> ClassResolver<'a> {
                 continue;
             }
             match self.resolve(&parent, stack, map, diags) {
-                Some(p) => merge(&mut eff, p),
+                Some(p) => merge(&mut eff, &p),
                 None => ok = false,
             }
         }
         let mut own = raw.clone();
         crate::yaml::take_key(&mut own, "classes");
-        merge(&mut eff, own);
+        merge(&mut eff, &own);
         stack.pop();
         let result = ok.then_some(eff);
         self.done.insert(id.to_owned(), result.clone());
@@ -176,7 +186,7 @@ mod tests {
     #[test]
     fn merge_rules() {
         let mut base = y("a: 1\nm: {x: 1, y: 2}\nl: [1, 2]\nr: [1]\n");
-        merge(&mut base, y("a: 2\nm: {y: 3, z: 4}\nl: [3]\n~r: [9]\n"));
+        merge(&mut base, &y("a: 2\nm: {y: 3, z: 4}\nl: [3]\n~r: [9]\n"));
         let v = crate::yaml::to_json(&base);
         assert_eq!(
             v,

@@ -81,6 +81,15 @@ impl Urls {
     }
 }
 
+/// The boot-independent part of a host's template context.
+#[derive(Debug, Clone)]
+pub struct HostContext {
+    host: Value,
+    interface: Value,
+    subnet: Value,
+    md: crate::types::Metadata,
+}
+
 /// A boot stage rendered for one host: what the iPXE script loads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RenderedBoot {
@@ -114,8 +123,20 @@ impl SiteModel {
             .sites
             .get(id)
             .ok_or_else(|| ModelError::UnknownSite(id.to_owned()))?;
+        Self::compile_with(sot, &s.site, s.hosts.clone(), true)
+    }
+
+    /// Compiles a site from its hosts (taken, not cloned), optionally
+    /// without computing the version: validation renders from a model it
+    /// then takes apart again with [`Self::into_data`].
+    pub(crate) fn compile_with(
+        sot: &Sot,
+        site: &Site,
+        hosts: Vec<Host>,
+        versioned: bool,
+    ) -> Result<Self, ModelError> {
         let mut workflows = BTreeMap::new();
-        for h in &s.hosts {
+        for h in &hosts {
             if let Some(w) = sot.workflows.get(&h.workflow) {
                 workflows.insert(w.id.clone(), w.clone());
             }
@@ -149,21 +170,29 @@ impl SiteModel {
             .map(|(p, t)| (p.clone(), t.clone()))
             .collect();
         let data = SiteData {
-            site: s.site.clone(),
-            hosts: s.hosts.clone(),
+            site: site.clone(),
+            hosts,
             workflows,
             boots,
             os,
             assets,
         };
-        let mut m = SiteModel::from_data(data)?;
+        let mut m = SiteModel::build(data, versioned)?;
         m.revision = sot.revision.clone();
         Ok(m)
     }
 
     /// Builds the model (indexes, templates, version) from its data.
     pub fn from_data(data: SiteData) -> Result<Self, ModelError> {
-        let version = content_hash(&data)?;
+        Self::build(data, true)
+    }
+
+    fn build(data: SiteData, versioned: bool) -> Result<Self, ModelError> {
+        let version = if versioned {
+            content_hash(&data)?
+        } else {
+            String::new()
+        };
         let mut by_mac = HashMap::with_capacity(data.hosts.len() * 2);
         let mut by_uuid = HashMap::new();
         let mut by_location = HashMap::new();
@@ -221,6 +250,11 @@ impl SiteModel {
     /// The model's data.
     pub fn data(&self) -> &SiteData {
         &self.data
+    }
+
+    /// Takes the model apart into its data.
+    pub fn into_data(self) -> SiteData {
+        self.data
     }
 
     /// The site.
@@ -327,23 +361,50 @@ impl SiteModel {
     /// `urls` is absent when the site has no agent URL, so a template that
     /// uses it fails to render (strict undefined).
     pub fn context(&self, h: HostRef<'_>, boot: &str, urls: Option<&Urls>) -> Value {
-        let b = self.data.boots.get(boot);
-        let os_id = b.map(|b| b.operating_system.as_str()).unwrap_or("");
+        self.context_for(&self.host_context(h), boot, urls)
+    }
+
+    /// The boot-independent part of a host's template context; build it
+    /// once to render several boots of the same host.
+    pub fn host_context(&self, h: HostRef<'_>) -> HostContext {
         let mut md = self.data.site.metadata.clone();
         md.extend(h.host.metadata.clone());
-        if let Some(b) = b {
-            md.extend(b.metadata.clone());
+        HostContext {
+            host: to_value(h.host),
+            interface: to_value(h.interface),
+            subnet: self
+                .values
+                .subnets
+                .get(&h.interface.subnet)
+                .cloned()
+                .unwrap_or(Value::UNDEFINED),
+            md,
         }
+    }
+
+    /// The template context of a host (see [`Self::host_context`]) booting
+    /// `boot`.
+    pub fn context_for(&self, hc: &HostContext, boot: &str, urls: Option<&Urls>) -> Value {
+        let b = self.data.boots.get(boot);
+        let os_id = b.map(|b| b.operating_system.as_str()).unwrap_or("");
+        let md = match b {
+            Some(b) if !b.metadata.is_empty() => {
+                let mut md = hc.md.clone();
+                md.extend(b.metadata.clone());
+                to_value(&md)
+            }
+            _ => to_value(&hc.md),
+        };
         let get =
             |m: &HashMap<String, Value>, k: &str| m.get(k).cloned().unwrap_or(Value::UNDEFINED);
         let mut ctx = BTreeMap::new();
         ctx.insert("site", self.values.site.clone());
-        ctx.insert("subnet", get(&self.values.subnets, &h.interface.subnet));
-        ctx.insert("host", to_value(h.host));
-        ctx.insert("interface", to_value(h.interface));
+        ctx.insert("subnet", hc.subnet.clone());
+        ctx.insert("host", hc.host.clone());
+        ctx.insert("interface", hc.interface.clone());
         ctx.insert("boot", get(&self.values.boots, boot));
         ctx.insert("os", get(&self.values.os, os_id));
-        ctx.insert("md", to_value(&md));
+        ctx.insert("md", md);
         if let Some(u) = urls {
             ctx.insert("urls", to_value(u));
         }

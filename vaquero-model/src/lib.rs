@@ -53,7 +53,7 @@ mod yaml;
 
 use std::path::{Path, PathBuf};
 
-pub use compiled::{HostRef, RenderError, RenderedBoot, SiteData, SiteModel, Urls};
+pub use compiled::{HostContext, HostRef, RenderError, RenderedBoot, SiteData, SiteModel, Urls};
 pub use diag::{Diagnostic, Diagnostics, Severity};
 pub use diff::{HostChange, ModelDiff, diff};
 pub use files::SotFiles;

@@ -233,7 +233,7 @@ impl<'f> Loader<'f> {
             }
         }
 
-        self.check_classes(&classes_raw);
+        let resolver = self.check_classes(&classes_raw);
         self.check_references();
         let templates_ok = self.check_template_syntax();
 
@@ -249,15 +249,12 @@ impl<'f> Loader<'f> {
                 );
             }
         }
-        let mut resolver = ClassResolver::new(&classes_raw);
         let mut seen_mac: HashMap<MacAddr, Pos> = HashMap::new();
         for (site, inv) in &inventories {
             if !self.sot.sites.contains_key(*site) {
                 continue;
             }
-            for (path, text) in inv {
-                self.load_inventory(site, path, text, &mut resolver, &mut seen_mac);
-            }
+            self.load_inventories(site, inv, &resolver, &mut seen_mac);
         }
         self.check_sites_and_policies();
         if templates_ok {
@@ -347,7 +344,7 @@ impl<'f> Loader<'f> {
         }
     }
 
-    fn check_classes(&mut self, raw: &BTreeMap<String, Node>) {
+    fn check_classes<'r>(&mut self, raw: &'r BTreeMap<String, Node>) -> ClassResolver<'r> {
         for (id, node) in raw {
             let mut n = node.clone();
             if node_at(&n, "name").is_some() {
@@ -362,6 +359,7 @@ impl<'f> Loader<'f> {
         }
         let mut resolver = ClassResolver::new(raw);
         resolver.check_all(&self.map, &mut self.diags);
+        resolver
     }
 
     fn check_references(&mut self) {
@@ -632,52 +630,62 @@ impl<'f> Loader<'f> {
         );
     }
 
-    fn load_inventory(
+    /// Loads the hosts of a site's inventory files. Documents are parsed,
+    /// class-merged and deserialized in parallel batches (pure work); the
+    /// checks that need the whole SoT so far run in order afterwards, so
+    /// "first defined at" always names the earlier document.
+    fn load_inventories(
         &mut self,
         site_id: &str,
-        path: &str,
-        text: &str,
-        resolver: &mut ClassResolver<'_>,
+        files: &[(&str, &str)],
+        resolver: &ClassResolver<'_>,
         seen_mac: &mut HashMap<MacAddr, Pos>,
     ) {
-        let file: Arc<str> = path.into();
-        let docs = yaml::parse_file(&mut self.map, &file, text, &mut self.diags);
-        let site = self.sot.sites[site_id].site.clone();
-        for doc in docs {
-            let node = doc.node;
-            let mut eff = yaml::empty_mapping(*node.span());
-            let mut classes_ok = true;
-            for (i, (c, cnode)) in declared_classes(&node).into_iter().enumerate() {
-                let mut stack = Vec::new();
-                match resolver.resolve(&c, &mut stack, &self.map, &mut Diagnostics::default()) {
-                    Some(cn) => merge(&mut eff, cn),
-                    None => {
-                        classes_ok = false;
-                        if !self.sot.classes.contains_key(&c) {
-                            let d = self.map.diag(
-                                cnode.span(),
-                                &format!("classes[{i}]"),
-                                format!("unknown class `{c}`"),
-                            );
-                            self.diags.push(d);
-                        }
+        const BATCH: usize = 1024;
+        let mut batch: Vec<(usize, String)> = Vec::new();
+        for (path, text) in files {
+            let file: Arc<str> = (*path).into();
+            batch.extend(self.map.prepare_file(&file, text));
+            if batch.len() >= BATCH {
+                self.load_hosts(site_id, std::mem::take(&mut batch), resolver, seen_mac);
+            }
+        }
+        self.load_hosts(site_id, batch, resolver, seen_mac);
+    }
+
+    fn load_hosts(
+        &mut self,
+        site_id: &str,
+        docs: Vec<(usize, String)>,
+        resolver: &ClassResolver<'_>,
+        seen_mac: &mut HashMap<MacAddr, Pos>,
+    ) {
+        use rayon::prelude::*;
+        let map = &self.map;
+        let loaded: Vec<(Diagnostics, Option<(Host, Node)>)> = docs
+            .into_par_iter()
+            .map(|(source, text)| {
+                let mut diags = Diagnostics::default();
+                let host = match map.parse_doc(source, &text) {
+                    Ok(node) => load_host(map, resolver, node, &mut diags),
+                    Err(d) => {
+                        diags.push(d);
+                        None
                     }
+                };
+                (diags, host)
+            })
+            .collect();
+        let Some(site) = self.sot.sites.get(site_id).map(|s| s.site.clone()) else {
+            return;
+        };
+        for (diags, host) in loaded {
+            self.diags.0.extend(diags.0);
+            if let Some((host, node)) = host {
+                self.check_host(&site, &host, &node, seen_mac);
+                if let Some(s) = self.sot.sites.get_mut(site_id) {
+                    s.hosts.push(host);
                 }
-            }
-            merge(&mut eff, node);
-            let md = take_metadata(&self.map, &mut eff, "", &mut self.diags);
-            let Some(mut host) = deserialize_all::<Host>(&self.map, &eff, "", &mut self.diags)
-            else {
-                continue;
-            };
-            host.metadata = md;
-            if !classes_ok {
-                continue;
-            }
-            self.check_host(&site, &host, &eff, seen_mac);
-            let s = self.sot.sites.get_mut(site_id);
-            if let Some(s) = s {
-                s.hosts.push(host);
             }
         }
     }
@@ -846,6 +854,55 @@ impl<'f> Loader<'f> {
         }
     }
 
+    /// What fails when rendering every stage of one host.
+    fn render_problems(&self, model: &SiteModel, i: usize, host: &Host) -> Vec<Diagnostic> {
+        let mut problems = Vec::new();
+        let Some(iface) = host.primary_interface() else {
+            return problems;
+        };
+        let h = crate::compiled::HostRef {
+            host,
+            index: i,
+            interface: iface,
+        };
+        let hc = model.host_context(h);
+        for boot in model.stages(host) {
+            let urls = model.urls(h, boot, "checkpoint-token");
+            let ctx = model.context_for(&hc, boot, urls.as_ref());
+            let mut on_err = |e: crate::RenderError| match e {
+                crate::RenderError::Template(t) => problems.push(self.template_diag(&t, None)),
+                other => problems.push(Diagnostic::error("<model>", 0, 0, "", other.to_string())),
+            };
+            if let Err(e) = model.render_boot(boot, &ctx) {
+                on_err(e);
+            }
+            if let Err(e) = model.render_jobs(boot, &ctx) {
+                on_err(e);
+            }
+            match model.render_unattended(boot, &ctx) {
+                Ok(Some((kind, text))) => {
+                    if let Err((line, msg)) = check_unattended(kind, &text) {
+                        let asset = model.data().boots[boot]
+                            .unattended
+                            .as_ref()
+                            .map(|u| u.asset.as_str())
+                            .unwrap_or_default();
+                        problems.push(Diagnostic::error(
+                            &format!("assets/{}/{asset}", kind.dir()),
+                            line.max(1),
+                            1,
+                            "",
+                            format!("rendered {kind} is malformed at its line {line}: {msg}"),
+                        ));
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => on_err(e),
+            }
+        }
+        problems
+    }
+
     /// Renders every template for every host that uses it and checks the
     /// unattended configs. Identical failures of many hosts are reported
     /// once, with a count.
@@ -856,73 +913,44 @@ impl<'f> Loader<'f> {
         }
         // (file, line, column, path, message) → (first host, how many hosts)
         type Seen = BTreeMap<(String, usize, usize, String, String), (String, usize)>;
-        let mut found: Seen =
-            BTreeMap::new();
+        let mut found: Seen = BTreeMap::new();
         let site_ids: Vec<String> = self.sot.sites.keys().cloned().collect();
         for id in site_ids {
-            let model = match SiteModel::compile(&self.sot, &id) {
+            // The hosts move into the model and back: a SoT of 100,000 hosts
+            // is not held twice.
+            let Some(s) = self.sot.sites.get_mut(&id) else {
+                continue;
+            };
+            let hosts = std::mem::take(&mut s.hosts);
+            let site = s.site.clone();
+            let model = match SiteModel::compile_with(&self.sot, &site, hosts, false) {
                 Ok(m) => m,
                 Err(e) => {
                     self.file_err(&format!("sites/{id}/env.yml"), e.to_string());
                     continue;
                 }
             };
-            for (i, host) in model.hosts().iter().enumerate() {
-                let Some(iface) = host.primary_interface() else {
-                    continue;
-                };
-                let h = crate::compiled::HostRef {
-                    host,
-                    index: i,
-                    interface: iface,
-                };
-                for boot in model.stages(host) {
-                    let urls = model.urls(h, boot, "checkpoint-token");
-                    let ctx = model.context(h, boot, urls.as_ref());
-                    let mut problems: Vec<Diagnostic> = Vec::new();
-                    let mut on_err = |e: crate::RenderError, this: &Self| match e {
-                        crate::RenderError::Template(t) => {
-                            problems.push(this.template_diag(&t, None))
-                        }
-                        other => {
-                            problems.push(Diagnostic::error("<model>", 0, 0, "", other.to_string()))
-                        }
-                    };
-                    if let Err(e) = model.render_boot(boot, &ctx) {
-                        on_err(e, self);
-                    }
-                    if let Err(e) = model.render_jobs(boot, &ctx) {
-                        on_err(e, self);
-                    }
-                    match model.render_unattended(boot, &ctx) {
-                        Ok(Some((kind, text))) => {
-                            if let Err((line, msg)) = check_unattended(kind, &text) {
-                                let asset = &model.data().boots[boot]
-                                    .unattended
-                                    .as_ref()
-                                    .map(|u| u.asset.clone())
-                                    .unwrap_or_default();
-                                problems.push(Diagnostic::error(
-                                    &format!("assets/{}/{asset}", kind.dir()),
-                                    line.max(1),
-                                    1,
-                                    "",
-                                    format!(
-                                        "rendered {kind} is malformed at its line {line}: {msg}"
-                                    ),
-                                ));
-                            }
-                        }
-                        Ok(None) => {}
-                        Err(e) => on_err(e, self),
-                    }
-                    for d in problems {
-                        let e = found
-                            .entry((d.file, d.line, d.column, d.path, d.message))
-                            .or_insert_with(|| (host.name.clone(), 0));
-                        e.1 += 1;
-                    }
+            use rayon::prelude::*;
+            let this = &*self;
+            let per_host: Vec<(usize, Vec<Diagnostic>)> = model
+                .hosts()
+                .par_iter()
+                .enumerate()
+                .filter_map(|(i, host)| {
+                    let p = this.render_problems(&model, i, host);
+                    (!p.is_empty()).then_some((i, p))
+                })
+                .collect();
+            for (i, problems) in per_host {
+                for d in problems {
+                    let e = found
+                        .entry((d.file, d.line, d.column, d.path, d.message))
+                        .or_insert_with(|| (model.hosts()[i].name.clone(), 0));
+                    e.1 += 1;
                 }
+            }
+            if let Some(s) = self.sot.sites.get_mut(&id) {
+                s.hosts = model.into_data().hosts;
             }
         }
         for ((file, line, col, path, msg), (first, count)) in found {
@@ -940,6 +968,45 @@ impl<'f> Loader<'f> {
             ));
         }
     }
+}
+
+/// A host from its document: classes merged in, metadata read, typed.
+/// `None` when it is broken (reported) or uses a broken class (reported at
+/// the class).
+fn load_host(
+    map: &SourceMap,
+    resolver: &ClassResolver<'_>,
+    node: Node,
+    diags: &mut Diagnostics,
+) -> Option<(Host, Node)> {
+    let declared = declared_classes(&node);
+    let mut classes_ok = true;
+    let mut eff = if declared.is_empty() {
+        node
+    } else {
+        let mut eff = yaml::empty_mapping(*node.span());
+        for (i, (c, cnode)) in declared.into_iter().enumerate() {
+            match resolver.get(&c) {
+                Some(cn) => merge(&mut eff, cn),
+                None => {
+                    classes_ok = false;
+                    if !resolver.exists(&c) {
+                        diags.push(map.diag(
+                            cnode.span(),
+                            &format!("classes[{i}]"),
+                            format!("unknown class `{c}`"),
+                        ));
+                    }
+                }
+            }
+        }
+        merge(&mut eff, &node);
+        eff
+    };
+    let md = take_metadata(map, &mut eff, "", diags);
+    let mut host = deserialize_all::<Host>(map, &eff, "", diags)?;
+    host.metadata = md;
+    classes_ok.then_some((host, eff))
 }
 
 /// A path from `dep` back to `from` through block_deps, if any.

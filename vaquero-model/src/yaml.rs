@@ -101,15 +101,31 @@ pub(crate) fn parse_file(
     text: &str,
     diags: &mut Diagnostics,
 ) -> Vec<Doc> {
-    let mut out = Vec::new();
-    for (doc, offset) in split_documents(text) {
-        let source = map.add(file, offset);
-        match parse_str(source, &doc) {
+    let docs = map.prepare_file(file, text);
+    let mut out = Vec::with_capacity(docs.len());
+    for (source, doc) in docs {
+        match map.parse_doc(source, &doc) {
             Ok(node) => out.push(Doc { node }),
-            Err(e) => diags.push(load_error(map, e)),
+            Err(d) => diags.push(d),
         }
     }
     out
+}
+
+impl SourceMap {
+    /// Splits a file into documents and gives each its source id; parsing
+    /// them ([`Self::parse_doc`]) can then happen in any order or thread.
+    pub fn prepare_file(&mut self, file: &std::sync::Arc<str>, text: &str) -> Vec<(usize, String)> {
+        split_documents(text)
+            .into_iter()
+            .map(|(doc, offset)| (self.add(file, offset), doc))
+            .collect()
+    }
+
+    /// Parses one prepared document.
+    pub fn parse_doc(&self, source: usize, text: &str) -> Result<Node, Diagnostic> {
+        parse_str(source, text).map_err(|e| load_error(self, e))
+    }
 }
 
 /// Parses one YAML document the way every SoT file is parsed: duplicate
