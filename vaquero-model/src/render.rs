@@ -59,6 +59,14 @@ fn template_error(
     source_of: &dyn Fn(&str) -> Option<Arc<str>>,
     e: &minijinja::Error,
 ) -> TemplateError {
+    // An error inside an included snippet arrives wrapped in "could not
+    // render include"; the snippet's own error says where it is.
+    let mut e = e;
+    while let Some(inner) =
+        std::error::Error::source(e).and_then(|s| s.downcast_ref::<minijinja::Error>())
+    {
+        e = inner;
+    }
     let origin = e.name().unwrap_or(name).to_owned();
     let column = e.range().and_then(|r| {
         let src = source_of(&origin)?;
@@ -139,6 +147,21 @@ impl Renderer {
         // Unattended configs are not HTML: what the operator writes is what
         // the installer gets (`| tojson` quotes explicitly where needed).
         env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+        // Strict undefined does not stop a filter from receiving an
+        // undefined value, and `tojson` would print `null`: a typo in a
+        // variable name must fail validation, not ship `null` to a machine.
+        env.add_filter(
+            "tojson",
+            |v: &Value, indent: Option<Value>, kwargs: minijinja::value::Kwargs| {
+                if v.is_undefined() {
+                    return Err(minijinja::Error::new(
+                        minijinja::ErrorKind::UndefinedError,
+                        "tojson was given an undefined value",
+                    ));
+                }
+                minijinja::filters::tojson(v, indent, kwargs)
+            },
+        );
         if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder()
             .keep_trailing_newline(true)
             .build()

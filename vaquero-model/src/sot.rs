@@ -130,6 +130,12 @@ struct Loader<'f> {
     workflow_nodes: HashMap<String, Node>,
     site_nodes: HashMap<String, Node>,
     first: HashMap<(&'static str, String), Pos>,
+    /// Entities whose file failed to load but whose id could be read:
+    /// references to them are not reported again as dangling.
+    broken: HashSet<(&'static str, String)>,
+    /// Whether any host document failed to load (then counts of hosts per
+    /// site or workflow would report noise).
+    hosts_dropped: bool,
 }
 
 impl<'f> Loader<'f> {
@@ -144,6 +150,8 @@ impl<'f> Loader<'f> {
             workflow_nodes: HashMap::new(),
             site_nodes: HashMap::new(),
             first: HashMap::new(),
+            broken: HashSet::new(),
+            hosts_dropped: false,
         }
     }
 
@@ -176,6 +184,19 @@ impl<'f> Loader<'f> {
             self.first.insert(key, p);
         }
         true
+    }
+
+    /// Remembers the id of an entity that failed to load.
+    fn mark_broken(&mut self, kind: &'static str, node: &Node) {
+        if let Some(id) = node_at(node, "id").and_then(|n| n.as_scalar()) {
+            self.broken.insert((kind, id.as_str().to_owned()));
+        }
+    }
+
+    /// Whether a reference to `kind` `id` dangles (and is not a reference
+    /// to something already reported broken).
+    fn dangles(&self, kind: &'static str, id: &str, exists: bool) -> bool {
+        !exists && !self.broken.contains(&(kind, id.to_owned()))
     }
 
     fn single_doc(&mut self, path: &str, text: &str) -> Option<Entity> {
@@ -252,6 +273,8 @@ impl<'f> Loader<'f> {
         let mut seen_mac: HashMap<MacAddr, Pos> = HashMap::new();
         for (site, inv) in &inventories {
             if !self.sot.sites.contains_key(*site) {
+                // Its env.yml is broken or missing (reported).
+                self.hosts_dropped = true;
                 continue;
             }
             self.load_inventories(site, inv, &resolver, &mut seen_mac);
@@ -267,6 +290,7 @@ impl<'f> Loader<'f> {
             return;
         };
         let Some(os) = deserialize_all::<Os>(&self.map, &e.node, "", &mut self.diags) else {
+            self.mark_broken("os", &e.node);
             return;
         };
         for (i, entry) in os.cmdline.iter().enumerate() {
@@ -300,6 +324,7 @@ impl<'f> Loader<'f> {
         let md = take_metadata(&self.map, &mut e.node, "", &mut self.diags);
         let Some(mut boot) = deserialize_all::<Boot>(&self.map, &e.node, "", &mut self.diags)
         else {
+            self.mark_broken("boot", &e.node);
             return;
         };
         boot.metadata = md;
@@ -333,6 +358,7 @@ impl<'f> Loader<'f> {
             return;
         };
         let Some(wf) = deserialize_all::<Workflow>(&self.map, &e.node, "", &mut self.diags) else {
+            self.mark_broken("workflow", &e.node);
             return;
         };
         if wf.stages.is_empty() {
@@ -378,7 +404,7 @@ impl<'f> Loader<'f> {
             .collect();
         for (id, os, un) in boots {
             let node = self.boot_nodes[&id].clone();
-            if !self.sot.os.contains_key(&os) {
+            if self.dangles("os", &os, self.sot.os.contains_key(&os)) {
                 self.err(
                     &node,
                     "operating_system",
@@ -401,7 +427,7 @@ impl<'f> Loader<'f> {
                 "stages"
             };
             for (i, st) in wf.stages.iter().enumerate() {
-                if !self.sot.boots.contains_key(&st.boot) {
+                if self.dangles("boot", &st.boot, self.sot.boots.contains_key(&st.boot)) {
                     self.err(
                         &node,
                         &format!("{stages_key}[{i}].boot"),
@@ -418,7 +444,7 @@ impl<'f> Loader<'f> {
                 let p = format!("{pol}.block_deps[{i}]");
                 if dep == &wf.id {
                     self.err(&node, &p, "a workflow cannot block on itself");
-                } else if !self.sot.workflows.contains_key(dep) {
+                } else if self.dangles("workflow", dep, self.sot.workflows.contains_key(dep)) {
                     self.err(&node, &p, format!("unknown workflow `{dep}`"));
                 } else if let Some(cycle) = dep_cycle(&self.sot.workflows, &wf.id, dep) {
                     self.err(
@@ -680,6 +706,7 @@ impl<'f> Loader<'f> {
             return;
         };
         for (diags, host) in loaded {
+            self.hosts_dropped |= host.is_none();
             self.diags.0.extend(diags.0);
             if let Some((host, node)) = host {
                 self.check_host(&site, &host, &node, seen_mac);
@@ -699,7 +726,11 @@ impl<'f> Loader<'f> {
     ) {
         let key = format!("{}/{}", site.id, host.name);
         self.unique("host", &key, n, "name");
-        if !self.sot.workflows.contains_key(&host.workflow) {
+        if self.dangles(
+            "workflow",
+            &host.workflow,
+            self.sot.workflows.contains_key(&host.workflow),
+        ) {
             self.err(
                 n,
                 "workflow",
@@ -812,6 +843,11 @@ impl<'f> Loader<'f> {
     }
 
     fn check_sites_and_policies(&mut self) {
+        if self.hosts_dropped {
+            // Hosts that failed to load would make these counts wrong; the
+            // operator fixes those errors first.
+            return;
+        }
         let mut per_wf: HashMap<&str, usize> = HashMap::new();
         for s in self.sot.sites.values() {
             for h in &s.hosts {

@@ -168,6 +168,7 @@ pub(crate) fn deserialize_all<T: DeserializeOwned>(
 ) -> Option<T> {
     let mut work: Option<Node> = None;
     let mut pruned: Vec<String> = Vec::new();
+    let mut suggested: Vec<&'static str> = Vec::new();
     for _ in 0..64 {
         let current = work.as_ref().unwrap_or(node);
         let err = match marked_yaml::from_node::<T>(current) {
@@ -177,16 +178,44 @@ pub(crate) fn deserialize_all<T: DeserializeOwned>(
         let path = join_path(prefix, err.path().unwrap_or(""));
         let inner: &marked_yaml::Error = &err;
         let message = serde_message(inner);
-        // A missing field we caused by pruning is not news.
+        if let marked_yaml::Error::UnknownFieldError(field, expected, _) = inner {
+            suggested.extend(closest(field, expected));
+        }
+        // A missing field we caused by pruning, or that a typo's suggestion
+        // already names, is not news.
+        let missing = message.starts_with("missing field");
+        if missing
+            && suggested
+                .iter()
+                .any(|f| message.contains(&format!("`{f}`")))
+        {
+            return None;
+        }
         if pruned.iter().any(|p| message.contains(&format!("`{p}`")))
             && message.starts_with("missing field")
         {
             return None;
         }
-        let span = match inner.start_mark() {
+        // serde's "missing field" points at the mapping; its first key is
+        // where a reader looks.
+        let mut span = match inner.start_mark() {
             Some(m) => Span::new_start(m),
             None => *current.span(),
         };
+        if message.starts_with("missing field") {
+            let rel = err.path().unwrap_or("").trim_start_matches('.');
+            let at = if rel.is_empty() {
+                Some(current)
+            } else {
+                node_at(current, rel)
+            };
+            if let Some(k) = at
+                .and_then(|n| n.as_mapping())
+                .and_then(|m| m.keys().next())
+            {
+                span = *k.span();
+            }
+        }
         diags.push(map.diag(&span, &path, message));
         let mark = inner.start_mark()?;
         let mut next = current.clone();

@@ -1,0 +1,394 @@
+//! One broken SoT per error kind: each is `examples/lab` with one mistake,
+//! and each asserts the exact `file:line:col: key.path: message` output.
+
+use std::path::Path;
+
+use vaquero_model::{Sot, SotFiles};
+
+fn lab() -> SotFiles {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/lab");
+    SotFiles::read_dir(&root).expect("examples/lab is readable")
+}
+
+/// `examples/lab` with `from` replaced by `to` (exactly once) in `path`;
+/// an empty `from` adds (or replaces) the whole file.
+fn broken(edits: &[(&str, &str, &str)]) -> String {
+    let mut files = lab();
+    for (path, from, to) in edits {
+        if from.is_empty() {
+            files.insert(*path, *to);
+            continue;
+        }
+        let text = files.get(path).unwrap_or_else(|| panic!("no file {path}"));
+        assert_eq!(
+            text.matches(from).count(),
+            1,
+            "`{from}` must occur once in {path}"
+        );
+        let new = text.replacen(from, to, 1);
+        files.insert(*path, new);
+    }
+    match Sot::load(&files) {
+        Ok(_) => "(valid)".to_owned(),
+        Err(d) => d.to_string(),
+    }
+}
+
+fn check(edits: &[(&str, &str, &str)], expected: &str) {
+    let got = broken(edits);
+    assert_eq!(got.trim_end(), expected.trim(), "\n--- got:\n{got}");
+}
+
+#[test]
+fn the_lab_is_valid() {
+    assert_eq!(broken(&[]), "(valid)");
+}
+
+#[test]
+fn yaml_syntax_error() {
+    check(
+        &[(
+            "sites/lab/k8s.yml",
+            "serial: SN-K8S-01",
+            "serial: [SN-K8S-01",
+        )],
+        "sites/lab/k8s.yml:7:9: YAML syntax error: illegal placement of ':' indicator",
+    );
+}
+
+#[test]
+fn unknown_field_with_suggestion() {
+    check(
+        &[(
+            "sites/lab/bastion.yml",
+            "workflow: bastion",
+            "workflw: bastion",
+        )],
+        "sites/lab/bastion.yml:2:1: workflw: unknown field `workflw` (did you mean `workflow`?)",
+    );
+}
+
+#[test]
+fn every_unknown_field_of_a_document_at_once() {
+    check(
+        &[
+            (
+                "sites/lab/storage.yml",
+                "    identifier: ens3\n  - type: bmc\n    mac: \"52:54:00:00:02:21\"",
+                "    identifer: ens3\n  - type: bmc\n    mac: \"52:54:00:00:02:21\"",
+            ),
+            (
+                "sites/lab/storage.yml",
+                "never_provision: true",
+                "never_provison: true",
+            ),
+        ],
+        "sites/lab/storage.yml:9:5: interfaces[0].identifer: unknown field `identifer` (did you mean `identifier`?)\nsites/lab/storage.yml:20:1: never_provison: unknown field `never_provison` (did you mean `never_provision`?)",
+    );
+}
+
+#[test]
+fn missing_required_field() {
+    check(
+        &[("os/alpine.yml", "os_family: alpine\n", "")],
+        "os/alpine.yml:1:1: missing field `os_family`",
+    );
+}
+
+#[test]
+fn wrong_type() {
+    check(
+        &[("sites/lab/env.yml", "vlan: 100", "vlan: hundred")],
+        "sites/lab/env.yml:19:11: subnets[0].vlan: expected a number (invalid digit found in string)",
+    );
+}
+
+#[test]
+fn dangling_workflow() {
+    check(
+        &[(
+            "sites/lab/bastion.yml",
+            "workflow: bastion",
+            "workflow: jumphost",
+        )],
+        "sites/lab/bastion.yml:2:11: workflow: unknown workflow `jumphost`",
+    );
+}
+
+#[test]
+fn dangling_boot() {
+    check(
+        &[(
+            "workflows/bastion.yml",
+            "boot: ubuntu-install",
+            "boot: ubuntu-instal",
+        )],
+        "workflows/bastion.yml:3:11: stages[0].boot: unknown boot `ubuntu-instal`",
+    );
+}
+
+#[test]
+fn dangling_os() {
+    check(
+        &[(
+            "boot/burnin.yml",
+            "operating_system: alpine-3.20",
+            "operating_system: alpine-3.19",
+        )],
+        "boot/burnin.yml:2:19: operating_system: unknown operating system `alpine-3.19`",
+    );
+}
+
+#[test]
+fn dangling_asset() {
+    check(
+        &[("boot/rocky-install.yml", "use: rocky.ks", "use: rocky9.ks")],
+        "boot/rocky-install.yml:5:8: unattended.use: no asset `assets/kickstart/rocky9.ks`",
+    );
+}
+
+#[test]
+fn dangling_subnet() {
+    check(
+        &[("sites/lab/bastion.yml", "subnet: oob", "subnet: ipmi")],
+        "sites/lab/bastion.yml:17:13: interfaces[1].subnet: unknown subnet `ipmi` in site `lab`",
+    );
+}
+
+#[test]
+fn dangling_class_of_host() {
+    check(
+        &[(
+            "sites/lab/bastion.yml",
+            "classes: [rack.a]",
+            "classes: [rack.c]",
+        )],
+        "sites/lab/bastion.yml:3:11: classes[0]: unknown class `rack.c`",
+    );
+}
+
+#[test]
+fn dangling_class_parent() {
+    check(
+        &[("classes/rack/a.yml", "classes: [base]", "classes: [common]")],
+        "classes/rack/a.yml:1:11: classes[0]: unknown class `common`",
+    );
+}
+
+#[test]
+fn dangling_block_dep() {
+    check(
+        &[(
+            "workflows/k8s-worker.yml",
+            "block_deps: [storage]",
+            "block_deps: [ceph]",
+        )],
+        "workflows/k8s-worker.yml:9:16: policy.block_deps[0]: unknown workflow `ceph`",
+    );
+}
+
+#[test]
+fn duplicate_id() {
+    check(
+        &[(
+            "os/alpine-copy.yml",
+            "",
+            "id: rocky-9\nos_family: rhel\nmajor_version: \"9\"\nboot:\n  kernel: k\n  initrd: [i]\n",
+        )],
+        "os/rocky-9.yml:1:5: id: duplicate os `rocky-9` (first defined at os/alpine-copy.yml:1:5)",
+    );
+}
+
+#[test]
+fn duplicate_mac() {
+    check(
+        &[(
+            "sites/lab/bastion.yml",
+            "mac: \"52:54:00:00:01:31\"",
+            "mac: \"52:54:00:00:01:01\"",
+        )],
+        "sites/lab/k8s.yml:12:10: interfaces[0].mac: duplicate MAC 52:54:00:00:01:01 (first used at sites/lab/bastion.yml:10:10)",
+    );
+}
+
+#[test]
+fn duplicate_ip() {
+    check(
+        &[(
+            "sites/lab/bastion.yml",
+            "ipv4: 10.99.0.31",
+            "ipv4: 10.99.0.11",
+        )],
+        "sites/lab/k8s.yml:14:11: interfaces[0].ipv4: duplicate IPv4 address 10.99.0.11 (first used at sites/lab/bastion.yml:12:11)",
+    );
+}
+
+#[test]
+fn ip_outside_subnet() {
+    check(
+        &[(
+            "sites/lab/bastion.yml",
+            "ipv4: 10.99.0.31",
+            "ipv4: 10.98.0.31",
+        )],
+        "sites/lab/bastion.yml:12:11: interfaces[0].ipv4: 10.98.0.31 is outside subnet `prov` (10.99.0.0/24)",
+    );
+}
+
+#[test]
+fn class_cycle() {
+    check(
+        &[(
+            "classes/base.yml",
+            "metadata:\n  timezone",
+            "classes: [rack.a]\nmetadata:\n  timezone",
+        )],
+        "classes/rack/a.yml:1:11: classes[0]: class cycle: base → rack.a → base",
+    );
+}
+
+#[test]
+fn template_error_cloud_config() {
+    check(
+        &[(
+            "assets/cloud-config/ubuntu.yml",
+            "timezone: {{ md.timezone }}",
+            "timezone: {{ md.time_zone }}",
+        )],
+        "assets/cloud-config/ubuntu.yml:8:16: undefined value: `md.time_zone` is undefined (for host `bastion-01`)",
+    );
+}
+
+#[test]
+fn template_error_ignition_snippet() {
+    check(
+        &[(
+            "assets/ignition/snippets/ssh-keys.json",
+            "{{ md.ssh_keys | tojson }}",
+            "{{ md.ssh_key | tojson }}",
+        )],
+        "assets/ignition/snippets/ssh-keys.json:1:17: undefined value: tojson was given an undefined value (for host `k8s-01` and 2 more)",
+    );
+}
+
+#[test]
+fn template_error_kickstart() {
+    check(
+        &[(
+            "assets/kickstart/rocky.ks",
+            "--hostname={{ host.name }}",
+            "--hostname={{ host.fqdn }}",
+        )],
+        "assets/kickstart/rocky.ks:6:208: undefined value: `host.fqdn` is undefined (for host `storage-01` and 1 more)",
+    );
+}
+
+#[test]
+fn template_error_untyped() {
+    check(
+        &[(
+            "assets/untyped/burnin.sh",
+            "{{ md.burnin_minutes }} minutes",
+            "{{ md.burnin_minutes + }} minutes",
+        )],
+        "assets/untyped/burnin.sh:2:66: syntax error: unexpected end of variable block",
+    );
+}
+
+#[test]
+fn template_error_in_os_cmdline() {
+    check(
+        &[(
+            "os/rocky-9.yml",
+            "ip: \"{{ interface.identifier }}:dhcp\"",
+            "ip: \"{{ interface.nic }}:dhcp\"",
+        )],
+        "os/rocky-9.yml:13:9: cmdline[2].ip: undefined value: `interface.nic` is undefined (for host `storage-01` and 1 more)",
+    );
+}
+
+#[test]
+fn malformed_cloud_config() {
+    check(
+        &[("assets/cloud-config/ubuntu.yml", "#cloud-config\n", "")],
+        "assets/cloud-config/ubuntu.yml:1:1: rendered cloud-config is malformed at its line 1: a cloud-config must start with the line `#cloud-config` (for host `bastion-01`)",
+    );
+}
+
+#[test]
+fn malformed_ignition() {
+    check(
+        &[(
+            "assets/ignition/flatcar.ign",
+            "\"ignition\": { \"version\": \"3.4.0\" },",
+            "\"ignition\": {},",
+        )],
+        "assets/ignition/flatcar.ign:1:1: rendered ignition is malformed at its line 1: ignition config has no `ignition.version` string (for host `k8s-01` and 2 more)",
+    );
+}
+
+#[test]
+fn malformed_kickstart() {
+    check(
+        &[(
+            "assets/kickstart/rocky.ks",
+            "keyboard us\n",
+            "keyboard us\nkeybaord us\n",
+        )],
+        "assets/kickstart/rocky.ks:5:1: rendered kickstart is malformed at its line 5: unknown kickstart command `keybaord` (for host `storage-01` and 1 more)",
+    );
+}
+
+#[test]
+fn min_standing_too_high() {
+    check(
+        &[(
+            "workflows/storage.yml",
+            "min_standing: 1",
+            "min_standing: 5",
+        )],
+        "workflows/storage.yml:8:17: deps.min_standing: min_standing 5 is more than the workflow's 2 host(s)",
+    );
+}
+
+#[test]
+fn empty_site() {
+    check(
+        &[(
+            "sites/edge/env.yml",
+            "",
+            "id: edge\nagents:\n  - id: edge-agent\nsubnets:\n  - id: prov\n    cidr: 10.98.0.0/24\n    dns: [10.98.0.1]\n",
+        )],
+        "sites/edge/env.yml:1:5: id: site `edge` has no hosts",
+    );
+}
+
+#[test]
+fn several_errors_in_several_files_at_once() {
+    check(
+        &[
+            ("sites/lab/bastion.yml", "ipv4: 10.99.0.31", "ipv4: 10.98.0.31"),
+            ("sites/lab/env.yml", "value: \"3600\"", "value: \"-1\""),
+            ("sites/lab/env.yml", "\"22:00-06:00\"", "\"22:00-6:00\""),
+            ("sites/lab/k8s.yml", "uuid: 4c4c4544-0042-3510-8052-b4c04f384d02", "uuid: 4c4c4544-0042-3510-8052"),
+            ("classes/role/storage.yml", "workflow: storage", "name: storage\nworkflow: storage"),
+        ],
+        "classes/role/storage.yml:1:7: name: a class cannot set `name`
+sites/lab/bastion.yml:12:11: interfaces[0].ipv4: 10.98.0.31 is outside subnet `prov` (10.99.0.0/24)
+sites/lab/env.yml:28:16: subnets[0].dhcp_options[1].value: `-1` is not a valid uint32
+sites/lab/env.yml:45:13: policy.windows[0]: invalid window `22:00-6:00`: expected \"HH:MM-HH:MM\"
+sites/lab/k8s.yml:28:7: uuid: invalid UUID `4c4c4544-0042-3510-8052`: expected 32 hex digits like 4c4c4544-0042-3510-8052-b4c04f384d32",
+    );
+}
+
+#[test]
+fn duplicate_host_name_and_bmc_secrets() {
+    check(
+        &[
+            ("sites/lab/bastion.yml", "name: bastion-01", "name: k8s-01"),
+            ("sites/lab/bastion.yml", "password_env: LAB_REDFISH_PASSWORD", "password_env: LAB_REDFISH_PASSWORD\n      password_file: /etc/pw"),
+        ],
+        "sites/lab/bastion.yml:20:11: interfaces[1].bmc: set `password_env` or `password_file`, not both
+sites/lab/k8s.yml:3:7: name: duplicate host `lab/k8s-01` (first defined at sites/lab/bastion.yml:1:7)",
+    );
+}
