@@ -1,9 +1,10 @@
 //! The SoT entities, as written in YAML (see `SOT.md`).
 //!
 //! Every struct denies unknown fields, so a typo is an error rather than a
-//! silently ignored key. Metadata maps are read separately from the YAML
-//! tree (they keep YAML's scalar types: `true`, `3`, `"3"`), which is why
-//! their fields are `#[serde(skip_deserializing)]` here.
+//! silently ignored key. The loader reads `metadata` maps from the YAML
+//! tree itself (they keep YAML's scalar types: `true`, `3`, `"3"`) before
+//! the rest goes through serde; the same types also (de)serialize as JSON,
+//! which is how compiled models travel.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -30,7 +31,7 @@ pub struct Site {
     /// The site's subnets.
     pub subnets: Vec<Subnet>,
     /// Site metadata, merged under class, host and boot metadata in `md`.
-    #[serde(default, skip_deserializing)]
+    #[serde(default)]
     pub metadata: Metadata,
     /// A Git tag or commit the site follows instead of the branch head.
     #[serde(default)]
@@ -172,7 +173,7 @@ pub struct Subnet {
     #[serde(default)]
     pub dhcp_options: Vec<DhcpOption>,
     /// Subnet metadata (available to templates as `subnet.metadata`).
-    #[serde(default, skip_deserializing)]
+    #[serde(default)]
     pub metadata: Metadata,
 }
 
@@ -319,7 +320,7 @@ pub struct Host {
     #[serde(default)]
     pub classes: Vec<String>,
     /// Host metadata (classes merged in).
-    #[serde(default, skip_deserializing)]
+    #[serde(default)]
     pub metadata: Metadata,
     /// Never reprovision this host, whatever changes.
     #[serde(default)]
@@ -513,7 +514,7 @@ pub struct Boot {
     #[serde(default)]
     pub unattended: Option<Unattended>,
     /// Boot metadata (wins over site, class and host metadata in `md`).
-    #[serde(default, skip_deserializing)]
+    #[serde(default)]
     pub metadata: Metadata,
     /// Jobs run before the host is shut down for this stage.
     #[serde(default)]
@@ -739,7 +740,7 @@ pub struct Class {
     pub interfaces: Option<Vec<Interface>>,
     #[serde(default)]
     pub classes: Vec<String>,
-    #[serde(default, skip_deserializing)]
+    #[serde(default)]
     pub metadata: Metadata,
     #[serde(default)]
     pub never_provision: Option<bool>,
