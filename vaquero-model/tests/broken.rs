@@ -1,6 +1,8 @@
 //! One broken SoT per error kind: each is `examples/lab` with one mistake,
 //! and each asserts the exact `file:line:col: key.path: message` output.
 
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failure
+
 use std::path::Path;
 
 use vaquero_model::{Sot, SotFiles};

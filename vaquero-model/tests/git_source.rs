@@ -2,6 +2,8 @@
 //! branch head, tag pin, missing-tag fallback, a revision that fails
 //! validation, bare remotes via `file://`, and diffs between revisions.
 
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failure
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

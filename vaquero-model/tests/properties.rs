@@ -2,6 +2,8 @@
 //! round-trip; a model diffed against itself is empty; class inheritance
 //! is depth-first, in order, later wins.
 
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failure
+
 use std::collections::BTreeMap;
 use std::fmt::Write;
 

@@ -1,0 +1,234 @@
+//! The `vaquero` binary as an operator runs it.
+
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failure
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn lab() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/lab")
+}
+
+fn vaquero(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vaquero"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let st = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@vaquero.invalid")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@vaquero.invalid")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .status()
+        .unwrap();
+    assert!(st.success(), "git {args:?}");
+}
+
+#[test]
+fn validate_the_lab() {
+    let o = vaquero(&["validate", lab().to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = stdout(&o);
+    assert!(
+        out.contains(": valid (1 site(s), 6 host(s), 3 workflow(s), 4 OS"),
+        "{out}"
+    );
+    let o = vaquero(&[
+        "validate",
+        "--sot",
+        lab().to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["valid"], true);
+    assert_eq!(v["errors"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn validate_reports_every_error_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let sot = dir.path().join("sot");
+    copy_dir(&lab(), &sot);
+    let hosts = sot.join("sites/lab/bastion.yml");
+    let text = std::fs::read_to_string(&hosts).unwrap();
+    std::fs::write(
+        &hosts,
+        text.replace("workflow: bastion", "workflow: nope")
+            .replace("ipv4: 10.99.0.31", "ipv4: 10.98.0.31"),
+    )
+    .unwrap();
+
+    let o = vaquero(&["validate", "--sot", sot.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stdout(&o),
+        "sites/lab/bastion.yml:2:11: workflow: unknown workflow `nope`\n\
+         sites/lab/bastion.yml:12:11: interfaces[0].ipv4: 10.98.0.31 is outside subnet `prov` (10.99.0.0/24)\n"
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("2 error(s)"));
+
+    let o = vaquero(&[
+        "validate",
+        "--sot",
+        sot.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["valid"], false);
+    let e = &v["errors"][1];
+    assert_eq!(e["file"], "sites/lab/bastion.yml");
+    assert_eq!(e["line"], 12);
+    assert_eq!(e["column"], 11);
+    assert_eq!(e["path"], "interfaces[0].ipv4");
+    assert_eq!(e["severity"], "error");
+}
+
+#[test]
+fn validate_a_missing_directory_is_a_usage_error() {
+    let o = vaquero(&["validate", "--sot", "/nonexistent/sot"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a directory"));
+}
+
+#[test]
+fn preview_ipxe_and_configs() {
+    let sot = lab();
+    let sot = sot.to_str().unwrap();
+    let o = vaquero(&[
+        "preview",
+        "--sot",
+        sot,
+        "--mac",
+        "52-54-00-00-01-21",
+        "--ipxe",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        stdout(&o),
+        "#!ipxe\n\
+         echo Vaquero: storage-01 stage 0 (rocky-install, rocky-9)\n\
+         kernel --name kernel http://10.99.0.2:8080/files/rocky-9/vmlinuz\n\
+         initrd --name initrd0 http://10.99.0.2:8080/files/rocky-9/initrd.img\n\
+         imgargs kernel initrd=initrd0 inst.repo=http://10.99.0.2:8080/files/rocky-9/os inst.ks=http://10.99.0.2:8080/config/52-54-00-00-01-21?boot=rocky-install ip=ens3:dhcp console=ttyS0,115200n8\n\
+         boot kernel\n"
+    );
+    // Second stage of a two-stage workflow.
+    let o = vaquero(&[
+        "preview",
+        "--sot",
+        sot,
+        "--mac",
+        "52:54:00:00:01:01",
+        "--stage",
+        "1",
+    ]);
+    assert!(stdout(&o).contains(
+        "kernel --name kernel http://10.99.0.2:8080/files/flatcar/flatcar_production_pxe.vmlinuz\n"
+    ));
+    // The unattended config of a boot.
+    let o = vaquero(&[
+        "preview",
+        "--sot",
+        sot,
+        "--mac",
+        "52:54:00:00:01:03",
+        "--boot",
+        "flatcar-install",
+    ]);
+    let ign: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(ign["ignition"]["version"], "3.4.0");
+    assert_eq!(
+        ign["kubernetes"]["version"], "1.32",
+        "the host overrides its class"
+    );
+    // A BMC's MAC never netboots.
+    let o = vaquero(&["preview", "--sot", sot, "--mac", "52:54:00:00:02:01"]);
+    assert!(stdout(&o).ends_with("exit\n"), "{}", stdout(&o));
+    // Unknown MAC, and a boot the host does not use.
+    let o = vaquero(&["preview", "--sot", sot, "--mac", "52:54:00:99:99:99"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = vaquero(&[
+        "preview",
+        "--sot",
+        sot,
+        "--mac",
+        "52:54:00:00:01:03",
+        "--boot",
+        "rocky-install",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("does not use boot `rocky-install`"));
+}
+
+#[test]
+fn diff_two_git_revisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let sot = dir.path().join("sot");
+    copy_dir(&lab(), &sot);
+    git(&sot, &["init", "-q", "-b", "main"]);
+    git(&sot, &["add", "-A"]);
+    git(&sot, &["commit", "-qm", "v1"]);
+    git(&sot, &["tag", "v1"]);
+    let os = sot.join("os/alpine.yml");
+    let text = std::fs::read_to_string(&os).unwrap();
+    std::fs::write(&os, text.replace("console: ttyS0", "console: ttyS1")).unwrap();
+    git(&sot, &["commit", "-qam", "v2"]);
+
+    let repo = sot.to_str().unwrap();
+    let o = vaquero(&["diff", "--sot", repo, "--from", "v1", "--to", "main"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = stdout(&o);
+    assert!(
+        out.contains("  ~ k8s-01 (reprovision)\n      stages[0].cmdline: "),
+        "{out}"
+    );
+    assert!(
+        out.contains("0 added, 0 removed, 3 changed (3 to reprovision)"),
+        "{out}"
+    );
+
+    let o = vaquero(&[
+        "diff", "--sot", repo, "--from", "v1", "--to", "main", "--format", "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let changed = v["sites"][0]["changed"].as_array().unwrap();
+    let hosts: Vec<&str> = changed
+        .iter()
+        .map(|c| c["host"].as_str().unwrap())
+        .collect();
+    assert_eq!(hosts, vec!["k8s-01", "k8s-02", "k8s-03"]);
+    assert_eq!(changed[0]["fields"][0]["path"], "stages[0].cmdline");
+    assert_eq!(changed[0]["fields"][0]["reprovision"], true);
+
+    let o = vaquero(&["diff", "--sot", repo, "--from", "v1", "--to", "v1"]);
+    assert!(stdout(&o).contains("no changes"));
+    let o = vaquero(&["diff", "--sot", repo, "--from", "v0", "--to", "v1"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown revision `v0`"));
+}
