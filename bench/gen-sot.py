@@ -35,6 +35,8 @@ subnets:
   - id: oob
     cidr: 11.0.0.0/8
     dns: [11.0.0.1]
+metadata:
+  k8s_api: https://10.0.0.10:6443
 """)
     roles = [("role.k8s-worker", None), ("role.storage", None), (None, "bastion")]
     per_file = 1000
