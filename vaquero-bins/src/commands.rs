@@ -13,7 +13,8 @@ use crate::Format;
 
 pub fn validate(dir: &Path, format: Format) -> anyhow::Result<ExitCode> {
     let files = SotFiles::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
-    let result = Sot::load(&files);
+    let revision = files.content_hash();
+    let result = Sot::load_owned(files);
     let (diags, summary) = match &result {
         Ok(sot) => {
             let hosts: usize = sot.sites.values().map(|s| s.hosts.len()).sum();
@@ -26,7 +27,7 @@ pub fn validate(dir: &Path, format: Format) -> anyhow::Result<ExitCode> {
                     hosts,
                     sot.workflows.len(),
                     sot.os.len(),
-                    &files.content_hash()[..12]
+                    &revision[..12]
                 ),
             )
         }
@@ -133,7 +134,7 @@ fn load_rev(src: &GitSource, rev: &str) -> anyhow::Result<(String, Sot)> {
         .resolve(rev)?
         .with_context(|| format!("unknown revision `{rev}` in {}", src.describe()))?;
     let files = src.files(&id)?;
-    let mut sot = Sot::load(&files).map_err(|d: Diagnostics| {
+    let mut sot = Sot::load_owned(files).map_err(|d: Diagnostics| {
         anyhow::anyhow!("revision {rev} ({id}) does not validate:\n{d}")
     })?;
     sot.revision = Some(id.clone());

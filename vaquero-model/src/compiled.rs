@@ -27,6 +27,16 @@ pub struct SiteData {
     pub assets: BTreeMap<String, Arc<str>>,
 }
 
+/// What a model is built for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Build {
+    /// Everything: version, lookups, templates.
+    Full,
+    /// Templates only (no version, no lookups): validation renders every
+    /// host and throws the model away.
+    RenderOnly,
+}
+
 /// A compiled site model: the data, O(1) lookups, compiled templates and a
 /// content hash as its version.
 #[derive(Debug)]
@@ -123,17 +133,17 @@ impl SiteModel {
             .sites
             .get(id)
             .ok_or_else(|| ModelError::UnknownSite(id.to_owned()))?;
-        Self::compile_with(sot, &s.site, s.hosts.clone(), true)
+        Self::compile_with(sot, &s.site, s.hosts.clone(), Build::Full)
     }
 
-    /// Compiles a site from its hosts (taken, not cloned), optionally
-    /// without computing the version: validation renders from a model it
-    /// then takes apart again with [`Self::into_data`].
+    /// Compiles a site from its hosts (taken, not cloned). Validation
+    /// builds a [`Build::RenderOnly`] model, renders from it, and takes it
+    /// apart again with [`Self::into_data`].
     pub(crate) fn compile_with(
         sot: &Sot,
         site: &Site,
         hosts: Vec<Host>,
-        versioned: bool,
+        build: Build,
     ) -> Result<Self, ModelError> {
         let mut workflows = BTreeMap::new();
         for h in &hosts {
@@ -177,27 +187,29 @@ impl SiteModel {
             os,
             assets,
         };
-        let mut m = SiteModel::build(data, versioned)?;
+        let mut m = SiteModel::build(data, build)?;
         m.revision = sot.revision.clone();
         Ok(m)
     }
 
     /// Builds the model (indexes, templates, version) from its data.
     pub fn from_data(data: SiteData) -> Result<Self, ModelError> {
-        Self::build(data, true)
+        Self::build(data, Build::Full)
     }
 
-    fn build(data: SiteData, versioned: bool) -> Result<Self, ModelError> {
-        let version = if versioned {
+    fn build(data: SiteData, build: Build) -> Result<Self, ModelError> {
+        let full = build == Build::Full;
+        let version = if full {
             content_hash(&data)?
         } else {
             String::new()
         };
-        let mut by_mac = HashMap::with_capacity(data.hosts.len() * 2);
+        let n = if full { data.hosts.len() } else { 0 };
+        let mut by_mac = HashMap::with_capacity(n * 2);
         let mut by_uuid = HashMap::new();
         let mut by_location = HashMap::new();
-        let mut by_name = HashMap::with_capacity(data.hosts.len());
-        for (i, h) in data.hosts.iter().enumerate() {
+        let mut by_name = HashMap::with_capacity(n);
+        for (i, h) in data.hosts.iter().enumerate().take(n) {
             let hi = i as u32;
             by_name.insert(h.name.clone(), hi);
             for (j, iface) in h.interfaces.iter().enumerate() {

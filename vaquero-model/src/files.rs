@@ -92,6 +92,15 @@ impl SotFiles {
     }
 }
 
+impl IntoIterator for SotFiles {
+    type Item = (String, Arc<str>);
+    type IntoIter = std::collections::btree_map::IntoIter<String, Arc<str>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.files.into_iter()
+    }
+}
+
 pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     let mut s = String::with_capacity(bytes.len() * 2);

@@ -113,8 +113,9 @@ impl Sot {
     /// Reads and loads the SoT in a directory.
     pub fn load_dir(root: &Path) -> Result<Sot, ModelError> {
         let files = SotFiles::read_dir(root)?;
-        let mut sot = Sot::load(&files).map_err(ModelError::Invalid)?;
-        sot.revision = Some(files.content_hash());
+        let revision = files.content_hash();
+        let mut sot = Sot::load_owned(files).map_err(ModelError::Invalid)?;
+        sot.revision = Some(revision);
         Ok(sot)
     }
 }

@@ -6,14 +6,14 @@ use std::sync::Arc;
 use marked_yaml::Node;
 
 use crate::class::{ClassResolver, declared_classes, merge};
-use crate::compiled::SiteModel;
+use crate::compiled::{Build, SiteModel};
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::files::SotFiles;
 use crate::render::{Renderer, TemplateError, check_unattended};
 use crate::types::{
     AssetType, BmcType, Boot, Class, CmdlineValue, Host, InterfaceType, MacAddr, Os, Site, Workflow,
 };
-use crate::yaml::{self, Pos, SourceMap, deserialize_all, node_at, span_at, take_metadata};
+use crate::yaml::{self, SourceMap, deserialize_all, node_at, span_at, take_metadata};
 
 /// A site and its hosts.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,6 +49,12 @@ pub struct Sot {
 impl Sot {
     /// Loads and validates a SoT; on any error returns **all** diagnostics.
     pub fn load(files: &SotFiles) -> Result<Sot, Diagnostics> {
+        Self::load_owned(files.clone())
+    }
+
+    /// Like [`Self::load`], taking the files: each file's text is freed as
+    /// soon as it is parsed (a big SoT is not held twice).
+    pub fn load_owned(files: SotFiles) -> Result<Sot, Diagnostics> {
         let mut l = Loader::new(files);
         l.run();
         let mut diags = l.diags;
@@ -116,12 +122,11 @@ fn classify(path: &str) -> Result<Option<Kind<'_>>, String> {
 }
 
 struct Entity {
-    file: Arc<str>,
     node: Node,
 }
 
-struct Loader<'f> {
-    files: &'f SotFiles,
+struct Loader {
+    files: SotFiles,
     map: SourceMap,
     diags: Diagnostics,
     sot: Sot,
@@ -129,7 +134,7 @@ struct Loader<'f> {
     boot_nodes: HashMap<String, Node>,
     workflow_nodes: HashMap<String, Node>,
     site_nodes: HashMap<String, Node>,
-    first: HashMap<(&'static str, String), Pos>,
+    seen: Seen,
     /// Entities whose file failed to load but whose id could be read:
     /// references to them are not reported again as dangling.
     broken: HashSet<(&'static str, String)>,
@@ -138,8 +143,8 @@ struct Loader<'f> {
     hosts_dropped: bool,
 }
 
-impl<'f> Loader<'f> {
-    fn new(files: &'f SotFiles) -> Self {
+impl Loader {
+    fn new(files: SotFiles) -> Self {
         Loader {
             files,
             map: SourceMap::default(),
@@ -149,7 +154,7 @@ impl<'f> Loader<'f> {
             boot_nodes: HashMap::new(),
             workflow_nodes: HashMap::new(),
             site_nodes: HashMap::new(),
-            first: HashMap::new(),
+            seen: Seen::default(),
             broken: HashSet::new(),
             hosts_dropped: false,
         }
@@ -165,25 +170,70 @@ impl<'f> Loader<'f> {
         self.diags.push(Diagnostic::error(file, 1, 1, "", msg));
     }
 
-    fn pos_of(&self, node: &Node, path: &str) -> Option<Pos> {
-        span_at(node, path).start().and_then(|m| self.map.pos(m))
+    /// Where `path` of `node` is, compactly.
+    fn loc_of(&self, node: &Node, path: &str) -> Option<Loc> {
+        let m = *span_at(node, path).start()?;
+        let p = self.map.pos(&m)?;
+        Some(Loc {
+            source: u32::try_from(m.source()).ok()?,
+            line: u32::try_from(p.line).ok()?,
+            column: u32::try_from(p.column).ok()?,
+        })
+    }
+
+    /// `file:line:col` of a position.
+    fn loc_str(&self, l: Loc) -> String {
+        let file = self.map.file(l.source as usize).unwrap_or("<unknown>");
+        format!("{file}:{}:{}", l.line, l.column)
+    }
+
+    /// Records the first occurrence of `key` in one of the `seen` maps;
+    /// on a repeat, reports "`what` (first … at file:line:col)".
+    fn first<K: std::hash::Hash + Eq>(
+        &mut self,
+        pick: fn(&mut Seen) -> &mut HashMap<K, Loc>,
+        key: K,
+        node: &Node,
+        path: &str,
+        what: impl FnOnce() -> String,
+    ) -> bool {
+        let here = self.loc_of(node, path);
+        match pick(&mut self.seen).entry(key) {
+            std::collections::hash_map::Entry::Occupied(e) => {
+                let first = *e.get();
+                let msg = format!("{} (first defined at {})", what(), self.loc_str(first));
+                self.err(node, path, msg);
+                false
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                if let Some(l) = here {
+                    e.insert(l);
+                }
+                true
+            }
+        }
     }
 
     /// Records the first definition of `kind` `id`; reports a duplicate.
     fn unique(&mut self, kind: &'static str, id: &str, node: &Node, path: &str) -> bool {
-        let key = (kind, id.to_owned());
-        if let Some(first) = self.first.get(&key) {
-            let msg = format!(
-                "duplicate {kind} `{id}` (first defined at {}:{}:{})",
-                first.file, first.line, first.column
-            );
-            self.err(node, path, msg);
-            return false;
+        self.first(
+            |s| &mut s.ids,
+            (kind, id.to_owned()),
+            node,
+            path,
+            || format!("duplicate {kind} `{id}`"),
+        )
+    }
+
+    /// A small number for a site, for compact keys.
+    fn site_index(&mut self, id: &str) -> u16 {
+        match self.seen.sites.iter().position(|s| s == id) {
+            Some(i) => i as u16,
+            None => {
+                self.seen.sites.push(id.to_owned());
+                (self.seen.sites.len() - 1) as u16
+            }
         }
-        if let Some(p) = self.pos_of(node, path) {
-            self.first.insert(key, p);
-        }
-        true
     }
 
     /// Remembers the id of an entity that failed to load.
@@ -209,7 +259,7 @@ impl<'f> Loader<'f> {
                 }
                 None
             }
-            1 => docs.pop().map(|d| Entity { file, node: d.node }),
+            1 => docs.pop().map(|d| Entity { node: d.node }),
             _ => {
                 let n = docs[1].node.clone();
                 self.err(&n, "", "expected one document in this file, found several");
@@ -219,28 +269,27 @@ impl<'f> Loader<'f> {
     }
 
     fn run(&mut self) {
-        let files = self.files;
+        let files = std::mem::take(&mut self.files);
         let mut classes_raw: BTreeMap<String, Node> = BTreeMap::new();
-        let mut class_files: BTreeMap<String, Arc<str>> = BTreeMap::new();
-        let mut envs: BTreeMap<&str, (&str, &str)> = BTreeMap::new();
-        let mut inventories: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::new();
+        let mut envs: BTreeMap<String, (String, Arc<str>)> = BTreeMap::new();
+        type Texts = Vec<(String, Arc<str>)>;
+        let mut inventories: BTreeMap<String, Texts> = BTreeMap::new();
 
-        for (path, text) in files.iter() {
-            let kind = match classify(path) {
+        for (path, text) in files {
+            let kind = match classify(&path) {
                 Ok(Some(k)) => k,
                 Ok(None) => continue,
                 Err(msg) => {
-                    self.file_err(path, msg);
+                    self.file_err(&path, msg);
                     continue;
                 }
             };
             match kind {
-                Kind::Os => self.load_os(path, text),
-                Kind::Boot => self.load_boot(path, text),
-                Kind::Workflow => self.load_workflow(path, text),
+                Kind::Os => self.load_os(&path, &text),
+                Kind::Boot => self.load_boot(&path, &text),
+                Kind::Workflow => self.load_workflow(&path, &text),
                 Kind::Class(id) => {
-                    if let Some(e) = self.single_doc(path, text) {
-                        class_files.insert(id.clone(), e.file);
+                    if let Some(e) = self.single_doc(&path, &text) {
                         classes_raw.insert(id, e.node);
                     }
                 }
@@ -248,9 +297,12 @@ impl<'f> Loader<'f> {
                     self.sot.assets.insert(name.to_owned(), text.clone());
                 }
                 Kind::SiteEnv(site) => {
-                    envs.insert(site, (path, text));
+                    envs.insert(site.to_owned(), (path.clone(), text));
                 }
-                Kind::Inventory(site) => inventories.entry(site).or_default().push((path, text)),
+                Kind::Inventory(site) => inventories
+                    .entry(site.to_owned())
+                    .or_default()
+                    .push((path.clone(), text)),
             }
         }
 
@@ -261,23 +313,20 @@ impl<'f> Loader<'f> {
         for (site, (path, text)) in &envs {
             self.load_site(site, path, text);
         }
-        for (site, files) in &inventories {
-            if !envs.contains_key(site) {
-                let first = files.first().map_or("sites", |f| f.0);
+        for (site, files) in inventories {
+            if !envs.contains_key(&site) {
+                let first = files.first().map_or("sites", |f| f.0.as_str());
                 self.file_err(
                     first,
                     format!("site directory `sites/{site}` has no env.yml"),
                 );
             }
-        }
-        let mut seen_mac: HashMap<MacAddr, Pos> = HashMap::new();
-        for (site, inv) in &inventories {
-            if !self.sot.sites.contains_key(*site) {
+            if !self.sot.sites.contains_key(&site) {
                 // Its env.yml is broken or missing (reported).
                 self.hosts_dropped = true;
                 continue;
             }
-            self.load_inventories(site, inv, &resolver, &mut seen_mac);
+            self.load_inventories(&site, files, &resolver);
         }
         self.check_sites_and_policies();
         if templates_ok {
@@ -663,20 +712,25 @@ impl<'f> Loader<'f> {
     fn load_inventories(
         &mut self,
         site_id: &str,
-        files: &[(&str, &str)],
+        files: Vec<(String, Arc<str>)>,
         resolver: &ClassResolver<'_>,
-        seen_mac: &mut HashMap<MacAddr, Pos>,
     ) {
         const BATCH: usize = 1024;
         let mut batch: Vec<(usize, String)> = Vec::new();
         for (path, text) in files {
-            let file: Arc<str> = (*path).into();
-            batch.extend(self.map.prepare_file(&file, text));
+            let file: Arc<str> = path.into();
+            batch.extend(self.map.prepare_file(&file, &text));
+            // The documents are copied out: the file's text can go now,
+            // unless the caller still holds it.
+            drop(text);
             if batch.len() >= BATCH {
-                self.load_hosts(site_id, std::mem::take(&mut batch), resolver, seen_mac);
+                self.load_hosts(site_id, std::mem::take(&mut batch), resolver);
             }
         }
-        self.load_hosts(site_id, batch, resolver, seen_mac);
+        self.load_hosts(site_id, batch, resolver);
+        if let Some(s) = self.sot.sites.get_mut(site_id) {
+            s.hosts.shrink_to_fit();
+        }
     }
 
     fn load_hosts(
@@ -684,7 +738,6 @@ impl<'f> Loader<'f> {
         site_id: &str,
         docs: Vec<(usize, String)>,
         resolver: &ClassResolver<'_>,
-        seen_mac: &mut HashMap<MacAddr, Pos>,
     ) {
         use rayon::prelude::*;
         let map = &self.map;
@@ -709,7 +762,7 @@ impl<'f> Loader<'f> {
             self.hosts_dropped |= host.is_none();
             self.diags.0.extend(diags.0);
             if let Some((host, node)) = host {
-                self.check_host(&site, &host, &node, seen_mac);
+                self.check_host(&site, &host, &node);
                 if let Some(s) = self.sot.sites.get_mut(site_id) {
                     s.hosts.push(host);
                 }
@@ -717,15 +770,16 @@ impl<'f> Loader<'f> {
         }
     }
 
-    fn check_host(
-        &mut self,
-        site: &Site,
-        host: &Host,
-        n: &Node,
-        seen_mac: &mut HashMap<MacAddr, Pos>,
-    ) {
-        let key = format!("{}/{}", site.id, host.name);
-        self.unique("host", &key, n, "name");
+    fn check_host(&mut self, site: &Site, host: &Host, n: &Node) {
+        let si = self.site_index(&site.id);
+        let name = &host.name;
+        self.first(
+            |s| &mut s.hosts,
+            (si, name.as_str().into()),
+            n,
+            "name",
+            || format!("duplicate host `{name}` in site `{}`", site.id),
+        );
         if self.dangles(
             "workflow",
             &host.workflow,
@@ -750,20 +804,14 @@ impl<'f> Loader<'f> {
         }
         for (j, iface) in host.interfaces.iter().enumerate() {
             let p = format!("interfaces[{j}]");
-            match seen_mac.get(&iface.mac) {
-                Some(first) => {
-                    let msg = format!(
-                        "duplicate MAC {} (first used at {}:{}:{})",
-                        iface.mac, first.file, first.line, first.column
-                    );
-                    self.err(n, &format!("{p}.mac"), msg);
-                }
-                None => {
-                    if let Some(pos) = self.pos_of(n, &format!("{p}.mac")) {
-                        seen_mac.insert(iface.mac, pos);
-                    }
-                }
-            }
+            let mac = iface.mac;
+            self.first(
+                |s| &mut s.macs,
+                mac,
+                n,
+                &format!("{p}.mac"),
+                || format!("duplicate MAC {mac}"),
+            );
             match site.subnets.iter().find(|s| s.id == iface.subnet) {
                 None => self.err(
                     n,
@@ -791,20 +839,14 @@ impl<'f> Loader<'f> {
                     }
                 }
             }
-            let ipkey = format!("{}/{}", site.id, iface.ipv4);
-            if self.first.contains_key(&("IPv4 address", ipkey.clone())) {
-                let first = self.first[&("IPv4 address", ipkey)].clone();
-                self.err(
-                    n,
-                    &format!("{p}.ipv4"),
-                    format!(
-                        "duplicate IPv4 address {} (first used at {}:{}:{})",
-                        iface.ipv4, first.file, first.line, first.column
-                    ),
-                );
-            } else {
-                self.unique("IPv4 address", &ipkey, n, &format!("{p}.ipv4"));
-            }
+            let ip = iface.ipv4;
+            self.first(
+                |s| &mut s.ips,
+                (si, ip),
+                n,
+                &format!("{p}.ipv4"),
+                || format!("duplicate IPv4 address {ip}"),
+            );
             if let Some(b) = &iface.bmc {
                 if iface.kind != InterfaceType::Bmc {
                     self.err(
@@ -826,7 +868,13 @@ impl<'f> Loader<'f> {
             }
         }
         if let Some(u) = host.uuid {
-            self.unique("SMBIOS UUID", &format!("{}/{u}", site.id), n, "uuid");
+            self.first(
+                |s| &mut s.uuids,
+                (si, u),
+                n,
+                "uuid",
+                || format!("duplicate SMBIOS UUID {u}"),
+            );
         }
         if let Some(l) = &host.location {
             if l.circuit_id.is_none() && l.remote_id.is_none() {
@@ -836,8 +884,14 @@ impl<'f> Loader<'f> {
                     "a location needs `circuit_id`, `remote_id` or both",
                 );
             } else {
-                let k = format!("{}/{:?}/{:?}", site.id, l.circuit_id, l.remote_id);
-                self.unique("location", &k, n, "location");
+                let k = (si, l.circuit_id.clone(), l.remote_id.clone());
+                self.first(
+                    |s| &mut s.locations,
+                    k,
+                    n,
+                    "location",
+                    || "duplicate location (another host is cabled there)".to_owned(),
+                );
             }
         }
     }
@@ -959,7 +1013,7 @@ impl<'f> Loader<'f> {
             };
             let hosts = std::mem::take(&mut s.hosts);
             let site = s.site.clone();
-            let model = match SiteModel::compile_with(&self.sot, &site, hosts, false) {
+            let model = match SiteModel::compile_with(&self.sot, &site, hosts, Build::RenderOnly) {
                 Ok(m) => m,
                 Err(e) => {
                     self.file_err(&format!("sites/{id}/env.yml"), e.to_string());
@@ -1004,6 +1058,29 @@ impl<'f> Loader<'f> {
             ));
         }
     }
+}
+
+/// A compact source position: a document's source id, absolute line and
+/// column (the file comes from the [`SourceMap`]).
+#[derive(Debug, Clone, Copy)]
+struct Loc {
+    source: u32,
+    line: u32,
+    column: u32,
+}
+
+/// First occurrences of everything that must be unique, with small keys:
+/// a SoT of 100,000 hosts keeps about six entries per host here.
+#[derive(Default)]
+struct Seen {
+    /// Site ids; keys use their index.
+    sites: Vec<String>,
+    ids: HashMap<(&'static str, String), Loc>,
+    hosts: HashMap<(u16, Box<str>), Loc>,
+    macs: HashMap<MacAddr, Loc>,
+    ips: HashMap<(u16, std::net::Ipv4Addr), Loc>,
+    uuids: HashMap<(u16, crate::types::Uuid), Loc>,
+    locations: HashMap<(u16, Option<String>, Option<String>), Loc>,
 }
 
 /// A host from its document: classes merged in, metadata read, typed.

@@ -207,7 +207,7 @@ pub struct LoadedSot {
 /// reaches an agent).
 pub fn load_source(source: &dyn SotSource) -> Result<LoadedSot, ModelError> {
     let head_rev = source.head()?;
-    let mut head = Sot::load(&source.files(&head_rev)?).map_err(ModelError::Invalid)?;
+    let mut head = Sot::load_owned(source.files(&head_rev)?).map_err(ModelError::Invalid)?;
     head.revision = Some(head_rev.clone());
     let mut warnings = head.warnings.clone();
     let mut pinned: BTreeMap<String, Sot> = BTreeMap::new();
@@ -235,7 +235,7 @@ pub fn load_source(source: &dyn SotSource) -> Result<LoadedSot, ModelError> {
             SiteModel::compile(&head, id)?
         } else {
             if !pinned.contains_key(&rev) {
-                let mut sot = Sot::load(&source.files(&rev)?).map_err(ModelError::Invalid)?;
+                let mut sot = Sot::load_owned(source.files(&rev)?).map_err(ModelError::Invalid)?;
                 sot.revision = Some(rev.clone());
                 pinned.insert(rev.clone(), sot);
             }

@@ -350,7 +350,7 @@ impl Host {
         self.interfaces
             .iter()
             .filter(|i| i.kind == InterfaceType::Bmc)
-            .find_map(|i| i.bmc.as_ref().map(|b| (i, b)))
+            .find_map(|i| i.bmc.as_deref().map(|b| (i, b)))
     }
 }
 
@@ -393,7 +393,7 @@ pub struct Interface {
     pub ignore_dhcp: bool,
     /// The BMC reachable on this interface.
     #[serde(default)]
-    pub bmc: Option<Bmc>,
+    pub bmc: Option<Box<Bmc>>,
 }
 
 /// The kind of a network interface.

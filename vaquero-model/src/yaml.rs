@@ -42,6 +42,11 @@ impl SourceMap {
         self.docs.len() - 1
     }
 
+    /// The file of a document.
+    pub fn file(&self, source: usize) -> Option<&str> {
+        self.docs.get(source).map(|d| &*d.file)
+    }
+
     /// The file and absolute position of a marker.
     pub fn pos(&self, m: &Marker) -> Option<Pos> {
         let d = self.docs.get(m.source())?;

@@ -209,7 +209,7 @@ fn duplicate_mac() {
             "mac: \"52:54:00:00:01:31\"",
             "mac: \"52:54:00:00:01:01\"",
         )],
-        "sites/lab/k8s.yml:12:10: interfaces[0].mac: duplicate MAC 52:54:00:00:01:01 (first used at sites/lab/bastion.yml:10:10)",
+        "sites/lab/k8s.yml:12:10: interfaces[0].mac: duplicate MAC 52:54:00:00:01:01 (first defined at sites/lab/bastion.yml:10:10)",
     );
 }
 
@@ -221,7 +221,7 @@ fn duplicate_ip() {
             "ipv4: 10.99.0.31",
             "ipv4: 10.99.0.11",
         )],
-        "sites/lab/k8s.yml:14:11: interfaces[0].ipv4: duplicate IPv4 address 10.99.0.11 (first used at sites/lab/bastion.yml:12:11)",
+        "sites/lab/k8s.yml:14:11: interfaces[0].ipv4: duplicate IPv4 address 10.99.0.11 (first defined at sites/lab/bastion.yml:12:11)",
     );
 }
 
@@ -391,6 +391,6 @@ fn duplicate_host_name_and_bmc_secrets() {
             ("sites/lab/bastion.yml", "password_env: LAB_REDFISH_PASSWORD", "password_env: LAB_REDFISH_PASSWORD\n      password_file: /etc/pw"),
         ],
         "sites/lab/bastion.yml:20:11: interfaces[1].bmc: set `password_env` or `password_file`, not both
-sites/lab/k8s.yml:3:7: name: duplicate host `lab/k8s-01` (first defined at sites/lab/bastion.yml:1:7)",
+sites/lab/k8s.yml:3:7: name: duplicate host `k8s-01` in site `lab` (first defined at sites/lab/bastion.yml:1:7)",
     );
 }
