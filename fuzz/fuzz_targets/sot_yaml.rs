@@ -19,12 +19,21 @@ const PATHS: [&str; 8] = [
 fn base() -> SotFiles {
     let mut f = SotFiles::new();
     f.insert("os/os.yml", "id: os\nos_family: debian\nmajor_version: \"12\"\nboot:\n  kernel: \"{{ urls.assets }}/linux\"\n  initrd: [\"{{ urls.assets }}/initrd\"]\ncmdline:\n  - console: ttyS0\n");
-    f.insert("boot/boot.yml", "id: boot\noperating_system: os\nunattended:\n  type: cloud-config\n  use: user-data.yml\n");
-    f.insert("workflows/wf.yml", "id: wf\nstages:\n  - boot: boot\npolicy:\n  max_concurrent: \"50%\"\n");
+    f.insert(
+        "boot/boot.yml",
+        "id: boot\noperating_system: os\nunattended:\n  type: cloud-config\n  use: user-data.yml\n",
+    );
+    f.insert(
+        "workflows/wf.yml",
+        "id: wf\nstages:\n  - boot: boot\npolicy:\n  max_concurrent: \"50%\"\n",
+    );
     f.insert("classes/base.yml", "metadata:\n  a: 1\n");
     f.insert("sites/lab/env.yml", "id: lab\nagents:\n  - id: a\n    asset_server: {url: \"http://10.0.0.2:8080\"}\nsubnets:\n  - id: s\n    cidr: 10.0.0.0/24\n    dns: [10.0.0.1]\n");
     f.insert("sites/lab/hosts.yml", "name: h\nworkflow: wf\nclasses: [base]\ninterfaces:\n  - {type: physical, mac: \"52:54:00:00:00:01\", subnet: s, ipv4: 10.0.0.11}\n");
-    f.insert("assets/cloud-config/user-data.yml", "#cloud-config\nhostname: {{ host.name }}\n{% include \"snippets/part.yml\" %}\n");
+    f.insert(
+        "assets/cloud-config/user-data.yml",
+        "#cloud-config\nhostname: {{ host.name }}\n{% include \"snippets/part.yml\" %}\n",
+    );
     f.insert("assets/cloud-config/snippets/part.yml", "a: {{ md.a }}\n");
     f
 }
