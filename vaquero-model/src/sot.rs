@@ -334,12 +334,32 @@ impl Loader {
         }
     }
 
-    fn load_os(&mut self, path: &str, text: &str) {
-        let Some(e) = self.single_doc(path, text) else {
-            return;
+    /// A one-document entity file, typed; `metadata` says whether the
+    /// entity has a metadata map (read from the tree, see `yaml.rs`).
+    fn load_entity<T: serde::de::DeserializeOwned>(
+        &mut self,
+        kind: &'static str,
+        path: &str,
+        text: &str,
+        metadata: bool,
+    ) -> Option<(T, crate::types::Metadata, Entity)> {
+        let mut e = self.single_doc(path, text)?;
+        let md = if metadata {
+            take_metadata(&self.map, &mut e.node, "", &mut self.diags)
+        } else {
+            Default::default()
         };
-        let Some(os) = deserialize_all::<Os>(&self.map, &e.node, "", &mut self.diags) else {
-            self.mark_broken("os", &e.node);
+        match deserialize_all::<T>(&self.map, &e.node, "", &mut self.diags) {
+            Some(v) => Some((v, md, e)),
+            None => {
+                self.mark_broken(kind, &e.node);
+                None
+            }
+        }
+    }
+
+    fn load_os(&mut self, path: &str, text: &str) {
+        let Some((os, _, e)) = self.load_entity::<Os>("os", path, text, false) else {
             return;
         };
         for (i, entry) in os.cmdline.iter().enumerate() {
@@ -367,13 +387,7 @@ impl Loader {
     }
 
     fn load_boot(&mut self, path: &str, text: &str) {
-        let Some(mut e) = self.single_doc(path, text) else {
-            return;
-        };
-        let md = take_metadata(&self.map, &mut e.node, "", &mut self.diags);
-        let Some(mut boot) = deserialize_all::<Boot>(&self.map, &e.node, "", &mut self.diags)
-        else {
-            self.mark_broken("boot", &e.node);
+        let Some((mut boot, md, e)) = self.load_entity::<Boot>("boot", path, text, true) else {
             return;
         };
         boot.metadata = md;
@@ -403,11 +417,7 @@ impl Loader {
     }
 
     fn load_workflow(&mut self, path: &str, text: &str) {
-        let Some(e) = self.single_doc(path, text) else {
-            return;
-        };
-        let Some(wf) = deserialize_all::<Workflow>(&self.map, &e.node, "", &mut self.diags) else {
-            self.mark_broken("workflow", &e.node);
+        let Some((wf, _, e)) = self.load_entity::<Workflow>("workflow", path, text, false) else {
             return;
         };
         if wf.stages.is_empty() {
