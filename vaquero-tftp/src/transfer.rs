@@ -147,7 +147,9 @@ impl Transfer {
         if let Some(t) = asked.timeout {
             granted.timeout = Some(t);
         }
-        if asked.tsize.is_some() {
+        // An empty file's size is not confirmed: curl rejects an OACK with
+        // `tsize 0` as illegal, and declining an option is always allowed.
+        if asked.tsize.is_some() && len > 0 {
             granted.tsize = Some(len);
         }
         if let Some(w) = asked.windowsize {

@@ -1,0 +1,517 @@
+//! The tokio server: a listening socket, one task per transfer driving a
+//! [`Transfer`], and the policy around them (capacity, per-client rate
+//! limits, shutdown, counters).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::packet::{ErrorCode, Mode, Packet, data_header};
+use crate::source::{FileHandle, FileSource, OpenError, to_netascii};
+use crate::transfer::{Outcome, Transfer, TransferConfig, Transmit};
+
+/// How the server runs.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where to listen (default `0.0.0.0:69`).
+    pub listen: SocketAddr,
+    /// Serve every transfer from the listening port, keyed by client
+    /// address, instead of one ephemeral port per transfer (RFC 1350).
+    /// For firewalls that only let port 69 through.
+    pub single_port: bool,
+    /// Transfers at once; requests beyond get "server busy".
+    pub max_transfers: usize,
+    /// New requests per second per client IP (token bucket refill).
+    pub rate_per_second: f64,
+    /// Burst of new requests per client IP.
+    pub rate_burst: f64,
+    /// Largest file served in netascii mode (it is converted in memory).
+    pub max_netascii_bytes: u64,
+    /// How long running transfers may finish after shutdown is asked for.
+    pub shutdown_grace: Duration,
+    /// The transfer state machine's limits.
+    pub transfer: TransferConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 69)),
+            single_port: false,
+            max_transfers: 1024,
+            rate_per_second: 20.0,
+            rate_burst: 40.0,
+            max_netascii_bytes: 16 << 20,
+            shutdown_grace: Duration::from_secs(5),
+            transfer: TransferConfig::default(),
+        }
+    }
+}
+
+/// Counters of a server (also exported through the `metrics` facade).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Read requests received.
+    pub requests: AtomicU64,
+    /// Transfers that delivered the whole file.
+    pub completed: AtomicU64,
+    /// Transfers the client ended with an ERROR.
+    pub aborted: AtomicU64,
+    /// Transfers given up after the retry budget.
+    pub timed_out: AtomicU64,
+    /// Transfers ended for another reason (I/O, protocol).
+    pub failed: AtomicU64,
+    /// Requests for files that do not exist.
+    pub not_found: AtomicU64,
+    /// Requests refused: path escapes, writes, non-files.
+    pub refused: AtomicU64,
+    /// Requests refused because the server was at capacity.
+    pub busy: AtomicU64,
+    /// Requests dropped by the per-client rate limit.
+    pub rate_limited: AtomicU64,
+    /// Datagrams dropped because they did not decode.
+    pub malformed: AtomicU64,
+    /// Payload bytes sent, retransmissions included.
+    pub bytes_sent: AtomicU64,
+    /// Retransmissions after a timeout.
+    pub retransmits: AtomicU64,
+}
+
+impl Stats {
+    fn inc(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Reads a counter.
+pub fn get(c: &AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
+}
+
+/// A bound TFTP server.
+pub struct Server {
+    socket: Arc<UdpSocket>,
+    source: Arc<dyn FileSource>,
+    config: ServerConfig,
+    stats: Arc<Stats>,
+}
+
+struct RateLimiter {
+    rate: f64,
+    burst: f64,
+    buckets: HashMap<IpAddr, (f64, Instant)>,
+}
+
+impl RateLimiter {
+    fn allow(&mut self, ip: IpAddr, now: Instant) -> bool {
+        if self.buckets.len() > 65_536 {
+            let (rate, burst) = (self.rate, self.burst);
+            self.buckets
+                .retain(|_, (t, at)| *t + now.duration_since(*at).as_secs_f64() * rate < burst);
+        }
+        let (tokens, at) = self.buckets.entry(ip).or_insert((self.burst, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.rate).min(self.burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Clients with a running transfer; in single-port mode, with the channel
+/// their datagrams go to.
+type Active = HashMap<SocketAddr, Option<mpsc::Sender<Vec<u8>>>>;
+
+/// How a transfer task gets its datagrams and sends its own.
+enum Link {
+    /// Its own socket, connected to the client (RFC 1350 TIDs).
+    Own(UdpSocket),
+    /// The listening socket, shared; datagrams arrive through a channel.
+    Shared {
+        socket: Arc<UdpSocket>,
+        rx: mpsc::Receiver<Vec<u8>>,
+        client: SocketAddr,
+    },
+}
+
+impl Link {
+    async fn send(&self, buf: &[u8]) -> std::io::Result<()> {
+        match self {
+            Link::Own(s) => s.send(buf).await.map(|_| ()),
+            Link::Shared { socket, client, .. } => socket.send_to(buf, client).await.map(|_| ()),
+        }
+    }
+
+    /// The next datagram from the client into `buf`, its length (`None`
+    /// when the link closed).
+    async fn recv(&mut self, buf: &mut [u8]) -> Option<usize> {
+        match self {
+            Link::Own(s) => s.recv(buf).await.ok(),
+            Link::Shared { rx, .. } => {
+                let d = rx.recv().await?;
+                let n = d.len().min(buf.len());
+                buf[..n].copy_from_slice(&d[..n]);
+                Some(n)
+            }
+        }
+    }
+}
+
+impl Server {
+    /// Binds the listening socket.
+    pub async fn bind(config: ServerConfig, source: impl FileSource) -> std::io::Result<Server> {
+        let socket = UdpSocket::bind(config.listen).await?;
+        Ok(Server {
+            socket: Arc::new(socket),
+            source: Arc::new(source),
+            config,
+            stats: Arc::new(Stats::default()),
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// The server's counters (shared; they keep counting while it runs).
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
+    /// Serves until `shutdown` completes, then lets running transfers
+    /// finish for up to `shutdown_grace` and ends the rest with an error
+    /// packet.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> std::io::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut tasks: JoinSet<()> = JoinSet::new();
+        let active: Arc<Mutex<Active>> = Arc::default();
+        let mut limiter = RateLimiter {
+            rate: self.config.rate_per_second,
+            burst: self.config.rate_burst,
+            buckets: HashMap::new(),
+        };
+        let mut buf = vec![0u8; 65536];
+        tokio::pin!(shutdown);
+        info!(listen = %self.local_addr()?, single_port = self.config.single_port, "TFTP server listening");
+        loop {
+            let (n, from) = tokio::select! {
+                _ = &mut shutdown => break,
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+                r = self.socket.recv_from(&mut buf) => match r {
+                    Ok(v) => v,
+                    Err(e) => {
+                        // ICMP errors of earlier sends surface here; keep serving.
+                        debug!(error = %e, "recv on the listening socket");
+                        continue;
+                    }
+                },
+            };
+            let datagram = &buf[..n];
+            if self.config.single_port {
+                let tx = active
+                    .lock()
+                    .ok()
+                    .and_then(|a| a.get(&from).cloned().flatten());
+                if let Some(tx) = tx {
+                    // A full queue means the task is behind: dropping is
+                    // what the network would do.
+                    let _ = tx.try_send(datagram.to_vec());
+                    continue;
+                }
+            }
+            let packet = match Packet::decode(datagram) {
+                Ok(p) => p,
+                Err(e) => {
+                    Stats::inc(&self.stats.malformed);
+                    metrics::counter!("tftp_dropped_total", "reason" => "malformed").increment(1);
+                    debug!(client = %from, error = %e, "malformed datagram dropped");
+                    continue;
+                }
+            };
+            match packet {
+                Packet::Rrq(req) => {
+                    Stats::inc(&self.stats.requests);
+                    metrics::counter!("tftp_requests_total").increment(1);
+                    if active.lock().is_ok_and(|a| a.contains_key(&from)) {
+                        // The client repeated its request (our first
+                        // answer was lost or slow): the transfer is running.
+                        continue;
+                    }
+                    if !limiter.allow(from.ip(), Instant::now()) {
+                        Stats::inc(&self.stats.rate_limited);
+                        metrics::counter!("tftp_dropped_total", "reason" => "rate_limited")
+                            .increment(1);
+                        continue;
+                    }
+                    if tasks.len() >= self.config.max_transfers {
+                        Stats::inc(&self.stats.busy);
+                        metrics::counter!("tftp_refused_total", "reason" => "busy").increment(1);
+                        self.reply_error(from, ErrorCode::NotDefined, "server busy, try again")
+                            .await;
+                        continue;
+                    }
+                    let link = if self.config.single_port {
+                        let (tx, rx) = mpsc::channel(64);
+                        if let Ok(mut a) = active.lock() {
+                            a.insert(from, Some(tx));
+                        }
+                        Link::Shared {
+                            socket: self.socket.clone(),
+                            rx,
+                            client: from,
+                        }
+                    } else {
+                        let local = SocketAddr::new(self.socket.local_addr()?.ip(), 0);
+                        let sock = match UdpSocket::bind(local).await {
+                            Ok(s) => s,
+                            Err(e) => {
+                                warn!(error = %e, "cannot open a transfer socket");
+                                continue;
+                            }
+                        };
+                        if sock.connect(from).await.is_err() {
+                            continue;
+                        }
+                        if let Ok(mut a) = active.lock() {
+                            a.insert(from, None);
+                        }
+                        Link::Own(sock)
+                    };
+                    let job = Job {
+                        name: req.filename.to_owned(),
+                        mode: req.mode,
+                        options: req.options,
+                        client: from,
+                        source: self.source.clone(),
+                        config: self.config.clone(),
+                        stats: self.stats.clone(),
+                    };
+                    let active = active.clone();
+                    let stop = stop_rx.clone();
+                    let span = info_span!("tftp", client = %from, file = %job.name);
+                    tasks.spawn(
+                        async move {
+                            job.run(link, stop).await;
+                            if let Ok(mut a) = active.lock() {
+                                a.remove(&from);
+                            }
+                        }
+                        .instrument(span),
+                    );
+                }
+                Packet::Wrq(_) => {
+                    Stats::inc(&self.stats.refused);
+                    metrics::counter!("tftp_refused_total", "reason" => "write").increment(1);
+                    self.reply_error(
+                        from,
+                        ErrorCode::AccessViolation,
+                        "this server does not accept writes",
+                    )
+                    .await;
+                }
+                _ => {
+                    // Not a request, and not part of a transfer we know.
+                    Stats::inc(&self.stats.malformed);
+                    metrics::counter!("tftp_dropped_total", "reason" => "unexpected").increment(1);
+                }
+            }
+        }
+        info!(running = tasks.len(), "TFTP server stopping");
+        let _ = stop_tx.send(true);
+        let grace = tokio::time::sleep(self.config.shutdown_grace);
+        tokio::pin!(grace);
+        loop {
+            tokio::select! {
+                r = tasks.join_next() => if r.is_none() { break },
+                _ = &mut grace => {
+                    tasks.abort_all();
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn reply_error(&self, to: SocketAddr, code: ErrorCode, message: &str) {
+        let _ = self
+            .socket
+            .send_to(&Packet::Error { code, message }.to_vec(), to)
+            .await;
+    }
+}
+
+struct Job {
+    name: String,
+    mode: Mode,
+    options: crate::packet::Options,
+    client: SocketAddr,
+    source: Arc<dyn FileSource>,
+    config: ServerConfig,
+    stats: Arc<Stats>,
+}
+
+impl Job {
+    async fn open(&self) -> Result<Box<dyn FileHandle>, OpenError> {
+        let (source, name, client) = (self.source.clone(), self.name.clone(), self.client);
+        let mode = self.mode;
+        let max = self.config.max_netascii_bytes;
+        let opened = tokio::task::spawn_blocking(move || {
+            let f = source.open(&name, client)?;
+            if mode == Mode::Netascii {
+                if f.len() > max {
+                    return Err(OpenError::AccessViolation("too large for netascii mode"));
+                }
+                let mut raw = vec![0u8; f.len() as usize];
+                let n = f.read_at(0, &mut raw)?;
+                raw.truncate(n);
+                return Ok(
+                    Box::new(crate::source::Bytes(to_netascii(&raw).into())) as Box<dyn FileHandle>
+                );
+            }
+            Ok(f)
+        })
+        .await;
+        opened.unwrap_or_else(|e| Err(OpenError::Io(std::io::Error::other(e))))
+    }
+
+    async fn run(self, mut link: Link, mut stop: watch::Receiver<bool>) {
+        let started = Instant::now();
+        let file = match self.open().await {
+            Ok(f) => f,
+            Err(e) => {
+                let counter = match e.code() {
+                    ErrorCode::FileNotFound => &self.stats.not_found,
+                    ErrorCode::AccessViolation => &self.stats.refused,
+                    _ => &self.stats.failed,
+                };
+                Stats::inc(counter);
+                metrics::counter!("tftp_refused_total", "reason" => reason(&e)).increment(1);
+                debug!(error = %e, "request refused");
+                let msg = e.to_string();
+                let _ = link
+                    .send(
+                        &Packet::Error {
+                            code: e.code(),
+                            message: &msg,
+                        }
+                        .to_vec(),
+                    )
+                    .await;
+                return;
+            }
+        };
+        let req = crate::packet::Request {
+            filename: &self.name,
+            mode: self.mode,
+            options: self.options,
+        };
+        let mut t = Transfer::new(&req, file.len(), &self.config.transfer, Instant::now());
+        let o = t.options();
+        debug!(size = file.len(), blksize = t.blksize(), windowsize = ?o.windowsize, tsize = ?o.tsize, "transfer started");
+        let mut out = vec![0u8; 4 + t.blksize()];
+        let mut inbuf = vec![0u8; 65536];
+        let mut stopping = false;
+        loop {
+            while let Some(tx) = t.poll_transmit(Instant::now()) {
+                let sent = match tx {
+                    Transmit::Packet(p) => link.send(p).await,
+                    Transmit::Data { block, offset, len } => {
+                        out[..4].copy_from_slice(&data_header(block));
+                        match file.read_at(offset, &mut out[4..4 + len]) {
+                            Ok(n) if n == len => link.send(&out[..4 + len]).await,
+                            Ok(_) => {
+                                Err(std::io::Error::other("the file shrank while being served"))
+                            }
+                            Err(e) => Err(e),
+                        }
+                    }
+                };
+                if let Err(e) = sent {
+                    warn!(error = %e, "transfer failed");
+                    let msg = e.to_string();
+                    let _ = link
+                        .send(
+                            &Packet::Error {
+                                code: ErrorCode::NotDefined,
+                                message: &msg,
+                            }
+                            .to_vec(),
+                        )
+                        .await;
+                    Stats::inc(&self.stats.failed);
+                    metrics::counter!("tftp_transfers_total", "outcome" => "failed").increment(1);
+                    return;
+                }
+            }
+            if t.is_finished() {
+                break;
+            }
+            let deadline = t
+                .poll_timeout()
+                .map(tokio::time::Instant::from_std)
+                .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                got = link.recv(&mut inbuf) => match got {
+                    Some(n) => {
+                        if t.handle_packet(&inbuf[..n], Instant::now()).is_err() {
+                            Stats::inc(&self.stats.malformed);
+                            metrics::counter!("tftp_dropped_total", "reason" => "malformed").increment(1);
+                        }
+                    }
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(deadline) => t.handle_timeout(Instant::now()),
+                _ = stop.changed(), if !stopping => {
+                    // Shutdown: the transfer may finish within the grace
+                    // period; the server aborts what is left.
+                    stopping = true;
+                }
+            }
+        }
+        let s = t.stats();
+        self.stats.bytes_sent.fetch_add(s.bytes, Ordering::Relaxed);
+        self.stats
+            .retransmits
+            .fetch_add(s.retransmits, Ordering::Relaxed);
+        metrics::counter!("tftp_bytes_sent_total").increment(s.bytes);
+        metrics::counter!("tftp_retransmits_total").increment(s.retransmits);
+        let outcome = t
+            .outcome()
+            .cloned()
+            .unwrap_or(Outcome::Protocol("link closed".into()));
+        let (counter, label) = match &outcome {
+            Outcome::Completed => (&self.stats.completed, "completed"),
+            Outcome::AbortedByPeer { .. } => (&self.stats.aborted, "aborted"),
+            Outcome::TimedOut => (&self.stats.timed_out, "timed_out"),
+            Outcome::Protocol(_) => (&self.stats.failed, "failed"),
+        };
+        Stats::inc(counter);
+        metrics::counter!("tftp_transfers_total", "outcome" => label).increment(1);
+        info!(
+            outcome = label,
+            bytes = s.bytes,
+            retransmits = s.retransmits,
+            ms = started.elapsed().as_millis() as u64,
+            "transfer ended"
+        );
+    }
+}
+
+fn reason(e: &OpenError) -> &'static str {
+    match e {
+        OpenError::NotFound => "not_found",
+        OpenError::AccessViolation(_) => "access",
+        _ => "io",
+    }
+}
