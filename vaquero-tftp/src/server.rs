@@ -88,6 +88,11 @@ impl Stats {
     fn inc(c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
     }
+
+    fn malformed_in_transfer(&self) {
+        Stats::inc(&self.malformed);
+        metrics::counter!("tftp_dropped_total", "reason" => "malformed").increment(1);
+    }
 }
 
 /// Reads a counter.
@@ -385,7 +390,7 @@ impl Job {
         opened.unwrap_or_else(|e| Err(OpenError::Io(std::io::Error::other(e))))
     }
 
-    async fn run(self, mut link: Link, mut stop: watch::Receiver<bool>) {
+    async fn run(self, link: Link, stop: watch::Receiver<bool>) {
         let started = Instant::now();
         let file = match self.open().await {
             Ok(f) => f,
@@ -399,15 +404,7 @@ impl Job {
                 metrics::counter!("tftp_refused_total", "reason" => reason(&e)).increment(1);
                 debug!(error = %e, "request refused");
                 let msg = e.to_string();
-                let _ = link
-                    .send(
-                        &Packet::Error {
-                            code: e.code(),
-                            message: &msg,
-                        }
-                        .to_vec(),
-                    )
-                    .await;
+                let _ = link.send(&error_packet(e.code(), &msg)).await;
                 return;
             }
         };
@@ -416,69 +413,51 @@ impl Job {
             mode: self.mode,
             options: self.options,
         };
-        let mut t = Transfer::new(&req, file.len(), &self.config.transfer, Instant::now());
+        let t = Transfer::new(&req, file.len(), &self.config.transfer, Instant::now());
         let o = t.options();
         debug!(size = file.len(), blksize = t.blksize(), windowsize = ?o.windowsize, tsize = ?o.tsize, "transfer started");
-        let mut out = vec![0u8; 4 + t.blksize()];
-        let mut inbuf = vec![0u8; 65536];
-        let mut stopping = false;
-        loop {
-            while let Some(tx) = t.poll_transmit(Instant::now()) {
-                let sent = match tx {
-                    Transmit::Packet(p) => link.send(p).await,
-                    Transmit::Data { block, offset, len } => {
-                        out[..4].copy_from_slice(&data_header(block));
-                        match file.read_at(offset, &mut out[4..4 + len]) {
-                            Ok(n) if n == len => link.send(&out[..4 + len]).await,
-                            Ok(_) => {
-                                Err(std::io::Error::other("the file shrank while being served"))
-                            }
-                            Err(e) => Err(e),
-                        }
-                    }
-                };
-                if let Err(e) = sent {
-                    warn!(error = %e, "transfer failed");
-                    let msg = e.to_string();
-                    let _ = link
-                        .send(
-                            &Packet::Error {
-                                code: ErrorCode::NotDefined,
-                                message: &msg,
-                            }
-                            .to_vec(),
-                        )
-                        .await;
-                    Stats::inc(&self.stats.failed);
-                    metrics::counter!("tftp_transfers_total", "outcome" => "failed").increment(1);
-                    return;
+        let result = match link {
+            Link::Own(sock) => {
+                // Its own socket: a blocking loop on a thread of its own
+                // answers each ACK with the least latency (lock-step TFTP
+                // is round-trip bound).
+                let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+                let grace = self.config.shutdown_grace;
+                let stats = self.stats.clone();
+                let span = tracing::Span::current();
+                let spawned = sock.into_std().and_then(|sock| {
+                    sock.set_nonblocking(false)?;
+                    std::thread::Builder::new()
+                        .name("tftp-transfer".into())
+                        .stack_size(256 * 1024)
+                        .spawn(move || {
+                            let _g = span.enter();
+                            let r = run_blocking(t, &*file, &sock, &stop, grace, &stats);
+                            let _ = done_tx.send(r);
+                        })
+                });
+                match spawned {
+                    Ok(_) => done_rx
+                        .await
+                        .unwrap_or_else(|_| Err(std::io::Error::other("transfer thread died"))),
+                    Err(e) => Err(e),
                 }
             }
-            if t.is_finished() {
-                break;
+            shared @ Link::Shared { .. } => run_async(t, &*file, shared, stop, &self.stats).await,
+        };
+        self.finish(result, started);
+    }
+
+    fn finish(&self, result: std::io::Result<Transfer>, started: Instant) {
+        let t = match result {
+            Ok(t) => t,
+            Err(e) => {
+                warn!(error = %e, "transfer failed");
+                Stats::inc(&self.stats.failed);
+                metrics::counter!("tftp_transfers_total", "outcome" => "failed").increment(1);
+                return;
             }
-            let deadline = t
-                .poll_timeout()
-                .map(tokio::time::Instant::from_std)
-                .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
-            tokio::select! {
-                got = link.recv(&mut inbuf) => match got {
-                    Some(n) => {
-                        if t.handle_packet(&inbuf[..n], Instant::now()).is_err() {
-                            Stats::inc(&self.stats.malformed);
-                            metrics::counter!("tftp_dropped_total", "reason" => "malformed").increment(1);
-                        }
-                    }
-                    None => break,
-                },
-                _ = tokio::time::sleep_until(deadline) => t.handle_timeout(Instant::now()),
-                _ = stop.changed(), if !stopping => {
-                    // Shutdown: the transfer may finish within the grace
-                    // period; the server aborts what is left.
-                    stopping = true;
-                }
-            }
-        }
+        };
         let s = t.stats();
         self.stats.bytes_sent.fetch_add(s.bytes, Ordering::Relaxed);
         self.stats
@@ -505,6 +484,187 @@ impl Job {
             ms = started.elapsed().as_millis() as u64,
             "transfer ended"
         );
+    }
+}
+
+fn error_packet(code: ErrorCode, message: &str) -> Vec<u8> {
+    Packet::Error { code, message }.to_vec()
+}
+
+/// Builds the datagrams a transfer asks for, reading file bytes, and reads
+/// the block after the last one sent ahead of time: in lock-step the read
+/// then overlaps the wait for the client's ACK instead of adding to it.
+struct Datagrams {
+    out: Vec<u8>,
+    /// (offset, bytes) read ahead.
+    ahead: Option<(u64, Vec<u8>)>,
+    next_offset: Option<(u64, usize)>,
+}
+
+impl Datagrams {
+    fn new(blksize: usize) -> Self {
+        Datagrams {
+            out: Vec::with_capacity(4 + blksize),
+            ahead: None,
+            next_offset: None,
+        }
+    }
+
+    /// The next datagram the transfer wants sent: its bytes, or `None`.
+    fn next(
+        &mut self,
+        t: &mut Transfer,
+        file: &dyn FileHandle,
+        now: Instant,
+    ) -> std::io::Result<Option<&[u8]>> {
+        match t.poll_transmit(now) {
+            None => Ok(None),
+            Some(Transmit::Packet(p)) => {
+                self.out.clear();
+                self.out.extend_from_slice(p);
+                Ok(Some(&self.out))
+            }
+            Some(Transmit::Data { block, offset, len }) => {
+                self.out.resize(4 + len, 0);
+                self.out[..4].copy_from_slice(&data_header(block));
+                match self.ahead.take() {
+                    Some((o, bytes)) if o == offset && bytes.len() == len => {
+                        self.out[4..].copy_from_slice(&bytes);
+                        self.ahead = Some((o, bytes));
+                    }
+                    other => {
+                        self.ahead = other;
+                        let n = file.read_at(offset, &mut self.out[4..4 + len])?;
+                        if n != len {
+                            return Err(std::io::Error::other(
+                                "the file shrank while being served",
+                            ));
+                        }
+                    }
+                }
+                self.next_offset = Some((offset + len as u64, len));
+                Ok(Some(&self.out))
+            }
+        }
+    }
+
+    /// Reads the block after the last one sent, if the file has one.
+    fn read_ahead(&mut self, file: &dyn FileHandle) {
+        let Some((offset, blk)) = self.next_offset.take() else {
+            return;
+        };
+        if self.ahead.as_ref().is_some_and(|(o, _)| *o == offset) || offset >= file.len() {
+            return;
+        }
+        let len = (file.len() - offset).min(blk as u64) as usize;
+        let mut buf = match self.ahead.take() {
+            Some((_, b)) => b,
+            None => Vec::with_capacity(blk),
+        };
+        buf.resize(len, 0);
+        if file.read_at(offset, &mut buf).is_ok_and(|n| n == len) {
+            self.ahead = Some((offset, buf));
+        }
+    }
+}
+
+/// Drives a transfer over a blocking socket connected to the client.
+fn run_blocking(
+    mut t: Transfer,
+    file: &dyn FileHandle,
+    sock: &std::net::UdpSocket,
+    stop: &watch::Receiver<bool>,
+    grace: Duration,
+    stats: &Stats,
+) -> std::io::Result<Transfer> {
+    // A short receive timeout is the tick that fires retransmissions and
+    // notices a shutdown; an ACK ends the wait at once.
+    sock.set_read_timeout(Some(Duration::from_millis(50)))?;
+    let mut d = Datagrams::new(t.blksize());
+    let mut inbuf = vec![0u8; 65536];
+    let mut abort_at: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        while let Some(p) = d.next(&mut t, file, now)? {
+            if let Err(e) = sock.send(p) {
+                let _ = sock.send(&error_packet(ErrorCode::NotDefined, &e.to_string()));
+                return Err(e);
+            }
+        }
+        if t.is_finished() {
+            return Ok(t);
+        }
+        d.read_ahead(file);
+        if abort_at.is_none() && *stop.borrow() {
+            abort_at = Some(now + grace);
+        }
+        if abort_at.is_some_and(|a| now >= a) {
+            let _ = sock.send(&error_packet(ErrorCode::NotDefined, "server shutting down"));
+            return Err(std::io::Error::other("aborted by server shutdown"));
+        }
+        match sock.recv(&mut inbuf) {
+            Ok(n) => {
+                if t.handle_packet(&inbuf[..n], Instant::now()).is_err() {
+                    stats.malformed_in_transfer();
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                t.handle_timeout(Instant::now());
+            }
+            // ICMP port unreachable: the client is gone.
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Drives a transfer over the shared listening socket (single-port mode).
+async fn run_async(
+    mut t: Transfer,
+    file: &dyn FileHandle,
+    mut link: Link,
+    mut stop: watch::Receiver<bool>,
+    stats: &Stats,
+) -> std::io::Result<Transfer> {
+    let mut d = Datagrams::new(t.blksize());
+    let mut inbuf = vec![0u8; 65536];
+    let mut stopping = false;
+    loop {
+        while let Some(p) = d.next(&mut t, file, Instant::now())? {
+            if let Err(e) = link.send(p).await {
+                let _ = link
+                    .send(&error_packet(ErrorCode::NotDefined, &e.to_string()))
+                    .await;
+                return Err(e);
+            }
+        }
+        if t.is_finished() {
+            return Ok(t);
+        }
+        let deadline = t
+            .poll_timeout()
+            .map(tokio::time::Instant::from_std)
+            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            got = link.recv(&mut inbuf) => match got {
+                Some(n) => {
+                    if t.handle_packet(&inbuf[..n], Instant::now()).is_err() {
+                        stats.malformed_in_transfer();
+                    }
+                }
+                None => return Ok(t),
+            },
+            _ = tokio::time::sleep_until(deadline) => t.handle_timeout(Instant::now()),
+            // Shutdown: the transfer may finish within the grace period;
+            // the server aborts what is left.
+            _ = stop.changed(), if !stopping => stopping = true,
+        }
     }
 }
 
