@@ -491,23 +491,47 @@ fn error_packet(code: ErrorCode, message: &str) -> Vec<u8> {
     Packet::Error { code, message }.to_vec()
 }
 
-/// Builds the datagrams a transfer asks for, reading file bytes, and reads
-/// the block after the last one sent ahead of time: in lock-step the read
-/// then overlaps the wait for the client's ACK instead of adding to it.
+/// Builds the datagrams a transfer asks for. File bytes come from a chunk
+/// cache: blocks are contiguous, so one read serves a whole window (or
+/// many lock-step blocks), and the next chunk is read while the client's
+/// ACK is awaited rather than after it arrives.
 struct Datagrams {
     out: Vec<u8>,
-    /// (offset, bytes) read ahead.
-    ahead: Option<(u64, Vec<u8>)>,
-    next_offset: Option<(u64, usize)>,
+    /// File bytes from `cache_at`.
+    cache: Vec<u8>,
+    cache_at: u64,
+    chunk: usize,
+    /// Where the block after the last one sent starts.
+    next_offset: u64,
 }
 
 impl Datagrams {
-    fn new(blksize: usize) -> Self {
+    fn new(t: &Transfer) -> Self {
+        let window = usize::from(t.options().windowsize.unwrap_or(1));
         Datagrams {
-            out: Vec::with_capacity(4 + blksize),
-            ahead: None,
-            next_offset: None,
+            out: Vec::with_capacity(4 + t.blksize()),
+            cache: Vec::new(),
+            cache_at: 0,
+            // At least 64 KiB, and a whole window.
+            chunk: (t.blksize() * window).max(64 * 1024),
+            next_offset: 0,
         }
+    }
+
+    /// Where `len` bytes at `offset` are in the cache, if they are.
+    fn cached(&self, offset: u64, len: usize) -> Option<std::ops::Range<usize>> {
+        let start = usize::try_from(offset.checked_sub(self.cache_at)?).ok()?;
+        let end = start.checked_add(len)?;
+        (end <= self.cache.len()).then_some(start..end)
+    }
+
+    fn fill(&mut self, file: &dyn FileHandle, offset: u64) -> std::io::Result<()> {
+        let len = (file.len().saturating_sub(offset)).min(self.chunk as u64) as usize;
+        self.cache.resize(len, 0);
+        let n = file.read_at(offset, &mut self.cache)?;
+        self.cache.truncate(n);
+        self.cache_at = offset;
+        Ok(())
     }
 
     /// The next datagram the transfer wants sent: its bytes, or `None`.
@@ -525,45 +549,26 @@ impl Datagrams {
                 Ok(Some(&self.out))
             }
             Some(Transmit::Data { block, offset, len }) => {
-                self.out.resize(4 + len, 0);
-                self.out[..4].copy_from_slice(&data_header(block));
-                match self.ahead.take() {
-                    Some((o, bytes)) if o == offset && bytes.len() == len => {
-                        self.out[4..].copy_from_slice(&bytes);
-                        self.ahead = Some((o, bytes));
-                    }
-                    other => {
-                        self.ahead = other;
-                        let n = file.read_at(offset, &mut self.out[4..4 + len])?;
-                        if n != len {
-                            return Err(std::io::Error::other(
-                                "the file shrank while being served",
-                            ));
-                        }
-                    }
+                if self.cached(offset, len).is_none() {
+                    self.fill(file, offset)?;
                 }
-                self.next_offset = Some((offset + len as u64, len));
+                let Some(range) = self.cached(offset, len) else {
+                    return Err(std::io::Error::other("the file shrank while being served"));
+                };
+                self.out.clear();
+                self.out.extend_from_slice(&data_header(block));
+                self.out.extend_from_slice(&self.cache[range]);
+                self.next_offset = offset + len as u64;
                 Ok(Some(&self.out))
             }
         }
     }
 
-    /// Reads the block after the last one sent, if the file has one.
+    /// While waiting: make sure the block after the last one sent is cached.
     fn read_ahead(&mut self, file: &dyn FileHandle) {
-        let Some((offset, blk)) = self.next_offset.take() else {
-            return;
-        };
-        if self.ahead.as_ref().is_some_and(|(o, _)| *o == offset) || offset >= file.len() {
-            return;
-        }
-        let len = (file.len() - offset).min(blk as u64) as usize;
-        let mut buf = match self.ahead.take() {
-            Some((_, b)) => b,
-            None => Vec::with_capacity(blk),
-        };
-        buf.resize(len, 0);
-        if file.read_at(offset, &mut buf).is_ok_and(|n| n == len) {
-            self.ahead = Some((offset, buf));
+        let offset = self.next_offset;
+        if offset < file.len() && self.cached(offset, 1).is_none() {
+            let _ = self.fill(file, offset);
         }
     }
 }
@@ -580,7 +585,7 @@ fn run_blocking(
     // A short receive timeout is the tick that fires retransmissions and
     // notices a shutdown; an ACK ends the wait at once.
     sock.set_read_timeout(Some(Duration::from_millis(50)))?;
-    let mut d = Datagrams::new(t.blksize());
+    let mut d = Datagrams::new(&t);
     let mut inbuf = vec![0u8; 65536];
     let mut abort_at: Option<Instant> = None;
     loop {
@@ -632,7 +637,7 @@ async fn run_async(
     mut stop: watch::Receiver<bool>,
     stats: &Stats,
 ) -> std::io::Result<Transfer> {
-    let mut d = Datagrams::new(t.blksize());
+    let mut d = Datagrams::new(&t);
     let mut inbuf = vec![0u8; 65536];
     let mut stopping = false;
     loop {
