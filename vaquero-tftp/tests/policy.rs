@@ -1,0 +1,193 @@
+//! Server policy over real sockets on loopback: the cap on concurrent
+//! transfers, the per-client rate limit, retransmission to a silent client,
+//! and graceful shutdown.
+
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failure
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket;
+use vaquero_tftp::server::get;
+use vaquero_tftp::{Memory, Packet, Server, ServerConfig, Stats, TransferConfig};
+
+fn rrq(name: &str) -> Vec<u8> {
+    let mut v = vec![0, 1];
+    v.extend_from_slice(name.as_bytes());
+    v.extend_from_slice(b"\0octet\0");
+    v
+}
+
+async fn start(
+    config: ServerConfig,
+) -> (
+    SocketAddr,
+    Arc<Stats>,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let mut files = Memory::new();
+    files.insert("big", vec![7u8; 1 << 20]).unwrap();
+    files.insert("small", b"hello".to_vec()).unwrap();
+    let server = Server::bind(config, files).await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let stats = server.stats();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let h = tokio::spawn(async move {
+        server
+            .run(async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+    });
+    (addr, stats, tx, h)
+}
+
+fn config() -> ServerConfig {
+    ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..ServerConfig::default()
+    }
+}
+
+/// The first datagram within `wait`, if any, and who sent it.
+async fn recv(s: &UdpSocket, wait: Duration) -> Option<(Vec<u8>, SocketAddr)> {
+    let mut buf = vec![0u8; 2048];
+    let (n, from) = tokio::time::timeout(wait, s.recv_from(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    buf.truncate(n);
+    Some((buf, from))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_server_says_busy() {
+    let (addr, stats, stop, h) = start(ServerConfig {
+        max_transfers: 1,
+        ..config()
+    })
+    .await;
+    // A client that asks and never acknowledges holds the only slot.
+    let hog = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    hog.send_to(&rrq("big"), addr).await.unwrap();
+    let (first, _) = recv(&hog, Duration::from_secs(5)).await.unwrap();
+    assert!(matches!(
+        Packet::decode(&first),
+        Ok(Packet::Data { block: 1, .. })
+    ));
+    let other = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    other.send_to(&rrq("small"), addr).await.unwrap();
+    let (reply, from) = recv(&other, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(from, addr, "refusals come from the listening port");
+    assert!(matches!(
+        Packet::decode(&reply),
+        Ok(Packet::Error {
+            message: "server busy, try again",
+            ..
+        })
+    ));
+    assert_eq!(get(&stats.busy), 1);
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(20), h)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_asking_too_fast_is_dropped() {
+    let (addr, stats, stop, h) = start(ServerConfig {
+        rate_per_second: 0.01,
+        rate_burst: 2.0,
+        ..config()
+    })
+    .await;
+    let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for _ in 0..5 {
+        // Fresh source ports, same IP: the limit is per client IP.
+        let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        s.send_to(&rrq("small"), addr).await.unwrap();
+        let _ = recv(&s, Duration::from_millis(300)).await;
+    }
+    c.send_to(&rrq("small"), addr).await.unwrap();
+    assert!(
+        recv(&c, Duration::from_millis(500)).await.is_none(),
+        "over the limit: no answer at all"
+    );
+    assert_eq!(get(&stats.rate_limited), 4);
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(20), h)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_client_gets_retransmissions_then_an_error() {
+    let cfg = ServerConfig {
+        transfer: TransferConfig {
+            max_retries: 2,
+            ..TransferConfig::default()
+        },
+        ..config()
+    };
+    let (addr, stats, stop, h) = start(cfg).await;
+    let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut r = rrq("small");
+    r.extend_from_slice(b"timeout\x001\x00");
+    c.send_to(&r, addr).await.unwrap();
+    let mut got = Vec::new();
+    while let Some((d, _)) = recv(&c, Duration::from_secs(3)).await {
+        got.push(Packet::decode(&d).map(|p| format!("{p:?}")).unwrap());
+    }
+    // OACK, two retransmissions of it, then an error.
+    assert_eq!(got.len(), 4, "{got:?}");
+    assert!(got[..3].iter().all(|p| p.starts_with("Oack")), "{got:?}");
+    assert!(got[3].starts_with("Error"), "{got:?}");
+    assert_eq!(get(&stats.timed_out), 1);
+    assert_eq!(get(&stats.retransmits), 2);
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(20), h)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_waits_for_transfers_within_the_grace_period() {
+    let (addr, _stats, stop, h) = start(ServerConfig {
+        shutdown_grace: Duration::from_millis(500),
+        ..config()
+    })
+    .await;
+    // A transfer stuck on a client that never ACKs.
+    let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    c.send_to(&rrq("big"), addr).await.unwrap();
+    assert!(recv(&c, Duration::from_secs(5)).await.is_some());
+    let asked = Instant::now();
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(20), h)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "the grace period bounds shutdown"
+    );
+    // The stuck client is told (after retransmissions of block 1).
+    let mut last = None;
+    while let Some((d, _)) = recv(&c, Duration::from_secs(2)).await {
+        last = Some(d);
+    }
+    assert!(matches!(
+        Packet::decode(&last.unwrap()),
+        Ok(Packet::Error { .. })
+    ));
+    // Nothing listens any more.
+    let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    s.send_to(&rrq("small"), addr).await.unwrap();
+    assert!(recv(&s, Duration::from_millis(300)).await.is_none());
+}
