@@ -28,6 +28,9 @@ struct Args {
     /// New requests per second per client.
     #[arg(long, default_value_t = 20.0)]
     rate: f64,
+    /// Accept uploads of new files.
+    #[arg(long)]
+    allow_create: bool,
 }
 
 #[tokio::main]
@@ -47,7 +50,8 @@ async fn main() -> std::io::Result<()> {
         rate_burst: args.rate * 2.0,
         ..ServerConfig::default()
     };
-    let server = Server::bind(config, Directory::new(&args.root)?).await?;
+    let source = Directory::new(&args.root)?.allow_create(args.allow_create);
+    let server = Server::bind(config, source).await?;
     println!(
         "serving {} on {}",
         args.root.display(),

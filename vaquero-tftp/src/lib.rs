@@ -25,11 +25,15 @@
 #![forbid(unsafe_code)]
 
 pub mod packet;
+pub mod receive;
 pub mod server;
 pub mod source;
 pub mod transfer;
 
 pub use packet::{DecodeError, ErrorCode, Mode, Options, Packet, Request};
+pub use receive::{Receive, Write};
 pub use server::{Server, ServerConfig, Stats};
-pub use source::{Directory, FileHandle, FileSource, Generated, Memory, OpenError, Overlay};
+pub use source::{
+    Directory, FileHandle, FileSink, FileSource, Generated, Memory, OpenError, Overlay,
+};
 pub use transfer::{Outcome, Transfer, TransferConfig, TransferStats, Transmit};

@@ -14,7 +14,8 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::packet::{ErrorCode, Mode, Packet, data_header};
-use crate::source::{FileHandle, FileSource, OpenError, to_netascii};
+use crate::receive::Receive;
+use crate::source::{FileHandle, FileSink, FileSource, OpenError, to_netascii};
 use crate::transfer::{Outcome, Transfer, TransferConfig, Transmit};
 
 /// How the server runs.
@@ -34,6 +35,9 @@ pub struct ServerConfig {
     pub rate_burst: f64,
     /// Largest file served in netascii mode (it is converted in memory).
     pub max_netascii_bytes: u64,
+    /// Largest file accepted by a write request (when the source accepts
+    /// writes at all).
+    pub max_upload_bytes: u64,
     /// How long running transfers may finish after shutdown is asked for.
     pub shutdown_grace: Duration,
     /// The transfer state machine's limits.
@@ -49,6 +53,7 @@ impl Default for ServerConfig {
             rate_per_second: 20.0,
             rate_burst: 40.0,
             max_netascii_bytes: 16 << 20,
+            max_upload_bytes: 1 << 30,
             shutdown_grace: Duration::from_secs(5),
             transfer: TransferConfig::default(),
         }
@@ -245,7 +250,18 @@ impl Server {
                 }
             };
             match packet {
-                Packet::Rrq(req) => {
+                Packet::Wrq(_) if self.config.single_port => {
+                    Stats::inc(&self.stats.refused);
+                    metrics::counter!("tftp_refused_total", "reason" => "write").increment(1);
+                    self.reply_error(
+                        from,
+                        ErrorCode::AccessViolation,
+                        "writes need a port per transfer",
+                    )
+                    .await;
+                }
+                Packet::Rrq(req) | Packet::Wrq(req) => {
+                    let write = matches!(packet, Packet::Wrq(_));
                     Stats::inc(&self.stats.requests);
                     metrics::counter!("tftp_requests_total").increment(1);
                     if active.lock().is_ok_and(|a| a.contains_key(&from)) {
@@ -294,6 +310,7 @@ impl Server {
                         Link::Own(sock)
                     };
                     let job = Job {
+                        write,
                         name: req.filename.to_owned(),
                         mode: req.mode,
                         options: req.options,
@@ -314,16 +331,6 @@ impl Server {
                         }
                         .instrument(span),
                     );
-                }
-                Packet::Wrq(_) => {
-                    Stats::inc(&self.stats.refused);
-                    metrics::counter!("tftp_refused_total", "reason" => "write").increment(1);
-                    self.reply_error(
-                        from,
-                        ErrorCode::AccessViolation,
-                        "this server does not accept writes",
-                    )
-                    .await;
                 }
                 _ => {
                     // Not a request, and not part of a transfer we know.
@@ -357,6 +364,8 @@ impl Server {
 }
 
 struct Job {
+    /// A write request.
+    write: bool,
     name: String,
     mode: Mode,
     options: crate::packet::Options,
@@ -391,6 +400,9 @@ impl Job {
     }
 
     async fn run(self, link: Link, stop: watch::Receiver<bool>) {
+        if self.write {
+            return self.run_write(link, stop).await;
+        }
         let started = Instant::now();
         let file = match self.open().await {
             Ok(f) => f,
@@ -446,6 +458,77 @@ impl Job {
             shared @ Link::Shared { .. } => run_async(t, &*file, shared, stop, &self.stats).await,
         };
         self.finish(result, started);
+    }
+
+    /// A write request: create the file through the source and receive it
+    /// on a thread of its own (write requests always have their own port).
+    async fn run_write(self, link: Link, stop: watch::Receiver<bool>) {
+        let started = Instant::now();
+        let Link::Own(sock) = link else {
+            return;
+        };
+        let (source, name, client) = (self.source.clone(), self.name.clone(), self.client);
+        let sink = tokio::task::spawn_blocking(move || source.create(&name, client))
+            .await
+            .unwrap_or_else(|e| Err(OpenError::Io(std::io::Error::other(e))));
+        let sink = match sink {
+            Ok(s) => s,
+            Err(e) => {
+                Stats::inc(if e.code() == ErrorCode::AccessViolation {
+                    &self.stats.refused
+                } else {
+                    &self.stats.failed
+                });
+                metrics::counter!("tftp_refused_total", "reason" => reason(&e)).increment(1);
+                debug!(error = %e, "write refused");
+                let _ = sock.send(&error_packet(e.code(), &e.to_string())).await;
+                return;
+            }
+        };
+        let req = crate::packet::Request {
+            filename: &self.name,
+            mode: self.mode,
+            options: self.options,
+        };
+        let r = Receive::new(
+            &req,
+            &self.config.transfer,
+            self.config.max_upload_bytes,
+            Instant::now(),
+        );
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let grace = self.config.shutdown_grace;
+        let span = tracing::Span::current();
+        let spawned = sock.into_std().and_then(|sock| {
+            sock.set_nonblocking(false)?;
+            std::thread::Builder::new()
+                .name("tftp-receive".into())
+                .stack_size(256 * 1024)
+                .spawn(move || {
+                    let _g = span.enter();
+                    let _ = done_tx.send(receive_blocking(r, sink, &sock, &stop, grace));
+                })
+        });
+        let result = match spawned {
+            Ok(_) => done_rx
+                .await
+                .unwrap_or_else(|_| Err(std::io::Error::other("transfer thread died"))),
+            Err(e) => Err(e),
+        };
+        let (counter, label) = match &result {
+            Ok(Outcome::Completed) => (&self.stats.completed, "completed"),
+            Ok(Outcome::AbortedByPeer { .. }) => (&self.stats.aborted, "aborted"),
+            Ok(Outcome::TimedOut) => (&self.stats.timed_out, "timed_out"),
+            _ => (&self.stats.failed, "failed"),
+        };
+        Stats::inc(counter);
+        metrics::counter!("tftp_transfers_total", "outcome" => label).increment(1);
+        info!(
+            outcome = label,
+            write = true,
+            ms = started.elapsed().as_millis() as u64,
+            "transfer ended"
+        );
     }
 
     fn finish(&self, result: std::io::Result<Transfer>, started: Instant) {
@@ -624,6 +707,71 @@ fn run_blocking(
                 t.handle_timeout(Instant::now());
             }
             // ICMP port unreachable: the client is gone.
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Receives a write transfer over a blocking socket connected to the
+/// client, storing into `sink`; commits the file when it is complete.
+fn receive_blocking(
+    mut r: Receive,
+    sink: Box<dyn FileSink>,
+    sock: &std::net::UdpSocket,
+    stop: &watch::Receiver<bool>,
+    grace: Duration,
+) -> std::io::Result<Outcome> {
+    sock.set_read_timeout(Some(Duration::from_millis(50)))?;
+    let mut sink = Some(sink);
+    let mut inbuf = vec![0u8; 65536];
+    let mut abort_at: Option<Instant> = None;
+    loop {
+        while let Some(p) = r.poll_transmit(Instant::now()) {
+            sock.send(p)?;
+        }
+        if r.is_finished() {
+            return Ok(r
+                .outcome()
+                .cloned()
+                .unwrap_or(Outcome::Protocol("unfinished".into())));
+        }
+        let now = Instant::now();
+        if abort_at.is_none() && *stop.borrow() {
+            abort_at = Some(now + grace);
+        }
+        if abort_at.is_some_and(|a| now >= a) {
+            let _ = sock.send(&error_packet(ErrorCode::NotDefined, "server shutting down"));
+            return Err(std::io::Error::other("aborted by server shutdown"));
+        }
+        match sock.recv(&mut inbuf) {
+            Ok(n) => {
+                if let Ok(Some(w)) = r.handle_packet(&inbuf[..n], Instant::now())
+                    && let Some(s) = sink.as_mut()
+                    && let Err(e) = s.write_at(w.offset, &inbuf[4..4 + w.len])
+                {
+                    r.abort(
+                        OpenError::Io(e).code(),
+                        "the server could not store the file",
+                    );
+                }
+                // The final block is in: the file is complete now, while
+                // the receiver still dallies to re-ACK a repeated block.
+                if r.outcome() == Some(&Outcome::Completed)
+                    && let Some(s) = sink.take()
+                {
+                    s.commit()?;
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                r.handle_timeout(Instant::now());
+            }
             Err(e) => return Err(e),
         }
     }

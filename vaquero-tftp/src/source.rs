@@ -35,6 +35,9 @@ pub enum OpenError {
     /// regular file.
     #[error("access violation: {0}")]
     AccessViolation(&'static str),
+    /// A write request for a file that exists.
+    #[error("file already exists")]
+    Exists,
     /// Reading failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -46,6 +49,8 @@ impl OpenError {
         match self {
             OpenError::NotFound => ErrorCode::FileNotFound,
             OpenError::AccessViolation(_) => ErrorCode::AccessViolation,
+            OpenError::Exists => ErrorCode::FileExists,
+            OpenError::Io(e) if e.kind() == std::io::ErrorKind::StorageFull => ErrorCode::DiskFull,
             OpenError::Io(e) if e.kind() == std::io::ErrorKind::NotFound => ErrorCode::FileNotFound,
             OpenError::Io(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
                 ErrorCode::AccessViolation
@@ -55,15 +60,32 @@ impl OpenError {
     }
 }
 
+/// Where a received file goes.
+pub trait FileSink: Send {
+    /// Stores `data` at `offset` (offsets arrive in order).
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> std::io::Result<()>;
+    /// The transfer completed: make the file visible.
+    fn commit(self: Box<Self>) -> std::io::Result<()>;
+}
+
 /// Where the server's files come from.
 ///
 /// Implementations get the file name exactly as the client sent it and
 /// decide what it means; they must never hand out anything the operator
-/// did not mean to serve. Sources are read-only: the server refuses write
-/// requests with "access violation".
+/// did not mean to serve. Sources are read-only unless they override
+/// [`FileSource::create`]: by default the server refuses write requests
+/// with "access violation".
 pub trait FileSource: Send + Sync + 'static {
     /// Opens `name` for `client`.
     fn open(&self, name: &str, client: SocketAddr) -> Result<Box<dyn FileHandle>, OpenError>;
+
+    /// Creates `name` for a write request of `client`. The default refuses.
+    fn create(&self, name: &str, client: SocketAddr) -> Result<Box<dyn FileSink>, OpenError> {
+        let _ = (name, client);
+        Err(OpenError::AccessViolation(
+            "this server does not accept writes",
+        ))
+    }
 }
 
 /// The relative path a client's file name stands for, or why it is refused.
@@ -92,9 +114,11 @@ pub fn normalize(name: &str) -> Result<String, OpenError> {
 
 /// Serves the regular files under a directory, and nothing outside it:
 /// `..`, NUL bytes and symlinks that resolve outside the root are refused.
+/// Read-only unless [`Directory::allow_create`] is set.
 #[derive(Debug, Clone)]
 pub struct Directory {
     root: PathBuf,
+    create: bool,
 }
 
 impl Directory {
@@ -102,7 +126,17 @@ impl Directory {
     pub fn new(root: impl AsRef<Path>) -> std::io::Result<Self> {
         Ok(Directory {
             root: root.as_ref().canonicalize()?,
+            create: false,
         })
+    }
+
+    /// Accept write requests for files that do not exist yet, in
+    /// directories that do (as tftpd-hpa `--create`). A file is written
+    /// to a hidden temporary name and appears only when complete; existing
+    /// files are never overwritten.
+    pub fn allow_create(mut self, yes: bool) -> Self {
+        self.create = yes;
+        self
     }
 
     /// The canonical root.
@@ -136,6 +170,42 @@ impl FileHandle for DiskFile {
 }
 
 impl FileSource for Directory {
+    fn create(&self, name: &str, _client: SocketAddr) -> Result<Box<dyn FileSink>, OpenError> {
+        if !self.create {
+            return Err(OpenError::AccessViolation(
+                "this server does not accept writes",
+            ));
+        }
+        let rel = normalize(name)?;
+        let dest = self.root.join(&rel);
+        let parent = dest.parent().ok_or(OpenError::NotFound)?;
+        let real_parent = match parent.canonicalize() {
+            Ok(p) => p,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(OpenError::NotFound),
+            Err(e) => return Err(e.into()),
+        };
+        if !real_parent.starts_with(&self.root) {
+            return Err(OpenError::AccessViolation("the file is outside the root"));
+        }
+        let file_name = dest.file_name().ok_or(OpenError::NotFound)?;
+        let dest = real_parent.join(file_name);
+        if dest.symlink_metadata().is_ok() {
+            return Err(OpenError::Exists);
+        }
+        static UPLOADS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = UPLOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = real_parent.join(format!(
+            ".{}.tftp-upload-{}-{n}",
+            file_name.to_string_lossy(),
+            std::process::id()
+        ));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        Ok(Box::new(NewFile { file, tmp, dest }))
+    }
+
     fn open(&self, name: &str, _client: SocketAddr) -> Result<Box<dyn FileHandle>, OpenError> {
         let rel = normalize(name)?;
         let path = self.root.join(&rel);
@@ -156,6 +226,32 @@ impl FileSource for Directory {
             file,
             len: meta.len(),
         }))
+    }
+}
+
+struct NewFile {
+    file: std::fs::File,
+    tmp: PathBuf,
+    dest: PathBuf,
+}
+
+impl FileSink for NewFile {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.file.write_all_at(data, offset)
+    }
+
+    fn commit(self: Box<Self>) -> std::io::Result<()> {
+        self.file.sync_all()?;
+        // Refuse to replace a file that appeared meanwhile.
+        std::fs::hard_link(&self.tmp, &self.dest)?;
+        std::fs::remove_file(&self.tmp)
+    }
+}
+
+impl Drop for NewFile {
+    fn drop(&mut self) {
+        // Gone after a commit; an unfinished upload leaves nothing behind.
+        let _ = std::fs::remove_file(&self.tmp);
     }
 }
 
