@@ -17,10 +17,20 @@
 //! }
 //! ```
 //!
-//! The layers are usable alone: [`packet`] encodes and decodes datagrams,
-//! [`transfer`] is the sending side of a transfer with no sockets and no
-//! clock (drive it from your own event loop or a simulation), and
-//! [`source`] has the file sources.
+//! The layers are usable alone: [`packet`] encodes and decodes datagrams;
+//! [`transfer`] (sending) and [`receive`] (receiving) are transfers with no
+//! sockets and no clock — drive them from your own event loop or a
+//! simulation; [`source`] has the file sources ([`Directory`], which never
+//! serves outside its root, [`Memory`], [`Generated`] per-client content,
+//! [`Overlay`]).
+//!
+//! The server answers read requests, and write requests only when the
+//! source accepts them ([`Directory::allow_create`]). Transfers that have a
+//! port of their own (the default, as RFC 1350 has it) run on a thread of
+//! their own with a blocking socket: lock-step TFTP is bound by the round
+//! trip, and that is the shortest one. In single-port mode
+//! ([`ServerConfig::single_port`]) transfers run as tokio tasks fed from
+//! the listening socket.
 
 #![forbid(unsafe_code)]
 
