@@ -10,8 +10,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::packet::{DEFAULT_BLKSIZE, DecodeError, ErrorCode, Options, Packet, Request};
-use crate::transfer::{Outcome, TransferConfig};
+use crate::packet::{DecodeError, ErrorCode, Packet, Request};
+use crate::transfer::{Outcome, TransferConfig, grant, params};
 
 /// Where the payload of the DATA packet just handled goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,30 +59,17 @@ impl Receive {
     /// without options the answer is ACK 0.
     pub fn new(req: &Request<'_>, cfg: &TransferConfig, max_len: u64, now: Instant) -> Self {
         let asked = req.options;
-        let mut granted = Options::default();
-        if let Some(b) = asked.blksize {
-            granted.blksize = Some(b.min(cfg.max_blksize).max(8));
-        }
-        if let Some(t) = asked.timeout {
-            granted.timeout = Some(t);
-        }
-        if let Some(s) = asked.tsize {
-            granted.tsize = Some(s);
-        }
-        if let Some(w) = asked.windowsize {
-            granted.windowsize = Some(w.min(cfg.max_windowsize).max(1));
-        }
+        let granted = grant(&asked, cfg, asked.tsize);
+        let (blksize, window, timeout) = params(&granted, cfg);
         let first = if granted.is_empty() {
             Packet::Ack { block: 0 }.to_vec()
         } else {
             Packet::Oack(granted).to_vec()
         };
         let mut r = Receive {
-            blksize: u64::from(granted.blksize.unwrap_or(DEFAULT_BLKSIZE)),
-            window: u64::from(granted.windowsize.unwrap_or(1)),
-            timeout: granted
-                .timeout
-                .map_or(cfg.default_timeout, |s| Duration::from_secs(u64::from(s))),
+            blksize,
+            window,
+            timeout,
             max_retries: cfg.max_retries,
             max_len,
             expect: 1,
@@ -280,7 +267,7 @@ fn opcode(p: &Packet<'_>) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::packet::Mode;
+    use crate::packet::{Mode, Options};
 
     #[test]
     fn receives_in_windows_and_dallies() {

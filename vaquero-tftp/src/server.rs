@@ -656,6 +656,37 @@ impl Datagrams {
     }
 }
 
+/// A receive timeout of a blocking loop: the tick that fires timers.
+fn is_tick(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock
+            | std::io::ErrorKind::TimedOut
+            | std::io::ErrorKind::Interrupted
+    )
+}
+
+/// Shutdown as a blocking loop sees it: once asked, the transfer has the
+/// grace period to finish; then the client is told and the loop ends.
+struct Shutdown<'a> {
+    stop: &'a watch::Receiver<bool>,
+    grace: Duration,
+    abort_at: Option<Instant>,
+}
+
+impl Shutdown<'_> {
+    fn check(&mut self, sock: &std::net::UdpSocket, now: Instant) -> std::io::Result<()> {
+        if self.abort_at.is_none() && *self.stop.borrow() {
+            self.abort_at = Some(now + self.grace);
+        }
+        if self.abort_at.is_some_and(|a| now >= a) {
+            let _ = sock.send(&error_packet(ErrorCode::NotDefined, "server shutting down"));
+            return Err(std::io::Error::other("aborted by server shutdown"));
+        }
+        Ok(())
+    }
+}
+
 /// Drives a transfer over a blocking socket connected to the client.
 fn run_blocking(
     mut t: Transfer,
@@ -670,7 +701,11 @@ fn run_blocking(
     sock.set_read_timeout(Some(Duration::from_millis(50)))?;
     let mut d = Datagrams::new(&t);
     let mut inbuf = vec![0u8; 65536];
-    let mut abort_at: Option<Instant> = None;
+    let mut shutdown = Shutdown {
+        stop,
+        grace,
+        abort_at: None,
+    };
     loop {
         let now = Instant::now();
         while let Some(p) = d.next(&mut t, file, now)? {
@@ -683,27 +718,14 @@ fn run_blocking(
             return Ok(t);
         }
         d.read_ahead(file);
-        if abort_at.is_none() && *stop.borrow() {
-            abort_at = Some(now + grace);
-        }
-        if abort_at.is_some_and(|a| now >= a) {
-            let _ = sock.send(&error_packet(ErrorCode::NotDefined, "server shutting down"));
-            return Err(std::io::Error::other("aborted by server shutdown"));
-        }
+        shutdown.check(sock, now)?;
         match sock.recv(&mut inbuf) {
             Ok(n) => {
                 if t.handle_packet(&inbuf[..n], Instant::now()).is_err() {
                     stats.malformed_in_transfer();
                 }
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock
-                        | std::io::ErrorKind::TimedOut
-                        | std::io::ErrorKind::Interrupted
-                ) =>
-            {
+            Err(e) if is_tick(&e) => {
                 t.handle_timeout(Instant::now());
             }
             // ICMP port unreachable: the client is gone.
@@ -724,7 +746,11 @@ fn receive_blocking(
     sock.set_read_timeout(Some(Duration::from_millis(50)))?;
     let mut sink = Some(sink);
     let mut inbuf = vec![0u8; 65536];
-    let mut abort_at: Option<Instant> = None;
+    let mut shutdown = Shutdown {
+        stop,
+        grace,
+        abort_at: None,
+    };
     loop {
         while let Some(p) = r.poll_transmit(Instant::now()) {
             sock.send(p)?;
@@ -736,13 +762,7 @@ fn receive_blocking(
                 .unwrap_or(Outcome::Protocol("unfinished".into())));
         }
         let now = Instant::now();
-        if abort_at.is_none() && *stop.borrow() {
-            abort_at = Some(now + grace);
-        }
-        if abort_at.is_some_and(|a| now >= a) {
-            let _ = sock.send(&error_packet(ErrorCode::NotDefined, "server shutting down"));
-            return Err(std::io::Error::other("aborted by server shutdown"));
-        }
+        shutdown.check(sock, now)?;
         match sock.recv(&mut inbuf) {
             Ok(n) => {
                 if let Ok(Some(w)) = r.handle_packet(&inbuf[..n], Instant::now())
@@ -762,14 +782,7 @@ fn receive_blocking(
                     s.commit()?;
                 }
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock
-                        | std::io::ErrorKind::TimedOut
-                        | std::io::ErrorKind::Interrupted
-                ) =>
-            {
+            Err(e) if is_tick(&e) => {
                 r.handle_timeout(Instant::now());
             }
             Err(e) => return Err(e),

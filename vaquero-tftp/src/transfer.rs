@@ -50,6 +50,29 @@ impl Default for TransferConfig {
     }
 }
 
+/// The options granted for a request: `blksize` and `windowsize` within
+/// `cfg`'s limits, `timeout` as asked, and `tsize` as given (`None`
+/// declines it).
+pub(crate) fn grant(asked: &Options, cfg: &TransferConfig, tsize: Option<u64>) -> Options {
+    Options {
+        blksize: asked.blksize.map(|b| b.min(cfg.max_blksize).max(8)),
+        timeout: asked.timeout,
+        tsize,
+        windowsize: asked.windowsize.map(|w| w.min(cfg.max_windowsize).max(1)),
+    }
+}
+
+/// Block size, window and retransmission timeout of granted options.
+pub(crate) fn params(granted: &Options, cfg: &TransferConfig) -> (u64, u64, Duration) {
+    (
+        u64::from(granted.blksize.unwrap_or(DEFAULT_BLKSIZE)),
+        u64::from(granted.windowsize.unwrap_or(1)),
+        granted
+            .timeout
+            .map_or(cfg.default_timeout, |s| Duration::from_secs(u64::from(s))),
+    )
+}
+
 /// Something to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transmit<'a> {
@@ -139,30 +162,16 @@ impl Transfer {
     /// client asked for are granted within `cfg`'s limits and confirmed in
     /// an OACK; without options the first block goes out at once.
     pub fn new(req: &Request<'_>, len: u64, cfg: &TransferConfig, now: Instant) -> Self {
-        let asked = req.options;
-        let mut granted = Options::default();
-        if let Some(b) = asked.blksize {
-            granted.blksize = Some(b.min(cfg.max_blksize).max(8));
-        }
-        if let Some(t) = asked.timeout {
-            granted.timeout = Some(t);
-        }
         // An empty file's size is not confirmed: curl rejects an OACK with
         // `tsize 0` as illegal, and declining an option is always allowed.
-        if asked.tsize.is_some() && len > 0 {
-            granted.tsize = Some(len);
-        }
-        if let Some(w) = asked.windowsize {
-            granted.windowsize = Some(w.min(cfg.max_windowsize).max(1));
-        }
-        let blksize = u64::from(granted.blksize.unwrap_or(DEFAULT_BLKSIZE));
+        let tsize = req.options.tsize.and((len > 0).then_some(len));
+        let granted = grant(&req.options, cfg, tsize);
+        let (blksize, window, timeout) = params(&granted, cfg);
         let mut t = Transfer {
             len,
             blksize,
-            window: u64::from(granted.windowsize.unwrap_or(1)),
-            timeout: granted
-                .timeout
-                .map_or(cfg.default_timeout, |s| Duration::from_secs(u64::from(s))),
+            window,
+            timeout,
             max_retries: cfg.max_retries,
             last_block: len / blksize + 1,
             acked: 0,
