@@ -1,8 +1,11 @@
 //! DHCPv4 for Vaquero: the wire boundary over `dhcproto`, a pure responder
-//! (request + compiled site model + `now` → reply or silence) for server,
-//! proxyDHCP and relay modes, PXE/iPXE boot-file selection, and a tokio
-//! server on top.
+//! (request + compiled site model → reply or silence) for server,
+//! proxyDHCP and relay modes with PXE/iPXE boot-file selection, and (next)
+//! a tokio server on top.
 //!
-//! **Status:** skeleton. The crate exists so the workspace has its final
-//! shape; the responder and server are built in their own issue. Nothing in
-//! it answers packets yet.
+//! **Status:** the wire boundary ([`wire`]) and the responder
+//! ([`responder`]) are built and tested; the tokio server, the network
+//! namespace tests with real clients and the benchmark are the next steps
+//! of their issue.
+
+pub mod wire;
