@@ -8,4 +8,8 @@
 //! namespace tests with real clients and the benchmark are the next steps
 //! of their issue.
 
+pub mod responder;
 pub mod wire;
+
+pub use responder::{BootTarget, Decision, Destination, Link, Silence, respond, select_boot};
+pub use wire::{MessageType, Reply, Request, WireError};

@@ -193,7 +193,11 @@ fn user_classes(b: &[u8]) -> Vec<Vec<u8>> {
         items.push(tail[..len].to_vec());
         rest = &tail[len..];
     }
-    if items.is_empty() { vec![b.to_vec()] } else { items }
+    if items.is_empty() {
+        vec![b.to_vec()]
+    } else {
+        items
+    }
 }
 
 /// Decodes and checks a datagram.
@@ -209,16 +213,26 @@ pub fn parse(buf: &[u8]) -> Result<Request, WireError> {
         return Err(WireError::NotRequest(buf[0]));
     }
     if buf[1] != 1 || buf[2] != 6 {
-        return Err(WireError::Hardware { htype: buf[1], hlen: buf[2] });
+        return Err(WireError::Hardware {
+            htype: buf[1],
+            hlen: buf[2],
+        });
     }
-    let msg = v4::Message::decode(&mut Decoder::new(buf)).map_err(|e| WireError::Malformed(e.to_string()))?;
+    let msg = v4::Message::decode(&mut Decoder::new(buf))
+        .map_err(|e| WireError::Malformed(e.to_string()))?;
     let ch = msg.chaddr();
     let mut mac = [0u8; 6];
-    mac.copy_from_slice(ch.get(..6).ok_or(WireError::Hardware { htype: 1, hlen: 6 })?);
+    mac.copy_from_slice(
+        ch.get(..6)
+            .ok_or(WireError::Hardware { htype: 1, hlen: 6 })?,
+    );
     let o = msg.opts();
     let raw = |code: u8| raw_option(&buf[HEADER + 4..], code);
     let relay = o.get(OptionCode::RelayAgentInformation).map(|opt| {
-        let mut r = RelayInfo { raw: raw(82).unwrap_or_default(), ..RelayInfo::default() };
+        let mut r = RelayInfo {
+            raw: raw(82).unwrap_or_default(),
+            ..RelayInfo::default()
+        };
         if let DhcpOption::RelayAgentInformation(info) = opt {
             use dhcproto::v4::relay::{RelayCode, RelayInfo as R};
             if let Some(R::AgentCircuitId(c)) = info.get(RelayCode::AgentCircuitId) {
@@ -231,7 +245,9 @@ pub fn parse(buf: &[u8]) -> Result<Request, WireError> {
         r
     });
     Ok(Request {
-        msg_type: raw(53).and_then(|v| v.first().copied()).map(MessageType::from_code),
+        msg_type: raw(53)
+            .and_then(|v| v.first().copied())
+            .map(MessageType::from_code),
         xid: msg.xid(),
         secs: msg.secs(),
         broadcast: msg.flags().broadcast(),
@@ -239,9 +255,15 @@ pub fn parse(buf: &[u8]) -> Result<Request, WireError> {
         ciaddr: msg.ciaddr(),
         giaddr: msg.giaddr(),
         chaddr: MacAddr(mac),
-        requested_ip: raw(50).filter(|v| v.len() == 4).map(|v| Ipv4Addr::new(v[0], v[1], v[2], v[3])),
-        server_id: raw(54).filter(|v| v.len() == 4).map(|v| Ipv4Addr::new(v[0], v[1], v[2], v[3])),
-        arch: raw(93).filter(|v| v.len() >= 2).map(|v| u16::from_be_bytes([v[0], v[1]])),
+        requested_ip: raw(50)
+            .filter(|v| v.len() == 4)
+            .map(|v| Ipv4Addr::new(v[0], v[1], v[2], v[3])),
+        server_id: raw(54)
+            .filter(|v| v.len() == 4)
+            .map(|v| Ipv4Addr::new(v[0], v[1], v[2], v[3])),
+        arch: raw(93)
+            .filter(|v| v.len() >= 2)
+            .map(|v| u16::from_be_bytes([v[0], v[1]])),
         class_id: raw(60),
         user_classes: raw(77).map(|v| user_classes(&v)).unwrap_or_default(),
         ipxe_options: raw(175).is_some(),
@@ -253,7 +275,9 @@ pub fn parse(buf: &[u8]) -> Result<Request, WireError> {
         nic: raw(94).filter(|v| v.len() == 3).map(|v| (v[0], v[1], v[2])),
         relay,
         params: raw(55).unwrap_or_default(),
-        max_size: raw(57).filter(|v| v.len() == 2).map(|v| u16::from_be_bytes([v[0], v[1]])),
+        max_size: raw(57)
+            .filter(|v| v.len() == 2)
+            .map(|v| u16::from_be_bytes([v[0], v[1]])),
     })
 }
 
@@ -307,7 +331,10 @@ pub struct Reply {
 impl Reply {
     /// The value of option `code`, if set.
     pub fn option(&self, code: u8) -> Option<&[u8]> {
-        self.options.iter().find(|(c, _)| *c == code).map(|(_, v)| &v[..])
+        self.options
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map(|(_, v)| &v[..])
     }
 }
 
@@ -320,7 +347,10 @@ fn order(options: &[(u8, Vec<u8>)], params: &[u8]) -> Vec<usize> {
             53 => 0,
             54 => 1,
             82 => usize::MAX,
-            c => params.iter().position(|p| *p == c).map_or(1000 + usize::from(c), |p| 2 + p),
+            c => params
+                .iter()
+                .position(|p| *p == c)
+                .map_or(1000 + usize::from(c), |p| 2 + p),
         }
     };
     idx.sort_by_key(|&i| rank(options[i].0));
@@ -352,8 +382,13 @@ pub fn encode(reply: &Reply, params: &[u8], max_size: Option<u16>) -> Vec<u8> {
     out.truncate(HEADER);
     out.extend_from_slice(&MAGIC);
     let limit = usize::from(max_size.unwrap_or(576).max(576)) - 28; // IP + UDP headers
-    let mut ordered: Vec<&(u8, Vec<u8>)> = order(&reply.options, params).into_iter().map(|i| &reply.options[i]).collect();
-    let fits = |opts: &[&(u8, Vec<u8>)]| out.len() + opts.iter().map(|(_, v)| 2 + v.len()).sum::<usize>() < limit;
+    let mut ordered: Vec<&(u8, Vec<u8>)> = order(&reply.options, params)
+        .into_iter()
+        .map(|i| &reply.options[i])
+        .collect();
+    let fits = |opts: &[&(u8, Vec<u8>)]| {
+        out.len() + opts.iter().map(|(_, v)| 2 + v.len()).sum::<usize>() < limit
+    };
     while !fits(&ordered) {
         // Drop the last option the client did not ask for, else the last.
         let pos = ordered
@@ -384,7 +419,8 @@ pub fn decode_reply(buf: &[u8]) -> Result<(Reply, Vec<u8>), WireError> {
         return Err(WireError::BadCookie);
     }
     check_options(&buf[HEADER + 4..])?;
-    let msg = v4::Message::decode(&mut Decoder::new(buf)).map_err(|e| WireError::Malformed(e.to_string()))?;
+    let msg = v4::Message::decode(&mut Decoder::new(buf))
+        .map_err(|e| WireError::Malformed(e.to_string()))?;
     let mut options = Vec::new();
     let mut opts = &buf[HEADER + 4..];
     let mut order_seen = Vec::new();
@@ -429,8 +465,19 @@ pub fn decode_reply(buf: &[u8]) -> Result<(Reply, Vec<u8>), WireError> {
 }
 
 /// Encodes a request (for tests, fuzzing and benchmarks).
-pub fn encode_request(mac: MacAddr, xid: u32, msg_type: MessageType, options: &[(u8, Vec<u8>)]) -> Vec<u8> {
-    let mut msg = v4::Message::new(Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, &mac.0);
+pub fn encode_request(
+    mac: MacAddr,
+    xid: u32,
+    msg_type: MessageType,
+    options: &[(u8, Vec<u8>)],
+) -> Vec<u8> {
+    let mut msg = v4::Message::new(
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::UNSPECIFIED,
+        &mac.0,
+    );
     msg.set_xid(xid);
     msg.set_opts(v4::DhcpOptions::new());
     let mut out = Vec::with_capacity(300);
@@ -484,7 +531,10 @@ mod tests {
         assert_eq!(r.params, vec![1, 3, 6, 66, 67, 60, 43]);
         assert_eq!(r.max_size, Some(1472));
         assert!(r.is_ipxe(), "plain `iPXE` user class");
-        assert_eq!(user_classes(&[4, b'i', b'P', b'X', b'E', 3, b'a', b'b', b'c']), vec![b"iPXE".to_vec(), b"abc".to_vec()]);
+        assert_eq!(
+            user_classes(&[4, b'i', b'P', b'X', b'E', 3, b'a', b'b', b'c']),
+            vec![b"iPXE".to_vec(), b"abc".to_vec()]
+        );
     }
 
     #[test]
