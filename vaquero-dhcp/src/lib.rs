@@ -3,13 +3,14 @@
 //! proxyDHCP and relay modes with PXE/iPXE boot-file selection, and (next)
 //! a tokio server on top.
 //!
-//! **Status:** the wire boundary ([`wire`]) and the responder
-//! ([`responder`]) are built and tested; the tokio server, the network
-//! namespace tests with real clients and the benchmark are the next steps
-//! of their issue.
+//! **Status:** the wire boundary ([`wire`]), the responder ([`responder`])
+//! and a first tokio [`Server`] (one interface, model swap, metrics,
+//! events) are built and tested; see the issue notes for what is next.
 
 pub mod responder;
+pub mod server;
 pub mod wire;
 
 pub use responder::{BootTarget, Decision, Destination, Link, Silence, respond, select_boot};
+pub use server::{DhcpEvent, Server, ServerConfig, Stats};
 pub use wire::{MessageType, Reply, Request, WireError};

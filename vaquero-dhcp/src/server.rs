@@ -1,0 +1,227 @@
+//! The tokio server: one socket bound to one interface (SO_BINDTODEVICE,
+//! so replies leave the link the request came in on, with that link's
+//! server id), the responder behind it, and a model that can be swapped
+//! while packets keep flowing.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+use vaquero_model::{DhcpMode, SiteModel};
+
+use crate::responder::{BootTarget, Decision, Destination, Link, respond};
+use crate::wire::{MessageType, encode, parse};
+
+/// How the server runs.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The interface to serve (bound with SO_BINDTODEVICE); `None` binds
+    /// to all interfaces (tests, single-homed hosts).
+    pub interface: Option<String>,
+    /// The agent's address on that link: server id and TFTP server.
+    pub server_ip: Ipv4Addr,
+    /// Server or proxy.
+    pub mode: DhcpMode,
+    /// The DHCP server port (67).
+    pub port: u16,
+    /// The PXE boot-server port for proxy mode (4011), if served.
+    pub pxe_port: Option<u16>,
+    /// The client port replies go to (68).
+    pub client_port: u16,
+}
+
+impl ServerConfig {
+    /// Defaults for an interface and address.
+    pub fn new(interface: Option<String>, server_ip: Ipv4Addr, mode: DhcpMode) -> Self {
+        ServerConfig {
+            interface,
+            server_ip,
+            mode,
+            port: 67,
+            pxe_port: (mode == DhcpMode::Proxy).then_some(4011),
+            client_port: 68,
+        }
+    }
+}
+
+/// What happened to a request, for the boot timeline.
+#[derive(Debug, Clone)]
+pub struct DhcpEvent {
+    /// Client hardware address.
+    pub mac: vaquero_model::MacAddr,
+    /// Transaction id.
+    pub xid: u32,
+    /// Message type.
+    pub msg_type: Option<MessageType>,
+    /// Client architecture (option 93).
+    pub arch: Option<u16>,
+    /// The host, when known.
+    pub host: Option<String>,
+    /// What was offered: address and boot target; `None` for silence.
+    pub offered: Option<(Ipv4Addr, Option<BootTarget>)>,
+    /// Why there was no answer.
+    pub silence: Option<crate::responder::Silence>,
+}
+
+/// Counters of a server (also exported through `metrics`).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Requests decoded.
+    pub requests: AtomicU64,
+    /// Replies sent.
+    pub replies: AtomicU64,
+    /// Datagrams dropped as malformed.
+    pub malformed: AtomicU64,
+    /// Requests answered with silence.
+    pub silent: AtomicU64,
+}
+
+/// A bound DHCP server.
+pub struct Server {
+    sockets: Vec<(Arc<UdpSocket>, bool)>,
+    config: ServerConfig,
+    model: watch::Receiver<Arc<SiteModel>>,
+    events: Option<mpsc::Sender<DhcpEvent>>,
+    stats: Arc<Stats>,
+}
+
+fn socket(config: &ServerConfig, port: u16) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_reuse_address(true)?;
+    s.set_broadcast(true)?;
+    if let Some(i) = &config.interface {
+        s.bind_device(Some(i.as_bytes()))?;
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port).into())?;
+    UdpSocket::from_std(s.into())
+}
+
+impl Server {
+    /// Binds the server's sockets. `model` is the model to answer from;
+    /// send a new one through its `watch::Sender` to swap it.
+    pub fn bind(
+        config: ServerConfig,
+        model: watch::Receiver<Arc<SiteModel>>,
+        events: Option<mpsc::Sender<DhcpEvent>>,
+    ) -> std::io::Result<Server> {
+        let mut sockets = vec![(Arc::new(socket(&config, config.port)?), false)];
+        if let Some(p) = config.pxe_port {
+            sockets.push((Arc::new(socket(&config, p)?), true));
+        }
+        Ok(Server {
+            sockets,
+            config,
+            model,
+            events,
+            stats: Arc::new(Stats::default()),
+        })
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
+    /// Serves until `shutdown` completes.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> std::io::Result<()> {
+        info!(interface = ?self.config.interface, server_ip = %self.config.server_ip, mode = ?self.config.mode, "DHCP server listening");
+        let mut tasks = tokio::task::JoinSet::new();
+        let me = Arc::new(self);
+        for (i, (_, pxe)) in me.sockets.iter().enumerate() {
+            let me = me.clone();
+            let pxe = *pxe;
+            tasks.spawn(async move { me.serve(i, pxe).await });
+        }
+        shutdown.await;
+        tasks.abort_all();
+        Ok(())
+    }
+
+    async fn serve(&self, i: usize, pxe_port: bool) {
+        let sock = self.sockets[i].0.clone();
+        let mut buf = vec![0u8; 1500];
+        loop {
+            let (n, from) = match sock.recv_from(&mut buf).await {
+                Ok(v) => v,
+                Err(e) => {
+                    debug!(error = %e, "recv");
+                    continue;
+                }
+            };
+            let started = Instant::now();
+            let req = match parse(&buf[..n]) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("dhcp_dropped_total", "reason" => "malformed").increment(1);
+                    debug!(client = %from, error = %e, "malformed datagram dropped");
+                    continue;
+                }
+            };
+            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            let kind =
+                format!("{:?}", req.msg_type.unwrap_or(MessageType::Other(0))).to_lowercase();
+            metrics::counter!("dhcp_requests_total", "type" => kind).increment(1);
+            // The model of this instant; a swap never stalls a packet.
+            let model = self.model.borrow().clone();
+            let link = Link {
+                mode: self.config.mode,
+                server_ip: self.config.server_ip,
+                pxe_port,
+            };
+            let decision = respond(&req, &model, &link);
+            metrics::histogram!("dhcp_decision_seconds").record(started.elapsed().as_secs_f64());
+            let mut event = DhcpEvent {
+                mac: req.chaddr,
+                xid: req.xid,
+                msg_type: req.msg_type,
+                arch: req.arch,
+                host: None,
+                offered: None,
+                silence: None,
+            };
+            match decision {
+                Decision::Silence(s) => {
+                    self.stats.silent.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("dhcp_dropped_total", "reason" => format!("{s:?}").to_lowercase()).increment(1);
+                    debug!(mac = %req.chaddr, xid = req.xid, reason = ?s, "no answer");
+                    event.silence = Some(s);
+                }
+                Decision::Reply {
+                    reply,
+                    to,
+                    boot,
+                    host,
+                } => {
+                    let bytes = encode(&reply, &req.params, req.max_size);
+                    let port = self.config.client_port;
+                    let dest = match to {
+                        Destination::Relay(g) => SocketAddr::from((g, self.config.port)),
+                        Destination::Unicast(a) => SocketAddr::from((a, port)),
+                        Destination::Broadcast => SocketAddr::from((Ipv4Addr::BROADCAST, port)),
+                        Destination::Source => from,
+                    };
+                    match sock.send_to(&bytes, dest).await {
+                        Ok(_) => {
+                            self.stats.replies.fetch_add(1, Ordering::Relaxed);
+                            metrics::counter!("dhcp_replies_total").increment(1);
+                        }
+                        Err(e) => warn!(error = %e, %dest, "sending a reply"),
+                    }
+                    info!(mac = %req.chaddr, xid = req.xid, host = %host, reply = ?reply.msg_type, yiaddr = %reply.yiaddr, boot = ?boot, "answered");
+                    event.host = Some(host);
+                    event.offered = Some((reply.yiaddr, boot));
+                }
+            }
+            if let Some(tx) = &self.events {
+                let _ = tx.try_send(event);
+            }
+        }
+    }
+}

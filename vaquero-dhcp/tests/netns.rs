@@ -1,0 +1,254 @@
+//! The server against a real DHCP client in network namespaces this test
+//! creates: our server (the `serve` example) in one namespace, busybox
+//! `udhcpc` in the other, a veth pair between them. Nothing leaves the
+//! pair. Needs root and `ip`; scripts/setup installs busybox-static.
+
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failure
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn sh(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Two namespaces and a veth pair; removed (with every process started in
+/// them, by PID) when dropped, also when the test fails.
+struct Lab {
+    server_ns: String,
+    client_ns: String,
+    server_if: String,
+    client_if: String,
+    children: Vec<Child>,
+}
+
+impl Lab {
+    fn new(tag: &str) -> Lab {
+        let id = format!("{}{tag}", std::process::id() % 100_000);
+        let lab = Lab {
+            server_ns: format!("vqd-s-{id}"),
+            client_ns: format!("vqd-c-{id}"),
+            server_if: format!("vqs{id}"),
+            client_if: format!("vqc{id}"),
+            children: Vec::new(),
+        };
+        sh(&["ip", "netns", "add", &lab.server_ns]);
+        sh(&["ip", "netns", "add", &lab.client_ns]);
+        sh(&[
+            "ip",
+            "link",
+            "add",
+            &lab.server_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &lab.client_if,
+        ]);
+        sh(&["ip", "link", "set", &lab.server_if, "netns", &lab.server_ns]);
+        sh(&["ip", "link", "set", &lab.client_if, "netns", &lab.client_ns]);
+        lab.exec_s(&["ip", "addr", "add", "10.99.0.2/24", "dev", &lab.server_if]);
+        lab.exec_s(&["ip", "link", "set", &lab.server_if, "up"]);
+        lab.exec_c(&[
+            "ip",
+            "link",
+            "set",
+            &lab.client_if,
+            "address",
+            "52:54:00:00:01:01",
+        ]);
+        lab.exec_c(&["ip", "link", "set", &lab.client_if, "up"]);
+        lab
+    }
+
+    fn exec_s(&self, args: &[&str]) {
+        let mut v = vec!["ip", "netns", "exec", &self.server_ns];
+        v.extend_from_slice(args);
+        sh(&v);
+    }
+
+    fn exec_c(&self, args: &[&str]) {
+        let mut v = vec!["ip", "netns", "exec", &self.client_ns];
+        v.extend_from_slice(args);
+        sh(&v);
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.server_ns])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.client_ns])
+            .status();
+    }
+}
+
+fn serve_binary() -> PathBuf {
+    // target/<profile>/deps/netns-… → target/<profile>/examples/serve
+    let exe = std::env::current_exe().unwrap();
+    let p = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples/serve");
+    assert!(
+        p.exists(),
+        "{} is missing: cargo test builds the examples",
+        p.display()
+    );
+    p
+}
+
+fn lab_sot() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/lab")
+}
+
+/// Runs udhcpc once in the client namespace; the environment its script
+/// saw on `bound`.
+fn udhcpc(lab: &Lab, extra: &[&str]) -> std::collections::HashMap<String, String> {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("env");
+    let script = dir.path().join("script");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = bound ] && env > {}\nexit 0\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    sh(&["chmod", "+x", script.to_str().unwrap()]);
+    let mut args = vec![
+        "ip",
+        "netns",
+        "exec",
+        &lab.client_ns,
+        "busybox",
+        "udhcpc",
+        "-i",
+        &lab.client_if,
+        "-f",
+        "-q",
+        "-n",
+        "-t",
+        "8",
+        "-T",
+        "1",
+        "-A",
+        "1",
+        "-s",
+        script.to_str().unwrap(),
+        "-O",
+        "ntpsrv",
+        "-O",
+        "domain",
+        "-O",
+        "hostname",
+        "-O",
+        "150",
+        "-O",
+        "224",
+        "-O",
+        "252",
+    ];
+    args.extend_from_slice(extra);
+    let mut child = Command::new(args[0])
+        .args(&args[1..])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("udhcpc did not finish in 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "udhcpc got no lease");
+    std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+        .collect()
+}
+
+#[test]
+fn udhcpc_gets_exactly_what_the_sot_says() {
+    let mut lab = Lab::new("a");
+    let server = Command::new("ip")
+        .args(["netns", "exec", &lab.server_ns])
+        .arg(serve_binary())
+        .args([
+            "--sot",
+            lab_sot().to_str().unwrap(),
+            "--site",
+            "lab",
+            "--interface",
+            &lab.server_if,
+            "--server-ip",
+            "10.99.0.2",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    lab.children.push(server);
+
+    let env = udhcpc(&lab, &[]);
+    let get = |k: &str| {
+        env.get(k)
+            .map(String::as_str)
+            .unwrap_or_else(|| panic!("udhcpc saw no `{k}`: {env:?}"))
+    };
+    assert_eq!(get("ip"), "10.99.0.11");
+    assert_eq!(get("subnet"), "255.255.255.0");
+    assert_eq!(get("router"), "10.99.0.1");
+    assert_eq!(get("dns"), "10.99.0.1");
+    assert_eq!(get("domain"), "lab.vaquero.test");
+    assert_eq!(get("hostname"), "k8s-01");
+    assert_eq!(get("ntpsrv"), "10.99.0.1");
+    assert_eq!(get("serverid"), "10.99.0.2");
+    assert_eq!(get("lease"), "3600");
+    assert_eq!(get("opt150"), "0a630002", "custom option 150 (addresses)");
+    assert_eq!(get("opt224"), "00000e10", "custom option 224 (uint32 3600)");
+    // udhcpc knows option 252 by its name.
+    assert_eq!(
+        get("wpad"),
+        "http://10.99.0.2:8080/wpad.dat",
+        "custom option 252 (string)"
+    );
+    assert_eq!(get("opt7"), "0a630002", "log server");
+
+    // As a BIOS PXE client: the boot file and next server too.
+    let env = udhcpc(
+        &lab,
+        &["-V", "PXEClient:Arch:00000:UNDI:002001", "-x", "93:0000"],
+    );
+    assert_eq!(
+        env.get("boot_file").map(String::as_str),
+        Some("undionly.kpxe")
+    );
+    assert_eq!(env.get("siaddr").map(String::as_str), Some("10.99.0.2"));
+}
