@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failure
 
 use std::path::{Path, PathBuf};
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -98,21 +99,50 @@ impl Drop for Lab {
     }
 }
 
-fn serve_binary() -> PathBuf {
-    // target/<profile>/deps/netns-… → target/<profile>/examples/serve
-    let exe = std::env::current_exe().unwrap();
-    let p = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples/serve");
-    assert!(
-        p.exists(),
-        "{} is missing: cargo test builds the examples",
-        p.display()
-    );
-    p
+/// The server process: this test binary again, running only
+/// `server_process` with the interface in the environment. (Not the
+/// `serve` example: vaquero-tftp has one of the same name, and both build
+/// to the same path.)
+fn server_command(ns: &str, iface: &str) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "server_process",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("VAQUERO_DHCP_TEST_SERVE", iface);
+    c
+}
+
+/// Not a test of its own: the server process of the tests above, when
+/// they start this binary with `VAQUERO_DHCP_TEST_SERVE` set. Serves the
+/// lab until killed.
+#[test]
+fn server_process() {
+    let Ok(iface) = std::env::var("VAQUERO_DHCP_TEST_SERVE") else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let sot = vaquero_model::Sot::load_dir(&lab_sot()).unwrap();
+        let model = std::sync::Arc::new(vaquero_model::SiteModel::compile(&sot, "lab").unwrap());
+        let (_tx, rx) = tokio::sync::watch::channel(model);
+        let config = vaquero_dhcp::ServerConfig::new(
+            Some(iface),
+            "10.99.0.2".parse().unwrap(),
+            vaquero_model::DhcpMode::Server,
+        );
+        let server = vaquero_dhcp::Server::bind(config, rx, None).unwrap();
+        println!("serving site lab");
+        server.run(std::future::pending()).await.unwrap();
+    });
 }
 
 fn lab_sot() -> PathBuf {
@@ -197,24 +227,35 @@ fn udhcpc(lab: &Lab, extra: &[&str]) -> std::collections::HashMap<String, String
 #[test]
 fn udhcpc_gets_exactly_what_the_sot_says() {
     let mut lab = Lab::new("a");
-    let server = Command::new("ip")
-        .args(["netns", "exec", &lab.server_ns])
-        .arg(serve_binary())
-        .args([
-            "--sot",
-            lab_sot().to_str().unwrap(),
-            "--site",
-            "lab",
-            "--interface",
-            &lab.server_if,
-            "--server-ip",
-            "10.99.0.2",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+    let logs = tempfile::tempdir().unwrap();
+    let err_path = logs.path().join("server.err");
+    let mut server = server_command(&lab.server_ns, &lab.server_if)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(std::fs::File::create(&err_path).unwrap()))
         .spawn()
         .unwrap();
+    // Bounded wait for "serving site …": the sockets are bound by then.
+    let stdout = server.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("serving site") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let ready = rx.recv_timeout(Duration::from_secs(60)).is_ok();
+    let exited = server.try_wait().unwrap();
     lab.children.push(server);
+    assert!(
+        ready && exited.is_none(),
+        "the DHCP server did not start: {}",
+        std::fs::read_to_string(&err_path).unwrap_or_default()
+    );
 
     let env = udhcpc(&lab, &[]);
     let get = |k: &str| {
