@@ -433,27 +433,12 @@ impl Job {
                 // Its own socket: a blocking loop on a thread of its own
                 // answers each ACK with the least latency (lock-step TFTP
                 // is round-trip bound).
-                let (done_tx, done_rx) = tokio::sync::oneshot::channel();
                 let grace = self.config.shutdown_grace;
                 let stats = self.stats.clone();
-                let span = tracing::Span::current();
-                let spawned = sock.into_std().and_then(|sock| {
-                    sock.set_nonblocking(false)?;
-                    std::thread::Builder::new()
-                        .name("tftp-transfer".into())
-                        .stack_size(256 * 1024)
-                        .spawn(move || {
-                            let _g = span.enter();
-                            let r = run_blocking(t, &*file, &sock, &stop, grace, &stats);
-                            let _ = done_tx.send(r);
-                        })
-                });
-                match spawned {
-                    Ok(_) => done_rx
-                        .await
-                        .unwrap_or_else(|_| Err(std::io::Error::other("transfer thread died"))),
-                    Err(e) => Err(e),
-                }
+                on_own_thread(sock, "tftp-transfer", move |sock| {
+                    run_blocking(t, &*file, sock, &stop, grace, &stats)
+                })
+                .await
             }
             shared @ Link::Shared { .. } => run_async(t, &*file, shared, stop, &self.stats).await,
         };
@@ -496,25 +481,11 @@ impl Job {
             self.config.max_upload_bytes,
             Instant::now(),
         );
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         let grace = self.config.shutdown_grace;
-        let span = tracing::Span::current();
-        let spawned = sock.into_std().and_then(|sock| {
-            sock.set_nonblocking(false)?;
-            std::thread::Builder::new()
-                .name("tftp-receive".into())
-                .stack_size(256 * 1024)
-                .spawn(move || {
-                    let _g = span.enter();
-                    let _ = done_tx.send(receive_blocking(r, sink, &sock, &stop, grace));
-                })
-        });
-        let result = match spawned {
-            Ok(_) => done_rx
-                .await
-                .unwrap_or_else(|_| Err(std::io::Error::other("transfer thread died"))),
-            Err(e) => Err(e),
-        };
+        let result = on_own_thread(sock, "tftp-receive", move |sock| {
+            receive_blocking(r, sink, sock, &stop, grace)
+        })
+        .await;
         let (counter, label) = match &result {
             Ok(Outcome::Completed) => (&self.stats.completed, "completed"),
             Ok(Outcome::AbortedByPeer { .. }) => (&self.stats.aborted, "aborted"),
@@ -654,6 +625,29 @@ impl Datagrams {
             let _ = self.fill(file, offset);
         }
     }
+}
+
+/// Runs `work` on a thread of its own over the transfer's socket, made
+/// blocking, inside the current tracing span; awaits its result.
+async fn on_own_thread<T: Send + 'static>(
+    sock: UdpSocket,
+    name: &str,
+    work: impl FnOnce(&std::net::UdpSocket) -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let span = tracing::Span::current();
+    let sock = sock.into_std()?;
+    sock.set_nonblocking(false)?;
+    std::thread::Builder::new()
+        .name(name.into())
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            let _g = span.enter();
+            let _ = done_tx.send(work(&sock));
+        })?;
+    done_rx
+        .await
+        .unwrap_or_else(|_| Err(std::io::Error::other("transfer thread died")))
 }
 
 /// A receive timeout of a blocking loop: the tick that fires timers.
