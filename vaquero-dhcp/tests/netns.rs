@@ -224,9 +224,9 @@ fn udhcpc(lab: &Lab, extra: &[&str]) -> std::collections::HashMap<String, String
         .collect()
 }
 
-#[test]
-fn udhcpc_gets_exactly_what_the_sot_says() {
-    let mut lab = Lab::new("a");
+/// Starts the lab's DHCP server in the server namespace and waits
+/// (bounded) until it has bound its sockets.
+fn start_server(lab: &mut Lab) {
     let logs = tempfile::tempdir().unwrap();
     let err_path = logs.path().join("server.err");
     let mut server = server_command(&lab.server_ns, &lab.server_if)
@@ -256,6 +256,12 @@ fn udhcpc_gets_exactly_what_the_sot_says() {
         "the DHCP server did not start: {}",
         std::fs::read_to_string(&err_path).unwrap_or_default()
     );
+}
+
+#[test]
+fn udhcpc_gets_exactly_what_the_sot_says() {
+    let mut lab = Lab::new("a");
+    start_server(&mut lab);
 
     let env = udhcpc(&lab, &[]);
     let get = |k: &str| {
@@ -292,4 +298,87 @@ fn udhcpc_gets_exactly_what_the_sot_says() {
         Some("undionly.kpxe")
     );
     assert_eq!(env.get("siaddr").map(String::as_str), Some("10.99.0.2"));
+}
+
+/// Runs ISC dhclient once in the client namespace; the environment its
+/// script saw on BOUND. dhclient stays in the foreground (`-d`) and is
+/// stopped by its PID once it has bound.
+fn dhclient(lab: &mut Lab) -> std::collections::HashMap<String, String> {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("env");
+    let script = dir.path().join("script");
+    let conf = dir.path().join("dhclient.conf");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n[ \"$reason\" = BOUND ] && env > {}.tmp && mv {0}.tmp {0}\nexit 0\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    sh(&["chmod", "+x", script.to_str().unwrap()]);
+    std::fs::write(
+        &conf,
+        "request subnet-mask, routers, domain-name-servers, domain-name, host-name, ntp-servers, log-servers;\n",
+    )
+    .unwrap();
+    let child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.client_ns,
+            "dhclient",
+            "-d",
+            "-1",
+            "-4",
+        ])
+        .arg("-sf")
+        .arg(&script)
+        .arg("-cf")
+        .arg(&conf)
+        .arg("-lf")
+        .arg(dir.path().join("leases"))
+        .arg("-pf")
+        .arg(dir.path().join("pid"))
+        .arg(&lab.client_if)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    lab.children.push(child);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !out.exists() {
+        assert!(Instant::now() < deadline, "dhclient got no lease in 60 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.trim_matches('\'').to_owned()))
+        })
+        .collect()
+}
+
+#[test]
+fn dhclient_gets_exactly_what_the_sot_says() {
+    let mut lab = Lab::new("b");
+    start_server(&mut lab);
+    let env = dhclient(&mut lab);
+    let get = |k: &str| {
+        env.get(k)
+            .map(String::as_str)
+            .unwrap_or_else(|| panic!("dhclient saw no `{k}`: {env:?}"))
+    };
+    assert_eq!(get("new_ip_address"), "10.99.0.11");
+    assert_eq!(get("new_subnet_mask"), "255.255.255.0");
+    assert_eq!(get("new_routers"), "10.99.0.1");
+    assert_eq!(get("new_domain_name_servers"), "10.99.0.1");
+    assert_eq!(get("new_domain_name"), "lab.vaquero.test");
+    assert_eq!(get("new_host_name"), "k8s-01");
+    assert_eq!(get("new_ntp_servers"), "10.99.0.1");
+    assert_eq!(get("new_log_servers"), "10.99.0.2");
+    assert_eq!(get("new_dhcp_server_identifier"), "10.99.0.2");
+    assert_eq!(get("new_dhcp_lease_time"), "3600");
 }
