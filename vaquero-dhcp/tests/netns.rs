@@ -382,3 +382,84 @@ fn dhclient_gets_exactly_what_the_sot_says() {
     assert_eq!(get("new_dhcp_server_identifier"), "10.99.0.2");
     assert_eq!(get("new_dhcp_lease_time"), "3600");
 }
+
+/// Not a test of its own: a relay agent for `relayed_request_…`, run in
+/// the client namespace with `VAQUERO_DHCP_TEST_RELAY` set. It sends one
+/// relayed DISCOVER from 10.99.0.1:67 and prints the reply as hex.
+#[test]
+fn relay_process() {
+    if std::env::var("VAQUERO_DHCP_TEST_RELAY").is_err() {
+        return;
+    }
+    let sock = std::net::UdpSocket::bind("10.99.0.1:67").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    // An unknown MAC on a known switch port: option 82 says where it is.
+    let mut relay = vec![1, 8];
+    relay.extend_from_slice(b"ge-0/0/1");
+    relay.extend_from_slice(&[2, 5]);
+    relay.extend_from_slice(b"tor-a");
+    let mut d = vaquero_dhcp::wire::encode_request(
+        "02:00:00:00:00:99".parse().unwrap(),
+        0x5eed,
+        vaquero_dhcp::MessageType::Discover,
+        &[(82, relay)],
+    );
+    d[3] = 1; // hops
+    d[24..28].copy_from_slice(&[10, 99, 0, 1]); // giaddr
+    let mut buf = [0u8; 1500];
+    for _ in 0..10 {
+        sock.send_to(&d, "10.99.0.2:67").unwrap();
+        if let Ok((n, _)) = sock.recv_from(&mut buf) {
+            let hex: String = buf[..n].iter().map(|b| format!("{b:02x}")).collect();
+            println!("REPLY {hex}");
+            return;
+        }
+    }
+    println!("REPLY none");
+}
+
+#[test]
+fn relayed_request_is_answered_to_the_relay_by_switch_port() {
+    let mut lab = Lab::new("c");
+    lab.exec_c(&["ip", "addr", "add", "10.99.0.1/24", "dev", &lab.client_if]);
+    start_server(&mut lab);
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.client_ns])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "relay_process",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("VAQUERO_DHCP_TEST_RELAY", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let hex = stdout
+        .split("REPLY ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or_else(|| panic!("the relay printed no reply: {stdout}"));
+    assert_ne!(hex, "none", "the server did not answer the relay");
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    let (reply, order) = vaquero_dhcp::wire::decode_reply(&bytes).unwrap();
+    assert_eq!(reply.msg_type, vaquero_dhcp::MessageType::Offer);
+    assert_eq!(reply.xid, 0x5eed);
+    assert_eq!(
+        reply.yiaddr.to_string(),
+        "10.99.0.11",
+        "k8s-01, found by its switch port"
+    );
+    assert_eq!(reply.giaddr.to_string(), "10.99.0.1");
+    let mut echoed = vec![1, 8];
+    echoed.extend_from_slice(b"ge-0/0/1");
+    echoed.extend_from_slice(&[2, 5]);
+    echoed.extend_from_slice(b"tor-a");
+    assert_eq!(reply.option(82), Some(&echoed[..]), "option 82 echoed");
+    assert_eq!(order.last(), Some(&82));
+}
