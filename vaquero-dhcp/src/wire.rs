@@ -437,7 +437,10 @@ pub fn decode_reply(buf: &[u8]) -> Result<(Reply, Vec<u8>), WireError> {
         }
     }
     let mut mac = [0u8; 6];
-    mac.copy_from_slice(&msg.chaddr()[..6]);
+    mac.copy_from_slice(msg.chaddr().get(..6).ok_or(WireError::Hardware {
+        htype: buf[1],
+        hlen: buf[2],
+    })?);
     let msg_type = options
         .iter()
         .find(|(c, _)| *c == 53)
