@@ -170,7 +170,11 @@ pub fn respond(req: &Request, model: &SiteModel, link: &Link) -> Decision {
     let boot = if h.interface.kind == InterfaceType::Bmc {
         None
     } else {
-        select_boot(req, &model.site().boot_files, model.agent_url())
+        let site = &model.site().boot_files;
+        match &h.host.boot_files {
+            Some(own) => select_boot(req, &site.overlay(own), model.agent_url()),
+            None => select_boot(req, site, model.agent_url()),
+        }
     };
     match link.mode {
         DhcpMode::Server => server(req, link, h, sub, boot),

@@ -117,6 +117,24 @@ fn boot_targets_by_architecture() {
 }
 
 #[test]
+fn a_hosts_boot_files_override_the_sites_for_that_host_only() {
+    let m = lab();
+    let d = |mac: &str, arch: u16| {
+        let class = format!("PXEClient:Arch:{arch:05}:UNDI:003016");
+        boot_of(&respond(
+            &request(mac, MessageType::Discover, &pxe(arch, &class)),
+            m,
+            &link(DhcpMode::Server, false),
+        ))
+    };
+    let tftp = |f: &str| Some(BootTarget::Tftp(f.into()));
+    // bastion-01 sets uefi_x64 only; BIOS keeps the site's default.
+    assert_eq!(d("52:54:00:00:01:31", 7), tftp("snponly.efi"));
+    assert_eq!(d("52:54:00:00:01:31", 0), tftp("undionly.kpxe"));
+    assert_eq!(d(K8S_01, 7), tftp("ipxe.efi"));
+}
+
+#[test]
 fn server_mode_offer_has_the_sot_options() {
     let m = lab();
     let mut opts = pxe(0, "PXEClient:Arch:00000:UNDI:002001");

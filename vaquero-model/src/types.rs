@@ -84,6 +84,21 @@ pub struct BootFiles {
     pub arm64_http: Option<String>,
 }
 
+impl BootFiles {
+    /// This map with every entry `over` sets replaced by `over`'s (a
+    /// host's override on top of its site's map).
+    pub fn overlay(&self, over: &BootFiles) -> BootFiles {
+        let pick = |a: &Option<String>, b: &Option<String>| b.clone().or_else(|| a.clone());
+        BootFiles {
+            bios: pick(&self.bios, &over.bios),
+            uefi_x64: pick(&self.uefi_x64, &over.uefi_x64),
+            uefi_x64_http: pick(&self.uefi_x64_http, &over.uefi_x64_http),
+            arm64: pick(&self.arm64, &over.arm64),
+            arm64_http: pick(&self.arm64_http, &over.arm64_http),
+        }
+    }
+}
+
 /// An agent: the process serving DHCP, TFTP and HTTP boot for a site.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -334,6 +349,10 @@ pub struct Host {
     /// Where the host is cabled: the relay's option 82 identifiers.
     #[serde(default)]
     pub location: Option<Location>,
+    /// Per-host override of the site's architecture → boot file map
+    /// (extension): an entry set here wins over the site's.
+    #[serde(default)]
+    pub boot_files: Option<BootFiles>,
 }
 
 impl Host {
