@@ -8,9 +8,11 @@
 //! events) are built and tested; see the issue notes for what is next.
 
 pub mod responder;
+pub mod rogue;
 pub mod server;
 pub mod wire;
 
 pub use responder::{BootTarget, Decision, Destination, Link, Silence, respond, select_boot};
-pub use server::{DhcpEvent, Server, ServerConfig, Stats};
+pub use rogue::{RogueReply, inspect};
+pub use server::{Decided, DhcpEvent, Server, ServerConfig, Stats};
 pub use wire::{MessageType, Reply, Request, WireError};

@@ -32,6 +32,9 @@ pub struct ServerConfig {
     pub pxe_port: Option<u16>,
     /// The client port replies go to (68).
     pub client_port: u16,
+    /// Watch the client port for other servers' replies (rogue DHCP);
+    /// on by default in server mode, where this server owns the segment.
+    pub watch_rogue: bool,
 }
 
 impl ServerConfig {
@@ -44,13 +47,23 @@ impl ServerConfig {
             port: 67,
             pxe_port: (mode == DhcpMode::Proxy).then_some(4011),
             client_port: 68,
+            watch_rogue: mode == DhcpMode::Server,
         }
     }
 }
 
-/// What happened to a request, for the boot timeline.
+/// What the server reports, for the boot timeline and for operators.
 #[derive(Debug, Clone)]
-pub struct DhcpEvent {
+pub enum DhcpEvent {
+    /// A request was answered or met with silence.
+    Decided(Decided),
+    /// Another DHCP server answered a client on this segment.
+    Rogue(crate::rogue::RogueReply),
+}
+
+/// What happened to a request.
+#[derive(Debug, Clone)]
+pub struct Decided {
     /// Client hardware address.
     pub mac: vaquero_model::MacAddr,
     /// Transaction id.
@@ -78,11 +91,14 @@ pub struct Stats {
     pub malformed: AtomicU64,
     /// Requests answered with silence.
     pub silent: AtomicU64,
+    /// Replies of other servers seen on the segment.
+    pub rogue: AtomicU64,
 }
 
 /// A bound DHCP server.
 pub struct Server {
     sockets: Vec<(Arc<UdpSocket>, bool)>,
+    rogue: Option<Arc<UdpSocket>>,
     config: ServerConfig,
     model: watch::Receiver<Arc<SiteModel>>,
     events: Option<mpsc::Sender<DhcpEvent>>,
@@ -114,8 +130,22 @@ impl Server {
         if let Some(p) = config.pxe_port {
             sockets.push((Arc::new(socket(&config, p)?), true));
         }
+        // A local DHCP client may hold port 68 without SO_REUSEADDR:
+        // serving matters more than watching, so that is a warning.
+        let rogue = if config.watch_rogue {
+            match socket(&config, config.client_port) {
+                Ok(s) => Some(Arc::new(s)),
+                Err(e) => {
+                    warn!(error = %e, port = config.client_port, "cannot watch for rogue DHCP servers");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         Ok(Server {
             sockets,
+            rogue,
             config,
             model,
             events,
@@ -138,9 +168,42 @@ impl Server {
             let pxe = *pxe;
             tasks.spawn(async move { me.serve(i, pxe).await });
         }
+        if let Some(sock) = me.rogue.clone() {
+            let me = me.clone();
+            tasks.spawn(async move { me.watch_rogue(sock).await });
+        }
         shutdown.await;
         tasks.abort_all();
         Ok(())
+    }
+
+    async fn watch_rogue(&self, sock: Arc<UdpSocket>) {
+        let mut buf = vec![0u8; 1500];
+        let mut seen = std::collections::HashSet::new();
+        loop {
+            let (n, from) = match sock.recv_from(&mut buf).await {
+                Ok(v) => v,
+                Err(e) => {
+                    debug!(error = %e, "recv on the client port");
+                    continue;
+                }
+            };
+            let Some(r) = crate::rogue::inspect(&buf[..n], from, self.config.server_ip) else {
+                continue;
+            };
+            self.stats.rogue.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("dhcp_rogue_replies_total", "server" => r.server_id.to_string())
+                .increment(1);
+            // Loud once per server, then quiet: a rogue answers every client.
+            if seen.len() < 1024 && seen.insert(r.server_id) {
+                warn!(server = %r.server_id, source = %r.source, client = %r.client, offered = %r.yiaddr, boot_file = ?r.boot_file, kind = ?r.msg_type, "another DHCP server is answering on this segment");
+            } else {
+                debug!(server = %r.server_id, client = %r.client, "rogue DHCP reply");
+            }
+            if let Some(tx) = &self.events {
+                let _ = tx.try_send(DhcpEvent::Rogue(r));
+            }
+        }
     }
 
     async fn serve(&self, i: usize, pxe_port: bool) {
@@ -177,7 +240,7 @@ impl Server {
             };
             let decision = respond(&req, &model, &link);
             metrics::histogram!("dhcp_decision_seconds").record(started.elapsed().as_secs_f64());
-            let mut event = DhcpEvent {
+            let mut event = Decided {
                 mac: req.chaddr,
                 xid: req.xid,
                 msg_type: req.msg_type,
@@ -220,7 +283,7 @@ impl Server {
                 }
             }
             if let Some(tx) = &self.events {
-                let _ = tx.try_send(event);
+                let _ = tx.try_send(DhcpEvent::Decided(event));
             }
         }
     }

@@ -35,7 +35,8 @@ pub enum MessageType {
 }
 
 impl MessageType {
-    fn from_code(c: u8) -> Self {
+    /// The type of option 53's value.
+    pub fn from_code(c: u8) -> Self {
         match c {
             1 => Self::Discover,
             2 => Self::Offer,
@@ -49,7 +50,8 @@ impl MessageType {
         }
     }
 
-    fn code(self) -> u8 {
+    /// Option 53's value for this type.
+    pub fn code(self) -> u8 {
         match self {
             Self::Discover => 1,
             Self::Offer => 2,

@@ -100,10 +100,10 @@ impl Drop for Lab {
 }
 
 /// The server process: this test binary again, running only
-/// `server_process` with the interface in the environment. (Not the
-/// `serve` example: vaquero-tftp has one of the same name, and both build
-/// to the same path.)
-fn server_command(ns: &str, iface: &str) -> Command {
+/// `server_process` with the interface (and mode and address) in the
+/// environment. (Not the `serve` example: vaquero-tftp has one of the same
+/// name, and both build to the same path.)
+fn server_command(ns: &str, iface: &str, mode: &str) -> Command {
     let mut c = Command::new("ip");
     c.args(["netns", "exec", ns])
         .arg(std::env::current_exe().unwrap())
@@ -114,17 +114,23 @@ fn server_command(ns: &str, iface: &str) -> Command {
             "--test-threads",
             "1",
         ])
-        .env("VAQUERO_DHCP_TEST_SERVE", iface);
+        .env("VAQUERO_DHCP_TEST_SERVE", iface)
+        .env("VAQUERO_DHCP_TEST_MODE", mode);
     c
 }
 
 /// Not a test of its own: the server process of the tests above, when
 /// they start this binary with `VAQUERO_DHCP_TEST_SERVE` set. Serves the
-/// lab until killed.
+/// lab until killed, printing every rogue-server event as a line
+/// `ROGUE <server id> <client MAC>`.
 #[test]
 fn server_process() {
     let Ok(iface) = std::env::var("VAQUERO_DHCP_TEST_SERVE") else {
         return;
+    };
+    let mode = match std::env::var("VAQUERO_DHCP_TEST_MODE").as_deref() {
+        Ok("proxy") => vaquero_model::DhcpMode::Proxy,
+        _ => vaquero_model::DhcpMode::Server,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -134,12 +140,19 @@ fn server_process() {
         let sot = vaquero_model::Sot::load_dir(&lab_sot()).unwrap();
         let model = std::sync::Arc::new(vaquero_model::SiteModel::compile(&sot, "lab").unwrap());
         let (_tx, rx) = tokio::sync::watch::channel(model);
-        let config = vaquero_dhcp::ServerConfig::new(
-            Some(iface),
-            "10.99.0.2".parse().unwrap(),
-            vaquero_model::DhcpMode::Server,
-        );
-        let server = vaquero_dhcp::Server::bind(config, rx, None).unwrap();
+        let config =
+            vaquero_dhcp::ServerConfig::new(Some(iface), "10.99.0.2".parse().unwrap(), mode);
+        let (etx, mut erx) = tokio::sync::mpsc::channel(64);
+        let server = vaquero_dhcp::Server::bind(config, rx, Some(etx)).unwrap();
+        tokio::spawn(async move {
+            use std::io::Write;
+            while let Some(e) = erx.recv().await {
+                if let vaquero_dhcp::DhcpEvent::Rogue(r) = e {
+                    println!("ROGUE {} {}", r.server_id, r.client);
+                    let _ = std::io::stdout().flush();
+                }
+            }
+        });
         println!("serving site lab");
         server.run(std::future::pending()).await.unwrap();
     });
@@ -227,9 +240,21 @@ fn udhcpc(lab: &Lab, extra: &[&str]) -> std::collections::HashMap<String, String
 /// Starts the lab's DHCP server in the server namespace and waits
 /// (bounded) until it has bound its sockets.
 fn start_server(lab: &mut Lab) {
+    let (ns, iface) = (lab.server_ns.clone(), lab.server_if.clone());
+    start_server_in(&mut lab.children, &ns, &iface, "server");
+}
+
+/// Starts the lab's DHCP server in `ns` on `iface`, waits (bounded) until
+/// it has bound its sockets, and returns the lines it prints after that.
+fn start_server_in(
+    children: &mut Vec<Child>,
+    ns: &str,
+    iface: &str,
+    mode: &str,
+) -> std::sync::mpsc::Receiver<String> {
     let logs = tempfile::tempdir().unwrap();
     let err_path = logs.path().join("server.err");
-    let mut server = server_command(&lab.server_ns, &lab.server_if)
+    let mut server = server_command(ns, iface, mode)
         .stdout(Stdio::piped())
         .stderr(Stdio::from(std::fs::File::create(&err_path).unwrap()))
         .spawn()
@@ -243,19 +268,29 @@ fn start_server(lab: &mut Lab) {
             .lines()
             .map_while(Result::ok)
         {
-            if line.contains("serving site") {
-                let _ = tx.send(());
-            }
+            let _ = tx.send(line);
         }
     });
-    let ready = rx.recv_timeout(Duration::from_secs(60)).is_ok();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut ready = false;
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(l) if l.contains("serving site") => {
+                ready = true;
+                break;
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
     let exited = server.try_wait().unwrap();
-    lab.children.push(server);
+    children.push(server);
     assert!(
         ready && exited.is_none(),
         "the DHCP server did not start: {}",
         std::fs::read_to_string(&err_path).unwrap_or_default()
     );
+    rx
 }
 
 #[test]
@@ -462,4 +497,394 @@ fn relayed_request_is_answered_to_the_relay_by_switch_port() {
     echoed.extend_from_slice(b"tor-a");
     assert_eq!(reply.option(82), Some(&echoed[..]), "option 82 echoed");
     assert_eq!(order.last(), Some(&82));
+}
+
+/// A switched segment: a bridge in a namespace of its own and one
+/// namespace per member, each cabled to the bridge by a veth pair — a
+/// server, another server and a client can all hear each other's
+/// broadcasts. Removed (processes by PID, then the namespaces, which takes
+/// the links with them) when dropped.
+struct Segment {
+    switch: String,
+    members: Vec<(String, String)>,
+    children: Vec<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl Segment {
+    fn new(tag: &str, n: usize) -> Segment {
+        let id = format!("{}{tag}", std::process::id() % 100_000);
+        let mut seg = Segment {
+            switch: format!("vqd-sw-{id}"),
+            members: Vec::new(),
+            children: Vec::new(),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        sh(&["ip", "netns", "add", &seg.switch]);
+        let sw = |args: &[&str]| {
+            let mut v = vec!["ip", "-n", &seg.switch];
+            v.extend_from_slice(args);
+            sh(&v);
+        };
+        sw(&["link", "add", "br0", "type", "bridge"]);
+        sw(&["link", "set", "br0", "up"]);
+        for i in 0..n {
+            let ns = format!("vqd-m{i}-{id}");
+            let (inner, outer) = (format!("vq{id}m{i}"), format!("vq{id}p{i}"));
+            sh(&["ip", "netns", "add", &ns]);
+            seg.members.push((ns.clone(), inner.clone()));
+            sh(&[
+                "ip", "link", "add", &inner, "type", "veth", "peer", "name", &outer,
+            ]);
+            sh(&["ip", "link", "set", &inner, "netns", &ns]);
+            sh(&["ip", "link", "set", &outer, "netns", &seg.switch]);
+            let sw = |args: &[&str]| {
+                let mut v = vec!["ip", "-n", &seg.switch];
+                v.extend_from_slice(args);
+                sh(&v);
+            };
+            sw(&["link", "set", &outer, "master", "br0"]);
+            sw(&["link", "set", &outer, "up"]);
+            sh(&["ip", "-n", &ns, "link", "set", &inner, "up"]);
+        }
+        seg
+    }
+
+    /// What dnsmasq in member `i` logged (for failure messages).
+    fn dnsmasq_log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("dnsmasq{i}.err"))).unwrap_or_default()
+    }
+
+    fn ns(&self, i: usize) -> &str {
+        &self.members[i].0
+    }
+
+    fn iface(&self, i: usize) -> &str {
+        &self.members[i].1
+    }
+
+    fn ip(&self, i: usize, args: &[&str]) {
+        let mut v = vec!["ip", "-n", self.ns(i)];
+        v.extend_from_slice(args);
+        sh(&v);
+    }
+
+    /// Starts dnsmasq (DHCP only, no DNS) in member `i` with `conf` added
+    /// to a base configuration, and waits (bounded) until it listens.
+    fn dnsmasq(&mut self, i: usize, conf: &str) {
+        let path = self.dir.path().join(format!("dnsmasq{i}.conf"));
+        let leases = self.dir.path().join(format!("dnsmasq{i}.leases"));
+        std::fs::write(
+            &path,
+            format!(
+                "port=0\ninterface={}\nbind-interfaces\ndhcp-leasefile={}\nno-ping\nuser=root\nlog-dhcp\n{conf}",
+                self.iface(i),
+                leases.display()
+            ),
+        )
+        .unwrap();
+        let err = self.dir.path().join(format!("dnsmasq{i}.err"));
+        let child = Command::new("ip")
+            .args(["netns", "exec", self.ns(i), "dnsmasq", "--no-daemon"])
+            .arg(format!("--conf-file={}", path.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(&err).unwrap()))
+            .spawn()
+            .unwrap_or_else(|e| panic!("dnsmasq: {e} (scripts/setup installs dnsmasq-base)"));
+        self.children.push(child);
+        // dnsmasq logs "DHCP, IP range …" once its socket is bound.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let log = std::fs::read_to_string(&err).unwrap_or_default();
+            if log.contains("DHCP, ") {
+                break;
+            }
+            let exited = self.children.last_mut().unwrap().try_wait().unwrap();
+            assert!(
+                exited.is_none() && Instant::now() < deadline,
+                "dnsmasq did not start: {log}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs the test client (`client_process`) in member `i`: sends each
+    /// request from `bind` to `dest` and collects every reply for
+    /// `wait_ms`, as (request index, reply bytes).
+    fn client(
+        &self,
+        i: usize,
+        bind: &str,
+        dest: &str,
+        wait_ms: u64,
+        requests: &[Vec<u8>],
+    ) -> Vec<(usize, Vec<u8>)> {
+        let reqs: Vec<String> = requests.iter().map(|r| hex(r)).collect();
+        let out = Command::new("ip")
+            .args(["netns", "exec", self.ns(i)])
+            .arg(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "client_process",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env(
+                "VAQUERO_DHCP_TEST_CLIENT",
+                format!("{}|{bind}|{dest}|{wait_ms}", self.iface(i)),
+            )
+            .env("VAQUERO_DHCP_TEST_REQUESTS", reqs.join(","))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains("CLIENT DONE"),
+            "the test client failed: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+            .lines()
+            // libtest prints "test client_process ... " before the first line.
+            .filter_map(|l| l.split_once("REPLY ").map(|(_, r)| r))
+            .map(|l| {
+                let (i, h) = l.split_once(' ').unwrap();
+                (i.parse().unwrap(), unhex(h))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for (ns, _) in &self.members {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.switch])
+            .status();
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(h: &str) -> Vec<u8> {
+    (0..h.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// Not a test of its own: a DHCP client for the segment tests, started
+/// with `VAQUERO_DHCP_TEST_CLIENT=iface|bind|dest|wait_ms`. It binds to
+/// the interface, sends each request of `VAQUERO_DHCP_TEST_REQUESTS` (hex,
+/// comma-separated) and prints every reply with the same xid that arrives
+/// within `wait_ms` as `REPLY <index> <hex>` — several servers may answer
+/// one request, as a PXE ROM sees them.
+#[test]
+fn client_process() {
+    let Ok(spec) = std::env::var("VAQUERO_DHCP_TEST_CLIENT") else {
+        return;
+    };
+    use socket2::{Domain, Protocol, Socket, Type};
+    let parts: Vec<&str> = spec.split('|').collect();
+    let [iface, bind, dest, wait] = parts[..] else {
+        panic!("bad client spec {spec}")
+    };
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+    s.set_reuse_address(true).unwrap();
+    s.set_broadcast(true).unwrap();
+    s.bind_device(Some(iface.as_bytes())).unwrap();
+    s.bind(&bind.parse::<std::net::SocketAddr>().unwrap().into())
+        .unwrap();
+    let sock: std::net::UdpSocket = s.into();
+    let dest: std::net::SocketAddr = dest.parse().unwrap();
+    let wait = Duration::from_millis(wait.parse().unwrap());
+    let requests = std::env::var("VAQUERO_DHCP_TEST_REQUESTS").unwrap();
+    let mut buf = [0u8; 1500];
+    for (i, req) in requests.split(',').filter(|r| !r.is_empty()).enumerate() {
+        let req = unhex(req);
+        sock.send_to(&req, dest).unwrap();
+        let deadline = Instant::now() + wait;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            sock.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .unwrap();
+            let Ok((n, _)) = sock.recv_from(&mut buf) else {
+                break;
+            };
+            // Replies only (op 2), to this request (xid).
+            if n > 8 && buf[0] == 2 && buf[4..8] == req[4..8] {
+                println!("REPLY {i} {}", hex(&buf[..n]));
+            }
+        }
+    }
+    println!("CLIENT DONE");
+}
+
+/// A broadcast request (flag set, as PXE ROMs do) from `mac`.
+fn broadcast_request(
+    mac: &str,
+    xid: u32,
+    t: vaquero_dhcp::MessageType,
+    opts: &[(u8, Vec<u8>)],
+) -> Vec<u8> {
+    let mut d = vaquero_dhcp::wire::encode_request(mac.parse().unwrap(), xid, t, opts);
+    d[10] = 0x80;
+    d
+}
+
+fn pxe_options(arch: u16, class: &str) -> Vec<(u8, Vec<u8>)> {
+    vec![
+        (93, arch.to_be_bytes().to_vec()),
+        (60, class.as_bytes().to_vec()),
+        (97, vec![0; 17]),
+        (
+            55,
+            vec![1, 3, 6, 12, 15, 28, 42, 43, 51, 54, 60, 66, 67, 7, 97],
+        ),
+    ]
+}
+
+fn decode(b: &[u8]) -> vaquero_dhcp::Reply {
+    vaquero_dhcp::wire::decode_reply(b).unwrap().0
+}
+
+fn server_id(r: &vaquero_dhcp::Reply) -> String {
+    r.option(54)
+        .map(|v| std::net::Ipv4Addr::new(v[0], v[1], v[2], v[3]).to_string())
+        .unwrap_or_default()
+}
+
+fn boot_file(r: &vaquero_dhcp::Reply) -> Option<String> {
+    r.option(67)
+        .map(|v| String::from_utf8_lossy(v).trim_end_matches('\0').to_owned())
+        .or_else(|| r.file.clone())
+}
+
+#[test]
+fn a_rogue_server_on_the_segment_is_reported() {
+    // 0: us (server mode), 1: a stray dnsmasq handing out addresses, 2: a client.
+    let mut seg = Segment::new("r", 3);
+    seg.ip(0, &["addr", "add", "10.99.0.2/24", "dev", seg.iface(0)]);
+    seg.ip(1, &["addr", "add", "10.99.0.3/24", "dev", seg.iface(1)]);
+    seg.ip(2, &["addr", "add", "169.254.7.7/16", "dev", seg.iface(2)]);
+    let (ns, iface) = (seg.ns(0).to_owned(), seg.iface(0).to_owned());
+    let lines = start_server_in(&mut seg.children, &ns, &iface, "server");
+    seg.dnsmasq(1, "dhcp-range=10.99.0.100,10.99.0.150,255.255.255.0,1h\n");
+
+    let replies = seg.client(
+        2,
+        "0.0.0.0:68",
+        "255.255.255.255:67",
+        1500,
+        &[broadcast_request(
+            "52:54:00:00:01:01",
+            0xbad,
+            vaquero_dhcp::MessageType::Discover,
+            &[],
+        )],
+    );
+    let servers: Vec<String> = replies.iter().map(|(_, b)| server_id(&decode(b))).collect();
+
+    assert!(
+        servers.contains(&"10.99.0.3".to_owned()),
+        "dnsmasq answered: {servers:?}"
+    );
+    assert!(
+        servers.contains(&"10.99.0.2".to_owned()),
+        "we answered: {servers:?}"
+    );
+    // Our server saw dnsmasq's OFFER and reported it (and not its own).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match lines.recv_timeout(left) {
+            Ok(l) if l.starts_with("ROGUE ") => {
+                seen.push(l);
+                break;
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    assert_eq!(seen, ["ROGUE 10.99.0.3 52:54:00:00:01:01"]);
+}
+
+#[test]
+fn proxy_mode_beside_dnsmasq_boot_info_from_us_address_from_dnsmasq() {
+    // 0: us (proxy), 1: dnsmasq as the site's address server, 2: a PXE client.
+    let mut seg = Segment::new("p", 3);
+    seg.ip(0, &["addr", "add", "10.99.0.2/24", "dev", seg.iface(0)]);
+    seg.ip(1, &["addr", "add", "10.99.0.3/24", "dev", seg.iface(1)]);
+    seg.ip(2, &["addr", "add", "169.254.7.7/16", "dev", seg.iface(2)]);
+    let (ns, iface) = (seg.ns(0).to_owned(), seg.iface(0).to_owned());
+    let _lines = start_server_in(&mut seg.children, &ns, &iface, "proxy");
+    seg.dnsmasq(
+        1,
+        "dhcp-range=10.99.0.100,10.99.0.150,255.255.255.0,1h\ndhcp-option=option:router,10.99.0.1\n",
+    );
+
+    // A UEFI x64 PXE ROM: DISCOVER, collecting every OFFER.
+    let mac = "52:54:00:00:01:02"; // k8s-02
+    let opts = pxe_options(7, "PXEClient:Arch:00007:UNDI:003016");
+    let replies = seg.client(
+        2,
+        "0.0.0.0:68",
+        "255.255.255.255:67",
+        2000,
+        &[broadcast_request(
+            mac,
+            0x1001,
+            vaquero_dhcp::MessageType::Discover,
+            &opts,
+        )],
+    );
+    let offers: Vec<_> = replies.iter().map(|(_, b)| decode(b)).collect();
+    let ours = offers
+        .iter()
+        .find(|r| server_id(r) == "10.99.0.2")
+        .unwrap_or_else(|| panic!("no proxy offer from us: {offers:?}"));
+    let theirs = offers
+        .iter()
+        .find(|r| server_id(r) == "10.99.0.3")
+        .unwrap_or_else(|| panic!("no offer from dnsmasq: {offers:?}\n{}", seg.dnsmasq_log(1)));
+    // dnsmasq gives the address; we give no address, only boot information.
+    let addr = theirs.yiaddr;
+    assert!(
+        (100..=150).contains(&addr.octets()[3]) && addr.octets()[..3] == [10, 99, 0],
+        "{addr}"
+    );
+    assert_eq!(boot_file(theirs), None, "dnsmasq was given no boot file");
+    assert!(ours.yiaddr.is_unspecified(), "a proxy gives no address");
+    assert_eq!(ours.option(60), Some(&b"PXEClient"[..]));
+    assert_eq!(ours.option(1), None, "a proxy sends no subnet options");
+    assert_eq!(boot_file(ours).as_deref(), Some("ipxe.efi"));
+    assert_eq!(ours.siaddr.to_string(), "10.99.0.2");
+
+    // The ROM takes dnsmasq's address, then asks our boot server (4011).
+    seg.ip(
+        2,
+        &["addr", "add", &format!("{addr}/24"), "dev", seg.iface(2)],
+    );
+    let mut req_opts = opts.clone();
+    req_opts.push((54, vec![10, 99, 0, 2]));
+    let mut req = vaquero_dhcp::wire::encode_request(
+        mac.parse().unwrap(),
+        0x1002,
+        vaquero_dhcp::MessageType::Request,
+        &req_opts,
+    );
+    req[12..16].copy_from_slice(&addr.octets()); // ciaddr
+    let replies = seg.client(2, &format!("{addr}:68"), "10.99.0.2:4011", 2000, &[req]);
+    let acks: Vec<_> = replies.iter().map(|(_, b)| decode(b)).collect();
+    assert_eq!(acks.len(), 1, "{acks:?}");
+    assert_eq!(acks[0].msg_type, vaquero_dhcp::MessageType::Ack);
+    assert_eq!(boot_file(&acks[0]).as_deref(), Some("ipxe.efi"));
+    assert_eq!(server_id(&acks[0]), "10.99.0.2");
 }
