@@ -198,7 +198,7 @@ fn destination(req: &Request, msg: MessageType) -> Destination {
 }
 
 fn base(req: &Request, msg: MessageType, link: &Link) -> Reply {
-    let mut options = vec![(53, vec![msg_code(msg)]), (54, ip(link.server_ip))];
+    let mut options = vec![(53, vec![msg.code()]), (54, ip(link.server_ip))];
     if let Some(r) = &req.relay {
         options.push((82, r.raw.clone()));
     }
@@ -213,15 +213,6 @@ fn base(req: &Request, msg: MessageType, link: &Link) -> Reply {
         chaddr: req.chaddr,
         file: None,
         options,
-    }
-}
-
-fn msg_code(m: MessageType) -> u8 {
-    match m {
-        MessageType::Offer => 2,
-        MessageType::Ack => 5,
-        MessageType::Nak => 6,
-        _ => 0,
     }
 }
 

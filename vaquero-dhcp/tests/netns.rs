@@ -727,6 +727,9 @@ fn client_process() {
     println!("CLIENT DONE");
 }
 
+/// DHCP options as (code, value).
+type Options = Vec<(u8, Vec<u8>)>;
+
 /// A broadcast request (flag set, as PXE ROMs do) from `mac`.
 fn broadcast_request(
     mac: &str,
@@ -887,4 +890,208 @@ fn proxy_mode_beside_dnsmasq_boot_info_from_us_address_from_dnsmasq() {
     assert_eq!(acks[0].msg_type, vaquero_dhcp::MessageType::Ack);
     assert_eq!(boot_file(&acks[0]).as_deref(), Some("ipxe.efi"));
     assert_eq!(server_id(&acks[0]), "10.99.0.2");
+}
+
+/// dnsmasq's configuration for the lab's provisioning subnet, written from
+/// the same compiled model our server answers from: one `dhcp-host` per
+/// interface, the subnet's options, and the same boot-file choices.
+fn dnsmasq_conf_from_model(m: &vaquero_model::SiteModel, subnet: &str) -> String {
+    let sub = m.site().subnets.iter().find(|s| s.id == subnet).unwrap();
+    let mut c = String::new();
+    let lease = sub.lease_time.map_or(3600, |d| d.as_secs());
+    c += &format!(
+        "dhcp-range=set:{subnet},{},static,{},{lease}\n",
+        sub.cidr.network(),
+        sub.cidr.netmask()
+    );
+    let opt =
+        |c: &mut String, o: &str, v: &str| *c += &format!("dhcp-option=tag:{subnet},{o},{v}\n");
+    if let Some(g) = sub.gateway {
+        opt(&mut c, "option:router", &g.to_string());
+    }
+    let dns: Vec<String> = sub.dns.iter().map(|a| a.to_string()).collect();
+    opt(&mut c, "option:dns-server", &dns.join(","));
+    if let Some(d) = &sub.domain_name {
+        opt(&mut c, "option:domain-name", d);
+    }
+    opt(&mut c, "option:ntp-server", &sub.ntp.join(","));
+    if let Some(l) = sub.log_server {
+        opt(&mut c, "option:log-server", &l.to_string());
+    }
+    for o in &sub.dhcp_options {
+        let bytes = o.encode().unwrap();
+        // dnsmasq parses values by the option's known type: addresses as
+        // dotted quads, everything else as colon-separated hex.
+        let value: Vec<String> = if o.kind == vaquero_model::DhcpOptionType::Addresses {
+            bytes
+                .chunks(4)
+                .map(|a| std::net::Ipv4Addr::new(a[0], a[1], a[2], a[3]).to_string())
+                .collect()
+        } else {
+            bytes.iter().map(|b| format!("{b:02x}")).collect()
+        };
+        let sep = if o.kind == vaquero_model::DhcpOptionType::Addresses {
+            ","
+        } else {
+            ":"
+        };
+        opt(&mut c, &o.option.to_string(), &value.join(sep));
+    }
+    for h in m.hosts() {
+        for i in h
+            .interfaces
+            .iter()
+            .filter(|i| i.subnet == subnet && !i.ignore_dhcp)
+        {
+            let name = i.hostname.as_deref().unwrap_or(&h.name);
+            c += &format!(
+                "dhcp-host={},set:h{},{},{name},{lease}\n",
+                i.mac, h.name, i.ipv4
+            );
+        }
+    }
+    // The same boot choices as ours: iPXE → its script over HTTP; BIOS →
+    // undionly.kpxe and UEFI x64 → ipxe.efi over TFTP from 10.99.0.2.
+    let agent = m.agent_url().unwrap().trim_end_matches('/');
+    c += "dhcp-userclass=set:ipxe,iPXE\n";
+    c += "dhcp-match=set:bios,option:client-arch,0\n";
+    for a in [6, 7, 9] {
+        c += &format!("dhcp-match=set:efi64,option:client-arch,{a}\n");
+    }
+    c += "dhcp-boot=tag:!ipxe,tag:bios,undionly.kpxe,,10.99.0.2\n";
+    c += "dhcp-boot=tag:!ipxe,tag:efi64,ipxe.efi,,10.99.0.2\n";
+    c += &format!("dhcp-boot=tag:ipxe,{agent}/boot.ipxe,,10.99.0.2\n");
+    // A host's own boot files, tagged by host. (dnsmasq takes the last
+    // matching dhcp-boot line.)
+    for h in m.hosts() {
+        let own = h.boot_files.clone().unwrap_or_default();
+        if let Some(f) = &own.bios {
+            c += &format!(
+                "dhcp-boot=tag:h{},tag:!ipxe,tag:bios,{f},,10.99.0.2\n",
+                h.name
+            );
+        }
+        if let Some(f) = &own.uefi_x64 {
+            c += &format!(
+                "dhcp-boot=tag:h{},tag:!ipxe,tag:efi64,{f},,10.99.0.2\n",
+                h.name
+            );
+        }
+    }
+    c += "dhcp-broadcast\n";
+    c
+}
+
+#[test]
+fn differential_against_dnsmasq_configured_from_the_same_hosts() {
+    // 0: us, 1: dnsmasq from the same model, 2: a client asking both.
+    let mut seg = Segment::new("d", 3);
+    seg.ip(0, &["addr", "add", "10.99.0.2/24", "dev", seg.iface(0)]);
+    seg.ip(1, &["addr", "add", "10.99.0.3/24", "dev", seg.iface(1)]);
+    seg.ip(2, &["addr", "add", "169.254.7.7/16", "dev", seg.iface(2)]);
+    let model = {
+        let sot = vaquero_model::Sot::load_dir(&lab_sot()).unwrap();
+        vaquero_model::SiteModel::compile(&sot, "lab").unwrap()
+    };
+    let (ns, iface) = (seg.ns(0).to_owned(), seg.iface(0).to_owned());
+    let _lines = start_server_in(&mut seg.children, &ns, &iface, "server");
+    seg.dnsmasq(1, &dnsmasq_conf_from_model(&model, "prov"));
+
+    // Every provisioning-subnet MAC (and one unknown), as a plain client,
+    // a BIOS PXE ROM, a UEFI x64 PXE ROM and iPXE.
+    let params = (
+        55,
+        vec![1, 3, 6, 7, 12, 15, 42, 51, 54, 66, 67, 150, 224, 252],
+    );
+    let kinds: Vec<(&str, Options)> = vec![
+        ("plain", vec![params.clone()]),
+        ("bios", {
+            let mut o = pxe_options(0, "PXEClient:Arch:00000:UNDI:002001");
+            o.push(params.clone());
+            o
+        }),
+        ("uefi", {
+            let mut o = pxe_options(7, "PXEClient:Arch:00007:UNDI:003016");
+            o.push(params.clone());
+            o
+        }),
+        ("ipxe", {
+            let mut o = pxe_options(7, "PXEClient:Arch:00007:UNDI:003016");
+            o.push((77, b"iPXE".to_vec()));
+            o.push(params.clone());
+            o
+        }),
+    ];
+    let mut macs: Vec<String> = model
+        .hosts()
+        .iter()
+        .flat_map(|h| &h.interfaces)
+        .filter(|i| i.subnet == "prov" && !i.ignore_dhcp)
+        .map(|i| i.mac.to_string())
+        .collect();
+    macs.push("02:00:00:00:99:99".into());
+    let mut requests = Vec::new();
+    let mut labels = Vec::new();
+    for mac in &macs {
+        for (kind, opts) in &kinds {
+            // pxe_options carries its own 55; a later 55 would be a second
+            // copy — keep one, the wider list.
+            let opts: Vec<_> = opts
+                .iter()
+                .filter(|(c, v)| *c != 55 || v.len() > 15)
+                .cloned()
+                .collect();
+            let xid = 0xd1f0_0000 + requests.len() as u32;
+            requests.push(broadcast_request(
+                mac,
+                xid,
+                vaquero_dhcp::MessageType::Discover,
+                &opts,
+            ));
+            labels.push(format!("{mac} {kind}"));
+        }
+    }
+    let replies = seg.client(2, "0.0.0.0:68", "255.255.255.255:67", 300, &requests);
+
+    let mut compared = 0;
+    for (i, label) in labels.iter().enumerate() {
+        let by = |server: &str| {
+            let v: Vec<_> = replies
+                .iter()
+                .filter(|(j, _)| *j == i)
+                .map(|(_, b)| decode(b))
+                .filter(|r| server_id(r) == server)
+                .collect();
+            assert!(v.len() <= 1, "{label}: several replies from {server}");
+            v.into_iter().next()
+        };
+        let (ours, theirs) = (by("10.99.0.2"), by("10.99.0.3"));
+        let (Some(ours), Some(theirs)) = (ours, theirs) else {
+            // Both silent (the unknown MAC) is agreement too.
+            assert!(
+                by("10.99.0.2").is_none() && by("10.99.0.3").is_none(),
+                "{label}: only one server answered\n{}",
+                seg.dnsmasq_log(1)
+            );
+            assert!(
+                label.starts_with("02:00:00:00:99:99"),
+                "{label}: nobody answered"
+            );
+            continue;
+        };
+        assert_eq!(ours.yiaddr, theirs.yiaddr, "{label}: address");
+        for code in [1, 3, 6, 7, 12, 15, 42, 51, 150, 224, 252] {
+            assert_eq!(
+                ours.option(code),
+                theirs.option(code),
+                "{label}: option {code}"
+            );
+        }
+        assert_eq!(boot_file(&ours), boot_file(&theirs), "{label}: boot file");
+        if boot_file(&ours).is_some() {
+            assert_eq!(ours.siaddr, theirs.siaddr, "{label}: next server");
+        }
+        compared += 1;
+    }
+    assert_eq!(compared, (macs.len() - 1) * kinds.len());
 }
