@@ -7,6 +7,7 @@
 //! and a first tokio [`Server`] (one interface, model swap, metrics,
 //! events) are built and tested; see the issue notes for what is next.
 
+pub mod export;
 pub mod responder;
 pub mod rogue;
 pub mod server;

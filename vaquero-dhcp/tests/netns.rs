@@ -892,96 +892,6 @@ fn proxy_mode_beside_dnsmasq_boot_info_from_us_address_from_dnsmasq() {
     assert_eq!(server_id(&acks[0]), "10.99.0.2");
 }
 
-/// dnsmasq's configuration for the lab's provisioning subnet, written from
-/// the same compiled model our server answers from: one `dhcp-host` per
-/// interface, the subnet's options, and the same boot-file choices.
-fn dnsmasq_conf_from_model(m: &vaquero_model::SiteModel, subnet: &str) -> String {
-    let sub = m.site().subnets.iter().find(|s| s.id == subnet).unwrap();
-    let mut c = String::new();
-    let lease = sub.lease_time.map_or(3600, |d| d.as_secs());
-    c += &format!(
-        "dhcp-range=set:{subnet},{},static,{},{lease}\n",
-        sub.cidr.network(),
-        sub.cidr.netmask()
-    );
-    let opt =
-        |c: &mut String, o: &str, v: &str| *c += &format!("dhcp-option=tag:{subnet},{o},{v}\n");
-    if let Some(g) = sub.gateway {
-        opt(&mut c, "option:router", &g.to_string());
-    }
-    let dns: Vec<String> = sub.dns.iter().map(|a| a.to_string()).collect();
-    opt(&mut c, "option:dns-server", &dns.join(","));
-    if let Some(d) = &sub.domain_name {
-        opt(&mut c, "option:domain-name", d);
-    }
-    opt(&mut c, "option:ntp-server", &sub.ntp.join(","));
-    if let Some(l) = sub.log_server {
-        opt(&mut c, "option:log-server", &l.to_string());
-    }
-    for o in &sub.dhcp_options {
-        let bytes = o.encode().unwrap();
-        // dnsmasq parses values by the option's known type: addresses as
-        // dotted quads, everything else as colon-separated hex.
-        let value: Vec<String> = if o.kind == vaquero_model::DhcpOptionType::Addresses {
-            bytes
-                .chunks(4)
-                .map(|a| std::net::Ipv4Addr::new(a[0], a[1], a[2], a[3]).to_string())
-                .collect()
-        } else {
-            bytes.iter().map(|b| format!("{b:02x}")).collect()
-        };
-        let sep = if o.kind == vaquero_model::DhcpOptionType::Addresses {
-            ","
-        } else {
-            ":"
-        };
-        opt(&mut c, &o.option.to_string(), &value.join(sep));
-    }
-    for h in m.hosts() {
-        for i in h
-            .interfaces
-            .iter()
-            .filter(|i| i.subnet == subnet && !i.ignore_dhcp)
-        {
-            let name = i.hostname.as_deref().unwrap_or(&h.name);
-            c += &format!(
-                "dhcp-host={},set:h{},{},{name},{lease}\n",
-                i.mac, h.name, i.ipv4
-            );
-        }
-    }
-    // The same boot choices as ours: iPXE → its script over HTTP; BIOS →
-    // undionly.kpxe and UEFI x64 → ipxe.efi over TFTP from 10.99.0.2.
-    let agent = m.agent_url().unwrap().trim_end_matches('/');
-    c += "dhcp-userclass=set:ipxe,iPXE\n";
-    c += "dhcp-match=set:bios,option:client-arch,0\n";
-    for a in [6, 7, 9] {
-        c += &format!("dhcp-match=set:efi64,option:client-arch,{a}\n");
-    }
-    c += "dhcp-boot=tag:!ipxe,tag:bios,undionly.kpxe,,10.99.0.2\n";
-    c += "dhcp-boot=tag:!ipxe,tag:efi64,ipxe.efi,,10.99.0.2\n";
-    c += &format!("dhcp-boot=tag:ipxe,{agent}/boot.ipxe,,10.99.0.2\n");
-    // A host's own boot files, tagged by host. (dnsmasq takes the last
-    // matching dhcp-boot line.)
-    for h in m.hosts() {
-        let own = h.boot_files.clone().unwrap_or_default();
-        if let Some(f) = &own.bios {
-            c += &format!(
-                "dhcp-boot=tag:h{},tag:!ipxe,tag:bios,{f},,10.99.0.2\n",
-                h.name
-            );
-        }
-        if let Some(f) = &own.uefi_x64 {
-            c += &format!(
-                "dhcp-boot=tag:h{},tag:!ipxe,tag:efi64,{f},,10.99.0.2\n",
-                h.name
-            );
-        }
-    }
-    c += "dhcp-broadcast\n";
-    c
-}
-
 #[test]
 fn differential_against_dnsmasq_configured_from_the_same_hosts() {
     // 0: us, 1: dnsmasq from the same model, 2: a client asking both.
@@ -995,7 +905,9 @@ fn differential_against_dnsmasq_configured_from_the_same_hosts() {
     };
     let (ns, iface) = (seg.ns(0).to_owned(), seg.iface(0).to_owned());
     let _lines = start_server_in(&mut seg.children, &ns, &iface, "server");
-    seg.dnsmasq(1, &dnsmasq_conf_from_model(&model, "prov"));
+    // dnsmasq answers broadcast, as we do for clients without an address.
+    let conf = vaquero_dhcp::export::dnsmasq(&model, "prov", "10.99.0.2".parse().unwrap()).unwrap();
+    seg.dnsmasq(1, &format!("{conf}dhcp-broadcast\n"));
 
     // Every provisioning-subnet MAC (and one unknown), as a plain client,
     // a BIOS PXE ROM, a UEFI x64 PXE ROM and iPXE.
