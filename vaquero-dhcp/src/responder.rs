@@ -60,6 +60,23 @@ pub enum Silence {
     NotAnswered,
 }
 
+impl Silence {
+    /// A short name for metrics labels and logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Silence::UnknownClient => "unknown_client",
+            Silence::Ignored => "ignored",
+            Silence::WrongSubnet => "wrong_subnet",
+            Silence::OtherServer => "other_server",
+            Silence::Noted(MessageType::Decline) => "decline",
+            Silence::Noted(MessageType::Release) => "release",
+            Silence::Noted(_) => "noted",
+            Silence::NotForProxy => "not_for_proxy",
+            Silence::NotAnswered => "not_answered",
+        }
+    }
+}
+
 /// The responder's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 use vaquero_model::{DhcpMode, SiteModel};
 
-use crate::responder::{BootTarget, Decision, Destination, Link, respond};
+use crate::responder::{BootTarget, Decision, Destination, Link, Silence, respond};
 use crate::wire::{MessageType, encode, parse};
 
 /// How the server runs.
@@ -228,8 +228,7 @@ impl Server {
                 }
             };
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
-            let kind =
-                format!("{:?}", req.msg_type.unwrap_or(MessageType::Other(0))).to_lowercase();
+            let kind = req.msg_type.unwrap_or(MessageType::Other(0)).name();
             metrics::counter!("dhcp_requests_total", "type" => kind).increment(1);
             // The model of this instant; a swap never stalls a packet.
             let model = self.model.borrow().clone();
@@ -252,8 +251,20 @@ impl Server {
             match decision {
                 Decision::Silence(s) => {
                     self.stats.silent.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!("dhcp_dropped_total", "reason" => format!("{s:?}").to_lowercase()).increment(1);
-                    debug!(mac = %req.chaddr, xid = req.xid, reason = ?s, "no answer");
+                    metrics::counter!("dhcp_dropped_total", "reason" => s.reason()).increment(1);
+                    match s {
+                        // A client found its address in use: an operator
+                        // must look (a duplicate, a stray static address).
+                        Silence::Noted(MessageType::Decline) => {
+                            warn!(mac = %req.chaddr, xid = req.xid, address = ?req.requested_ip, "client declined its address: it is in use on the network")
+                        }
+                        Silence::Noted(_) => {
+                            info!(mac = %req.chaddr, xid = req.xid, "client released its lease")
+                        }
+                        _ => {
+                            debug!(mac = %req.chaddr, xid = req.xid, reason = s.reason(), "no answer")
+                        }
+                    }
                     event.silence = Some(s);
                 }
                 Decision::Reply {

@@ -50,6 +50,21 @@ impl MessageType {
         }
     }
 
+    /// A short lowercase name for metrics labels and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Discover => "discover",
+            Self::Offer => "offer",
+            Self::Request => "request",
+            Self::Decline => "decline",
+            Self::Ack => "ack",
+            Self::Nak => "nak",
+            Self::Release => "release",
+            Self::Inform => "inform",
+            Self::Other(_) => "other",
+        }
+    }
+
     /// Option 53's value for this type.
     pub fn code(self) -> u8 {
         match self {
