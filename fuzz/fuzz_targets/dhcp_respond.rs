@@ -1,6 +1,7 @@
 //! Any datagram through the DHCP wire boundary and the responder, in every
 //! mode: no panic, and every reply encodes to something that decodes with
-//! the same type, address and server id.
+//! the same type, address and server id. The same datagram, seen on the
+//! client port, through the rogue-server inspector: no panic.
 #![no_main]
 
 use std::net::Ipv4Addr;
@@ -32,6 +33,10 @@ fn model() -> &'static SiteModel {
 }
 
 fuzz_target!(|data: &[u8]| {
+    let own = Ipv4Addr::new(10, 0, 0, 2);
+    if let Some(r) = vaquero_dhcp::inspect(data, (Ipv4Addr::new(10, 0, 0, 9), 67).into(), own) {
+        assert_ne!(r.server_id, own, "our own reply is never rogue");
+    }
     let Ok(req) = parse(data) else {
         return;
     };

@@ -1,11 +1,37 @@
-//! DHCPv4 for Vaquero: the wire boundary over `dhcproto`, a pure responder
-//! (request + compiled site model → reply or silence) for server,
-//! proxyDHCP and relay modes with PXE/iPXE boot-file selection, and (next)
-//! a tokio server on top.
+//! DHCPv4 for Vaquero: the first packet a machine sends decides whether
+//! it boots.
 //!
-//! **Status:** the wire boundary ([`wire`]), the responder ([`responder`])
-//! and a first tokio [`Server`] (one interface, model swap, metrics,
-//! events) are built and tested; see the issue notes for what is next.
+//! - [`wire`]: the boundary over `dhcproto`. Datagrams are validated
+//!   (magic cookie, option lengths) before decoding; no `dhcproto` type
+//!   escapes. A [`Request`] has typed accessors for what boot decisions
+//!   need (message type, architecture, vendor and user class, iPXE's
+//!   option 175, GUID, NIC id, relay agent information, option 55, 57).
+//! - [`responder`]: pure — request + compiled [`vaquero_model::SiteModel`]
+//!   + link → reply or [`Silence`]. Server mode answers hosts in the model
+//!   with their static address and the subnet's options; proxy mode gives
+//!   PXE clients boot information only (ports 67 and 4011); relayed
+//!   requests are answered to the relay with option 82 echoed. Boot
+//!   selection: iPXE → `boot.ipxe` over HTTP; BIOS → `undionly.kpxe`; UEFI
+//!   x64 → `ipxe.efi`; UEFI HTTP boot → a URL; ARM64 → its binary; all
+//!   overridable per site and per host (`boot_files`).
+//! - [`server`]: the tokio [`Server`] on one interface (SO_BINDTODEVICE),
+//!   a model that can be swapped while packets flow, metrics, a
+//!   [`DhcpEvent`] per decision, and [`rogue`] server detection.
+//! - [`export`]: a subnet of the model as dnsmasq or Kea configuration.
+//!
+//! ```no_run
+//! # async fn demo(model: vaquero_model::SiteModel) -> std::io::Result<()> {
+//! use std::sync::Arc;
+//! use vaquero_dhcp::{Server, ServerConfig};
+//! use vaquero_model::DhcpMode;
+//!
+//! let (swap, rx) = tokio::sync::watch::channel(Arc::new(model));
+//! let config = ServerConfig::new(Some("eth1".into()), "10.99.0.2".parse().unwrap(), DhcpMode::Server);
+//! let server = Server::bind(config, rx, None)?;
+//! // `swap.send(Arc::new(new_model))` replaces the model at run time.
+//! server.run(async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! # drop(swap); Ok(()) }
+//! ```
 
 pub mod export;
 pub mod responder;
