@@ -6,8 +6,9 @@
 //!   escapes. A [`Request`] has typed accessors for what boot decisions
 //!   need (message type, architecture, vendor and user class, iPXE's
 //!   option 175, GUID, NIC id, relay agent information, option 55, 57).
-//! - [`responder`]: pure — request + compiled [`vaquero_model::SiteModel`]
-//!   + link → reply or [`Silence`]. Server mode answers hosts in the model
+//! - [`responder`]: pure — a request, the compiled
+//!   [`vaquero_model::SiteModel`] and the link give a reply or a
+//!   [`Silence`]. Server mode answers hosts in the model
 //!   with their static address and the subnet's options; proxy mode gives
 //!   PXE clients boot information only (ports 67 and 4011); relayed
 //!   requests are answered to the relay with option 82 echoed. Boot
