@@ -132,6 +132,18 @@ mod tests {
     }
 
     #[test]
+    fn a_hardware_length_past_chaddr_is_dropped() {
+        // Found by fuzz/dhcp_respond: dhcproto would slice chaddr[..63].
+        let mut d = reply(MessageType::Offer, Some(OTHER));
+        d[2] = 63;
+        assert_eq!(inspect(&d, from(OTHER), OWN), None);
+        assert!(matches!(
+            decode_reply(&d),
+            Err(crate::wire::WireError::Hardware { htype: 1, hlen: 63 })
+        ));
+    }
+
+    #[test]
     fn without_a_server_id_the_source_names_the_server() {
         let r = inspect(&reply(MessageType::Offer, None), from(OTHER), OWN).unwrap();
         assert_eq!(r.server_id, OTHER);

@@ -229,12 +229,7 @@ pub fn parse(buf: &[u8]) -> Result<Request, WireError> {
     if buf[0] != 1 {
         return Err(WireError::NotRequest(buf[0]));
     }
-    if buf[1] != 1 || buf[2] != 6 {
-        return Err(WireError::Hardware {
-            htype: buf[1],
-            hlen: buf[2],
-        });
-    }
+    check_ethernet(buf)?;
     let msg = v4::Message::decode(&mut Decoder::new(buf))
         .map_err(|e| WireError::Malformed(e.to_string()))?;
     let ch = msg.chaddr();
@@ -427,7 +422,21 @@ pub fn encode(reply: &Reply, params: &[u8], max_size: Option<u16>) -> Vec<u8> {
     out
 }
 
-/// Decodes one of our replies (for tests and fuzzing): type and options.
+/// Only Ethernet (htype 1, hlen 6): dhcproto slices `chaddr` by `hlen`
+/// and panics past 16, so this is checked before it decodes anything.
+fn check_ethernet(buf: &[u8]) -> Result<(), WireError> {
+    if buf[1] != 1 || buf[2] != 6 {
+        return Err(WireError::Hardware {
+            htype: buf[1],
+            hlen: buf[2],
+        });
+    }
+    Ok(())
+}
+
+/// Decodes a server's reply — ours in tests and fuzzing, other servers'
+/// in rogue detection (so it is validated like any datagram from the
+/// network): the reply and the order its options came in.
 pub fn decode_reply(buf: &[u8]) -> Result<(Reply, Vec<u8>), WireError> {
     if buf.len() < HEADER + 4 {
         return Err(WireError::TooShort(buf.len()));
@@ -436,6 +445,7 @@ pub fn decode_reply(buf: &[u8]) -> Result<(Reply, Vec<u8>), WireError> {
         return Err(WireError::BadCookie);
     }
     check_options(&buf[HEADER + 4..])?;
+    check_ethernet(buf)?;
     let msg = v4::Message::decode(&mut Decoder::new(buf))
         .map_err(|e| WireError::Malformed(e.to_string()))?;
     let mut options = Vec::new();
