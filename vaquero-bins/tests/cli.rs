@@ -129,15 +129,19 @@ fn preview_ipxe_and_configs() {
         "--ipxe",
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(
-        stdout(&o),
-        "#!ipxe\n\
-         echo Vaquero: storage-01 stage 0 (rocky-install, rocky-9)\n\
-         kernel --name kernel http://10.99.0.2:8080/files/rocky-9/vmlinuz\n\
-         initrd --name initrd0 http://10.99.0.2:8080/files/rocky-9/initrd.img\n\
-         imgargs kernel initrd=initrd0 inst.repo=http://10.99.0.2:8080/files/rocky-9/os inst.ks=http://10.99.0.2:8080/config/52-54-00-00-01-21?boot=rocky-install ip=ens3:dhcp console=ttyS0,115200n8\n\
-         boot kernel\n"
-    );
+    // The same script iPXE would get (whole scripts are snapshot-tested
+    // in vaquero-ipxe): the stage's kernel, initrd and command line.
+    let out = stdout(&o);
+    for line in [
+        "#!ipxe",
+        "echo Vaquero: storage-01 stage 0 (rocky-install, rocky-9)",
+        "kernel --name kernel http://10.99.0.2:8080/files/rocky-9/vmlinuz && goto fetch0_ok ||",
+        "initrd --name initrd0 http://10.99.0.2:8080/files/rocky-9/initrd.img && goto fetch1_ok ||",
+        "imgargs kernel initrd=initrd0 inst.repo=http://10.99.0.2:8080/files/rocky-9/os inst.ks=http://10.99.0.2:8080/config/52-54-00-00-01-21?boot=rocky-install ip=ens3:dhcp console=ttyS0,115200n8",
+        "boot kernel || goto vaquero_failed",
+    ] {
+        assert!(out.lines().any(|l| l == line), "missing `{line}` in\n{out}");
+    }
     // Second stage of a two-stage workflow.
     let o = vaquero(&[
         "preview",
@@ -149,7 +153,7 @@ fn preview_ipxe_and_configs() {
         "1",
     ]);
     assert!(stdout(&o).contains(
-        "kernel --name kernel http://10.99.0.2:8080/files/flatcar/flatcar_production_pxe.vmlinuz\n"
+        "kernel --name kernel http://10.99.0.2:8080/files/flatcar/flatcar_production_pxe.vmlinuz && goto"
     ));
     // The unattended config of a boot.
     let o = vaquero(&[

@@ -15,4 +15,6 @@
 
 mod script;
 
-pub use script::{Script, ScriptError, boot_script, local_boot_script};
+pub use script::{
+    DEFAULT_TRIES, Script, ScriptError, boot_script, chain_script, local_boot_script,
+};

@@ -30,6 +30,8 @@ fn check(what: &'static str, value: &str, allow_spaces: bool) -> Result<(), Scri
         Some("it contains a line break")
     } else if value.contains("${") {
         Some("iPXE would expand `${`")
+    } else if value.contains("&&") || value.contains("||") {
+        Some("iPXE would read `&&` or `||` as a command separator")
     } else if !allow_spaces && value.contains(char::is_whitespace) {
         Some("it contains whitespace")
     } else if value.is_empty() && !allow_spaces {
@@ -51,7 +53,14 @@ fn check(what: &'static str, value: &str, allow_spaces: bool) -> Result<(), Scri
 #[derive(Debug, Clone)]
 pub struct Script {
     text: String,
+    /// Attempts per fetch (1 = no retry loop).
+    tries: u32,
+    /// Fetch loops written so far (their labels are `fetch0`, `fetch1`, …).
+    loops: u32,
 }
+
+/// The label every retry loop jumps to when it gives up.
+const FAILED: &str = "vaquero_failed";
 
 impl Default for Script {
     fn default() -> Self {
@@ -64,13 +73,46 @@ impl Script {
     pub fn new() -> Self {
         Script {
             text: String::from("#!ipxe\n"),
+            tries: 1,
+            loops: 0,
         }
     }
 
-    /// `echo TEXT`; `${` and line breaks are dropped from the text.
+    /// Fetches (`kernel`, `initrd`, `chain`) written after this are tried
+    /// up to `tries` times, 3 s apart, before the script gives up (a flaky
+    /// link or a busy agent should not fail a boot). When a loop gives up
+    /// the machine reboots and starts over (or, where iPXE has no `reboot`,
+    /// exits to the next boot device).
+    pub fn retries(&mut self, tries: u32) -> &mut Self {
+        self.tries = tries.max(1);
+        self
+    }
+
+    /// Writes `command` (built by this module, never a raw user value)
+    /// inside a bounded retry loop when retries are on.
+    fn fetch(&mut self, what: &str, command: &str) {
+        if self.tries <= 1 {
+            let _ = writeln!(self.text, "{command}");
+            return;
+        }
+        let l = format!("fetch{}", self.loops);
+        self.loops += 1;
+        let n = self.tries;
+        let _ = writeln!(
+            self.text,
+            "set tries:int32 1\n:{l}\n{command} && goto {l}_ok ||\n\
+             echo {what} failed (try ${{tries}} of {n})\n\
+             iseq ${{tries}} {n} && goto {FAILED} ||\n\
+             inc tries\nsleep 3\ngoto {l}\n:{l}_ok"
+        );
+    }
+
+    /// `echo TEXT`; `${`, `&&`, `||` and line breaks are defused.
     pub fn echo(&mut self, text: &str) -> &mut Self {
         let clean: String = text
             .replace("${", "$ {")
+            .replace("&&", "& &")
+            .replace("||", "| |")
             .chars()
             .map(|c| if c == '\n' || c == '\r' { ' ' } else { c })
             .collect();
@@ -82,7 +124,7 @@ impl Script {
     pub fn kernel(&mut self, name: &str, url: &str) -> Result<&mut Self, ScriptError> {
         check("image name", name, false)?;
         check("kernel URL", url, false)?;
-        let _ = writeln!(self.text, "kernel --name {name} {url}");
+        self.fetch("Loading the kernel", &format!("kernel --name {name} {url}"));
         Ok(self)
     }
 
@@ -90,7 +132,20 @@ impl Script {
     pub fn initrd(&mut self, name: &str, url: &str) -> Result<&mut Self, ScriptError> {
         check("image name", name, false)?;
         check("initrd URL", url, false)?;
-        let _ = writeln!(self.text, "initrd --name {name} {url}");
+        self.fetch(
+            &format!("Loading {name}"),
+            &format!("initrd --name {name} {url}"),
+        );
+        Ok(self)
+    }
+
+    /// `chain --autofree --replace URL`: load and run another script.
+    pub fn chain(&mut self, url: &str) -> Result<&mut Self, ScriptError> {
+        check("chain URL", url, false)?;
+        self.fetch(
+            "Fetching the boot script",
+            &format!("chain --autofree --replace {url}"),
+        );
         Ok(self)
     }
 
@@ -102,10 +157,14 @@ impl Script {
         Ok(self)
     }
 
-    /// `boot IMAGE`.
+    /// `boot IMAGE` (a boot that fails gives up like a failed fetch).
     pub fn boot(&mut self, image: &str) -> Result<&mut Self, ScriptError> {
         check("image name", image, false)?;
-        let _ = writeln!(self.text, "boot {image}");
+        if self.loops > 0 {
+            let _ = writeln!(self.text, "boot {image} || goto {FAILED}");
+        } else {
+            let _ = writeln!(self.text, "boot {image}");
+        }
         Ok(self)
     }
 
@@ -115,9 +174,27 @@ impl Script {
         self
     }
 
-    /// The script text.
-    pub fn render(&self) -> &str {
-        &self.text
+    /// Boot the local disk: UEFI firmware goes on to its next boot entry
+    /// on `exit`; BIOS is told to boot the first hard disk (`sanboot`),
+    /// since some BIOSes hang or loop back into PXE on `exit`.
+    pub fn local_disk(&mut self) -> &mut Self {
+        self.text.push_str(
+            "iseq ${platform} efi && exit ||\nsanboot --no-describe --drive 0x80 || exit\n",
+        );
+        self
+    }
+
+    /// The script text (with the give-up tail when retry loops were
+    /// written).
+    pub fn render(&self) -> String {
+        let mut t = self.text.clone();
+        if self.loops > 0 {
+            let _ = writeln!(
+                t,
+                "exit 0\n:{FAILED}\necho Vaquero: giving up, rebooting in 10 s\nsleep 10\nreboot || exit 1"
+            );
+        }
+        t
     }
 }
 
@@ -126,6 +203,7 @@ impl Script {
 /// find them), command line, boot.
 pub fn boot_script(title: &str, boot: &vaquero_model::RenderedBoot) -> Result<Script, ScriptError> {
     let mut s = Script::new();
+    s.retries(DEFAULT_TRIES);
     s.echo(title);
     s.kernel("kernel", &boot.kernel)?;
     let mut args = Vec::new();
@@ -142,12 +220,38 @@ pub fn boot_script(title: &str, boot: &vaquero_model::RenderedBoot) -> Result<Sc
     Ok(s)
 }
 
+/// Attempts per fetch in the scripts this crate writes.
+pub const DEFAULT_TRIES: u32 = 5;
+
 /// The script for a host with nothing to do: boot from the local disk.
 pub fn local_boot_script(why: &str) -> Script {
     let mut s = Script::new();
     s.echo(&format!("{why}: booting from local disk"));
-    s.exit();
+    s.local_disk();
     s
+}
+
+/// `boot.ipxe`: what every iPXE is told to load first. It chains to the
+/// per-host script at `{agent}/ipxe`, identifying the machine by the MAC
+/// of the NIC that booted — `${netX/mac}`, iPXE's most recently opened
+/// network device, which is the one whose DHCP answer led here (`net0`
+/// would name the first NIC even when a later one booted) — hyphenated,
+/// plus its SMBIOS UUID and serial, iPXE's build architecture and
+/// platform (`pcbios` or `efi`).
+pub fn chain_script(agent: &str) -> Result<Script, ScriptError> {
+    let agent = agent.trim_end_matches('/');
+    check("agent URL", agent, false)?;
+    let mut s = Script::new();
+    s.retries(DEFAULT_TRIES);
+    s.echo("Vaquero: fetching this machine's boot script");
+    // Our own fixed text: the `${…}` here are meant for iPXE to expand.
+    s.fetch(
+        "Fetching the boot script",
+        &format!(
+            "chain --autofree --replace {agent}/ipxe?mac=${{netX/mac:hexhyp}}&uuid=${{uuid}}&serial=${{serial:uristring}}&arch=${{buildarch}}&platform=${{platform}}"
+        ),
+    );
+    Ok(s)
 }
 
 #[cfg(test)]
@@ -174,10 +278,27 @@ mod tests {
             initrds: vec!["http://a/i".into()],
             cmdline: "console=ttyS0".into(),
         };
-        let s = boot_script("t", &b).unwrap();
+        let s = boot_script("t", &b).unwrap().render();
+        // Each fetch in its own bounded loop, then the command line, boot,
+        // and the give-up tail. (Whole scripts: tests/snapshots.)
+        let order: Vec<&str> = s
+            .lines()
+            .filter(|l| {
+                ["#!", "kernel", "initrd", "imgargs", "boot", "reboot"]
+                    .iter()
+                    .any(|p| l.starts_with(p))
+            })
+            .collect();
         assert_eq!(
-            s.render(),
-            "#!ipxe\necho t\nkernel --name kernel http://a/k\ninitrd --name initrd0 http://a/i\nimgargs kernel initrd=initrd0 console=ttyS0\nboot kernel\n"
+            order,
+            [
+                "#!ipxe",
+                "kernel --name kernel http://a/k && goto fetch0_ok ||",
+                "initrd --name initrd0 http://a/i && goto fetch1_ok ||",
+                "imgargs kernel initrd=initrd0 console=ttyS0",
+                "boot kernel || goto vaquero_failed",
+                "reboot || exit 1",
+            ]
         );
     }
 }
