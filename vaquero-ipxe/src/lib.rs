@@ -1,10 +1,18 @@
-//! iPXE for Vaquero: a typed script builder and (in its own issue) the HTTP
-//! boot service that serves chain scripts, per-host scripts, unattended
-//! configs, files and checkpoints.
+//! iPXE for Vaquero: a typed script builder and the HTTP boot service —
+//! everything a machine fetches after DHCP: the chain script, its per-host
+//! script, kernels and initrds, its unattended config, and the checkpoint
+//! call that says "I am installed".
 //!
-//! **Status:** the script builder ([`Script`], [`boot_script`],
-//! [`local_boot_script`]) is real and used by `vaquero preview`; the HTTP
-//! service is built in its own issue.
+//! - [`Script`], [`boot_script`], [`chain_script`], [`local_boot_script`]:
+//!   scripts that never carry a value iPXE would split or expand, with
+//!   bounded retries of every fetch.
+//! - [`service::router`]: the axum router of the boot service (see the
+//!   route table there), answering from a swappable compiled model and a
+//!   [`BootState`] (what each host boots now; the engine implements it,
+//!   [`MemoryBootState`] is here).
+//! - [`files`]: `/files` from a directory (ranges, validators, no path
+//!   escape), or a caching proxy to a CDN.
+//! - [`token`]: signed, expiring checkpoint tokens.
 //!
 //! ```
 //! let mut s = vaquero_ipxe::Script::new();
@@ -13,8 +21,16 @@
 //! assert!(s.render().starts_with("#!ipxe\n"));
 //! ```
 
+mod cdn;
+pub mod files;
 mod script;
+pub mod service;
+pub mod state;
+pub mod token;
 
 pub use script::{
     DEFAULT_TRIES, Script, ScriptError, boot_script, chain_script, local_boot_script,
 };
+pub use service::{BootEvent, CdnConfig, Route, ServiceConfig, router, serve};
+pub use state::{BootState, Current, MemoryBootState};
+pub use token::{Claims, TokenError, TokenKey};

@@ -45,6 +45,7 @@ pub struct SiteModel {
     version: String,
     revision: Option<String>,
     by_mac: HashMap<MacAddr, (u32, u16)>,
+    by_ipv4: HashMap<std::net::Ipv4Addr, (u32, u16)>,
     by_uuid: HashMap<Uuid, u32>,
     by_location: HashMap<(Option<String>, Option<String>), u32>,
     by_name: HashMap<String, u32>,
@@ -206,6 +207,7 @@ impl SiteModel {
         };
         let n = if full { data.hosts.len() } else { 0 };
         let mut by_mac = HashMap::with_capacity(n * 2);
+        let mut by_ipv4 = HashMap::with_capacity(n * 2);
         let mut by_uuid = HashMap::new();
         let mut by_location = HashMap::new();
         let mut by_name = HashMap::with_capacity(n);
@@ -214,6 +216,7 @@ impl SiteModel {
             by_name.insert(h.name.clone(), hi);
             for (j, iface) in h.interfaces.iter().enumerate() {
                 by_mac.insert(iface.mac, (hi, j as u16));
+                by_ipv4.insert(iface.ipv4, (hi, j as u16));
             }
             if let Some(u) = h.uuid {
                 by_uuid.insert(u, hi);
@@ -251,6 +254,7 @@ impl SiteModel {
             version,
             revision: None,
             by_mac,
+            by_ipv4,
             by_uuid,
             by_location,
             by_name,
@@ -298,6 +302,18 @@ impl SiteModel {
     /// The host and interface owning a MAC address.
     pub fn by_mac(&self, mac: &MacAddr) -> Option<HostRef<'_>> {
         let (h, i) = *self.by_mac.get(mac)?;
+        let host = &self.data.hosts[h as usize];
+        Some(HostRef {
+            host,
+            index: h as usize,
+            interface: &host.interfaces[i as usize],
+        })
+    }
+
+    /// The host and interface owning an IPv4 address (to tie a request
+    /// from an installer to its host).
+    pub fn by_ipv4(&self, ip: &std::net::Ipv4Addr) -> Option<HostRef<'_>> {
+        let (h, i) = *self.by_ipv4.get(ip)?;
         let host = &self.data.hosts[h as usize];
         Some(HostRef {
             host,

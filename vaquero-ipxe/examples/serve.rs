@@ -1,0 +1,131 @@
+//! Serves the HTTP boot service for a SoT until interrupted.
+//!
+//! ```sh
+//! cargo run --release -p vaquero-ipxe --example serve -- \
+//!     --sot examples/lab --site lab --listen 10.99.0.2:8080 --files /srv/vaquero \
+//!     --provision all
+//! ```
+//!
+//! Which hosts get their first stage (instead of booting from disk) is set
+//! with `--provision` (a host name, repeatable, or `all`); the engine
+//! decides this in the real agent. The checkpoint key comes from
+//! `--key-file`, else `VAQUERO_CHECKPOINT_KEY`, else a random one.
+//! Every request is printed as one line on stdout.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Parser;
+use vaquero_ipxe::{CdnConfig, Current, MemoryBootState, ServiceConfig, TokenKey};
+use vaquero_model::{SiteModel, Sot};
+
+/// Serve the HTTP boot service for a SoT.
+#[derive(Parser)]
+struct Args {
+    /// The SoT directory.
+    #[arg(long)]
+    sot: PathBuf,
+    /// The site to serve.
+    #[arg(long)]
+    site: String,
+    /// Address and port to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// The directory served under /files.
+    #[arg(long)]
+    files: Option<PathBuf>,
+    /// Proxy /files to this upstream base URL through a local cache.
+    #[arg(long)]
+    cdn: Option<String>,
+    /// The cache directory for --cdn.
+    #[arg(long, default_value = "vaquero-cache")]
+    cache: PathBuf,
+    /// Cache size cap in MiB for --cdn.
+    #[arg(long, default_value_t = 10240)]
+    cache_mib: u64,
+    /// A file holding the checkpoint signing key.
+    #[arg(long)]
+    key_file: Option<PathBuf>,
+    /// Hosts to provision (their first stage, attempt 1); `all` for every host.
+    #[arg(long)]
+    provision: Vec<String>,
+}
+
+fn key(args: &Args) -> std::io::Result<Vec<u8>> {
+    if let Some(p) = &args.key_file {
+        return std::fs::read(p);
+    }
+    if let Ok(k) = std::env::var("VAQUERO_CHECKPOINT_KEY") {
+        return Ok(k.into_bytes());
+    }
+    let mut k = vec![0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut k)?;
+    Ok(k)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let args = Args::parse();
+    let sot = Sot::load_dir(&args.sot)?;
+    let model = Arc::new(SiteModel::compile(&sot, &args.site)?);
+    let state = Arc::new(MemoryBootState::new());
+    for h in model.hosts() {
+        if args.provision.iter().any(|p| p == "all" || *p == h.name)
+            && let Some(boot) = model.stages(h).first()
+        {
+            state.set(
+                &h.name,
+                Current::Stage {
+                    stage: 0,
+                    boot: (*boot).to_owned(),
+                    attempt: 1,
+                },
+            );
+        }
+    }
+    let mut config = ServiceConfig::new(args.files.clone(), TokenKey::new(key(&args)?));
+    if let Some(upstream) = &args.cdn {
+        config.cdn = Some(CdnConfig {
+            upstream: upstream.clone(),
+            cache_dir: args.cache.clone(),
+            max_bytes: args.cache_mib << 20,
+        });
+    }
+    let (events_tx, mut events) = tokio::sync::mpsc::channel(4096);
+    let (_swap, rx) = tokio::sync::watch::channel(model.clone());
+    let router = vaquero_ipxe::router(rx, state, config, Some(events_tx))?;
+    tokio::spawn(async move {
+        while let Some(e) = events.recv().await {
+            println!(
+                "{:?} {} host={} attempt={} client={} {}",
+                e.route,
+                e.status,
+                e.host.as_deref().unwrap_or("-"),
+                e.attempt.map_or("-".into(), |a| a.to_string()),
+                e.client.map_or("-".into(), |c| c.to_string()),
+                e.detail
+            );
+        }
+    });
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    println!(
+        "serving site {} (model {}) on http://{}",
+        args.site,
+        &model.version()[..12],
+        listener.local_addr()?
+    );
+    vaquero_ipxe::serve(listener, router, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
+    Ok(())
+}

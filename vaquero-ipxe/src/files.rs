@@ -1,0 +1,316 @@
+//! `/files`: assets from a directory, never outside it — single and
+//! multiple ranges, `ETag` / `If-None-Match`, `Last-Modified` /
+//! `If-Modified-Since`, `If-Range`, `HEAD` — streamed from disk, never
+//! loaded whole.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::ops::RangeInclusive;
+use std::path::{Component, Path, PathBuf};
+use std::time::SystemTime;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+
+/// Bytes read from disk per chunk of a response body.
+const CHUNK: usize = 256 * 1024;
+
+/// Why a path is refused before the file system is asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// Empty, absolute, `.`/`..`, or containing NUL.
+    #[error("path `{0}` is not a plain relative path")]
+    NotRelative(String),
+}
+
+/// The relative path `rel` (already percent-decoded) as a path under
+/// `root`, refusing anything that could name something outside it.
+/// Symlinks are checked after resolution by [`FileRoot::resolve`].
+pub fn join_safely(root: &Path, rel: &str) -> Result<PathBuf, PathError> {
+    let bad = || PathError::NotRelative(rel.to_owned());
+    if rel.is_empty() || rel.contains('\0') || rel.starts_with('/') {
+        return Err(bad());
+    }
+    let mut out = root.to_path_buf();
+    for c in Path::new(rel).components() {
+        match c {
+            Component::Normal(p) => out.push(p),
+            _ => return Err(bad()),
+        }
+    }
+    Ok(out)
+}
+
+/// A directory served under `/files`.
+#[derive(Debug, Clone)]
+pub struct FileRoot {
+    root: PathBuf,
+}
+
+impl FileRoot {
+    /// Serves `dir` (resolved once, so a symlinked root is fine).
+    pub fn new(dir: &Path) -> std::io::Result<Self> {
+        Ok(FileRoot {
+            root: std::fs::canonicalize(dir)?,
+        })
+    }
+
+    /// The file `rel` names, if it is a regular file inside the root after
+    /// every symlink is resolved.
+    pub async fn resolve(&self, rel: &str) -> Result<PathBuf, StatusCode> {
+        let p = join_safely(&self.root, rel).map_err(|_| StatusCode::BAD_REQUEST)?;
+        let real = tokio::fs::canonicalize(&p)
+            .await
+            .map_err(|_| StatusCode::NOT_FOUND)?;
+        if !real.starts_with(&self.root) {
+            return Err(StatusCode::FORBIDDEN);
+        }
+        Ok(real)
+    }
+
+    /// The response to `GET`/`HEAD` of `rel`.
+    pub async fn serve(&self, rel: &str, headers: &HeaderMap, head: bool) -> Response {
+        match self.resolve(rel).await {
+            Ok(path) => serve_path(&path, headers, head).await,
+            Err(status) => (status, status.canonical_reason().unwrap_or("")).into_response(),
+        }
+    }
+}
+
+/// A strong validator from size and modification time.
+pub fn etag(len: u64, modified: SystemTime) -> String {
+    let nanos = modified
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("\"{len:x}-{nanos:x}\"")
+}
+
+fn content_type(path: &Path) -> &'static str {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("ipxe" | "txt" | "cfg" | "ks") => "text/plain; charset=utf-8",
+        Some("json" | "ign") => "application/json",
+        Some("yaml" | "yml") => "application/yaml",
+        Some("iso") => "application/x-iso9660-image",
+        Some("efi" | "kpxe" | "pxe" | "lkrn") => "application/octet-stream",
+        _ => "application/octet-stream",
+    }
+}
+
+/// Whether `If-None-Match` matches `tag` (weak comparison, `*`).
+fn none_match(headers: &HeaderMap, tag: &str) -> Option<bool> {
+    let v = headers.get(header::IF_NONE_MATCH)?.to_str().ok()?;
+    let bare = tag.trim_start_matches("W/");
+    Some(
+        v.split(',')
+            .map(str::trim)
+            .any(|t| t == "*" || t.trim_start_matches("W/") == bare),
+    )
+}
+
+fn not_modified_since(headers: &HeaderMap, modified: SystemTime) -> bool {
+    let Some(v) = headers
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let Ok(since) = httpdate::parse_http_date(v) else {
+        return false;
+    };
+    // HTTP dates have whole seconds.
+    let secs = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    };
+    secs(modified) <= secs(since)
+}
+
+/// `If-Range`: ranges apply only if the validator still matches.
+fn if_range_holds(headers: &HeaderMap, tag: &str, modified: SystemTime) -> bool {
+    let Some(v) = headers.get(header::IF_RANGE).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    if v.starts_with('"') {
+        return v == tag;
+    }
+    httpdate::parse_http_date(v)
+        .is_ok_and(|d| httpdate::fmt_http_date(d) == httpdate::fmt_http_date(modified))
+}
+
+/// Streams `len` bytes of `path` from `start` in chunks read on a
+/// blocking thread (one per response, not one per chunk).
+fn stream(path: PathBuf, parts: Vec<Segment>) -> Body {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    tokio::task::spawn_blocking(move || {
+        let run = || -> std::io::Result<()> {
+            let mut f = std::fs::File::open(&path)?;
+            for part in parts {
+                match part {
+                    Segment::Text(t) => {
+                        if tx.blocking_send(Ok(t)).is_err() {
+                            return Ok(());
+                        }
+                    }
+                    Segment::File { start, len } => {
+                        f.seek(SeekFrom::Start(start))?;
+                        let mut left = len;
+                        while left > 0 {
+                            let n = (left as usize).min(CHUNK);
+                            let mut buf = vec![0u8; n];
+                            f.read_exact(&mut buf)?;
+                            left -= n as u64;
+                            // The client went away: stop reading.
+                            if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                                return Ok(());
+                            }
+                        }
+                    }
+                }
+            }
+            Ok(())
+        };
+        if let Err(e) = run() {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
+}
+
+enum Segment {
+    Text(Bytes),
+    File { start: u64, len: u64 },
+}
+
+/// The response for a regular file at `path` (already known to be safe).
+pub async fn serve_path(path: &Path, headers: &HeaderMap, head: bool) -> Response {
+    let meta = match tokio::fs::metadata(path).await {
+        Ok(m) if m.is_file() => m,
+        _ => return (StatusCode::NOT_FOUND, "Not Found").into_response(),
+    };
+    let len = meta.len();
+    let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+    let tag = etag(len, modified);
+    let mut h = HeaderMap::new();
+    let hv = |s: &str| HeaderValue::from_str(s).unwrap_or(HeaderValue::from_static(""));
+    h.insert(header::ETAG, hv(&tag));
+    h.insert(
+        header::LAST_MODIFIED,
+        hv(&httpdate::fmt_http_date(modified)),
+    );
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    // RFC 9110: If-None-Match wins over If-Modified-Since.
+    let not_modified = match none_match(headers, &tag) {
+        Some(m) => m,
+        None => not_modified_since(headers, modified),
+    };
+    if not_modified {
+        return (StatusCode::NOT_MODIFIED, h).into_response();
+    }
+    let ctype = content_type(path);
+    let ranges = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        Some(r) if if_range_holds(headers, &tag, modified) => {
+            match http_range_header::parse_range_header(r).and_then(|p| p.validate(len)) {
+                Ok(v) => Some(v),
+                Err(_) => {
+                    h.insert(header::CONTENT_RANGE, hv(&format!("bytes */{len}")));
+                    return (StatusCode::RANGE_NOT_SATISFIABLE, h).into_response();
+                }
+            }
+        }
+        _ => None,
+    };
+    let (status, parts, body_len) = match ranges.as_deref() {
+        None => {
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+            (StatusCode::OK, vec![Segment::File { start: 0, len }], len)
+        }
+        Some([r]) => {
+            let (s, e) = (*r.start(), *r.end());
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+            h.insert(header::CONTENT_RANGE, hv(&format!("bytes {s}-{e}/{len}")));
+            (
+                StatusCode::PARTIAL_CONTENT,
+                vec![Segment::File {
+                    start: s,
+                    len: e - s + 1,
+                }],
+                e - s + 1,
+            )
+        }
+        Some(many) => {
+            let (parts, total) = multipart(many, len, ctype, &tag);
+            h.insert(
+                header::CONTENT_TYPE,
+                hv(&format!(
+                    "multipart/byteranges; boundary={}",
+                    boundary(&tag)
+                )),
+            );
+            (StatusCode::PARTIAL_CONTENT, parts, total)
+        }
+    };
+    h.insert(header::CONTENT_LENGTH, hv(&body_len.to_string()));
+    if head {
+        return (status, h).into_response();
+    }
+    (status, h, stream(path.to_path_buf(), parts)).into_response()
+}
+
+fn boundary(tag: &str) -> String {
+    format!("vaquero-{}", tag.trim_matches('"'))
+}
+
+/// The parts of a `multipart/byteranges` body and its length.
+fn multipart(
+    ranges: &[RangeInclusive<u64>],
+    len: u64,
+    ctype: &str,
+    tag: &str,
+) -> (Vec<Segment>, u64) {
+    let b = boundary(tag);
+    let mut parts = Vec::new();
+    let mut total = 0u64;
+    for r in ranges {
+        let (s, e) = (*r.start(), *r.end());
+        let head = format!(
+            "\r\n--{b}\r\nContent-Type: {ctype}\r\nContent-Range: bytes {s}-{e}/{len}\r\n\r\n"
+        );
+        total += head.len() as u64 + (e - s + 1);
+        parts.push(Segment::Text(Bytes::from(head)));
+        parts.push(Segment::File {
+            start: s,
+            len: e - s + 1,
+        });
+    }
+    let tail = format!("\r\n--{b}--\r\n");
+    total += tail.len() as u64;
+    parts.push(Segment::Text(Bytes::from(tail)));
+    (parts, total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_relative_paths_join() {
+        let root = Path::new("/srv/files");
+        assert_eq!(
+            join_safely(root, "alpine/vmlinuz"),
+            Ok(PathBuf::from("/srv/files/alpine/vmlinuz"))
+        );
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../etc/passwd",
+            "a/../../b",
+            "./a",
+            "a\0b",
+        ] {
+            assert!(join_safely(root, bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,703 @@
+//! The HTTP boot service: what every machine fetches after DHCP.
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /boot.ipxe` | the chain script ([`crate::chain_script`]) |
+//! | `GET /ipxe?mac=&uuid=&serial=&arch=&platform=` | the host's script for its current stage, or exit to disk |
+//! | `GET /config/{mac}?boot=ID` | the rendered unattended config |
+//! | `GET, HEAD /files/{path}` | assets from `base_dir`, or through the CDN cache |
+//! | `GET, POST /checkpoint/{token}` | the installed OS reports completion |
+//!
+//! The router answers from a compiled model behind a `watch` channel (the
+//! agent swaps models at run time), asks a [`BootState`] what each host
+//! boots now, emits a [`BootEvent`] per request, and records metrics
+//! (`http_requests_total{route,status}`, `http_response_bytes_total{route}`,
+//! `http_request_seconds{route}`).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::Router;
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Path, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, warn};
+use vaquero_model::{AssetType, HostRef, InterfaceType, MacAddr, SiteModel, Uuid};
+
+use crate::cdn::Cdn;
+use crate::files::FileRoot;
+use crate::state::{BootState, Current};
+use crate::token::{Claims, TokenError, TokenKey};
+use crate::{boot_script, chain_script, local_boot_script};
+
+/// Which route a request took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// `/boot.ipxe`.
+    Chain,
+    /// `/ipxe`.
+    Script,
+    /// `/config/{mac}`.
+    Config,
+    /// `/files/{path}`.
+    Files,
+    /// `/checkpoint/{token}`.
+    Checkpoint,
+}
+
+/// One request, for the boot timeline.
+#[derive(Debug, Clone)]
+pub struct BootEvent {
+    /// When it was answered.
+    pub at: SystemTime,
+    /// The route.
+    pub route: Route,
+    /// The host, when the request could be tied to one (MAC, UUID, token
+    /// or the client's address).
+    pub host: Option<String>,
+    /// The boot attempt the host is in, when known.
+    pub attempt: Option<u64>,
+    /// The client's address.
+    pub client: Option<IpAddr>,
+    /// The response status.
+    pub status: u16,
+    /// What was served: the boot id, the file, why the host boots from
+    /// disk, why a checkpoint was refused.
+    pub detail: String,
+}
+
+/// The CDN cache of `/files`.
+#[derive(Debug, Clone)]
+pub struct CdnConfig {
+    /// Upstream base URL (`/files/{path}` is fetched from `{upstream}/{path}`).
+    pub upstream: String,
+    /// Where cached objects live (content-addressed).
+    pub cache_dir: PathBuf,
+    /// Cache size cap in bytes; least recently used objects are evicted.
+    pub max_bytes: u64,
+}
+
+/// How the service runs.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// The directory served under `/files` (the agent's `base_dir`).
+    pub files: Option<PathBuf>,
+    /// Or a CDN cache in front of an upstream (the site's `cdn`); used
+    /// when set.
+    pub cdn: Option<CdnConfig>,
+    /// Signs checkpoint tokens.
+    pub token_key: TokenKey,
+    /// How long a checkpoint token stays valid.
+    pub token_ttl: Duration,
+}
+
+impl ServiceConfig {
+    /// Files from `files`, tokens signed with `key`, valid for a day.
+    pub fn new(files: Option<PathBuf>, key: TokenKey) -> Self {
+        ServiceConfig {
+            files,
+            cdn: None,
+            token_key: key,
+            token_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+struct Inner {
+    model: watch::Receiver<Arc<SiteModel>>,
+    state: Arc<dyn BootState>,
+    key: TokenKey,
+    ttl: Duration,
+    files: Option<FileRoot>,
+    cdn: Option<Cdn>,
+    events: Option<mpsc::Sender<BootEvent>>,
+}
+
+type Shared = Arc<Inner>;
+
+/// Why the service could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The files directory cannot be used.
+    #[error("files directory {path}: {source}")]
+    Files {
+        /// The directory.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// The CDN cache cannot be set up.
+    #[error("CDN cache: {0}")]
+    Cdn(String),
+}
+
+/// The router of the boot service. Serve it with
+/// [`axum::serve`]`(listener, router.into_make_service_with_connect_info::<SocketAddr>())`
+/// (or [`serve`]) so that requests can be tied to hosts by address.
+pub fn router(
+    model: watch::Receiver<Arc<SiteModel>>,
+    state: Arc<dyn BootState>,
+    config: ServiceConfig,
+    events: Option<mpsc::Sender<BootEvent>>,
+) -> Result<Router, ServiceError> {
+    let files = match &config.files {
+        Some(p) => Some(FileRoot::new(p).map_err(|source| ServiceError::Files {
+            path: p.clone(),
+            source,
+        })?),
+        None => None,
+    };
+    let cdn = match &config.cdn {
+        Some(c) => Some(Cdn::new(c.clone()).map_err(ServiceError::Cdn)?),
+        None => None,
+    };
+    let inner = Arc::new(Inner {
+        model,
+        state,
+        key: config.token_key,
+        ttl: config.token_ttl,
+        files,
+        cdn,
+        events,
+    });
+    Ok(Router::new()
+        .route("/boot.ipxe", get(chain))
+        .route("/ipxe", get(host_script))
+        .route("/config/{mac}", get(config_handler))
+        .route("/files/{*path}", get(files_handler))
+        .route("/checkpoint/{token}", get(checkpoint).post(checkpoint))
+        .layer(axum::middleware::from_fn(metrics_layer))
+        .with_state(inner))
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, with client
+/// addresses available to the handlers.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+async fn metrics_layer(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |m| match m.as_str() {
+            "/boot.ipxe" => "boot.ipxe",
+            "/ipxe" => "ipxe",
+            "/config/{mac}" => "config",
+            "/files/{*path}" => "files",
+            "/checkpoint/{token}" => "checkpoint",
+            _ => "other",
+        });
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    metrics::counter!("http_requests_total", "route" => route, "status" => status).increment(1);
+    if let Some(n) = resp
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        metrics::counter!("http_response_bytes_total", "route" => route).increment(n);
+    }
+    metrics::histogram!("http_request_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    resp
+}
+
+/// The client's address, when the server was started with connect info.
+struct Peer(Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Peer(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip()),
+        ))
+    }
+}
+
+impl Inner {
+    fn emit(
+        &self,
+        route: Route,
+        host: Option<&str>,
+        attempt: Option<u64>,
+        client: Option<IpAddr>,
+        status: StatusCode,
+        detail: String,
+    ) {
+        debug!(?route, host, attempt, ?client, status = status.as_u16(), %detail, "boot service");
+        if let Some(tx) = &self.events {
+            let _ = tx.try_send(BootEvent {
+                at: SystemTime::now(),
+                route,
+                host: host.map(str::to_owned),
+                attempt,
+                client,
+                status: status.as_u16(),
+                detail,
+            });
+        }
+    }
+
+    fn attempt_of(&self, host: &str) -> Option<u64> {
+        match self.state.current(host) {
+            Current::Stage { attempt, .. } => Some(attempt),
+            Current::LocalDisk(_) => None,
+        }
+    }
+
+    fn token(&self, host: &str, boot: &str, attempt: u64) -> String {
+        let expires = SystemTime::now()
+            .checked_add(self.ttl)
+            .unwrap_or(SystemTime::now())
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.key.mint(&Claims {
+            host: host.to_owned(),
+            boot: boot.to_owned(),
+            attempt,
+            expires,
+        })
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+fn host_of_ip<'m>(m: &'m SiteModel, ip: Option<IpAddr>) -> Option<HostRef<'m>> {
+    match ip? {
+        IpAddr::V4(v4) => m.by_ipv4(&v4),
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().and_then(|v4| m.by_ipv4(&v4)),
+    }
+}
+
+/// The agent's base URL: the model's, else the one the client used.
+fn agent_url(m: &SiteModel, headers: &HeaderMap) -> Option<String> {
+    if let Some(u) = m.agent_url() {
+        return Some(u.trim_end_matches('/').to_owned());
+    }
+    headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|h| format!("http://{h}"))
+}
+
+async fn chain(State(s): State<Shared>, Peer(ip): Peer, headers: HeaderMap) -> Response {
+    let m = s.model.borrow().clone();
+    let host = host_of_ip(&m, ip).map(|h| h.host.name.clone());
+    let attempt = host.as_deref().and_then(|h| s.attempt_of(h));
+    let Some(agent) = agent_url(&m, &headers) else {
+        let r = "no agent URL in the model and no Host header".to_owned();
+        s.emit(
+            Route::Chain,
+            host.as_deref(),
+            attempt,
+            ip,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            r.clone(),
+        );
+        return text(StatusCode::INTERNAL_SERVER_ERROR, r);
+    };
+    match chain_script(&agent) {
+        Ok(script) => {
+            s.emit(
+                Route::Chain,
+                host.as_deref(),
+                attempt,
+                ip,
+                StatusCode::OK,
+                "boot.ipxe".into(),
+            );
+            text(StatusCode::OK, script.render())
+        }
+        Err(e) => {
+            s.emit(
+                Route::Chain,
+                host.as_deref(),
+                attempt,
+                ip,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                e.to_string(),
+            );
+            text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+        }
+    }
+}
+
+/// What iPXE reports about itself (see [`crate::chain_script`]).
+#[derive(Debug, Deserialize)]
+struct Identity {
+    mac: Option<String>,
+    uuid: Option<String>,
+    #[allow(dead_code)] // logged; reserved for inventory
+    serial: Option<String>,
+    arch: Option<String>,
+    platform: Option<String>,
+}
+
+async fn host_script(
+    State(s): State<Shared>,
+    Peer(ip): Peer,
+    Query(id): Query<Identity>,
+) -> Response {
+    let m = s.model.borrow().clone();
+    let mac = id.mac.as_deref().and_then(|v| v.parse::<MacAddr>().ok());
+    let h = mac.as_ref().and_then(|mac| m.by_mac(mac)).or_else(|| {
+        id.uuid
+            .as_deref()
+            .and_then(|u| u.parse::<Uuid>().ok())
+            .and_then(|u| m.by_uuid(&u))
+    });
+    let local = |host: Option<&str>, why: String| {
+        s.emit(
+            Route::Script,
+            host,
+            None,
+            ip,
+            StatusCode::OK,
+            format!("local disk: {why}"),
+        );
+        text(StatusCode::OK, local_boot_script(&why).render())
+    };
+    let Some(h) = h else {
+        let who = id
+            .mac
+            .as_deref()
+            .or(id.uuid.as_deref())
+            .unwrap_or("an unidentified machine");
+        return local(None, format!("{who} is not in the model"));
+    };
+    let name = h.host.name.as_str();
+    if h.interface.kind == InterfaceType::Bmc {
+        return local(
+            Some(name),
+            format!("{} is a BMC interface of {name}", h.interface.mac),
+        );
+    }
+    if h.host.never_provision {
+        return local(Some(name), format!("{name} is never provisioned"));
+    }
+    let (stage, boot, attempt) = match s.state.current(name) {
+        Current::Stage {
+            stage,
+            boot,
+            attempt,
+        } => (stage, boot, attempt),
+        Current::LocalDisk(why) => return local(Some(name), format!("{name}: {why}")),
+    };
+    let stages = m.stages(h.host);
+    if stages.get(stage).copied() != Some(boot.as_str()) {
+        warn!(
+            host = name,
+            stage, boot, "boot state names a stage the host's workflow does not have"
+        );
+        return local(
+            Some(name),
+            format!("{name}: stage {stage} ({boot}) is not in its workflow"),
+        );
+    }
+    let token = s.token(name, &boot, attempt);
+    let urls = m.urls(h, &boot, &token);
+    let ctx = m.context(h, &boot, urls.as_ref());
+    let script = m
+        .render_boot(&boot, &ctx)
+        .map_err(|e| e.to_string())
+        .and_then(|r| {
+            let title = format!(
+                "Vaquero: {name} stage {}/{} ({boot}, {}), attempt {attempt}",
+                stage + 1,
+                stages.len(),
+                r.os
+            );
+            boot_script(&title, &r).map_err(|e| e.to_string())
+        });
+    match script {
+        Ok(sc) => {
+            let detail = format!(
+                "{boot} (stage {stage}, {} {})",
+                id.arch.as_deref().unwrap_or("?"),
+                id.platform.as_deref().unwrap_or("?")
+            );
+            s.emit(
+                Route::Script,
+                Some(name),
+                Some(attempt),
+                ip,
+                StatusCode::OK,
+                detail,
+            );
+            text(StatusCode::OK, sc.render())
+        }
+        Err(e) => {
+            warn!(host = name, boot, error = %e, "rendering a boot script");
+            s.emit(
+                Route::Script,
+                Some(name),
+                Some(attempt),
+                ip,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                e.clone(),
+            );
+            text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n"))
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ConfigQuery {
+    boot: Option<String>,
+}
+
+fn config_type(t: AssetType) -> &'static str {
+    match t {
+        AssetType::CloudConfig => "text/cloud-config; charset=utf-8",
+        AssetType::Ignition => "application/vnd.coreos.ignition+json",
+        AssetType::Kickstart | AssetType::Untyped => "text/plain; charset=utf-8",
+    }
+}
+
+async fn config_handler(
+    State(s): State<Shared>,
+    Peer(ip): Peer,
+    Path(mac): Path<String>,
+    Query(q): Query<ConfigQuery>,
+) -> Response {
+    let m = s.model.borrow().clone();
+    let Some(h) = mac.parse::<MacAddr>().ok().and_then(|mac| m.by_mac(&mac)) else {
+        s.emit(
+            Route::Config,
+            None,
+            None,
+            ip,
+            StatusCode::NOT_FOUND,
+            format!("unknown MAC {mac}"),
+        );
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("{mac} is not in the model\n"),
+        );
+    };
+    let name = h.host.name.clone();
+    let current = s.state.current(&name);
+    let attempt = match &current {
+        Current::Stage { attempt, .. } => *attempt,
+        Current::LocalDisk(_) => 0,
+    };
+    let boot = match (q.boot, &current) {
+        (Some(b), _) => b,
+        (None, Current::Stage { boot, .. }) => boot.clone(),
+        (None, Current::LocalDisk(why)) => {
+            s.emit(
+                Route::Config,
+                Some(&name),
+                None,
+                ip,
+                StatusCode::NOT_FOUND,
+                why.clone(),
+            );
+            return text(
+                StatusCode::NOT_FOUND,
+                format!("{name} has no current boot: {why}\n"),
+            );
+        }
+    };
+    if !m.stages(h.host).contains(&boot.as_str()) {
+        s.emit(
+            Route::Config,
+            Some(&name),
+            Some(attempt),
+            ip,
+            StatusCode::NOT_FOUND,
+            format!("{boot} is not in the workflow"),
+        );
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("boot `{boot}` is not in {name}'s workflow\n"),
+        );
+    }
+    let token = s.token(&name, &boot, attempt);
+    let urls = m.urls(h, &boot, &token);
+    let ctx = m.context(h, &boot, urls.as_ref());
+    match m.render_unattended(&boot, &ctx) {
+        Ok(Some((kind, body))) => {
+            s.emit(
+                Route::Config,
+                Some(&name),
+                Some(attempt),
+                ip,
+                StatusCode::OK,
+                boot,
+            );
+            ([(header::CONTENT_TYPE, config_type(kind))], body).into_response()
+        }
+        Ok(None) => {
+            s.emit(
+                Route::Config,
+                Some(&name),
+                Some(attempt),
+                ip,
+                StatusCode::NOT_FOUND,
+                format!("{boot} has no unattended config"),
+            );
+            text(
+                StatusCode::NOT_FOUND,
+                format!("boot `{boot}` has no unattended config\n"),
+            )
+        }
+        Err(e) => {
+            s.emit(
+                Route::Config,
+                Some(&name),
+                Some(attempt),
+                ip,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                e.to_string(),
+            );
+            text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n"))
+        }
+    }
+}
+
+async fn files_handler(
+    State(s): State<Shared>,
+    Peer(ip): Peer,
+    method: Method,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let head = method == Method::HEAD;
+    let resp = if let Some(cdn) = &s.cdn {
+        cdn.serve(&path, &headers, head).await
+    } else if let Some(root) = &s.files {
+        root.serve(&path, &headers, head).await
+    } else {
+        text(StatusCode::NOT_FOUND, "no files are served here\n".into())
+    };
+    let m = s.model.borrow().clone();
+    let host = host_of_ip(&m, ip).map(|h| h.host.name.clone());
+    let attempt = host.as_deref().and_then(|h| s.attempt_of(h));
+    s.emit(
+        Route::Files,
+        host.as_deref(),
+        attempt,
+        ip,
+        resp.status(),
+        path,
+    );
+    resp
+}
+
+async fn checkpoint(
+    State(s): State<Shared>,
+    Peer(ip): Peer,
+    Path(token): Path<String>,
+) -> Response {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let refuse = |status: StatusCode, host: Option<&str>, why: String| {
+        s.emit(Route::Checkpoint, host, None, ip, status, why.clone());
+        text(status, format!("{why}\n"))
+    };
+    let claims = match s.key.verify(&token, now) {
+        Ok(c) => c,
+        Err(e @ (TokenError::Malformed | TokenError::BadSignature | TokenError::Expired)) => {
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                None,
+                format!("checkpoint refused: {e}"),
+            );
+        }
+    };
+    let m = s.model.borrow().clone();
+    if m.by_name(&claims.host).is_none() {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            Some(&claims.host),
+            format!("{} is not in the model", claims.host),
+        );
+    }
+    // A machine known by its address may only report for itself.
+    if let Some(other) = host_of_ip(&m, ip)
+        && other.host.name != claims.host
+    {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            Some(&other.host.name),
+            format!(
+                "{} presented {}'s checkpoint token",
+                other.host.name, claims.host
+            ),
+        );
+    }
+    match s.state.current(&claims.host) {
+        Current::Stage { attempt, boot, .. }
+            if attempt == claims.attempt && boot == claims.boot => {}
+        _ => {
+            return refuse(
+                StatusCode::CONFLICT,
+                Some(&claims.host),
+                format!(
+                    "{}: attempt {} of {} is not the current one",
+                    claims.host, claims.attempt, claims.boot
+                ),
+            );
+        }
+    }
+    if s.state.record_checkpoint(&claims.host, claims.attempt) {
+        s.emit(
+            Route::Checkpoint,
+            Some(&claims.host),
+            Some(claims.attempt),
+            ip,
+            StatusCode::OK,
+            claims.boot.clone(),
+        );
+        text(
+            StatusCode::OK,
+            format!(
+                "recorded: {} {} attempt {}\n",
+                claims.host, claims.boot, claims.attempt
+            ),
+        )
+    } else {
+        text(
+            StatusCode::OK,
+            format!(
+                "already recorded: {} {} attempt {}\n",
+                claims.host, claims.boot, claims.attempt
+            ),
+        )
+    }
+}

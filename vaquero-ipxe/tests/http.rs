@@ -1,0 +1,542 @@
+//! The boot service on 127.0.0.1 against a real client, `curl`: scripts,
+//! configs, files (ranges, validators, HEAD, 404s, path escapes) and
+//! checkpoints (recorded once; forged, expired, stale or another host's
+//! tokens refused).
+
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failure
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use vaquero_ipxe::{BootEvent, Claims, Current, MemoryBootState, Route, ServiceConfig, TokenKey};
+use vaquero_model::{SiteModel, Sot, SotFiles};
+
+const KEY: &[u8] = b"test key, 32 bytes long........";
+
+struct Server {
+    addr: SocketAddr,
+    state: Arc<MemoryBootState>,
+    events: mpsc::Receiver<BootEvent>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn lab() -> SiteModel {
+    let sot =
+        Sot::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/lab")).unwrap();
+    SiteModel::compile(&sot, "lab").unwrap()
+}
+
+/// Files to serve: a 1 MiB pseudo-random file, a small text file, a
+/// subdirectory, and a symlink that points out of the root.
+fn files(dir: &Path) -> PathBuf {
+    let root = dir.join("files");
+    std::fs::create_dir_all(root.join("alpine-3.20")).unwrap();
+    let mut x: u32 = 12345;
+    let big: Vec<u8> = (0..1 << 20)
+        .map(|_| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            (x >> 16) as u8
+        })
+        .collect();
+    std::fs::write(root.join("alpine-3.20/vmlinuz-lts"), &big).unwrap();
+    std::fs::write(root.join("hello.txt"), "hello\n").unwrap();
+    std::fs::write(dir.join("secret"), "outside the root\n").unwrap();
+    std::os::unix::fs::symlink(dir.join("secret"), root.join("escape")).unwrap();
+    root
+}
+
+fn start(model: SiteModel, files_root: Option<PathBuf>, dir: tempfile::TempDir) -> Server {
+    let state = Arc::new(MemoryBootState::new());
+    let (etx, events) = mpsc::channel(1024);
+    let (_swap, rx) = tokio::sync::watch::channel(Arc::new(model));
+    let config = ServiceConfig::new(files_root, TokenKey::new(KEY));
+    let router = vaquero_ipxe::router(rx, state.clone(), config, Some(etx)).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        rt.block_on(vaquero_ipxe::serve(listener, router, async move {
+            let _ = stopped.await;
+            drop(_swap);
+        }))
+        .unwrap();
+    });
+    Server {
+        addr,
+        state,
+        events,
+        stop: Some(stop),
+        thread: Some(thread),
+        _dir: dir,
+    }
+}
+
+fn lab_server() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let root = files(dir.path());
+    start(lab(), Some(root), dir)
+}
+
+struct Got {
+    status: u16,
+    headers: String,
+    body: Vec<u8>,
+}
+
+impl Got {
+    fn header(&self, name: &str) -> Option<String> {
+        self.headers.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+        })
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Runs curl (bounded by --max-time) and returns status, headers, body.
+fn curl(s: &Server, path: &str, extra: &[&str]) -> Got {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, b) = (dir.path().join("h"), dir.path().join("b"));
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "-o"])
+        .arg(&b)
+        .arg("-D")
+        .arg(&h)
+        .args(["-w", "%{http_code}"])
+        .args(extra)
+        .arg(format!("http://{}{path}", s.addr))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "curl {path}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Got {
+        status: String::from_utf8_lossy(&out.stdout).trim().parse().unwrap(),
+        headers: std::fs::read_to_string(&h).unwrap_or_default(),
+        body: std::fs::read(&b).unwrap_or_default(),
+    }
+}
+
+fn events(s: &mut Server, n: usize) -> Vec<BootEvent> {
+    let mut v = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while v.len() < n && Instant::now() < deadline {
+        match s.events.try_recv() {
+            Ok(e) => v.push(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+    v
+}
+
+fn stage0(s: &Server, host: &str, boot: &str, attempt: u64) {
+    s.state.set(
+        host,
+        Current::Stage {
+            stage: 0,
+            boot: boot.into(),
+            attempt,
+        },
+    );
+}
+
+#[test]
+fn chain_script_points_at_the_per_host_script() {
+    let s = lab_server();
+    let g = curl(&s, "/boot.ipxe", &[]);
+    assert_eq!(g.status, 200);
+    assert!(g.text().starts_with("#!ipxe\n"));
+    assert!(
+        g.text().contains("chain --autofree --replace http://10.99.0.2:8080/ipxe?mac=${netX/mac:hexhyp}&uuid=${uuid}"),
+        "{}",
+        g.text()
+    );
+}
+
+#[test]
+fn per_host_scripts_follow_the_boot_state() {
+    let mut s = lab_server();
+    // Nothing scheduled: exit to disk.
+    let g = curl(
+        &s,
+        "/ipxe?mac=52-54-00-00-01-01&arch=x86_64&platform=efi",
+        &[],
+    );
+    assert_eq!(g.status, 200);
+    assert!(
+        g.text()
+            .contains("nothing scheduled: booting from local disk"),
+        "{}",
+        g.text()
+    );
+    assert!(g.text().contains("sanboot") && !g.text().contains("kernel "));
+
+    // Its first stage: kernel, initrd and command line of that stage.
+    stage0(&s, "k8s-01", "burnin", 7);
+    let g = curl(
+        &s,
+        "/ipxe?mac=52-54-00-00-01-01&arch=x86_64&platform=efi",
+        &[],
+    );
+    let t = g.text();
+    assert!(
+        t.contains("echo Vaquero: k8s-01 stage 1/2 (burnin, alpine-3.20), attempt 7"),
+        "{t}"
+    );
+    assert!(t.contains("kernel --name kernel http://10.99.0.2:8080/files/alpine-3.20/vmlinuz-lts"));
+    assert!(t.contains("imgargs kernel initrd=initrd0 alpine_repo="));
+    // By SMBIOS UUID when the MAC is not known (another NIC).
+    let g = curl(
+        &s,
+        "/ipxe?mac=02-00-00-00-00-99&uuid=4C4C4544-0042-3510-8052-B4C04F384D01",
+        &[],
+    );
+    assert!(g.text().contains("k8s-01 stage 1/2"), "{}", g.text());
+
+    // Unknown machine, a BMC's MAC, a never-provisioned host: disk.
+    for (q, why) in [
+        (
+            "mac=02-00-00-00-00-99",
+            "02-00-00-00-00-99 is not in the model",
+        ),
+        ("mac=52-54-00-00-02-01", "is a BMC interface of k8s-01"),
+        ("mac=52-54-00-00-01-22", "storage-02 is never provisioned"),
+    ] {
+        stage0(&s, "storage-02", "rocky-install", 1);
+        let g = curl(&s, &format!("/ipxe?{q}"), &[]);
+        assert_eq!(g.status, 200);
+        assert!(g.text().contains(why), "{q}: {}", g.text());
+        assert!(g.text().contains("booting from local disk"));
+    }
+    // One event per request, tied to the host and attempt where known.
+    let ev = events(&mut s, 6);
+    assert_eq!(ev.len(), 6);
+    assert!(ev.iter().all(|e| e.route == Route::Script));
+    assert_eq!(ev[1].host.as_deref(), Some("k8s-01"));
+    assert_eq!(ev[1].attempt, Some(7));
+    assert_eq!(ev[3].host, None);
+}
+
+#[test]
+fn configs_have_their_type_and_a_working_checkpoint() {
+    let mut s = lab_server();
+    stage0(&s, "storage-01", "rocky-install", 2);
+    let g = curl(&s, "/config/52-54-00-00-01-21?boot=rocky-install", &[]);
+    assert_eq!(g.status, 200);
+    assert_eq!(
+        g.header("content-type").as_deref(),
+        Some("text/plain; charset=utf-8")
+    );
+    let ks = g.text();
+    assert!(ks.contains("network"), "{ks}");
+    // The kickstart's %post calls the checkpoint URL minted for this attempt.
+    let url = ks
+        .split_whitespace()
+        .find(|w| w.contains("/checkpoint/"))
+        .unwrap_or_else(|| panic!("no checkpoint URL in {ks}"));
+    let token = url.rsplit('/').next().unwrap();
+    let claims = TokenKey::new(KEY).verify(token, 0).unwrap();
+    assert_eq!((claims.host.as_str(), claims.attempt), ("storage-01", 2));
+
+    let ok = curl(&s, &format!("/checkpoint/{token}"), &["-X", "POST"]);
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert!(ok.text().starts_with("recorded"));
+    // A retry is fine but is not recorded twice.
+    let again = curl(&s, &format!("/checkpoint/{token}"), &["-X", "POST"]);
+    assert_eq!(again.status, 200);
+    assert!(again.text().starts_with("already recorded"));
+    assert!(s.state.checkpointed("storage-01", 2));
+    // Config, checkpoint — and nothing for the repeat.
+    let ev = events(&mut s, 2);
+    assert_eq!(ev[0].route, Route::Config);
+    let ev: Vec<_> = ev
+        .into_iter()
+        .filter(|e| e.route == Route::Checkpoint)
+        .collect();
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(s.events.try_recv().is_err(), "the repeat is not an event");
+    assert_eq!(ev[0].attempt, Some(2));
+
+    // Ignition is JSON with its media type; a boot outside the workflow 404s.
+    stage0(&s, "k8s-01", "burnin", 1);
+    let g = curl(&s, "/config/52:54:00:00:01:01?boot=flatcar-install", &[]);
+    assert_eq!(g.status, 200);
+    assert_eq!(
+        g.header("content-type").as_deref(),
+        Some("application/vnd.coreos.ignition+json")
+    );
+    assert_eq!(
+        curl(&s, "/config/52-54-00-00-01-01?boot=rocky-install", &[]).status,
+        404
+    );
+    assert_eq!(
+        curl(&s, "/config/02-00-00-00-00-99?boot=burnin", &[]).status,
+        404
+    );
+}
+
+#[test]
+fn checkpoint_tokens_that_are_refused() {
+    let s = lab_server();
+    stage0(&s, "k8s-01", "burnin", 3);
+    let key = TokenKey::new(KEY);
+    let claims = |attempt: u64, expires: u64| Claims {
+        host: "k8s-01".into(),
+        boot: "burnin".into(),
+        attempt,
+        expires,
+    };
+    let far = u64::MAX / 2;
+    // Forged (another key), expired, malformed: 401.
+    let forged = TokenKey::new(*b"not the agent's key.............").mint(&claims(3, far));
+    let expired = key.mint(&claims(3, 1));
+    for t in [forged.as_str(), expired.as_str(), "garbage"] {
+        let g = curl(&s, &format!("/checkpoint/{t}"), &["-X", "POST"]);
+        assert_eq!(g.status, 401, "{t}: {}", g.text());
+    }
+    // An earlier attempt's token: 409, nothing recorded.
+    let stale = key.mint(&claims(2, far));
+    assert_eq!(curl(&s, &format!("/checkpoint/{stale}"), &[]).status, 409);
+    assert!(!s.state.checkpointed("k8s-01", 2));
+}
+
+/// A two-host site on 127.0.0.0/8, so curl can speak as either host
+/// (`--interface 127.0.0.X`).
+fn loopback_site() -> SiteModel {
+    let mut f = SotFiles::new();
+    f.insert(
+        "os/os.yml",
+        "id: os\nos_family: debian\nmajor_version: \"12\"\nboot:\n  kernel: \"{{ urls.assets }}/k\"\n  initrd: [\"{{ urls.assets }}/i\"]\n",
+    );
+    f.insert("boot/b.yml", "id: b\noperating_system: os\n");
+    f.insert("workflows/w.yml", "id: w\nstages:\n  - boot: b\n");
+    f.insert(
+        "sites/s/env.yml",
+        "id: s\nagents:\n  - id: a\n    asset_server: {url: \"http://127.0.0.1:1\"}\nsubnets:\n  - id: lo\n    cidr: 127.0.0.0/8\n    dns: [127.0.0.1]\n",
+    );
+    f.insert(
+        "sites/s/h.yml",
+        "name: a\nworkflow: w\ninterfaces:\n  - {type: physical, mac: \"02:00:00:00:00:0a\", subnet: lo, ipv4: 127.0.0.10}\n---\nname: b\nworkflow: w\ninterfaces:\n  - {type: physical, mac: \"02:00:00:00:00:0b\", subnet: lo, ipv4: 127.0.0.11}\n",
+    );
+    SiteModel::compile(&Sot::load(&f).unwrap(), "s").unwrap()
+}
+
+#[test]
+fn a_host_cannot_report_with_another_hosts_token() {
+    let s = start(loopback_site(), None, tempfile::tempdir().unwrap());
+    for (h, a) in [("a", 1), ("b", 1)] {
+        s.state.set(
+            h,
+            Current::Stage {
+                stage: 0,
+                boot: "b".into(),
+                attempt: a,
+            },
+        );
+    }
+    let token = TokenKey::new(KEY).mint(&Claims {
+        host: "a".into(),
+        boot: "b".into(),
+        attempt: 1,
+        expires: u64::MAX / 2,
+    });
+    // Host b (127.0.0.11) presents a's token: refused.
+    let g = curl(
+        &s,
+        &format!("/checkpoint/{token}"),
+        &["--interface", "127.0.0.11"],
+    );
+    assert_eq!(g.status, 403, "{}", g.text());
+    assert!(!s.state.checkpointed("a", 1));
+    // Host a itself: recorded.
+    let g = curl(
+        &s,
+        &format!("/checkpoint/{token}"),
+        &["--interface", "127.0.0.10"],
+    );
+    assert_eq!(g.status, 200, "{}", g.text());
+    assert!(s.state.checkpointed("a", 1));
+}
+
+#[test]
+fn files_ranges_validators_and_head() {
+    let s = lab_server();
+    let dir = s._dir.path().join("files");
+    let want = std::fs::read(dir.join("alpine-3.20/vmlinuz-lts")).unwrap();
+    let g = curl(&s, "/files/alpine-3.20/vmlinuz-lts", &[]);
+    assert_eq!(g.status, 200);
+    assert_eq!(g.body, want);
+    assert_eq!(g.header("accept-ranges").as_deref(), Some("bytes"));
+    let etag = g.header("etag").unwrap();
+    let modified = g.header("last-modified").unwrap();
+
+    // HEAD: the same headers, no body.
+    let h = curl(&s, "/files/alpine-3.20/vmlinuz-lts", &["-I"]);
+    assert_eq!(h.status, 200);
+    assert_eq!(h.header("content-length").as_deref(), Some("1048576"));
+    assert_eq!(h.header("etag").as_deref(), Some(etag.as_str()));
+
+    // One range, a suffix range, and several (multipart/byteranges).
+    let r = curl(&s, "/files/alpine-3.20/vmlinuz-lts", &["-r", "100-199"]);
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, want[100..200]);
+    assert_eq!(
+        r.header("content-range").as_deref(),
+        Some("bytes 100-199/1048576")
+    );
+    let r = curl(&s, "/files/alpine-3.20/vmlinuz-lts", &["-r", "-10"]);
+    assert_eq!(r.body, want[want.len() - 10..]);
+    let r = curl(
+        &s,
+        "/files/alpine-3.20/vmlinuz-lts",
+        &["-r", "0-9,1000-1019"],
+    );
+    assert_eq!(r.status, 206);
+    let ctype = r.header("content-type").unwrap();
+    let boundary = ctype.split("boundary=").nth(1).unwrap();
+    let body = r.body.clone();
+    let parts: Vec<&[u8]> = split(&body, format!("--{boundary}").as_bytes());
+    // preamble, two parts, the closing "--".
+    assert_eq!(parts.len(), 4, "{}", r.text());
+    for (part, range, want_bytes) in [
+        (parts[1], "bytes 0-9/1048576", &want[0..10]),
+        (parts[2], "bytes 1000-1019/1048576", &want[1000..1020]),
+    ] {
+        let text = String::from_utf8_lossy(part);
+        assert!(text.contains(&format!("Content-Range: {range}")), "{text}");
+        let payload = &part[find(part, b"\r\n\r\n").unwrap() + 4..part.len() - 2];
+        assert_eq!(payload, want_bytes);
+    }
+    assert_eq!(
+        r.header("content-length")
+            .unwrap()
+            .parse::<usize>()
+            .unwrap(),
+        body.len()
+    );
+    // Beyond the end: 416 with the size.
+    let r = curl(
+        &s,
+        "/files/alpine-3.20/vmlinuz-lts",
+        &["-r", "2000000-2000010"],
+    );
+    assert_eq!(r.status, 416);
+    assert_eq!(
+        r.header("content-range").as_deref(),
+        Some("bytes */1048576")
+    );
+
+    // Conditional requests.
+    let c = curl(
+        &s,
+        "/files/alpine-3.20/vmlinuz-lts",
+        &["-H", &format!("If-None-Match: {etag}")],
+    );
+    assert_eq!(c.status, 304);
+    assert!(c.body.is_empty());
+    let c = curl(
+        &s,
+        "/files/alpine-3.20/vmlinuz-lts",
+        &["-H", &format!("If-Modified-Since: {modified}")],
+    );
+    assert_eq!(c.status, 304);
+    let c = curl(
+        &s,
+        "/files/alpine-3.20/vmlinuz-lts",
+        &["-H", "If-None-Match: \"other\""],
+    );
+    assert_eq!(c.status, 200);
+    // If-Range with a stale validator: the whole file, not the range.
+    let c = curl(
+        &s,
+        "/files/alpine-3.20/vmlinuz-lts",
+        &["-r", "0-9", "-H", "If-Range: \"stale\""],
+    );
+    assert_eq!(c.status, 200);
+    assert_eq!(c.body.len(), want.len());
+    let c = curl(
+        &s,
+        "/files/alpine-3.20/vmlinuz-lts",
+        &["-r", "0-9", "-H", &format!("If-Range: {etag}")],
+    );
+    assert_eq!(c.status, 206);
+
+    assert_eq!(curl(&s, "/files/nope", &[]).status, 404);
+    assert_eq!(
+        curl(&s, "/files/alpine-3.20", &[]).status,
+        404,
+        "a directory is not a file"
+    );
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn split<'a>(mut hay: &'a [u8], sep: &[u8]) -> Vec<&'a [u8]> {
+    let mut out = Vec::new();
+    while let Some(i) = find(hay, sep) {
+        out.push(&hay[..i]);
+        hay = &hay[i + sep.len()..];
+    }
+    out.push(hay);
+    out
+}
+
+#[test]
+fn no_path_escapes() {
+    let s = lab_server();
+    for (path, extra) in [
+        ("/files/../secret", vec!["--path-as-is"]),
+        ("/files/alpine-3.20/../../secret", vec!["--path-as-is"]),
+        ("/files/%2e%2e/secret", vec![]),
+        ("/files/%2E%2E%2Fsecret", vec![]),
+        ("/files/alpine-3.20/%2e%2e/%2e%2e/secret", vec![]),
+        ("/files//etc/passwd", vec!["--path-as-is"]),
+        ("/files/%2Fetc%2Fpasswd", vec![]),
+        ("/files/escape", vec![]),
+        ("/files/..%00/secret", vec![]),
+    ] {
+        let g = curl(&s, path, &extra);
+        assert!(
+            [400, 403, 404].contains(&g.status),
+            "{path}: {} {}",
+            g.status,
+            g.text()
+        );
+        assert!(!g.text().contains("outside the root"), "{path} escaped");
+        assert!(!g.text().contains("root:"), "{path} escaped");
+    }
+    // A plain file next to them is served.
+    assert_eq!(curl(&s, "/files/hello.txt", &[]).text(), "hello\n");
+}
