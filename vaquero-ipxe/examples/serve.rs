@@ -51,6 +51,9 @@ struct Args {
     /// Hosts to provision (their first stage, attempt 1); `all` for every host.
     #[arg(long)]
     provision: Vec<String>,
+    /// Do not print a line per request.
+    #[arg(long)]
+    quiet: bool,
 }
 
 fn key(args: &Args) -> std::io::Result<Vec<u8>> {
@@ -103,8 +106,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (events_tx, mut events) = tokio::sync::mpsc::channel(4096);
     let (_swap, rx) = tokio::sync::watch::channel(model.clone());
     let router = vaquero_ipxe::router(rx, state, config, Some(events_tx))?;
+    let quiet = args.quiet;
     tokio::spawn(async move {
         while let Some(e) = events.recv().await {
+            if quiet {
+                continue;
+            }
             println!(
                 "{:?} {} host={} attempt={} client={} {}",
                 e.route,

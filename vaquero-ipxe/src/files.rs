@@ -256,6 +256,17 @@ pub async fn serve_path(path: &Path, headers: &HeaderMap, head: bool) -> Respons
     if head {
         return (status, h).into_response();
     }
+    // A whole small file: one read, one body, no streaming machinery.
+    if let [Segment::File { start: 0, len: n }] = parts[..]
+        && n == len
+        && n <= CHUNK as u64
+    {
+        return match tokio::fs::read(path).await {
+            Ok(b) if b.len() as u64 == len => (status, h, b).into_response(),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "the file changed while being read")
+                .into_response(),
+        };
+    }
     (status, h, stream(path.to_path_buf(), parts)).into_response()
 }
 
