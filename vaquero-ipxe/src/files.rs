@@ -6,15 +6,23 @@
 use std::io::{Read, Seek, SeekFrom};
 use std::ops::RangeInclusive;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
+
+use rustix::fd::OwnedFd;
+use rustix::fs::{Mode, OFlags, ResolveFlags};
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
-/// Bytes read from disk per chunk of a response body.
+/// Files up to this size are read whole in the same blocking call that
+/// opens them.
 const CHUNK: usize = 256 * 1024;
+
+/// Bytes read from disk per chunk of a streamed response body.
+const STREAM_CHUNK: usize = 1024 * 1024;
 
 /// Why a path is refused before the file system is asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,38 +51,130 @@ pub fn join_safely(root: &Path, rel: &str) -> Result<PathBuf, PathError> {
 }
 
 /// A directory served under `/files`.
+///
+/// Files are opened with `openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)`
+/// relative to the root, so the kernel refuses any path — `..` or a
+/// symlink, however it is reached — that would leave it (kernels before
+/// 5.6: the path is resolved and checked instead).
 #[derive(Debug, Clone)]
 pub struct FileRoot {
     root: PathBuf,
+    dir: Arc<OwnedFd>,
 }
 
 impl FileRoot {
     /// Serves `dir` (resolved once, so a symlinked root is fine).
     pub fn new(dir: &Path) -> std::io::Result<Self> {
+        let root = std::fs::canonicalize(dir)?;
+        let fd = rustix::fs::open(
+            &root,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
         Ok(FileRoot {
-            root: std::fs::canonicalize(dir)?,
+            root,
+            dir: Arc::new(fd),
         })
     }
 
-    /// The file `rel` names, if it is a regular file inside the root after
-    /// every symlink is resolved.
-    pub async fn resolve(&self, rel: &str) -> Result<PathBuf, StatusCode> {
+    /// Opens `rel` for reading if it is inside the root (blocking).
+    pub fn open(&self, rel: &str) -> Result<std::fs::File, StatusCode> {
+        join_safely(&self.root, rel).map_err(|_| StatusCode::BAD_REQUEST)?;
+        let how = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
+        match rustix::fs::openat2(
+            &*self.dir,
+            rel,
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+            how,
+        ) {
+            Ok(fd) => Ok(std::fs::File::from(fd)),
+            Err(rustix::io::Errno::NOSYS) => self.open_checked(rel),
+            // The path would leave the root.
+            Err(rustix::io::Errno::XDEV | rustix::io::Errno::ACCESS) => Err(StatusCode::FORBIDDEN),
+            Err(_) => Err(StatusCode::NOT_FOUND),
+        }
+    }
+
+    /// Without openat2: resolve every symlink, then check the result.
+    fn open_checked(&self, rel: &str) -> Result<std::fs::File, StatusCode> {
         let p = join_safely(&self.root, rel).map_err(|_| StatusCode::BAD_REQUEST)?;
-        let real = tokio::fs::canonicalize(&p)
-            .await
-            .map_err(|_| StatusCode::NOT_FOUND)?;
+        let real = std::fs::canonicalize(&p).map_err(|_| StatusCode::NOT_FOUND)?;
         if !real.starts_with(&self.root) {
             return Err(StatusCode::FORBIDDEN);
         }
-        Ok(real)
+        std::fs::File::open(real).map_err(|_| StatusCode::NOT_FOUND)
     }
 
     /// The response to `GET`/`HEAD` of `rel`.
     pub async fn serve(&self, rel: &str, headers: &HeaderMap, head: bool) -> Response {
-        match self.resolve(rel).await {
-            Ok(path) => serve_path(&path, headers, head).await,
-            Err(status) => (status, status.canonical_reason().unwrap_or("")).into_response(),
+        let this = self.clone();
+        let name = rel.to_owned();
+        let opened = tokio::task::spawn_blocking(move || {
+            let f = this.open(&name)?;
+            Opened::read(f)
+        })
+        .await;
+        respond(opened, Path::new(rel), headers, head)
+    }
+}
+
+/// An open regular file, and its bytes when it is small.
+pub(crate) struct Opened {
+    file: std::fs::File,
+    len: u64,
+    modified: SystemTime,
+    small: Option<Bytes>,
+}
+
+impl Opened {
+    /// Stats `file` and, when small, reads it (blocking).
+    fn read(mut file: std::fs::File) -> Result<Opened, StatusCode> {
+        let meta = file.metadata().map_err(|_| StatusCode::NOT_FOUND)?;
+        if !meta.is_file() {
+            return Err(StatusCode::NOT_FOUND);
         }
+        let len = meta.len();
+        let small = if len <= CHUNK as u64 {
+            let mut v = Vec::with_capacity(len as usize);
+            (&mut file)
+                .take(len)
+                .read_to_end(&mut v)
+                .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
+            (v.len() as u64 == len).then(|| Bytes::from(v))
+        } else {
+            None
+        };
+        Ok(Opened {
+            file,
+            len,
+            modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            small,
+        })
+    }
+}
+
+/// The response for a regular file at `path` (already known to be safe):
+/// the CDN cache's objects.
+pub async fn serve_path(path: &Path, headers: &HeaderMap, head: bool) -> Response {
+    let p = path.to_path_buf();
+    let opened = tokio::task::spawn_blocking(move || {
+        Opened::read(std::fs::File::open(&p).map_err(|_| StatusCode::NOT_FOUND)?)
+    })
+    .await;
+    respond(opened, path, headers, head)
+}
+
+fn respond(
+    opened: Result<Result<Opened, StatusCode>, tokio::task::JoinError>,
+    name: &Path,
+    headers: &HeaderMap,
+    head: bool,
+) -> Response {
+    match opened {
+        Ok(Ok(o)) => serve_open(o, name, headers, head),
+        Ok(Err(status)) => (status, status.canonical_reason().unwrap_or("")).into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
 
@@ -138,13 +238,12 @@ fn if_range_holds(headers: &HeaderMap, tag: &str, modified: SystemTime) -> bool 
         .is_ok_and(|d| httpdate::fmt_http_date(d) == httpdate::fmt_http_date(modified))
 }
 
-/// Streams `len` bytes of `path` from `start` in chunks read on a
-/// blocking thread (one per response, not one per chunk).
-fn stream(path: PathBuf, parts: Vec<Segment>) -> Body {
+/// Streams the parts of an open file in chunks read on a blocking thread
+/// (one per response, not one per chunk).
+fn stream(mut f: std::fs::File, parts: Vec<Segment>) -> Body {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     tokio::task::spawn_blocking(move || {
         let run = || -> std::io::Result<()> {
-            let mut f = std::fs::File::open(&path)?;
             for part in parts {
                 match part {
                     Segment::Text(t) => {
@@ -156,10 +255,14 @@ fn stream(path: PathBuf, parts: Vec<Segment>) -> Body {
                         f.seek(SeekFrom::Start(start))?;
                         let mut left = len;
                         while left > 0 {
-                            let n = (left as usize).min(CHUNK);
-                            let mut buf = vec![0u8; n];
-                            f.read_exact(&mut buf)?;
-                            left -= n as u64;
+                            let n = left.min(STREAM_CHUNK as u64);
+                            // Not zeroed first: read_to_end fills spare capacity.
+                            let mut buf = Vec::with_capacity(n as usize);
+                            (&mut f).take(n).read_to_end(&mut buf)?;
+                            if buf.len() as u64 != n {
+                                return Err(std::io::ErrorKind::UnexpectedEof.into());
+                            }
+                            left -= n;
                             // The client went away: stop reading.
                             if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
                                 return Ok(());
@@ -184,14 +287,10 @@ enum Segment {
     File { start: u64, len: u64 },
 }
 
-/// The response for a regular file at `path` (already known to be safe).
-pub async fn serve_path(path: &Path, headers: &HeaderMap, head: bool) -> Response {
-    let meta = match tokio::fs::metadata(path).await {
-        Ok(m) if m.is_file() => m,
-        _ => return (StatusCode::NOT_FOUND, "Not Found").into_response(),
-    };
-    let len = meta.len();
-    let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+/// Headers, validators, ranges and body for an opened file.
+fn serve_open(o: Opened, name: &Path, headers: &HeaderMap, head: bool) -> Response {
+    let (len, modified) = (o.len, o.modified);
+    let path = name;
     let tag = etag(len, modified);
     let mut h = HeaderMap::new();
     let hv = |s: &str| HeaderValue::from_str(s).unwrap_or(HeaderValue::from_static(""));
@@ -256,18 +355,29 @@ pub async fn serve_path(path: &Path, headers: &HeaderMap, head: bool) -> Respons
     if head {
         return (status, h).into_response();
     }
-    // A whole small file: one read, one body, no streaming machinery.
-    if let [Segment::File { start: 0, len: n }] = parts[..]
-        && n == len
-        && n <= CHUNK as u64
-    {
-        return match tokio::fs::read(path).await {
-            Ok(b) if b.len() as u64 == len => (status, h, b).into_response(),
-            _ => (StatusCode::INTERNAL_SERVER_ERROR, "the file changed while being read")
-                .into_response(),
-        };
-    }
-    (status, h, stream(path.to_path_buf(), parts)).into_response()
+    let body = match o.small {
+        // In memory already: the body is slices of it.
+        Some(bytes) => {
+            let chunks: Vec<Bytes> = parts
+                .into_iter()
+                .map(|p| match p {
+                    Segment::Text(t) => t,
+                    Segment::File { start, len } => {
+                        bytes.slice(start as usize..(start + len) as usize)
+                    }
+                })
+                .collect();
+            if chunks.len() == 1 {
+                Body::from(chunks.into_iter().next().unwrap_or_default())
+            } else {
+                Body::from_stream(futures_util::stream::iter(
+                    chunks.into_iter().map(Ok::<_, std::io::Error>),
+                ))
+            }
+        }
+        None => stream(o.file, parts),
+    };
+    (status, h, body).into_response()
 }
 
 fn boundary(tag: &str) -> String {

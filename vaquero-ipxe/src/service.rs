@@ -110,7 +110,21 @@ impl ServiceConfig {
     }
 }
 
+/// A rendered per-host script, reused while the model, the host's stage
+/// and attempt are the same and its checkpoint token is young (rendering
+/// templates per request would cap the request rate; the scripts only
+/// differ by the token's expiry).
+struct Cached {
+    version: String,
+    stage: usize,
+    boot: String,
+    attempt: u64,
+    minted: Instant,
+    text: bytes::Bytes,
+}
+
 struct Inner {
+    scripts: std::sync::RwLock<std::collections::HashMap<usize, Cached>>,
     model: watch::Receiver<Arc<SiteModel>>,
     state: Arc<dyn BootState>,
     key: TokenKey,
@@ -159,6 +173,7 @@ pub fn router(
         None => None,
     };
     let inner = Arc::new(Inner {
+        scripts: Default::default(),
         model,
         state,
         key: config.token_key,
@@ -291,14 +306,14 @@ impl Inner {
     }
 }
 
-fn text(status: StatusCode, body: String) -> Response {
+fn text(status: StatusCode, body: impl Into<axum::body::Body>) -> Response {
     (
         status,
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         )],
-        body,
+        body.into(),
     )
         .into_response()
 }
@@ -435,6 +450,36 @@ async fn host_script(
             format!("{name}: stage {stage} ({boot}) is not in its workflow"),
         );
     }
+    let detail = || {
+        format!(
+            "{boot} (stage {stage}, {} {})",
+            id.arch.as_deref().unwrap_or("?"),
+            id.platform.as_deref().unwrap_or("?")
+        )
+    };
+    let fresh = |c: &Cached| {
+        c.version == m.version()
+            && c.stage == stage
+            && c.attempt == attempt
+            && c.boot == boot
+            && c.minted.elapsed() < s.ttl / 2
+    };
+    let hit = s
+        .scripts
+        .read()
+        .ok()
+        .and_then(|c| c.get(&h.index).filter(|c| fresh(c)).map(|c| c.text.clone()));
+    if let Some(text_) = hit {
+        s.emit(
+            Route::Script,
+            Some(name),
+            Some(attempt),
+            ip,
+            StatusCode::OK,
+            detail(),
+        );
+        return text(StatusCode::OK, text_);
+    }
     let token = s.token(name, &boot, attempt);
     let urls = m.urls(h, &boot, &token);
     let ctx = m.context(h, &boot, urls.as_ref());
@@ -452,20 +497,29 @@ async fn host_script(
         });
     match script {
         Ok(sc) => {
-            let detail = format!(
-                "{boot} (stage {stage}, {} {})",
-                id.arch.as_deref().unwrap_or("?"),
-                id.platform.as_deref().unwrap_or("?")
-            );
+            let body = bytes::Bytes::from(sc.render());
+            if let Ok(mut c) = s.scripts.write() {
+                c.insert(
+                    h.index,
+                    Cached {
+                        version: m.version().to_owned(),
+                        stage,
+                        boot: boot.clone(),
+                        attempt,
+                        minted: Instant::now(),
+                        text: body.clone(),
+                    },
+                );
+            }
             s.emit(
                 Route::Script,
                 Some(name),
                 Some(attempt),
                 ip,
                 StatusCode::OK,
-                detail,
+                detail(),
             );
-            text(StatusCode::OK, sc.render())
+            text(StatusCode::OK, body)
         }
         Err(e) => {
             warn!(host = name, boot, error = %e, "rendering a boot script");
@@ -610,7 +664,7 @@ async fn files_handler(
     } else if let Some(root) = &s.files {
         root.serve(&path, &headers, head).await
     } else {
-        text(StatusCode::NOT_FOUND, "no files are served here\n".into())
+        text(StatusCode::NOT_FOUND, "no files are served here\n")
     };
     let m = s.model.borrow().clone();
     let host = host_of_ip(&m, ip).map(|h| h.host.name.clone());

@@ -491,6 +491,28 @@ fn files_ranges_validators_and_head() {
     );
     assert_eq!(c.status, 206);
 
+    // A small file (served from memory) slices the same way.
+    let r = curl(&s, "/files/hello.txt", &["-r", "1-2"]);
+    assert_eq!((r.status, r.text().as_str()), (206, "el"));
+    let r = curl(&s, "/files/hello.txt", &["-r", "0-1,3-4"]);
+    assert_eq!(r.status, 206);
+    let t = r.text();
+    assert!(
+        t.contains("Content-Range: bytes 0-1/6\r\n\r\nhe\r\n"),
+        "{t}"
+    );
+    assert!(
+        t.contains("Content-Range: bytes 3-4/6\r\n\r\nlo\r\n"),
+        "{t}"
+    );
+    assert_eq!(
+        r.header("content-length")
+            .unwrap()
+            .parse::<usize>()
+            .unwrap(),
+        r.body.len()
+    );
+
     assert_eq!(curl(&s, "/files/nope", &[]).status, 404);
     assert_eq!(
         curl(&s, "/files/alpine-3.20", &[]).status,
