@@ -115,7 +115,9 @@ impl ServiceConfig {
 /// templates per request would cap the request rate; the scripts only
 /// differ by the token's expiry).
 struct Cached {
-    version: String,
+    /// The model it was rendered from (a `Weak` keeps the allocation, so
+    /// the pointer cannot be reused by a newer model).
+    model: std::sync::Weak<SiteModel>,
     stage: usize,
     boot: String,
     attempt: u64,
@@ -439,8 +441,7 @@ async fn host_script(
         } => (stage, boot, attempt),
         Current::LocalDisk(why) => return local(Some(name), format!("{name}: {why}")),
     };
-    let stages = m.stages(h.host);
-    if stages.get(stage).copied() != Some(boot.as_str()) {
+    if m.stage(h.host, stage) != Some(boot.as_str()) {
         warn!(
             host = name,
             stage, boot, "boot state names a stage the host's workflow does not have"
@@ -458,7 +459,7 @@ async fn host_script(
         )
     };
     let fresh = |c: &Cached| {
-        c.version == m.version()
+        std::ptr::eq(c.model.as_ptr(), Arc::as_ptr(&m))
             && c.stage == stage
             && c.attempt == attempt
             && c.boot == boot
@@ -490,7 +491,7 @@ async fn host_script(
             let title = format!(
                 "Vaquero: {name} stage {}/{} ({boot}, {}), attempt {attempt}",
                 stage + 1,
-                stages.len(),
+                m.stage_count(h.host),
                 r.os
             );
             boot_script(&title, &r).map_err(|e| e.to_string())
@@ -502,7 +503,7 @@ async fn host_script(
                 c.insert(
                     h.index,
                     Cached {
-                        version: m.version().to_owned(),
+                        model: Arc::downgrade(&m),
                         stage,
                         boot: boot.clone(),
                         attempt,

@@ -376,7 +376,21 @@ impl SiteModel {
             .find_map(|a| a.asset_server.as_ref()?.url.as_deref())
     }
 
-    /// The boot ids of a host's workflow, in order.
+    /// The boot id of stage `i` (0-based) of `host`'s workflow.
+    pub fn stage(&self, host: &Host, i: usize) -> Option<&str> {
+        let w = self.data.workflows.get(&host.workflow)?;
+        w.stages.get(i).map(|s| s.boot.as_str())
+    }
+
+    /// How many stages `host`'s workflow has.
+    pub fn stage_count(&self, host: &Host) -> usize {
+        self.data
+            .workflows
+            .get(&host.workflow)
+            .map_or(0, |w| w.stages.len())
+    }
+
+    /// The boot ids of `host`'s workflow stages, in order.
     pub fn stages(&self, host: &Host) -> Vec<&str> {
         self.data
             .workflows
