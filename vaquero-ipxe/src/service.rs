@@ -453,7 +453,8 @@ async fn host_script(
     }
     let detail = || {
         format!(
-            "{boot} (stage {stage}, {} {})",
+            "{boot} (stage {stage}) for {} ({} {})",
+            id.mac.as_deref().unwrap_or("?"),
             id.arch.as_deref().unwrap_or("?"),
             id.platform.as_deref().unwrap_or("?")
         )
