@@ -256,15 +256,16 @@ fn stream(mut f: std::fs::File, parts: Vec<Segment>) -> Body {
                         let mut left = len;
                         while left > 0 {
                             let n = left.min(STREAM_CHUNK as u64);
-                            // Not zeroed first: read_to_end fills spare capacity.
-                            let mut buf = Vec::with_capacity(n as usize);
-                            (&mut f).take(n).read_to_end(&mut buf)?;
-                            if buf.len() as u64 != n {
+                            // A recycled buffer: no fresh pages to fault in
+                            // and zero for every chunk.
+                            let mut buf = Pooled::take();
+                            (&mut f).take(n).read_to_end(&mut buf.0)?;
+                            if buf.0.len() as u64 != n {
                                 return Err(std::io::ErrorKind::UnexpectedEof.into());
                             }
                             left -= n;
                             // The client went away: stop reading.
-                            if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                            if tx.blocking_send(Ok(Bytes::from_owner(buf))).is_err() {
                                 return Ok(());
                             }
                         }
@@ -280,6 +281,46 @@ fn stream(mut f: std::fs::File, parts: Vec<Segment>) -> Body {
     Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     }))
+}
+
+/// Chunk buffers are returned here when the response is done with them.
+static POOL: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+
+/// Buffers kept for reuse (64 connections × a channel of 4 + 1 in hand).
+const POOL_MAX: usize = 384;
+
+/// A chunk buffer that goes back to [`POOL`] when dropped.
+struct Pooled(Vec<u8>);
+
+impl Pooled {
+    fn take() -> Pooled {
+        let v = POOL
+            .lock()
+            .ok()
+            .and_then(|mut p| p.pop())
+            .unwrap_or_else(|| Vec::with_capacity(STREAM_CHUNK));
+        let mut v = v;
+        v.clear();
+        Pooled(v)
+    }
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let v = std::mem::take(&mut self.0);
+        if v.capacity() == STREAM_CHUNK
+            && let Ok(mut p) = POOL.lock()
+            && p.len() < POOL_MAX
+        {
+            p.push(v);
+        }
+    }
 }
 
 enum Segment {
