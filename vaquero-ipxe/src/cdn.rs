@@ -77,7 +77,13 @@ impl Cdn {
     }
 
     /// The response for `rel`, fetching it first if it is not cached.
-    pub(crate) async fn serve(&self, rel: &str, headers: &HeaderMap, head: bool) -> Response {
+    pub(crate) async fn serve(
+        &self,
+        rel: &str,
+        headers: &HeaderMap,
+        head: bool,
+        zero_copy: bool,
+    ) -> Response {
         if join_safely(Path::new("/"), rel).is_err() {
             return (StatusCode::BAD_REQUEST, "Bad Request").into_response();
         }
@@ -87,11 +93,11 @@ impl Cdn {
         if tokio::fs::metadata(&path).await.is_ok() {
             metrics::counter!("cdn_cache_total", "result" => "hit").increment(1);
             touch(&path);
-            return serve_path(&path, headers, head).await;
+            return serve_path(&path, headers, head, zero_copy).await;
         }
         metrics::counter!("cdn_cache_total", "result" => "miss").increment(1);
         match self.fetch_once(key, url).await {
-            Ok(p) => serve_path(&p, headers, head).await,
+            Ok(p) => serve_path(&p, headers, head, zero_copy).await,
             Err(Miss::NotFound) => (StatusCode::NOT_FOUND, "Not Found").into_response(),
             Err(Miss::Upstream(e)) => {
                 (StatusCode::BAD_GATEWAY, format!("upstream: {e}\n")).into_response()

@@ -113,9 +113,17 @@ impl FileRoot {
     /// the page cache they take microseconds, and a hop to the blocking
     /// pool would cost more than the work. Large files stream from a
     /// blocking thread.
-    pub async fn serve(&self, rel: &str, headers: &HeaderMap, head: bool) -> Response {
+    /// With `zero_copy`, large bodies are `sendfile` placeholders (only
+    /// for connections accepted by [`crate::serve`]).
+    pub async fn serve(
+        &self,
+        rel: &str,
+        headers: &HeaderMap,
+        head: bool,
+        zero_copy: bool,
+    ) -> Response {
         let opened = self.open(rel).and_then(Opened::read);
-        respond(Ok(opened), Path::new(rel), headers, head)
+        respond(Ok(opened), Path::new(rel), headers, head, zero_copy)
     }
 }
 
@@ -156,13 +164,13 @@ impl Opened {
 
 /// The response for a regular file at `path` (already known to be safe):
 /// the CDN cache's objects.
-pub async fn serve_path(path: &Path, headers: &HeaderMap, head: bool) -> Response {
+pub async fn serve_path(path: &Path, headers: &HeaderMap, head: bool, zero_copy: bool) -> Response {
     let p = path.to_path_buf();
     let opened = tokio::task::spawn_blocking(move || {
         Opened::read(std::fs::File::open(&p).map_err(|_| StatusCode::NOT_FOUND)?)
     })
     .await;
-    respond(opened, path, headers, head)
+    respond(opened, path, headers, head, zero_copy)
 }
 
 fn respond(
@@ -170,9 +178,10 @@ fn respond(
     name: &Path,
     headers: &HeaderMap,
     head: bool,
+    zero_copy: bool,
 ) -> Response {
     match opened {
-        Ok(Ok(o)) => serve_open(o, name, headers, head),
+        Ok(Ok(o)) => serve_open(o, name, headers, head, zero_copy),
         Ok(Err(status)) => (status, status.canonical_reason().unwrap_or("")).into_response(),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
@@ -323,13 +332,44 @@ impl Drop for Pooled {
     }
 }
 
+/// The largest `sendfile` placeholder (virtual memory only).
+const PLACEHOLDER_MAX: u64 = 16 << 20;
+
+/// The body as `sendfile` placeholders for the file's parts.
+fn placeholders(file: std::fs::File, parts: Vec<Segment>) -> Body {
+    let file = Arc::new(file);
+    let mut chunks = Vec::new();
+    for p in parts {
+        match p {
+            Segment::Text(t) => chunks.push(t),
+            Segment::File { start, len } => {
+                let mut at = start;
+                while at < start + len {
+                    let n = (start + len - at).min(PLACEHOLDER_MAX);
+                    chunks.push(crate::sendfile::placeholder(file.clone(), at, n as usize));
+                    at += n;
+                }
+            }
+        }
+    }
+    Body::from_stream(futures_util::stream::iter(
+        chunks.into_iter().map(Ok::<_, std::io::Error>),
+    ))
+}
+
 enum Segment {
     Text(Bytes),
     File { start: u64, len: u64 },
 }
 
 /// Headers, validators, ranges and body for an opened file.
-fn serve_open(o: Opened, name: &Path, headers: &HeaderMap, head: bool) -> Response {
+fn serve_open(
+    o: Opened,
+    name: &Path,
+    headers: &HeaderMap,
+    head: bool,
+    zero_copy: bool,
+) -> Response {
     let (len, modified) = (o.len, o.modified);
     let path = name;
     let tag = etag(len, modified);
@@ -416,6 +456,7 @@ fn serve_open(o: Opened, name: &Path, headers: &HeaderMap, head: bool) -> Respon
                 ))
             }
         }
+        None if zero_copy => placeholders(o.file, parts),
         None => stream(o.file, parts),
     };
     (status, h, body).into_response()

@@ -24,6 +24,7 @@
 mod cdn;
 pub mod files;
 mod script;
+pub mod sendfile;
 pub mod service;
 pub mod state;
 pub mod token;

@@ -33,6 +33,7 @@ use vaquero_model::{AssetType, HostRef, InterfaceType, MacAddr, SiteModel, Uuid}
 
 use crate::cdn::Cdn;
 use crate::files::FileRoot;
+use crate::sendfile::{Conn, SendfileListener};
 use crate::state::{BootState, Current};
 use crate::token::{Claims, TokenError, TokenKey};
 use crate::{boot_script, chain_script, local_boot_script};
@@ -194,24 +195,17 @@ pub fn router(
         .with_state(inner))
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, with client
-/// addresses available to the handlers.
+/// Serves `router` on `listener` until `shutdown` completes: HTTP/1.1,
+/// client addresses available to the handlers, `TCP_NODELAY`, and file
+/// bodies sent with `sendfile(2)` (see [`crate::sendfile`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    // Responses go out as headers then body chunks: without TCP_NODELAY,
-    // Nagle and delayed ACKs hold each small response for ~40 ms.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            debug!(error = %e, "TCP_NODELAY");
-        }
-    });
     axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
+        SendfileListener::new(listener),
+        router.into_make_service_with_connect_info::<Conn>(),
     )
     .with_graceful_shutdown(shutdown)
     .await
@@ -246,18 +240,24 @@ async fn metrics_layer(req: Request, next: Next) -> Response {
     resp
 }
 
-/// The client's address, when the server was started with connect info.
-struct Peer(Option<IpAddr>);
+/// The client's address, when the server was started with connect info,
+/// and whether the connection can take `sendfile` placeholders (only
+/// those accepted by [`serve`]).
+struct Peer(Option<IpAddr>, bool);
 
 impl<S: Send + Sync> FromRequestParts<S> for Peer {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        if let Some(c) = parts.extensions.get::<ConnectInfo<Conn>>() {
+            return Ok(Peer(Some(c.0.addr.ip()), true));
+        }
         Ok(Peer(
             parts
                 .extensions
                 .get::<ConnectInfo<SocketAddr>>()
                 .map(|c| c.0.ip()),
+            false,
         ))
     }
 }
@@ -338,7 +338,7 @@ fn agent_url(m: &SiteModel, headers: &HeaderMap) -> Option<String> {
         .map(|h| format!("http://{h}"))
 }
 
-async fn chain(State(s): State<Shared>, Peer(ip): Peer, headers: HeaderMap) -> Response {
+async fn chain(State(s): State<Shared>, Peer(ip, _): Peer, headers: HeaderMap) -> Response {
     let m = s.model.borrow().clone();
     let host = host_of_ip(&m, ip).map(|h| h.host.name.clone());
     let attempt = host.as_deref().and_then(|h| s.attempt_of(h));
@@ -393,7 +393,7 @@ struct Identity {
 
 async fn host_script(
     State(s): State<Shared>,
-    Peer(ip): Peer,
+    Peer(ip, _): Peer,
     Query(id): Query<Identity>,
 ) -> Response {
     let m = s.model.borrow().clone();
@@ -553,7 +553,7 @@ fn config_type(t: AssetType) -> &'static str {
 
 async fn config_handler(
     State(s): State<Shared>,
-    Peer(ip): Peer,
+    Peer(ip, _): Peer,
     Path(mac): Path<String>,
     Query(q): Query<ConfigQuery>,
 ) -> Response {
@@ -655,16 +655,16 @@ async fn config_handler(
 
 async fn files_handler(
     State(s): State<Shared>,
-    Peer(ip): Peer,
+    Peer(ip, zero_copy): Peer,
     method: Method,
     Path(path): Path<String>,
     headers: HeaderMap,
 ) -> Response {
     let head = method == Method::HEAD;
     let resp = if let Some(cdn) = &s.cdn {
-        cdn.serve(&path, &headers, head).await
+        cdn.serve(&path, &headers, head, zero_copy).await
     } else if let Some(root) = &s.files {
-        root.serve(&path, &headers, head).await
+        root.serve(&path, &headers, head, zero_copy).await
     } else {
         text(StatusCode::NOT_FOUND, "no files are served here\n")
     };
@@ -684,7 +684,7 @@ async fn files_handler(
 
 async fn checkpoint(
     State(s): State<Shared>,
-    Peer(ip): Peer,
+    Peer(ip, _): Peer,
     Path(token): Path<String>,
 ) -> Response {
     let now = SystemTime::now()
