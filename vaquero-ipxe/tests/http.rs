@@ -562,3 +562,43 @@ fn no_path_escapes() {
     // A plain file next to them is served.
     assert_eq!(curl(&s, "/files/hello.txt", &[]).text(), "hello\n");
 }
+
+#[test]
+fn served_by_plain_axum_files_are_real_bytes() {
+    // Not through vaquero_ipxe::serve: no sendfile placeholders may leak.
+    let dir = tempfile::tempdir().unwrap();
+    let root = files(dir.path());
+    let want = std::fs::read(root.join("alpine-3.20/vmlinuz-lts")).unwrap();
+    let (_swap, rx) = tokio::sync::watch::channel(Arc::new(lab()));
+    let router = vaquero_ipxe::router(
+        rx,
+        Arc::new(MemoryBootState::new()),
+        ServiceConfig::new(Some(root), TokenKey::new(KEY)),
+        None,
+    )
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    rt.spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+    });
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20"])
+        .arg(format!("http://{addr}/files/alpine-3.20/vmlinuz-lts"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(out.stdout, want);
+    rt.shutdown_background();
+}
