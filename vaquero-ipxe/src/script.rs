@@ -139,6 +139,13 @@ impl Script {
         Ok(self)
     }
 
+    /// `dhcp`: configure the network (retried like a fetch: a switch port
+    /// that is slow to forward after link-up fails the first attempts).
+    pub fn dhcp(&mut self) -> &mut Self {
+        self.fetch("Configuring the network", "dhcp");
+        self
+    }
+
     /// `chain --autofree --replace URL`: load and run another script.
     pub fn chain(&mut self, url: &str) -> Result<&mut Self, ScriptError> {
         check("chain URL", url, false)?;
@@ -257,6 +264,18 @@ pub fn chain_script(agent: &str) -> Result<Script, ScriptError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dhcp_is_retried() {
+        let mut s = Script::new();
+        s.retries(3).dhcp();
+        let t = s.render();
+        assert!(t.contains("dhcp && goto fetch0_ok ||\n"), "{t}");
+        assert!(
+            t.contains("iseq ${tries} 3 && goto vaquero_failed ||"),
+            "{t}"
+        );
+    }
 
     #[test]
     fn refuses_what_ipxe_would_misread() {
