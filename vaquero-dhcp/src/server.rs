@@ -110,6 +110,9 @@ fn socket(config: &ServerConfig, port: u16) -> std::io::Result<UdpSocket> {
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     s.set_reuse_address(true)?;
     s.set_broadcast(true)?;
+    // A boot storm arrives in bursts: room for them while the task is
+    // descheduled (best effort; the kernel caps it at rmem_max).
+    let _ = s.set_recv_buffer_size(4 << 20);
     if let Some(i) = &config.interface {
         s.bind_device(Some(i.as_bytes()))?;
     }
