@@ -332,8 +332,6 @@ impl Drop for Pooled {
     }
 }
 
-/// The largest `sendfile` placeholder (virtual memory only).
-const PLACEHOLDER_MAX: u64 = 16 << 20;
 
 /// The body as `sendfile` placeholders for the file's parts.
 fn placeholders(file: std::fs::File, parts: Vec<Segment>) -> Body {
@@ -345,7 +343,7 @@ fn placeholders(file: std::fs::File, parts: Vec<Segment>) -> Body {
             Segment::File { start, len } => {
                 let mut at = start;
                 while at < start + len {
-                    let n = (start + len - at).min(PLACEHOLDER_MAX);
+                    let n = (start + len - at).min(crate::sendfile::PLACEHOLDER_SIZE as u64);
                     chunks.push(crate::sendfile::placeholder(file.clone(), at, n as usize));
                     at += n;
                 }

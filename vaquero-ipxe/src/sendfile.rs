@@ -38,14 +38,28 @@ struct Region {
 
 static REGIONS: Mutex<BTreeMap<usize, Region>> = Mutex::new(BTreeMap::new());
 
-/// Owns a placeholder's memory; unregisters it when hyper is done with it.
+/// The size of a placeholder buffer; a larger region takes several.
+pub(crate) const PLACEHOLDER_SIZE: usize = 4 << 20;
+
+/// Placeholder buffers for reuse. They are zeroed once when allocated —
+/// fresh pages from the OS, never touched, so they cost address space, not
+/// memory — and never written afterwards, so reusing one costs nothing
+/// (freeing and allocating anew could make the allocator zero recycled
+/// memory for every response).
+static FREE: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+/// Buffers kept for reuse (1 GiB of address space).
+const FREE_MAX: usize = 256;
+
+/// Owns a placeholder's buffer; unregisters it when hyper is done with it.
 struct Placeholder {
     buf: Vec<u8>,
+    len: usize,
 }
 
 impl AsRef<[u8]> for Placeholder {
     fn as_ref(&self) -> &[u8] {
-        &self.buf
+        &self.buf[..self.len]
     }
 }
 
@@ -54,18 +68,29 @@ impl Drop for Placeholder {
         if let Ok(mut r) = REGIONS.lock() {
             r.remove(&(self.buf.as_ptr() as usize));
         }
+        let buf = std::mem::take(&mut self.buf);
+        if let Ok(mut f) = FREE.lock()
+            && f.len() < FREE_MAX
+        {
+            f.push(buf);
+        }
     }
 }
 
-/// A body chunk that stands for `len` bytes of `file` from `offset`.
+/// A body chunk that stands for `len` (at most [`PLACEHOLDER_SIZE`])
+/// bytes of `file` from `offset`.
 pub(crate) fn placeholder(file: Arc<File>, offset: u64, len: usize) -> Bytes {
-    // Zeroed allocation: fresh pages that are only mapped if touched.
-    let buf = vec![0u8; len];
+    let len = len.min(PLACEHOLDER_SIZE);
+    let buf = FREE
+        .lock()
+        .ok()
+        .and_then(|mut f| f.pop())
+        .unwrap_or_else(|| vec![0u8; PLACEHOLDER_SIZE]);
     let start = buf.as_ptr() as usize;
     if let Ok(mut r) = REGIONS.lock() {
         r.insert(start, Region { len, file, offset });
     }
-    Bytes::from_owner(Placeholder { buf })
+    Bytes::from_owner(Placeholder { buf, len })
 }
 
 /// The file region `bytes` stand for, if they are (part of) a placeholder:
