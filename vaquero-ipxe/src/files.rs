@@ -332,7 +332,6 @@ impl Drop for Pooled {
     }
 }
 
-
 /// The body as `sendfile` placeholders for the file's parts.
 fn placeholders(file: std::fs::File, parts: Vec<Segment>) -> Body {
     let file = Arc::new(file);
