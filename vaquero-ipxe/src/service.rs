@@ -225,7 +225,20 @@ async fn metrics_layer(req: Request, next: Next) -> Response {
         });
     let started = Instant::now();
     let resp = next.run(req).await;
-    let status = resp.status().as_u16().to_string();
+    let status = match resp.status().as_u16() {
+        200 => "200",
+        206 => "206",
+        304 => "304",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        409 => "409",
+        416 => "416",
+        500 => "500",
+        502 => "502",
+        _ => "other",
+    };
     metrics::counter!("http_requests_total", "route" => route, "status" => status).increment(1);
     if let Some(n) = resp
         .headers()
@@ -656,29 +669,32 @@ async fn config_handler(
 async fn files_handler(
     State(s): State<Shared>,
     Peer(ip, zero_copy): Peer,
-    method: Method,
     Path(path): Path<String>,
-    headers: HeaderMap,
+    req: Request,
 ) -> Response {
-    let head = method == Method::HEAD;
+    let head = req.method() == Method::HEAD;
+    let headers = req.headers();
     let resp = if let Some(cdn) = &s.cdn {
-        cdn.serve(&path, &headers, head, zero_copy).await
+        cdn.serve(&path, headers, head, zero_copy).await
     } else if let Some(root) = &s.files {
-        root.serve(&path, &headers, head, zero_copy).await
+        root.serve(&path, headers, head, zero_copy).await
     } else {
         text(StatusCode::NOT_FOUND, "no files are served here\n")
     };
-    let m = s.model.borrow().clone();
-    let host = host_of_ip(&m, ip).map(|h| h.host.name.clone());
-    let attempt = host.as_deref().and_then(|h| s.attempt_of(h));
-    s.emit(
-        Route::Files,
-        host.as_deref(),
-        attempt,
-        ip,
-        resp.status(),
-        path,
-    );
+    // Tying a file to its host is only worth it when someone listens.
+    if s.events.is_some() {
+        let m = s.model.borrow().clone();
+        let host = host_of_ip(&m, ip).map(|h| h.host.name.clone());
+        let attempt = host.as_deref().and_then(|h| s.attempt_of(h));
+        s.emit(
+            Route::Files,
+            host.as_deref(),
+            attempt,
+            ip,
+            resp.status(),
+            path,
+        );
+    }
     resp
 }
 
