@@ -88,6 +88,24 @@ fn custom(s: &Subnet) -> Result<Vec<(u8, Vec<u8>, bool)>, ExportError> {
         .collect()
 }
 
+/// The subnet's IPv4 DNS servers and NTP servers given as addresses (the
+/// peers take addresses only).
+fn dns_ntp(s: &Subnet) -> (Vec<String>, Vec<&str>) {
+    let dns = s
+        .dns
+        .iter()
+        .filter(|a| a.is_ipv4())
+        .map(|a| a.to_string())
+        .collect();
+    let ntp = s
+        .ntp
+        .iter()
+        .filter(|n| n.parse::<Ipv4Addr>().is_ok())
+        .map(String::as_str)
+        .collect();
+    (dns, ntp)
+}
+
 fn hex(v: &[u8], sep: &str) -> String {
     v.iter()
         .map(|b| format!("{b:02x}"))
@@ -115,24 +133,13 @@ pub fn dnsmasq(m: &SiteModel, subnet_id: &str, server_ip: Ipv4Addr) -> Result<St
     if let Some(g) = s.gateway {
         opt("option:router", &g.to_string());
     }
-    let dns: Vec<String> = s
-        .dns
-        .iter()
-        .filter(|a| a.is_ipv4())
-        .map(|a| a.to_string())
-        .collect();
+    let (dns, ntp) = dns_ntp(s);
     if !dns.is_empty() {
         opt("option:dns-server", &dns.join(","));
     }
     if let Some(d) = &s.domain_name {
         opt("option:domain-name", d);
     }
-    let ntp: Vec<&str> = s
-        .ntp
-        .iter()
-        .filter(|n| n.parse::<Ipv4Addr>().is_ok())
-        .map(String::as_str)
-        .collect();
     if !ntp.is_empty() {
         opt("option:ntp-server", &ntp.join(","));
     }
@@ -218,24 +225,13 @@ pub fn kea(m: &SiteModel, subnet_id: &str, interface: &str) -> Result<String, Ex
     if let Some(g) = s.gateway {
         named("routers", g.to_string());
     }
-    let dns: Vec<String> = s
-        .dns
-        .iter()
-        .filter(|a| a.is_ipv4())
-        .map(|a| a.to_string())
-        .collect();
+    let (dns, ntp) = dns_ntp(s);
     if !dns.is_empty() {
         named("domain-name-servers", dns.join(", "));
     }
     if let Some(d) = &s.domain_name {
         named("domain-name", d.clone());
     }
-    let ntp: Vec<&str> = s
-        .ntp
-        .iter()
-        .filter(|n| n.parse::<Ipv4Addr>().is_ok())
-        .map(String::as_str)
-        .collect();
     if !ntp.is_empty() {
         named("ntp-servers", ntp.join(", "));
     }

@@ -299,27 +299,25 @@ impl SiteModel {
         self.revision = rev;
     }
 
-    /// The host and interface owning a MAC address.
-    pub fn by_mac(&self, mac: &MacAddr) -> Option<HostRef<'_>> {
-        let (h, i) = *self.by_mac.get(mac)?;
+    /// The host and interface at (host index, interface index).
+    fn iface_ref(&self, (h, i): (u32, u16)) -> HostRef<'_> {
         let host = &self.data.hosts[h as usize];
-        Some(HostRef {
+        HostRef {
             host,
             index: h as usize,
             interface: &host.interfaces[i as usize],
-        })
+        }
+    }
+
+    /// The host and interface owning a MAC address.
+    pub fn by_mac(&self, mac: &MacAddr) -> Option<HostRef<'_>> {
+        Some(self.iface_ref(*self.by_mac.get(mac)?))
     }
 
     /// The host and interface owning an IPv4 address (to tie a request
     /// from an installer to its host).
     pub fn by_ipv4(&self, ip: &std::net::Ipv4Addr) -> Option<HostRef<'_>> {
-        let (h, i) = *self.by_ipv4.get(ip)?;
-        let host = &self.data.hosts[h as usize];
-        Some(HostRef {
-            host,
-            index: h as usize,
-            interface: &host.interfaces[i as usize],
-        })
+        Some(self.iface_ref(*self.by_ipv4.get(ip)?))
     }
 
     /// The host with an SMBIOS UUID (its primary interface).
