@@ -484,71 +484,70 @@ async fn host_script(
         .read()
         .ok()
         .and_then(|c| c.get(&h.index).filter(|c| fresh(c)).map(|c| c.text.clone()));
-    if let Some(text_) = hit {
-        s.emit(
-            Route::Script,
-            Some(name),
-            Some(attempt),
-            ip,
-            StatusCode::OK,
-            detail(),
-        );
-        return text(StatusCode::OK, text_);
-    }
-    let token = s.token(name, &boot, attempt);
-    let urls = m.urls(h, &boot, &token);
-    let ctx = m.context(h, &boot, urls.as_ref());
-    let script = m
-        .render_boot(&boot, &ctx)
-        .map_err(|e| e.to_string())
-        .and_then(|r| {
-            let title = format!(
-                "Vaquero: {name} stage {}/{} ({boot}, {}), attempt {attempt}",
-                stage + 1,
-                m.stage_count(h.host),
-                r.os
-            );
-            boot_script(&title, &r).map_err(|e| e.to_string())
-        });
-    match script {
-        Ok(sc) => {
-            let body = bytes::Bytes::from(sc.render());
-            if let Ok(mut c) = s.scripts.write() {
-                c.insert(
-                    h.index,
-                    Cached {
-                        model: Arc::downgrade(&m),
-                        stage,
-                        boot: boot.clone(),
-                        attempt,
-                        minted: Instant::now(),
-                        text: body.clone(),
-                    },
+    let body = match hit {
+        Some(b) => b,
+        None => match render(&s, &m, h, stage, &boot, attempt) {
+            Ok(b) => b,
+            Err(e) => {
+                warn!(host = name, boot, error = %e, "rendering a boot script");
+                s.emit(
+                    Route::Script,
+                    Some(name),
+                    Some(attempt),
+                    ip,
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    e.clone(),
                 );
+                return text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n"));
             }
-            s.emit(
-                Route::Script,
-                Some(name),
-                Some(attempt),
-                ip,
-                StatusCode::OK,
-                detail(),
-            );
-            text(StatusCode::OK, body)
-        }
-        Err(e) => {
-            warn!(host = name, boot, error = %e, "rendering a boot script");
-            s.emit(
-                Route::Script,
-                Some(name),
-                Some(attempt),
-                ip,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                e.clone(),
-            );
-            text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n"))
-        }
+        },
+    };
+    s.emit(
+        Route::Script,
+        Some(name),
+        Some(attempt),
+        ip,
+        StatusCode::OK,
+        detail(),
+    );
+    text(StatusCode::OK, body)
+}
+
+/// Renders `h`'s script for a stage and caches it.
+fn render(
+    s: &Inner,
+    m: &Arc<SiteModel>,
+    h: HostRef<'_>,
+    stage: usize,
+    boot: &str,
+    attempt: u64,
+) -> Result<bytes::Bytes, String> {
+    let name = h.host.name.as_str();
+    let token = s.token(name, boot, attempt);
+    let urls = m.urls(h, boot, &token);
+    let ctx = m.context(h, boot, urls.as_ref());
+    let r = m.render_boot(boot, &ctx).map_err(|e| e.to_string())?;
+    let title = format!(
+        "Vaquero: {name} stage {}/{} ({boot}, {}), attempt {attempt}",
+        stage + 1,
+        m.stage_count(h.host),
+        r.os
+    );
+    let body = bytes::Bytes::from(boot_script(&title, &r).map_err(|e| e.to_string())?.render());
+    if let Ok(mut c) = s.scripts.write() {
+        c.insert(
+            h.index,
+            Cached {
+                model: Arc::downgrade(m),
+                stage,
+                boot: boot.to_owned(),
+                attempt,
+                minted: Instant::now(),
+                text: body.clone(),
+            },
+        );
     }
+    Ok(body)
 }
 
 #[derive(Debug, Deserialize)]
