@@ -369,6 +369,18 @@ fn order(options: &[(u8, Vec<u8>)], params: &[u8]) -> Vec<usize> {
     idx
 }
 
+/// The fixed header of `msg` (encoded by dhcproto) and the magic cookie;
+/// options are appended by the caller, in the order it chooses.
+fn header(mut msg: v4::Message, capacity: usize) -> Vec<u8> {
+    msg.set_opts(v4::DhcpOptions::new());
+    let mut out = Vec::with_capacity(capacity);
+    // An empty option set encodes as nothing at all, cookie included.
+    let _ = msg.encode(&mut Encoder::new(&mut out));
+    out.truncate(HEADER);
+    out.extend_from_slice(&MAGIC);
+    out
+}
+
 /// Encodes a reply for a client that asked with `params` (option 55) and
 /// accepts `max_size` bytes (option 57; at least 576). Options that do not
 /// fit are left out, those the client did not ask for first.
@@ -387,12 +399,7 @@ pub fn encode(reply: &Reply, params: &[u8], max_size: Option<u16>) -> Vec<u8> {
     if let Some(f) = &reply.file {
         msg.set_fname_str(f);
     }
-    msg.set_opts(v4::DhcpOptions::new());
-    let mut out = Vec::with_capacity(576);
-    // An empty option set encodes as nothing at all, cookie included.
-    let _ = msg.encode(&mut Encoder::new(&mut out));
-    out.truncate(HEADER);
-    out.extend_from_slice(&MAGIC);
+    let mut out = header(msg, 576);
     let limit = usize::from(max_size.unwrap_or(576).max(576)) - 28; // IP + UDP headers
     let mut ordered: Vec<&(u8, Vec<u8>)> = order(&reply.options, params)
         .into_iter()
@@ -509,11 +516,7 @@ pub fn encode_request(
         &mac.0,
     );
     msg.set_xid(xid);
-    msg.set_opts(v4::DhcpOptions::new());
-    let mut out = Vec::with_capacity(300);
-    let _ = msg.encode(&mut Encoder::new(&mut out));
-    out.truncate(HEADER);
-    out.extend_from_slice(&MAGIC);
+    let mut out = header(msg, 300);
     out.extend_from_slice(&[53, 1, msg_type.code()]);
     for (c, v) in options {
         out.push(*c);

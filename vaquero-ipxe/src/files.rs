@@ -113,6 +113,7 @@ impl FileRoot {
     /// the page cache they take microseconds, and a hop to the blocking
     /// pool would cost more than the work. Large files stream from a
     /// blocking thread.
+    ///
     /// With `zero_copy`, large bodies are `sendfile` placeholders (only
     /// for connections accepted by [`crate::serve`]).
     pub async fn serve(
@@ -123,7 +124,7 @@ impl FileRoot {
         zero_copy: bool,
     ) -> Response {
         let opened = self.open(rel).and_then(Opened::read);
-        respond(Ok(opened), Path::new(rel), headers, head, zero_copy)
+        respond(opened, Path::new(rel), headers, head, zero_copy)
     }
 }
 
@@ -163,27 +164,24 @@ impl Opened {
 }
 
 /// The response for a regular file at `path` (already known to be safe):
-/// the CDN cache's objects.
+/// the CDN cache's objects, opened like [`FileRoot::serve`]'s files.
 pub async fn serve_path(path: &Path, headers: &HeaderMap, head: bool, zero_copy: bool) -> Response {
-    let p = path.to_path_buf();
-    let opened = tokio::task::spawn_blocking(move || {
-        Opened::read(std::fs::File::open(&p).map_err(|_| StatusCode::NOT_FOUND)?)
-    })
-    .await;
+    let opened = std::fs::File::open(path)
+        .map_err(|_| StatusCode::NOT_FOUND)
+        .and_then(Opened::read);
     respond(opened, path, headers, head, zero_copy)
 }
 
 fn respond(
-    opened: Result<Result<Opened, StatusCode>, tokio::task::JoinError>,
+    opened: Result<Opened, StatusCode>,
     name: &Path,
     headers: &HeaderMap,
     head: bool,
     zero_copy: bool,
 ) -> Response {
     match opened {
-        Ok(Ok(o)) => serve_open(o, name, headers, head, zero_copy),
-        Ok(Err(status)) => (status, status.canonical_reason().unwrap_or("")).into_response(),
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        Ok(o) => serve_open(o, name, headers, head, zero_copy),
+        Err(status) => (status, status.canonical_reason().unwrap_or("")).into_response(),
     }
 }
 

@@ -35,7 +35,7 @@ use crate::cdn::Cdn;
 use crate::files::FileRoot;
 use crate::sendfile::{Conn, SendfileListener};
 use crate::state::{BootState, Current};
-use crate::token::{Claims, TokenError, TokenKey};
+use crate::token::{Claims, TokenKey};
 use crate::{boot_script, chain_script, local_boot_script};
 
 /// Which route a request took.
@@ -355,42 +355,21 @@ async fn chain(State(s): State<Shared>, Peer(ip, _): Peer, headers: HeaderMap) -
     let m = s.model.borrow().clone();
     let host = host_of_ip(&m, ip).map(|h| h.host.name.clone());
     let attempt = host.as_deref().and_then(|h| s.attempt_of(h));
-    let Some(agent) = agent_url(&m, &headers) else {
-        let r = "no agent URL in the model and no Host header".to_owned();
-        s.emit(
-            Route::Chain,
-            host.as_deref(),
-            attempt,
-            ip,
+    let (status, body) = match agent_url(&m, &headers).map(|a| chain_script(&a)) {
+        Some(Ok(script)) => (StatusCode::OK, script.render()),
+        Some(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        None => (
             StatusCode::INTERNAL_SERVER_ERROR,
-            r.clone(),
-        );
-        return text(StatusCode::INTERNAL_SERVER_ERROR, r);
+            "no agent URL in the model and no Host header".to_owned(),
+        ),
     };
-    match chain_script(&agent) {
-        Ok(script) => {
-            s.emit(
-                Route::Chain,
-                host.as_deref(),
-                attempt,
-                ip,
-                StatusCode::OK,
-                "boot.ipxe".into(),
-            );
-            text(StatusCode::OK, script.render())
-        }
-        Err(e) => {
-            s.emit(
-                Route::Chain,
-                host.as_deref(),
-                attempt,
-                ip,
-                StatusCode::INTERNAL_SERVER_ERROR,
-                e.to_string(),
-            );
-            text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-        }
-    }
+    let detail = if status == StatusCode::OK {
+        "boot.ipxe".to_owned()
+    } else {
+        body.clone()
+    };
+    s.emit(Route::Chain, host.as_deref(), attempt, ip, status, detail);
+    text(status, body)
 }
 
 /// What iPXE reports about itself (see [`crate::chain_script`]).
@@ -711,7 +690,7 @@ async fn checkpoint(
     };
     let claims = match s.key.verify(&token, now) {
         Ok(c) => c,
-        Err(e @ (TokenError::Malformed | TokenError::BadSignature | TokenError::Expired)) => {
+        Err(e) => {
             return refuse(
                 StatusCode::UNAUTHORIZED,
                 None,
