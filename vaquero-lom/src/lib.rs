@@ -1,7 +1,16 @@
-//! Lights-out management for Vaquero: the `PowerDriver` trait (power state,
-//! on/off/cycle/reset, next boot device, inventory) and its drivers —
-//! IPMI over LAN, Redfish, SSH and exec — behind a wrapper that serializes,
-//! retries and meters every BMC operation.
-//!
-//! **Status:** skeleton. The crate exists so the workspace has its final
-//! shape; the trait and drivers are built in their own issue.
+//! Lights-out management for Vaquero: the [`PowerDriver`] trait (power
+//! state, on/off/cycle/reset, next boot device, inventory) and its drivers
+//! — IPMI over LAN, Redfish, SSH and exec — behind [`Lom`], the wrapper
+//! that serializes, retries, bounds and meters every BMC operation.
+
+pub mod driver;
+pub mod fake;
+pub mod guard;
+pub mod ipmi;
+
+pub use driver::{
+    BootDevice, BootMode, BootOverride, Inventory, LomError, PowerAction, PowerDriver, PowerState,
+};
+pub use fake::{FakeCall, FakeDriver};
+pub use guard::{Lom, LomConfig, Managed};
+pub use ipmi::{IpmiConfig, IpmiDriver};

@@ -1,0 +1,414 @@
+//! The IPMI driver against OpenIPMI's `ipmi_sim` on 127.0.0.1, with
+//! `ipmitool -I lanplus` as the reference client.
+//!
+//! The simulator only accepts Chassis Control and Set System Boot Options
+//! when its LAN config names a `chassis_control` program; ours keeps the
+//! power state and boot device in files of the test's directory and logs
+//! every call, so the test sees what the BMC was asked to do.
+#![allow(clippy::unwrap_used)]
+
+use std::net::UdpSocket;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use vaquero_lom::{
+    BootDevice, BootMode, BootOverride, IpmiConfig, IpmiDriver, Lom, LomConfig, LomError,
+    PowerAction, PowerDriver, PowerState,
+};
+
+const USER: &str = "admin";
+const PASSWORD: &str = "s3cret-pw";
+
+const CHASSIS_CONTROL: &str = r#"#!/bin/sh
+# ipmi_sim chassis control: <device> get|set [parm [val]]...
+dir=$(dirname "$0")
+shift
+op=$1
+shift
+echo "$op $*" >> "$dir/calls"
+case $op in
+get)
+    for p in "$@"; do
+        case $p in
+        power) echo "power:$(cat "$dir/power" 2>/dev/null || echo 0)" ;;
+        boot) echo "boot:$(cat "$dir/boot" 2>/dev/null || echo default)" ;;
+        *) echo "unknown parameter $p"; exit 1 ;;
+        esac
+    done ;;
+set)
+    while [ $# -ge 2 ]; do
+        case $1 in
+        power) echo "$2" > "$dir/power" ;;
+        reset) echo "reset" >> "$dir/resets" ;;
+        boot) echo "$2" > "$dir/boot" ;;
+        shutdown) echo 0 > "$dir/power" ;;
+        *) echo "unknown parameter $1"; exit 1 ;;
+        esac
+        shift 2
+    done ;;
+esac
+"#;
+
+/// An `ipmi_sim` process; killed by PID on drop.
+struct Sim {
+    child: Child,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Sim {
+    fn start() -> Sim {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_udp_port();
+        let control = dir.path().join("chassis-control");
+        std::fs::write(&control, CHASSIS_CONTROL).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&control, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let lan = format!(
+            r#"name "vaquero-test"
+set_working_mc 0x20
+  startlan 1
+    addr 127.0.0.1 {port}
+    priv_limit admin
+    allowed_auths_callback none md2 md5 straight
+    allowed_auths_user none md2 md5 straight
+    allowed_auths_operator none md2 md5 straight
+    allowed_auths_admin none md2 md5 straight
+    guid a123456789abcdefa123456789abcdef
+  endlan
+  chassis_control "{control} 0x20"
+  user 1 true  ""      "unused" user  10 none md2 md5 straight
+  user 2 true  "{USER}" "{PASSWORD}" admin 10 none md2 md5 straight
+  user 3 true  "viewer" "viewer-pw" user 10 none md2 md5 straight
+"#,
+            control = control.display()
+        );
+        std::fs::write(dir.path().join("lan.conf"), lan).unwrap();
+        std::fs::write(
+            dir.path().join("sim.emu"),
+            "mc_setbmc 0x20\n\
+             mc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\n\
+             mc_enable 0x20\n",
+        )
+        .unwrap();
+        std::fs::create_dir(dir.path().join("state")).unwrap();
+        let child = Command::new("ipmi_sim")
+            .current_dir(dir.path())
+            .args(["-c", "lan.conf", "-f", "sim.emu", "-s", "state", "-n"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ipmi_sim (Debian package openipmi) must be installed: run scripts/setup");
+        let sim = Sim { child, dir, port };
+        // Ready when ipmitool can open a session (bounded).
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let out = sim.ipmitool(&["chassis", "power", "status"]);
+            if out.contains("Chassis Power is") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ipmi_sim did not answer within 15 s: {out}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        sim
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// ipmitool exits 0 even when the BMC answered an error: callers check
+    /// its text (stdout; stderr has its retry chatter).
+    fn ipmitool(&self, args: &[&str]) -> String {
+        let out = Command::new("ipmitool")
+            .args(["-I", "lanplus", "-H", "127.0.0.1", "-p"])
+            .arg(self.port.to_string())
+            .args(["-U", USER, "-P", PASSWORD, "-R", "1", "-N", "2"])
+            .args(args)
+            .output()
+            .expect("ipmitool must be installed: run scripts/setup");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Active sessions as the BMC counts them, minus ipmitool's own.
+    fn other_sessions(&self) -> usize {
+        let out = self.ipmitool(&["session", "info", "active"]);
+        let line = out
+            .lines()
+            .find(|l| l.starts_with("active sessions"))
+            .unwrap_or_else(|| panic!("no session count in {out}"));
+        let n: usize = line.rsplit(':').next().unwrap().trim().parse().unwrap();
+        n - 1
+    }
+
+    fn config(&self, password: &str) -> IpmiConfig {
+        IpmiConfig {
+            address: "127.0.0.1".into(),
+            port: self.port,
+            username: USER.into(),
+            password: password.into(),
+            timeout: Duration::from_secs(2),
+        }
+    }
+
+    fn driver(&self) -> IpmiDriver {
+        IpmiDriver::new(self.config(PASSWORD))
+    }
+
+    fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path(name))
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    }
+}
+
+fn power_from_ipmitool(sim: &Sim) -> String {
+    sim.ipmitool(&["chassis", "power", "status"])
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_and_boot_device_against_ipmi_sim() {
+    let sim = Sim::start();
+    let d = sim.driver();
+
+    assert_eq!(d.power_state().await.unwrap(), PowerState::Off);
+
+    d.power(PowerAction::On).await.unwrap();
+    assert_eq!(d.power_state().await.unwrap(), PowerState::On);
+    assert_eq!(power_from_ipmitool(&sim), "Chassis Power is on");
+    assert_eq!(sim.read("power"), "1");
+
+    d.power(PowerAction::Off).await.unwrap();
+    assert_eq!(d.power_state().await.unwrap(), PowerState::Off);
+    assert_eq!(power_from_ipmitool(&sim), "Chassis Power is off");
+
+    // Cycle of a machine that is off powers it on.
+    d.power(PowerAction::Cycle).await.unwrap();
+    assert_eq!(d.power_state().await.unwrap(), PowerState::On);
+
+    // Cycle of a machine that is on: off, then on again.
+    let before = sim.read("calls").lines().count();
+    d.power(PowerAction::Cycle).await.unwrap();
+    // The BMC powers off at once and on again after its cycle interval:
+    // watch the state come back (bounded).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sim
+        .read("calls")
+        .lines()
+        .skip(before)
+        .all(|l| l != "set power 1")
+    {
+        assert!(Instant::now() < deadline, "no power-on after the cycle");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let calls = sim.read("calls");
+    let new: Vec<&str> = calls.lines().skip(before).collect();
+    let off = new.iter().position(|l| *l == "set power 0");
+    let on = new.iter().position(|l| *l == "set power 1");
+    assert!(
+        matches!((off, on), (Some(a), Some(b)) if a < b),
+        "a power cycle is off then on at the chassis: {new:?}"
+    );
+    assert_eq!(d.power_state().await.unwrap(), PowerState::On);
+
+    d.power(PowerAction::Reset).await.unwrap();
+    assert!(
+        sim.read("resets").contains("reset"),
+        "{}",
+        sim.read("calls")
+    );
+
+    // Soft off: ipmi_sim hands it to the chassis control program.
+    d.power(PowerAction::SoftOff).await.unwrap();
+    assert!(
+        sim.read("calls").contains("set shutdown 1"),
+        "{}",
+        sim.read("calls")
+    );
+
+    // Next boot from PXE, once, legacy: read back by ipmitool.
+    d.set_boot_device(BootOverride {
+        device: BootDevice::Pxe,
+        persistent: false,
+        mode: BootMode::Legacy,
+    })
+    .await
+    .unwrap();
+    let param = sim.ipmitool(&["chassis", "bootparam", "get", "5"]);
+    assert!(
+        param.contains("Boot Device Selector : Force PXE"),
+        "{param}"
+    );
+    assert!(param.contains("Options apply to only next boot"), "{param}");
+    assert_eq!(sim.read("boot"), "pxe");
+
+    // Persistent UEFI disk. ipmi_sim keeps only the device selector (data
+    // byte 2) of parameter 5 and reads byte 1 (valid, persistent, EFI)
+    // back as 0, so only the device is read back here; the flag bits are
+    // checked by the unit tests of `boot_flags`.
+    let disk = BootOverride {
+        device: BootDevice::Disk,
+        persistent: true,
+        mode: BootMode::Uefi,
+    };
+    d.set_boot_device(disk).await.unwrap();
+    let param = sim.ipmitool(&["chassis", "bootparam", "get", "5"]);
+    assert!(
+        param.contains("Force Boot from default Hard-Drive"),
+        "{param}"
+    );
+    assert!(param.contains("Boot parameter data: 0008"), "{param}");
+    // The driver reads the same parameter: not valid, so no override.
+    assert_eq!(d.boot_device().await.unwrap(), None);
+
+    // HTTP boot does not exist in IPMI: a typed refusal, nothing sent.
+    assert!(matches!(
+        d.set_boot_device(BootOverride::once(BootDevice::Http))
+            .await,
+        Err(LomError::Unsupported(_))
+    ));
+
+    let inv = d.inventory().await.unwrap();
+    assert!(inv.vendor.is_some() && inv.uuid.is_some(), "{inv:?}");
+
+    // Every session this test opened was closed.
+    assert_eq!(sim.other_sessions(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_credentials_and_privilege_leak_no_session() {
+    let sim = Sim::start();
+    let wrong = IpmiDriver::new(sim.config("not-the-password"));
+    let started = Instant::now();
+    match wrong.power_state().await {
+        Err(LomError::AuthFailed(_)) => {}
+        other => panic!("wrong password must be AuthFailed, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    let unknown = IpmiDriver::new(IpmiConfig {
+        username: "nobody".into(),
+        ..sim.config(PASSWORD)
+    });
+    assert!(matches!(
+        unknown.power_state().await,
+        Err(LomError::AuthFailed(_))
+    ));
+
+    // A user whose channel limit is User cannot be raised to
+    // Administrator: refused, and the half-made session is closed.
+    let viewer = IpmiDriver::new(IpmiConfig {
+        username: "viewer".into(),
+        ..sim.config("viewer-pw")
+    });
+    match viewer.power(PowerAction::On).await {
+        Err(LomError::AuthFailed(_)) => {}
+        other => panic!("a User-level account must be refused, got {other:?}"),
+    }
+    assert_eq!(sim.read("power"), "", "nothing was powered");
+    assert_eq!(sim.other_sessions(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_operations_leak_no_session() {
+    let sim = Sim::start();
+    let lom = Lom::new(LomConfig::default());
+    let d = std::sync::Arc::new(sim.driver());
+    // Concurrent callers on one BMC are serialized by the wrapper.
+    let managed = std::sync::Arc::new(lom.manage(d));
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let m = managed.clone();
+        tasks.push(tokio::spawn(async move {
+            if i % 2 == 0 {
+                m.power(PowerAction::On).await.map(drop)
+            } else {
+                m.power_state().await.map(drop)
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(sim.other_sessions(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_port_is_unreachable_and_a_silent_bmc_times_out() {
+    // Nothing listens: the kernel answers ICMP port unreachable.
+    let closed = IpmiDriver::new(IpmiConfig {
+        address: "127.0.0.1".into(),
+        port: free_udp_port(),
+        username: USER.into(),
+        password: PASSWORD.into(),
+        timeout: Duration::from_secs(2),
+    });
+    let started = Instant::now();
+    match closed.power_state().await {
+        Err(LomError::Unreachable(_)) => {}
+        other => panic!("a closed port must be Unreachable, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // A socket that reads and never answers: Timeout within the bound.
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let stalled = IpmiDriver::new(IpmiConfig {
+        port,
+        ..closed_config(port)
+    });
+    let started = Instant::now();
+    match stalled.power_state().await {
+        Err(LomError::Timeout(_)) => {}
+        other => panic!("a silent BMC must be Timeout, got {other:?}"),
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+
+    // Through the wrapper: retried (transient), still typed, still bounded.
+    let lom = Lom::new(LomConfig {
+        attempts: 2,
+        backoff: Duration::from_millis(50),
+        timeout: Duration::from_secs(3),
+        ..LomConfig::default()
+    });
+    let managed = lom.manage(std::sync::Arc::new(stalled));
+    assert!(matches!(
+        managed.power_state().await,
+        Err(LomError::Timeout(_))
+    ));
+    drop(silent);
+}
+
+fn closed_config(port: u16) -> IpmiConfig {
+    IpmiConfig {
+        address: "127.0.0.1".into(),
+        port,
+        username: USER.into(),
+        password: PASSWORD.into(),
+        timeout: Duration::from_secs(2),
+    }
+}
