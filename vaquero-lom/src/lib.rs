@@ -7,6 +7,7 @@ pub mod driver;
 pub mod fake;
 pub mod guard;
 pub mod ipmi;
+pub mod redfish;
 
 pub use driver::{
     BootDevice, BootMode, BootOverride, Inventory, LomError, PowerAction, PowerDriver, PowerState,
@@ -14,3 +15,4 @@ pub use driver::{
 pub use fake::{FakeCall, FakeDriver};
 pub use guard::{Lom, LomConfig, Managed};
 pub use ipmi::{IpmiConfig, IpmiDriver};
+pub use redfish::{RedfishConfig, RedfishDriver};
