@@ -248,3 +248,12 @@ pub trait PowerDriver: Send + Sync {
         )))
     }
 }
+
+impl fmt::Debug for dyn PowerDriver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PowerDriver")
+            .field("kind", &self.kind())
+            .field("target", &self.target())
+            .finish()
+    }
+}

@@ -1,18 +1,101 @@
 //! Lights-out management for Vaquero: the [`PowerDriver`] trait (power
-//! state, on/off/cycle/reset, next boot device, inventory) and its drivers
-//! — IPMI over LAN, Redfish, SSH and exec — behind [`Lom`], the wrapper
-//! that serializes, retries, bounds and meters every BMC operation.
+//! state, on/off/cycle/reset, next boot device, inventory), its drivers —
+//! [IPMI over LAN](ipmi), [Redfish](redfish), [SSH](ssh), [exec](exec) and
+//! a [fake](fake) — and [`Lom`], the wrapper every driver goes through:
+//! one operation at a time per BMC, a global cap on operations in flight,
+//! a timeout on every attempt, bounded retries with backoff for transient
+//! errors, and metrics (`lom_operations_total{kind,op,result}`,
+//! `lom_operation_seconds`, `lom_retries_total`,
+//! `lom_operations_in_flight`) and a tracing span per operation.
+//!
+//! [`driver_for`] makes the driver a SoT host's `bmc` entry describes,
+//! reading its secret from the environment or a file.
+//!
+//! # Writing a driver
+//!
+//! Implement [`PowerDriver`] for your hardware — a smart PDU, a
+//! hypervisor, a vendor API. A driver does one attempt of one operation
+//! and says what went wrong with a [`LomError`] variant: retries,
+//! timeouts, serialization and metrics come from [`Lom`], so the driver
+//! stays small. Return [`LomError::Unsupported`] for what the hardware
+//! cannot do (a PDU has no boot device), and make transient failures
+//! [`LomError::Busy`], [`LomError::Timeout`] or [`LomError::Unreachable`]
+//! so they are retried.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::sync::atomic::{AtomicBool, Ordering};
+//! use vaquero_lom::{
+//!     BootOverride, Lom, LomConfig, LomError, PowerAction, PowerDriver, PowerState,
+//! };
+//!
+//! /// One outlet of a PDU (here in memory; a real one speaks HTTP or SNMP).
+//! struct Outlet {
+//!     pdu: String,
+//!     outlet: u8,
+//!     on: AtomicBool,
+//! }
+//!
+//! #[async_trait::async_trait]
+//! impl PowerDriver for Outlet {
+//!     fn kind(&self) -> &'static str {
+//!         "pdu"
+//!     }
+//!     fn target(&self) -> String {
+//!         // Operations on one PDU are serialized, whatever the outlet.
+//!         self.pdu.clone()
+//!     }
+//!     async fn power_state(&self) -> Result<PowerState, LomError> {
+//!         Ok(if self.on.load(Ordering::SeqCst) { PowerState::On } else { PowerState::Off })
+//!     }
+//!     async fn power(&self, action: PowerAction) -> Result<(), LomError> {
+//!         match action {
+//!             PowerAction::On | PowerAction::Cycle | PowerAction::Reset => {
+//!                 self.on.store(true, Ordering::SeqCst)
+//!             }
+//!             PowerAction::Off => self.on.store(false, Ordering::SeqCst),
+//!             PowerAction::SoftOff => {
+//!                 return Err(LomError::Unsupported("a PDU cannot ask the OS".into()))
+//!             }
+//!         }
+//!         Ok(())
+//!     }
+//!     async fn set_boot_device(&self, _: BootOverride) -> Result<(), LomError> {
+//!         Err(LomError::Unsupported("a PDU has no boot device".into()))
+//!     }
+//! }
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+//! let lom = Lom::new(LomConfig::default());
+//! let machine = lom.manage(Arc::new(Outlet {
+//!     pdu: "pdu-r1".into(),
+//!     outlet: 4,
+//!     on: AtomicBool::new(false),
+//! }));
+//! machine.power(PowerAction::Cycle).await.unwrap();
+//! assert_eq!(machine.power_state().await.unwrap(), PowerState::On);
+//! # });
+//! ```
+//!
+//! `examples/custom_driver.rs` is a complete one: a PDU driven over HTTP.
 
 pub mod driver;
+pub mod exec;
 pub mod fake;
+mod from_model;
 pub mod guard;
 pub mod ipmi;
+mod process;
 pub mod redfish;
+pub mod ssh;
 
 pub use driver::{
     BootDevice, BootMode, BootOverride, Inventory, LomError, PowerAction, PowerDriver, PowerState,
 };
+pub use exec::{ExecConfig, ExecDriver};
 pub use fake::{FakeCall, FakeDriver};
+pub use from_model::{DriverOptions, driver_for};
 pub use guard::{Lom, LomConfig, Managed};
 pub use ipmi::{IpmiConfig, IpmiDriver};
 pub use redfish::{RedfishConfig, RedfishDriver};
+pub use ssh::{SshConfig, SshDriver};

@@ -450,6 +450,10 @@ pub struct Bmc {
     /// Redfish: accept any TLS certificate.
     #[serde(default)]
     pub insecure_tls: bool,
+    /// Redfish: a PEM file with the CA certificate to trust for this BMC
+    /// (and no other CA).
+    #[serde(default)]
+    pub ca_cert: Option<String>,
     /// Exec: the program and its arguments (templated).
     #[serde(default)]
     pub command: Vec<String>,
