@@ -63,7 +63,7 @@ pub fn validate(dir: &Path, format: Format) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn load(dir: &Path) -> anyhow::Result<Sot> {
+pub(crate) fn load(dir: &Path) -> anyhow::Result<Sot> {
     match Sot::load_dir(dir) {
         Ok(s) => Ok(s),
         Err(ModelError::Invalid(d)) => bail!("the SoT does not validate:\n{d}"),

@@ -1,6 +1,7 @@
 //! `vaquero`: bare-metal provisioning as code.
 
 mod commands;
+mod power;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -77,6 +78,31 @@ enum Command {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
+    /// Power or boot-device control of one host through its BMC (exit 1 when
+    /// the BMC operation fails). Secrets come from the environment or files,
+    /// as the SoT's password_env / password_file say.
+    Power {
+        /// The SoT directory.
+        #[arg(long, value_name = "DIR")]
+        sot: PathBuf,
+        /// The host's name.
+        host: String,
+        /// The operation.
+        #[arg(value_enum)]
+        op: power::Op,
+        /// For pxe/http/disk/bios: every boot from now on, not just the next.
+        #[arg(long)]
+        persistent: bool,
+        /// For pxe/http/disk/bios: boot in UEFI mode.
+        #[arg(long, conflicts_with = "legacy")]
+        uefi: bool,
+        /// For pxe/http/disk/bios: boot in legacy BIOS mode.
+        #[arg(long)]
+        legacy: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
 }
 
 fn main() -> ExitCode {
@@ -108,6 +134,24 @@ fn main() -> ExitCode {
             to,
             format,
         } => commands::diff(&sot, &from, &to, format),
+        Command::Power {
+            sot,
+            host,
+            op,
+            persistent,
+            uefi,
+            legacy,
+            format,
+        } => {
+            let mode = if uefi {
+                vaquero_lom::BootMode::Uefi
+            } else if legacy {
+                vaquero_lom::BootMode::Legacy
+            } else {
+                vaquero_lom::BootMode::Unchanged
+            };
+            power::power(&sot, &host, op, persistent, mode, format)
+        }
     };
     match result {
         Ok(code) => code,

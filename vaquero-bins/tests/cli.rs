@@ -236,3 +236,77 @@ fn diff_two_git_revisions() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown revision `v0`"));
 }
+
+#[test]
+fn power_through_an_exec_bmc_and_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sot = tmp.path().join("sot");
+    copy_dir(&lab(), &sot);
+    // storage-01's PDU program, replaced by one of the test's own.
+    let pdu = tmp.path().join("pdu-power");
+    std::fs::write(
+        &pdu,
+        "#!/bin/sh\nstate=\"$(dirname \"$0\")/state\"\n\
+         case \"$VAQUERO_ACTION\" in\n\
+         status) cat \"$state\" 2>/dev/null || echo off ;;\n\
+         on|cycle|reset) echo on > \"$state\" ;;\n\
+         off|soft) echo off > \"$state\" ;;\n\
+         boot) echo \"$VAQUERO_BOOT_DEVICE $VAQUERO_BOOT_PERSISTENT\" > \"$state.boot\" ;;\n\
+         esac\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&pdu, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let storage = sot.join("sites/lab/storage.yml");
+    let text = std::fs::read_to_string(&storage)
+        .unwrap()
+        .replace("/usr/local/bin/pdu-power", pdu.to_str().unwrap());
+    std::fs::write(&storage, text).unwrap();
+    let s = sot.to_str().unwrap();
+
+    let o = vaquero(&["power", "--sot", s, "storage-01", "status"]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(
+        stdout(&o).starts_with("storage-01: power off ["),
+        "{}",
+        stdout(&o)
+    );
+    let o = vaquero(&["power", "--sot", s, "storage-01", "cycle"]);
+    assert!(o.status.success(), "{o:?}");
+    let o = vaquero(&[
+        "power",
+        "--sot",
+        s,
+        "storage-01",
+        "status",
+        "--format",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["result"]["power"], "on");
+    assert_eq!(v["ok"], true);
+    let o = vaquero(&["power", "--sot", s, "storage-01", "pxe", "--persistent"]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(stdout(&o).contains("next boot from pxe (every boot)"));
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("state.boot")).unwrap(),
+        "pxe true\n"
+    );
+
+    // Secrets come from the environment: a missing one is named, and
+    // nothing is sent.
+    let o = Command::new(env!("CARGO_BIN_EXE_vaquero"))
+        .args(["power", "--sot", s, "k8s-01", "status"])
+        .env_remove("LAB_IPMI_PASSWORD")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("LAB_IPMI_PASSWORD"));
+    let o = vaquero(&["power", "--sot", s, "no-such-host", "status"]);
+    assert_eq!(o.status.code(), Some(2));
+    // What the driver cannot do: exit 1 with the typed error.
+    let o = vaquero(&["power", "--sot", s, "k8s-03", "on", "--format", "json"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["error"]["kind"], "unsupported");
+}
