@@ -3,9 +3,11 @@
 //! keys in the test's directory), and drivers made from `examples/lab`.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -13,12 +15,6 @@ use vaquero_lom::{
     BootDevice, BootMode, BootOverride, DriverOptions, ExecConfig, ExecDriver, LomError,
     PowerAction, PowerDriver, PowerState, SshConfig, SshDriver, driver_for,
 };
-
-fn write_exec(path: &Path, body: &str) {
-    std::fs::write(path, body).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
-}
 
 const PDU: &str = r#"#!/bin/sh
 # A PDU: state in files next to this script; every call logged.
@@ -55,7 +51,7 @@ fn exec_config(program: &Path) -> ExecConfig {
 async fn exec_driver_runs_the_operators_program() {
     let dir = tempfile::tempdir().unwrap();
     let pdu = dir.path().join("pdu");
-    write_exec(&pdu, PDU);
+    common::write_exec(&pdu, PDU);
     let d = ExecDriver::new(exec_config(&pdu)).unwrap();
 
     assert_eq!(d.power_state().await.unwrap(), PowerState::Off);
@@ -115,7 +111,7 @@ async fn exec_driver_failures_are_typed() {
         (3, "command"),
     ] {
         let p = dir.path().join(format!("exit{code}"));
-        write_exec(&p, &format!("#!/bin/sh\necho failing >&2\nexit {code}\n"));
+        common::write_exec(&p, &format!("#!/bin/sh\necho failing >&2\nexit {code}\n"));
         let d = ExecDriver::new(exec_config(&p)).unwrap();
         let e = d.power(PowerAction::On).await.unwrap_err();
         assert_eq!(e.label(), label, "{e}");
@@ -133,7 +129,7 @@ async fn exec_driver_failures_are_typed() {
 
     // A program that hangs is killed at the timeout.
     let slow = dir.path().join("slow");
-    write_exec(&slow, "#!/bin/sh\nexec sleep 30\n");
+    common::write_exec(&slow, "#!/bin/sh\nexec sleep 30\n");
     let d = ExecDriver::new(ExecConfig {
         timeout: Duration::from_millis(500),
         ..exec_config(&slow)
@@ -159,16 +155,9 @@ async fn exec_driver_failures_are_typed() {
 
 /// An sshd of the test's own; killed by PID on drop.
 struct Sshd {
-    child: Child,
+    _peer: common::Peer,
     dir: tempfile::TempDir,
     port: u16,
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn keygen(path: &Path) {
@@ -178,14 +167,6 @@ fn keygen(path: &Path) {
         .status()
         .expect("ssh-keygen (openssh-client) must be installed: run scripts/setup");
     assert!(ok.success());
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Sshd {
@@ -204,7 +185,7 @@ impl Sshd {
         keygen(&p("client_key"));
         keygen(&p("other_key"));
         std::fs::copy(p("client_key.pub"), p("authorized_keys")).unwrap();
-        let port = free_port();
+        let port = common::free_tcp_port();
         std::fs::write(
             p("sshd_config"),
             format!(
@@ -229,7 +210,11 @@ impl Sshd {
             assert!(Instant::now() < deadline, "sshd did not listen within 15 s");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Sshd { child, dir, port }
+        Sshd {
+            _peer: common::Peer(child),
+            dir,
+            port,
+        }
     }
 
     fn path(&self, n: &str) -> PathBuf {
@@ -306,7 +291,7 @@ async fn ssh_failures_are_typed_and_bounded() {
     }
     // Nothing listening.
     let mut c = sshd.config("client_key");
-    c.port = free_port();
+    c.port = common::free_tcp_port();
     assert!(matches!(
         SshDriver::new(c).power_state().await,
         Err(LomError::Unreachable(_))

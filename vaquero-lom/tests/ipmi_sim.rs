@@ -7,9 +7,11 @@
 //! every call, so the test sees what the BMC was asked to do.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::net::UdpSocket;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use vaquero_lom::{
@@ -52,34 +54,17 @@ esac
 
 /// An `ipmi_sim` process; killed by PID on drop.
 struct Sim {
-    child: Child,
+    _peer: common::Peer,
     dir: tempfile::TempDir,
     port: u16,
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Sim {
     fn start() -> Sim {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_udp_port();
+        let port = common::free_udp_port();
         let control = dir.path().join("chassis-control");
-        std::fs::write(&control, CHASSIS_CONTROL).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&control, std::fs::Permissions::from_mode(0o755)).unwrap();
+        common::write_exec(&control, CHASSIS_CONTROL);
         let lan = format!(
             r#"name "vaquero-test"
 set_working_mc 0x20
@@ -116,7 +101,11 @@ set_working_mc 0x20
             .stderr(Stdio::null())
             .spawn()
             .expect("ipmi_sim (Debian package openipmi) must be installed: run scripts/setup");
-        let sim = Sim { child, dir, port };
+        let sim = Sim {
+            _peer: common::Peer(child),
+            dir,
+            port,
+        };
         // Ready when ipmitool can open a session (bounded).
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
@@ -361,7 +350,7 @@ async fn closed_port_is_unreachable_and_a_silent_bmc_times_out() {
     // Nothing listens: the kernel answers ICMP port unreachable.
     let closed = IpmiDriver::new(IpmiConfig {
         address: "127.0.0.1".into(),
-        port: free_udp_port(),
+        port: common::free_udp_port(),
         username: USER.into(),
         password: PASSWORD.into(),
         timeout: Duration::from_secs(2),

@@ -7,9 +7,11 @@
 //! asynchronous BMCs do, while sushy still carries them out.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -32,26 +34,11 @@ fn venv() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/peers-venv"))
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A sushy-emulator process; killed by PID on drop.
 struct Sushy {
-    child: Child,
+    _peer: common::Peer,
     _dir: tempfile::TempDir,
     base: String,
-}
-
-impl Drop for Sushy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Sushy {
@@ -88,7 +75,7 @@ impl Sushy {
             ),
         )
         .unwrap();
-        let port = free_port();
+        let port = common::free_tcp_port();
         let child = Command::new(venv.join("bin/sushy-emulator"))
             .args([
                 "--fake",
@@ -105,7 +92,7 @@ impl Sushy {
             .spawn()
             .unwrap();
         let sushy = Sushy {
-            child,
+            _peer: common::Peer(child),
             _dir: dir,
             base: format!("http://127.0.0.1:{port}"),
         };
@@ -218,7 +205,7 @@ async fn wrong_password_closed_port_and_stalled_service() {
     }
 
     let closed = RedfishDriver::new(config(
-        &format!("http://127.0.0.1:{}", free_port()),
+        &format!("http://127.0.0.1:{}", common::free_tcp_port()),
         PASSWORD,
     ))
     .unwrap();
