@@ -1,0 +1,356 @@
+//! The `Store` trait: where the engine keeps host states, execution records
+//! and plans — a key-value store with one global revision, the shape etcd
+//! has, so an etcd store can implement it as it is.
+//!
+//! - Every committed write (a `put`, a `delete`, a transaction) raises the
+//!   store's revision by one; each key remembers the revision that last
+//!   wrote it (`mod_revision`).
+//! - [`Store::txn`] is compare-and-swap over several keys: all compares
+//!   hold (each key at the given revision, or absent) and all operations
+//!   apply, or nothing does.
+//! - Changes are polled by revision: [`Store::list_since`] lists the keys
+//!   under a prefix written after a revision (deletes are seen by listing).
+//!
+//! [`MemoryStore`] is for tests and simulations; [`RedbStore`] is the
+//! embedded default: one file, every acknowledged write on disk
+//! (`Durability::Immediate`: committed means fsynced).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+/// A store revision.
+pub type Revision = u64;
+
+/// A key, its value, and the revision that last wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyValue {
+    /// The key.
+    pub key: String,
+    /// The value.
+    pub value: Vec<u8>,
+    /// The revision of the write that left this value.
+    pub mod_revision: Revision,
+}
+
+/// One condition of a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compare {
+    /// The key.
+    pub key: String,
+    /// `Some(r)`: the key exists and was last written at `r`; `None`: the
+    /// key does not exist.
+    pub mod_revision: Option<Revision>,
+}
+
+/// One write of a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxnOp {
+    /// Set a key.
+    Put(String, Vec<u8>),
+    /// Remove a key (nothing if absent).
+    Delete(String),
+}
+
+/// What a transaction did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnResult {
+    /// Every compare held; the writes are committed at this revision.
+    Committed(Revision),
+    /// A compare failed; nothing was written.
+    Conflict,
+}
+
+/// A store failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The embedded database failed (I/O, corruption, lock).
+    #[error("store: {0}")]
+    Backend(String),
+    /// The store cannot be reached (a remote store).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+/// Where the engine persists. Implementations must make a write durable
+/// before they return it as committed.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// The value of `key`.
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError>;
+
+    /// Every key under `prefix`, in key order.
+    async fn list(&self, prefix: &str) -> Result<Vec<KeyValue>, StoreError>;
+
+    /// The keys under `prefix` written after `revision`, in key order.
+    async fn list_since(
+        &self,
+        prefix: &str,
+        revision: Revision,
+    ) -> Result<Vec<KeyValue>, StoreError> {
+        let mut all = self.list(prefix).await?;
+        all.retain(|kv| kv.mod_revision > revision);
+        Ok(all)
+    }
+
+    /// The store's current revision (0 when nothing was ever written).
+    async fn revision(&self) -> Result<Revision, StoreError>;
+
+    /// Apply `ops` if every one of `compares` holds, atomically.
+    async fn txn(&self, compares: Vec<Compare>, ops: Vec<TxnOp>) -> Result<TxnResult, StoreError>;
+
+    /// Set `key`; returns the revision of the write.
+    async fn put(&self, key: &str, value: Vec<u8>) -> Result<Revision, StoreError> {
+        match self
+            .txn(Vec::new(), vec![TxnOp::Put(key.to_owned(), value)])
+            .await?
+        {
+            TxnResult::Committed(r) => Ok(r),
+            TxnResult::Conflict => Err(StoreError::Backend(
+                "a transaction without compares conflicted".into(),
+            )),
+        }
+    }
+
+    /// Set `key` only if it is at `expected` (`None`: absent).
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<Revision>,
+        value: Vec<u8>,
+    ) -> Result<TxnResult, StoreError> {
+        self.txn(
+            vec![Compare {
+                key: key.to_owned(),
+                mod_revision: expected,
+            }],
+            vec![TxnOp::Put(key.to_owned(), value)],
+        )
+        .await
+    }
+
+    /// Remove `key`; returns the revision of the write.
+    async fn delete(&self, key: &str) -> Result<Revision, StoreError> {
+        match self
+            .txn(Vec::new(), vec![TxnOp::Delete(key.to_owned())])
+            .await?
+        {
+            TxnResult::Committed(r) => Ok(r),
+            TxnResult::Conflict => Err(StoreError::Backend(
+                "a transaction without compares conflicted".into(),
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Mem {
+    revision: Revision,
+    data: BTreeMap<String, (Revision, Vec<u8>)>,
+}
+
+/// A store in memory (tests, simulations). Clones share the data.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStore {
+    inner: Arc<Mutex<Mem>>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        MemoryStore::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Mem> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn kv(key: &str, (rev, value): &(Revision, Vec<u8>)) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: value.clone(),
+        mod_revision: *rev,
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        Ok(self.lock().data.get(key).map(|v| kv(key, v)))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<KeyValue>, StoreError> {
+        let m = self.lock();
+        Ok(m.data
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| kv(k, v))
+            .collect())
+    }
+
+    async fn revision(&self) -> Result<Revision, StoreError> {
+        Ok(self.lock().revision)
+    }
+
+    async fn txn(&self, compares: Vec<Compare>, ops: Vec<TxnOp>) -> Result<TxnResult, StoreError> {
+        let mut m = self.lock();
+        for c in &compares {
+            if m.data.get(&c.key).map(|(r, _)| *r) != c.mod_revision {
+                return Ok(TxnResult::Conflict);
+            }
+        }
+        m.revision += 1;
+        let rev = m.revision;
+        for op in ops {
+            match op {
+                TxnOp::Put(k, v) => {
+                    m.data.insert(k, (rev, v));
+                }
+                TxnOp::Delete(k) => {
+                    m.data.remove(&k);
+                }
+            }
+        }
+        Ok(TxnResult::Committed(rev))
+    }
+}
+
+const DATA: TableDefinition<'_, &str, (u64, &[u8])> = TableDefinition::new("data");
+const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+const REVISION: &str = "revision";
+
+/// The embedded store: one redb file. Every committed transaction is
+/// durable (redb's default `Durability::Immediate`) before it returns, so
+/// a crash at any instant loses no acknowledged write; redb's copy-on-write
+/// commit leaves the file consistent whatever instant the crash hits.
+#[derive(Debug, Clone)]
+pub struct RedbStore {
+    db: Arc<Database>,
+}
+
+impl RedbStore {
+    /// Open (or create) the store in `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Database::create(path).map_err(backend)?;
+        let tx = db.begin_write().map_err(backend)?;
+        {
+            tx.open_table(DATA).map_err(backend)?;
+            tx.open_table(META).map_err(backend)?;
+        }
+        tx.commit().map_err(backend)?;
+        Ok(RedbStore { db: Arc::new(db) })
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .map_err(|e| StoreError::Backend(format!("store worker: {e}")))?
+    }
+}
+
+#[async_trait]
+impl Store for RedbStore {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        let key = key.to_owned();
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(backend)?;
+            let t = tx.open_table(DATA).map_err(backend)?;
+            let v = t.get(key.as_str()).map_err(backend)?;
+            Ok(v.map(|g| {
+                let (rev, value) = g.value();
+                KeyValue {
+                    key: key.clone(),
+                    value: value.to_vec(),
+                    mod_revision: rev,
+                }
+            }))
+        })
+        .await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<KeyValue>, StoreError> {
+        let prefix = prefix.to_owned();
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(backend)?;
+            let t = tx.open_table(DATA).map_err(backend)?;
+            let mut out = Vec::new();
+            for item in t.range(prefix.as_str()..).map_err(backend)? {
+                let (k, v) = item.map_err(backend)?;
+                let key = k.value();
+                if !key.starts_with(prefix.as_str()) {
+                    break;
+                }
+                let (rev, value) = v.value();
+                out.push(KeyValue {
+                    key: key.to_owned(),
+                    value: value.to_vec(),
+                    mod_revision: rev,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn revision(&self) -> Result<Revision, StoreError> {
+        self.blocking(|db| {
+            let tx = db.begin_read().map_err(backend)?;
+            let t = tx.open_table(META).map_err(backend)?;
+            Ok(t.get(REVISION).map_err(backend)?.map_or(0, |g| g.value()))
+        })
+        .await
+    }
+
+    async fn txn(&self, compares: Vec<Compare>, ops: Vec<TxnOp>) -> Result<TxnResult, StoreError> {
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(backend)?;
+            let rev;
+            {
+                let mut data = tx.open_table(DATA).map_err(backend)?;
+                for c in &compares {
+                    let now = data
+                        .get(c.key.as_str())
+                        .map_err(backend)?
+                        .map(|g| g.value().0);
+                    if now != c.mod_revision {
+                        return Ok(TxnResult::Conflict);
+                    }
+                }
+                let mut meta = tx.open_table(META).map_err(backend)?;
+                rev = meta
+                    .get(REVISION)
+                    .map_err(backend)?
+                    .map_or(0, |g| g.value())
+                    + 1;
+                meta.insert(REVISION, rev).map_err(backend)?;
+                for op in &ops {
+                    match op {
+                        TxnOp::Put(k, v) => {
+                            data.insert(k.as_str(), (rev, v.as_slice()))
+                                .map_err(backend)?;
+                        }
+                        TxnOp::Delete(k) => {
+                            data.remove(k.as_str()).map_err(backend)?;
+                        }
+                    }
+                }
+            }
+            tx.commit().map_err(backend)?;
+            Ok(TxnResult::Committed(rev))
+        })
+        .await
+    }
+}
