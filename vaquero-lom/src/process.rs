@@ -65,12 +65,27 @@ pub(crate) async fn run(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let child = cmd.spawn().map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
-            LomError::Config(format!("{program}: {e}"))
+    // A program written a moment ago can still be open for writing in a
+    // process another thread has forked but not yet exec'd (ETXTBSY);
+    // that passes within milliseconds, so spawning is retried briefly.
+    let mut tries = 0;
+    let child = loop {
+        match cmd.spawn() {
+            Ok(child) => break child,
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 6 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(10 << tries)).await;
+            }
+            Err(e) => {
+                return Err(match e.kind() {
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
+                        LomError::Config(format!("{program}: {e}"))
+                    }
+                    _ => LomError::Protocol(format!("{program}: {e}")),
+                });
+            }
         }
-        _ => LomError::Protocol(format!("{program}: {e}")),
-    })?;
+    };
     // On timeout the future (and with it the child) is dropped, which
     // kills it (kill_on_drop).
     let out = tokio::time::timeout(timeout, child.wait_with_output())
