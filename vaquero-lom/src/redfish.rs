@@ -531,14 +531,9 @@ impl Conn<'_> {
                 .and_then(Value::as_str)
                 != Some(mode)
         {
-            let mut rb = self
-                .request(Method::PATCH, &path)
-                .json(&json!({ "Boot": { "BootSourceOverrideMode": mode } }));
-            if let Some(etag) = &etag {
-                rb = rb.header("If-Match", etag);
-            }
-            let resp = self.send("boot mode", rb).await?;
-            self.finish("boot mode", resp).await?;
+            let boot = json!({ "BootSourceOverrideMode": mode });
+            self.patch_boot("boot mode", &path, boot, etag.as_deref())
+                .await?;
             (system, etag) = self.get(&path).await?;
         }
         if let Some(list) = allowed(&system)
@@ -555,14 +550,27 @@ impl Conn<'_> {
         if let Some(mode) = mode {
             patch["BootSourceOverrideMode"] = json!(mode);
         }
+        self.patch_boot("boot override", &path, patch, etag.as_deref())
+            .await
+    }
+
+    /// PATCH the system's `Boot` with `boot`, with the system's ETag in
+    /// `If-Match` when it has one, and follow a task if the BMC makes one.
+    async fn patch_boot(
+        &self,
+        what: &str,
+        path: &str,
+        boot: Value,
+        etag: Option<&str>,
+    ) -> Result<(), LomError> {
         let mut rb = self
-            .request(Method::PATCH, &path)
-            .json(&json!({ "Boot": patch }));
+            .request(Method::PATCH, path)
+            .json(&json!({ "Boot": boot }));
         if let Some(etag) = etag {
             rb = rb.header("If-Match", etag);
         }
-        let resp = self.send("boot override", rb).await?;
-        self.finish("boot override", resp).await
+        let resp = self.send(what, rb).await?;
+        self.finish(what, resp).await
     }
 }
 
