@@ -1,0 +1,871 @@
+//! The pure state engine: `(model, stored state, events, now) → (actions,
+//! changed state)`. No I/O, no clock: everything it needs is an argument,
+//! so it is tested exhaustively and simulated on a virtual clock.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+use serde::{Deserialize, Serialize};
+use vaquero_model::SiteModel;
+
+use crate::event::{Action, ActionKind, Event, EventKind, JobPhase, JobSpec, Notice, Outcome};
+use crate::plan::{Plan, PlanAction};
+use crate::policy::{self, Decision, Policy, PolicyCtx, WorkflowStats};
+use crate::state::{Approval, HostState, Pending, Phase, Rollout, SiteState};
+
+/// Timeouts and retry bounds of the lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineConfig {
+    /// How long a power or boot-device operation may go without an outcome
+    /// before it is tried again.
+    pub power_timeout: Duration,
+    /// Tries of a power or boot-device operation (or a job) that fails
+    /// transiently (unreachable, busy, no answer).
+    pub action_tries: u32,
+    /// Wait before trying a transiently failed operation again.
+    pub retry_backoff: Duration,
+    /// From the power cycle to the host fetching its script.
+    pub netboot_timeout: Duration,
+    /// From the script to the checkpoint.
+    pub install_timeout: Duration,
+    /// Boots of one stage before the host fails.
+    pub boot_tries: u32,
+    /// A job's timeout when the SoT sets none.
+    pub job_timeout: Duration,
+    /// Added to a job's own time bound before its outcome counts as lost.
+    pub job_grace: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            power_timeout: Duration::from_secs(300),
+            action_tries: 5,
+            retry_backoff: Duration::from_secs(30),
+            netboot_timeout: Duration::from_secs(15 * 60),
+            install_timeout: Duration::from_secs(3 * 3600),
+            boot_tries: 3,
+            job_timeout: Duration::from_secs(600),
+            job_grace: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The engine could not do what was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The site's policy does not make sense (bad window, unknown zone).
+    #[error("site policy: {0}")]
+    Policy(String),
+    /// The plan is for another model or site.
+    #[error("plan mismatch: {0}")]
+    PlanMismatch(String),
+    /// No such rollout to approve.
+    #[error("no rollout {0} waiting for approval")]
+    NoSuchRollout(u64),
+}
+
+/// What one step decided: actions to carry out, and the state changes to
+/// persist *before* carrying them out.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Step {
+    /// What to do, in order.
+    pub actions: Vec<Action>,
+    /// Hosts whose state changed (whole new states).
+    pub hosts: Vec<HostState>,
+    /// Hosts to forget (removed from the SoT).
+    pub removed: Vec<String>,
+    /// The rollout, when it changed.
+    pub rollout: Option<Rollout>,
+    /// Events that matched no host or were stale.
+    pub ignored: usize,
+}
+
+impl Step {
+    /// Whether the step changes nothing and does nothing.
+    pub fn is_empty(&self) -> bool {
+        self.actions.is_empty()
+            && self.hosts.is_empty()
+            && self.removed.is_empty()
+            && self.rollout.is_none()
+    }
+}
+
+/// The engine of one site and one model.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    model: Arc<SiteModel>,
+    policies: Vec<Arc<dyn Policy>>,
+    tz: TimeZone,
+    config: EngineConfig,
+}
+
+fn elapsed(now: Timestamp, since: Timestamp) -> Duration {
+    let ms = now.as_millisecond() - since.as_millisecond();
+    Duration::from_millis(ms.max(0) as u64)
+}
+
+impl Engine {
+    /// An engine for `model` with the SoT's built-in policies.
+    pub fn new(model: Arc<SiteModel>, config: EngineConfig) -> Result<Self, EngineError> {
+        let site = model.site();
+        let policies = policy::builtin(site).map_err(EngineError::Policy)?;
+        let tz = policy::site_tz(site).map_err(EngineError::Policy)?;
+        Ok(Engine {
+            model,
+            policies,
+            tz,
+            config,
+        })
+    }
+
+    /// Adds a policy of the user's.
+    pub fn with_policy(mut self, p: Arc<dyn Policy>) -> Self {
+        self.policies.push(p);
+        self
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Arc<SiteModel> {
+        &self.model
+    }
+
+    /// The config.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// The plan from `old` to this engine's model, given `state`.
+    pub fn plan(&self, old: Option<&SiteModel>, state: &SiteState) -> Plan {
+        crate::plan::plan_with_state(old, &self.model, Some(state))
+    }
+
+    /// Starts carrying out `plan` (made for this model): a new rollout,
+    /// approved at once when the site says `auto_apply`, otherwise
+    /// waiting for [`approve`](Self::approve).
+    pub fn start(
+        &self,
+        state: &SiteState,
+        plan: &Plan,
+        now: Timestamp,
+    ) -> Result<Step, EngineError> {
+        if plan.to != self.model.version() || plan.site != self.model.site().id {
+            return Err(EngineError::PlanMismatch(format!(
+                "plan is for {} {}, the engine runs {} {}",
+                plan.site,
+                plan.to,
+                self.model.site().id,
+                self.model.version()
+            )));
+        }
+        let id = state.rollout.as_ref().map_or(1, |r| r.id + 1);
+        let rollout = Rollout {
+            id,
+            from: plan.from.clone(),
+            to: plan.to.clone(),
+            revision: plan.revision.clone(),
+            created: now,
+            approval: if plan.auto_apply {
+                Approval::Auto
+            } else {
+                Approval::Pending
+            },
+        };
+        let mut step = Step {
+            rollout: Some(rollout),
+            ..Step::default()
+        };
+        for hp in &plan.hosts {
+            if hp.action == PlanAction::Removed {
+                if state.hosts.contains_key(&hp.name) {
+                    step.removed.push(hp.name.clone());
+                }
+                continue;
+            }
+            let old = state.hosts.get(&hp.name);
+            let mut h = old
+                .cloned()
+                .unwrap_or_else(|| HostState::new(&hp.name, &hp.workflow, now));
+            h.workflow.clone_from(&hp.workflow);
+            let in_flight = h.phase.in_flight();
+            match hp.action {
+                PlanAction::Skip => {
+                    if !in_flight {
+                        h.phase = Phase::Skipped;
+                        h.reason = Some("never_provision".into());
+                    }
+                }
+                PlanAction::Reprovision => {
+                    h.rollout = Some(id);
+                    if !in_flight {
+                        h.phase = Phase::Queued;
+                        h.since = now;
+                        h.reason = None;
+                    }
+                }
+                PlanAction::New if hp.rebooted() || plan.force_provision => {
+                    h.rollout = Some(id);
+                    if !in_flight {
+                        h.phase = Phase::Queued;
+                        h.since = now;
+                        h.reason = None;
+                    }
+                }
+                PlanAction::New => {
+                    if !in_flight {
+                        h.rollout = Some(id);
+                        h.phase = Phase::Waiting;
+                        h.since = now;
+                        h.stage = 0;
+                        h.boots = 0;
+                        h.attempt += 1;
+                        h.reason = Some("new host: provisioned when it netboots".into());
+                    }
+                }
+                PlanAction::Unchanged => {
+                    // Carried along: in-flight and waiting hosts go on
+                    // under the new rollout; settled ones stay.
+                    if in_flight || h.phase == Phase::Waiting {
+                        h.rollout = Some(id);
+                    }
+                }
+                PlanAction::Removed => {}
+            }
+            if old != Some(&h) {
+                step.hosts.push(h);
+            }
+        }
+        Ok(step)
+    }
+
+    /// Approves the waiting rollout `id`.
+    pub fn approve(&self, state: &SiteState, id: u64) -> Result<Step, EngineError> {
+        match &state.rollout {
+            Some(r) if r.id == id && r.approval == Approval::Pending => {
+                let mut r = r.clone();
+                r.approval = Approval::Approved;
+                Ok(Step {
+                    rollout: Some(r),
+                    ..Step::default()
+                })
+            }
+            _ => Err(EngineError::NoSuchRollout(id)),
+        }
+    }
+
+    /// After a restart: the actions the stored state says were issued but
+    /// whose outcome never arrived, issued again with the same sequence
+    /// numbers (an outcome that was acknowledged is never asked for again).
+    pub fn resume(&self, state: &SiteState) -> Vec<Action> {
+        let mut out = Vec::new();
+        for h in state.hosts.values() {
+            if let Some(p) = &h.pending
+                && let Some(kind) = self.action_kind(h)
+            {
+                out.push(self.action(h, p.seq, kind));
+            }
+        }
+        out
+    }
+
+    /// One step: apply `events`, check timeouts, admit queued hosts under
+    /// the policies, and say what to do next.
+    pub fn step(&self, state: &SiteState, events: &[Event], now: Timestamp) -> Step {
+        let mut w = Work {
+            engine: self,
+            state,
+            now,
+            changed: BTreeMap::new(),
+            actions: Vec::new(),
+            ignored: 0,
+        };
+        for e in events {
+            w.event(e);
+        }
+        // Timeouts, retries after backoff, and hosts whose next action is
+        // due (a step that just finished, a window that opened).
+        for (name, h) in &state.hosts {
+            if !w.changed.contains_key(name) && w.due(h) {
+                w.changed.insert(name.clone(), h.clone());
+            }
+        }
+        let names: Vec<String> = w.changed.keys().cloned().collect();
+        for name in names {
+            if let Some(mut h) = w.changed.remove(&name) {
+                w.drive(&mut h);
+                w.changed.insert(name, h);
+            }
+        }
+        w.admit();
+        let Work {
+            changed,
+            actions,
+            ignored,
+            ..
+        } = w;
+        let hosts = changed
+            .into_iter()
+            .filter(|(n, h)| state.hosts.get(n) != Some(h))
+            .map(|(_, h)| h)
+            .collect();
+        Step {
+            actions,
+            hosts,
+            removed: Vec::new(),
+            rollout: None,
+            ignored,
+        }
+    }
+
+    /// Per-workflow counts of `state` for the current rollout.
+    pub fn stats(&self, state: &SiteState) -> HashMap<String, WorkflowStats> {
+        let rollout = state.rollout.as_ref().map(|r| r.id);
+        let mut stats: HashMap<String, WorkflowStats> = HashMap::new();
+        for h in state.hosts.values() {
+            stats.entry(h.workflow.clone()).or_default().add(h, rollout);
+        }
+        stats
+    }
+
+    fn boot_of(&self, h: &HostState) -> Option<&str> {
+        let r = self.model.by_name(&h.name)?;
+        self.model.stage(r.host, h.stage)
+    }
+
+    fn stage_count(&self, h: &HostState) -> usize {
+        self.model
+            .by_name(&h.name)
+            .map_or(0, |r| self.model.stage_count(r.host))
+    }
+
+    /// The jobs of `phase` of `boot` for host `h`, rendered.
+    fn jobs(&self, h: &HostState, boot: &str, phase: JobPhase) -> Result<Vec<JobSpec>, String> {
+        let Some(r) = self.model.by_name(&h.name) else {
+            return Ok(Vec::new());
+        };
+        let Some(b) = self.model.data().boots.get(boot) else {
+            return Ok(Vec::new());
+        };
+        let defs = match phase {
+            JobPhase::BeforeShutdown => &b.before_shutdown,
+            JobPhase::Validate => &b.validate,
+        };
+        if defs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ctx = self.model.context(r, boot, None);
+        let (bs, va) = self
+            .model
+            .render_jobs(boot, &ctx)
+            .map_err(|e| format!("rendering the jobs of {boot}: {e}"))?;
+        let rendered = match phase {
+            JobPhase::BeforeShutdown => bs,
+            JobPhase::Validate => va,
+        };
+        let target = r.host.primary_interface().map(|i| i.ipv4.to_string());
+        Ok(defs
+            .iter()
+            .zip(rendered)
+            .map(|(d, j)| JobSpec {
+                kind: d.kind,
+                command: j.command,
+                url: j.url,
+                expect_status: d.expect_status,
+                timeout: d.timeout.map_or(self.config.job_timeout, |t| {
+                    Duration::from_secs(t.as_secs())
+                }),
+                retries: d.retries.unwrap_or(0),
+                env: j.env,
+                target: target.clone(),
+            })
+            .collect())
+    }
+
+    /// The boot whose `before_shutdown` jobs run while draining: the one
+    /// the host is leaving.
+    fn leaving(h: &HostState) -> Option<&str> {
+        h.installed.as_deref()
+    }
+
+    /// The action the host's phase calls for (ignoring whether one is
+    /// pending). `None`: nothing to do in this phase.
+    fn action_kind(&self, h: &HostState) -> Option<ActionKind> {
+        match h.phase {
+            Phase::Draining => {
+                let boot = Self::leaving(h)?;
+                let jobs = self.jobs(h, boot, JobPhase::BeforeShutdown).ok()?;
+                let job = jobs.into_iter().nth(h.job)?;
+                Some(ActionKind::RunJob {
+                    phase: JobPhase::BeforeShutdown,
+                    boot: boot.to_owned(),
+                    index: h.job,
+                    job,
+                })
+            }
+            Phase::SetBoot => Some(ActionKind::SetBootNetwork),
+            Phase::PowerCycle => Some(ActionKind::PowerCycle),
+            Phase::Validating => {
+                let boot = self.boot_of(h)?;
+                let jobs = self.jobs(h, boot, JobPhase::Validate).ok()?;
+                let job = jobs.into_iter().nth(h.job)?;
+                Some(ActionKind::RunJob {
+                    phase: JobPhase::Validate,
+                    boot: boot.to_owned(),
+                    index: h.job,
+                    job,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    fn action(&self, h: &HostState, seq: u64, kind: ActionKind) -> Action {
+        Action {
+            host: h.name.clone(),
+            seq,
+            rollout: h.rollout,
+            stage: h.stage,
+            attempt: h.attempt,
+            kind,
+        }
+    }
+
+    /// How long an action may go without an outcome.
+    fn outcome_timeout(&self, kind: &ActionKind) -> Duration {
+        match kind {
+            ActionKind::RunJob { job, .. } => {
+                job.timeout * (job.retries + 1) + self.config.job_grace
+            }
+            _ => self.config.power_timeout,
+        }
+    }
+}
+
+/// One step's scratch space.
+struct Work<'a> {
+    engine: &'a Engine,
+    state: &'a SiteState,
+    now: Timestamp,
+    changed: BTreeMap<String, HostState>,
+    actions: Vec<Action>,
+    ignored: usize,
+}
+
+impl Work<'_> {
+    fn host(&mut self, name: &str) -> Option<&mut HostState> {
+        if !self.changed.contains_key(name) {
+            let h = self.state.hosts.get(name)?.clone();
+            self.changed.insert(name.to_owned(), h);
+        }
+        self.changed.get_mut(name)
+    }
+
+    fn notice(&mut self, h: &HostState, n: Notice) {
+        self.actions
+            .push(self.engine.action(h, 0, ActionKind::Notice(n)));
+    }
+
+    fn enter(&mut self, h: &mut HostState, phase: Phase) {
+        h.phase = phase;
+        h.since = self.now;
+        h.tries = 0;
+        h.pending = None;
+    }
+
+    fn fail(&mut self, h: &mut HostState, reason: String) {
+        self.enter(h, Phase::Failed);
+        h.reason = Some(reason.clone());
+        self.notice(h, Notice::Failed { reason });
+    }
+
+    /// A new boot of the current stage.
+    fn boot(&mut self, h: &mut HostState) {
+        h.attempt += 1;
+        h.boots += 1;
+        self.enter(h, Phase::SetBoot);
+    }
+
+    /// The current boot is lost: boot again, or fail.
+    fn reboot(&mut self, h: &mut HostState, why: String) {
+        if h.boots >= self.engine.config.boot_tries {
+            let reason = format!("stage {}: {why}, after {} boots", h.stage, h.boots);
+            self.fail(h, reason);
+        } else {
+            self.notice(h, Notice::Retry { reason: why });
+            self.boot(h);
+        }
+    }
+
+    fn event(&mut self, e: &Event) {
+        let Some(mut h) = self.host(&e.host).cloned() else {
+            self.ignored += 1;
+            return;
+        };
+        let has_config = self
+            .engine
+            .boot_of(&h)
+            .and_then(|b| self.engine.model.data().boots.get(b))
+            .is_some_and(|b| b.unattended.is_some());
+        // Events of an earlier attempt are stale; a script can come before
+        // the outcome of the power cycle (or even of the boot-device
+        // change) that caused it.
+        let current = |a: u64, h: &HostState| {
+            a == h.attempt && (h.phase.booting() || h.phase == Phase::SetBoot)
+        };
+        match &e.kind {
+            EventKind::Dhcp => {
+                // DHCP carries no attempt: only a host waiting to boot by
+                // itself learns anything from it.
+                if h.phase == Phase::Waiting {
+                    self.enter(&mut h, Phase::Netbooting);
+                    h.boots = 1;
+                    self.notice(&h, Notice::Started);
+                } else {
+                    self.ignored += 1;
+                }
+            }
+            EventKind::Script { attempt } if current(*attempt, &h) => {
+                if matches!(
+                    h.phase,
+                    Phase::Waiting | Phase::SetBoot | Phase::PowerCycle | Phase::Netbooting
+                ) {
+                    if h.phase == Phase::Waiting {
+                        h.boots = 1;
+                        self.notice(&h, Notice::Started);
+                    }
+                    let next = if has_config {
+                        Phase::Installing
+                    } else {
+                        Phase::AwaitingCheckpoint
+                    };
+                    self.enter(&mut h, next);
+                }
+            }
+            EventKind::Config { attempt } if current(*attempt, &h) => {
+                if h.phase != Phase::AwaitingCheckpoint {
+                    if h.phase == Phase::Waiting {
+                        h.boots = 1;
+                        self.notice(&h, Notice::Started);
+                    }
+                    self.enter(&mut h, Phase::AwaitingCheckpoint);
+                }
+            }
+            EventKind::Checkpoint { attempt } if current(*attempt, &h) => {
+                if h.phase == Phase::Waiting {
+                    h.boots = 1;
+                    self.notice(&h, Notice::Started);
+                }
+                self.enter(&mut h, Phase::Validating);
+                h.job = 0;
+                h.job_failures = 0;
+            }
+            EventKind::Result { seq, outcome } => {
+                if h.pending.as_ref().map(|p| p.seq) != Some(*seq) {
+                    self.ignored += 1;
+                } else {
+                    h.pending = None;
+                    self.result(&mut h, outcome);
+                }
+            }
+            _ => self.ignored += 1,
+        }
+        self.changed.insert(h.name.clone(), h);
+    }
+
+    fn result(&mut self, h: &mut HostState, outcome: &Outcome) {
+        let cfg = &self.engine.config;
+        match outcome {
+            Outcome::Ok { .. } => match h.phase {
+                Phase::Draining => {
+                    h.job += 1;
+                    h.tries = 0;
+                }
+                Phase::SetBoot => self.enter(h, Phase::PowerCycle),
+                Phase::PowerCycle => self.enter(h, Phase::Netbooting),
+                Phase::Validating => {
+                    h.job += 1;
+                    h.tries = 0;
+                }
+                _ => {}
+            },
+            Outcome::Failed { transient, message } => {
+                let what = match h.phase {
+                    Phase::Draining => format!("before_shutdown job {}", h.job),
+                    Phase::Validating => format!("validate job {}", h.job),
+                    p => p.to_string(),
+                };
+                if *transient && h.tries < cfg.action_tries {
+                    // Tried again after the backoff (see `due`).
+                    h.since = self.now;
+                } else if h.phase == Phase::Validating {
+                    h.job_failures += 1;
+                    h.job += 1;
+                    h.tries = 0;
+                } else {
+                    self.fail(h, format!("{what} failed: {message}"));
+                }
+            }
+        }
+    }
+
+    /// Whether an unchanged host needs looking at now.
+    fn due(&self, h: &HostState) -> bool {
+        let cfg = &self.engine.config;
+        let age = elapsed(self.now, h.since);
+        if let Some(p) = &h.pending {
+            return self.now >= p.deadline;
+        }
+        match h.phase {
+            Phase::Draining | Phase::SetBoot | Phase::PowerCycle | Phase::Validating => {
+                h.tries == 0 || age >= cfg.retry_backoff
+            }
+            Phase::Netbooting => age >= cfg.netboot_timeout,
+            Phase::Installing | Phase::AwaitingCheckpoint => age >= cfg.install_timeout,
+            _ => false,
+        }
+    }
+
+    /// Moves `h` on as far as it goes without an outside answer.
+    fn drive(&mut self, h: &mut HostState) {
+        let cfg = self.engine.config;
+        for _ in 0..8 {
+            if let Some(p) = &h.pending {
+                if self.now < p.deadline {
+                    return;
+                }
+                // No outcome in time: as good as a transient failure.
+                let msg = format!("no outcome of {} in time", h.phase);
+                h.pending = None;
+                self.result(h, &Outcome::failed(true, msg));
+                continue;
+            }
+            if h.tries > 0 && elapsed(self.now, h.since) < cfg.retry_backoff {
+                return;
+            }
+            match h.phase {
+                Phase::Netbooting if elapsed(self.now, h.since) >= cfg.netboot_timeout => {
+                    self.reboot(h, "no netboot in time".into());
+                    continue;
+                }
+                Phase::Installing | Phase::AwaitingCheckpoint
+                    if elapsed(self.now, h.since) >= cfg.install_timeout =>
+                {
+                    self.reboot(h, "no checkpoint in time".into());
+                    continue;
+                }
+                Phase::Draining => {
+                    let jobs = match Engine::leaving(h) {
+                        Some(b) => {
+                            let b = b.to_owned();
+                            self.engine.jobs(h, &b, JobPhase::BeforeShutdown)
+                        }
+                        None => Ok(Vec::new()),
+                    };
+                    match jobs {
+                        Err(e) => {
+                            self.fail(h, e);
+                            return;
+                        }
+                        Ok(jobs) if h.job >= jobs.len() => {
+                            self.boot(h);
+                            continue;
+                        }
+                        Ok(_) => {}
+                    }
+                }
+                Phase::Validating => match self.engine.boot_of(h) {
+                    None => {}
+                    Some(b) => {
+                        let b = b.to_owned();
+                        match self.engine.jobs(h, &b, JobPhase::Validate) {
+                            Err(e) => {
+                                self.fail(h, e);
+                                return;
+                            }
+                            Ok(jobs) if h.job >= jobs.len() => {
+                                if h.job_failures > 0 {
+                                    let reason = format!(
+                                        "stage {} ({b}): {} of {} validate jobs failed",
+                                        h.stage,
+                                        h.job_failures,
+                                        jobs.len()
+                                    );
+                                    self.fail(h, reason);
+                                } else {
+                                    self.stage_done(h, b);
+                                }
+                                continue;
+                            }
+                            Ok(_) => {}
+                        }
+                    }
+                },
+                Phase::PowerCycle if h.stage == 0 && h.boots <= 1 => {
+                    if let Decision::Wait(why) = self.power_allowed(h) {
+                        if h.reason.as_deref() != Some(&why) {
+                            h.reason = Some(why);
+                        }
+                        return;
+                    }
+                    h.reason = None;
+                }
+                _ => {}
+            }
+            if let Some(kind) = self.engine.action_kind(h) {
+                h.seq += 1;
+                h.tries += 1;
+                let wait = self.engine.outcome_timeout(&kind);
+                h.pending = Some(Pending {
+                    seq: h.seq,
+                    issued: self.now,
+                    deadline: self.now.checked_add(wait).unwrap_or(jiff::Timestamp::MAX),
+                });
+                let a = self.engine.action(h, h.seq, kind);
+                self.actions.push(a);
+            }
+            return;
+        }
+    }
+
+    fn stage_done(&mut self, h: &mut HostState, boot: String) {
+        h.installed = Some(boot.clone());
+        self.notice(h, Notice::StageDone { boot });
+        if h.stage + 1 < self.engine.stage_count(h) {
+            h.stage += 1;
+            h.boots = 0;
+            h.job = 0;
+            self.enter(h, Phase::Draining);
+        } else {
+            self.enter(h, Phase::Done);
+            h.reason = None;
+            self.notice(h, Notice::Done);
+        }
+    }
+
+    fn ctx<'b>(
+        &self,
+        workflow: &'b vaquero_model::types::Workflow,
+        stats: &'b HashMap<String, WorkflowStats>,
+    ) -> PolicyCtx<'b>
+    where
+        Self: 'b,
+    {
+        PolicyCtx {
+            now: self.now,
+            site: self.engine.model.site(),
+            tz: &self.engine.tz,
+            workflow,
+            stats,
+            workflows: &self.engine.model.data().workflows,
+        }
+    }
+
+    fn power_allowed(&self, h: &HostState) -> Decision {
+        let Some(wf) = self.engine.model.data().workflows.get(&h.workflow) else {
+            return Decision::Allow;
+        };
+        let stats = HashMap::new();
+        let ctx = self.ctx(wf, &stats);
+        for p in &self.engine.policies {
+            if let d @ Decision::Wait(_) = p.allow_power(&ctx, h) {
+                return d;
+            }
+        }
+        Decision::Allow
+    }
+
+    /// Halts and admissions of queued hosts.
+    fn admit(&mut self) {
+        let rollout = self.state.rollout.as_ref();
+        let rid = rollout.map(|r| r.id);
+        // Counts over the state with this step's changes.
+        let mut stats: HashMap<String, WorkflowStats> = HashMap::new();
+        let mut queued: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (name, h) in &self.state.hosts {
+            let h = self.changed.get(name).unwrap_or(h);
+            stats.entry(h.workflow.clone()).or_default().add(h, rid);
+            if h.phase == Phase::Queued {
+                queued
+                    .entry(h.workflow.clone())
+                    .or_default()
+                    .push(name.clone());
+            }
+        }
+        if queued.is_empty() {
+            return;
+        }
+        let approved = rollout.is_some_and(|r| r.approved());
+        let engine = self.engine;
+        let workflows = &engine.model.data().workflows;
+        for (wid, names) in queued {
+            let Some(wf) = workflows.get(&wid) else {
+                continue;
+            };
+            let halt = {
+                let ctx = self.ctx(wf, &stats);
+                engine.policies.iter().find_map(|p| p.halt(&ctx))
+            };
+            if let Some(reason) = halt {
+                for n in &names {
+                    if let Some(mut h) = self.host(n).map(|h| h.clone()) {
+                        self.enter(&mut h, Phase::Halted);
+                        h.reason = Some(reason.clone());
+                        self.notice(
+                            &h,
+                            Notice::Halted {
+                                reason: reason.clone(),
+                            },
+                        );
+                        if let Some(s) = stats.get_mut(&wid) {
+                            s.queued -= 1;
+                            s.halted += 1;
+                        }
+                        self.changed.insert(n.clone(), h);
+                    }
+                }
+                continue;
+            }
+            if !approved {
+                continue;
+            }
+            for n in &names {
+                let Some(mut h) = self.host(n).map(|h| h.clone()) else {
+                    continue;
+                };
+                let verdict = {
+                    let ctx = self.ctx(wf, &stats);
+                    engine
+                        .policies
+                        .iter()
+                        .map(|p| p.admit(&ctx, &h))
+                        .find(|d| *d != Decision::Allow)
+                };
+                if let Some(Decision::Wait(why)) = verdict {
+                    if h.reason.as_deref() != Some(&why) {
+                        h.reason = Some(why);
+                        self.changed.insert(n.clone(), h);
+                    }
+                    // Hosts of one workflow wait for the same reasons.
+                    break;
+                }
+                h.reason = None;
+                h.stage = 0;
+                h.job = 0;
+                h.boots = 0;
+                h.job_failures = 0;
+                self.enter(&mut h, Phase::Draining);
+                self.notice(&h, Notice::Started);
+                if let Some(s) = stats.get_mut(&wid) {
+                    s.queued -= 1;
+                    s.in_flight += 1;
+                }
+                self.drive(&mut h);
+                self.changed.insert(n.clone(), h);
+            }
+        }
+    }
+}

@@ -1,0 +1,546 @@
+//! Plans: what a new model revision will do to each host of a site, in
+//! which batches.
+//!
+//! A plan is made from the [diff](vaquero_model::diff) of the old and new
+//! model (no old model: every host is new). Each host gets an action:
+//!
+//! | action        | when                                                   |
+//! |---------------|--------------------------------------------------------|
+//! | `reprovision` | what it installs changed (workflow, stages, rendered kernel, initrds, cmdline, unattended config), or an earlier rollout left it unfinished |
+//! | `new`         | not in the old model; rebooted only with the site's `force_provision`, otherwise provisioned when it netboots by itself |
+//! | `unchanged`   | nothing to install changed (reasons list in-place changes such as metadata no template reads) |
+//! | `skip`        | `never_provision`: never touched, whatever changed     |
+//! | `removed`     | only in the old model; left as it is                   |
+//!
+//! Batches estimate the order under the workflow policies assuming every
+//! host takes as long and nothing fails: batch 1 starts at once, batch 2
+//! when batch 1 is done, and so on. `max_concurrent`, `min_standing` and
+//! `block_deps` shape them; reboot windows and failures only delay them.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+use serde_json::Value;
+use vaquero_model::SiteModel;
+
+use crate::policy::{WorkflowStats, dependency_need};
+use crate::state::{Phase, SiteState};
+
+/// What a plan does to a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanAction {
+    /// Reinstalled.
+    Reprovision,
+    /// New in the SoT.
+    New,
+    /// Nothing to install changed.
+    Unchanged,
+    /// `never_provision`.
+    Skip,
+    /// Gone from the SoT.
+    Removed,
+}
+
+impl PlanAction {
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlanAction::Reprovision => "reprovision",
+            PlanAction::New => "new",
+            PlanAction::Unchanged => "unchanged",
+            PlanAction::Skip => "skip",
+            PlanAction::Removed => "removed",
+        }
+    }
+}
+
+/// One host in a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostPlan {
+    /// The host's name.
+    pub name: String,
+    /// Its site.
+    pub site: String,
+    /// Its workflow (the new one; the old one for removed hosts).
+    pub workflow: String,
+    /// What happens to it.
+    pub action: PlanAction,
+    /// Why, one line each.
+    pub reasons: Vec<String>,
+    /// The batch it is expected in (1-based); `None` when it is not
+    /// rebooted by the rollout.
+    pub batch: Option<usize>,
+}
+
+impl HostPlan {
+    /// Whether the rollout reboots the host.
+    pub fn rebooted(&self) -> bool {
+        self.batch.is_some()
+    }
+}
+
+/// How many hosts get each action.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    /// Reprovisioned.
+    pub reprovision: usize,
+    /// New.
+    pub new: usize,
+    /// Unchanged.
+    pub unchanged: usize,
+    /// Skipped.
+    pub skip: usize,
+    /// Removed.
+    pub removed: usize,
+    /// Hosts the rollout reboots.
+    pub rebooted: usize,
+}
+
+/// The plan of one site.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    /// The site.
+    pub site: String,
+    /// The old model version (`None`: nothing before).
+    pub from: Option<String>,
+    /// The new model version.
+    pub to: String,
+    /// The SoT revision of the new model, when known.
+    pub revision: Option<String>,
+    /// Whether the site applies plans without approval.
+    pub auto_apply: bool,
+    /// Whether new hosts are rebooted.
+    pub force_provision: bool,
+    /// Number of batches.
+    pub batches: usize,
+    /// Counts per action.
+    pub summary: Summary,
+    /// Every host of either model, sorted by name.
+    pub hosts: Vec<HostPlan>,
+}
+
+impl Plan {
+    /// Whether the plan reboots nothing and changes nothing.
+    pub fn is_noop(&self) -> bool {
+        self.summary.rebooted == 0
+            && self
+                .hosts
+                .iter()
+                .all(|h| h.action == PlanAction::Unchanged && h.reasons.is_empty())
+    }
+
+    /// The entry of `host`.
+    pub fn host(&self, name: &str) -> Option<&HostPlan> {
+        self.hosts
+            .binary_search_by(|h| h.name.as_str().cmp(name))
+            .ok()
+            .map(|i| &self.hosts[i])
+    }
+}
+
+/// The plan from `old` (or nothing) to `new`, for hosts in no rollout.
+pub fn plan(old: Option<&SiteModel>, new: &SiteModel) -> Plan {
+    plan_with_state(old, new, None)
+}
+
+/// The plan from `old` to `new` given what the engine knows: hosts an
+/// earlier rollout left queued, halted or failed are planned again.
+pub fn plan_with_state(
+    old: Option<&SiteModel>,
+    new: &SiteModel,
+    state: Option<&SiteState>,
+) -> Plan {
+    let site = new.site();
+    let diff = old.map(|o| vaquero_model::diff(o, new));
+    let changed: HashMap<&str, &vaquero_model::diff::HostChange> = diff
+        .as_ref()
+        .map(|d| d.changed.iter().map(|c| (c.host.as_str(), c)).collect())
+        .unwrap_or_default();
+    let force = site.policy.force_provision;
+    let mut hosts = Vec::with_capacity(new.hosts().len());
+    for h in new.hosts() {
+        let is_new = old.is_some_and(|o| o.by_name(&h.name).is_none()) || old.is_none();
+        let change = changed.get(h.name.as_str());
+        let mut reasons = Vec::new();
+        let mut action = if is_new {
+            reasons.push(if force {
+                "new host; force_provision: rebooted and provisioned".to_owned()
+            } else {
+                "new host; force_provision is off: not rebooted, provisioned when it netboots"
+                    .to_owned()
+            });
+            PlanAction::New
+        } else if let Some(c) = change {
+            for f in &c.fields {
+                reasons.push(field_reason(f));
+            }
+            if c.reprovision {
+                PlanAction::Reprovision
+            } else {
+                PlanAction::Unchanged
+            }
+        } else {
+            PlanAction::Unchanged
+        };
+        if action == PlanAction::Unchanged
+            && let Some(st) = state.and_then(|s| s.hosts.get(&h.name))
+            && let Some(why) = unfinished(st.phase)
+        {
+            reasons.push(why.to_owned());
+            action = PlanAction::Reprovision;
+        }
+        if h.never_provision {
+            reasons.insert(0, "never_provision".to_owned());
+            action = PlanAction::Skip;
+        }
+        hosts.push(HostPlan {
+            name: h.name.clone(),
+            site: site.id.clone(),
+            workflow: h.workflow.clone(),
+            action,
+            reasons,
+            batch: None,
+        });
+    }
+    if let (Some(d), Some(o)) = (&diff, old) {
+        for name in &d.removed {
+            let workflow = o
+                .by_name(name)
+                .map(|r| r.host.workflow.clone())
+                .unwrap_or_default();
+            hosts.push(HostPlan {
+                name: name.clone(),
+                site: site.id.clone(),
+                workflow,
+                action: PlanAction::Removed,
+                reasons: vec!["removed from the SoT; left as it is".to_owned()],
+                batch: None,
+            });
+        }
+    }
+    hosts.sort_by(|a, b| a.name.cmp(&b.name));
+    let batches = assign_batches(new, &mut hosts, force);
+    let mut summary = Summary::default();
+    for h in &hosts {
+        match h.action {
+            PlanAction::Reprovision => summary.reprovision += 1,
+            PlanAction::New => summary.new += 1,
+            PlanAction::Unchanged => summary.unchanged += 1,
+            PlanAction::Skip => summary.skip += 1,
+            PlanAction::Removed => summary.removed += 1,
+        }
+        if h.batch.is_some() {
+            summary.rebooted += 1;
+        }
+    }
+    Plan {
+        site: site.id.clone(),
+        from: old.map(|o| o.version().to_owned()),
+        to: new.version().to_owned(),
+        revision: new.revision().map(str::to_owned),
+        auto_apply: site.policy.auto_apply,
+        force_provision: force,
+        batches,
+        summary,
+        hosts,
+    }
+}
+
+fn unfinished(p: Phase) -> Option<&'static str> {
+    match p {
+        Phase::Queued => Some("queued by an earlier rollout, not started yet"),
+        Phase::Halted => Some("halted in an earlier rollout"),
+        Phase::Failed => Some("failed in an earlier rollout"),
+        _ => None,
+    }
+}
+
+fn field_reason(f: &vaquero_model::diff::FieldChange) -> String {
+    let tail = if f.reprovision {
+        ""
+    } else {
+        " (no reprovision)"
+    };
+    if f.from.is_null() && f.to.is_null() {
+        format!("{} changed{tail}", f.path)
+    } else {
+        format!("{}: {} → {}{tail}", f.path, show(&f.from), show(&f.to))
+    }
+}
+
+fn show(v: &Value) -> String {
+    let s = match v {
+        Value::Null => "(none)".to_owned(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    if s.chars().count() > 80 {
+        let mut t: String = s.chars().take(77).collect();
+        t.push('…');
+        t
+    } else {
+        s
+    }
+}
+
+/// Numbers the rebooted hosts' batches by playing the rollout in waves
+/// under the workflow policies; returns the number of batches. Hosts that
+/// can never start (a dependency can't get enough hosts done,
+/// `min_standing` keeps every host up) get no batch and a reason.
+fn assign_batches(model: &SiteModel, hosts: &mut [HostPlan], force: bool) -> usize {
+    let workflows = &model.data().workflows;
+    let mut stats: BTreeMap<String, WorkflowStats> = BTreeMap::new();
+    let mut queue: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, h) in hosts.iter().enumerate() {
+        if h.action == PlanAction::Removed {
+            continue;
+        }
+        let s = stats.entry(h.workflow.clone()).or_default();
+        s.total += 1;
+        let goes = match h.action {
+            PlanAction::Reprovision => true,
+            PlanAction::New => force,
+            _ => false,
+        };
+        if goes {
+            s.queued += 1;
+            queue.entry(h.workflow.clone()).or_default().push(i);
+        } else if h.action != PlanAction::New {
+            s.ready += 1;
+        }
+    }
+    let mut wave = 0;
+    let mut cursor: BTreeMap<String, usize> = BTreeMap::new();
+    loop {
+        let pending = queue
+            .iter()
+            .any(|(w, q)| cursor.get(w).copied().unwrap_or(0) < q.len());
+        if !pending {
+            break;
+        }
+        wave += 1;
+        let snapshot = stats.clone();
+        let mut admitted_any = false;
+        for (w, q) in &queue {
+            let at = cursor.entry(w.clone()).or_insert(0);
+            if *at >= q.len() {
+                continue;
+            }
+            let Some(wf) = workflows.get(w) else {
+                continue;
+            };
+            let blocked = wf.policy.block_deps.iter().any(|d| {
+                let ds = snapshot.get(d).cloned().unwrap_or_default();
+                workflows
+                    .get(d)
+                    .is_some_and(|dw| ds.ready < dependency_need(dw, &ds))
+            });
+            if blocked {
+                continue;
+            }
+            let s = snapshot.get(w).cloned().unwrap_or_default();
+            let mut cap = q.len() - *at;
+            if let Some(l) = wf.policy.max_concurrent.limit(s.total) {
+                cap = cap.min(l);
+            }
+            if let Some(m) = wf.policy.min_standing {
+                cap = cap.min(s.total.saturating_sub(m as usize));
+            }
+            for &i in &q[*at..*at + cap] {
+                hosts[i].batch = Some(wave);
+            }
+            *at += cap;
+            if cap > 0 {
+                admitted_any = true;
+                if let Some(st) = stats.get_mut(w) {
+                    st.ready += cap;
+                    st.queued -= cap;
+                }
+            }
+        }
+        if !admitted_any {
+            wave -= 1;
+            for (w, q) in &queue {
+                let at = cursor.get(w).copied().unwrap_or(0);
+                let why = blocked_reason(model, w, &stats);
+                for &i in &q[at..] {
+                    hosts[i].reasons.push(why.clone());
+                }
+            }
+            break;
+        }
+    }
+    wave
+}
+
+fn blocked_reason(model: &SiteModel, w: &str, stats: &BTreeMap<String, WorkflowStats>) -> String {
+    let workflows = &model.data().workflows;
+    let Some(wf) = workflows.get(w) else {
+        return format!("workflow {w} is not in the model");
+    };
+    for d in &wf.policy.block_deps {
+        let ds = stats.get(d).cloned().unwrap_or_default();
+        if let Some(dw) = workflows.get(d) {
+            let need = dependency_need(dw, &ds);
+            if ds.ready < need {
+                return format!(
+                    "never starts: block_deps {d} can only get {} of the {need} hosts it needs done",
+                    ds.ready
+                );
+            }
+        }
+    }
+    if let Some(m) = wf.policy.min_standing {
+        return format!(
+            "never starts: min_standing {m} keeps every host of {w} up ({} hosts)",
+            stats.get(w).map_or(0, |s| s.total)
+        );
+    }
+    "never starts".to_owned()
+}
+
+impl std::fmt::Display for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let short = |v: &str| v.get(..12).unwrap_or(v).to_owned();
+        writeln!(
+            f,
+            "site {}: {} → {}{}",
+            self.site,
+            self.from.as_deref().map_or("(nothing)".to_owned(), short),
+            short(&self.to),
+            self.revision
+                .as_deref()
+                .map(|r| format!(" (revision {})", short(r)))
+                .unwrap_or_default()
+        )?;
+        let s = &self.summary;
+        writeln!(
+            f,
+            "  {} to reprovision, {} new, {} unchanged, {} skipped, {} removed; {} rebooted in {} batch{}",
+            s.reprovision,
+            s.new,
+            s.unchanged,
+            s.skip,
+            s.removed,
+            s.rebooted,
+            self.batches,
+            if self.batches == 1 { "" } else { "es" }
+        )?;
+        writeln!(
+            f,
+            "  {}",
+            if self.auto_apply {
+                "auto_apply: applied without approval"
+            } else {
+                "auto_apply is off: waits for approval"
+            }
+        )?;
+        for b in 1..=self.batches {
+            writeln!(f, "  batch {b}:")?;
+            for h in self.hosts.iter().filter(|h| h.batch == Some(b)) {
+                host_lines(f, h)?;
+            }
+        }
+        let rest: Vec<&HostPlan> = self
+            .hosts
+            .iter()
+            .filter(|h| {
+                h.batch.is_none() && !(h.action == PlanAction::Unchanged && h.reasons.is_empty())
+            })
+            .collect();
+        if !rest.is_empty() {
+            writeln!(f, "  not rebooted:")?;
+            for h in rest {
+                host_lines(f, h)?;
+            }
+        }
+        let quiet = self
+            .hosts
+            .iter()
+            .filter(|h| h.action == PlanAction::Unchanged && h.reasons.is_empty())
+            .count();
+        if quiet > 0 {
+            writeln!(
+                f,
+                "  {quiet} host{} unchanged",
+                if quiet == 1 { "" } else { "s" }
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn host_lines(f: &mut std::fmt::Formatter<'_>, h: &HostPlan) -> std::fmt::Result {
+    writeln!(
+        f,
+        "    {:<12} {} ({})",
+        h.action.as_str(),
+        h.name,
+        h.workflow
+    )?;
+    for r in &h.reasons {
+        writeln!(f, "                   {r}")?;
+    }
+    Ok(())
+}
+
+/// Plans of several sites, in the stable JSON form for CI pipelines:
+/// `{"from", "to", "sites": [..], "hosts": [{"name", "site", "workflow",
+/// "action", "reasons", "batch"}]}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanSet {
+    /// The old SoT revision, when planned between revisions.
+    pub from: Option<String>,
+    /// The new SoT revision (or the directory).
+    pub to: Option<String>,
+    /// Per site: everything but the hosts.
+    pub sites: Vec<SitePlanSummary>,
+    /// Every host of every site.
+    pub hosts: Vec<HostPlan>,
+}
+
+/// A site's plan without its hosts.
+#[derive(Debug, Clone, Serialize)]
+pub struct SitePlanSummary {
+    /// The site.
+    pub site: String,
+    /// The old model version.
+    pub from: Option<String>,
+    /// The new model version (`None`: the site was removed).
+    pub to: Option<String>,
+    /// Whether the site applies plans without approval.
+    pub auto_apply: bool,
+    /// Whether new hosts are rebooted.
+    pub force_provision: bool,
+    /// Number of batches.
+    pub batches: usize,
+    /// Counts per action.
+    pub summary: Summary,
+}
+
+impl PlanSet {
+    /// Collects site plans.
+    pub fn new(from: Option<String>, to: Option<String>, plans: Vec<Plan>) -> Self {
+        let mut sites = Vec::new();
+        let mut hosts = Vec::new();
+        for p in plans {
+            sites.push(SitePlanSummary {
+                site: p.site,
+                from: p.from,
+                to: Some(p.to),
+                auto_apply: p.auto_apply,
+                force_provision: p.force_provision,
+                batches: p.batches,
+                summary: p.summary,
+            });
+            hosts.extend(p.hosts);
+        }
+        PlanSet {
+            from,
+            to,
+            sites,
+            hosts,
+        }
+    }
+}
