@@ -13,7 +13,7 @@ use vaquero_model::SiteModel;
 
 use crate::event::{Action, ActionKind, Event, EventKind, JobPhase, JobSpec, Notice, Outcome};
 use crate::plan::{Plan, PlanAction};
-use crate::policy::{self, Decision, Policy, PolicyCtx, WorkflowStats};
+use crate::policy::{self, Decision, Policy, PolicyCtx, Stats, WorkflowStats};
 use crate::state::{Approval, HostState, Pending, Phase, Rollout, SiteState};
 
 /// Timeouts and retry bounds of the lifecycle.
@@ -324,11 +324,14 @@ impl Engine {
     /// Per-workflow counts of `state` for the current rollout.
     pub fn stats(&self, state: &SiteState) -> HashMap<String, WorkflowStats> {
         let rollout = state.rollout.as_ref().map(|r| r.id);
-        let mut stats: HashMap<String, WorkflowStats> = HashMap::new();
+        let workflows = &self.model.data().workflows;
+        let mut stats: Stats<'_> = HashMap::new();
         for h in state.hosts.values() {
-            stats.entry(h.workflow.clone()).or_default().add(h, rollout);
+            if let Some((wid, _)) = workflows.get_key_value(&h.workflow) {
+                stats.entry(wid.as_str()).or_default().add(h, rollout);
+            }
         }
-        stats
+        stats.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
     }
 
     fn boot_of(&self, h: &HostState) -> Option<&str> {
@@ -749,7 +752,7 @@ impl Work<'_> {
     fn ctx<'b>(
         &self,
         workflow: &'b vaquero_model::types::Workflow,
-        stats: &'b HashMap<String, WorkflowStats>,
+        stats: &'b Stats<'b>,
     ) -> PolicyCtx<'b>
     where
         Self: 'b,
@@ -780,29 +783,31 @@ impl Work<'_> {
 
     /// Halts and admissions of queued hosts.
     fn admit(&mut self) {
-        let rollout = self.state.rollout.as_ref();
+        let state = self.state;
+        let engine = self.engine;
+        let workflows = &engine.model.data().workflows;
+        let rollout = state.rollout.as_ref();
         let rid = rollout.map(|r| r.id);
-        // Counts over the state with this step's changes.
-        let mut stats: HashMap<String, WorkflowStats> = HashMap::new();
-        let mut queued: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for (name, h) in &self.state.hosts {
+        // Counts over the state with this step's changes, keyed by the
+        // model's workflow ids (no allocation per host).
+        let mut stats: Stats<'_> = HashMap::new();
+        let mut queued: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (name, h) in &state.hosts {
             let h = self.changed.get(name).unwrap_or(h);
-            stats.entry(h.workflow.clone()).or_default().add(h, rid);
+            let Some((wid, _)) = workflows.get_key_value(&h.workflow) else {
+                continue;
+            };
+            stats.entry(wid.as_str()).or_default().add(h, rid);
             if h.phase == Phase::Queued {
-                queued
-                    .entry(h.workflow.clone())
-                    .or_default()
-                    .push(name.clone());
+                queued.entry(wid.as_str()).or_default().push(name.as_str());
             }
         }
         if queued.is_empty() {
             return;
         }
         let approved = rollout.is_some_and(|r| r.approved());
-        let engine = self.engine;
-        let workflows = &engine.model.data().workflows;
         for (wid, names) in queued {
-            let Some(wf) = workflows.get(&wid) else {
+            let Some(wf) = workflows.get(wid) else {
                 continue;
             };
             let halt = {
@@ -820,11 +825,11 @@ impl Work<'_> {
                                 reason: reason.clone(),
                             },
                         );
-                        if let Some(s) = stats.get_mut(&wid) {
+                        if let Some(s) = stats.get_mut(wid) {
                             s.queued -= 1;
                             s.halted += 1;
                         }
-                        self.changed.insert(n.clone(), h);
+                        self.changed.insert((*n).to_owned(), h);
                     }
                 }
                 continue;
@@ -847,7 +852,7 @@ impl Work<'_> {
                 if let Some(Decision::Wait(why)) = verdict {
                     if h.reason.as_deref() != Some(&why) {
                         h.reason = Some(why);
-                        self.changed.insert(n.clone(), h);
+                        self.changed.insert((*n).to_owned(), h);
                     }
                     // Hosts of one workflow wait for the same reasons.
                     break;
@@ -859,12 +864,12 @@ impl Work<'_> {
                 h.job_failures = 0;
                 self.enter(&mut h, Phase::Draining);
                 self.notice(&h, Notice::Started);
-                if let Some(s) = stats.get_mut(&wid) {
+                if let Some(s) = stats.get_mut(wid) {
                     s.queued -= 1;
                     s.in_flight += 1;
                 }
                 self.drive(&mut h);
-                self.changed.insert(n.clone(), h);
+                self.changed.insert((*n).to_owned(), h);
             }
         }
     }

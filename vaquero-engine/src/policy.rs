@@ -95,6 +95,9 @@ impl WorkflowStats {
     }
 }
 
+/// Counts per workflow id.
+pub type Stats<'a> = HashMap<&'a str, WorkflowStats>;
+
 /// What a policy sees.
 #[derive(Debug)]
 pub struct PolicyCtx<'a> {
@@ -107,7 +110,7 @@ pub struct PolicyCtx<'a> {
     /// The workflow of the host in question.
     pub workflow: &'a Workflow,
     /// Counts per workflow id.
-    pub stats: &'a HashMap<String, WorkflowStats>,
+    pub stats: &'a Stats<'a>,
     /// Workflows (by id) of the site, for dependencies.
     pub workflows: &'a std::collections::BTreeMap<String, Workflow>,
 }

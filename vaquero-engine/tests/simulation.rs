@@ -32,7 +32,7 @@ use jiff::tz::TimeZone;
 use vaquero_engine::policy::{Windows, dependency_need};
 use vaquero_engine::{
     Action, ActionKind, Engine, EngineConfig, Event, EventKind, JobPhase, Notice, Outcome, Phase,
-    SiteState, StateStore, Step, Store,
+    SiteState, StateStore, Step, Store, WorkflowStats,
 };
 use vaquero_model::SiteModel;
 
@@ -313,10 +313,9 @@ impl Sim {
         self.deliver(d, host, EventKind::Checkpoint { attempt }, 0.02);
     }
 
-    fn check(&self, before: &SiteState, step: &Step) {
+    fn check(&self, before_stats: &HashMap<String, WorkflowStats>, step: &Step) {
         let wfs = &self.model.data().workflows;
         let stats = self.engine.stats(&self.state);
-        let before_stats = self.engine.stats(before);
         for (id, s) in &stats {
             let wf = &wfs[id];
             if let Some(limit) = wf.policy.max_concurrent.limit(s.total) {
@@ -432,7 +431,7 @@ impl Sim {
                 self.restart().await;
                 continue;
             }
-            let before = self.state.clone();
+            let before = self.engine.stats(&self.state);
             self.commit(&step).await;
             self.acked.extend(acks);
             self.check(&before, &step);
