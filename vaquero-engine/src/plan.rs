@@ -191,6 +191,9 @@ pub fn plan_with_state(
             action = PlanAction::Reprovision;
         }
         if h.never_provision {
+            if is_new {
+                reasons = vec!["new host".to_owned()];
+            }
             reasons.insert(0, "never_provision".to_owned());
             action = PlanAction::Skip;
         }
@@ -262,26 +265,77 @@ fn field_reason(f: &vaquero_model::diff::FieldChange) -> String {
     } else {
         " (no reprovision)"
     };
-    if f.from.is_null() && f.to.is_null() {
-        format!("{} changed{tail}", f.path)
+    match (&f.from, &f.to) {
+        (Value::Null, Value::Null) => format!("{} changed{tail}", f.path),
+        (Value::String(a), Value::String(b)) if f.path.ends_with("cmdline") => {
+            // Kernel command lines: which parameters went and came.
+            let old: Vec<&str> = a.split_whitespace().collect();
+            let new: Vec<&str> = b.split_whitespace().collect();
+            let mut parts: Vec<String> = old
+                .iter()
+                .filter(|t| !new.contains(t))
+                .map(|t| format!("-{t}"))
+                .collect();
+            parts.extend(
+                new.iter()
+                    .filter(|t| !old.contains(t))
+                    .map(|t| format!("+{t}")),
+            );
+            format!("{}: {}{tail}", f.path, shorten(&parts.join(" ")))
+        }
+        (Value::String(a), Value::String(b))
+            if a.chars().count() > 60 || b.chars().count() > 60 =>
+        {
+            let (x, y) = differing(a, b);
+            format!("{}: {x} → {y}{tail}", f.path)
+        }
+        (a, b) => format!("{}: {} → {}{tail}", f.path, show(a), show(b)),
+    }
+}
+
+/// The parts of two long strings that differ, with a little context.
+fn differing(a: &str, b: &str) -> (String, String) {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let pre = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let suf = a[pre..]
+        .iter()
+        .rev()
+        .zip(b[pre..].iter().rev())
+        .take_while(|(x, y)| x == y)
+        .count();
+    let cut = |s: &[char]| {
+        let start = pre.saturating_sub(12);
+        let end = (s.len() - suf + 12).min(s.len());
+        let mut out = String::new();
+        if start > 0 {
+            out.push('…');
+        }
+        out.extend(&s[start..end]);
+        if end < s.len() {
+            out.push('…');
+        }
+        shorten(&out)
+    };
+    (cut(&a), cut(&b))
+}
+
+fn shorten(s: &str) -> String {
+    if s.chars().count() > 100 {
+        let mut t: String = s.chars().take(99).collect();
+        t.push('…');
+        t
     } else {
-        format!("{}: {} → {}{tail}", f.path, show(&f.from), show(&f.to))
+        s.to_owned()
     }
 }
 
 fn show(v: &Value) -> String {
-    let s = match v {
+    shorten(&match v {
         Value::Null => "(none)".to_owned(),
         Value::String(s) => s.clone(),
         other => other.to_string(),
-    };
-    if s.chars().count() > 80 {
-        let mut t: String = s.chars().take(77).collect();
-        t.push('…');
-        t
-    } else {
-        s
-    }
+    })
 }
 
 /// Numbers the rebooted hosts' batches by playing the rollout in waves
