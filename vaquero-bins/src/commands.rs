@@ -1,4 +1,4 @@
-//! The offline subcommands: validate, preview, diff.
+//! The offline subcommands: validate, preview, diff (plan: see plan.rs).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -129,7 +129,7 @@ pub fn preview(
     Ok(ExitCode::SUCCESS)
 }
 
-fn load_rev(src: &GitSource, rev: &str) -> anyhow::Result<(String, Sot)> {
+pub(crate) fn load_rev(src: &GitSource, rev: &str) -> anyhow::Result<(String, Sot)> {
     let id = src
         .resolve(rev)?
         .with_context(|| format!("unknown revision `{rev}` in {}", src.describe()))?;

@@ -1,6 +1,7 @@
 //! `vaquero`: bare-metal provisioning as code.
 
 mod commands;
+mod plan;
 mod power;
 
 use std::path::PathBuf;
@@ -78,6 +79,23 @@ enum Command {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
+    /// Show what a SoT change would do to each host: reprovision, new,
+    /// unchanged, skip or removed, in which batches, and why.
+    Plan {
+        /// The SoT directory (a Git repository for --from/--to).
+        #[arg(long, value_name = "DIR")]
+        sot: PathBuf,
+        /// The revision rolled from (tag, branch or commit); without it,
+        /// every host is new.
+        #[arg(long, value_name = "REV")]
+        from: Option<String>,
+        /// The revision rolled to; without it, the directory as it is.
+        #[arg(long, value_name = "REV")]
+        to: Option<String>,
+        /// Output format (JSON: a stable interface for CI pipelines).
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
     /// Power or boot-device control of one host through its BMC (exit 1 when
     /// the BMC operation fails). Secrets come from the environment or files,
     /// as the SoT's password_env / password_file say.
@@ -134,6 +152,12 @@ fn main() -> ExitCode {
             to,
             format,
         } => commands::diff(&sot, &from, &to, format),
+        Command::Plan {
+            sot,
+            from,
+            to,
+            format,
+        } => plan::plan(&sot, from.as_deref(), to.as_deref(), format),
         Command::Power {
             sot,
             host,

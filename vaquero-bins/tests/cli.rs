@@ -310,3 +310,69 @@ fn power_through_an_exec_bmc_and_clear_errors() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["error"]["kind"], "unsupported");
 }
+
+#[test]
+fn plan_between_git_revisions_and_of_a_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let sot = dir.path().join("sot");
+    copy_dir(&lab(), &sot);
+    git(&sot, &["init", "-q", "-b", "main"]);
+    git(&sot, &["add", "-A"]);
+    git(&sot, &["commit", "-qm", "v1"]);
+    git(&sot, &["tag", "v1"]);
+    let os = sot.join("os/flatcar.yml");
+    let text = std::fs::read_to_string(&os).unwrap();
+    std::fs::write(
+        &os,
+        text.replace("flatcar.autologin: \"\"", "flatcar.autologin: \"tty0\""),
+    )
+    .unwrap();
+    git(&sot, &["commit", "-qam", "v2"]);
+    let repo = sot.to_str().unwrap();
+
+    let o = vaquero(&["plan", "--sot", repo, "--from", "v1", "--to", "main"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = stdout(&o);
+    assert!(
+        out.contains("3 to reprovision, 0 new, 2 unchanged, 1 skipped"),
+        "{out}"
+    );
+    assert!(
+        out.contains("stages[1].cmdline: -flatcar.autologin +flatcar.autologin=tty0"),
+        "{out}"
+    );
+
+    // Without --to: the directory as it is (here the same as main).
+    let o = vaquero(&["plan", "--sot", repo, "--from", "v1", "--format", "json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let hosts = v["hosts"].as_array().unwrap();
+    let row = |n: &str| hosts.iter().find(|h| h["name"] == n).unwrap().clone();
+    assert_eq!(row("k8s-01")["action"], "reprovision");
+    assert_eq!(row("k8s-01")["batch"], 1);
+    assert_eq!(row("k8s-03")["batch"], 2);
+    assert_eq!(row("k8s-03")["site"], "lab");
+    assert_eq!(row("storage-01")["action"], "unchanged");
+    assert_eq!(row("storage-02")["action"], "skip");
+    assert_eq!(row("storage-02")["reasons"][0], "never_provision");
+    assert_eq!(v["sites"][0]["batches"], 2);
+
+    // No --from: every host is new.
+    let o = vaquero(&["plan", "--sot", lab().to_str().unwrap(), "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        v["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h["action"] == "new" || h["action"] == "skip")
+    );
+
+    // --from needs a Git repository; an unknown revision is named.
+    let o = vaquero(&["plan", "--sot", lab().to_str().unwrap(), "--from", "v1"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a Git repository"));
+    let o = vaquero(&["plan", "--sot", repo, "--from", "v0"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown revision `v0`"));
+}
