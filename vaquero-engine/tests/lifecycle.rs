@@ -1,0 +1,447 @@
+//! The host lifecycle, step by step, on the lab model.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use vaquero_engine::{
+    Action, ActionKind, Approval, Engine, EngineConfig, Event, EventKind, JobPhase, Notice,
+    Outcome, Phase, SiteState,
+};
+use vaquero_model::{SiteData, SiteModel, Sot};
+
+fn lab(edit: impl FnOnce(&mut SiteData)) -> Arc<SiteModel> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/lab");
+    let sot = Sot::load_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let mut data = sot.compile().unwrap().remove("lab").unwrap().into_data();
+    edit(&mut data);
+    Arc::new(SiteModel::from_data(data).unwrap())
+}
+
+struct H {
+    engine: Engine,
+    state: SiteState,
+    now: Timestamp,
+}
+
+impl H {
+    fn new(model: Arc<SiteModel>, now: &str) -> H {
+        H {
+            engine: Engine::new(model, EngineConfig::default()).unwrap(),
+            state: SiteState::new("lab"),
+            now: now.parse().unwrap(),
+        }
+    }
+
+    fn start(&mut self) {
+        let plan = vaquero_engine::plan(None, self.engine.model());
+        let s = self.engine.start(&self.state, &plan, self.now).unwrap();
+        self.state.apply(&s);
+    }
+
+    fn step(&mut self, events: &[Event]) -> Vec<Action> {
+        let s = self.engine.step(&self.state, events, self.now);
+        self.state.apply(&s);
+        s.actions
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now = self.now.checked_add(d).unwrap();
+    }
+
+    fn host(&self, n: &str) -> &vaquero_engine::HostState {
+        &self.state.hosts[n]
+    }
+
+    fn pending(&self, n: &str) -> u64 {
+        self.host(n).pending.as_ref().unwrap().seq
+    }
+
+    fn ok(&mut self, n: &str) -> Vec<Action> {
+        let seq = self.pending(n);
+        self.step(&[ev(
+            n,
+            EventKind::Result {
+                seq,
+                outcome: Outcome::ok(),
+            },
+        )])
+    }
+}
+
+fn ev(host: &str, kind: EventKind) -> Event {
+    Event {
+        host: host.to_owned(),
+        kind,
+    }
+}
+
+fn of<'a>(actions: &'a [Action], host: &str) -> Vec<&'a ActionKind> {
+    actions
+        .iter()
+        .filter(|a| a.host == host)
+        .map(|a| &a.kind)
+        .collect()
+}
+
+/// Forced, auto-applied, no windows.
+fn open_lab() -> Arc<SiteModel> {
+    lab(|d| {
+        d.site.policy.force_provision = true;
+        d.site.policy.auto_apply = true;
+        d.site.policy.windows.clear();
+    })
+}
+
+#[test]
+fn a_host_goes_through_every_phase_once() {
+    let mut h = H::new(open_lab(), "2026-11-22T12:00:00Z");
+    h.start();
+    assert_eq!(h.host("storage-02").phase, Phase::Skipped);
+    let a = h.step(&[]);
+    // storage: max_concurrent 1 → storage-01 only; bastion (no policy).
+    assert_eq!(
+        of(&a, "storage-01"),
+        vec![
+            &ActionKind::Notice(Notice::Started),
+            &ActionKind::SetBootNetwork
+        ]
+    );
+    assert_eq!(h.host("storage-01").phase, Phase::SetBoot);
+    assert_eq!(h.host("storage-01").attempt, 1);
+    // k8s-worker: storage-02 (never_provision) counts as ready, and
+    // max_concurrent 50 % of 3 → 2 start.
+    let k8s_started = ["k8s-01", "k8s-02", "k8s-03"]
+        .iter()
+        .filter(|n| h.host(n).phase != Phase::Queued)
+        .count();
+    assert_eq!(k8s_started, 2);
+    assert!(of(&a, "storage-02").is_empty());
+
+    let a = h.ok("storage-01");
+    assert_eq!(of(&a, "storage-01"), vec![&ActionKind::PowerCycle]);
+    let a = h.ok("storage-01");
+    assert!(of(&a, "storage-01").is_empty());
+    assert_eq!(h.host("storage-01").phase, Phase::Netbooting);
+    // The boot service serves stage 0 of attempt 1.
+    assert_eq!(
+        h.host("storage-01").current(Some("rocky-install")),
+        vaquero_ipxe::Current::Stage {
+            stage: 0,
+            boot: "rocky-install".into(),
+            attempt: 1
+        }
+    );
+    h.step(&[ev("storage-01", EventKind::Dhcp)]);
+    h.step(&[ev("storage-01", EventKind::Script { attempt: 1 })]);
+    assert_eq!(h.host("storage-01").phase, Phase::Installing);
+    h.step(&[ev("storage-01", EventKind::Config { attempt: 1 })]);
+    assert_eq!(h.host("storage-01").phase, Phase::AwaitingCheckpoint);
+    let a = h.step(&[ev("storage-01", EventKind::Checkpoint { attempt: 1 })]);
+    let kinds = of(&a, "storage-01");
+    let [
+        ActionKind::RunJob {
+            phase: JobPhase::Validate,
+            boot,
+            index: 0,
+            job,
+        },
+    ] = kinds.as_slice()
+    else {
+        panic!("{kinds:?}")
+    };
+    assert_eq!(boot, "rocky-install");
+    assert_eq!(
+        job.command,
+        vec!["systemctl", "is-system-running", "--wait"]
+    );
+    assert_eq!(job.target.as_deref(), Some("10.99.0.21"));
+    assert_eq!(job.timeout, Duration::from_secs(600));
+    let a = h.ok("storage-01");
+    assert_eq!(
+        of(&a, "storage-01"),
+        vec![
+            &ActionKind::Notice(Notice::StageDone {
+                boot: "rocky-install".into()
+            }),
+            &ActionKind::Notice(Notice::Done)
+        ]
+    );
+    let s = h.host("storage-01");
+    assert_eq!(
+        (s.phase, s.installed.as_deref()),
+        (Phase::Done, Some("rocky-install"))
+    );
+    assert!(matches!(
+        s.current(Some("rocky-install")),
+        vaquero_ipxe::Current::LocalDisk(_)
+    ));
+}
+
+#[test]
+fn stale_events_are_ignored() {
+    let mut h = H::new(open_lab(), "2026-11-22T12:00:00Z");
+    h.start();
+    h.step(&[]);
+    let seq = h.pending("storage-01");
+    let before = h.host("storage-01").clone();
+    let s = h.engine.step(
+        &h.state,
+        &[
+            ev(
+                "storage-01",
+                EventKind::Result {
+                    seq: seq + 7,
+                    outcome: Outcome::ok(),
+                },
+            ),
+            ev("storage-01", EventKind::Script { attempt: 0 }),
+            ev("storage-01", EventKind::Checkpoint { attempt: 5 }),
+            ev("nobody", EventKind::Dhcp),
+        ],
+        h.now,
+    );
+    assert_eq!(s.ignored, 4);
+    h.state.apply(&s);
+    assert_eq!(h.host("storage-01"), &before);
+}
+
+#[test]
+fn lost_boots_are_retried_then_fail() {
+    let mut h = H::new(open_lab(), "2026-11-22T12:00:00Z");
+    h.start();
+    h.step(&[]);
+    h.ok("storage-01");
+    h.ok("storage-01");
+    for attempt in 1..=3u64 {
+        assert_eq!(h.host("storage-01").phase, Phase::Netbooting);
+        assert_eq!(h.host("storage-01").attempt, attempt);
+        h.advance(Duration::from_secs(15 * 60));
+        let a = h.step(&[]);
+        if attempt < 3 {
+            let kinds = of(&a, "storage-01");
+            assert!(
+                matches!(
+                    kinds.as_slice(),
+                    [
+                        ActionKind::Notice(Notice::Retry { .. }),
+                        ActionKind::SetBootNetwork
+                    ]
+                ),
+                "{kinds:?}"
+            );
+            h.ok("storage-01");
+            h.ok("storage-01");
+            // The old attempt's script is stale now.
+            h.step(&[ev("storage-01", EventKind::Script { attempt })]);
+        }
+    }
+    let s = h.host("storage-01");
+    assert_eq!(s.phase, Phase::Failed);
+    assert!(
+        s.reason.as_deref().unwrap().contains("after 3 boots"),
+        "{:?}",
+        s.reason
+    );
+}
+
+#[test]
+fn transient_power_failures_are_retried_after_a_backoff_and_bounded() {
+    let mut h = H::new(open_lab(), "2026-11-22T12:00:00Z");
+    h.start();
+    h.step(&[]);
+    h.ok("storage-01");
+    for i in 1..=5 {
+        let seq = h.pending("storage-01");
+        let a = h.step(&[ev(
+            "storage-01",
+            EventKind::Result {
+                seq,
+                outcome: Outcome::failed(true, "busy"),
+            },
+        )]);
+        if i == 5 {
+            assert!(matches!(
+                of(&a, "storage-01")[..],
+                [ActionKind::Notice(Notice::Failed { .. })]
+            ));
+            break;
+        }
+        assert!(of(&a, "storage-01").is_empty());
+        // Not before the backoff.
+        h.advance(Duration::from_secs(10));
+        assert!(of(&h.step(&[]), "storage-01").is_empty());
+        h.advance(Duration::from_secs(20));
+        assert_eq!(
+            of(&h.step(&[]), "storage-01"),
+            vec![&ActionKind::PowerCycle]
+        );
+    }
+    let s = h.host("storage-01");
+    assert_eq!(s.phase, Phase::Failed);
+    assert_eq!(s.reason.as_deref(), Some("power_cycle failed: busy"));
+
+    // A power operation that never answers counts as lost and is retried.
+    let mut h = H::new(open_lab(), "2026-11-22T12:00:00Z");
+    h.start();
+    h.step(&[]);
+    let first = h.pending("storage-01");
+    h.advance(Duration::from_secs(301));
+    h.step(&[]);
+    h.advance(Duration::from_secs(30));
+    let a = h.step(&[]);
+    assert_eq!(of(&a, "storage-01"), vec![&ActionKind::SetBootNetwork]);
+    assert!(h.pending("storage-01") > first);
+}
+
+#[test]
+fn no_power_off_outside_the_reboot_windows() {
+    // The lab: 22:00-06:00 Europe/Berlin.
+    let model = lab(|d| {
+        d.site.policy.force_provision = true;
+        d.site.policy.auto_apply = true;
+    });
+    let mut h = H::new(model, "2026-11-22T12:00:00Z");
+    h.start();
+    h.step(&[]);
+    let a = h.ok("storage-01");
+    assert!(of(&a, "storage-01").is_empty());
+    let s = h.host("storage-01");
+    assert_eq!(s.phase, Phase::PowerCycle);
+    assert!(
+        s.reason.as_deref().unwrap().starts_with("windows: outside"),
+        "{:?}",
+        s.reason
+    );
+    // 21:30 UTC is 22:30 in Berlin.
+    h.now = "2026-11-22T21:30:00Z".parse().unwrap();
+    let a = h.step(&[]);
+    assert_eq!(of(&a, "storage-01"), vec![&ActionKind::PowerCycle]);
+}
+
+#[test]
+fn nothing_starts_before_approval() {
+    let model = lab(|d| {
+        d.site.policy.force_provision = true;
+        d.site.policy.windows.clear();
+    });
+    let mut h = H::new(model, "2026-11-22T12:00:00Z");
+    h.start();
+    let r = h.state.rollout.clone().unwrap();
+    assert_eq!(r.approval, Approval::Pending);
+    assert!(h.step(&[]).is_empty());
+    assert_eq!(h.host("storage-01").phase, Phase::Queued);
+    assert!(h.engine.approve(&h.state, r.id + 1).is_err());
+    let s = h.engine.approve(&h.state, r.id).unwrap();
+    h.state.apply(&s);
+    assert!(!of(&h.step(&[]), "storage-01").is_empty());
+}
+
+#[test]
+fn before_shutdown_jobs_of_the_boot_being_left_run_first_and_stop_at_a_failure() {
+    let mut h = H::new(open_lab(), "2026-11-22T12:00:00Z");
+    h.start();
+    // k8s-01 runs Flatcar (the last stage of its workflow) already.
+    for n in ["k8s-01", "k8s-02", "k8s-03"] {
+        h.state.hosts.get_mut(n).unwrap().installed = Some("flatcar-install".into());
+    }
+    let a = h.step(&[]);
+    let kinds = of(&a, "k8s-01");
+    let [
+        ActionKind::Notice(Notice::Started),
+        ActionKind::RunJob {
+            phase: JobPhase::BeforeShutdown,
+            job,
+            ..
+        },
+    ] = kinds.as_slice()
+    else {
+        panic!("{kinds:?}")
+    };
+    assert_eq!(job.command[..3], ["kubectl", "drain", "k8s-01"]);
+    assert_eq!(h.host("k8s-01").phase, Phase::Draining);
+    let seq = h.pending("k8s-01");
+    let a = h.step(&[ev(
+        "k8s-01",
+        EventKind::Result {
+            seq,
+            outcome: Outcome::failed(false, "exit status 1: node not found"),
+        },
+    )]);
+    assert!(
+        of(&a, "k8s-01")
+            .iter()
+            .any(|k| matches!(k, ActionKind::Notice(Notice::Failed { .. })))
+    );
+    let s = h.host("k8s-01");
+    assert_eq!(s.phase, Phase::Failed);
+    assert_eq!(
+        s.reason.as_deref(),
+        Some("before_shutdown job 0 failed: exit status 1: node not found")
+    );
+    // k8s-02 drains, then boots.
+    let a = h.ok("k8s-02");
+    assert_eq!(of(&a, "k8s-02"), vec![&ActionKind::SetBootNetwork]);
+}
+
+#[test]
+fn resume_asks_again_for_what_was_never_answered() {
+    let mut h = H::new(open_lab(), "2026-11-22T12:00:00Z");
+    h.start();
+    h.step(&[]);
+    h.ok("storage-01");
+    let seq = h.pending("storage-01");
+    // A new engine over the same state (as after a restart).
+    let engine = Engine::new(h.engine.model().clone(), EngineConfig::default()).unwrap();
+    let again = engine.resume(&h.state);
+    let a = again.iter().find(|a| a.host == "storage-01").unwrap();
+    assert_eq!((a.seq, &a.kind), (seq, &ActionKind::PowerCycle));
+    // Settled hosts ask for nothing.
+    assert!(again.iter().all(|a| h.host(&a.host).pending.is_some()));
+}
+
+#[test]
+fn max_fail_halts_the_hosts_not_started() {
+    let model = lab(|d| {
+        d.site.policy.force_provision = true;
+        d.site.policy.auto_apply = true;
+        d.site.policy.windows.clear();
+        let w = d.workflows.get_mut("k8s-worker").unwrap();
+        w.policy.max_fail = Some(0);
+        w.policy.max_concurrent = vaquero_model::Concurrency::Count(1);
+        w.policy.min_standing = None;
+    });
+    let mut h = H::new(model, "2026-11-22T12:00:00Z");
+    h.start();
+    h.step(&[]);
+    let first = ["k8s-01", "k8s-02", "k8s-03"]
+        .into_iter()
+        .find(|n| h.host(n).phase == Phase::SetBoot)
+        .unwrap();
+    let seq = h.pending(first);
+    let a = h.step(&[ev(
+        first,
+        EventKind::Result {
+            seq,
+            outcome: Outcome::failed(false, "BMC refused"),
+        },
+    )]);
+    let halted: Vec<_> = a
+        .iter()
+        .filter(|a| matches!(a.kind, ActionKind::Notice(Notice::Halted { .. })))
+        .map(|a| a.host.as_str())
+        .collect();
+    assert_eq!(halted.len(), 2);
+    for n in halted {
+        let s = h.host(n);
+        assert_eq!(s.phase, Phase::Halted);
+        assert!(
+            s.reason
+                .as_deref()
+                .unwrap()
+                .starts_with("max_fail: 1 failures")
+        );
+    }
+}
