@@ -264,7 +264,7 @@ impl Engine {
         let mut out = Vec::new();
         for h in state.hosts.values() {
             if let Some(p) = &h.pending
-                && let Some(kind) = self.action_kind(h)
+                && let Ok(Some(kind)) = self.action_kind(h)
             {
                 out.push(self.action(h, p.seq, kind));
             }
@@ -394,35 +394,46 @@ impl Engine {
         h.installed.as_deref()
     }
 
-    /// The action the host's phase calls for (ignoring whether one is
-    /// pending). `None`: nothing to do in this phase.
-    fn action_kind(&self, h: &HostState) -> Option<ActionKind> {
+    /// How many jobs of `phase` `boot` has (no rendering).
+    fn job_count(&self, boot: &str, phase: JobPhase) -> usize {
+        self.model
+            .data()
+            .boots
+            .get(boot)
+            .map_or(0, |b| match phase {
+                JobPhase::BeforeShutdown => b.before_shutdown.len(),
+                JobPhase::Validate => b.validate.len(),
+            })
+    }
+
+    /// The boot and job list the host's phase works through, if any.
+    fn job_list<'h>(&'h self, h: &'h HostState) -> Option<(&'h str, JobPhase)> {
         match h.phase {
-            Phase::Draining => {
-                let boot = Self::leaving(h)?;
-                let jobs = self.jobs(h, boot, JobPhase::BeforeShutdown).ok()?;
-                let job = jobs.into_iter().nth(h.job)?;
-                Some(ActionKind::RunJob {
-                    phase: JobPhase::BeforeShutdown,
-                    boot: boot.to_owned(),
-                    index: h.job,
-                    job,
-                })
-            }
-            Phase::SetBoot => Some(ActionKind::SetBootNetwork),
-            Phase::PowerCycle => Some(ActionKind::PowerCycle),
-            Phase::Validating => {
-                let boot = self.boot_of(h)?;
-                let jobs = self.jobs(h, boot, JobPhase::Validate).ok()?;
-                let job = jobs.into_iter().nth(h.job)?;
-                Some(ActionKind::RunJob {
-                    phase: JobPhase::Validate,
-                    boot: boot.to_owned(),
-                    index: h.job,
-                    job,
-                })
-            }
+            Phase::Draining => Some((Self::leaving(h)?, JobPhase::BeforeShutdown)),
+            Phase::Validating => Some((self.boot_of(h)?, JobPhase::Validate)),
             _ => None,
+        }
+    }
+
+    /// The action the host's phase calls for (ignoring whether one is
+    /// pending). `Ok(None)`: nothing to do in this phase; `Err`: a job
+    /// does not render.
+    fn action_kind(&self, h: &HostState) -> Result<Option<ActionKind>, String> {
+        match h.phase {
+            Phase::SetBoot => Ok(Some(ActionKind::SetBootNetwork)),
+            Phase::PowerCycle => Ok(Some(ActionKind::PowerCycle)),
+            _ => {
+                let Some((boot, phase)) = self.job_list(h) else {
+                    return Ok(None);
+                };
+                let job = self.jobs(h, boot, phase)?.into_iter().nth(h.job);
+                Ok(job.map(|job| ActionKind::RunJob {
+                    phase,
+                    boot: boot.to_owned(),
+                    index: h.job,
+                    job,
+                }))
+            }
         }
     }
 
@@ -661,52 +672,31 @@ impl Work<'_> {
                     continue;
                 }
                 Phase::Draining => {
-                    let jobs = match Engine::leaving(h) {
-                        Some(b) => {
-                            let b = b.to_owned();
-                            self.engine.jobs(h, &b, JobPhase::BeforeShutdown)
-                        }
-                        None => Ok(Vec::new()),
-                    };
-                    match jobs {
-                        Err(e) => {
-                            self.fail(h, e);
-                            return;
-                        }
-                        Ok(jobs) if h.job >= jobs.len() => {
-                            self.boot(h);
-                            continue;
-                        }
-                        Ok(_) => {}
+                    let count = Engine::leaving(h)
+                        .map_or(0, |b| self.engine.job_count(b, JobPhase::BeforeShutdown));
+                    if h.job >= count {
+                        self.boot(h);
+                        continue;
                     }
                 }
-                Phase::Validating => match self.engine.boot_of(h) {
-                    None => {}
-                    Some(b) => {
-                        let b = b.to_owned();
-                        match self.engine.jobs(h, &b, JobPhase::Validate) {
-                            Err(e) => {
-                                self.fail(h, e);
-                                return;
+                Phase::Validating => {
+                    if let Some(b) = self.engine.boot_of(h) {
+                        let count = self.engine.job_count(b, JobPhase::Validate);
+                        if h.job >= count {
+                            let b = b.to_owned();
+                            if h.job_failures > 0 {
+                                let reason = format!(
+                                    "stage {} ({b}): {} of {count} validate jobs failed",
+                                    h.stage, h.job_failures
+                                );
+                                self.fail(h, reason);
+                            } else {
+                                self.stage_done(h, b);
                             }
-                            Ok(jobs) if h.job >= jobs.len() => {
-                                if h.job_failures > 0 {
-                                    let reason = format!(
-                                        "stage {} ({b}): {} of {} validate jobs failed",
-                                        h.stage,
-                                        h.job_failures,
-                                        jobs.len()
-                                    );
-                                    self.fail(h, reason);
-                                } else {
-                                    self.stage_done(h, b);
-                                }
-                                continue;
-                            }
-                            Ok(_) => {}
+                            continue;
                         }
                     }
-                },
+                }
                 Phase::PowerCycle if h.stage == 0 && h.boots <= 1 => {
                     if let Decision::Wait(why) = self.power_allowed(h) {
                         if h.reason.as_deref() != Some(&why) {
@@ -718,7 +708,15 @@ impl Work<'_> {
                 }
                 _ => {}
             }
-            if let Some(kind) = self.engine.action_kind(h) {
+            let kind = match self.engine.action_kind(h) {
+                Ok(Some(kind)) => kind,
+                Ok(None) => return,
+                Err(e) => {
+                    self.fail(h, e);
+                    return;
+                }
+            };
+            {
                 h.seq += 1;
                 h.tries += 1;
                 let wait = self.engine.outcome_timeout(&kind);

@@ -158,54 +158,58 @@ pub fn plan_with_state(
         .map(|d| d.changed.iter().map(|c| (c.host.as_str(), c)).collect())
         .unwrap_or_default();
     let force = site.policy.force_provision;
-    let mut hosts = Vec::with_capacity(new.hosts().len());
-    for h in new.hosts() {
-        let is_new = old.is_some_and(|o| o.by_name(&h.name).is_none()) || old.is_none();
-        let change = changed.get(h.name.as_str());
-        let mut reasons = Vec::new();
-        let mut action = if is_new {
-            reasons.push(if force {
-                "new host; force_provision: rebooted and provisioned".to_owned()
-            } else {
-                "new host; force_provision is off: not rebooted, provisioned when it netboots"
-                    .to_owned()
-            });
-            PlanAction::New
-        } else if let Some(c) = change {
-            for f in &c.fields {
-                reasons.push(field_reason(f));
-            }
-            if c.reprovision {
-                PlanAction::Reprovision
+    // Per host: independent, so spread over the cores.
+    use rayon::prelude::*;
+    let mut hosts: Vec<HostPlan> = new
+        .hosts()
+        .par_iter()
+        .with_min_len(1024)
+        .map(|h| {
+            let is_new = old.is_none_or(|o| o.by_name(&h.name).is_none());
+            let change = changed.get(h.name.as_str());
+            let mut reasons = Vec::new();
+            let mut action = if is_new {
+                reasons.push(if force {
+                    "new host; force_provision: rebooted and provisioned".to_owned()
+                } else {
+                    "new host; force_provision is off: not rebooted, provisioned when it netboots"
+                        .to_owned()
+                });
+                PlanAction::New
+            } else if let Some(c) = change {
+                reasons.extend(c.fields.iter().map(field_reason));
+                if c.reprovision {
+                    PlanAction::Reprovision
+                } else {
+                    PlanAction::Unchanged
+                }
             } else {
                 PlanAction::Unchanged
+            };
+            if action == PlanAction::Unchanged
+                && let Some(st) = state.and_then(|s| s.hosts.get(&h.name))
+                && let Some(why) = unfinished(st.phase)
+            {
+                reasons.push(why.to_owned());
+                action = PlanAction::Reprovision;
             }
-        } else {
-            PlanAction::Unchanged
-        };
-        if action == PlanAction::Unchanged
-            && let Some(st) = state.and_then(|s| s.hosts.get(&h.name))
-            && let Some(why) = unfinished(st.phase)
-        {
-            reasons.push(why.to_owned());
-            action = PlanAction::Reprovision;
-        }
-        if h.never_provision {
-            if is_new {
-                reasons = vec!["new host".to_owned()];
+            if h.never_provision {
+                if is_new {
+                    reasons = vec!["new host".to_owned()];
+                }
+                reasons.insert(0, "never_provision".to_owned());
+                action = PlanAction::Skip;
             }
-            reasons.insert(0, "never_provision".to_owned());
-            action = PlanAction::Skip;
-        }
-        hosts.push(HostPlan {
-            name: h.name.clone(),
-            site: site.id.clone(),
-            workflow: h.workflow.clone(),
-            action,
-            reasons,
-            batch: None,
-        });
-    }
+            HostPlan {
+                name: h.name.clone(),
+                site: site.id.clone(),
+                workflow: h.workflow.clone(),
+                action,
+                reasons,
+                batch: None,
+            }
+        })
+        .collect();
     if let (Some(d), Some(o)) = (&diff, old) {
         for name in &d.removed {
             let workflow = o
@@ -222,7 +226,7 @@ pub fn plan_with_state(
             });
         }
     }
-    hosts.sort_by(|a, b| a.name.cmp(&b.name));
+    hosts.par_sort_unstable_by(|a, b| a.name.cmp(&b.name));
     let batches = assign_batches(new, &mut hosts, force);
     let mut summary = Summary::default();
     for h in &hosts {

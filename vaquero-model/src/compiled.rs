@@ -459,6 +459,17 @@ impl SiteModel {
 
     /// Renders kernel, initrds and command line of `boot` for a host.
     pub fn render_boot(&self, boot: &str, ctx: &Value) -> Result<RenderedBoot, RenderError> {
+        self.render_boot_parts(boot, ctx, [true; 3])
+    }
+
+    /// [`Self::render_boot`] of only some parts (`[kernel, initrds,
+    /// cmdline]`); the others are left empty.
+    pub(crate) fn render_boot_parts(
+        &self,
+        boot: &str,
+        ctx: &Value,
+        [want_kernel, want_initrd, want_cmdline]: [bool; 3],
+    ) -> Result<RenderedBoot, RenderError> {
         let b = self
             .data
             .boots
@@ -469,14 +480,27 @@ impl SiteModel {
             .os(&b.operating_system)
             .ok_or_else(|| RenderError::UnknownOs(b.operating_system.clone()))?;
         let r = &self.renderer;
-        let kernel = r.render_tpl(&t.kernel, ctx)?;
-        let initrds = t
-            .initrd
-            .iter()
-            .map(|i| r.render_tpl(i, ctx))
-            .collect::<Result<Vec<_>, _>>()?;
+        let kernel = if want_kernel {
+            r.render_tpl(&t.kernel, ctx)?
+        } else {
+            String::new()
+        };
+        let initrds = if want_initrd {
+            t.initrd
+                .iter()
+                .map(|i| r.render_tpl(i, ctx))
+                .collect::<Result<Vec<_>, _>>()?
+        } else {
+            Vec::new()
+        };
         let mut parts = Vec::new();
-        for (k, vals) in &t.cmdline {
+        let no_cmdline = Vec::new();
+        let cmdline = if want_cmdline {
+            &t.cmdline
+        } else {
+            &no_cmdline
+        };
+        for (k, vals) in cmdline {
             if vals.is_empty() {
                 parts.push(k.clone());
             }

@@ -162,27 +162,115 @@ pub fn diff(old: &SiteModel, new: &SiteModel) -> ModelDiff {
             out.removed.push(h.name.clone());
         }
     }
-    for nh in new.hosts() {
-        let (Some(a), Some(b)) = (old.by_name(&nh.name), new.by_name(&nh.name)) else {
-            continue;
-        };
-        let mut fields = Vec::new();
-        let av = serde_json::to_value(a.host).unwrap_or(Value::Null);
-        let bv = serde_json::to_value(b.host).unwrap_or(Value::Null);
-        json_diff("", &av, &bv, &mut fields);
-        for f in &mut fields {
-            f.reprovision = f.path == "workflow";
-        }
-        stage_diff(old, a, new, b, &mut fields);
-        if !fields.is_empty() {
-            out.changed.push(HostChange {
+    let same = Same::new(old, new);
+    use rayon::prelude::*;
+    out.changed = new
+        .hosts()
+        .par_iter()
+        .with_min_len(256)
+        .filter_map(|nh| {
+            let (a, b) = (old.by_name(&nh.name)?, new.by_name(&nh.name)?);
+            let mut fields = Vec::new();
+            let host_same = a.host == b.host;
+            if !host_same {
+                let av = serde_json::to_value(a.host).unwrap_or(Value::Null);
+                let bv = serde_json::to_value(b.host).unwrap_or(Value::Null);
+                json_diff("", &av, &bv, &mut fields);
+                for f in &mut fields {
+                    f.reprovision = f.path == "workflow";
+                }
+            }
+            stage_diff(old, a, new, b, &same, host_same, &mut fields);
+            (!fields.is_empty()).then(|| HostChange {
                 host: nh.name.clone(),
                 reprovision: fields.iter().any(|f| f.reprovision),
                 fields,
-            });
+            })
+        })
+        .collect();
+    out
+}
+
+/// What did not change between the two models, so that hosts whose
+/// rendering inputs are all equal are not rendered at all.
+struct Same<'a> {
+    /// Site (with subnets and agents: the `site`, `subnet` and `urls`
+    /// of the context).
+    site: bool,
+    /// Per boot id present in both: whether its definition is equal, and
+    /// which of its rendered parts have equal templates and inputs.
+    boots: HashMap<&'a str, (bool, Parts)>,
+}
+
+/// Rendered parts of a stage: kernel, initrds, cmdline, unattended.
+type Parts = [bool; 4];
+
+impl<'a> Same<'a> {
+    fn new(old: &SiteModel, new: &'a SiteModel) -> Self {
+        let (od, nd) = (old.data(), new.data());
+        let assets_same = |dir: &str| {
+            let prefix = format!("{dir}/");
+            let pick = |m: &'_ SiteModel| {
+                m.data()
+                    .assets
+                    .iter()
+                    .filter(|(k, _)| k.starts_with(&prefix))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect::<Vec<_>>()
+            };
+            pick(old) == pick(new)
+        };
+        let boots = nd
+            .boots
+            .iter()
+            .filter_map(|(id, nb)| {
+                let ob = od.boots.get(id)?;
+                // Templates read any OS field: a part is unchanged when its
+                // own template and every other OS field are.
+                let (oo, no) = (
+                    od.os.get(&ob.operating_system),
+                    nd.os.get(&nb.operating_system),
+                );
+                let (kernel, initrd, cmdline) = match (oo, no) {
+                    (Some(x), Some(y)) if ob.operating_system == nb.operating_system => {
+                        let rest = |o: &crate::types::Os| {
+                            let mut o = o.clone();
+                            o.boot.kernel.clear();
+                            o.boot.initrd.clear();
+                            o.cmdline.clear();
+                            o
+                        };
+                        let rest_same = rest(x) == rest(y);
+                        (
+                            rest_same && x.boot.kernel == y.boot.kernel,
+                            rest_same && x.boot.initrd == y.boot.initrd,
+                            rest_same && x.cmdline == y.cmdline,
+                        )
+                    }
+                    _ => (false, false, false),
+                };
+                let assets = match (&ob.unattended, &nb.unattended) {
+                    (None, None) => true,
+                    (Some(x), Some(y)) => x == y && assets_same(y.kind.dir()),
+                    _ => false,
+                };
+                Some((id.as_str(), (ob == nb, [kernel, initrd, cmdline, assets])))
+            })
+            .collect();
+        Same {
+            site: od.site == nd.site,
+            boots,
         }
     }
-    out
+
+    /// Which parts of `boot` must be rendered on both sides for a host
+    /// (`host_same`: the host itself is equal).
+    fn parts(&self, boot: &str, host_same: bool) -> Parts {
+        match self.boots.get(boot) {
+            Some(&(boot_same, same)) if self.site && host_same && boot_same => same.map(|s| !s),
+            _ => [true; 4],
+        }
+    }
 }
 
 fn json_diff(path: &str, a: &Value, b: &Value, out: &mut Vec<FieldChange>) {
@@ -228,31 +316,41 @@ fn json_diff(path: &str, a: &Value, b: &Value, out: &mut Vec<FieldChange>) {
 }
 
 /// What a stage installs, rendered with fixed URLs and token so that only
-/// SoT content can make two renderings differ.
-fn rendered(m: &SiteModel, h: HostRef<'_>, boot: &str) -> Vec<(&'static str, Value)> {
+/// SoT content can make two renderings differ; only the parts asked for.
+fn rendered(
+    m: &SiteModel,
+    h: HostRef<'_>,
+    hc: &crate::compiled::HostContext,
+    boot: &str,
+    [kernel, initrd, cmdline, unattended]: Parts,
+) -> Vec<(&'static str, Value)> {
     let urls = m.urls(h, boot, "diff");
-    let ctx = m.context(h, boot, urls.as_ref());
-    let os = m
-        .data()
-        .boots
-        .get(boot)
-        .map(|b| b.operating_system.clone())
-        .unwrap_or_default();
-    let mut v = vec![("os", Value::String(os))];
-    match m.render_boot(boot, &ctx) {
-        Ok(r) => {
-            v.push(("kernel", Value::String(r.kernel)));
-            v.push(("initrd", serde_json::json!(r.initrds)));
-            v.push(("cmdline", Value::String(r.cmdline)));
+    let ctx = m.context_for(hc, boot, urls.as_ref());
+    let mut v = Vec::new();
+    if kernel || initrd || cmdline {
+        match m.render_boot_parts(boot, &ctx, [kernel, initrd, cmdline]) {
+            Ok(r) => {
+                if kernel {
+                    v.push(("kernel", Value::String(r.kernel)));
+                }
+                if initrd {
+                    v.push(("initrd", serde_json::json!(r.initrds)));
+                }
+                if cmdline {
+                    v.push(("cmdline", Value::String(r.cmdline)));
+                }
+            }
+            Err(e) => v.push(("kernel", Value::String(format!("(render error: {e})")))),
         }
-        Err(e) => v.push(("kernel", Value::String(format!("(render error: {e})")))),
     }
-    let un = match m.render_unattended(boot, &ctx) {
-        Ok(Some((_, text))) => Value::String(text),
-        Ok(None) => Value::Null,
-        Err(e) => Value::String(format!("(render error: {e})")),
-    };
-    v.push(("unattended", un));
+    if unattended {
+        let un = match m.render_unattended(boot, &ctx) {
+            Ok(Some((_, text))) => Value::String(text),
+            Ok(None) => Value::Null,
+            Err(e) => Value::String(format!("(render error: {e})")),
+        };
+        v.push(("unattended", un));
+    }
     v
 }
 
@@ -261,6 +359,8 @@ fn stage_diff(
     a: HostRef<'_>,
     new: &SiteModel,
     b: HostRef<'_>,
+    same: &Same<'_>,
+    host_same: bool,
     out: &mut Vec<FieldChange>,
 ) {
     let sa = old.stages(a.host);
@@ -273,8 +373,36 @@ fn stage_diff(
             reprovision: true,
         });
     }
+    let os_of = |m: &SiteModel, boot: &str| {
+        m.data()
+            .boots
+            .get(boot)
+            .map(|b| b.operating_system.clone())
+            .unwrap_or_default()
+    };
+    let mut contexts = None;
     for (i, (ba, bb)) in sa.iter().zip(&sb).enumerate() {
-        for ((what, va), (_, vb)) in rendered(old, a, ba).into_iter().zip(rendered(new, b, bb)) {
+        let (oa, ob) = (os_of(old, ba), os_of(new, bb));
+        if oa != ob {
+            out.push(FieldChange {
+                path: format!("stages[{i}].os"),
+                from: Value::String(oa),
+                to: Value::String(ob),
+                reprovision: true,
+            });
+        }
+        let parts = if ba == bb {
+            same.parts(bb, host_same)
+        } else {
+            [true; 4]
+        };
+        if parts == [false; 4] {
+            continue;
+        }
+        let (ca, cb) = contexts.get_or_insert_with(|| (old.host_context(a), new.host_context(b)));
+        let ra = rendered(old, a, ca, ba, parts);
+        let rb = rendered(new, b, cb, bb, parts);
+        for ((what, va), (_, vb)) in ra.into_iter().zip(rb) {
             if va == vb {
                 continue;
             }
