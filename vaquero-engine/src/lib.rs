@@ -2,7 +2,23 @@
 //! `now` → actions), rollout policies, plans, jobs, execution records and
 //! the `Store` trait (memory, redb; etcd comes with the HA work).
 //!
-//! **Status:** in progress (issue 7).
+//! - [`Engine`]: the pure engine of one site and one model. [`Engine::start`]
+//!   turns a [`Plan`] into a rollout (approved at once with the site's
+//!   `auto_apply`, otherwise by [`Engine::approve`]); [`Engine::step`]
+//!   takes the stored [`SiteState`], observed [`Event`]s and `now`, and
+//!   returns a [`Step`]: the [`Action`]s to carry out and the state changes
+//!   to persist first; [`Engine::resume`] re-asks, after a restart, for
+//!   the actions whose outcome never arrived.
+//! - [`state`]: the host lifecycle ([`Phase`]) and what is stored.
+//! - [`policy`]: the [`Policy`] trait and the built-in policies.
+//! - [`plan`]: plans (what a model change does to each host, in which
+//!   batches) in text and JSON.
+//! - [`persist`]: the state in a [`Store`], write-ahead.
+//! - [`store`]: the `Store` trait, [`MemoryStore`], [`RedbStore`].
+//!
+//! **Status:** in progress (issue 7): jobs (exec/http/ssh runners), execution
+//! records, the async runner that carries out actions through
+//! `vaquero-lom` and the `BootState` implementation are next.
 
 pub mod engine;
 pub mod event;
