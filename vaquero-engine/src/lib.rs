@@ -11,7 +11,7 @@
 //!   the actions whose outcome never arrived.
 //! - [`state`]: the host lifecycle ([`Phase`]) and what is stored.
 //! - [`policy`]: the [`Policy`] trait and the built-in policies.
-//! - [`plan`]: plans (what a model change does to each host, in which
+//! - [`plan`](mod@plan): plans (what a model change does to each host, in which
 //!   batches) in text and JSON.
 //! - [`persist`]: the state in a [`Store`], write-ahead.
 //! - [`store`]: the `Store` trait, [`MemoryStore`], [`RedbStore`].

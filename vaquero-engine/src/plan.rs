@@ -1,7 +1,7 @@
 //! Plans: what a new model revision will do to each host of a site, in
 //! which batches.
 //!
-//! A plan is made from the [diff](vaquero_model::diff) of the old and new
+//! A plan is made from the [diff](fn@vaquero_model::diff) of the old and new
 //! model (no old model: every host is new). Each host gets an action:
 //!
 //! | action        | when                                                   |
