@@ -22,6 +22,7 @@
 
 pub mod engine;
 pub mod event;
+pub mod job;
 pub mod persist;
 pub mod plan;
 pub mod policy;
@@ -30,6 +31,7 @@ pub mod store;
 
 pub use engine::{Engine, EngineConfig, EngineError, Step};
 pub use event::{Action, ActionKind, Event, EventKind, JobPhase, JobSpec, Notice, Outcome};
+pub use job::{ExecJob, HttpJob, Job, JobError, JobRunner, SshJob};
 pub use persist::{PersistError, StateStore};
 pub use plan::{HostPlan, Plan, PlanAction, PlanSet, plan, plan_with_state};
 pub use policy::{Decision, Policy, PolicyCtx, WorkflowStats};

@@ -85,7 +85,7 @@ pub mod fake;
 mod from_model;
 pub mod guard;
 pub mod ipmi;
-mod process;
+pub mod process;
 pub mod redfish;
 pub mod ssh;
 

@@ -8,19 +8,25 @@ use crate::driver::LomError;
 
 /// What a finished program left.
 #[derive(Debug, Clone)]
-pub(crate) struct Finished {
+pub struct Finished {
+    /// Its exit code (`None` when a signal ended it).
     pub code: Option<i32>,
+    /// `exit code N` or `signal N`.
     pub status: String,
+    /// What it wrote to stdout.
     pub stdout: String,
+    /// What it wrote to stderr.
     pub stderr: String,
 }
 
 impl Finished {
+    /// Whether it exited with 0.
     pub fn success(&self) -> bool {
         self.code == Some(0)
     }
 
-    /// stdout then stderr, trimmed and capped, for error messages.
+    /// stdout then stderr, trimmed and capped at 2,000 bytes, for logs and
+    /// error messages.
     pub fn output(&self) -> String {
         let mut s = self.stdout.trim().to_owned();
         let err = self.stderr.trim();
@@ -41,6 +47,7 @@ impl Finished {
         s
     }
 
+    /// The error of a program that did not succeed.
     pub fn failed(&self) -> LomError {
         LomError::CommandFailed {
             status: self.status.clone(),
@@ -49,8 +56,10 @@ impl Finished {
     }
 }
 
-/// Run `argv` with `env` added, stdin closed; kill it after `timeout`.
-pub(crate) async fn run(
+/// Runs `argv` with `env` added, stdin closed, output captured; kills it
+/// after `timeout` ([`LomError::Timeout`]). A program that cannot be started
+/// is a [`LomError::Config`].
+pub async fn run(
     argv: &[String],
     env: &[(String, String)],
     timeout: Duration,

@@ -154,6 +154,13 @@ impl SshDriver {
         argv
     }
 
+    /// Runs `command` (a remote shell command line) on the machine; `Ok`
+    /// when it exits 0. Connection failures are typed as for the driver
+    /// (unreachable, auth, timeout).
+    pub async fn run_command(&self, command: &str) -> Result<Finished, LomError> {
+        self.remote(command, false).await
+    }
+
     async fn remote(&self, command: &str, ends_session: bool) -> Result<Finished, LomError> {
         if !self.config.key_file.exists() {
             return Err(LomError::Config(format!(

@@ -5,15 +5,17 @@
 
 mod common;
 
+use common::sshd::Sshd;
+
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use vaquero_lom::{
     BootDevice, BootMode, BootOverride, DriverOptions, ExecConfig, ExecDriver, LomError,
-    PowerAction, PowerDriver, PowerState, SshConfig, SshDriver, driver_for,
+    PowerAction, PowerDriver, PowerState, SshDriver, driver_for,
 };
 
 const PDU: &str = r#"#!/bin/sh
@@ -151,88 +153,6 @@ async fn exec_driver_failures_are_typed() {
     let mut bad = exec_config(&slow);
     bad.command.push("{{ host.outlet }}".into());
     assert!(matches!(ExecDriver::new(bad), Err(LomError::Config(_))));
-}
-
-/// An sshd of the test's own; killed by PID on drop.
-struct Sshd {
-    _peer: common::Peer,
-    dir: tempfile::TempDir,
-    port: u16,
-}
-
-fn keygen(path: &Path) {
-    let ok = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(path)
-        .status()
-        .expect("ssh-keygen (openssh-client) must be installed: run scripts/setup");
-    assert!(ok.success());
-}
-
-impl Sshd {
-    fn start() -> Sshd {
-        assert!(
-            Path::new("/usr/sbin/sshd").exists(),
-            "/usr/sbin/sshd (openssh-server) must be installed: run scripts/setup"
-        );
-        assert!(
-            Path::new("/run/sshd").is_dir(),
-            "sshd needs its privilege-separation directory /run/sshd: run scripts/setup"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let p = |n: &str| dir.path().join(n);
-        keygen(&p("host_key"));
-        keygen(&p("client_key"));
-        keygen(&p("other_key"));
-        std::fs::copy(p("client_key.pub"), p("authorized_keys")).unwrap();
-        let port = common::free_tcp_port();
-        std::fs::write(
-            p("sshd_config"),
-            format!(
-                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\n\
-                 StrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-                 UsePAM no\nPidFile none\nPermitRootLogin prohibit-password\n",
-                p("host_key").display(),
-                p("authorized_keys").display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new("/usr/sbin/sshd")
-            .args(["-D", "-e", "-f"])
-            .arg(p("sshd_config"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "sshd did not listen within 15 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Sshd {
-            _peer: common::Peer(child),
-            dir,
-            port,
-        }
-    }
-
-    fn path(&self, n: &str) -> PathBuf {
-        self.dir.path().join(n)
-    }
-
-    fn config(&self, key: &str) -> SshConfig {
-        let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout)
-            .unwrap()
-            .trim()
-            .to_owned();
-        let mut c = SshConfig::new("127.0.0.1", user, self.path(key));
-        c.port = self.port;
-        c.timeout = Duration::from_secs(10);
-        c.reboot_command = format!("echo reboot >> {}", self.path("reboots").display());
-        c.poweroff_command = format!("echo poweroff >> {}", self.path("poweroffs").display());
-        c
-    }
 }
 
 #[tokio::test]

@@ -1,6 +1,8 @@
 //! What the peer tests share: peer processes stopped by PID, free ports.
 #![allow(dead_code)] // each test binary uses part of it
 
+pub mod sshd;
+
 use std::net::{TcpListener, UdpSocket};
 use std::path::Path;
 use std::process::Child;
