@@ -14,10 +14,13 @@
 //! - [`plan`](mod@plan): plans (what a model change does to each host, in which
 //!   batches) in text and JSON.
 //! - [`persist`]: the state in a [`Store`], write-ahead.
+//! - [`job`]: the [`Job`] trait, exec/http/ssh jobs and the retrying
+//!   [`JobRunner`].
+//! - [`record`]: execution records, per host and per rollout, pruned by
+//!   age.
 //! - [`store`]: the `Store` trait, [`MemoryStore`], [`RedbStore`].
 //!
-//! **Status:** in progress (issue 7): jobs (exec/http/ssh runners), execution
-//! records, the async runner that carries out actions through
+//! **Status:** in progress (issue 7): the async runner that carries out actions through
 //! `vaquero-lom` and the `BootState` implementation are next.
 
 pub mod engine;
@@ -26,6 +29,7 @@ pub mod job;
 pub mod persist;
 pub mod plan;
 pub mod policy;
+pub mod record;
 pub mod state;
 pub mod store;
 
@@ -35,6 +39,7 @@ pub use job::{ExecJob, HttpJob, Job, JobError, JobRunner, SshJob};
 pub use persist::{PersistError, StateStore};
 pub use plan::{HostPlan, Plan, PlanAction, PlanSet, plan, plan_with_state};
 pub use policy::{Decision, Policy, PolicyCtx, WorkflowStats};
+pub use record::{Record, RecordStatus, RecordStep, Records};
 pub use state::{Approval, HostState, Pending, Phase, Rollout, SiteState};
 pub use store::{
     Compare, KeyValue, MemoryStore, RedbStore, Revision, Store, StoreError, TxnOp, TxnResult,

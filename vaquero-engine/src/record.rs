@@ -1,0 +1,253 @@
+//! Execution records: every action the engine asks for, and how it went.
+//!
+//! A record is written *in progress* before the action is carried out
+//! ([`Records::begin`]) and finished with its outcome, steps (one per try,
+//! with start and end) and log ([`Records::finish`]). Records are queried
+//! per host and per rollout and pruned by age.
+//!
+//! Keys (JSON values):
+//! - `v1/records/{site}/hosts/{host}/{seq:020}`: the record
+//! - `v1/records/{site}/rollouts/{rollout:020}/{host}/{seq:020}`: an index
+//!   entry (the host key)
+
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::event::{Action, ActionKind, Outcome};
+use crate::persist::PersistError;
+use crate::store::{Store, TxnOp, TxnResult};
+
+/// Where a record stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordStatus {
+    /// Issued, no outcome yet.
+    InProgress,
+    /// It worked.
+    Done,
+    /// It failed.
+    Error,
+}
+
+/// One step of a record (a try of a job, a BMC operation).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordStep {
+    /// What it was.
+    pub name: String,
+    /// When it started.
+    pub started: Timestamp,
+    /// When it ended.
+    pub ended: Option<Timestamp>,
+    /// How it went.
+    pub status: RecordStatus,
+    /// Its captured output or error.
+    pub log: String,
+}
+
+/// An action and its outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// `{host}/{seq}`: unique per site.
+    pub id: String,
+    /// The host.
+    pub host: String,
+    /// The rollout.
+    pub rollout: Option<u64>,
+    /// The stage.
+    pub stage: usize,
+    /// The boot attempt.
+    pub attempt: u64,
+    /// The host's action sequence number.
+    pub seq: u64,
+    /// What was asked (`power_cycle`, `set_boot_network`,
+    /// `before_shutdown`, `validate`).
+    pub action: String,
+    /// Details (the job's command or URL, the boot).
+    pub detail: String,
+    /// Where it stands.
+    pub status: RecordStatus,
+    /// When it was issued.
+    pub started: Timestamp,
+    /// When its outcome arrived.
+    pub ended: Option<Timestamp>,
+    /// Its steps.
+    pub steps: Vec<RecordStep>,
+}
+
+/// The execution records of one site in a store.
+#[derive(Debug, Clone)]
+pub struct Records<S: ?Sized> {
+    store: Arc<S>,
+    site: String,
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+fn decode(key: &str, bytes: &[u8]) -> Result<Record, PersistError> {
+    serde_json::from_slice(bytes).map_err(|e| PersistError::Corrupt {
+        key: key.to_owned(),
+        error: e.to_string(),
+    })
+}
+
+impl<S: Store + ?Sized> Records<S> {
+    /// The records of `site` in `store`.
+    pub fn new(store: Arc<S>, site: &str) -> Self {
+        Records {
+            store,
+            site: site.to_owned(),
+        }
+    }
+
+    fn host_key(&self, host: &str, seq: u64) -> String {
+        format!("v1/records/{}/hosts/{host}/{seq:020}", self.site)
+    }
+
+    fn rollout_key(&self, rollout: u64, host: &str, seq: u64) -> String {
+        format!(
+            "v1/records/{}/rollouts/{rollout:020}/{host}/{seq:020}",
+            self.site
+        )
+    }
+
+    async fn write(&self, ops: Vec<TxnOp>) -> Result<(), PersistError> {
+        match self.store.txn(Vec::new(), ops).await? {
+            TxnResult::Committed(_) => Ok(()),
+            TxnResult::Conflict => Err(PersistError::Conflict),
+        }
+    }
+
+    /// Records `action` as in progress (before it is carried out); `None`
+    /// for notices, which have no outcome.
+    pub async fn begin(
+        &self,
+        action: &Action,
+        now: Timestamp,
+    ) -> Result<Option<Record>, PersistError> {
+        let detail = match &action.kind {
+            ActionKind::Notice(_) => return Ok(None),
+            ActionKind::RunJob {
+                boot, index, job, ..
+            } => {
+                let what = job.url.clone().unwrap_or_else(|| job.command.join(" "));
+                format!("{boot} job {index} ({:?}): {what}", job.kind).to_lowercase()
+            }
+            ActionKind::SetBootNetwork => "next boot from the network, once".into(),
+            ActionKind::PowerCycle => "power cycle (on if off)".into(),
+        };
+        let r = Record {
+            id: format!("{}/{}", action.host, action.seq),
+            host: action.host.clone(),
+            rollout: action.rollout,
+            stage: action.stage,
+            attempt: action.attempt,
+            seq: action.seq,
+            action: action.kind.name().to_owned(),
+            detail,
+            status: RecordStatus::InProgress,
+            started: now,
+            ended: None,
+            steps: Vec::new(),
+        };
+        let key = self.host_key(&r.host, r.seq);
+        let mut ops = vec![TxnOp::Put(key.clone(), encode(&r))];
+        if let Some(ro) = r.rollout {
+            ops.push(TxnOp::Put(
+                self.rollout_key(ro, &r.host, r.seq),
+                key.into_bytes(),
+            ));
+        }
+        self.write(ops).await?;
+        Ok(Some(r))
+    }
+
+    /// Finishes the record of `host`'s action `seq` with its outcome and
+    /// steps (none given: one step with the outcome's output or error).
+    /// `None` when there is no such record.
+    pub async fn finish(
+        &self,
+        host: &str,
+        seq: u64,
+        outcome: &Outcome,
+        steps: Vec<RecordStep>,
+        now: Timestamp,
+    ) -> Result<Option<Record>, PersistError> {
+        let key = self.host_key(host, seq);
+        let Some(kv) = self.store.get(&key).await? else {
+            return Ok(None);
+        };
+        let mut r = decode(&key, &kv.value)?;
+        r.status = if outcome.is_ok() {
+            RecordStatus::Done
+        } else {
+            RecordStatus::Error
+        };
+        r.ended = Some(now);
+        r.steps = steps;
+        if r.steps.is_empty() {
+            let log = match outcome {
+                Outcome::Ok { output } => output.clone(),
+                Outcome::Failed { message, .. } => message.clone(),
+            };
+            r.steps.push(RecordStep {
+                name: r.action.clone(),
+                started: r.started,
+                ended: Some(now),
+                status: r.status,
+                log,
+            });
+        }
+        self.write(vec![TxnOp::Put(key, encode(&r))]).await?;
+        Ok(Some(r))
+    }
+
+    /// The records of `host`, oldest first.
+    pub async fn for_host(&self, host: &str) -> Result<Vec<Record>, PersistError> {
+        let prefix = format!("v1/records/{}/hosts/{host}/", self.site);
+        self.store
+            .list(&prefix)
+            .await?
+            .iter()
+            .map(|kv| decode(&kv.key, &kv.value))
+            .collect()
+    }
+
+    /// The records of `rollout`, by host then oldest first.
+    pub async fn for_rollout(&self, rollout: u64) -> Result<Vec<Record>, PersistError> {
+        let prefix = format!("v1/records/{}/rollouts/{rollout:020}/", self.site);
+        let mut out = Vec::new();
+        for idx in self.store.list(&prefix).await? {
+            let key = String::from_utf8_lossy(&idx.value).into_owned();
+            if let Some(kv) = self.store.get(&key).await? {
+                out.push(decode(&key, &kv.value)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes records that ended before `cutoff` (records in progress are
+    /// kept); returns how many.
+    pub async fn prune(&self, cutoff: Timestamp) -> Result<usize, PersistError> {
+        let prefix = format!("v1/records/{}/hosts/", self.site);
+        let mut ops = Vec::new();
+        let mut n = 0;
+        for kv in self.store.list(&prefix).await? {
+            let r = decode(&kv.key, &kv.value)?;
+            if r.ended.is_some_and(|e| e < cutoff) {
+                if let Some(ro) = r.rollout {
+                    ops.push(TxnOp::Delete(self.rollout_key(ro, &r.host, r.seq)));
+                }
+                ops.push(TxnOp::Delete(kv.key));
+                n += 1;
+            }
+        }
+        if !ops.is_empty() {
+            self.write(ops).await?;
+        }
+        Ok(n)
+    }
+}

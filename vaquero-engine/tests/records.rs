@@ -1,0 +1,168 @@
+//! Execution records in the memory and redb stores.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use vaquero_engine::{
+    Action, ActionKind, JobPhase, JobSpec, MemoryStore, Notice, Outcome, RecordStatus, RecordStep,
+    Records, RedbStore, Store,
+};
+use vaquero_model::types::JobType;
+
+fn action(host: &str, seq: u64, rollout: u64, kind: ActionKind) -> Action {
+    Action {
+        host: host.into(),
+        seq,
+        rollout: Some(rollout),
+        stage: 0,
+        attempt: 1,
+        kind,
+    }
+}
+
+fn t(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+async fn contract(store: Arc<dyn Store>) {
+    let r = Records::new(store, "lab");
+    let job = JobSpec {
+        kind: JobType::Exec,
+        command: vec!["check-node".into(), "k8s-01".into()],
+        url: None,
+        expect_status: None,
+        timeout: std::time::Duration::from_secs(60),
+        retries: 1,
+        env: Default::default(),
+        target: None,
+    };
+    let a1 = action("k8s-01", 1, 1, ActionKind::PowerCycle);
+    let a2 = action(
+        "k8s-01",
+        2,
+        1,
+        ActionKind::RunJob {
+            phase: JobPhase::Validate,
+            boot: "flatcar-install".into(),
+            index: 0,
+            job,
+        },
+    );
+    let a3 = action("k8s-02", 1, 2, ActionKind::SetBootNetwork);
+    assert!(
+        r.begin(
+            &action("k8s-01", 0, 1, ActionKind::Notice(Notice::Started)),
+            t("2026-11-01T00:00:00Z")
+        )
+        .await
+        .unwrap()
+        .is_none()
+    );
+    let rec = r
+        .begin(&a1, t("2026-11-01T00:00:00Z"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (rec.id.as_str(), rec.status),
+        ("k8s-01/1", RecordStatus::InProgress)
+    );
+    r.begin(&a2, t("2026-11-01T00:10:00Z")).await.unwrap();
+    r.begin(&a3, t("2026-11-20T00:00:00Z")).await.unwrap();
+
+    let done = r
+        .finish(
+            "k8s-01",
+            1,
+            &Outcome::ok(),
+            Vec::new(),
+            t("2026-11-01T00:00:05Z"),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.status, RecordStatus::Done);
+    assert_eq!(done.steps.len(), 1);
+    let steps = vec![
+        RecordStep {
+            name: "try 1".into(),
+            started: t("2026-11-01T00:10:00Z"),
+            ended: Some(t("2026-11-01T00:10:30Z")),
+            status: RecordStatus::Error,
+            log: "exit code 1: kubelet not ready".into(),
+        },
+        RecordStep {
+            name: "try 2".into(),
+            started: t("2026-11-01T00:10:35Z"),
+            ended: Some(t("2026-11-01T00:11:00Z")),
+            status: RecordStatus::Error,
+            log: "exit code 1: kubelet not ready".into(),
+        },
+    ];
+    r.finish(
+        "k8s-01",
+        2,
+        &Outcome::failed(false, "exit code 1: kubelet not ready"),
+        steps.clone(),
+        t("2026-11-01T00:11:00Z"),
+    )
+    .await
+    .unwrap();
+    assert!(
+        r.finish(
+            "nobody",
+            9,
+            &Outcome::ok(),
+            Vec::new(),
+            t("2026-11-01T00:00:00Z")
+        )
+        .await
+        .unwrap()
+        .is_none()
+    );
+
+    let host = r.for_host("k8s-01").await.unwrap();
+    assert_eq!(host.len(), 2);
+    assert_eq!(host[1].status, RecordStatus::Error);
+    assert_eq!(host[1].steps, steps);
+    assert_eq!(host[1].action, "validate");
+    assert!(
+        host[1].detail.contains("check-node k8s-01"),
+        "{}",
+        host[1].detail
+    );
+    let ro1: Vec<String> = r
+        .for_rollout(1)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|x| x.id)
+        .collect();
+    assert_eq!(ro1, vec!["k8s-01/1", "k8s-01/2"]);
+    assert_eq!(
+        r.for_rollout(2).await.unwrap()[0].status,
+        RecordStatus::InProgress
+    );
+
+    // Pruned by age: finished before the cutoff; in-progress records stay.
+    assert_eq!(r.prune(t("2026-11-10T00:00:00Z")).await.unwrap(), 2);
+    assert!(r.for_host("k8s-01").await.unwrap().is_empty());
+    assert!(r.for_rollout(1).await.unwrap().is_empty());
+    assert_eq!(r.for_host("k8s-02").await.unwrap().len(), 1);
+    assert_eq!(r.prune(t("2030-01-01T00:00:00Z")).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn records_in_memory() {
+    contract(Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_in_redb() {
+    let dir = tempfile::tempdir().unwrap();
+    contract(Arc::new(
+        RedbStore::open(&dir.path().join("r.redb")).unwrap(),
+    ))
+    .await;
+}
