@@ -20,9 +20,13 @@
 //!   age.
 //! - [`store`]: the `Store` trait, [`MemoryStore`], [`RedbStore`].
 //!
-//! **Status:** in progress (issue 7): the async runner that carries out actions through
-//! `vaquero-lom` and the `BootState` implementation are next.
+//! - [`boot_state`]: [`EngineBootState`], the boot service's view of the
+//!   engine (`vaquero_ipxe::BootState`).
+//!
+//! **Status:** in progress (issue 7): the async runner that carries out
+//! actions through `vaquero-lom` and the jobs is next.
 
+pub mod boot_state;
 pub mod engine;
 pub mod event;
 pub mod job;
@@ -33,6 +37,7 @@ pub mod record;
 pub mod state;
 pub mod store;
 
+pub use boot_state::EngineBootState;
 pub use engine::{Engine, EngineConfig, EngineError, Step};
 pub use event::{Action, ActionKind, Event, EventKind, JobPhase, JobSpec, Notice, Outcome};
 pub use job::{ExecJob, HttpJob, Job, JobError, JobRunner, SshJob};

@@ -445,3 +445,54 @@ fn max_fail_halts_the_hosts_not_started() {
         );
     }
 }
+
+#[test]
+fn the_boot_service_sees_the_engine_state() {
+    use vaquero_ipxe::{BootState, Current};
+    let mut h = H::new(open_lab(), "2026-11-22T12:00:00Z");
+    h.start();
+    let bs = vaquero_engine::EngineBootState::new();
+    let model = h.engine.model().clone();
+    bs.load(&model, &h.state);
+    assert!(matches!(bs.current("storage-01"), Current::LocalDisk(_)));
+    assert_eq!(
+        bs.current("storage-02"),
+        Current::LocalDisk("never_provision".into())
+    );
+    let s = h.engine.step(&h.state, &[], h.now);
+    h.state.apply(&s);
+    bs.update(&model, &s.hosts);
+    h.ok("storage-01");
+    let s = h.engine.step(
+        &h.state,
+        &[ev(
+            "storage-01",
+            EventKind::Result {
+                seq: h.pending("storage-01"),
+                outcome: Outcome::ok(),
+            },
+        )],
+        h.now,
+    );
+    h.state.apply(&s);
+    bs.update(&model, &s.hosts);
+    assert_eq!(
+        bs.current("storage-01"),
+        Current::Stage {
+            stage: 0,
+            boot: "rocky-install".into(),
+            attempt: 1
+        }
+    );
+    // A checkpoint is reported once and becomes an event for the engine.
+    assert!(bs.record_checkpoint("storage-01", 1));
+    assert!(!bs.record_checkpoint("storage-01", 1));
+    let events = bs.take_events();
+    assert_eq!(
+        events,
+        vec![ev("storage-01", EventKind::Checkpoint { attempt: 1 })]
+    );
+    h.step(&events);
+    assert_eq!(h.host("storage-01").phase, Phase::Validating);
+    assert!(bs.take_events().is_empty());
+}
