@@ -23,8 +23,10 @@
 //! - [`boot_state`]: [`EngineBootState`], the boot service's view of the
 //!   engine (`vaquero_ipxe::BootState`).
 //!
-//! **Status:** in progress (issue 7): the async runner that carries out
-//! actions through `vaquero-lom` and the jobs is next.
+//! - [`runner`]: [`Runner`], the thin I/O around the engine: commit, then
+//!   act through `vaquero-lom` drivers and the jobs.
+//!
+//! **Status:** in progress (issue 7).
 
 pub mod boot_state;
 pub mod engine;
@@ -34,6 +36,7 @@ pub mod persist;
 pub mod plan;
 pub mod policy;
 pub mod record;
+pub mod runner;
 pub mod state;
 pub mod store;
 
@@ -45,6 +48,7 @@ pub use persist::{PersistError, StateStore};
 pub use plan::{HostPlan, Plan, PlanAction, PlanSet, plan, plan_with_state};
 pub use policy::{Decision, Policy, PolicyCtx, WorkflowStats};
 pub use record::{Record, RecordStatus, RecordStep, Records};
+pub use runner::{Runner, RunnerError};
 pub use state::{Approval, HostState, Pending, Phase, Rollout, SiteState};
 pub use store::{
     Compare, KeyValue, MemoryStore, RedbStore, Revision, Store, StoreError, TxnOp, TxnResult,
