@@ -345,47 +345,45 @@ impl Engine {
             .map_or(0, |r| self.model.stage_count(r.host))
     }
 
-    /// The jobs of `phase` of `boot` for host `h`, rendered.
-    fn jobs(&self, h: &HostState, boot: &str, phase: JobPhase) -> Result<Vec<JobSpec>, String> {
+    /// Job `index` of `phase` of `boot` for host `h`, rendered (only that
+    /// one: a job is rendered when it is issued).
+    fn job(
+        &self,
+        h: &HostState,
+        boot: &str,
+        phase: JobPhase,
+        index: usize,
+    ) -> Result<Option<JobSpec>, String> {
         let Some(r) = self.model.by_name(&h.name) else {
-            return Ok(Vec::new());
+            return Ok(None);
         };
         let Some(b) = self.model.data().boots.get(boot) else {
-            return Ok(Vec::new());
+            return Ok(None);
         };
-        let defs = match phase {
-            JobPhase::BeforeShutdown => &b.before_shutdown,
-            JobPhase::Validate => &b.validate,
+        let bs = phase == JobPhase::BeforeShutdown;
+        let Some(d) = (if bs { &b.before_shutdown } else { &b.validate }).get(index) else {
+            return Ok(None);
         };
-        if defs.is_empty() {
-            return Ok(Vec::new());
-        }
         let ctx = self.model.context(r, boot, None);
-        let (bs, va) = self
+        let Some(j) = self
             .model
-            .render_jobs(boot, &ctx)
-            .map_err(|e| format!("rendering the jobs of {boot}: {e}"))?;
-        let rendered = match phase {
-            JobPhase::BeforeShutdown => bs,
-            JobPhase::Validate => va,
+            .render_job(boot, bs, index, &ctx)
+            .map_err(|e| format!("rendering the jobs of {boot}: {e}"))?
+        else {
+            return Ok(None);
         };
-        let target = r.host.primary_interface().map(|i| i.ipv4.to_string());
-        Ok(defs
-            .iter()
-            .zip(rendered)
-            .map(|(d, j)| JobSpec {
-                kind: d.kind,
-                command: j.command,
-                url: j.url,
-                expect_status: d.expect_status,
-                timeout: d.timeout.map_or(self.config.job_timeout, |t| {
-                    Duration::from_secs(t.as_secs())
-                }),
-                retries: d.retries.unwrap_or(0),
-                env: j.env,
-                target: target.clone(),
-            })
-            .collect())
+        Ok(Some(JobSpec {
+            kind: d.kind,
+            command: j.command,
+            url: j.url,
+            expect_status: d.expect_status,
+            timeout: d.timeout.map_or(self.config.job_timeout, |t| {
+                Duration::from_secs(t.as_secs())
+            }),
+            retries: d.retries.unwrap_or(0),
+            env: j.env,
+            target: r.host.primary_interface().map(|i| i.ipv4.to_string()),
+        }))
     }
 
     /// The boot whose `before_shutdown` jobs run while draining: the one
@@ -426,7 +424,7 @@ impl Engine {
                 let Some((boot, phase)) = self.job_list(h) else {
                     return Ok(None);
                 };
-                let job = self.jobs(h, boot, phase)?.into_iter().nth(h.job);
+                let job = self.job(h, boot, phase, h.job)?;
                 Ok(job.map(|job| ActionKind::RunJob {
                     phase,
                     boot: boot.to_owned(),

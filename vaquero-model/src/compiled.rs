@@ -541,6 +541,31 @@ impl SiteModel {
         Ok(Some((u.kind, self.renderer.render(&name, ctx)?)))
     }
 
+    /// Renders one job of `boot`: `validate[index]`, or
+    /// `before_shutdown[index]` when `before_shutdown`. `Ok(None)` when
+    /// there is no such job.
+    pub fn render_job(
+        &self,
+        boot: &str,
+        before_shutdown: bool,
+        index: usize,
+        ctx: &Value,
+    ) -> Result<Option<RenderedJob>, RenderError> {
+        let t = self
+            .renderer
+            .boot_jobs(boot)
+            .ok_or_else(|| RenderError::UnknownBoot(boot.to_owned()))?;
+        let list = if before_shutdown {
+            &t.before_shutdown
+        } else {
+            &t.validate
+        };
+        match list.get(index) {
+            Some(j) => Ok(Some(self.renderer.render_job(j, ctx)?)),
+            None => Ok(None),
+        }
+    }
+
     /// Renders the `before_shutdown` and `validate` jobs of `boot`.
     pub fn render_jobs(
         &self,
