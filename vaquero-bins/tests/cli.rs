@@ -190,20 +190,32 @@ fn preview_ipxe_and_configs() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("does not use boot `rocky-install`"));
 }
 
-#[test]
-fn diff_two_git_revisions() {
-    let dir = tempfile::tempdir().unwrap();
-    let sot = dir.path().join("sot");
+/// The lab as a Git repository under `dir`: tag `v1`, then `main` one
+/// commit later with `from` replaced by `to` in `file`.
+fn lab_repo(dir: &Path, file: &str, from: &str, to: &str) -> PathBuf {
+    let sot = dir.join("sot");
     copy_dir(&lab(), &sot);
     git(&sot, &["init", "-q", "-b", "main"]);
     git(&sot, &["add", "-A"]);
     git(&sot, &["commit", "-qm", "v1"]);
     git(&sot, &["tag", "v1"]);
-    let os = sot.join("os/alpine.yml");
-    let text = std::fs::read_to_string(&os).unwrap();
-    std::fs::write(&os, text.replace("console: ttyS0", "console: ttyS1")).unwrap();
+    let path = sot.join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains(from), "{file} lacks {from}");
+    std::fs::write(&path, text.replace(from, to)).unwrap();
     git(&sot, &["commit", "-qam", "v2"]);
+    sot
+}
 
+#[test]
+fn diff_two_git_revisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let sot = lab_repo(
+        dir.path(),
+        "os/alpine.yml",
+        "console: ttyS0",
+        "console: ttyS1",
+    );
     let repo = sot.to_str().unwrap();
     let o = vaquero(&["diff", "--sot", repo, "--from", "v1", "--to", "main"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -314,20 +326,12 @@ fn power_through_an_exec_bmc_and_clear_errors() {
 #[test]
 fn plan_between_git_revisions_and_of_a_directory() {
     let dir = tempfile::tempdir().unwrap();
-    let sot = dir.path().join("sot");
-    copy_dir(&lab(), &sot);
-    git(&sot, &["init", "-q", "-b", "main"]);
-    git(&sot, &["add", "-A"]);
-    git(&sot, &["commit", "-qm", "v1"]);
-    git(&sot, &["tag", "v1"]);
-    let os = sot.join("os/flatcar.yml");
-    let text = std::fs::read_to_string(&os).unwrap();
-    std::fs::write(
-        &os,
-        text.replace("flatcar.autologin: \"\"", "flatcar.autologin: \"tty0\""),
-    )
-    .unwrap();
-    git(&sot, &["commit", "-qam", "v2"]);
+    let sot = lab_repo(
+        dir.path(),
+        "os/flatcar.yml",
+        "flatcar.autologin: \"\"",
+        "flatcar.autologin: \"tty0\"",
+    );
     let repo = sot.to_str().unwrap();
 
     let o = vaquero(&["plan", "--sot", repo, "--from", "v1", "--to", "main"]);

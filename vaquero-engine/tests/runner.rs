@@ -132,19 +132,23 @@ async fn runner_rolls_out_and_restarts_from_redb() {
             .collect()
     };
     let db = dir.path().join("state.redb");
-    let store = Arc::new(RedbStore::open(&db).unwrap());
     let boot = Arc::new(EngineBootState::new());
-    let engine = Engine::new(model.clone(), config()).unwrap();
-    let mut r = Runner::open(
-        engine,
-        store,
-        drivers(),
-        JobRunner::new(),
-        boot.clone(),
-        Timestamp::now(),
-    )
-    .await
-    .unwrap();
+    // The runner over the store file, as after every (re)start.
+    let open = || async {
+        let store = Arc::new(RedbStore::open(&db).unwrap());
+        let engine = Engine::new(model.clone(), config()).unwrap();
+        Runner::open(
+            engine,
+            store,
+            drivers(),
+            JobRunner::new(),
+            boot.clone(),
+            Timestamp::now(),
+        )
+        .await
+        .unwrap()
+    };
+    let mut r = open().await;
     r.start(&vaquero_engine::plan(None, &model), Timestamp::now())
         .await
         .unwrap();
@@ -208,18 +212,7 @@ async fn runner_rolls_out_and_restarts_from_redb() {
     // Restart from the same file: the same state, nothing to do again.
     let before = r.state().clone();
     drop(r);
-    let store = Arc::new(RedbStore::open(&db).unwrap());
-    let engine = Engine::new(model.clone(), config()).unwrap();
-    let mut r = Runner::open(
-        engine,
-        store,
-        drivers(),
-        JobRunner::new(),
-        boot.clone(),
-        Timestamp::now(),
-    )
-    .await
-    .unwrap();
+    let mut r = open().await;
     assert_eq!(r.state(), &before);
     assert_eq!(r.tick(Timestamp::now()).await.unwrap(), 0);
     let cycles: usize = fakes
