@@ -289,17 +289,16 @@ impl Engine {
         // Timeouts, retries after backoff, and hosts whose next action is
         // due (a step that just finished, a window that opened).
         for (name, h) in &state.hosts {
-            if !w.changed.contains_key(name) && w.due(h) {
-                w.changed.insert(name.clone(), h.clone());
+            if !w.changed.contains_key(name.as_str()) && w.due(h) {
+                w.changed.insert(name, h.clone());
             }
         }
-        let names: Vec<String> = w.changed.keys().cloned().collect();
-        for name in names {
-            if let Some(mut h) = w.changed.remove(&name) {
-                w.drive(&mut h);
-                w.changed.insert(name, h);
-            }
+        // `drive` touches no host but the one it is given.
+        let mut changed = std::mem::take(&mut w.changed);
+        for h in changed.values_mut() {
+            w.drive(h);
         }
+        w.changed = changed;
         w.admit();
         let Work {
             changed,
@@ -309,7 +308,7 @@ impl Engine {
         } = w;
         let hosts = changed
             .into_iter()
-            .filter(|(n, h)| state.hosts.get(n) != Some(h))
+            .filter(|(n, h)| state.hosts.get(*n) != Some(h))
             .map(|(_, h)| h)
             .collect();
         Step {
@@ -462,18 +461,21 @@ struct Work<'a> {
     engine: &'a Engine,
     state: &'a SiteState,
     now: Timestamp,
-    changed: BTreeMap<String, HostState>,
+    /// Hosts touched in this step, keyed by the name in `state`.
+    changed: BTreeMap<&'a str, HostState>,
     actions: Vec<Action>,
     ignored: usize,
 }
 
-impl Work<'_> {
-    fn host(&mut self, name: &str) -> Option<&mut HostState> {
-        if !self.changed.contains_key(name) {
-            let h = self.state.hosts.get(name)?.clone();
-            self.changed.insert(name.to_owned(), h);
+impl<'a> Work<'a> {
+    /// Takes `name`'s state out to work on (its latest in this step);
+    /// put it back with `self.changed.insert(key, h)`.
+    fn take(&mut self, name: &str) -> Option<(&'a str, HostState)> {
+        if let Some(kv) = self.changed.remove_entry(name) {
+            return Some(kv);
         }
-        self.changed.get_mut(name)
+        let (k, h) = self.state.hosts.get_key_value(name)?;
+        Some((k.as_str(), h.clone()))
     }
 
     fn notice(&mut self, h: &HostState, n: Notice) {
@@ -513,7 +515,7 @@ impl Work<'_> {
     }
 
     fn event(&mut self, e: &Event) {
-        let Some(mut h) = self.host(&e.host).cloned() else {
+        let Some((key, mut h)) = self.take(&e.host) else {
             self.ignored += 1;
             return;
         };
@@ -585,7 +587,7 @@ impl Work<'_> {
             }
             _ => self.ignored += 1,
         }
-        self.changed.insert(h.name.clone(), h);
+        self.changed.insert(key, h);
     }
 
     fn result(&mut self, h: &mut HostState, outcome: &Outcome) {
@@ -788,8 +790,18 @@ impl Work<'_> {
         // model's workflow ids (no allocation per host).
         let mut stats: Stats<'_> = HashMap::new();
         let mut queued: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        // Both maps are sorted by name and `changed` ⊆ `state`: a merge
+        // instead of a lookup per host.
+        let mut touched = self.changed.iter().peekable();
         for (name, h) in &state.hosts {
-            let h = self.changed.get(name).unwrap_or(h);
+            let h = match touched.peek() {
+                Some((k, c)) if **k == name.as_str() => {
+                    let c = *c;
+                    touched.next();
+                    c
+                }
+                _ => h,
+            };
             let Some((wid, _)) = workflows.get_key_value(&h.workflow) else {
                 continue;
             };
@@ -812,7 +824,7 @@ impl Work<'_> {
             };
             if let Some(reason) = halt {
                 for n in &names {
-                    if let Some(mut h) = self.host(n).map(|h| h.clone()) {
+                    if let Some((key, mut h)) = self.take(n) {
                         self.enter(&mut h, Phase::Halted);
                         h.reason = Some(reason.clone());
                         self.notice(
@@ -825,7 +837,7 @@ impl Work<'_> {
                             s.queued -= 1;
                             s.halted += 1;
                         }
-                        self.changed.insert((*n).to_owned(), h);
+                        self.changed.insert(key, h);
                     }
                 }
                 continue;
@@ -834,7 +846,7 @@ impl Work<'_> {
                 continue;
             }
             for n in &names {
-                let Some(mut h) = self.host(n).map(|h| h.clone()) else {
+                let Some((key, mut h)) = self.take(n) else {
                     continue;
                 };
                 let verdict = {
@@ -848,8 +860,8 @@ impl Work<'_> {
                 if let Some(Decision::Wait(why)) = verdict {
                     if h.reason.as_deref() != Some(&why) {
                         h.reason = Some(why);
-                        self.changed.insert((*n).to_owned(), h);
                     }
+                    self.changed.insert(key, h);
                     // Hosts of one workflow wait for the same reasons.
                     break;
                 }
@@ -865,7 +877,7 @@ impl Work<'_> {
                     s.in_flight += 1;
                 }
                 self.drive(&mut h);
-                self.changed.insert((*n).to_owned(), h);
+                self.changed.insert(key, h);
             }
         }
     }
