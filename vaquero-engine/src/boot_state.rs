@@ -8,10 +8,9 @@
 //! [`EngineBootState::take_events`]. The boot service's other events
 //! (script and config fetches) are pushed with [`EngineBootState::push`].
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Mutex, RwLock};
+use std::sync::Mutex;
 
-use vaquero_ipxe::{BootState, Current};
+use vaquero_ipxe::{BootState, Current, MemoryBootState};
 use vaquero_model::SiteModel;
 
 use crate::event::{Event, EventKind};
@@ -20,8 +19,8 @@ use crate::state::{HostState, SiteState};
 /// What each host boots now, as the engine's state says.
 #[derive(Debug, Default)]
 pub struct EngineBootState {
-    current: RwLock<HashMap<String, Current>>,
-    checkpoints: Mutex<HashSet<(String, u64)>>,
+    /// What each host boots and which checkpoints were reported.
+    inner: MemoryBootState,
     events: Mutex<Vec<Event>>,
 }
 
@@ -40,25 +39,15 @@ impl EngineBootState {
 
     /// Takes the whole state (at start, after a restart).
     pub fn load(&self, model: &SiteModel, state: &SiteState) {
-        let map = state
-            .hosts
-            .values()
-            .map(|h| (h.name.clone(), Self::current_of(model, h)))
-            .collect();
-        if let Ok(mut m) = self.current.write() {
-            *m = map;
+        for h in state.hosts.values() {
+            self.inner.set(&h.name, Self::current_of(model, h));
         }
     }
 
     /// Takes the hosts a committed step changed.
     pub fn update(&self, model: &SiteModel, changed: &[HostState]) {
-        if changed.is_empty() {
-            return;
-        }
-        if let Ok(mut m) = self.current.write() {
-            for h in changed {
-                m.insert(h.name.clone(), Self::current_of(model, h));
-            }
+        for h in changed {
+            self.inner.set(&h.name, Self::current_of(model, h));
         }
     }
 
@@ -80,18 +69,11 @@ impl EngineBootState {
 
 impl BootState for EngineBootState {
     fn current(&self, host: &str) -> Current {
-        self.current
-            .read()
-            .ok()
-            .and_then(|m| m.get(host).cloned())
-            .unwrap_or_else(|| Current::LocalDisk("nothing scheduled".into()))
+        self.inner.current(host)
     }
 
     fn record_checkpoint(&self, host: &str, attempt: u64) -> bool {
-        let first = self
-            .checkpoints
-            .lock()
-            .is_ok_and(|mut s| s.insert((host.to_owned(), attempt)));
+        let first = self.inner.record_checkpoint(host, attempt);
         if first {
             self.push(Event {
                 host: host.to_owned(),

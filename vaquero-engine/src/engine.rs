@@ -519,11 +519,6 @@ impl<'a> Work<'a> {
             self.ignored += 1;
             return;
         };
-        let has_config = self
-            .engine
-            .boot_of(&h)
-            .and_then(|b| self.engine.model.data().boots.get(b))
-            .is_some_and(|b| b.unattended.is_some());
         // Events of an earlier attempt are stale; a script can come before
         // the outcome of the power cycle (or even of the boot-device
         // change) that caused it.
@@ -551,6 +546,11 @@ impl<'a> Work<'a> {
                         h.boots = 1;
                         self.notice(&h, Notice::Started);
                     }
+                    let has_config = self
+                        .engine
+                        .boot_of(&h)
+                        .and_then(|b| self.engine.model.data().boots.get(b))
+                        .is_some_and(|b| b.unattended.is_some());
                     let next = if has_config {
                         Phase::Installing
                     } else {
