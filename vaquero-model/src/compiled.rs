@@ -7,6 +7,7 @@ use minijinja::Value;
 use serde::{Deserialize, Serialize};
 
 use crate::render::{RenderedJob, Renderer, TemplateError};
+use crate::tplvalue::{ContextObject, HostObject, InterfaceObject, MetadataObject, to_value};
 use crate::types::{AssetType, Boot, Host, Interface, MacAddr, Os, Site, Uuid, Workflow};
 use crate::{ModelError, Sot};
 
@@ -41,7 +42,7 @@ pub(crate) enum Build {
 /// content hash as its version.
 #[derive(Debug)]
 pub struct SiteModel {
-    data: SiteData,
+    data: Arc<SiteData>,
     version: String,
     revision: Option<String>,
     by_mac: HashMap<MacAddr, (u32, u16)>,
@@ -98,7 +99,16 @@ pub struct HostContext {
     host: Value,
     interface: Value,
     subnet: Value,
-    md: crate::types::Metadata,
+    md: HostMetadata,
+}
+
+/// Where a context's `md` comes from.
+#[derive(Debug, Clone)]
+enum HostMetadata {
+    /// A host of the model itself: looked up in the model's data.
+    Model(usize),
+    /// A host from elsewhere: site and host metadata merged.
+    Owned(crate::types::Metadata),
 }
 
 /// A boot stage rendered for one host: what the iPXE script loads.
@@ -250,7 +260,7 @@ impl SiteModel {
                 .collect(),
         };
         Ok(SiteModel {
-            data,
+            data: Arc::new(data),
             version,
             revision: None,
             by_mac,
@@ -270,7 +280,7 @@ impl SiteModel {
 
     /// Takes the model apart into its data.
     pub fn into_data(self) -> SiteData {
-        self.data
+        Arc::try_unwrap(self.data).unwrap_or_else(|d| (*d).clone())
     }
 
     /// The site.
@@ -407,18 +417,50 @@ impl SiteModel {
     /// The boot-independent part of a host's template context; build it
     /// once to render several boots of the same host.
     pub fn host_context(&self, h: HostRef<'_>) -> HostContext {
-        let mut md = self.data.site.metadata.clone();
-        md.extend(h.host.metadata.clone());
-        HostContext {
-            host: to_value(h.host),
-            interface: to_value(h.interface),
-            subnet: self
-                .values
-                .subnets
-                .get(&h.interface.subnet)
-                .cloned()
-                .unwrap_or(Value::UNDEFINED),
-            md,
+        let subnet = self
+            .values
+            .subnets
+            .get(&h.interface.subnet)
+            .cloned()
+            .unwrap_or(Value::UNDEFINED);
+        // A host of this model is read from the shared data on demand;
+        // any other is serialized whole.
+        let own = self
+            .data
+            .hosts
+            .get(h.index)
+            .filter(|m| std::ptr::eq(*m, h.host))
+            .and_then(|m| {
+                let i = m
+                    .interfaces
+                    .iter()
+                    .position(|i| std::ptr::eq(i, h.interface))?;
+                Some((h.index, i))
+            });
+        match own {
+            Some((host, interface)) => HostContext {
+                host: Value::from_object(HostObject {
+                    data: self.data.clone(),
+                    host,
+                }),
+                interface: Value::from_object(InterfaceObject {
+                    data: self.data.clone(),
+                    host,
+                    interface,
+                }),
+                subnet,
+                md: HostMetadata::Model(host),
+            },
+            None => {
+                let mut md = self.data.site.metadata.clone();
+                md.extend(h.host.metadata.clone());
+                HostContext {
+                    host: to_value(h.host),
+                    interface: to_value(h.interface),
+                    subnet,
+                    md: HostMetadata::Owned(md),
+                }
+            }
         }
     }
 
@@ -427,28 +469,34 @@ impl SiteModel {
     pub fn context_for(&self, hc: &HostContext, boot: &str, urls: Option<&Urls>) -> Value {
         let b = self.data.boots.get(boot);
         let os_id = b.map(|b| b.operating_system.as_str()).unwrap_or("");
-        let md = match b {
-            Some(b) if !b.metadata.is_empty() => {
-                let mut md = hc.md.clone();
-                md.extend(b.metadata.clone());
-                to_value(&md)
-            }
-            _ => to_value(&hc.md),
+        let boot_md = b.filter(|b| !b.metadata.is_empty());
+        let md = match &hc.md {
+            HostMetadata::Model(host) => Value::from_object(MetadataObject {
+                data: self.data.clone(),
+                host: *host,
+                boot: boot_md.map(|b| b.id.clone()),
+            }),
+            HostMetadata::Owned(md) => match boot_md {
+                Some(b) => {
+                    let mut md = md.clone();
+                    md.extend(b.metadata.clone());
+                    to_value(&md)
+                }
+                None => to_value(md),
+            },
         };
         let get =
             |m: &HashMap<String, Value>, k: &str| m.get(k).cloned().unwrap_or(Value::UNDEFINED);
-        let mut ctx = BTreeMap::new();
-        ctx.insert("site", self.values.site.clone());
-        ctx.insert("subnet", hc.subnet.clone());
-        ctx.insert("host", hc.host.clone());
-        ctx.insert("interface", hc.interface.clone());
-        ctx.insert("boot", get(&self.values.boots, boot));
-        ctx.insert("os", get(&self.values.os, os_id));
-        ctx.insert("md", md);
-        if let Some(u) = urls {
-            ctx.insert("urls", to_value(u));
-        }
-        Value::from(ctx)
+        Value::from_object(ContextObject {
+            boot: get(&self.values.boots, boot),
+            host: hc.host.clone(),
+            interface: hc.interface.clone(),
+            md,
+            os: get(&self.values.os, os_id),
+            site: self.values.site.clone(),
+            subnet: hc.subnet.clone(),
+            urls: urls.cloned(),
+        })
     }
 
     /// The URLs of a host booting `boot`, with checkpoint `token`, when the
@@ -657,11 +705,6 @@ fn subnet_value(s: &crate::types::Subnet) -> Value {
         o.insert("prefix_len".into(), s.cidr.prefix_len().into());
     }
     to_value(&v)
-}
-
-/// A template value from any serializable value.
-fn to_value<T: Serialize + ?Sized>(v: &T) -> Value {
-    Value::from(minijinja::value::Serde(v))
 }
 
 fn content_hash(data: &SiteData) -> Result<String, ModelError> {

@@ -48,6 +48,7 @@ mod files;
 mod render;
 mod sot;
 pub mod source;
+mod tplvalue;
 pub mod types;
 mod yaml;
 

@@ -181,3 +181,59 @@ fn rendering_and_version() {
     .unwrap();
     assert_eq!(loaded.sites["lab"].version(), model.version());
 }
+
+/// A host of the model gets a context read from the model on demand; a
+/// host from elsewhere (a clone) gets it serialized whole. Both must be the
+/// same to templates: equal values, same keys in the same order, same JSON.
+#[test]
+fn on_demand_contexts_equal_serialized_ones() {
+    let (_, model) = lab();
+    let urls_for = |h: vaquero_model::HostRef<'_>, boot: &str| model.urls(h, boot, "t0k3n");
+    let mut checked = 0;
+    for (index, host) in model.hosts().iter().enumerate() {
+        let copy = host.clone();
+        for (j, interface) in host.interfaces.iter().enumerate() {
+            let own = vaquero_model::HostRef {
+                host,
+                index,
+                interface,
+            };
+            let other = vaquero_model::HostRef {
+                host: &copy,
+                index,
+                interface: &copy.interfaces[j],
+            };
+            for boot in model
+                .data()
+                .boots
+                .keys()
+                .map(String::as_str)
+                .chain(["nope"])
+            {
+                let a = model.context(own, boot, urls_for(own, boot).as_ref());
+                let b = model.context(other, boot, urls_for(other, boot).as_ref());
+                assert_eq!(a, b, "{} {boot}", host.name);
+                assert_eq!(
+                    serde_json::to_string(&a).unwrap(),
+                    serde_json::to_string(&b).unwrap(),
+                    "{} {boot}",
+                    host.name
+                );
+                for part in ["host", "interface", "md"] {
+                    let (pa, pb) = (a.get_attr(part).unwrap(), b.get_attr(part).unwrap());
+                    assert_eq!(pa.len(), pb.len(), "{part}");
+                    let ka: Vec<_> = pa.try_iter().unwrap().collect();
+                    let kb: Vec<_> = pb.try_iter().unwrap().collect();
+                    assert_eq!(ka, kb, "{} {boot} {part}", host.name);
+                    for k in &ka {
+                        assert_eq!(pa.get_item(k).unwrap(), pb.get_item(k).unwrap());
+                    }
+                    assert!(pa.get_attr("no_such_key").unwrap().is_undefined());
+                    assert_eq!(pa.is_true(), pb.is_true());
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 20, "{checked}");
+}
