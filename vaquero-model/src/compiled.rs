@@ -7,7 +7,9 @@ use minijinja::Value;
 use serde::{Deserialize, Serialize};
 
 use crate::render::{RenderedJob, Renderer, TemplateError};
-use crate::tplvalue::{ContextObject, HostObject, InterfaceObject, MetadataObject, to_value};
+use crate::tplvalue::{
+    ContextObject, HostObject, InterfaceObject, MetadataObject, UrlsObject, to_value,
+};
 use crate::types::{AssetType, Boot, Host, Interface, MacAddr, Os, Site, Uuid, Workflow};
 use crate::{ModelError, Sot};
 
@@ -81,14 +83,22 @@ impl Urls {
     /// The URLs of `mac` booting `boot` through the agent at `agent`, with a
     /// checkpoint `token`.
     pub fn new(agent: &str, mac: &MacAddr, boot: &str, token: &str) -> Self {
-        let agent = agent.trim_end_matches('/').to_owned();
+        let agent = agent.trim_end_matches('/');
         let mac = mac.hyphenated();
+        // Built for every render of every host: concatenation, not `format!`.
+        let join = |parts: &[&str]| {
+            let mut s =
+                String::with_capacity(agent.len() + parts.iter().map(|p| p.len()).sum::<usize>());
+            s.push_str(agent);
+            parts.iter().for_each(|p| s.push_str(p));
+            s
+        };
         Urls {
-            assets: format!("{agent}/files"),
-            config: format!("{agent}/config/{mac}?boot={boot}"),
-            checkpoint: format!("{agent}/checkpoint/{token}"),
-            ipxe: format!("{agent}/ipxe?mac={mac}"),
-            agent,
+            assets: join(&["/files"]),
+            config: join(&["/config/", &mac, "?boot=", boot]),
+            checkpoint: join(&["/checkpoint/", token]),
+            ipxe: join(&["/ipxe?mac=", &mac]),
+            agent: agent.to_owned(),
         }
     }
 }
@@ -495,7 +505,7 @@ impl SiteModel {
             os: get(&self.values.os, os_id),
             site: self.values.site.clone(),
             subnet: hc.subnet.clone(),
-            urls: urls.cloned(),
+            urls: urls.map(|u| Value::from_object(UrlsObject(u.clone()))),
         })
     }
 
@@ -541,23 +551,29 @@ impl SiteModel {
         } else {
             Vec::new()
         };
-        let mut parts = Vec::new();
+        let mut line = String::new();
         let no_cmdline = Vec::new();
         let cmdline = if want_cmdline {
             &t.cmdline
         } else {
             &no_cmdline
         };
+        let mut push = |parts: &[&str]| {
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            parts.iter().for_each(|p| line.push_str(p));
+        };
         for (k, vals) in cmdline {
             if vals.is_empty() {
-                parts.push(k.clone());
+                push(&[k]);
             }
             for v in vals {
                 let v = r.render_tpl(v, ctx)?;
                 if v.contains(char::is_whitespace) {
-                    parts.push(format!("{k}=\"{v}\""));
+                    push(&[k, "=\"", &v, "\""]);
                 } else {
-                    parts.push(format!("{k}={v}"));
+                    push(&[k, "=", &v]);
                 }
             }
         }
@@ -566,7 +582,7 @@ impl SiteModel {
             os: b.operating_system.clone(),
             kernel,
             initrds,
-            cmdline: parts.join(" "),
+            cmdline: line,
         })
     }
 

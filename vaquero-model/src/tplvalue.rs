@@ -223,8 +223,8 @@ pub(crate) struct ContextObject {
     pub(crate) os: Value,
     pub(crate) site: Value,
     pub(crate) subnet: Value,
-    /// Serialized when a template asks.
-    pub(crate) urls: Option<crate::compiled::Urls>,
+    /// `urls`, when the site has an agent URL.
+    pub(crate) urls: Option<Value>,
 }
 
 /// The keys of a context, sorted (as the map it replaces iterated them).
@@ -253,7 +253,7 @@ impl Object for ContextObject {
             "os" => self.os.clone(),
             "site" => self.site.clone(),
             "subnet" => self.subnet.clone(),
-            "urls" => to_value(self.urls.as_ref()?),
+            "urls" => self.urls.clone()?,
             _ => return None,
         })
     }
@@ -272,5 +272,34 @@ impl fmt::Debug for ContextObject {
             .field("host", &self.host)
             .field("boot", &self.boot)
             .finish_non_exhaustive()
+    }
+}
+
+/// `urls`: a host's URLs, each converted when a template reads it.
+#[derive(Debug)]
+pub(crate) struct UrlsObject(pub(crate) crate::compiled::Urls);
+
+/// The keys of `urls`, in the order serde writes `Urls`'s fields.
+const URLS_KEYS: &[&str] = &["agent", "assets", "config", "checkpoint", "ipxe"];
+
+impl Object for UrlsObject {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        self.get_value_by_str(key.as_str()?)
+    }
+
+    fn get_value_by_str(self: &Arc<Self>, key: &str) -> Option<Value> {
+        let u = &self.0;
+        Some(Value::from(match key {
+            "agent" => u.agent.as_str(),
+            "assets" => u.assets.as_str(),
+            "config" => u.config.as_str(),
+            "checkpoint" => u.checkpoint.as_str(),
+            "ipxe" => u.ipxe.as_str(),
+            _ => return None,
+        }))
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        Enumerator::Str(URLS_KEYS)
     }
 }

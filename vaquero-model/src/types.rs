@@ -811,7 +811,20 @@ pub struct MacAddr(pub [u8; 6]);
 impl MacAddr {
     /// The hyphenated form iPXE's `${mac:hexhyp}` produces.
     pub fn hyphenated(&self) -> String {
-        self.to_string().replace(':', "-")
+        let text = self.text(b'-');
+        String::from_utf8_lossy(&text).into_owned()
+    }
+
+    /// The six bytes as lowercase hex pairs joined by `sep` (this is on
+    /// every URL and log line of a boot, so without `fmt`).
+    fn text(&self, sep: u8) -> [u8; 17] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [sep; 17];
+        for (i, b) in self.0.iter().enumerate() {
+            out[i * 3] = HEX[usize::from(b >> 4)];
+            out[i * 3 + 1] = HEX[usize::from(b & 0x0f)];
+        }
+        out
     }
 }
 
@@ -842,12 +855,8 @@ impl FromStr for MacAddr {
 
 impl fmt::Display for MacAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let b = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            b[0], b[1], b[2], b[3], b[4], b[5]
-        )
+        let text = self.text(b':');
+        f.write_str(&String::from_utf8_lossy(&text))
     }
 }
 
@@ -947,6 +956,12 @@ mod tests {
         assert!("52:54:00:ab:cd".parse::<MacAddr>().is_err());
         assert!("52:54:00:ab:cd:0g".parse::<MacAddr>().is_err());
         assert!("525400abcd01".parse::<MacAddr>().is_err());
+        for b in [[0u8; 6], [0xff; 6], [0x0a, 0xb0, 0x09, 0x90, 0x5f, 0xf5]] {
+            let m = MacAddr(b);
+            let expect = b.map(|x| format!("{x:02x}")).join(":");
+            assert_eq!(m.to_string(), expect);
+            assert_eq!(m.hyphenated(), expect.replace(':', "-"));
+        }
     }
 
     #[test]

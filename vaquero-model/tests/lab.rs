@@ -231,6 +231,17 @@ fn on_demand_contexts_equal_serialized_ones() {
                     assert!(pa.get_attr("no_such_key").unwrap().is_undefined());
                     assert_eq!(pa.is_true(), pb.is_true());
                 }
+                if let Some(u) = urls_for(own, boot) {
+                    let (got, want) = (
+                        a.get_attr("urls").unwrap(),
+                        minijinja::Value::from(minijinja::value::Serde(&u)),
+                    );
+                    assert_eq!(got, want);
+                    assert_eq!(
+                        serde_json::to_string(&got).unwrap(),
+                        serde_json::to_string(&want).unwrap()
+                    );
+                }
                 checked += 1;
             }
         }
