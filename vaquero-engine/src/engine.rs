@@ -526,9 +526,9 @@ impl<'a> Work<'a> {
             a == h.attempt && (h.phase.booting() || h.phase == Phase::SetBoot)
         };
         match &e.kind {
-            EventKind::Dhcp => {
-                // DHCP carries no attempt: only a host waiting to boot by
-                // itself learns anything from it.
+            EventKind::Dhcp | EventKind::Tftp => {
+                // DHCP and TFTP carry no attempt: only a host waiting to
+                // boot by itself learns anything from them.
                 if h.phase == Phase::Waiting {
                     self.enter(&mut h, Phase::Netbooting);
                     h.boots = 1;

@@ -23,6 +23,9 @@ pub enum EventKind {
     /// The host asked for a DHCP lease (a boot of some attempt started;
     /// DHCP does not know which).
     Dhcp,
+    /// The host fetched a file over TFTP (its iPXE binary, say): like
+    /// DHCP, a sign that it is netbooting, of no known attempt.
+    Tftp,
     /// The host fetched its per-host iPXE script of `attempt`.
     Script {
         /// The boot attempt the script was rendered for.

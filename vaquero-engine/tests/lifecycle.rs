@@ -496,3 +496,33 @@ fn the_boot_service_sees_the_engine_state() {
     assert_eq!(h.host("storage-01").phase, Phase::Validating);
     assert!(bs.take_events().is_empty());
 }
+
+/// Without force_provision a new host is not power-cycled: it waits until
+/// it netboots by itself (DHCP or TFTP seen), then goes through stage 0.
+#[test]
+fn a_new_host_waits_for_its_own_netboot() {
+    let model = lab(|d| {
+        d.site.policy.force_provision = false;
+        d.site.policy.auto_apply = true;
+        d.site.policy.windows.clear();
+    });
+    let mut h = H::new(model, "2026-11-22T12:00:00Z");
+    h.start();
+    let a = h.step(&[]);
+    assert!(
+        !a.iter()
+            .any(|a| matches!(a.kind, ActionKind::PowerCycle | ActionKind::SetBootNetwork)),
+        "{a:?}"
+    );
+    assert_eq!(h.host("bastion-01").phase, Phase::Waiting);
+    // A TFTP fetch (its iPXE binary) is the first sign of its own boot.
+    h.step(&[ev("bastion-01", EventKind::Tftp)]);
+    assert_eq!(h.host("bastion-01").phase, Phase::Netbooting);
+    assert_eq!(h.host("bastion-01").boots, 1);
+    // DHCP of a host already netbooting teaches nothing.
+    h.step(&[ev("bastion-01", EventKind::Dhcp)]);
+    assert_eq!(h.host("bastion-01").phase, Phase::Netbooting);
+    assert_eq!(h.host("storage-01").phase, Phase::Waiting);
+    h.step(&[ev("storage-01", EventKind::Dhcp)]);
+    assert_eq!(h.host("storage-01").phase, Phase::Netbooting);
+}
