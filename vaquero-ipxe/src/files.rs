@@ -36,18 +36,24 @@ pub enum PathError {
 /// `root`, refusing anything that could name something outside it.
 /// Symlinks are checked after resolution by [`FileRoot::resolve`].
 pub fn join_safely(root: &Path, rel: &str) -> Result<PathBuf, PathError> {
-    let bad = || PathError::NotRelative(rel.to_owned());
-    if rel.is_empty() || rel.contains('\0') || rel.starts_with('/') {
-        return Err(bad());
+    check_relative(rel)?;
+    Ok(root.join(rel))
+}
+
+/// Whether `rel` is a plain relative path: not empty, no NUL, not
+/// absolute, only normal components (no `.` or `..`).
+fn check_relative(rel: &str) -> Result<(), PathError> {
+    let plain = !rel.is_empty()
+        && !rel.contains('\0')
+        && !rel.starts_with('/')
+        && Path::new(rel)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)));
+    if plain {
+        Ok(())
+    } else {
+        Err(PathError::NotRelative(rel.to_owned()))
     }
-    let mut out = root.to_path_buf();
-    for c in Path::new(rel).components() {
-        match c {
-            Component::Normal(p) => out.push(p),
-            _ => return Err(bad()),
-        }
-    }
-    Ok(out)
 }
 
 /// A directory served under `/files`.
@@ -79,7 +85,7 @@ impl FileRoot {
 
     /// Opens `rel` for reading if it is inside the root (blocking).
     pub fn open(&self, rel: &str) -> Result<std::fs::File, StatusCode> {
-        join_safely(&self.root, rel).map_err(|_| StatusCode::BAD_REQUEST)?;
+        check_relative(rel).map_err(|_| StatusCode::BAD_REQUEST)?;
         let how = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
         match rustix::fs::openat2(
             &*self.dir,
@@ -190,7 +196,23 @@ pub fn etag(len: u64, modified: SystemTime) -> String {
     let nanos = modified
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
-    format!("\"{len:x}-{nanos:x}\"")
+    // On every file response: hex digits by hand, not `format!`.
+    let mut s = String::with_capacity(44);
+    s.push('"');
+    push_hex(&mut s, u128::from(len));
+    s.push('-');
+    push_hex(&mut s, nanos);
+    s.push('"');
+    s
+}
+
+/// Appends `v` in lowercase hex without leading zeros (`0` for zero).
+fn push_hex(s: &mut String, v: u128) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digits = (128 - v.leading_zeros()).div_ceil(4).max(1);
+    for i in (0..digits).rev() {
+        s.push(char::from(HEX[((v >> (i * 4)) & 0xf) as usize]));
+    }
 }
 
 fn content_type(path: &Path) -> &'static str {
@@ -368,7 +390,7 @@ fn serve_open(
     let (len, modified) = (o.len, o.modified);
     let path = name;
     let tag = etag(len, modified);
-    let mut h = HeaderMap::new();
+    let mut h = HeaderMap::with_capacity(8);
     let hv = |s: &str| HeaderValue::from_str(s).unwrap_or(HeaderValue::from_static(""));
     h.insert(header::ETAG, hv(&tag));
     h.insert(
@@ -427,7 +449,7 @@ fn serve_open(
             (StatusCode::PARTIAL_CONTENT, parts, total)
         }
     };
-    h.insert(header::CONTENT_LENGTH, hv(&body_len.to_string()));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(body_len));
     if head {
         return (status, h).into_response();
     }
@@ -454,7 +476,10 @@ fn serve_open(
         None if zero_copy => placeholders(o.file, parts),
         None => stream(o.file, parts),
     };
-    (status, h, body).into_response()
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    *resp.headers_mut() = h;
+    resp
 }
 
 fn boundary(tag: &str) -> String {
@@ -492,6 +517,19 @@ fn multipart(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn etags_are_hex_of_length_and_mtime() {
+        for (len, nanos) in [
+            (0u64, 0u64),
+            (1, 15),
+            (1024, 1_763_800_000_123_456_789),
+            (u64::MAX, 16),
+        ] {
+            let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_nanos(nanos);
+            assert_eq!(etag(len, t), format!("\"{len:x}-{nanos:x}\""));
+        }
+    }
 
     #[test]
     fn only_plain_relative_paths_join() {

@@ -23,6 +23,7 @@
 
 mod cdn;
 pub mod files;
+mod metrics_layer;
 mod script;
 pub mod sendfile;
 pub mod service;

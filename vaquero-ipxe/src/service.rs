@@ -20,10 +20,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::Router;
-use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Path, Query, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
@@ -191,7 +190,7 @@ pub fn router(
         .route("/config/{mac}", get(config_handler))
         .route("/files/{*path}", get(files_handler))
         .route("/checkpoint/{token}", get(checkpoint).post(checkpoint))
-        .layer(axum::middleware::from_fn(metrics_layer))
+        .layer(crate::metrics_layer::MetricsLayer)
         .with_state(inner))
 }
 
@@ -209,48 +208,6 @@ pub async fn serve(
     )
     .with_graceful_shutdown(shutdown)
     .await
-}
-
-async fn metrics_layer(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |m| match m.as_str() {
-            "/boot.ipxe" => "boot.ipxe",
-            "/ipxe" => "ipxe",
-            "/config/{mac}" => "config",
-            "/files/{*path}" => "files",
-            "/checkpoint/{token}" => "checkpoint",
-            _ => "other",
-        });
-    let started = Instant::now();
-    let resp = next.run(req).await;
-    let status = match resp.status().as_u16() {
-        200 => "200",
-        206 => "206",
-        304 => "304",
-        400 => "400",
-        401 => "401",
-        403 => "403",
-        404 => "404",
-        409 => "409",
-        416 => "416",
-        500 => "500",
-        502 => "502",
-        _ => "other",
-    };
-    metrics::counter!("http_requests_total", "route" => route, "status" => status).increment(1);
-    if let Some(n) = resp
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        metrics::counter!("http_response_bytes_total", "route" => route).increment(n);
-    }
-    metrics::histogram!("http_request_seconds", "route" => route)
-        .record(started.elapsed().as_secs_f64());
-    resp
 }
 
 /// The client's address, when the server was started with connect info,
