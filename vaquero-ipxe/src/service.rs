@@ -233,6 +233,12 @@ impl<S: Send + Sync> FromRequestParts<S> for Peer {
 }
 
 impl Inner {
+    /// Whether anyone takes events (a listener, or debug logging): when
+    /// no one does, hot paths skip building them.
+    fn observed(&self) -> bool {
+        self.events.is_some() || tracing::enabled!(tracing::Level::DEBUG)
+    }
+
     fn emit(
         &self,
         route: Route,
@@ -330,7 +336,7 @@ async fn chain(State(s): State<Shared>, Peer(ip, _): Peer, headers: HeaderMap) -
 }
 
 /// What iPXE reports about itself (see [`crate::chain_script`]).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default)]
 struct Identity {
     mac: Option<String>,
     uuid: Option<String>,
@@ -340,11 +346,29 @@ struct Identity {
     platform: Option<String>,
 }
 
-async fn host_script(
-    State(s): State<Shared>,
-    Peer(ip, _): Peer,
-    Query(id): Query<Identity>,
-) -> Response {
+impl Identity {
+    /// From the query string (percent-decoded; other keys ignored, the
+    /// last of a repeated key wins). By hand rather than through serde:
+    /// this is on every per-host script request.
+    fn parse(query: Option<&str>) -> Identity {
+        let mut id = Identity::default();
+        for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            let slot = match &*k {
+                "mac" => &mut id.mac,
+                "uuid" => &mut id.uuid,
+                "serial" => &mut id.serial,
+                "arch" => &mut id.arch,
+                "platform" => &mut id.platform,
+                _ => continue,
+            };
+            *slot = Some(v.into_owned());
+        }
+        id
+    }
+}
+
+async fn host_script(State(s): State<Shared>, Peer(ip, _): Peer, uri: axum::http::Uri) -> Response {
+    let id = Identity::parse(uri.query());
     let m = s.model.borrow().clone();
     let mac = id.mac.as_deref().and_then(|v| v.parse::<MacAddr>().ok());
     let h = mac.as_ref().and_then(|mac| m.by_mac(mac)).or_else(|| {
@@ -438,14 +462,16 @@ async fn host_script(
             }
         },
     };
-    s.emit(
-        Route::Script,
-        Some(name),
-        Some(attempt),
-        ip,
-        StatusCode::OK,
-        detail(),
-    );
+    if s.observed() {
+        s.emit(
+            Route::Script,
+            Some(name),
+            Some(attempt),
+            ip,
+            StatusCode::OK,
+            detail(),
+        );
+    }
     text(StatusCode::OK, body)
 }
 

@@ -830,27 +830,39 @@ impl MacAddr {
 
 impl FromStr for MacAddr {
     type Err = String;
+    /// `52:54:00:ab:cd:01`, `52-54-00-ab-cd-01` (either separator, any
+    /// case) or Cisco's `5254.00ab.cd01`; nothing else (no bare hex, no
+    /// surrounding space). Parsed by position: this runs on every request
+    /// that names a MAC.
     fn from_str(s: &str) -> Result<Self, String> {
-        let hex: String = s
-            .chars()
-            .filter(|c| !matches!(c, ':' | '-' | '.'))
-            .collect();
-        let seps_ok = {
-            let t = s.trim();
-            let parts: Vec<&str> = t.split([':', '-']).collect();
-            (parts.len() == 6 && parts.iter().all(|p| p.len() == 2))
-                || (t.split('.').count() == 3 && t.split('.').all(|p| p.len() == 4))
-        };
-        if !seps_ok || hex.len() != 12 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(format!("invalid MAC address `{s}`"));
-        }
-        let mut out = [0u8; 6];
-        for (i, byte) in out.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
-                .map_err(|_| format!("invalid MAC address `{s}`"))?;
-        }
-        Ok(MacAddr(out))
+        parse_mac(s.as_bytes())
+            .map(MacAddr)
+            .ok_or_else(|| format!("invalid MAC address `{s}`"))
     }
+}
+
+fn parse_mac(b: &[u8]) -> Option<[u8; 6]> {
+    let hex = |c: u8| char::from(c).to_digit(16).map(|d| d as u8);
+    // Where the 12 hex digits are, by layout.
+    let (digits, separators): ([usize; 12], &[(usize, &[u8])]) = match b.len() {
+        17 => (
+            [0, 1, 3, 4, 6, 7, 9, 10, 12, 13, 15, 16],
+            &[(2, b":-"), (5, b":-"), (8, b":-"), (11, b":-"), (14, b":-")],
+        ),
+        14 => (
+            [0, 1, 2, 3, 5, 6, 7, 8, 10, 11, 12, 13],
+            &[(4, b"."), (9, b".")],
+        ),
+        _ => return None,
+    };
+    if !separators.iter().all(|(i, ok)| ok.contains(&b[*i])) {
+        return None;
+    }
+    let mut out = [0u8; 6];
+    for (k, byte) in out.iter_mut().enumerate() {
+        *byte = (hex(b[digits[2 * k]])? << 4) | hex(b[digits[2 * k + 1]])?;
+    }
+    Some(out)
 }
 
 impl fmt::Display for MacAddr {
@@ -956,6 +968,22 @@ mod tests {
         assert!("52:54:00:ab:cd".parse::<MacAddr>().is_err());
         assert!("52:54:00:ab:cd:0g".parse::<MacAddr>().is_err());
         assert!("525400abcd01".parse::<MacAddr>().is_err());
+        for good in ["52:54-00:AB-cd:01", "5254.00AB.cd01"] {
+            assert_eq!(good.parse::<MacAddr>().unwrap(), m, "{good}");
+        }
+        for bad in [
+            " 52:54:00:ab:cd:01",
+            "52:54:00:ab:cd:01 ",
+            "52.54.00.ab.cd.01",
+            "52:54:00:ab:c:d01",
+            "5254:00ab:cd01",
+            "5254.00ab.cd0g",
+            "5254-00ab-cd01",
+            "52:54:00:ab:cd:+1",
+            "",
+        ] {
+            assert!(bad.parse::<MacAddr>().is_err(), "{bad:?}");
+        }
         for b in [[0u8; 6], [0xff; 6], [0x0a, 0xb0, 0x09, 0x90, 0x5f, 0xf5]] {
             let m = MacAddr(b);
             let expect = b.map(|x| format!("{x:02x}")).join(":");
