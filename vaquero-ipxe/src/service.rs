@@ -14,6 +14,7 @@
 //! (`http_requests_total{route,status}`, `http_response_bytes_total{route}`,
 //! `http_request_seconds{route}`).
 
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -337,23 +338,25 @@ async fn chain(State(s): State<Shared>, Peer(ip, _): Peer, headers: HeaderMap) -
 
 /// What iPXE reports about itself (see [`crate::chain_script`]).
 #[derive(Debug, Default)]
-struct Identity {
-    mac: Option<String>,
-    uuid: Option<String>,
+struct Identity<'q> {
+    mac: Option<Cow<'q, str>>,
+    uuid: Option<Cow<'q, str>>,
     #[allow(dead_code)] // logged; reserved for inventory
-    serial: Option<String>,
-    arch: Option<String>,
-    platform: Option<String>,
+    serial: Option<Cow<'q, str>>,
+    arch: Option<Cow<'q, str>>,
+    platform: Option<Cow<'q, str>>,
 }
 
-impl Identity {
-    /// From the query string (percent-decoded; other keys ignored, the
-    /// last of a repeated key wins). By hand rather than through serde:
-    /// this is on every per-host script request.
-    fn parse(query: Option<&str>) -> Identity {
+impl<'q> Identity<'q> {
+    /// From the query string: values percent-decoded (`+` is a space),
+    /// other keys ignored, the last of a repeated key wins. By hand rather
+    /// than through serde, and borrowing what needs no decoding: this is
+    /// on every per-host script request.
+    fn parse(query: Option<&'q str>) -> Identity<'q> {
         let mut id = Identity::default();
-        for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-            let slot = match &*k {
+        for pair in query.unwrap_or("").split('&') {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let slot = match k {
                 "mac" => &mut id.mac,
                 "uuid" => &mut id.uuid,
                 "serial" => &mut id.serial,
@@ -361,7 +364,16 @@ impl Identity {
                 "platform" => &mut id.platform,
                 _ => continue,
             };
-            *slot = Some(v.into_owned());
+            *slot = Some(if v.contains(['%', '+']) {
+                let plus = v.replace('+', " ");
+                Cow::Owned(
+                    percent_encoding::percent_decode_str(&plus)
+                        .decode_utf8_lossy()
+                        .into_owned(),
+                )
+            } else {
+                Cow::Borrowed(v)
+            });
         }
         id
     }
@@ -425,12 +437,29 @@ async fn host_script(State(s): State<Shared>, Peer(ip, _): Peer, uri: axum::http
         );
     }
     let detail = || {
-        format!(
-            "{boot} (stage {stage}) for {} ({} {})",
-            id.mac.as_deref().unwrap_or("?"),
-            id.arch.as_deref().unwrap_or("?"),
-            id.platform.as_deref().unwrap_or("?")
-        )
+        // "{boot} (stage {stage}) for {mac} ({arch} {platform})", without
+        // `format!`: one per script served.
+        let mac = id.mac.as_deref().unwrap_or("?");
+        let arch = id.arch.as_deref().unwrap_or("?");
+        let platform = id.platform.as_deref().unwrap_or("?");
+        let stage = stage.to_string();
+        let mut d =
+            String::with_capacity(boot.len() + mac.len() + arch.len() + platform.len() + 32);
+        for part in [
+            boot.as_str(),
+            " (stage ",
+            &stage,
+            ") for ",
+            mac,
+            " (",
+            arch,
+            " ",
+            platform,
+            ")",
+        ] {
+            d.push_str(part);
+        }
+        d
     };
     let fresh = |c: &Cached| {
         std::ptr::eq(c.model.as_ptr(), Arc::as_ptr(&m))
@@ -740,5 +769,30 @@ async fn checkpoint(
                 claims.host, claims.boot, claims.attempt
             ),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_from_a_query() {
+        let id = Identity::parse(Some(
+            "mac=52-54-00-12-34-56&uuid=&serial=SN%20one+two&arch=x86_64&x=1&platform=efi&arch=i386&flag",
+        ));
+        assert_eq!(id.mac.as_deref(), Some("52-54-00-12-34-56"));
+        assert!(matches!(id.mac, Some(Cow::Borrowed(_))));
+        assert_eq!(id.uuid.as_deref(), Some(""));
+        assert_eq!(id.serial.as_deref(), Some("SN one two"));
+        assert_eq!(id.arch.as_deref(), Some("i386"), "the last one wins");
+        assert_eq!(id.platform.as_deref(), Some("efi"));
+        let none = Identity::parse(None);
+        assert!(none.mac.is_none() && none.uuid.is_none());
+        // Broken escapes decode lossily, never fail.
+        assert_eq!(
+            Identity::parse(Some("mac=%zz%e2")).mac.as_deref(),
+            Some("%zz\u{fffd}")
+        );
     }
 }
