@@ -671,8 +671,8 @@ async fn files_handler(
     } else {
         text(StatusCode::NOT_FOUND, "no files are served here\n")
     };
-    // Tying a file to its host is only worth it when someone listens.
-    if s.events.is_some() {
+    // Tying a file to its host is only worth it when someone takes events.
+    if s.observed() {
         let m = s.model.borrow().clone();
         let host = host_of_ip(&m, ip).map(|h| h.host.name.clone());
         let attempt = host.as_deref().and_then(|h| s.attempt_of(h));

@@ -5,43 +5,17 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failure
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use common::{KEY, Server, lab, start};
 use vaquero_ipxe::{BootEvent, Claims, Current, MemoryBootState, Route, ServiceConfig, TokenKey};
 use vaquero_model::{SiteModel, Sot, SotFiles};
-
-const KEY: &[u8] = b"test key, 32 bytes long........";
-
-struct Server {
-    addr: SocketAddr,
-    state: Arc<MemoryBootState>,
-    events: mpsc::Receiver<BootEvent>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn lab() -> SiteModel {
-    let sot =
-        Sot::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/lab")).unwrap();
-    SiteModel::compile(&sot, "lab").unwrap()
-}
 
 /// Files to serve: a 1 MiB pseudo-random file, a small text file, a
 /// subdirectory, and a symlink that points out of the root.
@@ -60,39 +34,6 @@ fn files(dir: &Path) -> PathBuf {
     std::fs::write(dir.join("secret"), "outside the root\n").unwrap();
     std::os::unix::fs::symlink(dir.join("secret"), root.join("escape")).unwrap();
     root
-}
-
-fn start(model: SiteModel, files_root: Option<PathBuf>, dir: tempfile::TempDir) -> Server {
-    let state = Arc::new(MemoryBootState::new());
-    let (etx, events) = mpsc::channel(1024);
-    let (_swap, rx) = tokio::sync::watch::channel(Arc::new(model));
-    let config = ServiceConfig::new(files_root, TokenKey::new(KEY));
-    let router = vaquero_ipxe::router(rx, state.clone(), config, Some(etx)).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let thread = std::thread::spawn(move || {
-        rt.block_on(vaquero_ipxe::serve(listener, router, async move {
-            let _ = stopped.await;
-            drop(_swap);
-        }))
-        .unwrap();
-    });
-    Server {
-        addr,
-        state,
-        events,
-        stop: Some(stop),
-        thread: Some(thread),
-        _dir: dir,
-    }
 }
 
 fn lab_server() -> Server {

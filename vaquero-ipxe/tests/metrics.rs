@@ -4,14 +4,12 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failure
 
-use std::path::Path;
+mod common;
+
 use std::process::Command;
-use std::sync::Arc;
 
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use metrics_util::{CompositeKey, MetricKind};
-use vaquero_ipxe::{MemoryBootState, ServiceConfig, TokenKey};
-use vaquero_model::{SiteModel, Sot};
 
 fn curl_status(url: &str) -> u16 {
     let out = Command::new("curl")
@@ -47,39 +45,15 @@ fn requests_are_counted_by_route_and_status() {
     let root = dir.path().join("files");
     std::fs::create_dir_all(&root).unwrap();
     std::fs::write(root.join("hello.txt"), "hello\n").unwrap();
-    let sot =
-        Sot::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/lab")).unwrap();
-    let model = SiteModel::compile(&sot, "lab").unwrap();
-    let (_swap, rx) = tokio::sync::watch::channel(Arc::new(model));
-    let config = ServiceConfig::new(
-        Some(root),
-        TokenKey::new(b"test key, 32 bytes long........"),
-    );
-    let router = vaquero_ipxe::router(rx, Arc::new(MemoryBootState::new()), config, None).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = std::thread::spawn(move || {
-        rt.block_on(vaquero_ipxe::serve(listener, router, async move {
-            let _ = stopped.await;
-        }))
-        .unwrap();
-    });
+    let server = common::start(common::lab(), Some(root), dir);
+    let base = format!("http://{}", server.addr);
 
     assert_eq!(curl_status(&format!("{base}/files/hello.txt")), 200);
     assert_eq!(curl_status(&format!("{base}/files/hello.txt")), 200);
     assert_eq!(curl_status(&format!("{base}/files/missing")), 404);
     assert_eq!(curl_status(&format!("{base}/boot.ipxe")), 200);
     assert_eq!(curl_status(&format!("{base}/nowhere")), 404);
-    stop.send(()).unwrap();
-    server.join().unwrap();
+    drop(server);
 
     let snapshot = snapshotter.snapshot().into_vec();
     let counter = |name: &str, want: &[(&str, &str)]| -> u64 {

@@ -1,0 +1,73 @@
+//! The boot service on 127.0.0.1, as the HTTP tests start it.
+#![allow(dead_code)] // each test binary uses part of it
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use vaquero_ipxe::{BootEvent, MemoryBootState, ServiceConfig, TokenKey};
+use vaquero_model::{SiteModel, Sot};
+
+pub const KEY: &[u8] = b"test key, 32 bytes long........";
+
+pub struct Server {
+    pub addr: SocketAddr,
+    pub state: Arc<MemoryBootState>,
+    pub events: mpsc::Receiver<BootEvent>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    pub _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+pub fn lab() -> SiteModel {
+    let sot =
+        Sot::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/lab")).unwrap();
+    SiteModel::compile(&sot, "lab").unwrap()
+}
+
+/// Serves `model` (and `files_root`) on a free port of 127.0.0.1 with an
+/// in-memory boot state and an event channel, until dropped.
+pub fn start(model: SiteModel, files_root: Option<PathBuf>, dir: tempfile::TempDir) -> Server {
+    let state = Arc::new(MemoryBootState::new());
+    let (etx, events) = mpsc::channel(1024);
+    let (_swap, rx) = tokio::sync::watch::channel(Arc::new(model));
+    let config = ServiceConfig::new(files_root, TokenKey::new(KEY));
+    let router = vaquero_ipxe::router(rx, state.clone(), config, Some(etx)).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        rt.block_on(vaquero_ipxe::serve(listener, router, async move {
+            let _ = stopped.await;
+            drop(_swap);
+        }))
+        .unwrap();
+    });
+    Server {
+        addr,
+        state,
+        events,
+        stop: Some(stop),
+        thread: Some(thread),
+        _dir: dir,
+    }
+}
