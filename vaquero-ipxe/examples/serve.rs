@@ -110,7 +110,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let (events_tx, mut events) = tokio::sync::mpsc::channel(4096);
     let (_swap, rx) = tokio::sync::watch::channel(model.clone());
-    let router = vaquero_ipxe::router(rx, state, config, Some(events_tx))?;
+    let service = vaquero_ipxe::BootService::new(rx, state, config, Some(events_tx))?;
     let quiet = args.quiet;
     tokio::spawn(async move {
         while let Some(e) = events.recv().await {
@@ -135,7 +135,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         &model.version()[..12],
         listener.local_addr()?
     );
-    vaquero_ipxe::serve(listener, router, async {
+    vaquero_ipxe::serve(listener, service, async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await?;

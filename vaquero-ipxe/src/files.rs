@@ -5,7 +5,7 @@
 
 use std::io::{Read, Seek, SeekFrom};
 use std::ops::RangeInclusive;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -41,14 +41,13 @@ pub fn join_safely(root: &Path, rel: &str) -> Result<PathBuf, PathError> {
 }
 
 /// Whether `rel` is a plain relative path: not empty, no NUL, not
-/// absolute, only normal components (no `.` or `..`).
+/// absolute, no `.` or `..` component (empty ones, as in `a//b`, are
+/// nothing). A scan of the bytes: this is on every file request.
 fn check_relative(rel: &str) -> Result<(), PathError> {
     let plain = !rel.is_empty()
-        && !rel.contains('\0')
         && !rel.starts_with('/')
-        && Path::new(rel)
-            .components()
-            .all(|c| matches!(c, Component::Normal(_)));
+        && !rel.as_bytes().contains(&0)
+        && rel.split('/').all(|c| c != "." && c != "..");
     if plain {
         Ok(())
     } else {
@@ -122,13 +121,7 @@ impl FileRoot {
     ///
     /// With `zero_copy`, large bodies are `sendfile` placeholders (only
     /// for connections accepted by [`crate::serve`]).
-    pub async fn serve(
-        &self,
-        rel: &str,
-        headers: &HeaderMap,
-        head: bool,
-        zero_copy: bool,
-    ) -> Response {
+    pub fn serve(&self, rel: &str, headers: &HeaderMap, head: bool, zero_copy: bool) -> Response {
         let opened = self.open(rel).and_then(Opened::read);
         respond(opened, Path::new(rel), headers, head, zero_copy)
     }
@@ -204,6 +197,57 @@ pub fn etag(len: u64, modified: SystemTime) -> String {
     push_hex(&mut s, nanos);
     s.push('"');
     s
+}
+
+/// A file version's validators, as text and as header values.
+#[derive(Clone)]
+struct Validators {
+    len: u64,
+    modified: SystemTime,
+    etag: HeaderValue,
+    last_modified: HeaderValue,
+}
+
+/// Validators per thread, by (size, modification time): many machines
+/// fetch the same few kernels and initrds, and formatting an `ETag` and
+/// an HTTP date costs more than the rest of a small file's headers.
+const VALIDATORS_CACHED: usize = 64;
+
+thread_local! {
+    static VALIDATORS: std::cell::RefCell<Vec<Option<Validators>>> =
+        std::cell::RefCell::new(vec![None; VALIDATORS_CACHED]);
+}
+
+impl Validators {
+    fn of(len: u64, modified: SystemTime) -> Validators {
+        let nanos = modified
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let slot = ((u128::from(len) ^ nanos) % VALIDATORS_CACHED as u128) as usize;
+        let cached = VALIDATORS.with_borrow(|c| {
+            c.get(slot)
+                .and_then(Option::as_ref)
+                .filter(|v| v.len == len && v.modified == modified)
+                .cloned()
+        });
+        if let Some(v) = cached {
+            return v;
+        }
+        let v = Validators {
+            len,
+            modified,
+            etag: HeaderValue::from_str(&etag(len, modified))
+                .unwrap_or(HeaderValue::from_static("")),
+            last_modified: HeaderValue::from_str(&httpdate::fmt_http_date(modified))
+                .unwrap_or(HeaderValue::from_static("")),
+        };
+        VALIDATORS.with_borrow_mut(|c| {
+            if let Some(s) = c.get_mut(slot) {
+                *s = Some(v.clone());
+            }
+        });
+        v
+    }
 }
 
 /// Appends `v` in lowercase hex without leading zeros (`0` for zero).
@@ -389,17 +433,15 @@ fn serve_open(
 ) -> Response {
     let (len, modified) = (o.len, o.modified);
     let path = name;
-    let tag = etag(len, modified);
+    let v = Validators::of(len, modified);
+    let tag = v.etag.to_str().unwrap_or("");
     let mut h = HeaderMap::with_capacity(8);
     let hv = |s: &str| HeaderValue::from_str(s).unwrap_or(HeaderValue::from_static(""));
-    h.insert(header::ETAG, hv(&tag));
-    h.insert(
-        header::LAST_MODIFIED,
-        hv(&httpdate::fmt_http_date(modified)),
-    );
+    h.insert(header::ETAG, v.etag.clone());
+    h.insert(header::LAST_MODIFIED, v.last_modified.clone());
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     // RFC 9110: If-None-Match wins over If-Modified-Since.
-    let not_modified = match none_match(headers, &tag) {
+    let not_modified = match none_match(headers, tag) {
         Some(m) => m,
         None => not_modified_since(headers, modified),
     };
@@ -408,7 +450,7 @@ fn serve_open(
     }
     let ctype = content_type(path);
     let ranges = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
-        Some(r) if if_range_holds(headers, &tag, modified) => {
+        Some(r) if if_range_holds(headers, tag, modified) => {
             match http_range_header::parse_range_header(r).and_then(|p| p.validate(len)) {
                 Ok(v) => Some(v),
                 Err(_) => {
@@ -438,13 +480,10 @@ fn serve_open(
             )
         }
         Some(many) => {
-            let (parts, total) = multipart(many, len, ctype, &tag);
+            let (parts, total) = multipart(many, len, ctype, tag);
             h.insert(
                 header::CONTENT_TYPE,
-                hv(&format!(
-                    "multipart/byteranges; boundary={}",
-                    boundary(&tag)
-                )),
+                hv(&format!("multipart/byteranges; boundary={}", boundary(tag))),
             );
             (StatusCode::PARTIAL_CONTENT, parts, total)
         }
@@ -454,6 +493,8 @@ fn serve_open(
         return (status, h).into_response();
     }
     let body = match o.small {
+        // The whole of a small file (the common case): no segments.
+        Some(bytes) if ranges.is_none() => Body::from(bytes),
         // In memory already: the body is slices of it.
         Some(bytes) => {
             let chunks: Vec<Bytes> = parts
@@ -532,6 +573,19 @@ mod tests {
     }
 
     #[test]
+    fn cached_validators_are_those_of_the_version_asked_for() {
+        let t = |n: u64| SystemTime::UNIX_EPOCH + std::time::Duration::from_nanos(n);
+        // (1, 0), (65, 0) and (1, 64) share a slot: each evicts the others.
+        for _ in 0..2 {
+            for (len, nanos) in [(1u64, 0u64), (65, 0), (1, 64), (1, 0)] {
+                let v = Validators::of(len, t(nanos));
+                assert_eq!(v.etag, etag(len, t(nanos)).as_str());
+                assert_eq!(v.last_modified, httpdate::fmt_http_date(t(nanos)).as_str());
+            }
+        }
+    }
+
+    #[test]
     fn only_plain_relative_paths_join() {
         let root = Path::new("/srv/files");
         assert_eq!(
@@ -544,9 +598,15 @@ mod tests {
             "../etc/passwd",
             "a/../../b",
             "./a",
+            "a/./b",
+            "a/..",
+            "..",
             "a\0b",
         ] {
             assert!(join_safely(root, bad).is_err(), "{bad:?}");
+        }
+        for good in ["a//b", "dir/", "a/.hidden", "a/..b", "..."] {
+            assert!(join_safely(root, good).is_ok(), "{good:?}");
         }
     }
 }

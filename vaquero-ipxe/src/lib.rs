@@ -6,10 +6,11 @@
 //! - [`Script`], [`boot_script`], [`chain_script`], [`local_boot_script`]:
 //!   scripts that never carry a value iPXE would split or expand, with
 //!   bounded retries of every fetch.
-//! - [`service::router`]: the axum router of the boot service (see the
-//!   route table there), answering from a swappable compiled model and a
+//! - [`BootService`]: the boot service (see the route table in
+//!   [`service`]), answering from a swappable compiled model and a
 //!   [`BootState`] (what each host boots now; the engine implements it,
-//!   [`MemoryBootState`] is here).
+//!   [`MemoryBootState`] is here); [`serve`] runs it on a listener, and
+//!   [`BootService::router`] is its axum router for embedding.
 //! - [`files`]: `/files` from a directory (ranges, validators, no path
 //!   escape), or a caching proxy to a CDN.
 //! - [`token`]: signed, expiring checkpoint tokens.
@@ -26,6 +27,7 @@ pub mod files;
 mod metrics_layer;
 mod script;
 pub mod sendfile;
+mod server;
 pub mod service;
 pub mod state;
 pub mod token;
@@ -33,6 +35,7 @@ pub mod token;
 pub use script::{
     DEFAULT_TRIES, Script, ScriptError, boot_script, chain_script, local_boot_script,
 };
-pub use service::{BootEvent, CdnConfig, Route, ServiceConfig, router, serve};
+pub use server::serve;
+pub use service::{BootEvent, BootService, CdnConfig, Route, ServiceConfig, router};
 pub use state::{BootState, Current, MemoryBootState};
 pub use token::{Claims, TokenError, TokenKey};

@@ -33,7 +33,8 @@ use vaquero_model::{AssetType, HostRef, InterfaceType, MacAddr, SiteModel, Uuid}
 
 use crate::cdn::Cdn;
 use crate::files::FileRoot;
-use crate::sendfile::{Conn, SendfileListener};
+use crate::metrics_layer::{MetricsLayer, RouteMetrics};
+use crate::sendfile::Conn;
 use crate::state::{BootState, Current};
 use crate::token::{Claims, TokenKey};
 use crate::{boot_script, chain_script, local_boot_script};
@@ -126,7 +127,7 @@ struct Cached {
     text: bytes::Bytes,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     scripts: std::sync::RwLock<std::collections::HashMap<usize, Cached>>,
     model: watch::Receiver<Arc<SiteModel>>,
     state: Arc<dyn BootState>,
@@ -135,6 +136,7 @@ struct Inner {
     files: Option<FileRoot>,
     cdn: Option<Cdn>,
     events: Option<mpsc::Sender<BootEvent>>,
+    pub(crate) metrics: Arc<RouteMetrics>,
 }
 
 type Shared = Arc<Inner>;
@@ -155,60 +157,82 @@ pub enum ServiceError {
     Cdn(String),
 }
 
-/// The router of the boot service. Serve it with
+/// The router of the boot service: `BootService::new(…)?.router()`.
+/// Serve it with
 /// [`axum::serve`]`(listener, router.into_make_service_with_connect_info::<SocketAddr>())`
-/// (or [`serve`]) so that requests can be tied to hosts by address.
+/// so that requests can be tied to hosts by address, or serve the
+/// [`BootService`] with [`crate::serve`].
 pub fn router(
     model: watch::Receiver<Arc<SiteModel>>,
     state: Arc<dyn BootState>,
     config: ServiceConfig,
     events: Option<mpsc::Sender<BootEvent>>,
 ) -> Result<Router, ServiceError> {
-    let files = match &config.files {
-        Some(p) => Some(FileRoot::new(p).map_err(|source| ServiceError::Files {
-            path: p.clone(),
-            source,
-        })?),
-        None => None,
-    };
-    let cdn = match &config.cdn {
-        Some(c) => Some(Cdn::new(c.clone()).map_err(ServiceError::Cdn)?),
-        None => None,
-    };
-    let inner = Arc::new(Inner {
-        scripts: Default::default(),
-        model,
-        state,
-        key: config.token_key,
-        ttl: config.token_ttl,
-        files,
-        cdn,
-        events,
-    });
-    Ok(Router::new()
-        .route("/boot.ipxe", get(chain))
-        .route("/ipxe", get(host_script))
-        .route("/config/{mac}", get(config_handler))
-        .route("/files/{*path}", get(files_handler))
-        .route("/checkpoint/{token}", get(checkpoint).post(checkpoint))
-        .layer(crate::metrics_layer::MetricsLayer)
-        .with_state(inner))
+    Ok(BootService::new(model, state, config, events)?.router())
 }
 
-/// Serves `router` on `listener` until `shutdown` completes: HTTP/1.1,
-/// client addresses available to the handlers, `TCP_NODELAY`, and file
-/// bodies sent with `sendfile(2)` (see [`crate::sendfile`]).
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(
-        SendfileListener::new(listener),
-        router.into_make_service_with_connect_info::<Conn>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+/// The boot service: its state, and its routes as an axum [`Router`]
+/// (for embedding in another axum application) — cheap to clone.
+#[derive(Clone)]
+pub struct BootService {
+    pub(crate) inner: Shared,
+    pub(crate) router: Router,
+}
+
+impl std::fmt::Debug for BootService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BootService").finish_non_exhaustive()
+    }
+}
+
+impl BootService {
+    /// The service for the model behind `model` (swapped at run time by
+    /// sending a new one), what hosts boot from `state`, `config`, and
+    /// an event per request to `events` (dropped, not waited for, when
+    /// the channel is full).
+    pub fn new(
+        model: watch::Receiver<Arc<SiteModel>>,
+        state: Arc<dyn BootState>,
+        config: ServiceConfig,
+        events: Option<mpsc::Sender<BootEvent>>,
+    ) -> Result<BootService, ServiceError> {
+        let files = match &config.files {
+            Some(p) => Some(FileRoot::new(p).map_err(|source| ServiceError::Files {
+                path: p.clone(),
+                source,
+            })?),
+            None => None,
+        };
+        let cdn = match &config.cdn {
+            Some(c) => Some(Cdn::new(c.clone()).map_err(ServiceError::Cdn)?),
+            None => None,
+        };
+        let inner = Arc::new(Inner {
+            scripts: Default::default(),
+            model,
+            state,
+            key: config.token_key,
+            ttl: config.token_ttl,
+            files,
+            cdn,
+            events,
+            metrics: Arc::default(),
+        });
+        let router = Router::new()
+            .route("/boot.ipxe", get(chain))
+            .route("/ipxe", get(host_script))
+            .route("/config/{mac}", get(config_handler))
+            .route("/files/{*path}", get(files_handler))
+            .route("/checkpoint/{token}", get(checkpoint).post(checkpoint))
+            .layer(MetricsLayer::new(inner.metrics.clone()))
+            .with_state(inner.clone());
+        Ok(BootService { inner, router })
+    }
+
+    /// The routes, as an axum router.
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
 }
 
 /// The client's address, when the server was started with connect info,
@@ -236,8 +260,32 @@ impl<S: Send + Sync> FromRequestParts<S> for Peer {
 impl Inner {
     /// Whether anyone takes events (a listener, or debug logging): when
     /// no one does, hot paths skip building them.
-    fn observed(&self) -> bool {
+    pub(crate) fn observed(&self) -> bool {
         self.events.is_some() || tracing::enabled!(tracing::Level::DEBUG)
+    }
+
+    /// The event of a `/files` request. Tying a file to its host is only
+    /// worth it when someone takes events.
+    pub(crate) fn file_served(&self, ip: Option<IpAddr>, path: &str, status: StatusCode) {
+        if self.observed() {
+            let m = self.model.borrow().clone();
+            let host = host_of_ip(&m, ip).map(|h| h.host.name.clone());
+            let attempt = host.as_deref().and_then(|h| self.attempt_of(h));
+            self.emit(
+                Route::Files,
+                host.as_deref(),
+                attempt,
+                ip,
+                status,
+                path.to_owned(),
+            );
+        }
+    }
+
+    /// The local file root, when `/files` is served from a directory
+    /// (not through a CDN cache).
+    pub(crate) fn local_files(&self) -> Option<&FileRoot> {
+        self.files.as_ref().filter(|_| self.cdn.is_none())
     }
 
     fn emit(
@@ -380,7 +428,13 @@ impl<'q> Identity<'q> {
 }
 
 async fn host_script(State(s): State<Shared>, Peer(ip, _): Peer, uri: axum::http::Uri) -> Response {
-    let id = Identity::parse(uri.query());
+    script_response(&s, ip, uri.query())
+}
+
+/// `GET /ipxe?…`: the host's script for its current stage, or exit to
+/// disk (also answered by [`crate::serve`] without the router).
+pub(crate) fn script_response(s: &Inner, ip: Option<IpAddr>, query: Option<&str>) -> Response {
+    let id = Identity::parse(query);
     let m = s.model.borrow().clone();
     let mac = id.mac.as_deref().and_then(|v| v.parse::<MacAddr>().ok());
     let h = mac.as_ref().and_then(|mac| m.by_mac(mac)).or_else(|| {
@@ -475,7 +529,7 @@ async fn host_script(State(s): State<Shared>, Peer(ip, _): Peer, uri: axum::http
         .and_then(|c| c.get(&h.index).filter(|c| fresh(c)).map(|c| c.text.clone()));
     let body = match hit {
         Some(b) => b,
-        None => match render(&s, &m, h, stage, &boot, attempt) {
+        None => match render(s, &m, h, stage, &boot, attempt) {
             Ok(b) => b,
             Err(e) => {
                 warn!(host = name, boot, error = %e, "rendering a boot script");
@@ -667,24 +721,11 @@ async fn files_handler(
     let resp = if let Some(cdn) = &s.cdn {
         cdn.serve(&path, headers, head, zero_copy).await
     } else if let Some(root) = &s.files {
-        root.serve(&path, headers, head, zero_copy).await
+        root.serve(&path, headers, head, zero_copy)
     } else {
         text(StatusCode::NOT_FOUND, "no files are served here\n")
     };
-    // Tying a file to its host is only worth it when someone takes events.
-    if s.observed() {
-        let m = s.model.borrow().clone();
-        let host = host_of_ip(&m, ip).map(|h| h.host.name.clone());
-        let attempt = host.as_deref().and_then(|h| s.attempt_of(h));
-        s.emit(
-            Route::Files,
-            host.as_deref(),
-            attempt,
-            ip,
-            resp.status(),
-            path,
-        );
-    }
+    s.file_served(ip, &path, resp.status());
     resp
 }
 

@@ -43,9 +43,13 @@ async fn upstream_handler(
     }
 }
 
-/// Runs a router on 127.0.0.1 on its own runtime thread until the process
+/// Runs a server on 127.0.0.1 on its own runtime thread until the process
 /// ends (the test binary exits after the tests).
-fn run(router: axum::Router) -> SocketAddr {
+fn run<F, Fut>(serve: F) -> SocketAddr
+where
+    F: FnOnce(tokio::net::TcpListener) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = std::io::Result<()>>,
+{
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -56,9 +60,7 @@ fn run(router: axum::Router) -> SocketAddr {
         rt.block_on(async move {
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             tx.send(l.local_addr().unwrap()).unwrap();
-            vaquero_ipxe::serve(l, router, std::future::pending())
-                .await
-                .unwrap();
+            serve(l).await.unwrap();
         });
     });
     rx.recv_timeout(Duration::from_secs(10)).unwrap()
@@ -72,9 +74,10 @@ struct Setup {
 
 fn setup(max_bytes: u64) -> Setup {
     let hits: Hits = Arc::default();
-    let upstream = run(axum::Router::new()
+    let upstream_router = axum::Router::new()
         .route("/cdn/{*p}", axum::routing::get(upstream_handler))
-        .with_state(hits.clone()));
+        .with_state(hits.clone());
+    let upstream = run(|l| async move { axum::serve(l, upstream_router).await });
     let cache = tempfile::tempdir().unwrap();
     let sot =
         Sot::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/lab")).unwrap();
@@ -87,9 +90,10 @@ fn setup(max_bytes: u64) -> Setup {
     });
     let (swap, rx) = tokio::sync::watch::channel(model);
     std::mem::forget(swap); // the model stays for the test's life
-    let router = vaquero_ipxe::router(rx, Arc::new(MemoryBootState::new()), config, None).unwrap();
+    let service =
+        vaquero_ipxe::BootService::new(rx, Arc::new(MemoryBootState::new()), config, None).unwrap();
     Setup {
-        ours: run(router),
+        ours: run(|l| vaquero_ipxe::serve(l, service, std::future::pending())),
         hits,
         cache,
     }

@@ -13,7 +13,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{KEY, Server, lab, start};
+use common::{KEY, Server, Via, lab, start, start_via};
 use vaquero_ipxe::{BootEvent, Claims, Current, MemoryBootState, Route, ServiceConfig, TokenKey};
 use vaquero_model::{SiteModel, Sot, SotFiles};
 
@@ -37,9 +37,31 @@ fn files(dir: &Path) -> PathBuf {
 }
 
 fn lab_server() -> Server {
+    lab_server_via(Via::Serve)
+}
+
+fn lab_server_via(via: Via) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let root = files(dir.path());
-    start(lab(), Some(root), dir)
+    start_via(lab(), Some(root), dir, via)
+}
+
+/// A test of both ways of serving: `vaquero_ipxe::serve` (which answers
+/// scripts and files without the router) and the router under plain axum.
+macro_rules! both_ways {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn served() {
+                super::$name(super::Via::Serve);
+            }
+
+            #[test]
+            fn routed() {
+                super::$name(super::Via::Router);
+            }
+        }
+    };
 }
 
 struct Got {
@@ -123,9 +145,9 @@ fn chain_script_points_at_the_per_host_script() {
     );
 }
 
-#[test]
-fn per_host_scripts_follow_the_boot_state() {
-    let mut s = lab_server();
+both_ways!(per_host_scripts_follow_the_boot_state);
+fn per_host_scripts_follow_the_boot_state(via: Via) {
+    let mut s = lab_server_via(via);
     // Nothing scheduled: exit to disk.
     let g = curl(
         &s,
@@ -329,9 +351,9 @@ fn a_host_cannot_report_with_another_hosts_token() {
     assert!(s.state.checkpointed("a", 1));
 }
 
-#[test]
-fn files_ranges_validators_and_head() {
-    let s = lab_server();
+both_ways!(files_ranges_validators_and_head);
+fn files_ranges_validators_and_head(via: Via) {
+    let s = lab_server_via(via);
     let dir = s._dir.path().join("files");
     let want = std::fs::read(dir.join("alpine-3.20/vmlinuz-lts")).unwrap();
     let g = curl(&s, "/files/alpine-3.20/vmlinuz-lts", &[]);
@@ -476,9 +498,9 @@ fn split<'a>(mut hay: &'a [u8], sep: &[u8]) -> Vec<&'a [u8]> {
     out
 }
 
-#[test]
-fn no_path_escapes() {
-    let s = lab_server();
+both_ways!(no_path_escapes);
+fn no_path_escapes(via: Via) {
+    let s = lab_server_via(via);
     for (path, extra) in [
         ("/files/../secret", vec!["--path-as-is"]),
         ("/files/alpine-3.20/../../secret", vec!["--path-as-is"]),

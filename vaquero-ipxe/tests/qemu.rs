@@ -89,9 +89,9 @@ fn agent_process() {
             Some(files.into()),
             vaquero_ipxe::TokenKey::new(*b"qemu test key..."),
         );
-        let router = vaquero_ipxe::router(rx, state, config, Some(htx)).unwrap();
+        let service = vaquero_ipxe::BootService::new(rx, state, config, Some(htx)).unwrap();
         let listener = tokio::net::TcpListener::bind("10.99.0.2:8080").await.unwrap();
-        tokio::spawn(vaquero_ipxe::serve(listener, router, std::future::pending()));
+        tokio::spawn(vaquero_ipxe::serve(listener, service, std::future::pending()));
         println!("READY");
         loop {
             tokio::select! {

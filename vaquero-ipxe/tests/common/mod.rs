@@ -1,6 +1,7 @@
 //! The boot service on 127.0.0.1, as the HTTP tests start it.
 #![allow(dead_code)] // each test binary uses part of it
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,14 +38,35 @@ pub fn lab() -> SiteModel {
     SiteModel::compile(&sot, "lab").unwrap()
 }
 
+/// How a test server answers.
+#[derive(Debug, Clone, Copy)]
+pub enum Via {
+    /// `vaquero_ipxe::serve`: scripts and files without the router,
+    /// sendfile for large files.
+    Serve,
+    /// The service's axum router under plain `axum::serve`, as an
+    /// application embedding it would.
+    Router,
+}
+
 /// Serves `model` (and `files_root`) on a free port of 127.0.0.1 with an
 /// in-memory boot state and an event channel, until dropped.
 pub fn start(model: SiteModel, files_root: Option<PathBuf>, dir: tempfile::TempDir) -> Server {
+    start_via(model, files_root, dir, Via::Serve)
+}
+
+/// [`start`], answering [`Via`] either path.
+pub fn start_via(
+    model: SiteModel,
+    files_root: Option<PathBuf>,
+    dir: tempfile::TempDir,
+    via: Via,
+) -> Server {
     let state = Arc::new(MemoryBootState::new());
     let (etx, events) = mpsc::channel(1024);
     let (_swap, rx) = tokio::sync::watch::channel(Arc::new(model));
     let config = ServiceConfig::new(files_root, TokenKey::new(KEY));
-    let router = vaquero_ipxe::router(rx, state.clone(), config, Some(etx)).unwrap();
+    let service = vaquero_ipxe::BootService::new(rx, state.clone(), config, Some(etx)).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -56,10 +78,23 @@ pub fn start(model: SiteModel, files_root: Option<PathBuf>, dir: tempfile::TempD
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::spawn(move || {
-        rt.block_on(vaquero_ipxe::serve(listener, router, async move {
+        let stop = async move {
             let _ = stopped.await;
             drop(_swap);
-        }))
+        };
+        match via {
+            Via::Serve => rt.block_on(vaquero_ipxe::serve(listener, service, stop)),
+            Via::Router => rt.block_on(
+                axum::serve(
+                    listener,
+                    service
+                        .router()
+                        .into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(stop)
+                .into_future(),
+            ),
+        }
         .unwrap();
     });
     Server {

@@ -1,0 +1,155 @@
+//! [`serve`]: the boot service on a TCP listener, over hyper's HTTP/1
+//! connection directly.
+//!
+//! The two requests every machine makes most — `GET /ipxe?…` and
+//! `GET|HEAD /files/{path}` from a local directory — are answered here
+//! without the axum router; everything else (and `/files` through a CDN
+//! cache) goes through [`BootService::router`]. Both paths call the same
+//! functions, emit the same events and record the same metrics; the
+//! router's extractors, boxing and per-request clones cost more than
+//! serving a small file does.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{Method, Request};
+use axum::response::Response;
+use axum::routing::future::RouteFuture;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::debug;
+
+use crate::metrics_layer::Label;
+use crate::sendfile::{Conn, SendfileListener};
+use crate::service::{BootService, script_response};
+
+/// How long a client may take to send a request's headers (slow or idle
+/// clients do not hold a connection for ever).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves `service` on `listener` until `shutdown` completes, then lets
+/// requests in flight finish: HTTP/1.1 with keep-alive, client addresses
+/// available to the handlers, `TCP_NODELAY`, and file bodies sent with
+/// `sendfile(2)` (see [`crate::sendfile`]).
+pub async fn serve(
+    listener: TcpListener,
+    service: BootService,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let mut listener = SendfileListener::new(listener);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    // Dropped when shutdown begins: every connection then finishes the
+    // request in flight and closes.
+    let (stop_tx, stop_rx) = watch::channel(());
+    // Every connection holds a receiver: when none is left, all closed.
+    let (done_tx, done_rx) = watch::channel(());
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (io, peer) = tokio::select! {
+            c = axum::serve::Listener::accept(&mut listener) => c,
+            () = &mut shutdown => break,
+        };
+        let conn = http.serve_connection(
+            TokioIo::new(io),
+            Connection {
+                service: service.clone(),
+                peer,
+            },
+        );
+        let mut stop = stop_rx.clone();
+        let done = done_rx.clone();
+        tokio::spawn(async move {
+            let mut conn = std::pin::pin!(conn);
+            let r = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = stop.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = r {
+                debug!(%peer, error = %e, "connection ended");
+            }
+            drop(done);
+        });
+    }
+    drop(listener);
+    drop(stop_tx);
+    drop(done_rx);
+    done_tx.closed().await;
+    Ok(())
+}
+
+/// One connection's service.
+struct Connection {
+    service: BootService,
+    peer: SocketAddr,
+}
+
+impl hyper::service::Service<Request<Incoming>> for Connection {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Answer;
+
+    fn call(&self, req: Request<Incoming>) -> Answer {
+        let started = Instant::now();
+        let inner = &self.service.inner;
+        let ip = Some(self.peer.ip());
+        let (method, uri) = (req.method(), req.uri());
+        if method == Method::GET && uri.path() == "/ipxe" {
+            let resp = script_response(inner, ip, uri.query());
+            inner.metrics.record(Label::Script, started, &resp);
+            return Answer::Ready { resp: Some(resp) };
+        }
+        if (method == Method::GET || method == Method::HEAD)
+            && let Some(root) = inner.local_files()
+            && let Some(rel) = uri.path().strip_prefix("/files/")
+            && !rel.is_empty()
+            // Decoded as axum's `Path` does; what it would refuse, the
+            // router refuses.
+            && let Ok(rel) = percent_encoding::percent_decode_str(rel).decode_utf8()
+        {
+            let resp = root.serve(&rel, req.headers(), method == Method::HEAD, true);
+            inner.file_served(ip, &rel, resp.status());
+            inner.metrics.record(Label::Files, started, &resp);
+            return Answer::Ready { resp: Some(resp) };
+        }
+        let mut req = req.map(Body::new);
+        req.extensions_mut()
+            .insert(ConnectInfo(Conn { addr: self.peer }));
+        let mut router = self.service.router.clone();
+        Answer::Routed {
+            fut: tower_service::Service::call(&mut router, req),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`Connection`].
+    #[project = AnswerProj]
+    enum Answer {
+        Ready { resp: Option<Response> },
+        Routed { #[pin] fut: RouteFuture<Infallible> },
+    }
+}
+
+impl Future for Answer {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            AnswerProj::Ready { resp } => Poll::Ready(Ok(resp.take().unwrap_or_default())),
+            AnswerProj::Routed { fut } => fut.poll(cx),
+        }
+    }
+}
