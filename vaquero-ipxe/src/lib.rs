@@ -24,6 +24,7 @@
 
 mod cdn;
 pub mod files;
+mod idle;
 mod metrics_layer;
 mod script;
 pub mod sendfile;

@@ -28,6 +28,8 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::idle::Activity;
+
 /// A registered placeholder: `len` bytes at `start` stand for `file` from
 /// `offset`.
 struct Region {
@@ -112,9 +114,22 @@ fn lookup(bytes: &[u8]) -> Option<(Arc<File>, u64, usize)> {
 /// A TCP connection that writes placeholders with `sendfile(2)`.
 pub struct SendfileStream {
     tcp: TcpStream,
+    activity: Option<Arc<Activity>>,
 }
 
 impl SendfileStream {
+    /// Notes every read and write in `activity`.
+    pub(crate) fn watch(&mut self, activity: Arc<Activity>) {
+        self.activity = Some(activity);
+    }
+
+    fn progressed<T>(&self, p: Poll<std::io::Result<T>>) -> Poll<std::io::Result<T>> {
+        if let (Poll::Ready(Ok(_)), Some(a)) = (&p, &self.activity) {
+            a.touch();
+        }
+        p
+    }
+
     fn poll_sendfile(
         &mut self,
         cx: &mut Context<'_>,
@@ -148,7 +163,8 @@ impl AsyncRead for SendfileStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_read(cx, buf)
+        let p = Pin::new(&mut self.tcp).poll_read(cx, buf);
+        self.progressed(p)
     }
 }
 
@@ -158,10 +174,11 @@ impl AsyncWrite for SendfileStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        if let Some((file, offset, len)) = lookup(buf) {
-            return self.poll_sendfile(cx, &file, offset, len);
-        }
-        Pin::new(&mut self.tcp).poll_write(cx, buf)
+        let p = match lookup(buf) {
+            Some((file, offset, len)) => self.poll_sendfile(cx, &file, offset, len),
+            None => Pin::new(&mut self.tcp).poll_write(cx, buf),
+        };
+        self.progressed(p)
     }
 
     fn poll_write_vectored(
@@ -172,13 +189,15 @@ impl AsyncWrite for SendfileStream {
         // Ordinary slices up to the first placeholder go out together; a
         // placeholder at the front goes out by sendfile.
         let plain = bufs.iter().take_while(|b| lookup(b).is_none()).count();
-        if plain > 0 {
-            return Pin::new(&mut self.tcp).poll_write_vectored(cx, &bufs[..plain]);
-        }
-        match bufs.first().and_then(|b| lookup(b)) {
-            Some((file, offset, len)) => self.poll_sendfile(cx, &file, offset, len),
-            None => Poll::Ready(Ok(0)),
-        }
+        let p = if plain > 0 {
+            Pin::new(&mut self.tcp).poll_write_vectored(cx, &bufs[..plain])
+        } else {
+            match bufs.first().and_then(|b| lookup(b)) {
+                Some((file, offset, len)) => self.poll_sendfile(cx, &file, offset, len),
+                None => Poll::Ready(Ok(0)),
+            }
+        };
+        self.progressed(p)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -217,7 +236,13 @@ impl axum::serve::Listener for SendfileListener {
             match self.tcp.accept().await {
                 Ok((tcp, addr)) => {
                     let _ = tcp.set_nodelay(true);
-                    return (SendfileStream { tcp }, addr);
+                    return (
+                        SendfileStream {
+                            tcp,
+                            activity: None,
+                        },
+                        addr,
+                    );
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accepting a connection");

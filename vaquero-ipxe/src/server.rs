@@ -13,8 +13,9 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -22,53 +23,74 @@ use axum::http::{Method, Request};
 use axum::response::Response;
 use axum::routing::future::RouteFuture;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::debug;
 
+use crate::idle::{self, Activity, Busy, Reaper};
 use crate::metrics_layer::Label;
 use crate::sendfile::{Conn, SendfileListener};
 use crate::service::{BootService, script_response};
 
-/// How long a client may take to send a request's headers (slow or idle
-/// clients do not hold a connection for ever).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Serves `service` on `listener` until `shutdown` completes, then lets
 /// requests in flight finish: HTTP/1.1 with keep-alive, client addresses
-/// available to the handlers, `TCP_NODELAY`, and file bodies sent with
-/// `sendfile(2)` (see [`crate::sendfile`]).
+/// available to the handlers, `TCP_NODELAY`, file bodies sent with
+/// `sendfile(2)` (see [`crate::sendfile`]), and connections that make no
+/// progress for [`crate::ServiceConfig::idle_timeout`] closed.
 pub async fn serve(
     listener: TcpListener,
     service: BootService,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let mut listener = SendfileListener::new(listener);
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+    // No hyper timer: stalled connections are closed by the reaper.
+    let http = hyper::server::conn::http1::Builder::new();
     // Dropped when shutdown begins: every connection then finishes the
     // request in flight and closes.
     let (stop_tx, stop_rx) = watch::channel(());
     // Every connection holds a receiver: when none is left, all closed.
     let (done_tx, done_rx) = watch::channel(());
+    let reaper = Arc::new(Reaper::new(service.inner.idle_timeout));
+    let sweeper = {
+        let reaper = reaper.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(idle::TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        let closed = reaper.sweep();
+                        if closed > 0 {
+                            debug!(closed, "closed connections that made no progress");
+                        }
+                    }
+                    _ = stop.changed() => break,
+                }
+            }
+        })
+    };
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let (io, peer) = tokio::select! {
+        let (mut io, peer) = tokio::select! {
             c = axum::serve::Listener::accept(&mut listener) => c,
             () = &mut shutdown => break,
         };
+        let (id, activity) = reaper.register();
+        io.watch(activity.clone());
         let conn = http.serve_connection(
             TokioIo::new(io),
             Connection {
                 service: service.clone(),
                 peer,
+                activity,
             },
         );
         let mut stop = stop_rx.clone();
         let done = done_rx.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let mut conn = std::pin::pin!(conn);
             let r = tokio::select! {
                 r = conn.as_mut() => r,
@@ -82,9 +104,11 @@ pub async fn serve(
             }
             drop(done);
         });
+        reaper.watch(id, task.abort_handle());
     }
     drop(listener);
     drop(stop_tx);
+    let _ = sweeper.await;
     drop(done_rx);
     done_tx.closed().await;
     Ok(())
@@ -94,6 +118,7 @@ pub async fn serve(
 struct Connection {
     service: BootService,
     peer: SocketAddr,
+    activity: Arc<Activity>,
 }
 
 impl hyper::service::Service<Request<Incoming>> for Connection {
@@ -130,6 +155,7 @@ impl hyper::service::Service<Request<Incoming>> for Connection {
         let mut router = self.service.router.clone();
         Answer::Routed {
             fut: tower_service::Service::call(&mut router, req),
+            _busy: self.activity.busy(),
         }
     }
 }
@@ -139,7 +165,9 @@ pin_project_lite::pin_project! {
     #[project = AnswerProj]
     enum Answer {
         Ready { resp: Option<Response> },
-        Routed { #[pin] fut: RouteFuture<Infallible> },
+        // The router's handlers may wait long before answering (a CDN
+        // fetch): the connection is busy, not stalled, meanwhile.
+        Routed { #[pin] fut: RouteFuture<Infallible>, _busy: Busy },
     }
 }
 
@@ -149,7 +177,7 @@ impl Future for Answer {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
             AnswerProj::Ready { resp } => Poll::Ready(Ok(resp.take().unwrap_or_default())),
-            AnswerProj::Routed { fut } => fut.poll(cx),
+            AnswerProj::Routed { fut, .. } => fut.poll(cx),
         }
     }
 }

@@ -98,16 +98,23 @@ pub struct ServiceConfig {
     pub token_key: TokenKey,
     /// How long a checkpoint token stays valid.
     pub token_ttl: Duration,
+    /// How long [`crate::serve`] keeps a connection that makes no
+    /// progress: idle between requests, or a client that stops sending
+    /// its request or reading the response (nginx's `keepalive_timeout`,
+    /// `client_header_timeout`, `send_timeout`). Rounded up to seconds.
+    pub idle_timeout: Duration,
 }
 
 impl ServiceConfig {
-    /// Files from `files`, tokens signed with `key`, valid for a day.
+    /// Files from `files`, tokens signed with `key`, valid for a day;
+    /// connections closed after a minute without progress.
     pub fn new(files: Option<PathBuf>, key: TokenKey) -> Self {
         ServiceConfig {
             files,
             cdn: None,
             token_key: key,
             token_ttl: Duration::from_secs(24 * 3600),
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -137,6 +144,7 @@ pub(crate) struct Inner {
     cdn: Option<Cdn>,
     events: Option<mpsc::Sender<BootEvent>>,
     pub(crate) metrics: Arc<RouteMetrics>,
+    pub(crate) idle_timeout: Duration,
 }
 
 type Shared = Arc<Inner>;
@@ -213,6 +221,7 @@ impl BootService {
             state,
             key: config.token_key,
             ttl: config.token_ttl,
+            idle_timeout: config.idle_timeout,
             files,
             cdn,
             events,

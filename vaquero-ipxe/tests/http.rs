@@ -13,7 +13,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{KEY, Server, Via, lab, start, start_via};
+use common::{KEY, Server, Via, lab, start, start_custom, start_via};
 use vaquero_ipxe::{BootEvent, Claims, Current, MemoryBootState, Route, ServiceConfig, TokenKey};
 use vaquero_model::{SiteModel, Sot, SotFiles};
 
@@ -564,4 +564,73 @@ fn served_by_plain_axum_files_are_real_bytes() {
     assert!(out.status.success());
     assert_eq!(out.stdout, want);
     rt.shutdown_background();
+}
+
+/// Reads from `c` until the server closes it (bounded by a read timeout):
+/// whether it did, and the bytes read.
+fn read_to_close(c: &mut std::net::TcpStream) -> (bool, Vec<u8>) {
+    use std::io::Read;
+    c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match c.read(&mut buf) {
+            Ok(0) => return (true, got),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return (true, got),
+            Err(_) => return (false, got),
+        }
+    }
+}
+
+#[test]
+fn stalled_connections_are_closed_active_ones_kept() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let root = files(dir.path());
+    let s = start_custom(lab(), Some(root), dir, Via::Serve, |c| {
+        c.idle_timeout = Duration::from_secs(2);
+    });
+    let connect = || std::net::TcpStream::connect(s.addr).unwrap();
+
+    // Connected, nothing sent.
+    let mut idle = connect();
+    // Half a request, then nothing.
+    let mut half = connect();
+    half.write_all(b"GET /files/hello.txt HTTP/1.1\r\nHo")
+        .unwrap();
+    // One request answered, then idle on keep-alive.
+    let mut kept = connect();
+    kept.write_all(b"GET /files/hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+
+    // A connection that keeps asking stays open meanwhile (progress at
+    // least every 100 ms; the timeout is two seconds).
+    let mut active = connect();
+    active
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    for _ in 0..35 {
+        active
+            .write_all(b"GET /files/hello.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !got.ends_with(b"hello\n") {
+            use std::io::Read;
+            let n = active.read(&mut buf).unwrap();
+            assert!(n > 0, "an active connection was closed");
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(got.starts_with(b"HTTP/1.1 200"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let (closed, got) = read_to_close(&mut idle);
+    assert!(closed && got.is_empty(), "an idle connection stays open");
+    let (closed, _) = read_to_close(&mut half);
+    assert!(closed, "a half-sent request holds its connection");
+    let (closed, got) = read_to_close(&mut kept);
+    assert!(closed, "an idle keep-alive connection stays open");
+    assert!(String::from_utf8_lossy(&got).ends_with("hello\n"));
 }

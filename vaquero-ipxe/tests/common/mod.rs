@@ -62,10 +62,22 @@ pub fn start_via(
     dir: tempfile::TempDir,
     via: Via,
 ) -> Server {
+    start_custom(model, files_root, dir, via, |_| {})
+}
+
+/// [`start_via`], with `tweak` applied to the service's configuration.
+pub fn start_custom(
+    model: SiteModel,
+    files_root: Option<PathBuf>,
+    dir: tempfile::TempDir,
+    via: Via,
+    tweak: impl FnOnce(&mut ServiceConfig),
+) -> Server {
     let state = Arc::new(MemoryBootState::new());
     let (etx, events) = mpsc::channel(1024);
     let (_swap, rx) = tokio::sync::watch::channel(Arc::new(model));
-    let config = ServiceConfig::new(files_root, TokenKey::new(KEY));
+    let mut config = ServiceConfig::new(files_root, TokenKey::new(KEY));
+    tweak(&mut config);
     let service = vaquero_ipxe::BootService::new(rx, state.clone(), config, Some(etx)).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
