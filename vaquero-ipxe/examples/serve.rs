@@ -10,7 +10,8 @@
 //! with `--provision` (a host name, repeatable, or `all`); the engine
 //! decides this in the real agent. The checkpoint key comes from
 //! `--key-file`, else `VAQUERO_CHECKPOINT_KEY`, else a random one.
-//! Every request is printed as one line on stdout.
+//! Every request is printed as one line on stdout (`--quiet`: not
+//! printed; `--no-events`: not even emitted).
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -56,9 +57,13 @@ struct Args {
     /// Hosts to provision (their first stage, attempt 1); `all` for every host.
     #[arg(long)]
     provision: Vec<String>,
-    /// Do not print a line per request.
+    /// Do not print a line per request (events are still taken, as the
+    /// agent takes them).
     #[arg(long)]
     quiet: bool,
+    /// Take no events at all (like nginx with `access_log off`).
+    #[arg(long)]
+    no_events: bool,
 }
 
 fn key(args: &Args) -> std::io::Result<Vec<u8>> {
@@ -110,7 +115,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let (events_tx, mut events) = tokio::sync::mpsc::channel(4096);
     let (_swap, rx) = tokio::sync::watch::channel(model.clone());
-    let service = vaquero_ipxe::BootService::new(rx, state, config, Some(events_tx))?;
+    let events_tx = (!args.no_events).then_some(events_tx);
+    let service = vaquero_ipxe::BootService::new(rx, state, config, events_tx)?;
     let quiet = args.quiet;
     tokio::spawn(async move {
         while let Some(e) = events.recv().await {

@@ -144,12 +144,15 @@ impl Opened {
         }
         let len = meta.len();
         let small = if len <= CHUNK as u64 {
-            let mut v = Vec::with_capacity(len as usize);
-            (&mut file)
-                .take(len)
-                .read_to_end(&mut v)
-                .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
-            (v.len() as u64 == len).then(|| Bytes::from(v))
+            // Exactly `len` bytes: a buffer as long as its capacity
+            // becomes `Bytes` without another allocation.
+            let mut v = vec![0u8; len as usize];
+            match file.read_exact(&mut v) {
+                Ok(()) => Some(Bytes::from(v)),
+                // Shorter than it was: the streaming path reports it.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => None,
+                Err(_) => return Err(StatusCode::INTERNAL_SERVER_ERROR),
+            }
         } else {
             None
         };
@@ -204,6 +207,8 @@ pub fn etag(len: u64, modified: SystemTime) -> String {
 struct Validators {
     len: u64,
     modified: SystemTime,
+    /// `len` as a `Content-Length` value.
+    length: HeaderValue,
     etag: HeaderValue,
     last_modified: HeaderValue,
 }
@@ -236,6 +241,7 @@ impl Validators {
         let v = Validators {
             len,
             modified,
+            length: HeaderValue::from(len),
             etag: HeaderValue::from_str(&etag(len, modified))
                 .unwrap_or(HeaderValue::from_static("")),
             last_modified: HeaderValue::from_str(&httpdate::fmt_http_date(modified))
@@ -464,6 +470,14 @@ fn serve_open(
     let (status, parts, body_len) = match ranges.as_deref() {
         None => {
             h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+            h.insert(header::CONTENT_LENGTH, v.length.clone());
+            if head {
+                return (StatusCode::OK, h).into_response();
+            }
+            if let Some(bytes) = o.small {
+                // The whole of a small file (the common case).
+                return response(StatusCode::OK, h, Body::from(bytes));
+            }
             (StatusCode::OK, vec![Segment::File { start: 0, len }], len)
         }
         Some([r]) => {
@@ -493,8 +507,6 @@ fn serve_open(
         return (status, h).into_response();
     }
     let body = match o.small {
-        // The whole of a small file (the common case): no segments.
-        Some(bytes) if ranges.is_none() => Body::from(bytes),
         // In memory already: the body is slices of it.
         Some(bytes) => {
             let chunks: Vec<Bytes> = parts
@@ -517,9 +529,13 @@ fn serve_open(
         None if zero_copy => placeholders(o.file, parts),
         None => stream(o.file, parts),
     };
+    response(status, h, body)
+}
+
+fn response(status: StatusCode, headers: HeaderMap, body: Body) -> Response {
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
-    *resp.headers_mut() = h;
+    *resp.headers_mut() = headers;
     resp
 }
 
