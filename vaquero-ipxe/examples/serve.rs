@@ -64,6 +64,9 @@ struct Args {
     /// Take no events at all (like nginx with `access_log off`).
     #[arg(long)]
     no_events: bool,
+    /// HTTP event loops (threads); default: one per CPU.
+    #[arg(long)]
+    threads: Option<std::num::NonZeroUsize>,
 }
 
 fn key(args: &Args) -> std::io::Result<Vec<u8>> {
@@ -134,16 +137,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
         }
     });
-    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let threads = args
+        .threads
+        .or_else(|| std::thread::available_parallelism().ok())
+        .unwrap_or(std::num::NonZeroUsize::MIN);
+    let listeners = vaquero_ipxe::Listeners::bind(args.listen, threads)?;
     println!(
-        "serving site {} (model {}) on http://{}",
+        "serving site {} (model {}) on http://{} ({threads} event loops)",
         args.site,
         &model.version()[..12],
-        listener.local_addr()?
+        listeners.local_addr()
     );
-    vaquero_ipxe::serve(listener, service, async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await?;
+    listeners
+        .serve(service, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
     Ok(())
 }

@@ -36,7 +36,7 @@ pub mod token;
 pub use script::{
     DEFAULT_TRIES, Script, ScriptError, boot_script, chain_script, local_boot_script,
 };
-pub use server::serve;
+pub use server::{Listeners, serve};
 pub use service::{BootEvent, BootService, CdnConfig, Route, ServiceConfig, router};
 pub use state::{BootState, Current, MemoryBootState};
 pub use token::{Claims, TokenError, TokenKey};

@@ -1,5 +1,5 @@
 //! [`serve`]: the boot service on a TCP listener, over hyper's HTTP/1
-//! connection directly.
+//! connection directly; [`Listeners`]: on one event loop per thread.
 //!
 //! The two requests every machine makes most — `GET /ipxe?…` and
 //! `GET|HEAD /files/{path}` from a local directory — are answered here
@@ -12,6 +12,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -24,6 +25,7 @@ use axum::response::Response;
 use axum::routing::future::RouteFuture;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::debug;
@@ -179,5 +181,110 @@ impl Future for Answer {
             AnswerProj::Ready { resp } => Poll::Ready(Ok(resp.take().unwrap_or_default())),
             AnswerProj::Routed { fut, .. } => fut.poll(cx),
         }
+    }
+}
+
+/// Listening sockets for [`Listeners::serve`], one per event loop, all on
+/// the same address (`SO_REUSEPORT`): the kernel spreads connections
+/// across them, as it does across nginx's worker processes.
+#[derive(Debug)]
+pub struct Listeners {
+    sockets: Vec<std::net::TcpListener>,
+    addr: SocketAddr,
+}
+
+impl Listeners {
+    /// `threads` listeners on `addr`; with port 0, one free port for all.
+    pub fn bind(addr: SocketAddr, threads: NonZeroUsize) -> std::io::Result<Listeners> {
+        let mut sockets = Vec::with_capacity(threads.get());
+        let mut at = addr;
+        for _ in 0..threads.get() {
+            let s = Socket::new(Domain::for_address(at), Type::STREAM, Some(Protocol::TCP))?;
+            s.set_reuse_address(true)?;
+            s.set_reuse_port(true)?;
+            s.set_nonblocking(true)?;
+            s.bind(&at.into())?;
+            s.listen(1024)?;
+            let l = std::net::TcpListener::from(s);
+            at = l.local_addr()?;
+            sockets.push(l);
+        }
+        Ok(Listeners { sockets, addr: at })
+    }
+
+    /// The address they listen on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves `service` with one event loop per listener — a
+    /// single-threaded runtime on a thread of its own, each answering
+    /// the connections its listener accepts, as [`serve`] does — until
+    /// `shutdown` completes; then lets requests in flight finish.
+    ///
+    /// Without work stealing across threads, a request costs less than
+    /// on a multi-threaded runtime; like nginx's workers, a loop busy
+    /// with one request does not hand its other connections to an idle
+    /// one.
+    pub async fn serve(
+        self,
+        service: BootService,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(());
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut running = 0usize;
+        let mut result = Ok(());
+        for socket in self.sockets {
+            let service = service.clone();
+            let mut stop = stop_rx.clone();
+            let done = done_tx.clone();
+            let spawned = std::thread::Builder::new()
+                .name("vaquero-http".into())
+                .spawn(move || {
+                    let run = || {
+                        let rt = tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()?;
+                        rt.block_on(async move {
+                            let listener = TcpListener::from_std(socket)?;
+                            serve(listener, service, async move {
+                                let _ = stop.changed().await;
+                            })
+                            .await
+                        })
+                    };
+                    let _ = done.send(run());
+                });
+            match spawned {
+                Ok(_) => running += 1,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        drop(done_tx);
+        if result.is_ok() {
+            // Until shutdown, or until a loop stops by itself (it failed).
+            tokio::select! {
+                () = shutdown => {}
+                Some(r) = done_rx.recv() => {
+                    running -= 1;
+                    result = r.and(Err(std::io::Error::other("an HTTP event loop stopped")));
+                }
+            }
+        }
+        drop(stop_tx);
+        while running > 0 {
+            let Some(r) = done_rx.recv().await else {
+                break;
+            };
+            running -= 1;
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
     }
 }

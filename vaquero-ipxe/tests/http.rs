@@ -46,9 +46,10 @@ fn lab_server_via(via: Via) -> Server {
     start_via(lab(), Some(root), dir, via)
 }
 
-/// A test of both ways of serving: `vaquero_ipxe::serve` (which answers
-/// scripts and files without the router) and the router under plain axum.
-macro_rules! both_ways {
+/// A test of every way of serving: `vaquero_ipxe::serve` (which answers
+/// scripts and files without the router), the router under plain axum,
+/// and `vaquero_ipxe::Listeners` (event loops on threads of their own).
+macro_rules! every_way {
     ($name:ident) => {
         mod $name {
             #[test]
@@ -59,6 +60,11 @@ macro_rules! both_ways {
             #[test]
             fn routed() {
                 super::$name(super::Via::Router);
+            }
+
+            #[test]
+            fn event_loops() {
+                super::$name(super::Via::Loops);
             }
         }
     };
@@ -145,7 +151,7 @@ fn chain_script_points_at_the_per_host_script() {
     );
 }
 
-both_ways!(per_host_scripts_follow_the_boot_state);
+every_way!(per_host_scripts_follow_the_boot_state);
 fn per_host_scripts_follow_the_boot_state(via: Via) {
     let mut s = lab_server_via(via);
     // Nothing scheduled: exit to disk.
@@ -351,7 +357,7 @@ fn a_host_cannot_report_with_another_hosts_token() {
     assert!(s.state.checkpointed("a", 1));
 }
 
-both_ways!(files_ranges_validators_and_head);
+every_way!(files_ranges_validators_and_head);
 fn files_ranges_validators_and_head(via: Via) {
     let s = lab_server_via(via);
     let dir = s._dir.path().join("files");
@@ -498,7 +504,7 @@ fn split<'a>(mut hay: &'a [u8], sep: &[u8]) -> Vec<&'a [u8]> {
     out
 }
 
-both_ways!(no_path_escapes);
+every_way!(no_path_escapes);
 fn no_path_escapes(via: Via) {
     let s = lab_server_via(via);
     for (path, extra) in [

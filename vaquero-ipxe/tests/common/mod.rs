@@ -47,6 +47,8 @@ pub enum Via {
     /// The service's axum router under plain `axum::serve`, as an
     /// application embedding it would.
     Router,
+    /// `vaquero_ipxe::Listeners`: two event loops on threads of their own.
+    Loops,
 }
 
 /// Serves `model` (and `files_root`) on a free port of 127.0.0.1 with an
@@ -84,10 +86,18 @@ pub fn start_custom(
         .enable_all()
         .build()
         .unwrap();
+    let loops = vaquero_ipxe::Listeners::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        std::num::NonZeroUsize::new(2).unwrap(),
+    )
+    .unwrap();
     let listener = rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
-    let addr = listener.local_addr().unwrap();
+    let addr = match via {
+        Via::Loops => loops.local_addr(),
+        _ => listener.local_addr().unwrap(),
+    };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::spawn(move || {
         let stop = async move {
@@ -96,6 +106,7 @@ pub fn start_custom(
         };
         match via {
             Via::Serve => rt.block_on(vaquero_ipxe::serve(listener, service, stop)),
+            Via::Loops => rt.block_on(loops.serve(service, stop)),
             Via::Router => rt.block_on(
                 axum::serve(
                     listener,
