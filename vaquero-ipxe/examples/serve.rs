@@ -116,25 +116,36 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             max_bytes: args.cache_mib << 20,
         });
     }
-    let (events_tx, mut events) = tokio::sync::mpsc::channel(4096);
+    let (events_tx, mut events) = tokio::sync::mpsc::channel(16384);
     let (_swap, rx) = tokio::sync::watch::channel(model.clone());
     let events_tx = (!args.no_events).then_some(events_tx);
     let service = vaquero_ipxe::BootService::new(rx, state, config, events_tx)?;
     let quiet = args.quiet;
+    // Events are drained in batches every 10 ms, as the agent's engine
+    // takes them once per step: the event loops never wake this task.
     tokio::spawn(async move {
-        while let Some(e) = events.recv().await {
-            if quiet {
-                continue;
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(10));
+        loop {
+            tick.tick().await;
+            loop {
+                let e = match events.try_recv() {
+                    Ok(e) => e,
+                    Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
+                    Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => return,
+                };
+                if quiet {
+                    continue;
+                }
+                println!(
+                    "{:?} {} host={} attempt={} client={} {}",
+                    e.route,
+                    e.status,
+                    e.host.as_deref().unwrap_or("-"),
+                    e.attempt.map_or("-".into(), |a| a.to_string()),
+                    e.client.map_or("-".into(), |c| c.to_string()),
+                    e.detail
+                );
             }
-            println!(
-                "{:?} {} host={} attempt={} client={} {}",
-                e.route,
-                e.status,
-                e.host.as_deref().unwrap_or("-"),
-                e.attempt.map_or("-".into(), |a| a.to_string()),
-                e.client.map_or("-".into(), |c| c.to_string()),
-                e.detail
-            );
         }
     });
     let threads = args
