@@ -242,9 +242,10 @@ pub fn local_boot_script(why: &str) -> Script {
 /// per-host script at `{agent}/ipxe`, identifying the machine by the MAC
 /// of the NIC that booted — `${netX/mac}`, iPXE's most recently opened
 /// network device, which is the one whose DHCP answer led here (`net0`
-/// would name the first NIC even when a later one booted) — hyphenated,
-/// plus its SMBIOS UUID and serial, iPXE's build architecture and
-/// platform (`pcbios` or `efi`).
+/// would name the first NIC even when a later one booted; tests/qemu.rs
+/// boots a two-NIC machine from its second NIC) — hyphenated, plus its
+/// SMBIOS UUID and serial, iPXE's build architecture and platform
+/// (`pcbios` or `efi`).
 pub fn chain_script(agent: &str) -> Result<Script, ScriptError> {
     let agent = agent.trim_end_matches('/');
     check("agent URL", agent, false)?;

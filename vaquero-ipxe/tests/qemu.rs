@@ -2,8 +2,8 @@
 //! network-boots on a tap device in a namespace this test creates. Our
 //! DHCP server (vaquero-dhcp) and this boot service answer it there. The
 //! test checks that iPXE ran `boot.ipxe`, reported the MAC of the NIC that
-//! booted, got k8s-01's script for its current stage and started fetching
-//! that stage's kernel. Nothing leaves the namespace; QEMU and the agent
+//! booted — the machine has two, and boots from the second — got k8s-01's
+//! script for its current stage and started fetching that stage's kernel. Nothing leaves the namespace; QEMU and the agent
 //! process are stopped by PID and the namespace deleted, also on failure.
 //! Needs root, `ip`, `qemu-system-x86_64` and `ipxe-qemu` (scripts/setup).
 
@@ -16,6 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const MAC: &str = "52:54:00:00:01:01"; // k8s-01 in examples/lab
+/// The machine's first NIC: in no model, cabled to a network where nothing
+/// answers DHCP.
+const DEAD_MAC: &str = "52:54:00:00:0f:01";
 
 struct Lab {
     ns: String,
@@ -112,6 +115,7 @@ fn agent_process() {
 fn ipxe_in_qemu_runs_the_chain_and_host_scripts() {
     let ns = format!("vqi-{}", std::process::id());
     let tap = format!("vqt{}", std::process::id() % 100_000);
+    let dead_tap = format!("vqd{}", std::process::id() % 100_000);
     sh(&["ip", "netns", "add", &ns]);
     let mut lab = Lab {
         ns: ns.clone(),
@@ -126,6 +130,8 @@ fn ipxe_in_qemu_runs_the_chain_and_host_scripts() {
     ip(&["tuntap", "add", "dev", &tap, "mode", "tap"]);
     ip(&["addr", "add", "10.99.0.2/24", "dev", &tap]);
     ip(&["link", "set", &tap, "up"]);
+    ip(&["tuntap", "add", "dev", &dead_tap, "mode", "tap"]);
+    ip(&["link", "set", &dead_tap, "up"]);
 
     // The stage's kernel and initrd: placeholders (this test stops once
     // iPXE fetches them; booting a real kernel is the lab issue's).
@@ -184,11 +190,21 @@ fn ipxe_in_qemu_runs_the_chain_and_host_scripts() {
         .args(["netns", "exec", &ns, "qemu-system-x86_64"])
         .args(["-machine", "pc", "-accel", "tcg", "-m", "128"])
         .args(["-display", "none", "-serial", "null", "-monitor", "none"])
-        .args(["-boot", "n", "-no-reboot"])
+        .arg("-no-reboot")
+        // Two NICs, both with iPXE ROMs: the BIOS boots the first (DHCP
+        // times out, nothing answers there), then the second, whose DHCP
+        // answer leads to boot.ipxe. iPXE numbers them net0 and net1 either
+        // way: only `${netX/mac}` names the second.
         .arg("-netdev")
-        .arg(format!("tap,id=n0,ifname={tap},script=no,downscript=no"))
+        .arg(format!(
+            "tap,id=n0,ifname={dead_tap},script=no,downscript=no"
+        ))
         .arg("-device")
-        .arg(format!("e1000,netdev=n0,mac={MAC}"))
+        .arg(format!("e1000,netdev=n0,mac={DEAD_MAC},bootindex=1"))
+        .arg("-netdev")
+        .arg(format!("tap,id=n1,ifname={tap},script=no,downscript=no"))
+        .arg("-device")
+        .arg(format!("e1000,netdev=n1,mac={MAC},bootindex=2"))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -205,7 +221,16 @@ fn ipxe_in_qemu_runs_the_chain_and_host_scripts() {
         text.contains(&format!("DHCP {MAC} Some(Request) offered=Some((10.99.0.11, Some(Http(\"http://10.99.0.2:8080/boot.ipxe\"))))")),
         "iPXE was offered boot.ipxe over DHCP:\n{text}"
     );
-    // The MAC iPXE reported is the booting NIC's, hyphenated (${netX/mac:hexhyp}).
+    // The first NIC was tried first: its DHCP went out, unanswered.
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns, "cat"])
+        .arg(format!("/sys/class/net/{dead_tap}/statistics/rx_packets"))
+        .output()
+        .unwrap();
+    let tried: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert!(tried > 0, "the first NIC sent nothing:\n{text}");
+    // The MAC iPXE reported is the booting NIC's — the second NIC's, not
+    // net0's — hyphenated (${netX/mac:hexhyp}).
     assert!(
         text.contains("burnin (stage 0) for 52-54-00-00-01-01 (i386 pcbios)")
             || text.contains("burnin (stage 0) for 52-54-00-00-01-01 (x86_64 pcbios)"),
