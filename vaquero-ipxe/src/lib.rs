@@ -9,8 +9,12 @@
 //! - [`BootService`]: the boot service (see the route table in
 //!   [`service`]), answering from a swappable compiled model and a
 //!   [`BootState`] (what each host boots now; the engine implements it,
-//!   [`MemoryBootState`] is here); [`serve`] runs it on a listener, and
-//!   [`BootService::router`] is its axum router for embedding.
+//!   [`MemoryBootState`] is here). [`serve`] runs it on a listener over
+//!   hyper's HTTP/1 connection (per-host scripts and local files answered
+//!   without the router; `sendfile` for large files; stalled connections
+//!   closed); [`Listeners`] runs one such event loop per thread, as
+//!   nginx's workers; [`BootService::router`] is its axum router for
+//!   embedding in another application.
 //! - [`files`]: `/files` from a directory (ranges, validators, no path
 //!   escape), or a caching proxy to a CDN.
 //! - [`token`]: signed, expiring checkpoint tokens.
