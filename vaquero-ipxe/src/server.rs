@@ -54,9 +54,11 @@ pub async fn serve(
     // Every connection holds a receiver: when none is left, all closed.
     let (done_tx, done_rx) = watch::channel(());
     let reaper = Arc::new(Reaper::new(service.inner.idle_timeout));
+    // The sweep runs until every connection is closed: one stalled while
+    // shutting down is closed like any other.
+    let (swept_tx, mut swept_rx) = tokio::sync::oneshot::channel::<()>();
     let sweeper = {
         let reaper = reaper.clone();
-        let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(idle::TICK);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -69,7 +71,7 @@ pub async fn serve(
                             debug!(closed, "closed connections that made no progress");
                         }
                     }
-                    _ = stop.changed() => break,
+                    _ = &mut swept_rx => break,
                 }
             }
         })
@@ -110,9 +112,10 @@ pub async fn serve(
     }
     drop(listener);
     drop(stop_tx);
-    let _ = sweeper.await;
     drop(done_rx);
     done_tx.closed().await;
+    let _ = swept_tx.send(());
+    let _ = sweeper.await;
     Ok(())
 }
 

@@ -640,3 +640,36 @@ fn stalled_connections_are_closed_active_ones_kept() {
     assert!(closed, "an idle keep-alive connection stays open");
     assert!(String::from_utf8_lossy(&got).ends_with("hello\n"));
 }
+
+#[test]
+fn shutdown_waits_for_no_stalled_connection() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let root = files(dir.path());
+    let s = start_custom(lab(), Some(root), dir, Via::Serve, |c| {
+        c.idle_timeout = Duration::from_secs(1);
+    });
+    // A request that never finishes arriving, and a connection that
+    // never reads its (large) response.
+    let mut half = std::net::TcpStream::connect(s.addr).unwrap();
+    half.write_all(b"GET /files/hello.txt HTTP/1.1\r\nHo")
+        .unwrap();
+    let mut unread = std::net::TcpStream::connect(s.addr).unwrap();
+    for _ in 0..64 {
+        unread
+            .write_all(b"GET /files/alpine-3.20/vmlinuz-lts HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    // Dropping the server shuts it down and waits for its connections.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(s);
+        let _ = tx.send(());
+    });
+    assert!(
+        rx.recv_timeout(Duration::from_secs(30)).is_ok(),
+        "shutdown waited on stalled connections"
+    );
+    drop((half, unread));
+}
