@@ -198,9 +198,13 @@ pub struct Listeners {
 
 impl Listeners {
     /// `threads` listeners on `addr`; with port 0, one free port for all.
+    /// Fails with "address in use" if anything listens there already —
+    /// also another process's `SO_REUSEPORT` listeners, which would
+    /// otherwise silently share the connections.
     pub fn bind(addr: SocketAddr, threads: NonZeroUsize) -> std::io::Result<Listeners> {
+        // Without SO_REUSEPORT, binding fails if the port is taken.
+        let mut at = std::net::TcpListener::bind(addr)?.local_addr()?;
         let mut sockets = Vec::with_capacity(threads.get());
-        let mut at = addr;
         for _ in 0..threads.get() {
             let s = Socket::new(Domain::for_address(at), Type::STREAM, Some(Protocol::TCP))?;
             s.set_reuse_address(true)?;
@@ -289,5 +293,33 @@ impl Listeners {
             }
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listeners_share_a_port_no_one_else_listens_on() {
+        let two = NonZeroUsize::new(2).unwrap_or(NonZeroUsize::MIN);
+        let Ok(first) = Listeners::bind(SocketAddr::from(([127, 0, 0, 1], 0)), two) else {
+            panic!("binding a free port");
+        };
+        let at = first.local_addr();
+        assert_ne!(at.port(), 0);
+        assert!(
+            first
+                .sockets
+                .iter()
+                .all(|s| s.local_addr().ok() == Some(at))
+        );
+        // A second server on the same port is refused, not let in.
+        let again = Listeners::bind(at, two).map(|_| ()).map_err(|e| e.kind());
+        assert_eq!(again, Err(std::io::ErrorKind::AddrInUse));
+        let plain = std::net::TcpListener::bind(at)
+            .map(|_| ())
+            .map_err(|e| e.kind());
+        assert_eq!(plain, Err(std::io::ErrorKind::AddrInUse));
     }
 }
