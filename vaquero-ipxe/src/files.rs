@@ -34,7 +34,7 @@ pub enum PathError {
 
 /// The relative path `rel` (already percent-decoded) as a path under
 /// `root`, refusing anything that could name something outside it.
-/// Symlinks are checked after resolution by [`FileRoot::resolve`].
+/// Symlinks are checked after resolution by [`FileRoot::open`].
 pub fn join_safely(root: &Path, rel: &str) -> Result<PathBuf, PathError> {
     check_relative(rel)?;
     Ok(root.join(rel))

@@ -8,11 +8,13 @@
 //! | `GET, HEAD /files/{path}` | assets from `base_dir`, or through the CDN cache |
 //! | `GET, POST /checkpoint/{token}` | the installed OS reports completion |
 //!
-//! The router answers from a compiled model behind a `watch` channel (the
-//! agent swaps models at run time), asks a [`BootState`] what each host
-//! boots now, emits a [`BootEvent`] per request, and records metrics
+//! The [`BootService`] answers from a compiled model behind a `watch`
+//! channel (the agent swaps models at run time), asks a [`BootState`] what
+//! each host boots now, emits a [`BootEvent`] per request (file events
+//! only when someone takes events), and records metrics
 //! (`http_requests_total{route,status}`, `http_response_bytes_total{route}`,
-//! `http_request_seconds{route}`).
+//! `http_request_seconds{route}`) — the same whether a request is answered
+//! by [`crate::serve`]'s direct paths or by the router.
 
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
@@ -167,7 +169,7 @@ pub enum ServiceError {
 
 /// The router of the boot service: `BootService::new(…)?.router()`.
 /// Serve it with
-/// [`axum::serve`]`(listener, router.into_make_service_with_connect_info::<SocketAddr>())`
+/// [`axum::serve()`]`(listener, router.into_make_service_with_connect_info::<SocketAddr>())`
 /// so that requests can be tied to hosts by address, or serve the
 /// [`BootService`] with [`crate::serve`].
 pub fn router(
