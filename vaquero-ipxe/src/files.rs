@@ -202,7 +202,7 @@ pub fn etag(len: u64, modified: SystemTime) -> String {
     s
 }
 
-/// A file version's validators, as text and as header values.
+/// A file version's validators and length, as header values.
 #[derive(Clone)]
 struct Validators {
     len: u64,
@@ -431,7 +431,7 @@ enum Segment {
 
 /// Headers, validators, ranges and body for an opened file.
 fn serve_open(
-    o: Opened,
+    mut o: Opened,
     name: &Path,
     headers: &HeaderMap,
     head: bool,
@@ -470,15 +470,16 @@ fn serve_open(
     let (status, parts, body_len) = match ranges.as_deref() {
         None => {
             h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
-            h.insert(header::CONTENT_LENGTH, v.length.clone());
-            if head {
-                return (StatusCode::OK, h).into_response();
-            }
-            if let Some(bytes) = o.small {
-                // The whole of a small file (the common case).
+            if !head && let Some(bytes) = o.small.take() {
+                // The whole of a small file (the common case): no segments.
+                h.insert(header::CONTENT_LENGTH, v.length);
                 return response(StatusCode::OK, h, Body::from(bytes));
             }
-            (StatusCode::OK, vec![Segment::File { start: 0, len }], len)
+            (
+                StatusCode::OK,
+                vec![Segment::File { start: 0, len }],
+                v.length,
+            )
         }
         Some([r]) => {
             let (s, e) = (*r.start(), *r.end());
@@ -490,7 +491,7 @@ fn serve_open(
                     start: s,
                     len: e - s + 1,
                 }],
-                e - s + 1,
+                HeaderValue::from(e - s + 1),
             )
         }
         Some(many) => {
@@ -499,10 +500,10 @@ fn serve_open(
                 header::CONTENT_TYPE,
                 hv(&format!("multipart/byteranges; boundary={}", boundary(tag))),
             );
-            (StatusCode::PARTIAL_CONTENT, parts, total)
+            (StatusCode::PARTIAL_CONTENT, parts, HeaderValue::from(total))
         }
     };
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(body_len));
+    h.insert(header::CONTENT_LENGTH, body_len);
     if head {
         return (status, h).into_response();
     }

@@ -20,7 +20,7 @@ use metrics::{Counter, Histogram};
 
 /// Layer recording `http_requests_total{route,status}`,
 /// `http_response_bytes_total{route}` and `http_request_seconds{route}`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct MetricsLayer {
     metrics: Arc<RouteMetrics>,
 }
@@ -117,8 +117,20 @@ pub(crate) enum Label {
 
 const ROUTES: usize = 7;
 
-/// The `status` labels; the last is `other`.
-const STATUSES: [u16; 11] = [200, 206, 304, 400, 401, 403, 404, 409, 416, 500, 502];
+/// The statuses with a `status` label of their own; any other is `other`.
+const STATUSES: [(u16, &str); 11] = [
+    (200, "200"),
+    (206, "206"),
+    (304, "304"),
+    (400, "400"),
+    (401, "401"),
+    (403, "403"),
+    (404, "404"),
+    (409, "409"),
+    (416, "416"),
+    (500, "500"),
+    (502, "502"),
+];
 
 impl Label {
     /// The label of a matched path.
@@ -146,23 +158,6 @@ impl Label {
     }
 }
 
-fn status_label(i: usize) -> &'static str {
-    match STATUSES.get(i) {
-        Some(200) => "200",
-        Some(206) => "206",
-        Some(304) => "304",
-        Some(400) => "400",
-        Some(401) => "401",
-        Some(403) => "403",
-        Some(404) => "404",
-        Some(409) => "409",
-        Some(416) => "416",
-        Some(500) => "500",
-        Some(502) => "502",
-        _ => "other",
-    }
-}
-
 /// The request metrics of one service, their handles registered with the
 /// recorder on first use (a key built and looked up per request would
 /// cost more than serving a small file).
@@ -181,8 +176,9 @@ impl RouteMetrics {
         let code = resp.status().as_u16();
         let s = STATUSES
             .iter()
-            .position(|&c| c == code)
+            .position(|&(c, _)| c == code)
             .unwrap_or(STATUSES.len());
+        let status = STATUSES.get(s).map_or("other", |&(_, label)| label);
         let (Some(requests), Some(bytes), Some(seconds)) = (
             self.requests.get(r).and_then(|row| row.get(s)),
             self.bytes.get(r),
@@ -192,9 +188,9 @@ impl RouteMetrics {
         };
         let route = route.as_str();
         requests
-            .get_or_init(|| {
-                metrics::counter!("http_requests_total", "route" => route, "status" => status_label(s))
-            })
+            .get_or_init(
+                || metrics::counter!("http_requests_total", "route" => route, "status" => status),
+            )
             .increment(1);
         if let Some(n) = resp
             .headers()

@@ -589,14 +589,20 @@ fn read_to_close(c: &mut std::net::TcpStream) -> (bool, Vec<u8>) {
     }
 }
 
+/// The lab's files served with connections closed after `idle` without
+/// progress.
+fn idle_server(idle: Duration) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let root = files(dir.path());
+    start_custom(lab(), Some(root), dir, Via::Serve, |c| {
+        c.idle_timeout = idle
+    })
+}
+
 #[test]
 fn stalled_connections_are_closed_active_ones_kept() {
     use std::io::Write;
-    let dir = tempfile::tempdir().unwrap();
-    let root = files(dir.path());
-    let s = start_custom(lab(), Some(root), dir, Via::Serve, |c| {
-        c.idle_timeout = Duration::from_secs(2);
-    });
+    let s = idle_server(Duration::from_secs(2));
     let connect = || std::net::TcpStream::connect(s.addr).unwrap();
 
     // Connected, nothing sent.
@@ -644,11 +650,7 @@ fn stalled_connections_are_closed_active_ones_kept() {
 #[test]
 fn shutdown_waits_for_no_stalled_connection() {
     use std::io::Write;
-    let dir = tempfile::tempdir().unwrap();
-    let root = files(dir.path());
-    let s = start_custom(lab(), Some(root), dir, Via::Serve, |c| {
-        c.idle_timeout = Duration::from_secs(1);
-    });
+    let s = idle_server(Duration::from_secs(1));
     // A request that never finishes arriving, and a connection that
     // never reads its (large) response.
     let mut half = std::net::TcpStream::connect(s.addr).unwrap();
