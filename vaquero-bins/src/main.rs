@@ -103,8 +103,11 @@ enum Command {
         /// The SoT directory.
         #[arg(long, value_name = "DIR")]
         sot: PathBuf,
-        /// The host's name.
+        /// The host: `SITE/HOST`, or a name only one site uses.
         host: String,
+        /// The host's site (host names are unique within a site only).
+        #[arg(long, value_name = "SITE")]
+        site: Option<String>,
         /// The operation.
         #[arg(value_enum)]
         op: power::Op,
@@ -161,6 +164,7 @@ fn main() -> ExitCode {
         Command::Power {
             sot,
             host,
+            site,
             op,
             persistent,
             uefi,
@@ -174,7 +178,7 @@ fn main() -> ExitCode {
             } else {
                 vaquero_lom::BootMode::Unchanged
             };
-            power::power(&sot, &host, op, persistent, mode, format)
+            power::power(&sot, site.as_deref(), &host, op, persistent, mode, format)
         }
     };
     match result {

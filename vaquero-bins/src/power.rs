@@ -43,6 +43,7 @@ pub enum Op {
 
 pub fn power(
     dir: &Path,
+    site: Option<&str>,
     host: &str,
     op: Op,
     persistent: bool,
@@ -51,10 +52,15 @@ pub fn power(
 ) -> anyhow::Result<ExitCode> {
     let sot = crate::commands::load(dir)?;
     let models = sot.compile()?;
+    let (site, found) = sot.find_host(host, site)?;
     let found = models
-        .values()
-        .find_map(|m| m.hosts().iter().find(|h| h.name == host))
-        .with_context(|| format!("no host named {host} in {}", dir.display()))?;
+        .get(site)
+        .and_then(|m| m.hosts().iter().find(|h| h.name == found.name))
+        .with_context(|| format!("host {site}/{host} is not in the compiled model"))?;
+    let name = found.name.clone();
+    // Said in full in every line: host names repeat across sites.
+    let host = format!("{site}/{name}");
+    let host = host.as_str();
     let driver =
         driver_for(found, &DriverOptions::default()).map_err(|e| anyhow::anyhow!("{host}: {e}"))?;
     let lom = Lom::new(LomConfig::default());
@@ -104,7 +110,7 @@ pub fn power(
         (Ok(v), Format::Json) => {
             println!(
                 "{}",
-                serde_json::json!({ "host": host, "bmc": target, "ok": true, "result": v })
+                serde_json::json!({ "site": site, "host": name, "bmc": target, "ok": true, "result": v })
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -135,7 +141,7 @@ pub fn power(
             println!(
                 "{}",
                 serde_json::json!({
-                    "host": host, "bmc": target, "ok": false,
+                    "site": site, "host": name, "bmc": target, "ok": false,
                     "error": { "kind": e.label(), "message": e.to_string() },
                 })
             );

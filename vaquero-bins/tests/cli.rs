@@ -113,7 +113,18 @@ fn validate_reports_every_error_and_exits_1() {
 fn validate_a_missing_directory_is_a_usage_error() {
     let o = vaquero(&["validate", "--sot", "/nonexistent/sot"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("not a directory"));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("/nonexistent/sot: no such directory"),
+        "{o:?}"
+    );
+    // One level too high: no site is an error, not a green CI job.
+    let o = vaquero(&["validate", lab().parent().unwrap().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let out = stdout(&o);
+    assert!(
+        out.contains("sites:1:1: the SoT has no site (no `sites/<site>/env.yml`): is this the SoT's top directory? (the SoT seems to be in `lab/`)"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -279,7 +290,7 @@ fn power_through_an_exec_bmc_and_clear_errors() {
     let o = vaquero(&["power", "--sot", s, "storage-01", "status"]);
     assert!(o.status.success(), "{o:?}");
     assert!(
-        stdout(&o).starts_with("storage-01: power off ["),
+        stdout(&o).starts_with("lab/storage-01: power off ["),
         "{}",
         stdout(&o)
     );
@@ -297,6 +308,24 @@ fn power_through_an_exec_bmc_and_clear_errors() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["result"]["power"], "on");
     assert_eq!(v["ok"], true);
+    assert_eq!(
+        (&v["site"], &v["host"]),
+        (&"lab".into(), &"storage-01".into())
+    );
+    // SITE/HOST and --site name the same machine.
+    let o = vaquero(&["power", "--sot", s, "lab/storage-01", "status"]);
+    assert!(
+        stdout(&o).starts_with("lab/storage-01: power on ["),
+        "{o:?}"
+    );
+    let o = vaquero(&["power", "--sot", s, "--site", "lab", "storage-01", "status"]);
+    assert!(
+        stdout(&o).starts_with("lab/storage-01: power on ["),
+        "{o:?}"
+    );
+    let o = vaquero(&["power", "--sot", s, "--site", "dc9", "storage-01", "status"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown site `dc9`"));
     let o = vaquero(&["power", "--sot", s, "storage-01", "pxe", "--persistent"]);
     assert!(o.status.success(), "{o:?}");
     assert!(stdout(&o).contains("next boot from pxe (every boot)"));
@@ -379,4 +408,43 @@ fn plan_between_git_revisions_and_of_a_directory() {
     let o = vaquero(&["plan", "--sot", repo, "--from", "v0"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown revision `v0`"));
+}
+
+/// Host names are unique within a site only: a name two sites use is
+/// refused, never sent to the first site's BMC.
+#[test]
+fn power_refuses_a_host_name_two_sites_use() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sot = tmp.path().join("sot");
+    copy_dir(&lab(), &sot);
+    // A second site `dc2`: the lab's hosts with other addresses.
+    copy_dir(&sot.join("sites/lab"), &sot.join("sites/dc2"));
+    for e in std::fs::read_dir(sot.join("sites/dc2")).unwrap() {
+        let p = e.unwrap().path();
+        let text = std::fs::read_to_string(&p).unwrap();
+        let text = text
+            .replace("id: lab", "id: dc2")
+            .replace("10.99.", "10.98.")
+            .replace("52:54:00:00:", "52:54:00:02:")
+            .replace("52:54:00:10:", "52:54:00:12:")
+            .replace("SN-", "DC2-");
+        std::fs::write(&p, text).unwrap();
+    }
+    let s = sot.to_str().unwrap();
+    let o = vaquero(&["validate", s]);
+    assert!(o.status.success(), "{o:?}");
+    let o = vaquero(&["power", "--sot", s, "storage-01", "off"]);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(
+            "host name `storage-01` is used in several sites (dc2, lab): name one as SITE/HOST or with --site"
+        ),
+        "{err}"
+    );
+    let o = vaquero(&["power", "--sot", s, "dc2/no-such", "status"]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no host named `no-such` in site `dc2`"),
+        "{o:?}"
+    );
 }

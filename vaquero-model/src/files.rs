@@ -49,6 +49,9 @@ impl SotFiles {
     /// is YAML or a text template.
     pub fn read_dir(root: &Path) -> Result<Self, ModelError> {
         let mut out = SotFiles::new();
+        if !root.exists() {
+            return Err(ModelError::NotFound(root.to_path_buf()));
+        }
         if !root.is_dir() {
             return Err(ModelError::NotADirectory(root.to_path_buf()));
         }

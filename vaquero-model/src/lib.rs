@@ -59,7 +59,7 @@ pub use diag::{Diagnostic, Diagnostics, Severity};
 pub use diff::{HostChange, ModelDiff, diff};
 pub use files::SotFiles;
 pub use render::{FormatProblem, RenderedJob, TemplateError, check_unattended};
-pub use sot::{SiteSot, Sot};
+pub use sot::{HostLookupError, SiteSot, Sot};
 pub use source::{DirSource, GitSource, LoadedSot, SotSource, load_source};
 pub use types::*;
 
@@ -76,8 +76,11 @@ pub enum ModelError {
         source: std::io::Error,
     },
     /// The SoT root is not a directory.
-    #[error("{0}: not a directory")]
+    #[error("{0}: not a directory (give the SoT's top directory)")]
     NotADirectory(PathBuf),
+    /// The SoT root does not exist.
+    #[error("{0}: no such directory")]
+    NotFound(PathBuf),
     /// A file in the SoT is not UTF-8 text.
     #[error("{0}: not UTF-8 text")]
     NotUtf8(PathBuf),

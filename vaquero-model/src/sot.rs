@@ -75,6 +75,60 @@ impl Sot {
             .collect()
     }
 
+    /// Finds a host by name. Host names are unique within a site only, so
+    /// the name may be qualified as `SITE/HOST`, or `site` may be given;
+    /// a bare name that several sites use is refused (with those sites),
+    /// so that an operation never reaches another site's machine.
+    pub fn find_host(
+        &self,
+        name: &str,
+        site: Option<&str>,
+    ) -> Result<(&str, &Host), HostLookupError> {
+        let (site, name) = match name.split_once('/') {
+            Some((s, n)) => match site {
+                Some(given) if given != s => {
+                    return Err(HostLookupError::SiteMismatch {
+                        name: format!("{s}/{n}"),
+                        site: given.to_owned(),
+                    });
+                }
+                _ => (Some(s), n),
+            },
+            None => (site, name),
+        };
+        fn in_site<'s>(s: &'s SiteSot, name: &str) -> Option<&'s Host> {
+            s.hosts.iter().find(|h| h.name == name)
+        }
+        if let Some(id) = site {
+            let (id, s) = self
+                .sites
+                .get_key_value(id)
+                .ok_or_else(|| HostLookupError::UnknownSite(id.to_owned()))?;
+            return in_site(s, name).map(|h| (id.as_str(), h)).ok_or_else(|| {
+                HostLookupError::NotFound {
+                    name: name.to_owned(),
+                    sites: vec![id.clone()],
+                }
+            });
+        }
+        let found: Vec<(&str, &Host)> = self
+            .sites
+            .iter()
+            .filter_map(|(id, s)| in_site(s, name).map(|h| (id.as_str(), h)))
+            .collect();
+        match found.as_slice() {
+            [one] => Ok(*one),
+            [] => Err(HostLookupError::NotFound {
+                name: name.to_owned(),
+                sites: self.sites.keys().cloned().collect(),
+            }),
+            many => Err(HostLookupError::Ambiguous {
+                name: name.to_owned(),
+                sites: many.iter().map(|(s, _)| (*s).to_owned()).collect(),
+            }),
+        }
+    }
+
     /// The site a MAC address belongs to, with the host's name.
     pub fn find_mac(&self, mac: &MacAddr) -> Option<(&str, &Host)> {
         self.sites.iter().find_map(|(id, s)| {
@@ -83,6 +137,46 @@ impl Sot {
                 .find(|h| h.interfaces.iter().any(|i| i.mac == *mac))
                 .map(|h| (id.as_str(), h))
         })
+    }
+}
+
+/// Why [`Sot::find_host`] found no single host.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HostLookupError {
+    /// No host of that name (in the sites searched).
+    #[error("no host named `{name}` in {}", sites_text(.sites))]
+    NotFound {
+        /// The name looked for.
+        name: String,
+        /// The sites searched.
+        sites: Vec<String>,
+    },
+    /// Several sites have a host of that name.
+    #[error("host name `{name}` is used in several sites ({}): name one as SITE/HOST or with --site", .sites.join(", "))]
+    Ambiguous {
+        /// The name looked for.
+        name: String,
+        /// The sites that have it.
+        sites: Vec<String>,
+    },
+    /// No such site.
+    #[error("unknown site `{0}`")]
+    UnknownSite(String),
+    /// `SITE/HOST` names another site than the one given.
+    #[error("`{name}` names another site than --site {site}")]
+    SiteMismatch {
+        /// The qualified name.
+        name: String,
+        /// The site given.
+        site: String,
+    },
+}
+
+fn sites_text(sites: &[String]) -> String {
+    match sites {
+        [one] => format!("site `{one}`"),
+        many => format!("sites {}", many.join(", ")),
     }
 }
 
@@ -100,7 +194,19 @@ fn is_yaml(p: &str) -> bool {
     p.ends_with(".yml") || p.ends_with(".yaml")
 }
 
-fn classify(path: &str) -> Result<Option<Kind<'_>>, String> {
+/// The top-level directories of the SoT layout.
+const LAYOUT_DIRS: [&str; 6] = ["os", "boot", "workflows", "classes", "assets", "sites"];
+
+/// Why a file is not read as part of the SoT.
+enum Misplaced {
+    /// An error: the file was surely meant to be read (a typo in a
+    /// directory name, a nested site directory, a YAML file at the top).
+    Error(String),
+    /// A warning: a YAML file outside the layout (CI configuration, say).
+    Unread(String),
+}
+
+fn classify(path: &str) -> Result<Option<Kind<'_>>, Misplaced> {
     let parts: Vec<&str> = path.split('/').collect();
     Ok(match parts.as_slice() {
         ["os", f] if is_yaml(f) => Some(Kind::Os),
@@ -110,15 +216,69 @@ fn classify(path: &str) -> Result<Option<Kind<'_>>, String> {
         ["assets", t, _, ..] => match AssetType::from_dir(t) {
             Some(_) => Some(Kind::Asset(&path["assets/".len()..])),
             None => {
-                return Err(format!(
+                return Err(Misplaced::Error(format!(
                     "unknown asset type directory `{t}`: expected cloud-config, ignition, kickstart or untyped"
-                ));
+                )));
             }
         },
         ["sites", s, "env.yml" | "env.yaml"] => Some(Kind::SiteEnv(s)),
         ["sites", s, f] if is_yaml(f) => Some(Kind::Inventory(s)),
-        _ => None,
+        ["assets", _] => {
+            return Err(Misplaced::Error(
+                "assets go in `assets/<type>/` (cloud-config, ignition, kickstart or untyped): this file is not read"
+                    .into(),
+            ));
+        }
+        _ if !is_yaml(path) => None,
+        [dir @ ("os" | "boot" | "workflows"), ..] => {
+            return Err(Misplaced::Error(format!(
+                "`{dir}/` is read one level deep: this file is not read (move it to `{dir}/`)"
+            )));
+        }
+        ["sites", s, .., _] => {
+            return Err(Misplaced::Error(format!(
+                "directories inside a site are not read: this file's hosts would be left out (move it to `sites/{s}/`)"
+            )));
+        }
+        ["sites", _] => {
+            return Err(Misplaced::Error(
+                "a site's files go in `sites/<site>/` (its env.yml and inventories): this file is not read"
+                    .into(),
+            ));
+        }
+        [_] => {
+            return Err(Misplaced::Error(
+                "a YAML file at the top of the SoT is not read: entities go in os/, boot/, workflows/, classes/ or sites/<site>/"
+                    .into(),
+            ));
+        }
+        [dir, ..] => match closest_dir(dir) {
+            Some(best) => {
+                return Err(Misplaced::Error(format!(
+                    "unknown directory `{dir}/` (did you mean `{best}/`?): this file is not read"
+                )));
+            }
+            None => {
+                return Err(Misplaced::Unread(format!(
+                    "not read: `{dir}/` is not part of the SoT layout (os/, boot/, workflows/, classes/, assets/, sites/)"
+                )));
+            }
+        },
+        [] => None,
     })
+}
+
+/// The layout directory a mistyped top-level directory was meant to be
+/// (`site` → `sites`, `workflow` → `workflows`, `OS` → `os`).
+fn closest_dir(dir: &str) -> Option<&'static str> {
+    let lower = dir.to_ascii_lowercase();
+    LAYOUT_DIRS
+        .iter()
+        .map(|d| (crate::yaml::levenshtein(&lower, d), *d))
+        // Short names allow one edit: `docs` is not a typo of `os`.
+        .filter(|(dist, d)| *dist <= if d.len() <= 4 { 1 } else { 2 })
+        .min()
+        .map(|(_, d)| d)
 }
 
 struct Entity {
@@ -243,6 +403,32 @@ impl Loader {
         }
     }
 
+    /// A file that was meant to be read but is misplaced (reported): what
+    /// it defines is remembered as broken, so that references to it and
+    /// counts that miss it are not reported again.
+    fn misplaced(&mut self, path: &str, text: &str) {
+        let top = path.split('/').next().unwrap_or_default();
+        let kind = match LAYOUT_DIRS
+            .contains(&top)
+            .then_some(top)
+            .or(closest_dir(top))
+        {
+            Some("os") => "os",
+            Some("boot") => "boot",
+            Some("workflows") => "workflow",
+            // Hosts (and whole sites) left out.
+            _ => {
+                self.hosts_dropped = true;
+                return;
+            }
+        };
+        let mut quiet = Diagnostics::default();
+        let file: Arc<str> = path.into();
+        for d in yaml::parse_file(&mut SourceMap::default(), &file, text, &mut quiet) {
+            self.mark_broken(kind, &d.node);
+        }
+    }
+
     /// Whether a reference to `kind` `id` dangles (and is not a reference
     /// to something already reported broken).
     fn dangles(&self, kind: &'static str, id: &str, exists: bool) -> bool {
@@ -275,12 +461,26 @@ impl Loader {
         type Texts = Vec<(String, Arc<str>)>;
         let mut inventories: BTreeMap<String, Texts> = BTreeMap::new();
 
+        // `X/sites/S/env.yml`: the SoT was given one level too high.
+        let mut nested_root: Option<String> = None;
         for (path, text) in files {
+            if nested_root.is_none()
+                && let Some(i) = path.find("/sites/")
+                && path.ends_with("/env.yml")
+            {
+                nested_root = Some(path[..i].to_owned());
+            }
             let kind = match classify(&path) {
                 Ok(Some(k)) => k,
                 Ok(None) => continue,
-                Err(msg) => {
+                Err(Misplaced::Error(msg)) => {
                     self.file_err(&path, msg);
+                    self.misplaced(&path, &text);
+                    continue;
+                }
+                Err(Misplaced::Unread(msg)) => {
+                    self.diags
+                        .push(Diagnostic::error(&path, 1, 1, "", msg).into_warning());
                     continue;
                 }
             };
@@ -327,6 +527,17 @@ impl Loader {
                 continue;
             }
             self.load_inventories(&site, files, &resolver);
+        }
+        if envs.is_empty() {
+            self.hosts_dropped = true;
+            let hint = match &nested_root {
+                Some(root) => format!(" (the SoT seems to be in `{root}/`)"),
+                None => String::new(),
+            };
+            self.file_err(
+                "sites",
+                format!("the SoT has no site (no `sites/<site>/env.yml`): is this the SoT's top directory?{hint}"),
+            );
         }
         self.check_sites_and_policies();
         if templates_ok {
@@ -800,6 +1011,8 @@ impl Loader {
                 "workflow",
                 format!("unknown workflow `{}`", host.workflow),
             );
+            // Its workflow's host count misses it: no min_standing noise.
+            self.hosts_dropped = true;
         }
         if !host
             .interfaces

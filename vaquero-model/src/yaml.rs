@@ -276,7 +276,7 @@ fn closest<'a>(field: &str, expected: &'a [&'a str]) -> Option<&'a str> {
         .map(|(_, e)| e)
 }
 
-fn levenshtein(a: &str, b: &str) -> usize {
+pub(crate) fn levenshtein(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut prev: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.chars().enumerate() {

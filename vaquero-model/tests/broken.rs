@@ -394,3 +394,121 @@ fn duplicate_host_name_and_bmc_secrets() {
 sites/lab/k8s.yml:3:7: name: duplicate host `k8s-01` in site `lab` (first defined at sites/lab/bastion.yml:1:7)",
     );
 }
+
+/// `examples/lab` with the files under `from` moved to `to` (a path
+/// prefix), validated.
+fn moved(from: &str, to: &str) -> String {
+    let mut files = SotFiles::new();
+    for (path, text) in lab().iter() {
+        match path.strip_prefix(from) {
+            Some(rest) => files.insert(format!("{to}{rest}"), text.clone()),
+            None => files.insert(path, text.clone()),
+        }
+    }
+    match Sot::load(&files) {
+        Ok(sot) => format!("(valid)\n{}", sot.warnings),
+        Err(d) => d.to_string(),
+    }
+}
+
+#[test]
+fn a_mistyped_sites_directory_is_an_error_not_a_lost_host() {
+    let got = moved("sites/lab/bastion.yml", "site/lab/bastion.yml");
+    assert!(
+        got.starts_with(
+            "site/lab/bastion.yml:1:1: unknown directory `site/` (did you mean `sites/`?): this file is not read\n"
+        ),
+        "{got}"
+    );
+}
+
+#[test]
+fn a_nested_site_directory_is_an_error() {
+    let got = moved("sites/lab/bastion.yml", "sites/lab/rack-c/bastion.yml");
+    assert!(
+        got.starts_with(
+            "sites/lab/rack-c/bastion.yml:1:1: directories inside a site are not read: this file's hosts would be left out (move it to `sites/lab/`)\n"
+        ),
+        "{got}"
+    );
+}
+
+#[test]
+fn a_yaml_file_at_the_top_is_an_error() {
+    let got = moved("sites/lab/bastion.yml", "bastion.yml");
+    assert!(
+        got.starts_with(
+            "bastion.yml:1:1: a YAML file at the top of the SoT is not read: entities go in os/, boot/, workflows/, classes/ or sites/<site>/\n"
+        ),
+        "{got}"
+    );
+}
+
+#[test]
+fn a_mistyped_workflows_directory_is_named() {
+    let got = moved("workflows/", "workflow/");
+    assert!(
+        got.starts_with(
+            "workflow/bastion.yml:1:1: unknown directory `workflow/` (did you mean `workflows/`?): this file is not read\n"
+        ),
+        "{got}"
+    );
+}
+
+#[test]
+fn a_yaml_file_outside_the_layout_is_a_warning() {
+    let got = moved("workflows/bastion.yml", "ci/pipeline.yml");
+    // The workflow is gone, so its hosts fail; the file itself is named.
+    assert!(
+        got.contains(
+            "ci/pipeline.yml:1:1: warning: not read: `ci/` is not part of the SoT layout (os/, boot/, workflows/, classes/, assets/, sites/)"
+        ),
+        "{got}"
+    );
+    let mut files = lab();
+    files.insert("ci/pipeline.yml", "stages: [validate]\n");
+    let sot = Sot::load(&files).expect("a stray CI file does not make the SoT invalid");
+    assert_eq!(
+        sot.warnings.to_string().trim(),
+        "ci/pipeline.yml:1:1: warning: not read: `ci/` is not part of the SoT layout (os/, boot/, workflows/, classes/, assets/, sites/)"
+    );
+}
+
+#[test]
+fn a_sot_without_a_site_is_an_error() {
+    let mut files = SotFiles::new();
+    for (path, text) in lab().iter() {
+        if !path.starts_with("sites/") {
+            files.insert(path, text.clone());
+        }
+    }
+    let got = Sot::load(&files).map(|_| ()).unwrap_err().to_string();
+    assert_eq!(
+        got.trim(),
+        "sites:1:1: the SoT has no site (no `sites/<site>/env.yml`): is this the SoT's top directory?"
+    );
+}
+
+#[test]
+fn a_sot_one_level_too_high_is_an_error() {
+    // `examples/` instead of `examples/lab`: every file is one level down.
+    let got = moved("", "lab/");
+    assert!(
+        got.ends_with(
+            "sites:1:1: the SoT has no site (no `sites/<site>/env.yml`): is this the SoT's top directory? (the SoT seems to be in `lab/`)\n"
+        ),
+        "{got}"
+    );
+}
+
+#[test]
+fn a_mistyped_workflow_is_reported_once() {
+    check(
+        &[(
+            "classes/role/storage.yml",
+            "workflow: storage",
+            "workflow: storag",
+        )],
+        "classes/role/storage.yml:1:11: workflow: unknown workflow `storag`",
+    );
+}
