@@ -1,20 +1,56 @@
 //! The offline subcommands: validate, preview, diff (plan: see plan.rs).
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use vaquero_model::{
-    Diagnostics, GitSource, MacAddr, ModelError, SiteModel, Sot, SotFiles, SotSource,
+    Diagnostic, Diagnostics, GitSource, LoadedSot, MacAddr, ModelError, SiteModel, Sot, SotFiles,
+    SotSource,
 };
 
 use crate::Format;
 
-pub fn validate(dir: &Path, format: Format) -> anyhow::Result<ExitCode> {
+pub fn validate(dir: &Path, branch: Option<&str>, format: Format) -> anyhow::Result<ExitCode> {
     let files = SotFiles::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
     let revision = files.content_hash();
-    let result = Sot::load_owned(files);
+    let mut result = Sot::load_owned(files);
+    // In a Git repository, a site with a `release_tag` is served from
+    // that tag: it must resolve and validate too.
+    if let Ok(sot) = &mut result
+        && GitSource::is_repository(dir)
+    {
+        let src = git_source(&dir.to_string_lossy(), branch)?;
+        match vaquero_model::compile_pinned(sot, &src) {
+            Ok((_, warnings)) => sot.warnings = warnings,
+            Err(ModelError::Pinned {
+                site,
+                revision,
+                diagnostics,
+            }) => {
+                let mut d = Diagnostics::default();
+                d.push(Diagnostic::error(
+                    &format!("sites/{site}/env.yml"),
+                    1,
+                    1,
+                    "release_tag",
+                    format!(
+                        "the site is pinned to revision {}, which has {} error(s) (listed after this one)",
+                        &revision[..12.min(revision.len())],
+                        diagnostics.errors().count()
+                    ),
+                ));
+                for e in diagnostics.0 {
+                    d.push(Diagnostic {
+                        file: format!("{}@{}", e.file, &revision[..12.min(revision.len())]),
+                        ..e
+                    });
+                }
+                result = Err(d);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     let (diags, summary) = match &result {
         Ok(sot) => {
             let hosts: usize = sot.sites.values().map(|s| s.hosts.len()).sum();
@@ -129,58 +165,56 @@ pub fn preview(
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) fn load_rev(src: &GitSource, rev: &str) -> anyhow::Result<(String, Sot)> {
+/// The Git repository at `location` (a path or `file://` URL), following
+/// `branch`, or the branch its HEAD names.
+pub(crate) fn git_source(location: &str, branch: Option<&str>) -> anyhow::Result<GitSource> {
+    Ok(match branch {
+        Some(b) => GitSource::open(location, b)?,
+        None => GitSource::open_head(location)?,
+    })
+}
+
+/// Revision `rev` of a Git SoT, each site compiled at the revision it is
+/// served from (its `release_tag`, or `rev`).
+pub(crate) fn load_rev(src: &GitSource, rev: &str) -> anyhow::Result<(String, LoadedSot)> {
     let id = src
         .resolve(rev)?
         .with_context(|| format!("unknown revision `{rev}` in {}", src.describe()))?;
-    let files = src.files(&id)?;
-    let mut sot = Sot::load_owned(files).map_err(|d: Diagnostics| {
-        anyhow::anyhow!("revision {rev} ({id}) does not validate:\n{d}")
-    })?;
-    sot.revision = Some(id.clone());
-    Ok((id, sot))
+    let loaded = match vaquero_model::load_revision(src, &id) {
+        Ok(l) => l,
+        Err(ModelError::Invalid(d)) => {
+            bail!("revision {rev} ({id}) does not validate:\n{d}")
+        }
+        Err(e) => bail!("revision {rev} ({id}): {e}"),
+    };
+    Ok((id, loaded))
 }
 
-pub fn diff(repo: &str, from: &str, to: &str, format: Format) -> anyhow::Result<ExitCode> {
-    let src = GitSource::open(repo, "main")?;
+pub fn diff(
+    repo: &str,
+    branch: Option<&str>,
+    from: &str,
+    to: &str,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
+    let src = git_source(repo, branch)?;
     let (from_id, old) = load_rev(&src, from)?;
     let (to_id, new) = load_rev(&src, to)?;
-    let old_models = old.compile()?;
-    let new_models = new.compile()?;
-    let sites: BTreeSet<&String> = old_models.keys().chain(new_models.keys()).collect();
-    let mut diffs = Vec::new();
-    let mut added_sites = Vec::new();
-    let mut removed_sites = Vec::new();
-    for s in sites {
-        match (old_models.get(s), new_models.get(s)) {
-            (Some(a), Some(b)) => diffs.push(vaquero_model::diff(a, b)),
-            (None, Some(_)) => added_sites.push(s.clone()),
-            (Some(_), None) => removed_sites.push(s.clone()),
-            (None, None) => {}
-        }
-    }
+    let diffs = vaquero_model::diff_sites(&old.sites, &new.sites);
     match format {
         Format::Json => {
             let out = serde_json::json!({
                 "from": {"rev": from, "commit": from_id},
                 "to": {"rev": to, "commit": to_id},
-                "sites_added": added_sites,
-                "sites_removed": removed_sites,
-                "sites": diffs,
+                "sites_added": diffs.sites_added,
+                "sites_removed": diffs.sites_removed,
+                "sites": diffs.sites,
             });
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
         Format::Text => {
             println!("diff {from} ({}) → {to} ({})", &from_id[..12], &to_id[..12]);
-            for s in &added_sites {
-                println!("site {s}: new site");
-            }
-            for s in &removed_sites {
-                println!("site {s}: removed");
-            }
-            for d in &diffs {
-                print!("{d}");
-            }
+            print!("{diffs}");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -42,6 +42,10 @@ enum Command {
         /// The SoT directory (same as --sot).
         #[arg(value_name = "DIR", conflicts_with = "sot")]
         dir: Option<PathBuf>,
+        /// In a Git repository, the branch `release_tag`s are resolved
+        /// beside (default: the branch HEAD names).
+        #[arg(long, value_name = "BRANCH")]
+        branch: Option<String>,
         /// Output format.
         #[arg(long, value_enum, default_value_t)]
         format: Format,
@@ -69,6 +73,9 @@ enum Command {
         /// The Git repository (a path or file:// URL).
         #[arg(long, value_name = "REPO")]
         sot: String,
+        /// The branch followed (default: the branch HEAD names).
+        #[arg(long, value_name = "BRANCH")]
+        branch: Option<String>,
         /// The old revision (tag, branch or commit).
         #[arg(long, value_name = "REV")]
         from: String,
@@ -82,9 +89,13 @@ enum Command {
     /// Show what a SoT change would do to each host: reprovision, new,
     /// unchanged, skip or removed, in which batches, and why.
     Plan {
-        /// The SoT directory (a Git repository for --from/--to).
+        /// The SoT directory (a Git repository, a path or file:// URL, for
+        /// --from/--to).
         #[arg(long, value_name = "DIR")]
-        sot: PathBuf,
+        sot: String,
+        /// The branch followed (default: the branch HEAD names).
+        #[arg(long, value_name = "BRANCH")]
+        branch: Option<String>,
         /// The revision rolled from (tag, branch or commit); without it,
         /// every host is new.
         #[arg(long, value_name = "REV")]
@@ -136,8 +147,13 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Validate { sot, dir, format } => match sot.or(dir) {
-            Some(dir) => commands::validate(&dir, format),
+        Command::Validate {
+            sot,
+            dir,
+            branch,
+            format,
+        } => match sot.or(dir) {
+            Some(dir) => commands::validate(&dir, branch.as_deref(), format),
             None => Err(anyhow::anyhow!(
                 "give the SoT directory: vaquero validate --sot DIR"
             )),
@@ -151,16 +167,24 @@ fn main() -> ExitCode {
         } => commands::preview(&sot, &mac, boot.as_deref(), stage),
         Command::Diff {
             sot,
+            branch,
             from,
             to,
             format,
-        } => commands::diff(&sot, &from, &to, format),
+        } => commands::diff(&sot, branch.as_deref(), &from, &to, format),
         Command::Plan {
             sot,
+            branch,
             from,
             to,
             format,
-        } => plan::plan(&sot, from.as_deref(), to.as_deref(), format),
+        } => plan::plan(
+            &sot,
+            branch.as_deref(),
+            from.as_deref(),
+            to.as_deref(),
+            format,
+        ),
         Command::Power {
             sot,
             host,

@@ -448,3 +448,81 @@ fn power_refuses_a_host_name_two_sites_use() {
         "{o:?}"
     );
 }
+
+/// A site pinned by `release_tag` is planned, diffed and validated at the
+/// revision it is served from, not at the branch head; the branch is the
+/// one HEAD names unless --branch says otherwise.
+#[test]
+fn release_tag_and_branch_are_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    // v1: as the lab is; v2 (main): flatcar's cmdline changed.
+    let sot = lab_repo(
+        dir.path(),
+        "os/flatcar.yml",
+        "flatcar.autologin: \"\"",
+        "flatcar.autologin: \"tty0\"",
+    );
+    git(&sot, &["tag", "v2"]);
+    // v3: the site pinned back to v1: a rollback of the three workers.
+    let env = sot.join("sites/lab/env.yml");
+    let text = std::fs::read_to_string(&env).unwrap();
+    std::fs::write(&env, format!("{text}release_tag: v1\n")).unwrap();
+    git(&sot, &["commit", "-qam", "pin to v1"]);
+    git(&sot, &["tag", "v3"]);
+    let repo = sot.to_str().unwrap();
+
+    let o = vaquero(&["plan", "--sot", repo, "--from", "v2", "--to", "v3"]);
+    assert!(o.status.success(), "{o:?}");
+    let out = stdout(&o);
+    assert!(
+        out.contains("3 to reprovision, 0 new, 2 unchanged, 1 skipped"),
+        "{out}"
+    );
+    assert!(
+        out.contains("stages[1].cmdline: -flatcar.autologin=tty0 +flatcar.autologin"),
+        "{out}"
+    );
+    let o = vaquero(&["diff", "--sot", repo, "--from", "v2", "--to", "v3"]);
+    assert!(stdout(&o).contains("~ k8s-01 (reprovision)"), "{o:?}");
+    // The working tree (v3): planned as served, from v1.
+    let o = vaquero(&["plan", "--sot", repo, "--from", "v1"]);
+    assert!(
+        stdout(&o).contains("0 to reprovision, 0 new, 5 unchanged, 1 skipped"),
+        "{o:?}"
+    );
+
+    // A pin to a revision that does not validate fails validation.
+    git(&sot, &["checkout", "-q", "-b", "broken", "v1"]);
+    let bastion = sot.join("sites/lab/bastion.yml");
+    let text = std::fs::read_to_string(&bastion).unwrap();
+    std::fs::write(
+        &bastion,
+        text.replace("workflow: bastion", "workflow: nope"),
+    )
+    .unwrap();
+    git(&sot, &["commit", "-qam", "broken"]);
+    git(&sot, &["tag", "bad"]);
+    git(&sot, &["checkout", "-q", "main"]);
+    let text = std::fs::read_to_string(&env).unwrap();
+    std::fs::write(&env, text.replace("release_tag: v1", "release_tag: bad")).unwrap();
+    let o = vaquero(&["validate", repo]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let out = stdout(&o);
+    assert!(
+        out.contains("sites/lab/env.yml:1:1: release_tag: the site is pinned to revision"),
+        "{out}"
+    );
+    assert!(out.contains("unknown workflow `nope`"), "{out}");
+
+    // A tag that does not exist: a warning, the site follows the head.
+    std::fs::write(&env, text.replace("release_tag: v1", "release_tag: v9")).unwrap();
+    let o = vaquero(&["validate", repo]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(
+        stdout(&o).contains("release_tag `v9` not found in git"),
+        "{o:?}"
+    );
+    // --branch names a branch that does not exist: said so.
+    let o = vaquero(&["validate", repo, "--branch", "production"]);
+    assert!(stdout(&o).contains("(production)"), "{o:?}");
+}

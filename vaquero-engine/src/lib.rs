@@ -45,7 +45,7 @@ pub use engine::{Engine, EngineConfig, EngineError, Step};
 pub use event::{Action, ActionKind, Event, EventKind, JobPhase, JobSpec, Notice, Outcome};
 pub use job::{ExecJob, HttpJob, Job, JobError, JobRunner, SshJob};
 pub use persist::{PersistError, StateStore};
-pub use plan::{HostPlan, Plan, PlanAction, PlanSet, plan, plan_with_state};
+pub use plan::{HostPlan, Plan, PlanAction, PlanSet, SitePlans, plan, plan_with_state};
 pub use policy::{Decision, Policy, PolicyCtx, WorkflowStats};
 pub use record::{Record, RecordStatus, RecordStep, Records};
 pub use runner::{Runner, RunnerError};

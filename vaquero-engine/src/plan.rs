@@ -577,6 +577,110 @@ pub struct SitePlanSummary {
     pub summary: Summary,
 }
 
+/// The plans of every site between two sets of compiled models (by site
+/// id), as [`between`](SitePlans::between) makes them; prints as
+/// `vaquero plan` does.
+#[derive(Debug, Clone)]
+pub struct SitePlans {
+    /// The old SoT revision's label (`None`: every host is new).
+    pub from: Option<String>,
+    /// The new SoT revision's label.
+    pub to: String,
+    /// One plan per site of the new models.
+    pub plans: Vec<Plan>,
+    /// Sites only in the old models: their hosts are left as they are.
+    pub removed: Vec<SitePlanSummary>,
+    /// The hosts of the removed sites.
+    pub removed_hosts: Vec<HostPlan>,
+}
+
+impl SitePlans {
+    /// Plans every site of `new` against the same site of `old` (none:
+    /// every host is new); sites only in `old` are removed.
+    pub fn between(
+        from: Option<String>,
+        to: String,
+        old: Option<&BTreeMap<String, SiteModel>>,
+        new: &BTreeMap<String, SiteModel>,
+    ) -> Self {
+        let plans = new
+            .iter()
+            .map(|(id, after)| plan(old.and_then(|m| m.get(id)), after))
+            .collect();
+        let mut removed = Vec::new();
+        let mut removed_hosts = Vec::new();
+        for (id, b) in old.into_iter().flatten() {
+            if new.contains_key(id) {
+                continue;
+            }
+            removed.push(SitePlanSummary {
+                site: id.clone(),
+                from: Some(b.version().to_owned()),
+                to: None,
+                auto_apply: b.site().policy.auto_apply,
+                force_provision: b.site().policy.force_provision,
+                batches: 0,
+                summary: Summary {
+                    removed: b.hosts().len(),
+                    ..Default::default()
+                },
+            });
+            removed_hosts.extend(b.hosts().iter().map(|h| HostPlan {
+                name: h.name.clone(),
+                site: id.clone(),
+                workflow: h.workflow.clone(),
+                action: PlanAction::Removed,
+                reasons: vec!["its site was removed from the SoT; left as it is".into()],
+                batch: None,
+            }));
+        }
+        SitePlans {
+            from,
+            to,
+            plans,
+            removed,
+            removed_hosts,
+        }
+    }
+
+    /// Whether no site changes at all.
+    pub fn is_noop(&self) -> bool {
+        self.removed.is_empty() && self.plans.iter().all(Plan::is_noop)
+    }
+
+    /// The stable JSON form.
+    pub fn to_set(&self) -> PlanSet {
+        let mut set = PlanSet::new(self.from.clone(), Some(self.to.clone()), self.plans.clone());
+        set.sites.extend(self.removed.iter().cloned());
+        set.hosts.extend(self.removed_hosts.iter().cloned());
+        set
+    }
+}
+
+impl std::fmt::Display for SitePlans {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "plan {} → {}",
+            self.from
+                .as_deref()
+                .unwrap_or("(nothing: every host is new)"),
+            self.to
+        )?;
+        for p in &self.plans {
+            write!(f, "{p}")?;
+        }
+        for r in &self.removed {
+            writeln!(
+                f,
+                "site {}: removed from the SoT; its {} hosts are left as they are",
+                r.site, r.summary.removed
+            )?;
+        }
+        Ok(())
+    }
+}
+
 impl PlanSet {
     /// Collects site plans.
     pub fn new(from: Option<String>, to: Option<String>, plans: Vec<Plan>) -> Self {

@@ -133,6 +133,62 @@ fn show(v: &Value) -> String {
     }
 }
 
+/// The diffs of every site between two sets of compiled models (by site
+/// id), as [`diff_sites`] makes them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SiteDiffs {
+    /// Sites only in the new models.
+    pub sites_added: Vec<String>,
+    /// Sites only in the old models.
+    pub sites_removed: Vec<String>,
+    /// One diff per site in both.
+    pub sites: Vec<ModelDiff>,
+}
+
+impl SiteDiffs {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.sites_added.is_empty()
+            && self.sites_removed.is_empty()
+            && self.sites.iter().all(ModelDiff::is_empty)
+    }
+}
+
+impl std::fmt::Display for SiteDiffs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for s in &self.sites_added {
+            writeln!(f, "site {s}: new site")?;
+        }
+        for s in &self.sites_removed {
+            writeln!(f, "site {s}: removed")?;
+        }
+        for d in &self.sites {
+            write!(f, "{d}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The diffs from `old` to `new`, site by site.
+pub fn diff_sites(
+    old: &std::collections::BTreeMap<String, SiteModel>,
+    new: &std::collections::BTreeMap<String, SiteModel>,
+) -> SiteDiffs {
+    let mut out = SiteDiffs::default();
+    for (id, b) in new {
+        match old.get(id) {
+            Some(a) => out.sites.push(diff(a, b)),
+            None => out.sites_added.push(id.clone()),
+        }
+    }
+    out.sites_removed = old
+        .keys()
+        .filter(|id| !new.contains_key(*id))
+        .cloned()
+        .collect();
+    out
+}
+
 /// The diff from `old` to `new` (two models of the same site).
 pub fn diff(old: &SiteModel, new: &SiteModel) -> ModelDiff {
     let mut out = ModelDiff {

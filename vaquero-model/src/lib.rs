@@ -56,11 +56,13 @@ use std::path::{Path, PathBuf};
 
 pub use compiled::{HostContext, HostRef, RenderError, RenderedBoot, SiteData, SiteModel, Urls};
 pub use diag::{Diagnostic, Diagnostics, Severity};
-pub use diff::{HostChange, ModelDiff, diff};
+pub use diff::{HostChange, ModelDiff, SiteDiffs, diff, diff_sites};
 pub use files::SotFiles;
 pub use render::{FormatProblem, RenderedJob, TemplateError, check_unattended};
 pub use sot::{HostLookupError, SiteSot, Sot};
-pub use source::{DirSource, GitSource, LoadedSot, SotSource, load_source};
+pub use source::{
+    DirSource, GitSource, LoadedSot, SotSource, compile_pinned, load_revision, load_source,
+};
 pub use types::*;
 
 /// What can go wrong outside of validation (reading, compiling, sources).
@@ -87,6 +89,16 @@ pub enum ModelError {
     /// The SoT did not validate.
     #[error("the SoT has {n} error(s):\n{0}", n = .0.errors().count())]
     Invalid(Diagnostics),
+    /// The revision a site's `release_tag` pins it to does not validate.
+    #[error("site `{site}` is pinned to revision {revision}, which has {n} error(s):\n{diagnostics}", n = .diagnostics.errors().count())]
+    Pinned {
+        /// The site.
+        site: String,
+        /// The pinned revision.
+        revision: String,
+        /// Its problems.
+        diagnostics: Diagnostics,
+    },
     /// No such site.
     #[error("unknown site `{0}`")]
     UnknownSite(String),

@@ -104,6 +104,29 @@ impl GitSource {
         Ok(source)
     }
 
+    /// Opens the repository at `location`, following the branch its `HEAD`
+    /// names (the default branch of a mirror or bare clone; the branch
+    /// checked out in a working copy).
+    pub fn open_head(location: &str) -> Result<Self, ModelError> {
+        let mut source = GitSource::open(location, "main")?;
+        let repo = source.repo()?;
+        match repo.head_name().map_err(git_err)? {
+            Some(name) => source.branch = name.shorten().to_string(),
+            None => {
+                return Err(ModelError::Git(format!(
+                    "{}: HEAD is detached; name the branch to follow",
+                    source.location.display()
+                )));
+            }
+        }
+        Ok(source)
+    }
+
+    /// The branch this source follows.
+    pub fn branch(&self) -> &str {
+        &self.branch
+    }
+
     /// Opens the repository. Opening is cheap (no objects are read), and a
     /// fresh handle sees refs updated since by `git fetch`.
     fn repo(&self) -> Result<gix::Repository, ModelError> {
@@ -201,22 +224,47 @@ pub struct LoadedSot {
 }
 
 /// Loads the head of a source, validates it, and compiles each site at the
-/// revision it follows. A site's `release_tag` that the source cannot
-/// resolve falls back to the head with a warning; a pinned revision that
-/// does not validate, or lacks the site, is an error (nothing invalid
-/// reaches an agent).
+/// revision it follows ([`load_revision`] of the head).
 pub fn load_source(source: &dyn SotSource) -> Result<LoadedSot, ModelError> {
-    let head_rev = source.head()?;
-    let mut head = Sot::load_owned(source.files(&head_rev)?).map_err(ModelError::Invalid)?;
-    head.revision = Some(head_rev.clone());
+    load_revision(source, &source.head()?)
+}
+
+/// Loads `revision` of a source (a resolved id: see
+/// [`SotSource::resolve`]), validates it, and compiles each site at the
+/// revision it follows: its `release_tag`, resolved in the same source, or
+/// `revision` itself. This is what a site is served from, so plans and
+/// diffs are made from it too.
+pub fn load_revision(source: &dyn SotSource, revision: &str) -> Result<LoadedSot, ModelError> {
+    let mut head = Sot::load_owned(source.files(revision)?).map_err(ModelError::Invalid)?;
+    head.revision = Some(revision.to_owned());
+    let (sites, warnings) = compile_pinned(&head, source)?;
+    Ok(LoadedSot {
+        head,
+        sites,
+        warnings,
+    })
+}
+
+/// Compiles each site of `head` at the revision it follows: a site's
+/// `release_tag` resolved in `source`, else `head` itself. A tag the source
+/// cannot resolve falls back to `head` with a warning; a pinned revision
+/// that does not validate, or lacks the site, is an error (nothing invalid
+/// reaches an agent). Returns the models and the warnings (`head`'s own
+/// included).
+pub fn compile_pinned(
+    head: &Sot,
+    source: &dyn SotSource,
+) -> Result<(BTreeMap<String, SiteModel>, Diagnostics), ModelError> {
+    let head_rev = head.revision.clone().unwrap_or_default();
     let mut warnings = head.warnings.clone();
     let mut pinned: BTreeMap<String, Sot> = BTreeMap::new();
     let mut sites = BTreeMap::new();
     for (id, s) in &head.sites {
         let rev = match &s.site.release_tag {
-            None => head_rev.clone(),
+            None => None,
             Some(tag) => match source.resolve(tag)? {
-                Some(rev) => rev,
+                Some(rev) if rev == head_rev => None,
+                Some(rev) => Some(rev),
                 None => {
                     let msg = format!(
                         "release_tag `{tag}` not found in {}; site `{id}` follows the branch head {head_rev}",
@@ -227,31 +275,33 @@ pub fn load_source(source: &dyn SotSource) -> Result<LoadedSot, ModelError> {
                         Diagnostic::error(&format!("sites/{id}/env.yml"), 1, 1, "release_tag", msg)
                             .into_warning(),
                     );
-                    head_rev.clone()
+                    None
                 }
             },
         };
-        let model = if rev == head_rev {
-            SiteModel::compile(&head, id)?
-        } else {
-            if !pinned.contains_key(&rev) {
-                let mut sot = Sot::load_owned(source.files(&rev)?).map_err(ModelError::Invalid)?;
-                sot.revision = Some(rev.clone());
-                pinned.insert(rev.clone(), sot);
+        let model = match rev {
+            None => SiteModel::compile(head, id)?,
+            Some(rev) => {
+                if !pinned.contains_key(&rev) {
+                    let mut sot =
+                        Sot::load_owned(source.files(&rev)?).map_err(|d| ModelError::Pinned {
+                            site: id.clone(),
+                            revision: rev.clone(),
+                            diagnostics: d,
+                        })?;
+                    sot.revision = Some(rev.clone());
+                    pinned.insert(rev.clone(), sot);
+                }
+                let sot = &pinned[&rev];
+                if !sot.sites.contains_key(id) {
+                    return Err(ModelError::UnknownSite(format!(
+                        "{id} (pinned to revision {rev}, which has no such site)"
+                    )));
+                }
+                SiteModel::compile(sot, id)?
             }
-            let sot = &pinned[&rev];
-            if !sot.sites.contains_key(id) {
-                return Err(ModelError::UnknownSite(format!(
-                    "{id} (pinned to revision {rev}, which has no such site)"
-                )));
-            }
-            SiteModel::compile(sot, id)?
         };
         sites.insert(id.clone(), model);
     }
-    Ok(LoadedSot {
-        head,
-        sites,
-        warnings,
-    })
+    Ok((sites, warnings))
 }

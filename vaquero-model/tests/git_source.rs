@@ -235,10 +235,10 @@ fn a_pinned_revision_that_fails_validation_is_an_error_too() {
         "name: Vaquero lab\nrelease_tag: broken",
     );
     repo.commit("fixed head, but pinned to the broken tag");
-    assert!(matches!(
-        load_source(&repo.source()),
-        Err(ModelError::Invalid(_))
-    ));
+    match load_source(&repo.source()) {
+        Err(ModelError::Pinned { site, .. }) => assert_eq!(site, "lab"),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
@@ -381,4 +381,19 @@ fn metadata_no_template_reads_changes_nothing_that_matters() {
     assert!(d.changed.iter().all(|c| !c.reprovision));
     assert_eq!(d.reprovision().count(), 0);
     assert_ne!(m1["lab"].version(), m2["lab"].version());
+}
+
+#[test]
+fn the_branch_defaults_to_the_one_head_names() {
+    let repo = Repo::lab();
+    git(&repo.path, &["checkout", "-q", "-b", "production"]);
+    let head = repo.commit("on production");
+    let src = GitSource::open_head(repo.path.to_str().unwrap()).unwrap();
+    assert_eq!(src.branch(), "production");
+    assert_eq!(src.head().unwrap(), head);
+    git(&repo.path, &["checkout", "-q", "--detach"]);
+    assert!(matches!(
+        GitSource::open_head(repo.path.to_str().unwrap()),
+        Err(ModelError::Git(m)) if m.contains("HEAD is detached")
+    ));
 }
