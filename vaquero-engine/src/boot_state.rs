@@ -1,27 +1,42 @@
 //! [`EngineBootState`]: the boot service's view of the engine
 //! ([`vaquero_ipxe::BootState`]).
 //!
-//! The runner calls [`EngineBootState::update`] after every committed step;
-//! the boot service asks [`current`](BootState::current) per request (a
-//! read lock and a map lookup) and reports checkpoints, which become
-//! [`EventKind::Checkpoint`] events the runner takes with
-//! [`EngineBootState::take_events`]. The boot service's other events
-//! (script and config fetches) are pushed with [`EngineBootState::push`].
-
-use std::sync::Mutex;
+//! The deciding half calls [`EngineBootState::update`] after every
+//! committed step; the boot service asks [`current`](BootState::current)
+//! per request (a read lock and a map lookup). What the boot service sees —
+//! checkpoints included — reaches the engine as observations
+//! ([`crate::Observation`]), not through this type.
 
 use vaquero_ipxe::{BootState, Current, MemoryBootState};
 use vaquero_model::SiteModel;
 
-use crate::event::{Event, EventKind};
-use crate::state::{HostState, SiteState};
+use crate::state::{HostState, Phase, SiteState};
 
 /// What each host boots now, as the engine's state says.
 #[derive(Debug, Default)]
 pub struct EngineBootState {
     /// What each host boots and which checkpoints were reported.
     inner: MemoryBootState,
-    events: Mutex<Vec<Event>>,
+}
+
+/// What the boot service should serve a host now, given the boot id of its
+/// current stage.
+pub fn current(h: &HostState, boot: Option<&str>) -> Current {
+    match (h.phase.booting(), boot) {
+        (true, Some(boot)) => Current::Stage {
+            stage: h.stage,
+            boot: boot.to_owned(),
+            attempt: h.attempt,
+        },
+        _ => Current::LocalDisk(match h.phase {
+            Phase::Done => "workflow finished".into(),
+            Phase::Skipped => "never_provision".into(),
+            Phase::Failed => "provisioning failed".into(),
+            Phase::Halted => "rollout halted".into(),
+            Phase::Idle => "nothing scheduled".into(),
+            p => format!("not netbooting ({p})"),
+        }),
+    }
 }
 
 impl EngineBootState {
@@ -34,7 +49,7 @@ impl EngineBootState {
         let boot = model
             .by_name(&h.name)
             .and_then(|r| model.stage(r.host, h.stage));
-        h.current(boot)
+        current(h, boot)
     }
 
     /// Takes the whole state (at start, after a restart).
@@ -50,21 +65,6 @@ impl EngineBootState {
             self.inner.set(&h.name, Self::current_of(model, h));
         }
     }
-
-    /// Adds an observed event (script or config fetched, DHCP).
-    pub fn push(&self, e: Event) {
-        if let Ok(mut v) = self.events.lock() {
-            v.push(e);
-        }
-    }
-
-    /// The events observed since the last call.
-    pub fn take_events(&self) -> Vec<Event> {
-        self.events
-            .lock()
-            .map(|mut v| std::mem::take(&mut *v))
-            .unwrap_or_default()
-    }
 }
 
 impl BootState for EngineBootState {
@@ -73,13 +73,6 @@ impl BootState for EngineBootState {
     }
 
     fn record_checkpoint(&self, host: &str, attempt: u64) -> bool {
-        let first = self.inner.record_checkpoint(host, attempt);
-        if first {
-            self.push(Event {
-                host: host.to_owned(),
-                kind: EventKind::Checkpoint { attempt },
-            });
-        }
-        first
+        self.inner.record_checkpoint(host, attempt)
     }
 }

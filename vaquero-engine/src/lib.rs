@@ -23,15 +23,22 @@
 //! - [`boot_state`]: [`EngineBootState`], the boot service's view of the
 //!   engine (`vaquero_ipxe::BootState`).
 //!
-//! - [`runner`]: [`Runner`], the thin I/O around the engine: commit, then
-//!   act through `vaquero-lom` drivers and the jobs.
-//!
-//! **Status:** in progress (issue 7).
+//! - [`observe`]: [`Observation`], what the site services (DHCP, TFTP, the
+//!   boot service, checkpoints) saw of a host; the one place that turns
+//!   observations into engine events.
+//! - [`decide`]: [`Decider`], the deciding half: events in, engine step,
+//!   commit, execution records, [`Task`]s out.
+//! - [`act`]: [`Actor`], the acting half: tasks in, `vaquero-lom` drivers
+//!   and jobs, [`TaskResult`]s out (idempotent per task).
+//! - [`runner`]: [`Runner`], both halves of one site joined in-process.
 
+pub mod act;
 pub mod boot_state;
+pub mod decide;
 pub mod engine;
 pub mod event;
 pub mod job;
+pub mod observe;
 pub mod persist;
 pub mod plan;
 pub mod policy;
@@ -40,10 +47,13 @@ pub mod runner;
 pub mod state;
 pub mod store;
 
+pub use act::{Actor, Task, TaskResult};
 pub use boot_state::EngineBootState;
+pub use decide::Decider;
 pub use engine::{Engine, EngineConfig, EngineError, Step};
 pub use event::{Action, ActionKind, Event, EventKind, JobPhase, JobSpec, Notice, Outcome};
 pub use job::{ExecJob, HttpJob, Job, JobError, JobRunner, SshJob};
+pub use observe::{Observation, ObservationKind};
 pub use persist::{PersistError, StateStore};
 pub use plan::{HostPlan, Plan, PlanAction, PlanSet, SitePlans, plan, plan_with_state};
 pub use policy::{Decision, Policy, PolicyCtx, WorkflowStats};

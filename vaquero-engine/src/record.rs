@@ -181,6 +181,10 @@ impl<S: Store + ?Sized> Records<S> {
             return Ok(None);
         };
         let mut r = decode(&key, &kv.value)?;
+        if r.status != RecordStatus::InProgress {
+            // A late or repeated result never overwrites the first.
+            return Ok(Some(r));
+        }
         r.status = if outcome.is_ok() {
             RecordStatus::Done
         } else {

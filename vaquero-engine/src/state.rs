@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
-use vaquero_ipxe::Current;
 
 /// Where a host is in its lifecycle.
 ///
@@ -184,26 +183,6 @@ impl HostState {
             pending: None,
             installed: None,
             reason: None,
-        }
-    }
-
-    /// What the boot service should serve this host now, given the boot id
-    /// of its current stage.
-    pub fn current(&self, boot: Option<&str>) -> Current {
-        match (self.phase.booting(), boot) {
-            (true, Some(boot)) => Current::Stage {
-                stage: self.stage,
-                boot: boot.to_owned(),
-                attempt: self.attempt,
-            },
-            _ => Current::LocalDisk(match self.phase {
-                Phase::Done => "workflow finished".into(),
-                Phase::Skipped => "never_provision".into(),
-                Phase::Failed => "provisioning failed".into(),
-                Phase::Halted => "rollout halted".into(),
-                Phase::Idle => "nothing scheduled".into(),
-                p => format!("not netbooting ({p})"),
-            }),
         }
     }
 }

@@ -127,7 +127,7 @@ fn a_host_goes_through_every_phase_once() {
     assert_eq!(h.host("storage-01").phase, Phase::Netbooting);
     // The boot service serves stage 0 of attempt 1.
     assert_eq!(
-        h.host("storage-01").current(Some("rocky-install")),
+        vaquero_engine::boot_state::current(h.host("storage-01"), Some("rocky-install")),
         vaquero_ipxe::Current::Stage {
             stage: 0,
             boot: "rocky-install".into(),
@@ -175,7 +175,7 @@ fn a_host_goes_through_every_phase_once() {
         (Phase::Done, Some("rocky-install"))
     );
     assert!(matches!(
-        s.current(Some("rocky-install")),
+        vaquero_engine::boot_state::current(&s, Some("rocky-install")),
         vaquero_ipxe::Current::LocalDisk(_)
     ));
 }
@@ -484,17 +484,25 @@ fn the_boot_service_sees_the_engine_state() {
             attempt: 1
         }
     );
-    // A checkpoint is reported once and becomes an event for the engine.
+    // A checkpoint is recorded once by the boot state, and reaches the
+    // engine as an observation.
     assert!(bs.record_checkpoint("storage-01", 1));
     assert!(!bs.record_checkpoint("storage-01", 1));
-    let events = bs.take_events();
+    let seen = vaquero_engine::Observation {
+        at: h.now,
+        host: "storage-01".into(),
+        attempt: Some(1),
+        kind: vaquero_engine::ObservationKind::Checkpoint,
+        ok: true,
+        detail: String::new(),
+    };
+    let events: Vec<Event> = seen.event().into_iter().collect();
     assert_eq!(
         events,
         vec![ev("storage-01", EventKind::Checkpoint { attempt: 1 })]
     );
     h.step(&events);
     assert_eq!(h.host("storage-01").phase, Phase::Validating);
-    assert!(bs.take_events().is_empty());
 }
 
 /// Without force_provision a new host is not power-cycled: it waits until

@@ -1,6 +1,7 @@
 //! The runner end to end in real time: a real redb store, fake BMCs
-//! (vaquero-lom's FakeDriver) whose machines "boot" by reporting to the
-//! boot state, and real exec jobs; then a restart from the same file.
+//! (vaquero-lom's FakeDriver) whose machines "boot" by sending the runner
+//! the observations the boot service would, and real exec jobs; then a
+//! restart from the same file.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
@@ -11,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use vaquero_engine::{
-    Engine, EngineBootState, EngineConfig, JobRunner, Phase, RecordStatus, RedbStore, Runner,
+    Engine, EngineBootState, EngineConfig, JobRunner, Observation, ObservationKind, Phase,
+    RecordStatus, RedbStore, Runner,
 };
 use vaquero_ipxe::{BootState, Current};
 use vaquero_lom::{FakeCall, FakeDriver, LomError, PowerDriver};
@@ -76,6 +78,7 @@ fn config() -> EngineConfig {
 fn machines(
     fakes: &HashMap<String, FakeDriver>,
     boot: &EngineBootState,
+    observer: &tokio::sync::mpsc::UnboundedSender<Observation>,
     seen: &mut HashMap<String, usize>,
 ) {
     for (name, f) in fakes {
@@ -89,15 +92,20 @@ fn machines(
             && matches!(f.booted_from(), Some(Some(o)) if o.device == vaquero_lom::BootDevice::Pxe)
             && let Current::Stage { attempt, .. } = boot.current(name)
         {
-            boot.push(vaquero_engine::Event {
-                host: name.clone(),
-                kind: vaquero_engine::EventKind::Script { attempt },
-            });
-            boot.push(vaquero_engine::Event {
-                host: name.clone(),
-                kind: vaquero_engine::EventKind::Config { attempt },
-            });
-            boot.record_checkpoint(name, attempt);
+            for kind in [
+                ObservationKind::Script,
+                ObservationKind::Config,
+                ObservationKind::Checkpoint,
+            ] {
+                let _ = observer.send(Observation {
+                    at: Timestamp::now(),
+                    host: name.clone(),
+                    attempt: Some(attempt),
+                    kind,
+                    ok: true,
+                    detail: String::new(),
+                });
+            }
         }
     }
 }
@@ -170,7 +178,7 @@ async fn runner_rolls_out_and_restarts_from_redb() {
                 .filter(|h| h.phase.in_flight())
                 .count(),
         );
-        machines(&fakes, &boot, &mut seen);
+        machines(&fakes, &boot, &r.observer(), &mut seen);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(max_in_flight <= 2, "max_concurrent 2, saw {max_in_flight}");
@@ -225,4 +233,71 @@ async fn runner_rolls_out_and_restarts_from_redb() {
         })
         .sum();
     assert_eq!(cycles, HOSTS, "one power cycle per host");
+}
+
+/// A task delivered twice (a server that did not hear the first answer
+/// asks again) is carried out once; a finished one is answered from
+/// memory; a late result does not overwrite a finished record.
+#[tokio::test]
+async fn tasks_and_results_are_idempotent() {
+    use vaquero_engine::{Action, ActionKind, Actor, Outcome, Task};
+    let fake = FakeDriver::new("bmc-0");
+    let drivers: HashMap<String, Arc<dyn PowerDriver>> = HashMap::from([(
+        "h0".to_owned(),
+        Arc::new(fake.clone()) as Arc<dyn PowerDriver>,
+    )]);
+    let actor = Actor::new(drivers, JobRunner::new());
+    let task = Task {
+        site: "s".into(),
+        action: Action {
+            host: "h0".into(),
+            seq: 7,
+            rollout: Some(1),
+            stage: 0,
+            attempt: 1,
+            kind: ActionKind::PowerCycle,
+        },
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    actor.spawn(task.clone(), tx.clone());
+    actor.spawn(task.clone(), tx.clone());
+    let first = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(first.outcome.is_ok(), "{first:?}");
+    actor.spawn(task.clone(), tx.clone());
+    let again = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again, first);
+    assert!(rx.try_recv().is_err(), "one answer per delivery");
+    let cycles = fake
+        .calls()
+        .iter()
+        .filter(|c| matches!(c, FakeCall::Power(_)))
+        .count();
+    assert_eq!(cycles, 1, "{:?}", fake.calls());
+
+    // Records: the first outcome wins.
+    let store = Arc::new(vaquero_engine::MemoryStore::new());
+    let records = vaquero_engine::Records::new(store, "s");
+    records.begin(&task.action, Timestamp::now()).await.unwrap();
+    records
+        .finish("h0", 7, &Outcome::ok(), Vec::new(), Timestamp::now())
+        .await
+        .unwrap();
+    records
+        .finish(
+            "h0",
+            7,
+            &Outcome::failed(false, "late"),
+            Vec::new(),
+            Timestamp::now(),
+        )
+        .await
+        .unwrap();
+    let r = records.for_host("h0").await.unwrap();
+    assert_eq!(r[0].status, RecordStatus::Done);
 }

@@ -291,7 +291,9 @@ impl Sim {
         let boot = model
             .by_name(host)
             .and_then(|r| model.stage(r.host, h.stage));
-        let vaquero_ipxe::Current::Stage { attempt, boot, .. } = h.current(boot) else {
+        let vaquero_ipxe::Current::Stage { attempt, boot, .. } =
+            vaquero_engine::boot_state::current(h, boot)
+        else {
             return; // local disk
         };
         let has_config = model
