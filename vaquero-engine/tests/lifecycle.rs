@@ -175,7 +175,7 @@ fn a_host_goes_through_every_phase_once() {
         (Phase::Done, Some("rocky-install"))
     );
     assert!(matches!(
-        vaquero_engine::boot_state::current(&s, Some("rocky-install")),
+        vaquero_engine::boot_state::current(s, Some("rocky-install")),
         vaquero_ipxe::Current::LocalDisk(_)
     ));
 }
