@@ -42,7 +42,7 @@ pub mod transfer;
 
 pub use packet::{DecodeError, ErrorCode, Mode, Options, Packet, Request};
 pub use receive::{Receive, Write};
-pub use server::{Server, ServerConfig, Stats};
+pub use server::{Server, ServerConfig, Stats, TftpEvent};
 pub use source::{
     Directory, FileHandle, FileSink, FileSource, Generated, Memory, OpenError, Overlay,
 };

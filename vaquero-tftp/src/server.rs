@@ -100,6 +100,25 @@ impl Stats {
     }
 }
 
+/// One read request and how it ended, for the boot timeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TftpEvent {
+    /// When it ended.
+    pub at: std::time::SystemTime,
+    /// The client.
+    pub client: SocketAddr,
+    /// The file asked for, as the client named it.
+    pub file: String,
+    /// How it ended: `completed`, `aborted` (by the client: OVMF asks
+    /// for the size first and aborts), `timed_out`, `failed`,
+    /// `not_found`, `refused`.
+    pub outcome: &'static str,
+    /// Bytes sent.
+    pub bytes: u64,
+    /// How long it took.
+    pub duration: Duration,
+}
+
 /// Reads a counter.
 pub fn get(c: &AtomicU64) -> u64 {
     c.load(Ordering::Relaxed)
@@ -111,6 +130,7 @@ pub struct Server {
     source: Arc<dyn FileSource>,
     config: ServerConfig,
     stats: Arc<Stats>,
+    events: Option<mpsc::Sender<TftpEvent>>,
 }
 
 struct RateLimiter {
@@ -186,7 +206,15 @@ impl Server {
             source: Arc::new(source),
             config,
             stats: Arc::new(Stats::default()),
+            events: None,
         })
+    }
+
+    /// Reports every read request, when it ends, to `events` (dropped, not
+    /// waited for, when the channel is full).
+    pub fn with_events(mut self, events: mpsc::Sender<TftpEvent>) -> Self {
+        self.events = Some(events);
+        self
     }
 
     /// The address the server listens on.
@@ -318,6 +346,7 @@ impl Server {
                         source: self.source.clone(),
                         config: self.config.clone(),
                         stats: self.stats.clone(),
+                        events: self.events.clone(),
                     };
                     let active = active.clone();
                     let stop = stop_rx.clone();
@@ -373,9 +402,23 @@ struct Job {
     source: Arc<dyn FileSource>,
     config: ServerConfig,
     stats: Arc<Stats>,
+    events: Option<mpsc::Sender<TftpEvent>>,
 }
 
 impl Job {
+    fn emit(&self, outcome: &'static str, bytes: u64, started: Instant) {
+        if let Some(tx) = &self.events {
+            let _ = tx.try_send(TftpEvent {
+                at: std::time::SystemTime::now(),
+                client: self.client,
+                file: self.name.clone(),
+                outcome,
+                bytes,
+                duration: started.elapsed(),
+            });
+        }
+    }
+
     async fn open(&self) -> Result<Box<dyn FileHandle>, OpenError> {
         let (source, name, client) = (self.source.clone(), self.name.clone(), self.client);
         let mode = self.mode;
@@ -415,6 +458,15 @@ impl Job {
                 Stats::inc(counter);
                 metrics::counter!("tftp_refused_total", "reason" => reason(&e)).increment(1);
                 debug!(error = %e, "request refused");
+                self.emit(
+                    if e.code() == ErrorCode::FileNotFound {
+                        "not_found"
+                    } else {
+                        "refused"
+                    },
+                    0,
+                    started,
+                );
                 let msg = e.to_string();
                 let _ = link.send(&error_packet(e.code(), &msg)).await;
                 return;
@@ -507,6 +559,7 @@ impl Job {
             Ok(t) => t,
             Err(e) => {
                 warn!(error = %e, "transfer failed");
+                self.emit("failed", 0, started);
                 Stats::inc(&self.stats.failed);
                 metrics::counter!("tftp_transfers_total", "outcome" => "failed").increment(1);
                 return;
@@ -531,6 +584,7 @@ impl Job {
         };
         Stats::inc(counter);
         metrics::counter!("tftp_transfers_total", "outcome" => label).increment(1);
+        self.emit(label, s.bytes, started);
         info!(
             outcome = label,
             bytes = s.bytes,

@@ -191,3 +191,52 @@ async fn shutdown_waits_for_transfers_within_the_grace_period() {
     s.send_to(&rrq("small"), addr).await.unwrap();
     assert!(recv(&s, Duration::from_millis(300)).await.is_none());
 }
+
+/// Every read request is reported when it ends: who, which file, how.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_requests_are_reported_as_events() {
+    let mut files = Memory::new();
+    files.insert("small", b"hello".to_vec()).unwrap();
+    let (etx, mut erx) = tokio::sync::mpsc::channel(16);
+    let server = Server::bind(config(), files)
+        .await
+        .unwrap()
+        .with_events(etx);
+    let addr = server.local_addr().unwrap();
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let h = tokio::spawn(async move {
+        server
+            .run(async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+    });
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    client.send_to(&rrq("small"), addr).await.unwrap();
+    let (data, from) = recv(&client, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(&data[..4], &[0, 3, 0, 1]);
+    assert_eq!(&data[4..], b"hello");
+    client.send_to(&[0, 4, 0, 1], from).await.unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(5), erx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (e.client, e.file.as_str(), e.outcome, e.bytes),
+        (client.local_addr().unwrap(), "small", "completed", 5)
+    );
+    client.send_to(&rrq("nope"), addr).await.unwrap();
+    let (err, _) = recv(&client, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(&err[..4], &[0, 5, 0, 1], "file not found");
+    let e = tokio::time::timeout(Duration::from_secs(5), erx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (e.file.as_str(), e.outcome, e.bytes),
+        ("nope", "not_found", 0)
+    );
+    let _ = stop.send(());
+    h.await.unwrap();
+}
