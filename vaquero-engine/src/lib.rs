@@ -44,6 +44,7 @@ pub mod plan;
 pub mod policy;
 pub mod record;
 pub mod runner;
+pub mod site;
 pub mod state;
 pub mod store;
 

@@ -322,6 +322,33 @@ impl Inner {
         }
     }
 
+    /// Like `emit`, but waits for room in the channel instead of dropping
+    /// the event (checkpoints).
+    async fn emit_reliably(
+        &self,
+        route: Route,
+        host: Option<&str>,
+        attempt: Option<u64>,
+        client: Option<IpAddr>,
+        status: StatusCode,
+        detail: String,
+    ) {
+        debug!(?route, host, attempt, ?client, status = status.as_u16(), %detail, "boot service");
+        if let Some(tx) = &self.events {
+            let _ = tx
+                .send(BootEvent {
+                    at: SystemTime::now(),
+                    route,
+                    host: host.map(str::to_owned),
+                    attempt,
+                    client,
+                    status: status.as_u16(),
+                    detail,
+                })
+                .await;
+        }
+    }
+
     fn attempt_of(&self, host: &str) -> Option<u64> {
         match self.state.current(host) {
             Current::Stage { attempt, .. } => Some(attempt),
@@ -740,11 +767,26 @@ async fn files_handler(
     resp
 }
 
+/// What an installer may send with its checkpoint (query and body) that is
+/// kept in the timeline.
+const CHECKPOINT_NOTE_BYTES: usize = 4096;
+
 async fn checkpoint(
     State(s): State<Shared>,
     Peer(ip, _): Peer,
     Path(token): Path<String>,
+    req: Request,
 ) -> Response {
+    // What the installer sent along (`?status=ok`, a small body): kept in
+    // the timeline, never interpreted.
+    let query = req.uri().query().map(str::to_owned);
+    let body = match axum::body::to_bytes(req.into_body(), CHECKPOINT_NOTE_BYTES).await {
+        Ok(b) if b.is_empty() => None,
+        Ok(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+        Err(_) => Some(format!(
+            "(body over {CHECKPOINT_NOTE_BYTES} bytes, not kept)"
+        )),
+    };
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -798,14 +840,23 @@ async fn checkpoint(
         }
     }
     if s.state.record_checkpoint(&claims.host, claims.attempt) {
-        s.emit(
+        let mut detail = claims.boot.clone();
+        for (what, v) in [("query", &query), ("body", &body)] {
+            if let Some(v) = v {
+                detail.push_str(&format!(" {what}: {}", v.trim_end()));
+            }
+        }
+        // The installer is told "recorded" only once the event is queued:
+        // a checkpoint is never dropped for a full channel.
+        s.emit_reliably(
             Route::Checkpoint,
             Some(&claims.host),
             Some(claims.attempt),
             ip,
             StatusCode::OK,
-            claims.boot.clone(),
-        );
+            detail,
+        )
+        .await;
         text(
             StatusCode::OK,
             format!(

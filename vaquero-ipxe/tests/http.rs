@@ -236,7 +236,12 @@ fn configs_have_their_type_and_a_working_checkpoint() {
     let claims = TokenKey::new(KEY).verify(token, 0).unwrap();
     assert_eq!((claims.host.as_str(), claims.attempt), ("storage-01", 2));
 
-    let ok = curl(&s, &format!("/checkpoint/{token}"), &["-X", "POST"]);
+    // What the installer sends along is kept in the timeline.
+    let ok = curl(
+        &s,
+        &format!("/checkpoint/{token}?status=ok"),
+        &["-X", "POST", "--data-binary", "installed 42 packages"],
+    );
     assert_eq!(ok.status, 200, "{}", ok.text());
     assert!(ok.text().starts_with("recorded"));
     // A retry is fine but is not recorded twice.
@@ -255,6 +260,10 @@ fn configs_have_their_type_and_a_working_checkpoint() {
     std::thread::sleep(Duration::from_millis(100));
     assert!(s.events.try_recv().is_err(), "the repeat is not an event");
     assert_eq!(ev[0].attempt, Some(2));
+    assert_eq!(
+        ev[0].detail,
+        "rocky-install query: status=ok body: installed 42 packages"
+    );
 
     // Ignition is JSON with its media type; a boot outside the workflow 404s.
     stage0(&s, "k8s-01", "burnin", 1);

@@ -1,0 +1,624 @@
+//! The site services of one agent: DHCP, TFTP and the HTTP boot service,
+//! answering from one model and the engine's [`BootState`], and reporting
+//! what they see as [`Observation`]s.
+//!
+//! For one `agents` entry of a site:
+//! - DHCP on each of the agent's `interfaces` (all but loopback when it
+//!   names none) in its `dhcp_mode`; the server address is the
+//!   interface's own IPv4 address;
+//! - TFTP on UDP 69 of those addresses, from `tftp_server.base_dir`; iPXE
+//!   binaries missing there (`undionly.kpxe`, `ipxe.efi`, `snponly.efi`)
+//!   are served from the distribution's build (Debian's `ipxe` package,
+//!   `/usr/lib/ipxe`), and start-up fails naming the file when neither has
+//!   it;
+//! - the HTTP boot service on the port of `asset_server.url`.
+//!
+//! [`SiteServices::swap`] gives all three a new model at once; requests in
+//! flight finish on the model they started with.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use vaquero_ipxe::{BootEvent, BootService, BootState, Listeners, Route, ServiceConfig, TokenKey};
+use vaquero_model::{Agent, DhcpMode, SiteModel};
+
+use crate::observe::{Observation, ObservationKind};
+
+/// The iPXE binaries the DHCP responder hands out over TFTP.
+pub const IPXE_FILES: [&str; 3] = ["undionly.kpxe", "ipxe.efi", "snponly.efi"];
+
+/// Where the distribution keeps its iPXE builds (Debian's `ipxe`).
+pub const DISTRIBUTION_IPXE: &str = "/usr/lib/ipxe";
+
+/// How the site services run, beyond what the SoT says.
+#[derive(Debug, Clone)]
+pub struct SiteOptions {
+    /// The agent entry to serve (`None`: the site's only one).
+    pub agent: Option<String>,
+    /// Where missing iPXE binaries are looked for.
+    pub ipxe_dirs: Vec<PathBuf>,
+    /// Signs checkpoint tokens (keep it across restarts: tokens in
+    /// flight stay valid).
+    pub token_key: TokenKey,
+    /// HTTP event loops.
+    pub http_threads: NonZeroUsize,
+    /// The DHCP server port (67; tests use others).
+    pub dhcp_port: u16,
+    /// The TFTP port (69).
+    pub tftp_port: u16,
+    /// The HTTP address (default: all addresses, on the port of the
+    /// agent's `asset_server.url`).
+    pub http_listen: Option<SocketAddr>,
+}
+
+impl SiteOptions {
+    /// Defaults: the only agent, Debian's iPXE, standard ports.
+    pub fn new(token_key: TokenKey) -> Self {
+        SiteOptions {
+            agent: None,
+            ipxe_dirs: vec![PathBuf::from(DISTRIBUTION_IPXE)],
+            token_key,
+            http_threads: NonZeroUsize::MIN,
+            dhcp_port: 67,
+            tftp_port: 69,
+            http_listen: None,
+        }
+    }
+}
+
+/// Why the site services cannot start: each says what to fix.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SiteError {
+    /// The site has no such agent, or several and none was named.
+    #[error("{0}")]
+    Agent(String),
+    /// An interface the agent names does not exist or has no IPv4 address.
+    #[error(
+        "interface `{0}` does not exist or has no IPv4 address: fix the agent's `interfaces` in the SoT, or bring the interface up"
+    )]
+    Interface(String),
+    /// An iPXE binary is neither in the TFTP root nor in the distribution's.
+    #[error(
+        "TFTP: `{file}` is neither in {root} nor in {dirs}: install Debian's `ipxe` package, or put the file in the TFTP root"
+    )]
+    MissingIpxe {
+        /// The file.
+        file: String,
+        /// The TFTP root.
+        root: String,
+        /// Where else it was looked for.
+        dirs: String,
+    },
+    /// A port is taken.
+    #[error("{service}: {addr} is in use by another program: stop it, or serve on another port")]
+    InUse {
+        /// DHCP, TFTP or HTTP.
+        service: &'static str,
+        /// The address.
+        addr: String,
+    },
+    /// Not allowed to bind a privileged port or an interface.
+    #[error(
+        "{service}: not allowed to bind {addr}: run as root, or grant CAP_NET_BIND_SERVICE and CAP_NET_RAW (setcap cap_net_bind_service,cap_net_raw+ep vaquero)"
+    )]
+    Privileges {
+        /// DHCP, TFTP or HTTP.
+        service: &'static str,
+        /// The address.
+        addr: String,
+    },
+    /// Another I/O error.
+    #[error("{service}: {addr}: {source}")]
+    Io {
+        /// DHCP, TFTP or HTTP.
+        service: &'static str,
+        /// The address.
+        addr: String,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// The boot service cannot be set up.
+    #[error("HTTP boot service: {0}")]
+    Service(String),
+}
+
+fn bind_error(service: &'static str, addr: impl std::fmt::Display, e: std::io::Error) -> SiteError {
+    let addr = addr.to_string();
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => SiteError::InUse { service, addr },
+        std::io::ErrorKind::PermissionDenied => SiteError::Privileges { service, addr },
+        _ => SiteError::Io {
+            service,
+            addr,
+            source: e,
+        },
+    }
+}
+
+/// The agent entry to serve.
+pub fn agent<'m>(model: &'m SiteModel, id: Option<&str>) -> Result<&'m Agent, SiteError> {
+    let agents = &model.site().agents;
+    match id {
+        Some(id) => agents.iter().find(|a| a.id == id).ok_or_else(|| {
+            SiteError::Agent(format!(
+                "site `{}` has no agent `{id}` (its agents: {})",
+                model.site().id,
+                agents
+                    .iter()
+                    .map(|a| a.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        }),
+        None => match agents.as_slice() {
+            [one] => Ok(one),
+            [] => Err(SiteError::Agent(format!(
+                "site `{}` has no agent: add one under `agents` in its env.yml",
+                model.site().id
+            ))),
+            many => Err(SiteError::Agent(format!(
+                "site `{}` has several agents ({}): name one with --agent",
+                model.site().id,
+                many.iter()
+                    .map(|a| a.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        },
+    }
+}
+
+/// The IPv4 address of each interface the agent serves on: those it names,
+/// or every interface but loopback.
+pub fn interface_addresses(agent: &Agent) -> Result<BTreeMap<String, Ipv4Addr>, SiteError> {
+    let all = if_addrs::get_if_addrs().map_err(|e| SiteError::Io {
+        service: "DHCP",
+        addr: "interfaces".into(),
+        source: e,
+    })?;
+    let v4 = |name: &str| {
+        all.iter().find_map(|i| match i.ip() {
+            IpAddr::V4(ip) if i.name == name => Some(ip),
+            _ => None,
+        })
+    };
+    let mut out = BTreeMap::new();
+    if agent.interfaces.is_empty() {
+        for i in &all {
+            if let IpAddr::V4(ip) = i.ip()
+                && !i.is_loopback()
+            {
+                out.entry(i.name.clone()).or_insert(ip);
+            }
+        }
+    } else {
+        for name in &agent.interfaces {
+            let ip = v4(name).ok_or_else(|| SiteError::Interface(name.clone()))?;
+            out.insert(name.clone(), ip);
+        }
+    }
+    Ok(out)
+}
+
+/// The TFTP file source: the agent's root, and the distribution's iPXE
+/// binaries where the root lacks them. Says which came from where.
+fn tftp_source(
+    root: Option<&Path>,
+    ipxe_dirs: &[PathBuf],
+) -> Result<(TftpRoot, Vec<String>), SiteError> {
+    let dir = match root {
+        Some(r) => Some(vaquero_tftp::Directory::new(r).map_err(|e| SiteError::Io {
+            service: "TFTP",
+            addr: r.display().to_string(),
+            source: e,
+        })?),
+        None => None,
+    };
+    let mut fallback = vaquero_tftp::Memory::new();
+    let mut notes = Vec::new();
+    for file in IPXE_FILES {
+        if root.is_some_and(|r| r.join(file).is_file()) {
+            continue;
+        }
+        let found = ipxe_dirs.iter().map(|d| d.join(file)).find(|p| p.is_file());
+        let Some(path) = found else {
+            return Err(SiteError::MissingIpxe {
+                file: file.into(),
+                root: root.map_or("(no tftp_server.base_dir)".into(), |r| {
+                    r.display().to_string()
+                }),
+                dirs: ipxe_dirs
+                    .iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        };
+        let bytes = std::fs::read(&path).map_err(|e| SiteError::Io {
+            service: "TFTP",
+            addr: path.display().to_string(),
+            source: e,
+        })?;
+        fallback
+            .insert(file, bytes)
+            .map_err(|e| SiteError::Service(e.to_string()))?;
+        notes.push(format!("{file} from {}", path.display()));
+    }
+    Ok((TftpRoot { dir, fallback }, notes))
+}
+
+/// The agent's TFTP root, then the iPXE binaries it lacks.
+struct TftpRoot {
+    dir: Option<vaquero_tftp::Directory>,
+    fallback: vaquero_tftp::Memory,
+}
+
+impl vaquero_tftp::FileSource for TftpRoot {
+    fn open(
+        &self,
+        name: &str,
+        client: SocketAddr,
+    ) -> Result<Box<dyn vaquero_tftp::FileHandle>, vaquero_tftp::OpenError> {
+        match &self.dir {
+            Some(d) => match d.open(name, client) {
+                Err(vaquero_tftp::OpenError::NotFound) => self.fallback.open(name, client),
+                other => other,
+            },
+            None => self.fallback.open(name, client),
+        }
+    }
+}
+
+/// The running site services.
+pub struct SiteServices {
+    model: watch::Sender<Arc<SiteModel>>,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<Result<(), SiteError>>,
+    http: SocketAddr,
+    tftp: Vec<SocketAddr>,
+}
+
+impl std::fmt::Debug for SiteServices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SiteServices")
+            .field("http", &self.http)
+            .field("tftp", &self.tftp)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SiteServices {
+    /// Starts the services of one agent of `model`'s site. What they see
+    /// goes to `observer`. Fails, saying what to fix, when an interface is
+    /// missing, a port is taken, privileges are lacking or an iPXE binary
+    /// is nowhere.
+    pub async fn start(
+        model: Arc<SiteModel>,
+        state: Arc<dyn BootState>,
+        options: SiteOptions,
+        observer: mpsc::UnboundedSender<Observation>,
+    ) -> Result<SiteServices, SiteError> {
+        let agent = agent(&model, options.agent.as_deref())?.clone();
+        let addresses = if agent.dhcp_mode == DhcpMode::Off && agent.interfaces.is_empty() {
+            BTreeMap::new()
+        } else {
+            interface_addresses(&agent)?
+        };
+        let (model_tx, model_rx) = watch::channel(model.clone());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let stopped = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        };
+        let mut tasks = JoinSet::new();
+
+        // The events of all three, as observations.
+        let (dhcp_tx, mut dhcp_rx) = mpsc::channel::<vaquero_dhcp::DhcpEvent>(4096);
+        let (tftp_tx, mut tftp_rx) = mpsc::channel::<vaquero_tftp::TftpEvent>(4096);
+        let (http_tx, mut http_rx) = mpsc::channel::<BootEvent>(16384);
+        {
+            let model = model_rx.clone();
+            let observer = observer.clone();
+            let stop = stopped();
+            tasks.spawn(async move {
+                tokio::pin!(stop);
+                loop {
+                    let o = tokio::select! {
+                        _ = &mut stop => break,
+                        Some(e) = dhcp_rx.recv() => from_dhcp(&e),
+                        Some(e) = tftp_rx.recv() => from_tftp(&model.borrow(), &e),
+                        Some(e) = http_rx.recv() => from_http(&e),
+                        else => break,
+                    };
+                    if let Some(o) = o
+                        && observer.send(o).is_err()
+                    {
+                        break;
+                    }
+                }
+                Ok(())
+            });
+        }
+
+        // DHCP.
+        if agent.dhcp_mode != DhcpMode::Off {
+            for (name, ip) in &addresses {
+                let mut config =
+                    vaquero_dhcp::ServerConfig::new(Some(name.clone()), *ip, agent.dhcp_mode);
+                config.port = options.dhcp_port;
+                if agent.dhcp_mode == DhcpMode::Proxy && options.dhcp_port != 67 {
+                    config.pxe_port = None;
+                }
+                let server =
+                    vaquero_dhcp::Server::bind(config, model_rx.clone(), Some(dhcp_tx.clone()))
+                        .map_err(|e| {
+                            bind_error(
+                                "DHCP",
+                                format!("{name} ({ip}) port {}", options.dhcp_port),
+                                e,
+                            )
+                        })?;
+                let stop = stopped();
+                let at = format!("{name} ({ip})");
+                tasks.spawn(async move {
+                    server.run(stop).await.map_err(|e| SiteError::Io {
+                        service: "DHCP",
+                        addr: at,
+                        source: e,
+                    })
+                });
+            }
+        }
+
+        // TFTP.
+        let root = agent
+            .tftp_server
+            .as_ref()
+            .and_then(|t| t.base_dir.as_deref())
+            .map(PathBuf::from);
+        let mut tftp = Vec::new();
+        let tftp_addrs: Vec<Ipv4Addr> = addresses.values().copied().collect();
+        if !tftp_addrs.is_empty() {
+            let (source, notes) = tftp_source(root.as_deref(), &options.ipxe_dirs)?;
+            for n in &notes {
+                tracing::info!("TFTP serves {n} (not in the TFTP root)");
+            }
+            let source = Arc::new(source);
+            for ip in tftp_addrs {
+                let listen = SocketAddr::from((ip, options.tftp_port));
+                let config = vaquero_tftp::ServerConfig {
+                    listen,
+                    ..vaquero_tftp::ServerConfig::default()
+                };
+                let server = vaquero_tftp::Server::bind(config, SharedSource(source.clone()))
+                    .await
+                    .map_err(|e| bind_error("TFTP", listen, e))?
+                    .with_events(tftp_tx.clone());
+                tftp.push(listen);
+                let stop = stopped();
+                tasks.spawn(async move {
+                    server.run(stop).await.map_err(|e| SiteError::Io {
+                        service: "TFTP",
+                        addr: listen.to_string(),
+                        source: e,
+                    })
+                });
+            }
+        }
+
+        // HTTP.
+        let listen = match options.http_listen {
+            Some(a) => a,
+            None => {
+                let url = agent
+                    .asset_server
+                    .as_ref()
+                    .and_then(|a| a.url.as_deref())
+                    .ok_or_else(|| {
+                        SiteError::Agent(format!(
+                            "agent `{}` has no asset_server.url: the boot service needs it",
+                            agent.id
+                        ))
+                    })?;
+                SocketAddr::from((Ipv4Addr::UNSPECIFIED, url_port(url)))
+            }
+        };
+        let files = agent
+            .asset_server
+            .as_ref()
+            .and_then(|a| a.base_dir.as_deref())
+            .map(PathBuf::from);
+        let config = ServiceConfig::new(files, options.token_key.clone());
+        let service = BootService::new(model_rx.clone(), state, config, Some(http_tx))
+            .map_err(|e| SiteError::Service(e.to_string()))?;
+        let listeners = Listeners::bind(listen, options.http_threads)
+            .map_err(|e| bind_error("HTTP", listen, e))?;
+        let http = listeners.local_addr();
+        let stop = stopped();
+        tasks.spawn(async move {
+            listeners
+                .serve(service, stop)
+                .await
+                .map_err(|e| SiteError::Io {
+                    service: "HTTP",
+                    addr: http.to_string(),
+                    source: e,
+                })
+        });
+        tracing::info!(
+            site = %model.site().id,
+            agent = %agent.id,
+            dhcp = ?agent.dhcp_mode,
+            interfaces = ?addresses,
+            %http,
+            "site services started"
+        );
+        Ok(SiteServices {
+            model: model_tx,
+            stop: stop_tx,
+            tasks,
+            http,
+            tftp,
+        })
+    }
+
+    /// Serves `model` from now on (DHCP, TFTP lookups and HTTP at once).
+    pub fn swap(&self, model: Arc<SiteModel>) {
+        self.model.send_replace(model);
+    }
+
+    /// The HTTP boot service's address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http
+    }
+
+    /// The TFTP servers' addresses.
+    pub fn tftp_addrs(&self) -> &[SocketAddr] {
+        &self.tftp
+    }
+
+    /// Waits until a service stops by itself (it failed).
+    pub async fn failed(&mut self) -> SiteError {
+        loop {
+            match self.tasks.join_next().await {
+                Some(Ok(Err(e))) => return e,
+                Some(Ok(Ok(()))) => {}
+                Some(Err(e)) => return SiteError::Service(format!("a site service panicked: {e}")),
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    /// Stops every service; requests in flight finish (bounded).
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        let all = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(10), all)
+            .await
+            .is_err()
+        {
+            self.tasks.abort_all();
+        }
+    }
+}
+
+/// The port of a URL (`http://10.0.0.2:8080/x` → 8080; 80 or 443 by scheme).
+fn url_port(url: &str) -> u16 {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
+    let authority = rest.split('/').next().unwrap_or_default();
+    authority
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or(if scheme == "https" { 443 } else { 80 })
+}
+
+/// One source shared by the TFTP servers of several addresses.
+struct SharedSource(Arc<TftpRoot>);
+
+impl vaquero_tftp::FileSource for SharedSource {
+    fn open(
+        &self,
+        name: &str,
+        client: SocketAddr,
+    ) -> Result<Box<dyn vaquero_tftp::FileHandle>, vaquero_tftp::OpenError> {
+        self.0.open(name, client)
+    }
+}
+
+fn now_of(at: std::time::SystemTime) -> Timestamp {
+    Timestamp::try_from(at).unwrap_or_else(|_| Timestamp::now())
+}
+
+/// A DHCP decision as an observation (of known hosts only).
+fn from_dhcp(e: &vaquero_dhcp::DhcpEvent) -> Option<Observation> {
+    let vaquero_dhcp::DhcpEvent::Decided(d) = e else {
+        return None;
+    };
+    let host = d.host.clone()?;
+    let detail = match (&d.offered, &d.silence) {
+        (Some((ip, target)), _) => format!(
+            "{} {} → {ip}{}",
+            d.msg_type.map_or("request".into(), |m| format!("{m:?}")),
+            d.mac,
+            target
+                .as_ref()
+                .map_or(String::new(), |t| format!(", boot {t:?}"))
+        ),
+        (None, Some(s)) => format!("{} silent: {s:?}", d.mac),
+        (None, None) => format!("{} silent", d.mac),
+    };
+    Some(Observation {
+        at: Timestamp::now(),
+        host,
+        attempt: None,
+        kind: ObservationKind::Dhcp,
+        ok: d.offered.is_some(),
+        detail,
+    })
+}
+
+/// A TFTP transfer as an observation, tied to its host by the client's
+/// address (the address DHCP gave it).
+fn from_tftp(model: &SiteModel, e: &vaquero_tftp::TftpEvent) -> Option<Observation> {
+    let IpAddr::V4(ip) = e.client.ip() else {
+        return None;
+    };
+    let host = model.by_ipv4(&ip)?.host.name.clone();
+    Some(Observation {
+        at: now_of(e.at),
+        host,
+        attempt: None,
+        kind: ObservationKind::Tftp,
+        // OVMF asks for the size first and aborts: still a netboot.
+        ok: matches!(e.outcome, "completed" | "aborted"),
+        detail: format!(
+            "{} {} ({} bytes, {} ms)",
+            e.file,
+            e.outcome,
+            e.bytes,
+            e.duration.as_millis()
+        ),
+    })
+}
+
+/// A request of the boot service as an observation.
+fn from_http(e: &BootEvent) -> Option<Observation> {
+    let kind = match e.route {
+        Route::Chain => ObservationKind::Chain,
+        Route::Script => ObservationKind::Script,
+        Route::Config => ObservationKind::Config,
+        Route::Files => ObservationKind::File,
+        Route::Checkpoint => ObservationKind::Checkpoint,
+    };
+    Some(Observation {
+        at: now_of(e.at),
+        host: e.host.clone()?,
+        attempt: e.attempt,
+        kind,
+        ok: (200..300).contains(&e.status),
+        detail: e.detail.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_of_urls() {
+        assert_eq!(url_port("http://10.0.0.2:8080"), 8080);
+        assert_eq!(url_port("http://10.0.0.2:8080/boot"), 8080);
+        assert_eq!(url_port("http://10.0.0.2"), 80);
+        assert_eq!(url_port("https://boot.example"), 443);
+    }
+}
