@@ -1,8 +1,10 @@
 //! `vaquero`: bare-metal provisioning as code.
 
+mod client;
 mod commands;
 mod plan;
 mod power;
+mod standalone;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,8 +20,21 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(name = "vaquero", version, about)]
 struct Cli {
+    /// Log format on stderr (RUST_LOG filters; default info for
+    /// standalone, warn otherwise).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// One readable line per event.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Output format.
@@ -34,6 +49,49 @@ enum Format {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run one site on this machine: the engine, DHCP, TFTP, the HTTP boot
+    /// service and the user API, with the embedded store.
+    Standalone(standalone::Args),
+    /// The site's status: revision served, pending plan, rollout progress.
+    Status(client::Api),
+    /// Every host with its phase, stage, attempt and last event.
+    Hosts(client::Api),
+    /// One host and the timeline of each boot attempt.
+    Host {
+        /// The host's name.
+        name: String,
+        #[command(flatten)]
+        api: client::Api,
+    },
+    /// Plans: pending and applied.
+    Plans(client::Api),
+    /// Approve the plan that waits (the newest, or rollout N).
+    Approve {
+        /// The rollout to approve.
+        rollout: Option<u64>,
+        #[command(flatten)]
+        api: client::Api,
+    },
+    /// Reprovision hosts now.
+    Reprovision {
+        /// The hosts.
+        #[arg(required = true)]
+        hosts: Vec<String>,
+        #[command(flatten)]
+        api: client::Api,
+    },
+    /// Start no new host; hosts in flight finish.
+    Pause(client::Api),
+    /// Start hosts again.
+    Resume(client::Api),
+    /// Execution records (of the current rollout, or of one host).
+    Executions {
+        /// Only this host's.
+        #[arg(long)]
+        host: Option<String>,
+        #[command(flatten)]
+        api: client::Api,
+    },
     /// Validate a SoT: report every problem as file:line:col (exit 1 on errors).
     Validate {
         /// The SoT directory.
@@ -137,16 +195,48 @@ enum Command {
     },
 }
 
-fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("VAQUERO_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
+fn logs(format: LogFormat, default: &str) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_env("VAQUERO_LOG"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .init();
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    let default = match cli.command {
+        Command::Standalone(_) => "info",
+        _ => "warn",
+    };
+    logs(cli.log_format, default);
     let result = match cli.command {
+        Command::Standalone(args) => standalone::run(args),
+        Command::Status(api) => client::status(&api),
+        Command::Hosts(api) => client::hosts(&api),
+        Command::Host { name, api } => client::host(&api, &name),
+        Command::Plans(api) => client::plans(&api),
+        Command::Approve { rollout, api } => client::command(
+            &api,
+            "/v1/approve",
+            Some(serde_json::json!({ "rollout": rollout })),
+        ),
+        Command::Reprovision { hosts, api } => hosts
+            .iter()
+            .try_for_each(|h| {
+                client::command(&api, &format!("/v1/hosts/{h}/reprovision"), None).map(|_| ())
+            })
+            .map(|()| ExitCode::SUCCESS),
+        Command::Pause(api) => client::command(&api, "/v1/pause", None),
+        Command::Resume(api) => client::command(&api, "/v1/resume", None),
+        Command::Executions { host, api } => client::executions(&api, host.as_deref()),
         Command::Validate {
             sot,
             dir,

@@ -80,6 +80,14 @@ impl<S: Store + ?Sized + 'static> Decider<S> {
         &self.engine
     }
 
+    /// Serves a new model (a new SoT revision): the engine is replaced,
+    /// the state kept, and the boot state reloaded from it. Plan and
+    /// [`start`](Self::start) the change next.
+    pub fn replace_engine(&mut self, engine: Engine) {
+        self.engine = engine;
+        self.boot.load(self.engine.model(), &self.state);
+    }
+
     /// The execution records.
     pub fn records(&self) -> &Records<S> {
         &self.records

@@ -33,6 +33,7 @@
 //! - [`runner`]: [`Runner`], both halves of one site joined in-process.
 
 pub mod act;
+pub mod api;
 pub mod boot_state;
 pub mod decide;
 pub mod engine;
@@ -45,6 +46,7 @@ pub mod policy;
 pub mod record;
 pub mod runner;
 pub mod site;
+pub mod standalone;
 pub mod state;
 pub mod store;
 

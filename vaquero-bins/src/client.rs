@@ -1,0 +1,318 @@
+//! The CLI commands that are clients of the API: status, hosts, host,
+//! plans, approve, reprovision, pause, resume, executions.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+use crate::Format;
+
+/// How to reach the API.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Api {
+    /// The API's URL.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "VAQUERO_API",
+        default_value = "http://127.0.0.1:9090"
+    )]
+    pub api: String,
+    /// A file holding the token (default: VAQUERO_TOKEN, else
+    /// ./vaquero-data/admin.token).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+impl Api {
+    fn token(&self) -> anyhow::Result<String> {
+        if let Some(f) = &self.token_file {
+            return Ok(std::fs::read_to_string(f)
+                .with_context(|| format!("reading the token file {}", f.display()))?
+                .trim()
+                .to_owned());
+        }
+        if let Ok(t) = std::env::var("VAQUERO_TOKEN") {
+            return Ok(t.trim().to_owned());
+        }
+        let data = std::env::var("VAQUERO_DATA").unwrap_or_else(|_| "vaquero-data".into());
+        let f = PathBuf::from(data).join(vaquero_engine::standalone::TOKEN_FILE);
+        Ok(std::fs::read_to_string(&f)
+            .with_context(|| {
+                format!(
+                    "no token: give --token-file, set VAQUERO_TOKEN, or run where {} is",
+                    f.display()
+                )
+            })?
+            .trim()
+            .to_owned())
+    }
+
+    /// One request; the JSON answer, or an error with the API's message.
+    pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let token = self.token()?;
+        let url = format!("{}{path}", self.api.trim_end_matches('/'));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async {
+            let client = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .build()?;
+            let mut req = match method {
+                "POST" => client.post(&url),
+                _ => client.get(&url),
+            }
+            .bearer_auth(token);
+            if let Some(b) = body {
+                req = req.json(&b);
+            }
+            let resp = req
+                .send()
+                .await
+                .with_context(|| format!("cannot reach the API at {}", self.api))?;
+            let status = resp.status();
+            let v: Value = resp.json().await.unwrap_or(Value::Null);
+            if !status.is_success() {
+                let msg = v["error"]["message"].as_str().unwrap_or("no message");
+                bail!("{status}: {msg}");
+            }
+            Ok(v)
+        })
+    }
+}
+
+fn print_json(v: &Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Aligns rows under a header.
+fn table(header: &[&str], rows: &[Vec<String>]) {
+    let mut w: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut out = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(c);
+            } else {
+                out.push_str(&format!("{c:<width$}  ", width = w[i]));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(header.iter().map(|h| h.to_uppercase()).collect());
+    for r in rows {
+        line(r.clone());
+    }
+}
+
+pub fn status(api: &Api) -> anyhow::Result<ExitCode> {
+    let v = api.call("GET", "/v1/status", None)?;
+    if let crate::Format::Json = api.format {
+        print_json(&v)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("site {} from {}", s(&v["site"]), s(&v["source"]));
+    println!(
+        "  revision {}  model {}",
+        s(&v["revision"]),
+        s(&v["version"])
+    );
+    if let Some(r) = v["rollout"].as_object() {
+        println!("  rollout {} ({})", s(&r["id"]), s(&r["approval"]));
+    }
+    if v["paused"].as_bool() == Some(true) {
+        println!("  PAUSED: no new host starts");
+    }
+    let phases: Vec<String> = v["phases"]
+        .as_object()
+        .map(|m| m.iter().map(|(k, n)| format!("{k} {n}")).collect())
+        .unwrap_or_default();
+    println!("  {} hosts: {}", s(&v["hosts"]), phases.join(", "));
+    if let Some(p) = v["pending_plan"].as_object() {
+        println!(
+            "  plan of rollout {} waits for approval (vaquero approve):",
+            s(&p["rollout"])
+        );
+        for l in s(&p["text"]).lines() {
+            println!("    {l}");
+        }
+    }
+    if let Some(r) = v["refused"].as_object() {
+        println!("  revision {} REFUSED:", s(&r["revision"]));
+        for e in r["errors"].as_array().into_iter().flatten() {
+            println!("    {}", s(e));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn hosts(api: &Api) -> anyhow::Result<ExitCode> {
+    let v = api.call("GET", "/v1/hosts", None)?;
+    if let crate::Format::Json = api.format {
+        print_json(&v)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = v["hosts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|h| {
+            let last = &h["last_event"];
+            vec![
+                s(&h["name"]),
+                s(&h["workflow"]),
+                s(&h["phase"]),
+                s(&h["stage"]),
+                s(&h["attempt"]),
+                s(&h["since"]),
+                if last.is_null() {
+                    "-".into()
+                } else {
+                    format!("{} {}", s(&last["kind"]), s(&last["detail"]))
+                },
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "host",
+            "workflow",
+            "phase",
+            "stage",
+            "attempt",
+            "since",
+            "last event",
+        ],
+        &rows,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn host(api: &Api, name: &str) -> anyhow::Result<ExitCode> {
+    let v = api.call("GET", &format!("/v1/hosts/{name}"), None)?;
+    if let crate::Format::Json = api.format {
+        print_json(&v)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let h = &v["host"];
+    println!(
+        "{} ({}): {}, stage {}, attempt {}, since {}",
+        s(&h["name"]),
+        s(&h["workflow"]),
+        s(&h["phase"]),
+        s(&h["stage"]),
+        s(&h["attempt"]),
+        s(&h["since"])
+    );
+    if !h["reason"].is_null() {
+        println!("  {}", s(&h["reason"]));
+    }
+    for a in v["attempts"].as_array().into_iter().flatten() {
+        println!(
+            "attempt {} ({} s, from {})",
+            s(&a["attempt"]),
+            s(&a["seconds"]),
+            s(&a["started"])
+        );
+        for e in a["events"].as_array().into_iter().flatten() {
+            println!(
+                "  +{:>7.1}s  {:<10} {}{}",
+                e["after_seconds"].as_f64().unwrap_or(0.0),
+                s(&e["kind"]),
+                if e["ok"].as_bool() == Some(false) {
+                    "FAILED "
+                } else {
+                    ""
+                },
+                s(&e["detail"])
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn plans(api: &Api) -> anyhow::Result<ExitCode> {
+    let v = api.call("GET", "/v1/plans", None)?;
+    if let crate::Format::Json = api.format {
+        print_json(&v)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    for p in v["plans"].as_array().into_iter().flatten() {
+        println!(
+            "rollout {} ({}, {})",
+            s(&p["rollout"]),
+            s(&p["status"]),
+            s(&p["created"])
+        );
+        for l in s(&p["text"]).lines() {
+            println!("  {l}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn command(api: &Api, path: &str, body: Option<Value>) -> anyhow::Result<ExitCode> {
+    let v = api.call("POST", path, body)?;
+    match api.format {
+        crate::Format::Json => print_json(&v)?,
+        crate::Format::Text => println!("{}", s(&v["message"])),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn executions(api: &Api, host: Option<&str>) -> anyhow::Result<ExitCode> {
+    let path = match host {
+        Some(h) => format!("/v1/executions?host={h}"),
+        None => "/v1/executions".into(),
+    };
+    let v = api.call("GET", &path, None)?;
+    if let crate::Format::Json = api.format {
+        print_json(&v)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = v["executions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let log = r["steps"]
+                .as_array()
+                .and_then(|st| st.last())
+                .map(|st| s(&st["log"]))
+                .unwrap_or_default();
+            vec![
+                s(&r["id"]),
+                s(&r["action"]),
+                s(&r["status"]),
+                s(&r["started"]),
+                s(&r["ended"]),
+                log.lines().next().unwrap_or_default().to_owned(),
+            ]
+        })
+        .collect();
+    table(
+        &["id", "action", "status", "started", "ended", "log"],
+        &rows,
+    );
+    Ok(ExitCode::SUCCESS)
+}

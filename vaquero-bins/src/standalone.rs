@@ -1,0 +1,127 @@
+//! `vaquero standalone`: flags and config file, logs, the metrics
+//! exporter and signals around `vaquero_engine::standalone::run`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use serde::Deserialize;
+use vaquero_engine::standalone::{MetricsRender, StandaloneConfig};
+
+/// The keys of a `--config` TOML file (the flags' names).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub sot: Option<String>,
+    pub branch: Option<String>,
+    pub site: Option<String>,
+    pub agent: Option<String>,
+    pub data: Option<PathBuf>,
+    pub api: Option<SocketAddr>,
+    pub dhcp_port: Option<u16>,
+    pub tftp_port: Option<u16>,
+    pub http_listen: Option<SocketAddr>,
+    pub ipxe_dir: Option<PathBuf>,
+}
+
+impl FileConfig {
+    pub fn read(path: &Path) -> anyhow::Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("{}", path.display()))
+    }
+}
+
+/// Flags (each overrides the config file).
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The SoT: a directory, or a Git repository (path or file:// URL).
+    #[arg(long, value_name = "DIR", env = "VAQUERO_SOT")]
+    pub sot: Option<String>,
+    /// For a Git SoT: the branch followed (default: the one HEAD names).
+    #[arg(long, value_name = "BRANCH")]
+    pub branch: Option<String>,
+    /// The site to serve (default: the SoT's only site).
+    #[arg(long, value_name = "ID", env = "VAQUERO_SITE")]
+    pub site: Option<String>,
+    /// The agent entry of the site to run (default: its only one).
+    #[arg(long, value_name = "ID")]
+    pub agent: Option<String>,
+    /// Where state, the admin token and keys live.
+    #[arg(long, value_name = "DIR", env = "VAQUERO_DATA")]
+    pub data: Option<PathBuf>,
+    /// Where the user API listens (loopback only).
+    #[arg(long, value_name = "ADDR")]
+    pub api: Option<SocketAddr>,
+    /// A TOML file with the same keys (sot, site, agent, data, api, …).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The DHCP port (67).
+    #[arg(long, value_name = "PORT", hide = true)]
+    pub dhcp_port: Option<u16>,
+    /// The TFTP port (69).
+    #[arg(long, value_name = "PORT", hide = true)]
+    pub tftp_port: Option<u16>,
+    /// The boot service's address (default: the port of asset_server.url).
+    #[arg(long, value_name = "ADDR", hide = true)]
+    pub http_listen: Option<SocketAddr>,
+    /// Where iPXE binaries missing from the TFTP root are taken from.
+    #[arg(long, value_name = "DIR")]
+    pub ipxe_dir: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let file = match &args.config {
+        Some(p) => FileConfig::read(p)?,
+        None => FileConfig::default(),
+    };
+    let sot = args
+        .sot
+        .or(file.sot)
+        .context("give the SoT: vaquero standalone --sot DIR")?;
+    let mut config = StandaloneConfig::new(sot);
+    config.branch = args.branch.or(file.branch);
+    config.site = args.site.or(file.site);
+    config.agent = args.agent.or(file.agent);
+    if let Some(d) = args.data.or(file.data) {
+        config.data = d;
+    }
+    if let Some(a) = args.api.or(file.api) {
+        config.api = a;
+    }
+    if let Some(p) = args.dhcp_port.or(file.dhcp_port) {
+        config.ports.dhcp = p;
+    }
+    if let Some(p) = args.tftp_port.or(file.tftp_port) {
+        config.ports.tftp = p;
+    }
+    config.ports.http = args.http_listen.or(file.http_listen);
+    if let Some(d) = args.ipxe_dir.or(file.ipxe_dir) {
+        config.ports.ipxe_dirs = vec![d];
+    }
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    config.metrics = Some(MetricsRender(Arc::new(move || handle.render())));
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let shutdown = async {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => return std::future::pending().await,
+                };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        };
+        vaquero_engine::standalone::run(config, shutdown).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,400 @@
+//! The user API of `vaquero standalone`: JSON over HTTP.
+//!
+//! | method | path | what |
+//! |---|---|---|
+//! | GET | `/live` | 200 while the process runs |
+//! | GET | `/ready` | 200 once a model is served |
+//! | GET | `/metrics` | Prometheus text |
+//! | GET | `/v1/openapi.json` | this API as OpenAPI 3.1 |
+//! | GET | `/v1/status` | site, revision served, refused revision, pending plan, rollout progress |
+//! | GET | `/v1/hosts` | every host: phase, stage, attempt, since, last event |
+//! | GET | `/v1/hosts/{name}` | one host, with the timeline of each boot attempt |
+//! | POST | `/v1/hosts/{name}/reprovision` | reprovision the host now |
+//! | GET | `/v1/plans` | plans, pending or applied (text and JSON) |
+//! | POST | `/v1/approve` | approve the waiting plan (`{"rollout": N}` optional) |
+//! | POST | `/v1/pause`, `/v1/resume` | hold back new hosts / start them again |
+//! | GET | `/v1/executions?host=H` | execution records with their steps and logs |
+//!
+//! Everything but `/live`, `/ready` and `/metrics` needs
+//! `Authorization: Bearer <token>`; a missing or wrong token gets 401 with
+//! a JSON error. Errors are `{"error": {"kind", "message"}}`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use crate::observe::Observation;
+use crate::record::Records;
+use crate::standalone::{Command, Shared, StandaloneError};
+use crate::state::HostState;
+
+/// The running API server.
+#[derive(Debug)]
+pub struct ApiServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ApiServer {
+    /// Stops it; requests in flight finish.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.task).await;
+    }
+}
+
+/// Binds `addr` and serves the API. Only loopback addresses are served
+/// over plain HTTP.
+pub async fn serve(addr: SocketAddr, shared: Shared) -> Result<ApiServer, StandaloneError> {
+    if !addr.ip().is_loopback() {
+        return Err(StandaloneError::Api {
+            addr,
+            source: std::io::Error::other(
+                "the API serves plain HTTP on loopback addresses only (127.0.0.1, ::1): listen there",
+            ),
+        });
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| StandaloneError::Api { addr, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| StandaloneError::Api { addr, source })?;
+    let app = router(shared);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let r = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::error!(error = %e, "API server stopped");
+        }
+    });
+    Ok(ApiServer { addr, stop, task })
+}
+
+/// The API's routes.
+pub fn router(shared: Shared) -> Router {
+    let v1 = Router::new()
+        .route("/v1/openapi.json", get(openapi))
+        .route("/v1/status", get(status))
+        .route("/v1/hosts", get(hosts))
+        .route("/v1/hosts/{name}", get(host))
+        .route("/v1/hosts/{name}/reprovision", post(reprovision))
+        .route("/v1/plans", get(plans))
+        .route("/v1/approve", post(approve))
+        .route("/v1/pause", post(pause))
+        .route("/v1/resume", post(resume))
+        .route("/v1/executions", get(executions))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(shared.clone(), auth));
+    Router::new()
+        .route("/live", get(|| async { "ok\n" }))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .merge(v1)
+        .with_state(shared)
+}
+
+/// A JSON error.
+fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({ "error": { "kind": kind, "message": message.into() } })),
+    )
+        .into_response()
+}
+
+async fn auth(State(s): State<Shared>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let ok = given.is_some_and(|t| {
+        use subtle::ConstantTimeEq;
+        bool::from(t.trim().as_bytes().ct_eq(s.token.as_bytes()))
+    });
+    if !ok {
+        let why = if given.is_some() {
+            "wrong token"
+        } else {
+            "a bearer token is needed (Authorization: Bearer <token>)"
+        };
+        let mut r = error(StatusCode::UNAUTHORIZED, "unauthorized", why);
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        return r;
+    }
+    next.run(req).await
+}
+
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+async fn ready(State(s): State<Shared>) -> Response {
+    let snap = s.snapshot.borrow().clone();
+    if snap.version.is_empty() {
+        (StatusCode::SERVICE_UNAVAILABLE, "no model yet\n").into_response()
+    } else {
+        "ready\n".into_response()
+    }
+}
+
+async fn metrics(State(s): State<Shared>) -> Response {
+    match &s.metrics {
+        Some(render) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            (render.0)(),
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "no metrics exporter\n").into_response(),
+    }
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+/// A host as listed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HostRow {
+    /// Its name.
+    pub name: String,
+    /// Its site.
+    pub site: String,
+    /// Its workflow.
+    pub workflow: String,
+    /// The engine's phase (`idle`, `queued`, …, `done`, `failed`).
+    pub phase: String,
+    /// The stage (0-based).
+    pub stage: usize,
+    /// The boot attempt.
+    pub attempt: u64,
+    /// When it entered the phase.
+    pub since: Timestamp,
+    /// Why it is where it is (waiting, failed), if said.
+    pub reason: Option<String>,
+    /// Its newest observation.
+    pub last_event: Option<Observation>,
+}
+
+fn row(site: &str, h: &HostState, last: Option<Observation>) -> HostRow {
+    HostRow {
+        name: h.name.clone(),
+        site: site.to_owned(),
+        workflow: h.workflow.clone(),
+        phase: h.phase.as_str().to_owned(),
+        stage: h.stage,
+        attempt: h.attempt,
+        since: h.since,
+        reason: h.reason.clone(),
+        last_event: last,
+    }
+}
+
+async fn status(State(s): State<Shared>) -> Response {
+    let snap = s.snapshot.borrow().clone();
+    let counts: BTreeMap<&str, usize> = snap
+        .state
+        .phase_counts()
+        .into_iter()
+        .map(|(p, n)| (p.as_str(), n))
+        .collect();
+    let pending = snap.plans.iter().rev().find(|p| p.status == "pending");
+    Json(json!({
+        "site": snap.site,
+        "source": snap.source,
+        "revision": snap.revision,
+        "version": snap.version,
+        "paused": snap.paused,
+        "refused": snap.refused,
+        "rollout": snap.state.rollout,
+        "pending_plan": pending.map(|p| json!({"rollout": p.rollout, "text": p.text})),
+        "hosts": snap.state.hosts.len(),
+        "phases": counts,
+    }))
+    .into_response()
+}
+
+async fn hosts(State(s): State<Shared>) -> Response {
+    let snap = s.snapshot.borrow().clone();
+    let t = s.timelines.lock().unwrap_or_else(|p| p.into_inner());
+    let rows: Vec<HostRow> = snap
+        .state
+        .hosts
+        .values()
+        .map(|h| row(&snap.site, h, t.last(&h.name)))
+        .collect();
+    Json(json!({ "hosts": rows })).into_response()
+}
+
+/// The observations of one boot attempt, with the time since its first.
+#[derive(Debug, Clone, Serialize)]
+struct Attempt {
+    attempt: Option<u64>,
+    started: Timestamp,
+    ended: Timestamp,
+    seconds: f64,
+    events: Vec<Value>,
+}
+
+/// Groups a host's observations into boot attempts. DHCP and TFTP carry
+/// no attempt: they belong to the attempt whose requests follow them (or,
+/// at the end, to the one before).
+fn attempts(obs: &[Observation]) -> Vec<Attempt> {
+    let mut effective: Vec<Option<u64>> = vec![None; obs.len()];
+    let mut next = None;
+    for (i, o) in obs.iter().enumerate().rev() {
+        next = o.attempt.or(next);
+        effective[i] = next;
+    }
+    let mut prev = None;
+    for (i, o) in obs.iter().enumerate() {
+        prev = o.attempt.or(prev);
+        if effective[i].is_none() {
+            effective[i] = prev;
+        }
+    }
+    let mut out: Vec<Attempt> = Vec::new();
+    for (o, attempt) in obs.iter().zip(effective) {
+        if out.last().is_none_or(|a| a.attempt != attempt) {
+            out.push(Attempt {
+                attempt,
+                started: o.at,
+                ended: o.at,
+                seconds: 0.0,
+                events: Vec::new(),
+            });
+        }
+        if let Some(a) = out.last_mut() {
+            let since = (o.at.as_millisecond() - a.started.as_millisecond()) as f64 / 1000.0;
+            a.ended = o.at;
+            a.seconds = since;
+            a.events.push(json!({
+                "at": o.at,
+                "after_seconds": since,
+                "kind": o.kind.name(),
+                "ok": o.ok,
+                "detail": o.detail,
+            }));
+        }
+    }
+    out
+}
+
+async fn host(State(s): State<Shared>, Path(name): Path<String>) -> Response {
+    let snap = s.snapshot.borrow().clone();
+    let Some(h) = snap.state.hosts.get(&name) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no host named `{name}` in site `{}`", snap.site),
+        );
+    };
+    let obs = s
+        .timelines
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .of(&name);
+    let row = row(&snap.site, h, obs.last().cloned());
+    Json(json!({
+        "host": row,
+        "state": h,
+        "attempts": attempts(&obs),
+    }))
+    .into_response()
+}
+
+async fn plans(State(s): State<Shared>) -> Response {
+    let snap = s.snapshot.borrow().clone();
+    Json(json!({ "plans": snap.plans })).into_response()
+}
+
+async fn send(s: &Shared, cmd: Command) -> Response {
+    let (tx, rx) = oneshot::channel();
+    if s.commands.send((cmd, tx)).await.is_err() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stopping",
+            "the control loop is stopping",
+        );
+    }
+    match rx.await {
+        Ok(Ok(msg)) => Json(json!({ "ok": true, "message": msg })).into_response(),
+        Ok(Err(msg)) => error(StatusCode::CONFLICT, "refused", msg),
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stopping",
+            "the control loop is stopping",
+        ),
+    }
+}
+
+/// The body of `POST /v1/approve`.
+#[derive(Debug, Default, Deserialize)]
+struct ApproveBody {
+    rollout: Option<u64>,
+}
+
+async fn approve(State(s): State<Shared>, body: Option<Json<ApproveBody>>) -> Response {
+    let id = body.and_then(|b| b.0.rollout);
+    send(&s, Command::Approve(id)).await
+}
+
+async fn reprovision(State(s): State<Shared>, Path(name): Path<String>) -> Response {
+    send(&s, Command::Reprovision(vec![name])).await
+}
+
+async fn pause(State(s): State<Shared>) -> Response {
+    send(&s, Command::Pause).await
+}
+
+async fn resume(State(s): State<Shared>) -> Response {
+    send(&s, Command::Resume).await
+}
+
+/// The query of `GET /v1/executions`.
+#[derive(Debug, Deserialize)]
+struct ExecQuery {
+    host: Option<String>,
+    rollout: Option<u64>,
+}
+
+async fn executions(State(s): State<Shared>, Query(q): Query<ExecQuery>) -> Response {
+    let snap = s.snapshot.borrow().clone();
+    let records = Records::new(s.store.clone(), &snap.site);
+    let r = match (&q.host, q.rollout) {
+        (Some(h), _) => records.for_host(h).await,
+        (None, Some(id)) => records.for_rollout(id).await,
+        (None, None) => match snap.state.rollout.as_ref() {
+            Some(r) => records.for_rollout(r.id).await,
+            None => Ok(Vec::new()),
+        },
+    };
+    match r {
+        Ok(list) => Json(json!({ "executions": list })).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()),
+    }
+}
+
+/// The OpenAPI document of this API.
+pub const OPENAPI: &str = include_str!("openapi.json");
