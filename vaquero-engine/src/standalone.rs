@@ -474,8 +474,8 @@ pub async fn run(
             .map_err(|e| StandaloneError::Store(e.to_string()))?
             .is_some_and(|kv| kv.value == b"true"),
     ));
-    let engine = Engine::new(model.clone(), config.engine)?
-        .with_policy(Arc::new(Pause(paused.clone())));
+    let engine =
+        Engine::new(model.clone(), config.engine)?.with_policy(Arc::new(Pause(paused.clone())));
     let boot = Arc::new(EngineBootState::new());
     let now = Timestamp::now();
     let (decider, resumed) = Decider::open(engine, store.clone(), boot.clone(), now)
