@@ -122,7 +122,7 @@ fn validate_a_missing_directory_is_a_usage_error() {
     assert_eq!(o.status.code(), Some(1), "{o:?}");
     let out = stdout(&o);
     assert!(
-        out.contains("sites:1:1: the SoT has no site (no `sites/<site>/env.yml`): is this the SoT's top directory? (the SoT seems to be in `lab/`)"),
+        out.contains("sites:1:1: the SoT has no site (no `sites/<site>/env.yml`): is this the SoT's top directory? (SoTs seem to be in `demo/`, `lab/`)"),
         "{out}"
     );
 }

@@ -116,6 +116,11 @@ impl<'a> ClassResolver<'a> {
         }
     }
 
+    /// Every class id.
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.raw.keys().map(String::as_str)
+    }
+
     /// Whether a class of that id exists (broken or not).
     pub fn exists(&self, id: &str) -> bool {
         self.raw.contains_key(id)
@@ -156,7 +161,12 @@ impl<'a> ClassResolver<'a> {
                 continue;
             }
             if !self.raw.contains_key(&parent) {
-                diags.push(map.diag(pnode.span(), &path, format!("unknown class `{parent}`")));
+                let hint = crate::yaml::did_you_mean(&parent, self.raw.keys().map(String::as_str));
+                diags.push(map.diag(
+                    pnode.span(),
+                    &path,
+                    format!("unknown class `{parent}`{hint}"),
+                ));
                 ok = false;
                 continue;
             }

@@ -462,13 +462,12 @@ impl Loader {
         let mut inventories: BTreeMap<String, Texts> = BTreeMap::new();
 
         // `X/sites/S/env.yml`: the SoT was given one level too high.
-        let mut nested_root: Option<String> = None;
+        let mut nested_roots: std::collections::BTreeSet<String> = Default::default();
         for (path, text) in files {
-            if nested_root.is_none()
-                && let Some(i) = path.find("/sites/")
+            if let Some(i) = path.find("/sites/")
                 && path.ends_with("/env.yml")
             {
-                nested_root = Some(path[..i].to_owned());
+                nested_roots.insert(path[..i].to_owned());
             }
             let kind = match classify(&path) {
                 Ok(Some(k)) => k,
@@ -530,9 +529,11 @@ impl Loader {
         }
         if envs.is_empty() {
             self.hosts_dropped = true;
-            let hint = match &nested_root {
-                Some(root) => format!(" (the SoT seems to be in `{root}/`)"),
-                None => String::new(),
+            let roots: Vec<String> = nested_roots.iter().map(|r| format!("`{r}/`")).collect();
+            let hint = match roots.as_slice() {
+                [] => String::new(),
+                [one] => format!(" (the SoT seems to be in {one})"),
+                many => format!(" (SoTs seem to be in {})", many.join(", ")),
             };
             self.file_err(
                 "sites",
@@ -678,7 +679,10 @@ impl Loader {
                 self.err(
                     &node,
                     "operating_system",
-                    format!("unknown operating system `{os}`"),
+                    format!(
+                        "unknown operating system `{os}`{}",
+                        yaml::did_you_mean(&os, self.sot.os.keys().map(String::as_str))
+                    ),
                 );
             }
             if let Some((kind, asset)) = un {
@@ -701,7 +705,11 @@ impl Loader {
                     self.err(
                         &node,
                         &format!("{stages_key}[{i}].boot"),
-                        format!("unknown boot `{}`", st.boot),
+                        format!(
+                            "unknown boot `{}`{}",
+                            st.boot,
+                            yaml::did_you_mean(&st.boot, self.sot.boots.keys().map(String::as_str))
+                        ),
                     );
                 }
             }
@@ -715,7 +723,9 @@ impl Loader {
                 if dep == &wf.id {
                     self.err(&node, &p, "a workflow cannot block on itself");
                 } else if self.dangles("workflow", dep, self.sot.workflows.contains_key(dep)) {
-                    self.err(&node, &p, format!("unknown workflow `{dep}`"));
+                    let hint =
+                        yaml::did_you_mean(dep, self.sot.workflows.keys().map(String::as_str));
+                    self.err(&node, &p, format!("unknown workflow `{dep}`{hint}"));
                 } else if let Some(cycle) = dep_cycle(&self.sot.workflows, &wf.id, dep) {
                     self.err(
                         &node,
@@ -1009,7 +1019,14 @@ impl Loader {
             self.err(
                 n,
                 "workflow",
-                format!("unknown workflow `{}`", host.workflow),
+                format!(
+                    "unknown workflow `{}`{}",
+                    host.workflow,
+                    yaml::did_you_mean(
+                        &host.workflow,
+                        self.sot.workflows.keys().map(String::as_str)
+                    )
+                ),
             );
             // Its workflow's host count misses it: no min_standing noise.
             self.hosts_dropped = true;
@@ -1039,7 +1056,15 @@ impl Loader {
                 None => self.err(
                     n,
                     &format!("{p}.subnet"),
-                    format!("unknown subnet `{}` in site `{}`", iface.subnet, site.id),
+                    format!(
+                        "unknown subnet `{}` in site `{}`{}",
+                        iface.subnet,
+                        site.id,
+                        yaml::did_you_mean(
+                            &iface.subnet,
+                            site.subnets.iter().map(|s| s.id.as_str())
+                        )
+                    ),
                 ),
                 Some(s) => {
                     if !s.cidr.contains(&iface.ipv4) {
@@ -1330,7 +1355,10 @@ fn load_host(
                         diags.push(map.diag(
                             cnode.span(),
                             &format!("classes[{i}]"),
-                            format!("unknown class `{c}`"),
+                            format!(
+                                "unknown class `{c}`{}",
+                                yaml::did_you_mean(&c, resolver.ids())
+                            ),
                         ));
                     }
                 }

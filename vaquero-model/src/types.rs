@@ -531,6 +531,9 @@ pub enum CmdlineValue {
 pub struct Boot {
     /// The boot id, referenced by workflow stages.
     pub id: String,
+    /// A title for people (the original Vaquero's `name`).
+    #[serde(default)]
+    pub name: Option<String>,
     /// The OS id booted in this stage.
     pub operating_system: String,
     /// The unattended config served to the installer.

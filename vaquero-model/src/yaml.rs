@@ -266,6 +266,32 @@ fn tidy_serde_message(m: &str) -> String {
     m.replace("invalid type: map", "expected a scalar, found a mapping")
 }
 
+/// ` (did you mean `x`?)` for the known name closest to a mistyped
+/// reference (case aside, edit distance ≤ 2 and less than the name's
+/// length), or nothing.
+pub(crate) fn did_you_mean<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> String {
+    let lower = name.to_lowercase();
+    let scored: Vec<(usize, &str)> = known
+        .into_iter()
+        .map(|k| (levenshtein(&lower, &k.to_lowercase()), k))
+        .filter(|(d, _)| *d <= 2 && *d < name.chars().count())
+        .collect();
+    let Some(best) = scored.iter().map(|(d, _)| *d).min() else {
+        return String::new();
+    };
+    let mut names: Vec<&str> = scored
+        .iter()
+        .filter(|(d, _)| *d == best)
+        .map(|(_, k)| *k)
+        .collect();
+    names.sort_unstable();
+    match names.as_slice() {
+        [one] => format!(" (did you mean `{one}`?)"),
+        [a, b] => format!(" (did you mean `{a}` or `{b}`?)"),
+        _ => String::new(),
+    }
+}
+
 /// The expected name closest to a typo (edit distance ≤ 2).
 fn closest<'a>(field: &str, expected: &'a [&'a str]) -> Option<&'a str> {
     expected

@@ -125,7 +125,7 @@ fn dangling_boot() {
             "boot: ubuntu-install",
             "boot: ubuntu-instal",
         )],
-        "workflows/bastion.yml:3:11: stages[0].boot: unknown boot `ubuntu-instal`",
+        "workflows/bastion.yml:3:11: stages[0].boot: unknown boot `ubuntu-instal` (did you mean `ubuntu-install`?)",
     );
 }
 
@@ -137,7 +137,7 @@ fn dangling_os() {
             "operating_system: alpine-3.20",
             "operating_system: alpine-3.19",
         )],
-        "boot/burnin.yml:2:19: operating_system: unknown operating system `alpine-3.19`",
+        "boot/burnin.yml:2:19: operating_system: unknown operating system `alpine-3.19` (did you mean `alpine-3.20`?)",
     );
 }
 
@@ -165,7 +165,7 @@ fn dangling_class_of_host() {
             "classes: [rack.a]",
             "classes: [rack.c]",
         )],
-        "sites/lab/bastion.yml:3:11: classes[0]: unknown class `rack.c`",
+        "sites/lab/bastion.yml:3:11: classes[0]: unknown class `rack.c` (did you mean `rack.a` or `rack.b`?)",
     );
 }
 
@@ -509,6 +509,48 @@ fn a_mistyped_workflow_is_reported_once() {
             "workflow: storage",
             "workflow: storag",
         )],
-        "classes/role/storage.yml:1:11: workflow: unknown workflow `storag`",
+        "classes/role/storage.yml:1:11: workflow: unknown workflow `storag` (did you mean `storage`?)",
+    );
+}
+
+#[test]
+fn misspelled_references_get_a_did_you_mean() {
+    check(
+        &[(
+            "workflows/storage.yml",
+            "boot: rocky-install",
+            "boot: rocky-instal",
+        )],
+        "workflows/storage.yml:5:11: workflow[0].boot: unknown boot `rocky-instal` (did you mean `rocky-install`?)",
+    );
+    check(
+        &[(
+            "boot/burnin.yml",
+            "operating_system: alpine-3.20",
+            "operating_system: Alpine-3.20",
+        )],
+        "boot/burnin.yml:2:19: operating_system: unknown operating system `Alpine-3.20` (did you mean `alpine-3.20`?)",
+    );
+    check(
+        &[(
+            "sites/lab/storage.yml",
+            "classes: [rack.b, role.storage]\nnever",
+            "classes: [rack.b, role.storag]\nnever",
+        )],
+        "sites/lab/storage.yml:18:1: missing field `workflow`\n\
+         sites/lab/storage.yml:19:19: classes[1]: unknown class `role.storag` (did you mean `role.storage`?)",
+    );
+}
+
+/// The original Vaquero's boots have a `name`: a title, accepted.
+#[test]
+fn a_boot_may_have_a_name() {
+    assert_eq!(
+        broken(&[(
+            "boot/burnin.yml",
+            "id: burnin\n",
+            "id: burnin\nname: Burn-in with stress-ng\n"
+        )]),
+        "(valid)"
     );
 }
