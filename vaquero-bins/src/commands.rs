@@ -219,3 +219,89 @@ pub fn diff(
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// `vaquero hosts --sot DIR`: the SoT's hosts, offline.
+pub fn hosts(dir: &Path, site: Option<&str>, format: Format) -> anyhow::Result<ExitCode> {
+    let sot = load(dir)?;
+    if let Some(s) = site
+        && !sot.sites.contains_key(s)
+    {
+        bail!(
+            "unknown site `{s}` (the SoT's sites: {})",
+            sot.sites.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    let mut rows = Vec::new();
+    for (id, s) in &sot.sites {
+        if site.is_some_and(|want| want != id) {
+            continue;
+        }
+        for h in &s.hosts {
+            let bmc = h
+                .interfaces
+                .iter()
+                .find_map(|i| i.bmc.as_ref())
+                .map(|b| format!("{:?}", b.kind).to_lowercase());
+            let ifaces: Vec<serde_json::Value> = h
+                .interfaces
+                .iter()
+                .map(|i| {
+                    serde_json::json!({
+                        "type": format!("{:?}", i.kind).to_lowercase(),
+                        "mac": i.mac.to_string(),
+                        "ipv4": i.ipv4.to_string(),
+                        "subnet": i.subnet,
+                    })
+                })
+                .collect();
+            rows.push(serde_json::json!({
+                "site": id,
+                "name": h.name,
+                "workflow": h.workflow,
+                "never_provision": h.never_provision,
+                "bmc": bmc,
+                "interfaces": ifaces,
+            }));
+        }
+    }
+    match format {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "hosts": rows }))?
+        ),
+        Format::Text => {
+            let cell = |v: &serde_json::Value| match v {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Null => "-".into(),
+                other => other.to_string(),
+            };
+            let table: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| {
+                    let nics: Vec<String> = r["interfaces"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|i| {
+                            format!(
+                                "{} {} {}",
+                                cell(&i["type"]),
+                                cell(&i["mac"]),
+                                cell(&i["ipv4"])
+                            )
+                        })
+                        .collect();
+                    vec![
+                        cell(&r["site"]),
+                        cell(&r["name"]),
+                        cell(&r["workflow"]),
+                        cell(&r["bmc"]),
+                        nics.join(", "),
+                    ]
+                })
+                .collect();
+            crate::client::table(&["site", "host", "workflow", "bmc", "interfaces"], &table);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

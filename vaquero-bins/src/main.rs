@@ -54,8 +54,19 @@ enum Command {
     Standalone(standalone::Args),
     /// The site's status: revision served, pending plan, rollout progress.
     Status(client::Api),
-    /// Every host with its phase, stage, attempt and last event.
-    Hosts(client::Api),
+    /// Every host with its phase, stage, attempt and last event (from the
+    /// API); with --sot, offline: every host of the SoT with its workflow,
+    /// interfaces and BMC.
+    Hosts {
+        /// List the hosts of this SoT directory instead of asking the API.
+        #[arg(long, value_name = "DIR")]
+        sot: Option<std::path::PathBuf>,
+        /// With --sot: only this site's hosts.
+        #[arg(long, value_name = "SITE", requires = "sot")]
+        site: Option<String>,
+        #[command(flatten)]
+        api: client::Api,
+    },
     /// One host and the timeline of each boot attempt.
     Host {
         /// The host's name.
@@ -220,7 +231,12 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Standalone(args) => standalone::run(args),
         Command::Status(api) => client::status(&api),
-        Command::Hosts(api) => client::hosts(&api),
+        Command::Hosts { sot: None, api, .. } => client::hosts(&api),
+        Command::Hosts {
+            sot: Some(dir),
+            site,
+            api,
+        } => commands::hosts(&dir, site.as_deref(), api.format),
         Command::Host { name, api } => client::host(&api, &name),
         Command::Plans(api) => client::plans(&api),
         Command::Approve { rollout, api } => client::command(

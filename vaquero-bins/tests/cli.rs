@@ -526,3 +526,28 @@ fn release_tag_and_branch_are_honoured() {
     let o = vaquero(&["validate", repo, "--branch", "production"]);
     assert!(stdout(&o).contains("(production)"), "{o:?}");
 }
+
+/// `vaquero hosts --sot DIR`: the SoT's machines by name, offline.
+#[test]
+fn hosts_of_a_sot_offline() {
+    let lab = lab();
+    let s = lab.to_str().unwrap();
+    let o = vaquero(&["hosts", "--sot", s]);
+    assert!(o.status.success(), "{o:?}");
+    let out = stdout(&o);
+    assert!(out.starts_with("SITE  HOST"), "{out}");
+    assert!(
+        out.contains(
+            "lab   k8s-01      k8s-worker  ipmi     physical 52:54:00:00:01:01 10.99.0.11"
+        ),
+        "{out}"
+    );
+    let o = vaquero(&["hosts", "--sot", s, "--site", "lab", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["hosts"].as_array().unwrap().len(), 6);
+    assert_eq!(v["hosts"][5]["name"], "storage-02");
+    assert_eq!(v["hosts"][5]["never_provision"], true);
+    let o = vaquero(&["hosts", "--sot", s, "--site", "dc9"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown site `dc9`"));
+}
