@@ -142,9 +142,9 @@ pub fn preview(
             )
         })?,
     };
-    let urls = model.urls(h, boot_id, "preview");
-    let ctx = model.context(h, boot_id, urls.as_ref());
     if boot.is_some() {
+        let urls = model.urls(h, boot_id, "preview");
+        let ctx = model.context(h, boot_id, urls.as_ref());
         match model.render_unattended(boot_id, &ctx)? {
             Some((_, text)) => print!("{text}"),
             None => bail!("boot `{boot_id}` has no unattended config"),
@@ -154,12 +154,9 @@ pub fn preview(
     let script = if h.interface.kind == vaquero_model::InterfaceType::Bmc {
         vaquero_ipxe::local_boot_script(&format!("{mac} is a BMC interface of {}", h.host.name))
     } else {
-        let rendered = model.render_boot(boot_id, &ctx)?;
-        let title = format!(
-            "Vaquero: {} stage {} ({boot_id}, {})",
-            h.host.name, stage, rendered.os
-        );
-        vaquero_ipxe::boot_script(&title, &rendered)?
+        // What the boot service serves, but for the attempt number.
+        let index = stages.iter().position(|s| *s == boot_id).unwrap_or(stage);
+        vaquero_ipxe::stage_script(&model, h, index, boot_id, None, "preview")?
     };
     print!("{}", script.render());
     Ok(ExitCode::SUCCESS)

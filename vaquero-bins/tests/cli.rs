@@ -145,7 +145,7 @@ fn preview_ipxe_and_configs() {
     let out = stdout(&o);
     for line in [
         "#!ipxe",
-        "echo Vaquero: storage-01 stage 0 (rocky-install, rocky-9)",
+        "echo Vaquero: storage-01 stage 1/1 (rocky-install, rocky-9)",
         "kernel --name kernel http://10.99.0.2:8080/files/rocky-9/vmlinuz && goto fetch0_ok ||",
         "initrd --name initrd0 http://10.99.0.2:8080/files/rocky-9/initrd.img && goto fetch1_ok ||",
         "imgargs kernel initrd=initrd0 inst.repo=http://10.99.0.2:8080/files/rocky-9/os inst.ks=http://10.99.0.2:8080/config/52-54-00-00-01-21?boot=rocky-install ip=ens3:dhcp console=ttyS0,115200n8",

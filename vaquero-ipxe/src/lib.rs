@@ -38,7 +38,8 @@ pub mod state;
 pub mod token;
 
 pub use script::{
-    DEFAULT_TRIES, Script, ScriptError, boot_script, chain_script, local_boot_script,
+    DEFAULT_TRIES, Script, ScriptError, StageScriptError, boot_script, chain_script,
+    local_boot_script, stage_script,
 };
 pub use server::{Listeners, serve};
 pub use service::{BootEvent, BootService, CdnConfig, Route, ServiceConfig, router};

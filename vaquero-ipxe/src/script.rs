@@ -230,6 +230,47 @@ pub fn boot_script(title: &str, boot: &vaquero_model::RenderedBoot) -> Result<Sc
 /// Attempts per fetch in the scripts this crate writes.
 pub const DEFAULT_TRIES: u32 = 5;
 
+/// Why a host's stage script could not be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StageScriptError {
+    /// A template of the boot or its OS failed.
+    #[error(transparent)]
+    Render(#[from] vaquero_model::RenderError),
+    /// A rendered value cannot go into a script.
+    #[error(transparent)]
+    Script(#[from] ScriptError),
+}
+
+/// The script of `h`'s workflow stage `stage` (boot `boot`): its OS's
+/// kernel, initrds and command line rendered for the host, with checkpoint
+/// URLs carrying `token`. The boot service serves it (with `attempt`);
+/// `vaquero preview` prints it (without). One function, so what an
+/// operator previews is what a machine gets.
+pub fn stage_script(
+    model: &vaquero_model::SiteModel,
+    h: vaquero_model::HostRef<'_>,
+    stage: usize,
+    boot: &str,
+    attempt: Option<u64>,
+    token: &str,
+) -> Result<Script, StageScriptError> {
+    let urls = model.urls(h, boot, token);
+    let ctx = model.context(h, boot, urls.as_ref());
+    let r = model.render_boot(boot, &ctx)?;
+    let mut title = format!(
+        "Vaquero: {} stage {}/{} ({boot}, {})",
+        h.host.name,
+        stage + 1,
+        model.stage_count(h.host),
+        r.os
+    );
+    if let Some(a) = attempt {
+        title.push_str(&format!(", attempt {a}"));
+    }
+    Ok(boot_script(&title, &r)?)
+}
+
 /// The script for a host with nothing to do: boot from the local disk.
 pub fn local_boot_script(why: &str) -> Script {
     let mut s = Script::new();

@@ -39,7 +39,7 @@ use crate::metrics_layer::{MetricsLayer, RouteMetrics};
 use crate::sendfile::Conn;
 use crate::state::{BootState, Current};
 use crate::token::{Claims, TokenKey};
-use crate::{boot_script, chain_script, local_boot_script};
+use crate::{chain_script, local_boot_script};
 
 /// Which route a request took.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -607,16 +607,11 @@ fn render(
 ) -> Result<bytes::Bytes, String> {
     let name = h.host.name.as_str();
     let token = s.token(name, boot, attempt);
-    let urls = m.urls(h, boot, &token);
-    let ctx = m.context(h, boot, urls.as_ref());
-    let r = m.render_boot(boot, &ctx).map_err(|e| e.to_string())?;
-    let title = format!(
-        "Vaquero: {name} stage {}/{} ({boot}, {}), attempt {attempt}",
-        stage + 1,
-        m.stage_count(h.host),
-        r.os
+    let body = bytes::Bytes::from(
+        crate::script::stage_script(m, h, stage, boot, Some(attempt), &token)
+            .map_err(|e| e.to_string())?
+            .render(),
     );
-    let body = bytes::Bytes::from(boot_script(&title, &r).map_err(|e| e.to_string())?.render());
     if let Ok(mut c) = s.scripts.write() {
         c.insert(
             h.index,
