@@ -24,6 +24,10 @@ pub struct Api {
     /// ./vaquero-data/admin.token).
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// A CA certificate (PEM) to trust for an https:// API with a
+    /// certificate of its own.
+    #[arg(long, value_name = "FILE", env = "VAQUERO_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
@@ -61,9 +65,17 @@ impl Api {
             .enable_all()
             .build()?;
         runtime.block_on(async {
-            let client = reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(30))
-                .build()?;
+            let mut builder =
+                reqwest::Client::builder().timeout(std::time::Duration::from_secs(30));
+            if let Some(ca) = &self.ca_cert {
+                let pem = std::fs::read(ca)
+                    .with_context(|| format!("reading the CA certificate {}", ca.display()))?;
+                builder = builder.add_root_certificate(
+                    reqwest::Certificate::from_pem(&pem)
+                        .with_context(|| format!("{}: not a PEM certificate", ca.display()))?,
+                );
+            }
+            let client = builder.build()?;
             let mut req = match method {
                 "POST" => client.post(&url),
                 _ => client.get(&url),

@@ -20,6 +20,8 @@ pub struct FileConfig {
     pub agent: Option<String>,
     pub data: Option<PathBuf>,
     pub api: Option<SocketAddr>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     pub dhcp_port: Option<u16>,
     pub tftp_port: Option<u16>,
     pub http_listen: Option<SocketAddr>,
@@ -52,9 +54,15 @@ pub struct Args {
     /// Where state, the admin token and keys live.
     #[arg(long, value_name = "DIR", env = "VAQUERO_DATA")]
     pub data: Option<PathBuf>,
-    /// Where the user API listens (loopback only).
+    /// Where the user API listens (an address off loopback needs TLS).
     #[arg(long, value_name = "ADDR")]
     pub api: Option<SocketAddr>,
+    /// The API's certificate chain (PEM): the API speaks HTTPS.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The API's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// A TOML file with the same keys (sot, site, agent, data, api, …).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -90,6 +98,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     if let Some(a) = args.api.or(file.api) {
         config.api = a;
+    }
+    match (
+        args.tls_cert.or(file.tls_cert),
+        args.tls_key.or(file.tls_key),
+    ) {
+        (Some(cert), Some(key)) => {
+            config.tls = Some(vaquero_engine::api::Tls { cert, key });
+        }
+        (None, None) => {}
+        _ => anyhow::bail!("give both tls_cert and tls_key, or neither"),
     }
     if let Some(p) = args.dhcp_port.or(file.dhcp_port) {
         config.ports.dhcp = p;

@@ -551,3 +551,186 @@ fn hosts_of_a_sot_offline() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown site `dc9`"));
 }
+
+/// A live standalone (no DHCP, no TFTP: loopback only): the API over HTTPS
+/// with a certificate of its own, the CLI trusting its CA; plain HTTP off
+/// loopback refused at start-up.
+#[test]
+fn standalone_api_over_https_and_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sot = tmp.path().join("sot");
+    copy_dir(&lab(), &sot);
+    let env = sot.join("sites/lab/env.yml");
+    let text = std::fs::read_to_string(&env)
+        .unwrap()
+        .replace(
+            "dhcp_mode: server\n    interfaces: [vq-lab0]",
+            "dhcp_mode: off",
+        )
+        .replace("/var/lib/vaquero/files", tmp.path().to_str().unwrap());
+    std::fs::write(&env, text).unwrap();
+    // A CA of the test's own, and the API's certificate signed by it.
+    let p = |n: &str| tmp.path().join(n);
+    let (ca, cert, key) = (p("ca.pem"), p("cert.pem"), p("key.pem"));
+    let openssl = |args: &[&str]| {
+        let o = Command::new("openssl")
+            .args(args)
+            .current_dir(tmp.path())
+            .output()
+            .expect("openssl (scripts/setup)");
+        assert!(o.status.success(), "openssl {args:?}: {o:?}");
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-days",
+                "1",
+                "-subj",
+                "/CN=vaquero-test-ca",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-subj",
+                "/CN=vaquero-api",
+                "-keyout",
+                "key.pem",
+                "-out",
+                "api.csr",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        p("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "api.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "cert.pem",
+    ]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let data = tmp.path().join("data");
+    let standalone = |api: &str, tls: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_vaquero"));
+        c.args(["standalone", "--sot"])
+            .arg(&sot)
+            .arg("--data")
+            .arg(&data)
+            .args(["--api", api, "--http-listen", "127.0.0.1:0"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        if tls {
+            c.arg("--tls-cert").arg(&cert).arg("--tls-key").arg(&key);
+        }
+        c
+    };
+    // Plain HTTP off loopback: refused, saying what to do.
+    let o = standalone(&format!("0.0.0.0:{port}"), false)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("give --tls-cert and --tls-key"),
+        "{o:?}"
+    );
+
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _child = Killed(
+        standalone(&format!("127.0.0.1:{port}"), true)
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("https://127.0.0.1:{port}");
+    let token = data.join("admin.token");
+    let ca_pem = ca.clone();
+    let cli = |args: &[&str], trust: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_vaquero"));
+        c.args(args)
+            .args(["--api", &url, "--token-file"])
+            .arg(&token);
+        if trust {
+            c.arg("--ca-cert").arg(&ca_pem);
+        }
+        c.output().unwrap()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let o = cli(&["status", "--format", "json"], true);
+        if o.status.success() {
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            assert_eq!(v["site"], "lab");
+            assert_eq!(v["hosts"], 6);
+            break;
+        }
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            std::time::Instant::now() < deadline && !err.contains("certificate"),
+            "{o:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    // The plan waits (auto_apply is off): approve it with the CLI.
+    let o = cli(&["plans"], true);
+    assert!(stdout(&o).contains("(pending"), "{o:?}");
+    let o = cli(&["approve"], true);
+    assert!(stdout(&o).contains("rollout 1 approved"), "{o:?}");
+    let o = cli(&["hosts", "--format", "json"], true);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["hosts"].as_array().unwrap().len(), 6);
+    let o = cli(&["host", "storage-02"], true);
+    assert!(stdout(&o).contains("skipped"), "{o:?}");
+    let o = cli(&["executions"], true);
+    assert!(o.status.success(), "{o:?}");
+    let o = cli(&["reprovision", "no-such-host"], true);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no host named `no-such-host`"),
+        "{o:?}"
+    );
+    // Without the CA, the certificate is not trusted.
+    let o = cli(&["status"], false);
+    assert!(!o.status.success(), "{o:?}");
+}

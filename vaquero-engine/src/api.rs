@@ -56,17 +56,64 @@ impl ApiServer {
     }
 }
 
-/// Binds `addr` and serves the API. Only loopback addresses are served
-/// over plain HTTP.
-pub async fn serve(addr: SocketAddr, shared: Shared) -> Result<ApiServer, StandaloneError> {
-    if !addr.ip().is_loopback() {
+/// The API's certificate and key (PEM files).
+#[derive(Debug, Clone)]
+pub struct Tls {
+    /// The certificate chain.
+    pub cert: std::path::PathBuf,
+    /// The private key.
+    pub key: std::path::PathBuf,
+}
+
+/// Refuses plain HTTP off loopback (checked before anything starts).
+pub fn check(addr: SocketAddr, tls: Option<&Tls>) -> Result<(), StandaloneError> {
+    if tls.is_none() && !addr.ip().is_loopback() {
         return Err(StandaloneError::Api {
             addr,
             source: std::io::Error::other(
-                "the API serves plain HTTP on loopback addresses only (127.0.0.1, ::1): listen there",
+                "plain HTTP is served on loopback addresses only (127.0.0.1, ::1): give --tls-cert and --tls-key, or listen there",
             ),
         });
     }
+    Ok(())
+}
+
+/// The rustls server configuration of `tls`.
+fn tls_config(tls: &Tls) -> Result<tokio_rustls::TlsAcceptor, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(&tls.cert)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("certificate {}: {e}", tls.cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(&tls.key)
+        .map_err(|e| format!("key {}: {e}", tls.key.display()))?;
+    let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider());
+    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("certificate and key: {e}"))?;
+    Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
+}
+
+/// Binds `addr` and serves the API: over HTTPS with `tls`, otherwise plain
+/// HTTP, which only loopback addresses get (a token must not cross a
+/// network in the clear).
+pub async fn serve(
+    addr: SocketAddr,
+    tls: Option<&Tls>,
+    shared: Shared,
+) -> Result<ApiServer, StandaloneError> {
+    check(addr, tls)?;
+    let api_err = |addr, msg: String| StandaloneError::Api {
+        addr,
+        source: std::io::Error::other(msg),
+    };
+    let acceptor = match tls {
+        Some(t) => Some(tls_config(t).map_err(|e| api_err(addr, e))?),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| StandaloneError::Api { addr, source })?;
@@ -75,17 +122,72 @@ pub async fn serve(addr: SocketAddr, shared: Shared) -> Result<ApiServer, Standa
         .map_err(|source| StandaloneError::Api { addr, source })?;
     let app = router(shared);
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let r = axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .await;
-        if let Err(e) = r {
-            tracing::error!(error = %e, "API server stopped");
-        }
-    });
+    let task = match acceptor {
+        None => tokio::spawn(async move {
+            let r = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::error!(error = %e, "API server stopped");
+            }
+        }),
+        Some(acceptor) => tokio::spawn(serve_tls(listener, acceptor, app, stopped)),
+    };
     Ok(ApiServer { addr, stop, task })
+}
+
+/// HTTPS: each connection's TLS handshake (bounded), then HTTP/1.1.
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: Router,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = &mut stopped => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(error = %e, "API accept");
+                    continue;
+                }
+            },
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        conns.spawn(async move {
+            let tls = match tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                acceptor.accept(tcp),
+            )
+            .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "API TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            // A Router is always ready: `call` without `poll_ready`.
+            let service = hyper::service::service_fn(move |req| {
+                tower_service::Service::call(&mut app.clone(), req)
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                .await;
+        });
+    }
+    // Connections in flight finish (bounded).
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
 }
 
 /// The API's routes.

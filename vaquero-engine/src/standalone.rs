@@ -56,6 +56,8 @@ pub struct StandaloneConfig {
     pub data: PathBuf,
     /// Where the user API listens.
     pub api: SocketAddr,
+    /// The API's certificate and key: HTTPS (needed off loopback).
+    pub tls: Option<crate::api::Tls>,
     /// The site services' options (agent, ports, iPXE directories); the
     /// token key is read from `data`.
     pub agent: Option<String>,
@@ -116,6 +118,7 @@ impl StandaloneConfig {
             site: None,
             data: PathBuf::from("vaquero-data"),
             api: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            tls: None,
             agent: None,
             ports: Ports::default(),
             engine: EngineConfig::default(),
@@ -424,6 +427,7 @@ pub async fn run(
     config: StandaloneConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), StandaloneError> {
+    crate::api::check(config.api, config.tls.as_ref())?;
     let data = config.data.clone();
     std::fs::create_dir_all(&data).map_err(|source| StandaloneError::Data {
         path: data.clone(),
@@ -514,7 +518,7 @@ pub async fn run(
         token,
         metrics: config.metrics.clone(),
     };
-    let api = crate::api::serve(config.api, shared).await?;
+    let api = crate::api::serve(config.api, config.tls.as_ref(), shared).await?;
     tracing::info!(api = %api.addr, data = %data.display(), "standalone: API listening");
 
     let mut lp = Loop {
