@@ -107,6 +107,14 @@ impl Actor {
         }
     }
 
+    /// Uses `drivers` for tasks started from now on (a new model): tasks in
+    /// flight finish with the drivers they started with, and what the
+    /// actor remembers of earlier tasks is kept. Build both maps with one
+    /// `vaquero_lom::Lom`, so that a BMC still gets one operation at a time.
+    pub fn replace_drivers(&mut self, drivers: HashMap<String, Arc<dyn PowerDriver>>) {
+        self.drivers = Arc::new(drivers);
+    }
+
     /// Starts `task` in the background; its result goes to `results`. A
     /// task already running is not started again; a finished one is
     /// answered with its result.

@@ -371,6 +371,7 @@ struct Loop {
     store: Arc<RedbStore>,
     decider: Decider<RedbStore>,
     actor: Actor,
+    lom: Lom,
     services: SiteServices,
     model: Arc<SiteModel>,
     head: String,
@@ -388,8 +389,7 @@ struct Loop {
 /// Power drivers of the model's hosts, managed (one operation per BMC,
 /// retries, timeouts). A host whose BMC entry cannot be used (a missing
 /// secret) gets none, with a warning: its power actions fail, named.
-fn drivers(model: &SiteModel) -> HashMap<String, Arc<dyn PowerDriver>> {
-    let lom = Lom::new(LomConfig::default());
+fn drivers(model: &SiteModel, lom: &Lom) -> HashMap<String, Arc<dyn PowerDriver>> {
     let mut out = HashMap::new();
     for h in model.hosts() {
         if h.interfaces.iter().all(|i| i.bmc.is_none()) {
@@ -494,7 +494,10 @@ pub async fn run(
     options.ipxe_dirs = config.ports.ipxe_dirs.clone();
     let services = SiteServices::start(model.clone(), boot.clone(), options, obs_tx).await?;
     let (results_tx, results) = mpsc::unbounded_channel();
-    let actor = Actor::new(drivers(&model), JobRunner::new());
+    // One Lom for the life of the process: a BMC gets one operation at a
+    // time also across model changes.
+    let lom = Lom::new(LomConfig::default());
+    let actor = Actor::new(drivers(&model, &lom), JobRunner::new());
     for t in resumed {
         actor.spawn(t, results_tx.clone());
     }
@@ -527,6 +530,7 @@ pub async fn run(
         store,
         decider,
         actor,
+        lom,
         services,
         model,
         head,
@@ -715,7 +719,7 @@ impl Loop {
             .with_policy(Arc::new(Pause(self.paused.clone())));
         self.decider.replace_engine(engine);
         self.services.swap(model.clone());
-        self.actor = Actor::new(drivers(&model), JobRunner::new());
+        self.actor.replace_drivers(drivers(&model, &self.lom));
         self.model = model;
         Ok(())
     }
