@@ -104,7 +104,8 @@ fn print_json(v: &Value) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn s(v: &Value) -> String {
+/// A JSON value as a table cell (`-` for null).
+pub fn s(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
         Value::String(s) => s.clone(),

@@ -267,11 +267,7 @@ pub fn hosts(dir: &Path, site: Option<&str>, format: Format) -> anyhow::Result<E
             serde_json::to_string_pretty(&serde_json::json!({ "hosts": rows }))?
         ),
         Format::Text => {
-            let cell = |v: &serde_json::Value| match v {
-                serde_json::Value::String(s) => s.clone(),
-                serde_json::Value::Null => "-".into(),
-                other => other.to_string(),
-            };
+            let cell = crate::client::s;
             let table: Vec<Vec<String>> = rows
                 .iter()
                 .map(|r| {

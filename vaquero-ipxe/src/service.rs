@@ -268,6 +268,26 @@ impl<S: Send + Sync> FromRequestParts<S> for Peer {
     }
 }
 
+/// The event of one request.
+fn event(
+    route: Route,
+    host: Option<&str>,
+    attempt: Option<u64>,
+    client: Option<IpAddr>,
+    status: StatusCode,
+    detail: String,
+) -> BootEvent {
+    BootEvent {
+        at: SystemTime::now(),
+        route,
+        host: host.map(str::to_owned),
+        attempt,
+        client,
+        status: status.as_u16(),
+        detail,
+    }
+}
+
 impl Inner {
     /// Whether anyone takes events (a listener, or debug logging): when
     /// no one does, hot paths skip building them.
@@ -310,15 +330,7 @@ impl Inner {
     ) {
         debug!(?route, host, attempt, ?client, status = status.as_u16(), %detail, "boot service");
         if let Some(tx) = &self.events {
-            let _ = tx.try_send(BootEvent {
-                at: SystemTime::now(),
-                route,
-                host: host.map(str::to_owned),
-                attempt,
-                client,
-                status: status.as_u16(),
-                detail,
-            });
+            let _ = tx.try_send(event(route, host, attempt, client, status, detail));
         }
     }
 
@@ -336,15 +348,7 @@ impl Inner {
         debug!(?route, host, attempt, ?client, status = status.as_u16(), %detail, "boot service");
         if let Some(tx) = &self.events {
             let _ = tx
-                .send(BootEvent {
-                    at: SystemTime::now(),
-                    route,
-                    host: host.map(str::to_owned),
-                    attempt,
-                    client,
-                    status: status.as_u16(),
-                    detail,
-                })
+                .send(event(route, host, attempt, client, status, detail))
                 .await;
         }
     }
