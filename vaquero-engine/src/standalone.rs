@@ -28,7 +28,9 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use vaquero_ipxe::TokenKey;
 use vaquero_lom::{DriverOptions, Lom, LomConfig, PowerDriver, driver_for};
-use vaquero_model::{DirSource, GitSource, ModelError, SiteModel, Sot, SotFiles, SotSource};
+use vaquero_model::{
+    DirSource, GitSource, LoadedSot, ModelError, SiteModel, Sot, SotFiles, SotSource,
+};
 
 use crate::act::{Actor, TaskResult};
 use crate::boot_state::EngineBootState;
@@ -410,7 +412,11 @@ fn drivers(model: &SiteModel, lom: &Lom) -> HashMap<String, Arc<dyn PowerDriver>
 
 /// Compiles `site` of the source's head: the model, the head revision.
 fn load(source: &dyn SotSource, site: &str) -> Result<(Arc<SiteModel>, String), ModelError> {
-    let loaded = vaquero_model::load_source(source)?;
+    take(vaquero_model::load_source(source)?, site)
+}
+
+/// `site`'s model of a loaded SoT and the head revision (warnings logged).
+fn take(loaded: LoadedSot, site: &str) -> Result<(Arc<SiteModel>, String), ModelError> {
     let head = loaded.head.revision.clone().unwrap_or_default();
     for w in loaded.warnings.0.iter() {
         tracing::warn!("{w}");
@@ -437,13 +443,13 @@ pub async fn run(
     let key = TokenKey::new(secret(&data, KEY_FILE)?.into_bytes());
 
     let source = open_source(&config.sot, config.branch.as_deref())?;
-    let head_rev = source.head()?;
-    let sot = Sot::load_owned(source.files(&head_rev)?).map_err(ModelError::Invalid)?;
+    // Loaded and validated once: the site is picked from it.
+    let loaded = vaquero_model::load_source(source.as_ref())?;
     let site = match (
         &config.site,
-        sot.sites.keys().collect::<Vec<_>>().as_slice(),
+        loaded.sites.keys().collect::<Vec<_>>().as_slice(),
     ) {
-        (Some(s), _) if sot.sites.contains_key(s) => s.clone(),
+        (Some(s), _) if loaded.sites.contains_key(s) => s.clone(),
         (Some(s), ids) => {
             return Err(StandaloneError::Site(format!(
                 "the SoT has no site `{s}` (its sites: {})",
@@ -464,8 +470,7 @@ pub async fn run(
             )));
         }
     };
-    drop(sot);
-    let (model, head) = load(source.as_ref(), &site)?;
+    let (model, head) = take(loaded, &site)?;
 
     let store = Arc::new(
         RedbStore::open(&data.join(STATE_FILE))
