@@ -78,12 +78,12 @@ fn custom(s: &Subnet) -> Result<Vec<(u8, Vec<u8>, bool)>, ExportError> {
     s.dhcp_options
         .iter()
         .map(|o| {
-            let v = o.encode().map_err(|message| ExportError::Option {
+            let v = o.encoded().map_err(|message| ExportError::Option {
                 subnet: s.id.clone(),
                 option: o.option,
-                message,
+                message: message.to_owned(),
             })?;
-            Ok((o.option, v, o.kind == DhcpOptionType::Addresses))
+            Ok((o.option, v.to_vec(), o.kind == DhcpOptionType::Addresses))
         })
         .collect()
 }

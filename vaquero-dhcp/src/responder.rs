@@ -339,9 +339,9 @@ fn server(
         reply.options.push((7, ip(l)));
     }
     for o in &sub.dhcp_options {
-        if let Ok(v) = o.encode() {
+        if let Ok(v) = o.encoded() {
             reply.options.retain(|(c, _)| *c != o.option);
-            reply.options.push((o.option, v));
+            reply.options.push((o.option, v.to_vec()));
         }
     }
     if let Some(b) = &boot {

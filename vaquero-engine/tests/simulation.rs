@@ -140,7 +140,7 @@ impl Sim {
             acked: HashSet::new(),
             issued: HashMap::new(),
             never,
-            windows: Windows::new(&site.policy.windows).unwrap(),
+            windows: Windows::new(&site.policy.windows),
             tz: TimeZone::get(site.policy.timezone.as_deref().unwrap()).unwrap(),
             crash_rate,
             crashes: 0,

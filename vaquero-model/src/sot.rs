@@ -916,13 +916,13 @@ impl Loader {
                         format!("option {} is reserved: use 1 to 254", o.option),
                     );
                 }
-                if let Err(msg) = o.encode() {
+                if let Err(msg) = o.encoded() {
                     self.err(n, &format!("{op}.value"), msg);
                 }
             }
         }
         for (i, w) in site.policy.windows.iter().enumerate() {
-            if let Err(msg) = crate::types::parse_window(w) {
+            if let Err(msg) = w.minutes() {
                 self.err(n, &format!("policy.windows[{i}]"), msg);
             }
         }

@@ -53,7 +53,7 @@ pub struct SitePolicy {
     pub force_provision: bool,
     /// Reboot windows, each `"HH:MM-HH:MM"`.
     #[serde(default)]
-    pub windows: Vec<String>,
+    pub windows: Vec<Window>,
     /// The time zone the windows are written in (IANA name).
     #[serde(default)]
     pub timezone: Option<String>,
@@ -192,17 +192,47 @@ pub struct Subnet {
     pub metadata: Metadata,
 }
 
-/// A custom DHCP option of a subnet.
+/// A custom DHCP option of a subnet. Its value is encoded for the wire
+/// once, when the SoT is read; [`encoded`](Self::encoded) hands out
+/// those bytes (or why they could not be encoded, which validation
+/// reports at the option's file:line).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "DhcpOptionSpec", into = "DhcpOptionSpec")]
 pub struct DhcpOption {
     /// The option code, 1–254.
     pub option: u8,
     /// How `value` is encoded.
-    #[serde(rename = "type")]
     pub kind: DhcpOptionType,
-    /// The value, encoded per `type` (a list is accepted for `addresses`).
+    /// The value as written, encoded per `kind` (a list is accepted for
+    /// `addresses`).
     pub value: OneOrMany,
+    encoded: Result<Vec<u8>, String>,
+}
+
+/// A custom DHCP option as written in the SoT.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DhcpOptionSpec {
+    option: u8,
+    #[serde(rename = "type")]
+    kind: DhcpOptionType,
+    value: OneOrMany,
+}
+
+impl From<DhcpOptionSpec> for DhcpOption {
+    fn from(s: DhcpOptionSpec) -> Self {
+        DhcpOption::new(s.option, s.kind, s.value)
+    }
+}
+
+impl From<DhcpOption> for DhcpOptionSpec {
+    fn from(o: DhcpOption) -> Self {
+        DhcpOptionSpec {
+            option: o.option,
+            kind: o.kind,
+            value: o.value,
+        }
+    }
 }
 
 /// How a custom DHCP option's value is encoded on the wire.
@@ -224,10 +254,31 @@ pub enum DhcpOptionType {
 }
 
 impl DhcpOption {
-    /// The option's value encoded for the wire (at most 255 bytes).
-    pub fn encode(&self) -> Result<Vec<u8>, String> {
+    /// The option `option` with `value` encoded per `kind`.
+    pub fn new(option: u8, kind: DhcpOptionType, value: OneOrMany) -> Self {
+        let encoded = encode_option(kind, &value);
+        DhcpOption {
+            option,
+            kind,
+            value,
+            encoded,
+        }
+    }
+
+    /// The option's value encoded for the wire (at most 255 bytes), or
+    /// why it cannot be.
+    pub fn encoded(&self) -> Result<&[u8], &str> {
+        match &self.encoded {
+            Ok(b) => Ok(b),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn encode_option(kind: DhcpOptionType, value: &OneOrMany) -> Result<Vec<u8>, String> {
+    {
         use DhcpOptionType as T;
-        let one = || match &self.value {
+        let one = || match value {
             OneOrMany::One(s) => Ok(s.trim()),
             OneOrMany::Many(_) => Err("a list is only allowed for type `addresses`".to_owned()),
         };
@@ -235,7 +286,7 @@ impl DhcpOption {
             s.parse()
                 .map_err(|_| format!("`{s}` is not a valid {what}"))
         }
-        let bytes = match self.kind {
+        let bytes = match kind {
             T::String => one()?.as_bytes().to_vec(),
             T::Uint8 => vec![int::<u8>(one()?, "uint8")?],
             T::Uint16 => int::<u16>(one()?, "uint16")?.to_be_bytes().to_vec(),
@@ -249,7 +300,7 @@ impl DhcpOption {
                 s => return Err(format!("`{s}` is not a valid bool (true or false)")),
             },
             T::Addresses => {
-                let items: Vec<&str> = match &self.value {
+                let items: Vec<&str> = match value {
                     OneOrMany::One(s) => s.split([',', ' ']).filter(|s| !s.is_empty()).collect(),
                     OneOrMany::Many(l) => l.iter().map(|s| s.trim()).collect(),
                 };
@@ -289,9 +340,70 @@ impl DhcpOption {
     }
 }
 
-/// Parses a reboot window `"HH:MM-HH:MM"` into minutes after midnight
-/// (start, end); a window may wrap past midnight.
-pub fn parse_window(s: &str) -> Result<(u16, u16), String> {
+/// A reboot window, written `"HH:MM-HH:MM"`; an end before the start
+/// wraps past midnight. Parsed once, when the SoT is read: a window that
+/// does not parse keeps what was written and why, which validation
+/// reports at its file:line.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub struct Window {
+    spec: String,
+    minutes: Result<(u16, u16), String>,
+}
+
+impl Window {
+    /// Parses `spec`.
+    pub fn new(spec: &str) -> Self {
+        Window {
+            spec: spec.to_owned(),
+            minutes: parse_window(spec),
+        }
+    }
+
+    /// Start and end in minutes after midnight, or why the window does
+    /// not parse.
+    pub fn minutes(&self) -> Result<(u16, u16), &str> {
+        self.minutes.as_ref().map(|m| *m).map_err(String::as_str)
+    }
+
+    /// The window as written.
+    pub fn as_str(&self) -> &str {
+        &self.spec
+    }
+}
+
+impl std::fmt::Debug for Window {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.spec, f)
+    }
+}
+
+impl std::fmt::Display for Window {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.spec)
+    }
+}
+
+impl From<String> for Window {
+    fn from(s: String) -> Self {
+        let minutes = parse_window(&s);
+        Window { spec: s, minutes }
+    }
+}
+
+impl From<&str> for Window {
+    fn from(s: &str) -> Self {
+        Window::new(s)
+    }
+}
+
+impl From<Window> for String {
+    fn from(w: Window) -> Self {
+        w.spec
+    }
+}
+
+fn parse_window(s: &str) -> Result<(u16, u16), String> {
     let err = || format!("invalid window `{s}`: expected \"HH:MM-HH:MM\"");
     let (a, b) = s.trim().split_once('-').ok_or_else(err)?;
     let hm = |t: &str| -> Result<u16, String> {
@@ -961,6 +1073,45 @@ string_serde!(Concurrency, "a count or a percentage like \"25%\"");
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn windows_and_dhcp_options_are_parsed_once_and_kept_as_written() {
+        let w: Vec<Window> = serde_json::from_str(r#"["22:00-06:00", "9:00-17:00"]"#).unwrap();
+        assert_eq!(w[0].minutes(), Ok((22 * 60, 6 * 60)));
+        assert_eq!(
+            w[1].minutes(),
+            Err(r#"invalid window `9:00-17:00`: expected "HH:MM-HH:MM""#)
+        );
+        assert_eq!(
+            Window::new("08:00-08:00").minutes(),
+            Err("window `08:00-08:00` is empty")
+        );
+        assert_eq!(
+            serde_json::to_string(&w).unwrap(),
+            r#"["22:00-06:00","9:00-17:00"]"#
+        );
+        let o: Vec<DhcpOption> = serde_json::from_str(
+            r#"[{"option": 224, "type": "uint16", "value": "3600"},
+                {"option": 6, "type": "addresses", "value": ["10.0.0.1", "10.0.0.2"]},
+                {"option": 225, "type": "uint8", "value": "300"}]"#,
+        )
+        .unwrap();
+        assert_eq!(o[0].encoded(), Ok(&[0x0e, 0x10][..]));
+        assert_eq!(o[1].encoded(), Ok(&[10, 0, 0, 1, 10, 0, 0, 2][..]));
+        assert_eq!(o[2].encoded(), Err("`300` is not a valid uint8"));
+        let back: serde_json::Value = serde_json::to_value(&o[0]).unwrap();
+        assert_eq!(
+            back,
+            serde_json::json!({"option": 224, "type": "uint16", "value": "3600"})
+        );
+        assert!(
+            serde_json::from_str::<DhcpOption>(
+                r#"{"option": 1, "type": "uint8", "value": "1", "x": 1}"#
+            )
+            .is_err(),
+            "unknown keys are still refused"
+        );
+    }
 
     #[test]
     fn mac_forms() {

@@ -47,12 +47,12 @@ fn the_lab_has_what_the_issue_asks_for() {
     }
     assert_eq!(site.subnets[0].dhcp_options.len(), 3);
     assert_eq!(
-        site.subnets[0].dhcp_options[0].encode().unwrap(),
-        vec![10, 99, 0, 2]
+        site.subnets[0].dhcp_options[0].encoded().unwrap(),
+        &[10, 99, 0, 2][..]
     );
     assert_eq!(
-        site.subnets[0].dhcp_options[1].encode().unwrap(),
-        3600u32.to_be_bytes().to_vec()
+        site.subnets[0].dhcp_options[1].encoded().unwrap(),
+        &3600u32.to_be_bytes()[..]
     );
     assert_eq!(site.subnets[0].lease_time.unwrap().as_secs(), 3600);
     // Vaquero's spellings: `workflow:` and `deps:` in storage.yml, `domain` in env.yml.
