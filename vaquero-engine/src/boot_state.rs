@@ -67,6 +67,15 @@ impl EngineBootState {
     }
 }
 
+impl crate::decide::Follower for EngineBootState {
+    fn load(&self, model: &SiteModel, state: &SiteState) {
+        EngineBootState::load(self, model, state);
+    }
+    fn update(&self, model: &SiteModel, changed: &[HostState]) {
+        EngineBootState::update(self, model, changed);
+    }
+}
+
 impl BootState for EngineBootState {
     fn current(&self, host: &str) -> Current {
         self.inner.current(host)

@@ -13,16 +13,32 @@
 use std::sync::Arc;
 
 use jiff::Timestamp;
+use vaquero_model::SiteModel;
 
 use crate::act::{Task, TaskResult};
-use crate::boot_state::EngineBootState;
 use crate::engine::{Engine, Step};
 use crate::event::{Action, ActionKind, Event, Notice};
 use crate::persist::{PersistError, StateStore};
 use crate::plan::Plan;
 use crate::record::Records;
-use crate::state::SiteState;
+use crate::state::{HostState, SiteState};
 use crate::store::Store;
+
+/// Follows the committed state: told the whole state when it is loaded
+/// or a new model is served, then the hosts each committed step changed.
+/// The boot service's view ([`EngineBootState`](crate::EngineBootState),
+/// feature `standalone`) is one; `()` follows nothing.
+pub trait Follower: Send + Sync {
+    /// The whole state, under `model` (at start, after a new model).
+    fn load(&self, model: &SiteModel, state: &SiteState);
+    /// The hosts a committed step changed.
+    fn update(&self, model: &SiteModel, changed: &[HostState]);
+}
+
+impl Follower for () {
+    fn load(&self, _: &SiteModel, _: &SiteState) {}
+    fn update(&self, _: &SiteModel, _: &[HostState]) {}
+}
 
 /// One site's engine, its state and records in a store.
 pub struct Decider<S: Store + ?Sized + 'static> {
@@ -30,7 +46,7 @@ pub struct Decider<S: Store + ?Sized + 'static> {
     state: SiteState,
     states: StateStore<S>,
     records: Arc<Records<S>>,
-    boot: Arc<EngineBootState>,
+    boot: Arc<dyn Follower>,
 }
 
 impl<S: Store + ?Sized + 'static> std::fmt::Debug for Decider<S> {
@@ -45,11 +61,12 @@ impl<S: Store + ?Sized + 'static> std::fmt::Debug for Decider<S> {
 impl<S: Store + ?Sized + 'static> Decider<S> {
     /// Loads the site's state from `store`; returns the decider and the
     /// tasks that were issued and never answered (to be carried out
-    /// again). `boot` is kept up to date with what each host boots.
+    /// again). `boot` follows every committed change (what each host
+    /// boots).
     pub async fn open(
         engine: Engine,
         store: Arc<S>,
-        boot: Arc<EngineBootState>,
+        boot: Arc<dyn Follower>,
         now: Timestamp,
     ) -> Result<(Self, Vec<Task>), PersistError> {
         let site = engine.model().site().id.clone();

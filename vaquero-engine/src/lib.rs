@@ -20,20 +20,37 @@
 //!   age.
 //! - [`store`]: the `Store` trait, [`MemoryStore`], [`RedbStore`].
 //!
-//! - [`boot_state`]: [`EngineBootState`], the boot service's view of the
-//!   engine (`vaquero_ipxe::BootState`).
-//!
 //! - [`observe`]: [`Observation`], what the site services (DHCP, TFTP, the
 //!   boot service, checkpoints) saw of a host; the one place that turns
 //!   observations into engine events.
 //! - [`decide`]: [`Decider`], the deciding half: events in, engine step,
-//!   commit, execution records, [`Task`]s out.
+//!   commit, execution records, [`Task`]s out; a [`Follower`] is told of
+//!   every committed change.
 //! - [`act`]: [`Actor`], the acting half: tasks in, `vaquero-lom` drivers
 //!   and jobs, [`TaskResult`]s out (idempotent per task).
 //! - [`runner`]: [`Runner`], both halves of one site joined in-process.
+//!
+//! With the `standalone` feature (on by default), the network side:
+//!
+//! - `boot_state`: `EngineBootState`, the boot service's view of the
+//!   engine (`vaquero_ipxe::BootState`), a [`Follower`].
+//! - `site`: `SiteServices`, DHCP, TFTP and the HTTP boot service of one
+//!   agent, their events turned into observations.
+//! - `api`: the user API (`/v1`, `/live`, `/ready`, `/metrics`).
+//! - `standalone`: `vaquero standalone`, all of the above in one process.
+//!
+//! # Features
+//!
+//! - `standalone` (default): the modules above, and with them
+//!   `vaquero-dhcp`, `vaquero-tftp`, `vaquero-ipxe`, axum and rustls.
+//!   Without it, the pure engine, policies, plans, stores, jobs and the
+//!   in-process runner build on their own
+//!   (`cargo build -p vaquero-engine --no-default-features`).
 
 pub mod act;
+#[cfg(feature = "standalone")]
 pub mod api;
+#[cfg(feature = "standalone")]
 pub mod boot_state;
 pub mod decide;
 pub mod engine;
@@ -45,14 +62,17 @@ pub mod plan;
 pub mod policy;
 pub mod record;
 pub mod runner;
+#[cfg(feature = "standalone")]
 pub mod site;
+#[cfg(feature = "standalone")]
 pub mod standalone;
 pub mod state;
 pub mod store;
 
 pub use act::{Actor, Task, TaskResult};
+#[cfg(feature = "standalone")]
 pub use boot_state::EngineBootState;
-pub use decide::Decider;
+pub use decide::{Decider, Follower};
 pub use engine::{Engine, EngineConfig, EngineError, Step};
 pub use event::{Action, ActionKind, Event, EventKind, JobPhase, JobSpec, Notice, Outcome};
 pub use job::{ExecJob, HttpJob, Job, JobError, JobRunner, SshJob};

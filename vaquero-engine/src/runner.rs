@@ -15,8 +15,8 @@ use tokio::sync::mpsc;
 use vaquero_lom::PowerDriver;
 
 use crate::act::{Actor, TaskResult};
-use crate::boot_state::EngineBootState;
 use crate::decide::Decider;
+use crate::decide::Follower;
 use crate::engine::Engine;
 use crate::job::JobRunner;
 use crate::observe::Observation;
@@ -53,7 +53,7 @@ impl<S: Store + ?Sized + 'static> Runner<S> {
         store: Arc<S>,
         drivers: HashMap<String, Arc<dyn PowerDriver>>,
         jobs: JobRunner,
-        boot: Arc<EngineBootState>,
+        boot: Arc<dyn Follower>,
         now: Timestamp,
     ) -> Result<Self, PersistError> {
         let (decider, tasks) = Decider::open(engine, store, boot, now).await?;

@@ -332,17 +332,28 @@ impl SiteServices {
             let stop = stopped();
             tasks.spawn(async move {
                 tokio::pin!(stop);
+                // Drained every few milliseconds, as the engine takes them
+                // once per step: a request never wakes this task.
+                let mut tick = tokio::time::interval(std::time::Duration::from_millis(10));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
-                    let o = tokio::select! {
+                    tokio::select! {
                         _ = &mut stop => break,
-                        Some(e) = dhcp_rx.recv() => from_dhcp(&e),
-                        Some(e) = tftp_rx.recv() => from_tftp(&model.borrow(), &e),
-                        Some(e) = http_rx.recv() => from_http(&e),
-                        else => break,
+                        _ = tick.tick() => {}
+                    }
+                    let mut out = Vec::new();
+                    let dhcp = drain(&mut dhcp_rx, |e| out.extend(from_dhcp(&e)));
+                    let tftp = {
+                        let model = model.borrow();
+                        drain(&mut tftp_rx, |e| out.extend(from_tftp(&model, &e)))
                     };
-                    if let Some(o) = o
-                        && observer.send(o).is_err()
-                    {
+                    let http = drain(&mut http_rx, |e| out.extend(from_http(e)));
+                    for o in out {
+                        if observer.send(o).is_err() {
+                            return Ok(());
+                        }
+                    }
+                    if !(dhcp || tftp || http) {
                         break;
                     }
                 }
@@ -592,7 +603,18 @@ fn from_tftp(model: &SiteModel, e: &vaquero_tftp::TftpEvent) -> Option<Observati
 }
 
 /// A request of the boot service as an observation.
-fn from_http(e: &BootEvent) -> Option<Observation> {
+/// Takes what `rx` holds now; false once all its senders are gone.
+fn drain<T>(rx: &mut mpsc::Receiver<T>, mut take: impl FnMut(T)) -> bool {
+    loop {
+        match rx.try_recv() {
+            Ok(e) => take(e),
+            Err(mpsc::error::TryRecvError::Empty) => return true,
+            Err(mpsc::error::TryRecvError::Disconnected) => return false,
+        }
+    }
+}
+
+fn from_http(e: BootEvent) -> Option<Observation> {
     let kind = match e.route {
         Route::Chain => ObservationKind::Chain,
         Route::Script => ObservationKind::Script,
@@ -602,11 +624,11 @@ fn from_http(e: &BootEvent) -> Option<Observation> {
     };
     Some(Observation {
         at: now_of(e.at),
-        host: e.host.clone()?,
+        host: e.host?,
         attempt: e.attempt,
         kind,
         ok: (200..300).contains(&e.status),
-        detail: e.detail.clone(),
+        detail: e.detail,
     })
 }
 
