@@ -24,6 +24,7 @@ def main():
         f.write("""id: bench
 agents:
   - id: bench-agent
+    dhcp_mode: off
     asset_server: {url: "http://10.0.0.2:8080"}
 subnets:
   - id: prov
