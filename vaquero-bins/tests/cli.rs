@@ -734,3 +734,48 @@ fn standalone_api_over_https_and_the_cli() {
     let o = cli(&["status"], false);
     assert!(!o.status.success(), "{o:?}");
 }
+
+/// Without the privilege to bind a port below 1024, standalone refuses at
+/// start-up in one line naming the fix. It runs in a network namespace of
+/// its own (`unshare -n`: nothing else listens there, and the kernel's
+/// default `ip_unprivileged_port_start` of 1024 applies), as root without
+/// CAP_NET_BIND_SERVICE and CAP_NET_RAW (`setpriv`).
+#[test]
+fn standalone_without_privileges_names_the_fix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sot = tmp.path().join("sot");
+    copy_dir(&lab(), &sot);
+    let env = sot.join("sites/lab/env.yml");
+    let text = std::fs::read_to_string(&env)
+        .unwrap()
+        .replace(
+            "dhcp_mode: server\n    interfaces: [vq-lab0]",
+            "dhcp_mode: off",
+        )
+        .replace("/var/lib/vaquero/files", tmp.path().to_str().unwrap());
+    std::fs::write(&env, text).unwrap();
+    let o = Command::new("unshare")
+        .args([
+            "-n",
+            "setpriv",
+            "--bounding-set=-net_bind_service,-net_raw",
+            "--inh-caps=-all",
+        ])
+        .arg(env!("CARGO_BIN_EXE_vaquero"))
+        .args(["standalone", "--sot"])
+        .arg(&sot)
+        .arg("--data")
+        .arg(tmp.path().join("data"))
+        .args(["--http-listen", "0.0.0.0:80"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("unshare and setpriv (util-linux)");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains(
+            "HTTP: not allowed to bind 0.0.0.0:80: run as root, or grant CAP_NET_BIND_SERVICE and CAP_NET_RAW (setcap cap_net_bind_service,cap_net_raw+ep vaquero)"
+        ),
+        "{err}"
+    );
+}

@@ -69,7 +69,11 @@ pub struct StandaloneConfig {
     pub engine: EngineConfig,
     /// How often the engine steps.
     pub tick: Duration,
-    /// How often the SoT is checked for a new revision.
+    /// How often the SoT is checked for a new revision when nothing says
+    /// it changed. Changes under the SoT's directory (a Git repository's
+    /// too) are noticed at once through file-change notification; polling
+    /// is the fallback, for file systems that notify nothing (NFS, some
+    /// container mounts).
     pub poll: Duration,
     /// Renders the process's metrics (Prometheus text) for `/metrics`.
     pub metrics: Option<MetricsRender>,
@@ -557,6 +561,10 @@ pub async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut poll = tokio::time::interval(config.poll);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (_watcher, mut changes) = watch_sot(&config.sot);
+    // A change is acted on once the files have been quiet for a moment
+    // (an editor's save or a `git commit` writes several).
+    let mut settled: Option<tokio::time::Instant> = None;
     tokio::pin!(shutdown);
     let result = loop {
         tokio::select! {
@@ -568,6 +576,13 @@ pub async fn run(
                 }
             }
             _ = poll.tick() => lp.poll().await,
+            Some(()) = changes.recv() => {
+                settled = Some(tokio::time::Instant::now() + SETTLE);
+            }
+            () = until(settled) => {
+                settled = None;
+                lp.poll().await;
+            }
             Some((cmd, reply)) = command_rx.recv() => {
                 let r = lp.command(cmd).await;
                 lp.publish();
@@ -579,6 +594,57 @@ pub async fn run(
     api.stop().await;
     lp.services.stop().await;
     result
+}
+
+/// How long the SoT's files must be quiet after a change before it is read.
+const SETTLE: Duration = Duration::from_millis(250);
+
+/// Sleeps until `at`; never returns when there is none.
+async fn until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Watches the SoT's directory (recursively: a Git repository's refs and
+/// a directory's files alike); each change is one message. Without
+/// notification (an unsupported file system, too few inotify watches),
+/// the receiver never yields and polling alone notices changes.
+fn watch_sot(
+    sot: &str,
+) -> (
+    Option<notify::RecommendedWatcher>,
+    mpsc::UnboundedReceiver<()>,
+) {
+    use notify::Watcher;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let path = Path::new(sot.strip_prefix("file://").unwrap_or(sot)).to_path_buf();
+    let watcher = notify::recommended_watcher(move |e: notify::Result<notify::Event>| {
+        if let Ok(e) = e
+            && !matches!(e.kind, notify::EventKind::Access(_))
+        {
+            let _ = tx.send(());
+        }
+    })
+    .and_then(|mut w| {
+        w.watch(&path, notify::RecursiveMode::Recursive)?;
+        Ok(w)
+    });
+    match watcher {
+        Ok(w) => {
+            tracing::debug!(path = %path.display(), "SoT: watching for changes");
+            (Some(w), rx)
+        }
+        Err(e) => {
+            tracing::warn!(
+                path = %path.display(),
+                error = %e,
+                "SoT: no file-change notification; polling only"
+            );
+            (None, rx)
+        }
+    }
 }
 
 impl Loop {
