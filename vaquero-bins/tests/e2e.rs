@@ -374,6 +374,18 @@ fn standalone_provisions_qemu_vms_end_to_end() {
             assert!(kinds.contains(&k), "attempt {i} lacks {k}: {kinds:?}");
         }
         assert_eq!(kinds.last(), Some(&"checkpoint"), "{kinds:?}");
+        // What the acting half did for this boot is in its timeline too.
+        let actions: Vec<&str> = a["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "action")
+            .filter_map(|e| e["detail"].as_str())
+            .collect();
+        assert!(
+            actions.contains(&"set_boot_network: ok") && actions.contains(&"power_cycle: ok"),
+            "attempt {i}: {actions:?}"
+        );
     }
     let text = lab.cli(&["host", "vm-uefi-1"]);
     assert!(text.contains("checkpoint stage2 body: kernel"), "{text}");

@@ -30,6 +30,10 @@ pub enum ObservationKind {
     Config,
     /// The installed OS called its checkpoint URL.
     Checkpoint,
+    /// What the acting half did to the host (set the next boot to the
+    /// network, power-cycle, a job) and how it went. Timeline only: a
+    /// task's result reaches the engine as its own event.
+    Action,
 }
 
 impl ObservationKind {
@@ -43,6 +47,7 @@ impl ObservationKind {
             ObservationKind::File => "file",
             ObservationKind::Config => "config",
             ObservationKind::Checkpoint => "checkpoint",
+            ObservationKind::Action => "action",
         }
     }
 }

@@ -373,6 +373,9 @@ fn paused_key(site: &str) -> String {
 /// The loop's own state.
 struct Loop {
     site: String,
+    /// The tasks out, by (host, seq): what each was and for which boot
+    /// attempt, for the timeline entry of its result.
+    issued: HashMap<(String, u64), (String, u64)>,
     source: Box<dyn SotSource>,
     store: Arc<RedbStore>,
     decider: Decider<RedbStore>,
@@ -507,7 +510,9 @@ pub async fn run(
     // time also across model changes.
     let lom = Lom::new(LomConfig::default());
     let actor = Actor::new(drivers(&model, &lom), JobRunner::new());
+    let mut issued = HashMap::new();
     for t in resumed {
+        issued.insert((t.action.host.clone(), t.action.seq), issued_as(&t));
         actor.spawn(t, results_tx.clone());
     }
     let timelines = Arc::new(Mutex::new(Timelines::default()));
@@ -552,6 +557,7 @@ pub async fn run(
         observations,
         timelines,
         publish,
+        issued,
     };
     // The first plan: against the model the state was last planned for.
     lp.adopt_if_new(None).await?;
@@ -647,7 +653,42 @@ fn watch_sot(
     }
 }
 
+/// A task as its result's timeline entry names it: the action (a job with
+/// its name) and the boot attempt.
+fn issued_as(t: &crate::act::Task) -> (String, u64) {
+    let what = match &t.action.kind {
+        crate::event::ActionKind::RunJob { boot, index, .. } => {
+            format!("{} job {} of {boot}", t.action.kind.name(), index + 1)
+        }
+        k => k.name().to_owned(),
+    };
+    (what, t.action.attempt)
+}
+
 impl Loop {
+    /// The timeline entry of a task's result.
+    fn action_observation(&mut self, r: &TaskResult) -> Option<Observation> {
+        let (what, attempt) = self.issued.remove(&(r.host.clone(), r.seq))?;
+        let (ok, detail) = match &r.outcome {
+            crate::event::Outcome::Ok { .. } => (true, format!("{what}: ok")),
+            crate::event::Outcome::Failed { transient, message } => (
+                false,
+                format!(
+                    "{what}: failed{}: {message}",
+                    if *transient { " (transient)" } else { "" }
+                ),
+            ),
+        };
+        Some(Observation {
+            at: r.ended,
+            host: r.host.clone(),
+            attempt: Some(attempt),
+            kind: crate::observe::ObservationKind::Action,
+            ok,
+            detail,
+        })
+    }
+
     /// One engine step on what was observed and finished since the last.
     async fn step(&mut self) -> Result<(), StandaloneError> {
         let mut events = Vec::new();
@@ -659,6 +700,12 @@ impl Loop {
             }
         }
         while let Ok(r) = self.results.try_recv() {
+            if let Some(o) = self.action_observation(&r) {
+                self.timelines
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(o);
+            }
             events.push(self.decider.finished(&r).await);
         }
         let before = self.decider.state().phase_counts();
@@ -677,6 +724,8 @@ impl Loop {
                 t.action.host,
                 t.action.kind.name()
             );
+            self.issued
+                .insert((t.action.host.clone(), t.action.seq), issued_as(&t));
             self.actor.spawn(t, self.results_tx.clone());
         }
         let after = self.decider.state().phase_counts();
