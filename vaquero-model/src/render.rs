@@ -86,6 +86,37 @@ fn template_error(
     }
 }
 
+/// For "`md.timezon` is undefined": the closest key the context has
+/// there, as " (did you mean `md.timezone`?)"; empty when none is close.
+fn suggest_key(message: &str, ctx: &Value) -> String {
+    let Some(path) = message
+        .split_once('`')
+        .and_then(|(_, rest)| rest.split_once("` is undefined"))
+        .map(|(p, _)| p)
+    else {
+        return String::new();
+    };
+    let parent = path.rsplit_once('.').map(|(p, _)| p);
+    let mut at = ctx.clone();
+    for part in parent.into_iter().flat_map(|p| p.split('.')) {
+        match at.get_attr(part) {
+            Ok(v) if !v.is_undefined() => at = v,
+            _ => return String::new(),
+        }
+    }
+    let Ok(keys) = at.try_iter() else {
+        return String::new();
+    };
+    // Compared as whole paths: the hint names what to write.
+    let keys: Vec<String> = keys
+        .filter_map(|k| {
+            k.as_str()
+                .map(|k| parent.map_or(k.to_owned(), |p| format!("{p}.{k}")))
+        })
+        .collect();
+    crate::yaml::did_you_mean(path, keys.iter().map(String::as_str))
+}
+
 /// All templates of a SoT, compiled.
 pub struct Renderer {
     env: Environment<'static>,
@@ -284,8 +315,11 @@ impl Renderer {
             .env
             .get_template(name)
             .map_err(|e| template_error(name, &source_of, &e))?;
-        t.render(ctx)
-            .map_err(|e| template_error(name, &source_of, &e))
+        t.render(ctx).map_err(|e| {
+            let mut err = template_error(name, &source_of, &e);
+            err.message.push_str(&suggest_key(&err.message, ctx));
+            err
+        })
     }
 
     pub(crate) fn render_tpl(&self, t: &Tpl, ctx: &Value) -> Result<String, TemplateError> {

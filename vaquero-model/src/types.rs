@@ -163,6 +163,7 @@ pub struct Subnet {
     /// The subnet's id, referenced by interfaces.
     pub id: String,
     /// The IPv4 network, e.g. `10.0.0.0/24`.
+    #[serde(deserialize_with = "cidr")]
     pub cidr: Ipv4Net,
     /// Default router (option 3).
     #[serde(default)]
@@ -190,6 +191,31 @@ pub struct Subnet {
     /// Subnet metadata (available to templates as `subnet.metadata`).
     #[serde(default)]
     pub metadata: Metadata,
+}
+
+/// An IPv4 network `a.b.c.d/len`, with an error that says which part is
+/// wrong.
+fn cidr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Ipv4Net, D::Error> {
+    use serde::de::Error;
+    let s = String::deserialize(d)?;
+    let t = s.trim();
+    let Some((addr, len)) = t.split_once('/') else {
+        return Err(D::Error::custom(format!(
+            "`{t}` is not a CIDR: write the network and its prefix length, e.g. `10.0.0.0/24`"
+        )));
+    };
+    let addr: Ipv4Addr = addr
+        .parse()
+        .map_err(|_| D::Error::custom(format!("`{t}`: `{addr}` is not an IPv4 address")))?;
+    let len: u8 = match len.parse() {
+        Ok(l @ 0..=32) => l,
+        _ => {
+            return Err(D::Error::custom(format!(
+                "`{t}`: the prefix length must be 0 to 32, not `{len}`"
+            )));
+        }
+    };
+    Ipv4Net::new(addr, len).map_err(|e| D::Error::custom(format!("`{t}`: {e}")))
 }
 
 /// A custom DHCP option of a subnet. Its value is encoded for the wire

@@ -257,7 +257,7 @@ fn template_error_cloud_config() {
             "timezone: {{ md.timezone }}",
             "timezone: {{ md.time_zone }}",
         )],
-        "assets/cloud-config/ubuntu.yml:8:16: undefined value: `md.time_zone` is undefined (for host `bastion-01`)",
+        "assets/cloud-config/ubuntu.yml:8:16: undefined value: `md.time_zone` is undefined (did you mean `md.timezone`?) (for host `bastion-01`)",
     );
 }
 
@@ -305,7 +305,7 @@ fn template_error_in_os_cmdline() {
             "ip: \"{{ interface.identifier }}:dhcp\"",
             "ip: \"{{ interface.nic }}:dhcp\"",
         )],
-        "os/rocky-9.yml:13:9: cmdline[2].ip: undefined value: `interface.nic` is undefined (for host `storage-01` and 1 more)",
+        "os/rocky-9.yml:13:9: cmdline[2].ip: undefined value: `interface.nic` is undefined (did you mean `interface.bmc` or `interface.mac`?) (for host `storage-01` and 1 more)",
     );
 }
 
@@ -552,5 +552,41 @@ fn a_boot_may_have_a_name() {
             "id: burnin\nname: Burn-in with stress-ng\n"
         )]),
         "(valid)"
+    );
+}
+
+#[test]
+fn a_bad_cidr_says_which_part_is_wrong() {
+    check(
+        &[(
+            "sites/lab/env.yml",
+            "cidr: 10.99.0.0/24",
+            "cidr: 10.99.0.0/33",
+        )],
+        "sites/lab/env.yml:14:11: subnets[0].cidr: `10.99.0.0/33`: the prefix length must be 0 to 32, not `33`",
+    );
+    check(
+        &[(
+            "sites/lab/env.yml",
+            "cidr: 10.99.0.0/24",
+            "cidr: 10.99.0.256/24",
+        )],
+        "sites/lab/env.yml:14:11: subnets[0].cidr: `10.99.0.256/24`: `10.99.0.256` is not an IPv4 address",
+    );
+    check(
+        &[("sites/lab/env.yml", "cidr: 10.99.0.0/24", "cidr: 10.99.0.0")],
+        "sites/lab/env.yml:14:11: subnets[0].cidr: `10.99.0.0` is not a CIDR: write the network and its prefix length, e.g. `10.0.0.0/24`",
+    );
+}
+
+#[test]
+fn an_undefined_template_variable_is_named_with_the_closest_key() {
+    check(
+        &[(
+            "assets/kickstart/rocky.ks",
+            "timezone {{ md.timezone }}",
+            "timezone {{ md.timezon }}",
+        )],
+        "assets/kickstart/rocky.ks:5:13: undefined value: `md.timezon` is undefined (did you mean `md.timezone`?) (for host `storage-01` and 1 more)",
     );
 }
