@@ -117,6 +117,37 @@ fn suggest_key(message: &str, ctx: &Value) -> String {
     crate::yaml::did_you_mean(path, keys.iter().map(String::as_str))
 }
 
+/// The first Go-template expression (`{{.host.name}}`, `{{ .md.rack }}`)
+/// on `line` (1-based; any line when unknown), and the Jinja expression
+/// that replaces it.
+fn go_template(text: &str, line: Option<usize>) -> Option<(String, String)> {
+    let lines: Vec<&str> = match line {
+        Some(l) => text.lines().nth(l.checked_sub(1)?).into_iter().collect(),
+        None => text.lines().collect(),
+    };
+    for l in lines {
+        let mut rest = l;
+        while let Some(i) = rest.find("{{") {
+            let after = &rest[i + 2..];
+            let Some(end) = after.find("}}") else { break };
+            let inner = after[..end].trim_matches(|c: char| c == '-' || c.is_whitespace());
+            if let Some(path) = inner.strip_prefix('.')
+                && !path.is_empty()
+                && path
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+            {
+                return Some((
+                    rest[i..i + 2 + end + 2].to_owned(),
+                    format!("{{{{ {path} }}}}"),
+                ));
+            }
+            rest = &after[end + 2..];
+        }
+    }
+    None
+}
+
 /// All templates of a SoT, compiled.
 pub struct Renderer {
     env: Environment<'static>,
@@ -303,7 +334,13 @@ impl Renderer {
     fn add(&mut self, name: String, text: Arc<str>, errors: &mut Vec<TemplateError>) {
         if let Err(e) = self.env.add_template_owned(name.clone(), text.to_string()) {
             let src = text.clone();
-            errors.push(template_error(&name, &|_| Some(src.clone()), &e));
+            let mut err = template_error(&name, &|_| Some(src.clone()), &e);
+            if let Some((go, jinja)) = go_template(&text, err.line) {
+                err.message = format!(
+                    "`{go}` is Go template syntax; templates are Jinja (minijinja): write `{jinja}`"
+                );
+            }
+            errors.push(err);
         }
         self.sources.insert(name, text);
     }

@@ -590,3 +590,23 @@ fn an_undefined_template_variable_is_named_with_the_closest_key() {
         "assets/kickstart/rocky.ks:5:13: undefined value: `md.timezon` is undefined (did you mean `md.timezone`?) (for host `storage-01` and 1 more)",
     );
 }
+
+#[test]
+fn a_go_template_gets_its_jinja_form() {
+    check(
+        &[(
+            "assets/kickstart/rocky.ks",
+            "(rack {{ md.rack }})",
+            "(rack {{.md.rack}})",
+        )],
+        "assets/kickstart/rocky.ks:1:45: `{{.md.rack}}` is Go template syntax; templates are Jinja (minijinja): write `{{ md.rack }}`",
+    );
+    check(
+        &[(
+            "os/rocky-9.yml",
+            "kernel: \"{{ urls.assets }}",
+            "kernel: \"{{- .urls.assets -}}",
+        )],
+        "os/rocky-9.yml:7:11: boot.kernel: `{{- .urls.assets -}}` is Go template syntax; templates are Jinja (minijinja): write `{{ urls.assets }}`",
+    );
+}
