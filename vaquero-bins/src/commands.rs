@@ -112,6 +112,7 @@ pub fn preview(
     mac: &str,
     boot: Option<&str>,
     stage: usize,
+    format: Format,
 ) -> anyhow::Result<ExitCode> {
     let mac: MacAddr = mac.parse().map_err(anyhow::Error::msg)?;
     let sot = load(dir)?;
@@ -146,7 +147,7 @@ pub fn preview(
         let urls = model.urls(h, boot_id, "preview");
         let ctx = model.context(h, boot_id, urls.as_ref());
         match model.render_unattended(boot_id, &ctx)? {
-            Some((_, text)) => print!("{text}"),
+            Some((kind, text)) => print_preview(format, &h.host.name, site, boot_id, kind, &text)?,
             None => bail!("boot `{boot_id}` has no unattended config"),
         }
         return Ok(ExitCode::SUCCESS);
@@ -158,8 +159,41 @@ pub fn preview(
         let index = stages.iter().position(|s| *s == boot_id).unwrap_or(stage);
         vaquero_ipxe::stage_script(&model, h, index, boot_id, None, "preview")?
     };
-    print!("{}", script.render());
+    print_preview(
+        format,
+        &h.host.name,
+        site,
+        boot_id,
+        "ipxe",
+        &script.render(),
+    )?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `preview` shows: the text itself, or it in a JSON object with
+/// whose it is.
+fn print_preview(
+    format: Format,
+    host: &str,
+    site: &str,
+    boot: &str,
+    kind: impl std::fmt::Display,
+    text: &str,
+) -> anyhow::Result<()> {
+    match format {
+        Format::Text => print!("{text}"),
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "site": site,
+                "host": host,
+                "boot": boot,
+                "kind": kind.to_string(),
+                "content": text,
+            }))?
+        ),
+    }
+    Ok(())
 }
 
 /// The Git repository at `location` (a path or `file://` URL), following
@@ -193,6 +227,7 @@ pub fn diff(
     from: &str,
     to: &str,
     format: Format,
+    detailed_exitcode: bool,
 ) -> anyhow::Result<ExitCode> {
     let src = git_source(repo, branch)?;
     let (from_id, old) = load_rev(&src, from)?;
@@ -214,7 +249,7 @@ pub fn diff(
             print!("{diffs}");
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(crate::changes_code(detailed_exitcode, !diffs.is_empty()))
 }
 
 /// `vaquero hosts --sot DIR`: the SoT's hosts, offline.

@@ -49,6 +49,21 @@ enum Format {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Print the version.
+    Version {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish,
+    /// powershell), e.g. `vaquero completions bash > /etc/bash_completion.d/vaquero`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `vaquero man | man -l -`.
+    Man,
     /// Run one site on this machine: the engine, DHCP, TFTP, the HTTP boot
     /// service and the user API, with the embedded store.
     Standalone(standalone::Args),
@@ -106,10 +121,10 @@ enum Command {
     /// Validate a SoT: report every problem as file:line:col (exit 1 on errors).
     Validate {
         /// The SoT directory.
-        #[arg(long = "sot", value_name = "DIR")]
+        #[arg(long = "sot", value_name = "DIR", env = "VAQUERO_SOT")]
         sot: Option<PathBuf>,
-        /// The SoT directory (same as --sot).
-        #[arg(value_name = "DIR", conflicts_with = "sot")]
+        /// The SoT directory (same as --sot; wins over VAQUERO_SOT).
+        #[arg(value_name = "DIR")]
         dir: Option<PathBuf>,
         /// In a Git repository, the branch `release_tag`s are resolved
         /// beside (default: the branch HEAD names).
@@ -122,7 +137,7 @@ enum Command {
     /// Show what a machine would get: its iPXE script or an unattended config.
     Preview {
         /// The SoT directory.
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", env = "VAQUERO_SOT")]
         sot: PathBuf,
         /// The MAC address of the booting NIC.
         #[arg(long)]
@@ -136,11 +151,14 @@ enum Command {
         /// Which workflow stage the iPXE script is for (0-based).
         #[arg(long, default_value_t = 0, conflicts_with = "boot")]
         stage: usize,
+        /// Output format (JSON: the text with its site, host, boot and kind).
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
     },
     /// Show what changes between two revisions of a Git SoT.
     Diff {
         /// The Git repository (a path or file:// URL).
-        #[arg(long, value_name = "REPO")]
+        #[arg(long, value_name = "REPO", env = "VAQUERO_SOT")]
         sot: String,
         /// The branch followed (default: the branch HEAD names).
         #[arg(long, value_name = "BRANCH")]
@@ -154,13 +172,16 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t)]
         format: Format,
+        /// Exit 0 when nothing changed, 2 when something did, 1 on an error.
+        #[arg(long)]
+        detailed_exitcode: bool,
     },
     /// Show what a SoT change would do to each host: reprovision, new,
     /// unchanged, skip or removed, in which batches, and why.
     Plan {
         /// The SoT directory (a Git repository, a path or file:// URL, for
         /// --from/--to).
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", env = "VAQUERO_SOT")]
         sot: String,
         /// The branch followed (default: the branch HEAD names).
         #[arg(long, value_name = "BRANCH")]
@@ -175,13 +196,17 @@ enum Command {
         /// Output format (JSON: a stable interface for CI pipelines).
         #[arg(long, value_enum, default_value_t)]
         format: Format,
+        /// Exit 0 when no host would change, 2 when some would, 1 on an
+        /// error.
+        #[arg(long)]
+        detailed_exitcode: bool,
     },
     /// Power or boot-device control of one host through its BMC (exit 1 when
     /// the BMC operation fails). Secrets come from the environment or files,
     /// as the SoT's password_env / password_file say.
     Power {
         /// The SoT directory.
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", env = "VAQUERO_SOT")]
         sot: PathBuf,
         /// The host: `SITE/HOST`, or a name only one site uses.
         host: String,
@@ -223,12 +248,39 @@ fn logs(format: LogFormat, default: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // With --detailed-exitcode, 2 means "changes": an error is 1.
+    let error_code = match &cli.command {
+        Command::Plan {
+            detailed_exitcode: true,
+            ..
+        }
+        | Command::Diff {
+            detailed_exitcode: true,
+            ..
+        } => 1,
+        _ => 2,
+    };
     let default = match cli.command {
         Command::Standalone(_) => "info",
         _ => "warn",
     };
     logs(cli.log_format, default);
     let result = match cli.command {
+        Command::Version { format } => version(format),
+        Command::Completions { shell } => {
+            use std::io::Write;
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "vaquero", &mut script);
+            std::io::stdout()
+                .write_all(&script)
+                .map(|()| ExitCode::SUCCESS)
+                .map_err(Into::into)
+        }
+        Command::Man => clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+            .render(&mut std::io::stdout())
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(Into::into),
         Command::Standalone(args) => standalone::run(args),
         Command::Status(api) => client::status(&api),
         Command::Hosts { sot: None, api, .. } => client::hosts(&api),
@@ -258,7 +310,7 @@ fn main() -> ExitCode {
             dir,
             branch,
             format,
-        } => match sot.or(dir) {
+        } => match dir.or(sot) {
             Some(dir) => commands::validate(&dir, branch.as_deref(), format),
             None => Err(anyhow::anyhow!(
                 "give the SoT directory: vaquero validate --sot DIR"
@@ -270,26 +322,37 @@ fn main() -> ExitCode {
             ipxe: _,
             boot,
             stage,
-        } => commands::preview(&sot, &mac, boot.as_deref(), stage),
+            format,
+        } => commands::preview(&sot, &mac, boot.as_deref(), stage, format),
         Command::Diff {
             sot,
             branch,
             from,
             to,
             format,
-        } => commands::diff(&sot, branch.as_deref(), &from, &to, format),
+            detailed_exitcode,
+        } => commands::diff(
+            &sot,
+            branch.as_deref(),
+            &from,
+            &to,
+            format,
+            detailed_exitcode,
+        ),
         Command::Plan {
             sot,
             branch,
             from,
             to,
             format,
+            detailed_exitcode,
         } => plan::plan(
             &sot,
             branch.as_deref(),
             from.as_deref(),
             to.as_deref(),
             format,
+            detailed_exitcode,
         ),
         Command::Power {
             sot,
@@ -315,7 +378,26 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(2)
+            ExitCode::from(error_code)
         }
     }
+}
+
+/// The exit code of `plan` and `diff`: with `--detailed-exitcode`, 2 when
+/// something changes.
+pub(crate) fn changes_code(detailed: bool, changes: bool) -> ExitCode {
+    if detailed && changes {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn version(format: Format) -> anyhow::Result<ExitCode> {
+    let v = env!("CARGO_PKG_VERSION");
+    match format {
+        Format::Text => println!("vaquero {v}"),
+        Format::Json => println!("{}", serde_json::json!({"name": "vaquero", "version": v})),
+    }
+    Ok(ExitCode::SUCCESS)
 }

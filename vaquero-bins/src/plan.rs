@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use vaquero_engine::SitePlans;
+use vaquero_engine::{PlanAction, SitePlans};
 use vaquero_model::GitSource;
 
 use crate::Format;
@@ -17,6 +17,7 @@ pub fn plan(
     from: Option<&str>,
     to: Option<&str>,
     format: Format,
+    detailed_exitcode: bool,
 ) -> anyhow::Result<ExitCode> {
     let dir = Path::new(sot.strip_prefix("file://").unwrap_or(sot));
     let git = || -> anyhow::Result<GitSource> {
@@ -56,5 +57,14 @@ pub fn plan(
         Format::Json => println!("{}", serde_json::to_string_pretty(&plans.to_set())?),
         Format::Text => print!("{plans}"),
     }
-    Ok(ExitCode::SUCCESS)
+    let changes = !plans.removed.is_empty()
+        || plans.plans.iter().any(|p| {
+            p.hosts.iter().any(|h| {
+                matches!(
+                    h.action,
+                    PlanAction::Reprovision | PlanAction::New | PlanAction::Removed
+                )
+            })
+        });
+    Ok(crate::changes_code(detailed_exitcode, changes))
 }

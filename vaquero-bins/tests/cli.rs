@@ -779,3 +779,111 @@ fn standalone_without_privileges_names_the_fix() {
         "{err}"
     );
 }
+
+/// `--detailed-exitcode` on plan and diff: 0 nothing changes, 2 something
+/// does, 1 an error (2 stays "usage or I/O" without it).
+#[test]
+fn detailed_exit_codes_of_plan_and_diff() {
+    let dir = tempfile::tempdir().unwrap();
+    let sot = lab_repo(
+        dir.path(),
+        "os/alpine.yml",
+        "console: ttyS0",
+        "console: ttyS1",
+    );
+    let repo = sot.to_str().unwrap();
+    let code = |args: &[&str]| vaquero(args).status.code();
+    let d = "--detailed-exitcode";
+    assert_eq!(
+        code(&["diff", "--sot", repo, "--from", "v1", "--to", "v1", d]),
+        Some(0)
+    );
+    assert_eq!(
+        code(&["diff", "--sot", repo, "--from", "v1", "--to", "main", d]),
+        Some(2)
+    );
+    assert_eq!(
+        code(&["diff", "--sot", repo, "--from", "v1", "--to", "main"]),
+        Some(0)
+    );
+    assert_eq!(
+        code(&["plan", "--sot", repo, "--from", "v1", "--to", "v1", d]),
+        Some(0)
+    );
+    assert_eq!(
+        code(&["plan", "--sot", repo, "--from", "v1", "--to", "main", d]),
+        Some(2)
+    );
+    // Every host is new without --from.
+    assert_eq!(code(&["plan", "--sot", repo, d]), Some(2));
+    assert_eq!(code(&["plan", "--sot", repo, "--from", "nope", d]), Some(1));
+    assert_eq!(code(&["plan", "--sot", repo, "--from", "nope"]), Some(2));
+}
+
+/// `version`, `completions` and `man`; `preview --format json`; the SoT
+/// from VAQUERO_SOT (a positional directory wins).
+#[test]
+fn version_completions_man_preview_json_and_vaquero_sot() {
+    let o = vaquero(&["version"]);
+    assert_eq!(
+        stdout(&o),
+        format!("vaquero {}\n", env!("CARGO_PKG_VERSION"))
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&stdout(&vaquero(&["version", "--format", "json"]))).unwrap();
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let o = vaquero(&["completions", shell]);
+        assert!(o.status.success(), "{shell}");
+        assert!(stdout(&o).contains("standalone"), "{shell}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("vaquero.bash");
+    std::fs::write(&script, vaquero(&["completions", "bash"]).stdout).unwrap();
+    let st = Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .status()
+        .unwrap();
+    assert!(st.success(), "the bash completion script parses");
+    let man = stdout(&vaquero(&["man"]));
+    assert!(man.contains(".TH vaquero 1"), "{man}");
+
+    let lab = lab();
+    let lab = lab.to_str().unwrap();
+    let o = vaquero(&[
+        "preview",
+        "--sot",
+        lab,
+        "--mac",
+        "52:54:00:00:01:31",
+        "--format",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["host"], "bastion-01");
+    assert_eq!(v["site"], "lab");
+    assert_eq!(v["kind"], "ipxe");
+    assert!(
+        v["content"].as_str().unwrap().starts_with("#!ipxe\n"),
+        "{v}"
+    );
+
+    let with_env = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_vaquero"))
+            .args(args)
+            .env("VAQUERO_SOT", lab)
+            .output()
+            .unwrap()
+    };
+    let o = with_env(&["validate"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        stdout(&o).contains("valid (1 site(s), 6 host(s)"),
+        "{}",
+        stdout(&o)
+    );
+    let o = with_env(&["validate", dir.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "the positional directory wins");
+}
