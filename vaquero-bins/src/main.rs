@@ -24,6 +24,12 @@ struct Cli {
     /// standalone, warn otherwise).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// More log lines: -v info, -vv debug, -vvv trace (RUST_LOG wins).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    verbose: u8,
+    /// Errors only (RUST_LOG wins).
+    #[arg(short, long, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -49,21 +55,6 @@ enum Format {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Print the version.
-    Version {
-        /// Output format.
-        #[arg(long, value_enum, default_value_t)]
-        format: Format,
-    },
-    /// Print a shell completion script (bash, zsh, fish, elvish,
-    /// powershell), e.g. `vaquero completions bash > /etc/bash_completion.d/vaquero`.
-    Completions {
-        /// The shell.
-        #[arg(value_enum)]
-        shell: clap_complete::Shell,
-    },
-    /// Print the manual page (roff), e.g. `vaquero man | man -l -`.
-    Man,
     /// Run one site on this machine: the engine, DHCP, TFTP, the HTTP boot
     /// service and the user API, with the embedded store.
     Standalone(standalone::Args),
@@ -229,6 +220,21 @@ enum Command {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
+    /// Print the version.
+    Version {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish,
+    /// powershell), e.g. `vaquero completions bash > /etc/bash_completion.d/vaquero`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `vaquero man | man -l -`.
+    Man,
 }
 
 fn logs(format: LogFormat, default: &str) {
@@ -260,9 +266,13 @@ fn main() -> ExitCode {
         } => 1,
         _ => 2,
     };
-    let default = match cli.command {
-        Command::Standalone(_) => "info",
-        _ => "warn",
+    let default = match (cli.quiet, cli.verbose, &cli.command) {
+        (true, _, _) => "error",
+        (_, 0, Command::Standalone(_)) => "info",
+        (_, 0, _) => "warn",
+        (_, 1, Command::Standalone(_)) | (_, 2, _) => "debug",
+        (_, 1, _) => "info",
+        _ => "trace",
     };
     logs(cli.log_format, default);
     let result = match cli.command {

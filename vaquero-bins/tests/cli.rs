@@ -887,3 +887,54 @@ fn version_completions_man_preview_json_and_vaquero_sot() {
     let o = with_env(&["validate", dir.path().to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1), "the positional directory wins");
 }
+
+/// A failed BMC operation is reported once (the retries are warnings, the
+/// final failure is the error); `-q` leaves only the error.
+#[test]
+fn a_failure_is_reported_once_and_quiet_is_quiet() {
+    let dir = tempfile::tempdir().unwrap();
+    let sot = dir.path().join("sot");
+    copy_dir(&lab(), &sot);
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let hosts = sot.join("sites/lab/k8s.yml");
+    let text = std::fs::read_to_string(&hosts).unwrap().replacen(
+        "    bmc:\n      type: ipmi\n      port: 623\n",
+        &format!("    bmc:\n      type: ipmi\n      address: 127.0.0.1\n      port: {port}\n"),
+        1,
+    );
+    std::fs::write(&hosts, text).unwrap();
+    let run = |quiet: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_vaquero"));
+        if quiet {
+            c.arg("-q");
+        }
+        c.args(["power", "--sot"])
+            .arg(&sot)
+            .args(["k8s-01", "status"])
+            .env("LAB_IPMI_PASSWORD", "x")
+            .env_remove("RUST_LOG")
+            .env_remove("VAQUERO_LOG")
+            .output()
+            .unwrap()
+    };
+    let o = run(false);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let out = stdout(&o);
+    let all = format!("{out}{err}");
+    assert_eq!(all.matches("lab/k8s-01: ").count(), 1, "{all}");
+    assert!(!all.contains("BMC operation failed attempts="), "{all}");
+    assert!(err.contains("retrying"), "{err}");
+    let o = run(true);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("WARN"), "{err}");
+    assert!(
+        format!("{}{err}", stdout(&o)).contains("lab/k8s-01: unreachable"),
+        "{err}"
+    );
+}

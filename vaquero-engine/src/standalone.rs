@@ -679,6 +679,9 @@ impl Loop {
                 ),
             ),
         };
+        if !ok {
+            tracing::warn!(host = %r.host, attempt, "{}: {detail}", r.host);
+        }
         Some(Observation {
             at: r.ended,
             host: r.host.clone(),

@@ -199,7 +199,8 @@ impl Managed {
                 .record(started.elapsed().as_secs_f64());
             match &result {
                 Ok(_) => tracing::debug!(attempts = n, elapsed = ?started.elapsed(), "done"),
-                Err(e) => tracing::warn!(attempts = n, error = %e, "BMC operation failed"),
+                // The caller reports the error (once): here it is a detail.
+                Err(e) => tracing::debug!(attempts = n, error = %e, "BMC operation failed"),
             }
             result
         }
