@@ -65,7 +65,7 @@ enum Command {
     /// interfaces and BMC.
     Hosts {
         /// List the hosts of this SoT directory instead of asking the API.
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", value_parser = sot_dir)]
         sot: Option<std::path::PathBuf>,
         /// With --sot: only this site's hosts.
         #[arg(long, value_name = "SITE", requires = "sot")]
@@ -112,10 +112,10 @@ enum Command {
     /// Validate a SoT: report every problem as file:line:col (exit 1 on errors).
     Validate {
         /// The SoT directory.
-        #[arg(long = "sot", value_name = "DIR", env = "VAQUERO_SOT")]
+        #[arg(long = "sot", value_name = "DIR", env = "VAQUERO_SOT", value_parser = sot_dir)]
         sot: Option<PathBuf>,
         /// The SoT directory (same as --sot; wins over VAQUERO_SOT).
-        #[arg(value_name = "DIR")]
+        #[arg(value_name = "DIR", value_parser = sot_dir)]
         dir: Option<PathBuf>,
         /// In a Git repository, the branch `release_tag`s are resolved
         /// beside (default: the branch HEAD names).
@@ -128,7 +128,7 @@ enum Command {
     /// Show what a machine would get: its iPXE script or an unattended config.
     Preview {
         /// The SoT directory.
-        #[arg(long, value_name = "DIR", env = "VAQUERO_SOT")]
+        #[arg(long, value_name = "DIR", env = "VAQUERO_SOT", value_parser = sot_dir)]
         sot: PathBuf,
         /// The MAC address of the booting NIC.
         #[arg(long)]
@@ -197,7 +197,7 @@ enum Command {
     /// as the SoT's password_env / password_file say.
     Power {
         /// The SoT directory.
-        #[arg(long, value_name = "DIR", env = "VAQUERO_SOT")]
+        #[arg(long, value_name = "DIR", env = "VAQUERO_SOT", value_parser = sot_dir)]
         sot: PathBuf,
         /// The host: `SITE/HOST`, or a name only one site uses.
         host: String,
@@ -235,6 +235,15 @@ enum Command {
     },
     /// Print the manual page (roff), e.g. `vaquero man | man -l -`.
     Man,
+}
+
+/// A SoT directory, as a path or a `file://` URL (as every command takes it).
+fn sot_dir(s: &str) -> Result<PathBuf, String> {
+    let p = s.strip_prefix("file://").unwrap_or(s);
+    if p.is_empty() {
+        return Err("empty path".into());
+    }
+    Ok(PathBuf::from(p))
 }
 
 fn logs(format: LogFormat, default: &str) {

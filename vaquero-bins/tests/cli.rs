@@ -870,6 +870,22 @@ fn version_completions_man_preview_json_and_vaquero_sot() {
         "{v}"
     );
 
+    // Every command names the SoT alike: a path or a file:// URL.
+    let url = format!("file://{lab}");
+    for args in [
+        &["validate", &url][..],
+        &["hosts", "--sot", &url],
+        &["plan", "--sot", &url],
+        &["preview", "--sot", &url, "--mac", "52:54:00:00:01:31"],
+    ] {
+        let o = vaquero(args);
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+
     let with_env = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_vaquero"))
             .args(args)
