@@ -874,6 +874,20 @@ impl Loader {
                     format!("duplicate agent `{}`", a.id),
                 );
             }
+            if a.ssh_container.is_some() {
+                self.err(
+                    n,
+                    &format!("agents[{i}].ssh_container"),
+                    "the original format's SSH container is not supported: Vaquero runs SSH itself (jobs of `type: ssh`, and `bmc: {type: ssh}` for power); remove the key",
+                );
+            }
+            if a.ipmi_container.is_some() {
+                self.err(
+                    n,
+                    &format!("agents[{i}].ipmi_container"),
+                    "the original format's IPMI container is not supported: Vaquero speaks IPMI itself (`bmc: {type: ipmi}` on the host's BMC interface); remove the key",
+                );
+            }
             let url = a.asset_server.as_ref().and_then(|s| s.url.as_deref());
             if url.is_some_and(|u| !(u.starts_with("http://") || u.starts_with("https://"))) {
                 self.err(

@@ -103,7 +103,9 @@ impl BootFiles {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Agent {
-    /// The agent's id (its token is scoped to it).
+    /// The agent's id (its token is scoped to it); the original format's
+    /// `name` is accepted.
+    #[serde(alias = "name")]
     pub id: String,
     /// How the agent answers DHCP.
     #[serde(default)]
@@ -117,6 +119,14 @@ pub struct Agent {
     /// The TFTP service.
     #[serde(default)]
     pub tftp_server: Option<TftpServer>,
+    /// The original format's SSH helper container: not supported
+    /// (validation says what replaces it).
+    #[serde(default, skip_serializing)]
+    pub ssh_container: Option<serde::de::IgnoredAny>,
+    /// The original format's IPMI helper container: not supported
+    /// (validation says what replaces it).
+    #[serde(default, skip_serializing)]
+    pub ipmi_container: Option<serde::de::IgnoredAny>,
 }
 
 /// How an agent answers DHCP.
@@ -132,19 +142,98 @@ pub enum DhcpMode {
     Off,
 }
 
-/// The agent's HTTP boot service.
+/// The agent's HTTP boot service. The original format's `addr`, `port`,
+/// `scheme` (→ `url`), `cdn_addr`, `cdn_port`, `cdn_scheme` (→ `cdn`) and
+/// `save_path` (→ `base_dir`) are accepted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "AssetServerSpec", into = "AssetServerSpec")]
 pub struct AssetServer {
     /// Base URL hosts use to reach this agent, e.g. `http://10.0.0.2:8080`.
-    #[serde(default)]
     pub url: Option<String>,
     /// Directory served under `/files/`.
-    #[serde(default)]
     pub base_dir: Option<String>,
     /// Upstream base URL proxied and cached under `/files/`.
-    #[serde(default)]
     pub cdn: Option<String>,
+}
+
+/// An asset server as written, in either format.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AssetServerSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", alias = "save_path")]
+    base_dir: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cdn: Option<String>,
+    #[serde(default, skip_serializing)]
+    addr: Option<String>,
+    #[serde(default, skip_serializing)]
+    port: Option<u16>,
+    #[serde(default, skip_serializing)]
+    scheme: Option<String>,
+    #[serde(default, skip_serializing)]
+    cdn_addr: Option<String>,
+    #[serde(default, skip_serializing)]
+    cdn_port: Option<u16>,
+    #[serde(default, skip_serializing)]
+    cdn_scheme: Option<String>,
+}
+
+/// `scheme://addr:port` from the original format's parts.
+fn url_of(
+    what: &str,
+    addr: Option<String>,
+    port: Option<u16>,
+    scheme: Option<String>,
+) -> Result<Option<String>, String> {
+    match (addr, port, scheme) {
+        (None, None, None) => Ok(None),
+        (None, _, _) => Err(format!(
+            "`{what}port` or `{what}scheme` without `{what}addr`: give `{what}addr` too, or write the URL"
+        )),
+        (Some(a), p, s) => {
+            let s = s.unwrap_or_else(|| "http".into());
+            Ok(Some(match p {
+                Some(p) => format!("{s}://{a}:{p}"),
+                None => format!("{s}://{a}"),
+            }))
+        }
+    }
+}
+
+impl TryFrom<AssetServerSpec> for AssetServer {
+    type Error = String;
+    fn try_from(s: AssetServerSpec) -> Result<Self, String> {
+        if s.url.is_some() && (s.addr.is_some() || s.port.is_some() || s.scheme.is_some()) {
+            return Err("set `url`, or the original `addr`/`port`/`scheme`, not both".into());
+        }
+        if s.cdn.is_some()
+            && (s.cdn_addr.is_some() || s.cdn_port.is_some() || s.cdn_scheme.is_some())
+        {
+            return Err(
+                "set `cdn`, or the original `cdn_addr`/`cdn_port`/`cdn_scheme`, not both".into(),
+            );
+        }
+        let joined = url_of("", s.addr, s.port, s.scheme)?;
+        let cdn_joined = url_of("cdn_", s.cdn_addr, s.cdn_port, s.cdn_scheme)?;
+        Ok(AssetServer {
+            url: s.url.or(joined),
+            base_dir: s.base_dir,
+            cdn: s.cdn.or(cdn_joined),
+        })
+    }
+}
+
+impl From<AssetServer> for AssetServerSpec {
+    fn from(a: AssetServer) -> Self {
+        AssetServerSpec {
+            url: a.url,
+            base_dir: a.base_dir,
+            cdn: a.cdn,
+            ..AssetServerSpec::default()
+        }
+    }
 }
 
 /// The agent's TFTP service.

@@ -610,3 +610,69 @@ fn a_go_template_gets_its_jinja_form() {
         "os/rocky-9.yml:7:11: boot.kernel: `{{- .urls.assets -}}` is Go template syntax; templates are Jinja (minijinja): write `{{ urls.assets }}`",
     );
 }
+
+/// An agent written in the original format: `name` for `id`, and the
+/// asset server as `addr`/`port`/`scheme` with `save_path`.
+#[test]
+fn an_original_format_agent_loads() {
+    let original = "  - name: lab-agent-1
+    dhcp_mode: server
+    interfaces: [vq-lab0]
+    asset_server:
+      addr: 10.99.0.2
+      port: 8080
+      scheme: http
+      save_path: /var/lib/vaquero/files
+      cdn_addr: mirror.example
+      cdn_scheme: https
+";
+    let modern = "  - id: lab-agent-1
+    dhcp_mode: server
+    interfaces: [vq-lab0]
+    asset_server:
+      url: http://10.99.0.2:8080
+      base_dir: /var/lib/vaquero/files
+";
+    let mut files = lab();
+    let env = files
+        .get("sites/lab/env.yml")
+        .unwrap()
+        .replacen(modern, original, 1);
+    files.insert("sites/lab/env.yml", env);
+    let sot = Sot::load(&files).unwrap_or_else(|d| panic!("{d}"));
+    let a = &sot.sites["lab"].site.agents[0];
+    assert_eq!(a.id, "lab-agent-1");
+    let s = a.asset_server.as_ref().unwrap();
+    assert_eq!(s.url.as_deref(), Some("http://10.99.0.2:8080"));
+    assert_eq!(s.base_dir.as_deref(), Some("/var/lib/vaquero/files"));
+    assert_eq!(s.cdn.as_deref(), Some("https://mirror.example"));
+}
+
+#[test]
+fn original_format_keys_without_a_mapping_name_the_replacement() {
+    check(
+        &[(
+            "sites/lab/env.yml",
+            "    dhcp_mode: server\n",
+            "    dhcp_mode: server\n    ssh_container: vaquero/ssh\n    ipmi_container: vaquero/ipmi\n",
+        )],
+        "sites/lab/env.yml:6:20: agents[0].ssh_container: the original format's SSH container is not supported: Vaquero runs SSH itself (jobs of `type: ssh`, and `bmc: {type: ssh}` for power); remove the key
+sites/lab/env.yml:7:21: agents[0].ipmi_container: the original format's IPMI container is not supported: Vaquero speaks IPMI itself (`bmc: {type: ipmi}` on the host's BMC interface); remove the key",
+    );
+    check(
+        &[(
+            "sites/lab/env.yml",
+            "      url: http://10.99.0.2:8080\n",
+            "      url: http://10.99.0.2:8080\n      port: 8080\n",
+        )],
+        "sites/lab/env.yml:8:10: agents[0].asset_server: set `url`, or the original `addr`/`port`/`scheme`, not both",
+    );
+    check(
+        &[(
+            "sites/lab/env.yml",
+            "      url: http://10.99.0.2:8080\n",
+            "      port: 8080\n",
+        )],
+        "sites/lab/env.yml:8:11: agents[0].asset_server: `port` or `scheme` without `addr`: give `addr` too, or write the URL",
+    );
+}
