@@ -954,3 +954,47 @@ fn a_failure_is_reported_once_and_quiet_is_quiet() {
         "{err}"
     );
 }
+
+/// The README's `vaquero validate my-sot` example is what the binary
+/// prints for those two mistakes.
+#[test]
+fn the_readme_validate_example_is_real_output() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
+    let block: Vec<&str> = readme
+        .lines()
+        .skip_while(|l| *l != "$ vaquero validate my-sot")
+        .skip(1)
+        .take_while(|l| !l.starts_with("```"))
+        .collect();
+    assert!(!block.is_empty(), "the README lost its example");
+    let dir = tempfile::tempdir().unwrap();
+    let sot = dir.path().join("my-sot");
+    copy_dir(&lab(), &sot);
+    let edit = |file: &str, from: &str, to: &str| {
+        let p = sot.join(file);
+        let t = std::fs::read_to_string(&p).unwrap();
+        assert_eq!(t.matches(from).count(), 1, "{file}: {from}");
+        std::fs::write(&p, t.replace(from, to)).unwrap();
+    };
+    edit(
+        "sites/lab/bastion.yml",
+        "workflow: bastion\n",
+        "workflow: bastoin\n",
+    );
+    edit(
+        "sites/lab/k8s.yml",
+        "ipv4: 10.99.0.11\n",
+        "ipv4: 10.98.0.11\n",
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_vaquero"))
+        .args(["validate", "my-sot"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let got = format!("{}{}", stdout(&o), String::from_utf8_lossy(&o.stderr));
+    let got: Vec<&str> = got.lines().collect();
+    assert_eq!(got, block);
+}

@@ -417,7 +417,7 @@ impl SiteModel {
             .unwrap_or_default()
     }
 
-    /// The template context of a host booting `boot` (see `SOT.md`).
+    /// The template context of a host booting `boot` (see `docs/sot-reference.md`).
     /// `urls` is absent when the site has no agent URL, so a template that
     /// uses it fails to render (strict undefined).
     pub fn context(&self, h: HostRef<'_>, boot: &str, urls: Option<&Urls>) -> Value {

@@ -1,4 +1,4 @@
-//! The SoT entities, as written in YAML (see `SOT.md`).
+//! The SoT entities, as written in YAML (see `docs/sot-reference.md`).
 //!
 //! Every struct denies unknown fields, so a typo is an error rather than a
 //! silently ignored key. The loader reads `metadata` maps from the YAML
