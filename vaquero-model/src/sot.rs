@@ -11,7 +11,8 @@ use crate::diag::{Diagnostic, Diagnostics};
 use crate::files::SotFiles;
 use crate::render::{Renderer, TemplateError, check_unattended};
 use crate::types::{
-    AssetType, BmcType, Boot, Class, CmdlineValue, Host, InterfaceType, MacAddr, Os, Site, Workflow,
+    AssetType, BmcType, Boot, Class, CmdlineValue, Host, Interface, InterfaceType, Location,
+    MacAddr, Os, Site, Uuid, Workflow,
 };
 use crate::yaml::{self, SourceMap, deserialize_all, node_at, span_at, take_metadata};
 
@@ -986,7 +987,7 @@ impl Loader {
     ) {
         use rayon::prelude::*;
         let map = &self.map;
-        let loaded: Vec<(Diagnostics, Option<(Host, Node)>)> = docs
+        let loaded: Vec<(Diagnostics, LoadedHost)> = docs
             .into_par_iter()
             .map(|(source, text)| {
                 let mut diags = Diagnostics::default();
@@ -994,7 +995,7 @@ impl Loader {
                     Ok(node) => load_host(map, resolver, node, &mut diags),
                     Err(d) => {
                         diags.push(d);
-                        None
+                        LoadedHost::Broken
                     }
                 };
                 (diags, host)
@@ -1004,13 +1005,32 @@ impl Loader {
             return;
         };
         for (diags, host) in loaded {
-            self.hosts_dropped |= host.is_none();
             self.diags.0.extend(diags.0);
-            if let Some((host, node)) = host {
-                self.check_host(&site, &host, &node);
-                if let Some(s) = self.sot.sites.get_mut(site_id) {
-                    s.hosts.push(host);
+            match host {
+                LoadedHost::Host(host, node) => {
+                    self.check_host(&site, &host, &node);
+                    if let Some(s) = self.sot.sites.get_mut(site_id) {
+                        s.hosts.push(*host);
+                    }
                 }
+                LoadedHost::Partial(p, node) => {
+                    // Its own errors are reported; what can still be
+                    // checked against the others is checked now, not on
+                    // the next run. It is not a host of the site.
+                    self.hosts_dropped = true;
+                    let si = self.site_index(&site.id);
+                    if let Some(name) = &p.name {
+                        self.first(
+                            |s| &mut s.hosts,
+                            (si, name.as_str().into()),
+                            &node,
+                            "name",
+                            || format!("duplicate host `{name}` in site `{}`", site.id),
+                        );
+                    }
+                    self.check_identity(&site, &p.interfaces, p.uuid, p.location.as_ref(), &node);
+                }
+                LoadedHost::Broken => self.hosts_dropped = true,
             }
         }
     }
@@ -1056,7 +1076,21 @@ impl Loader {
                 "a host needs at least one `physical` interface",
             );
         }
-        for (j, iface) in host.interfaces.iter().enumerate() {
+        self.check_identity(site, &host.interfaces, host.uuid, host.location.as_ref(), n);
+    }
+
+    /// The checks of a host's interfaces, UUID and location, alone and
+    /// against the other hosts (uniqueness, subnets).
+    fn check_identity(
+        &mut self,
+        site: &Site,
+        interfaces: &[Interface],
+        uuid: Option<Uuid>,
+        location: Option<&Location>,
+        n: &Node,
+    ) {
+        let si = self.site_index(&site.id);
+        for (j, iface) in interfaces.iter().enumerate() {
             let p = format!("interfaces[{j}]");
             let mac = iface.mac;
             self.first(
@@ -1129,7 +1163,7 @@ impl Loader {
                 }
             }
         }
-        if let Some(u) = host.uuid {
+        if let Some(u) = uuid {
             self.first(
                 |s| &mut s.uuids,
                 (si, u),
@@ -1138,7 +1172,7 @@ impl Loader {
                 || format!("duplicate SMBIOS UUID {u}"),
             );
         }
-        if let Some(l) = &host.location {
+        if let Some(l) = location {
             if l.circuit_id.is_none() && l.remote_id.is_none() {
                 self.err(
                     n,
@@ -1348,12 +1382,37 @@ struct Seen {
 /// A host from its document: classes merged in, metadata read, typed.
 /// `None` when it is broken (reported) or uses a broken class (reported at
 /// the class).
+/// A host document, loaded.
+enum LoadedHost {
+    /// A host of the site.
+    Host(Box<Host>, Node),
+    /// Not a host (its errors are reported), but what it says of its
+    /// identity can be checked against the others.
+    Partial(PartialHost, Node),
+    /// Nothing to check.
+    Broken,
+}
+
+/// What a host document that failed to load says of its identity (unknown
+/// keys ignored: they are reported already).
+#[derive(Debug, serde::Deserialize)]
+struct PartialHost {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    interfaces: Vec<Interface>,
+    #[serde(default)]
+    uuid: Option<Uuid>,
+    #[serde(default)]
+    location: Option<Location>,
+}
+
 fn load_host(
     map: &SourceMap,
     resolver: &ClassResolver<'_>,
     node: Node,
     diags: &mut Diagnostics,
-) -> Option<(Host, Node)> {
+) -> LoadedHost {
     let declared = declared_classes(&node);
     let mut classes_ok = true;
     let mut eff = if declared.is_empty() {
@@ -1382,9 +1441,19 @@ fn load_host(
         eff
     };
     let md = take_metadata(map, &mut eff, "", diags);
-    let mut host = deserialize_all::<Host>(map, &eff, "", diags)?;
+    let Some(mut host) = deserialize_all::<Host>(map, &eff, "", diags) else {
+        let mut unreported = Diagnostics::default();
+        return match deserialize_all::<PartialHost>(map, &eff, "", &mut unreported) {
+            Some(p) if classes_ok => LoadedHost::Partial(p, eff),
+            _ => LoadedHost::Broken,
+        };
+    };
     host.metadata = md;
-    classes_ok.then_some((host, eff))
+    if classes_ok {
+        LoadedHost::Host(Box::new(host), eff)
+    } else {
+        LoadedHost::Broken
+    }
 }
 
 /// A path from `dep` back to `from` through block_deps, if any.

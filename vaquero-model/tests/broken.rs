@@ -676,3 +676,30 @@ sites/lab/env.yml:7:21: agents[0].ipmi_container: the original format's IPMI con
         "sites/lab/env.yml:8:11: agents[0].asset_server: `port` or `scheme` without `addr`: give `addr` too, or write the URL",
     );
 }
+
+/// A host document with a structural error is still cross-checked: its
+/// address, MAC and name against the others, in the same run.
+#[test]
+fn a_structurally_broken_host_is_still_cross_checked() {
+    check(
+        &[
+            ("sites/lab/bastion.yml", "workflow: bastion\n", "workflw: bastion\n"),
+            ("sites/lab/bastion.yml", "ipv4: 10.99.0.31", "ipv4: 10.98.0.31"),
+        ],
+        "sites/lab/bastion.yml:2:1: workflw: unknown field `workflw` (did you mean `workflow`?)
+sites/lab/bastion.yml:12:11: interfaces[0].ipv4: 10.98.0.31 is outside subnet `prov` (10.99.0.0/24)",
+    );
+    check(
+        &[
+            ("sites/lab/bastion.yml", "workflow: bastion\n", ""),
+            ("sites/lab/bastion.yml", "ipv4: 10.99.0.31", "ipv4: 10.99.0.11"),
+        ],
+        "sites/lab/bastion.yml:1:1: missing field `workflow`
+sites/lab/k8s.yml:14:11: interfaces[0].ipv4: duplicate IPv4 address 10.99.0.11 (first defined at sites/lab/bastion.yml:11:11)",
+    );
+    // No "needs a physical interface" for a misspelled `interfaces`.
+    check(
+        &[("sites/lab/bastion.yml", "interfaces:", "interfacs:")],
+        "sites/lab/bastion.yml:8:1: interfacs: unknown field `interfacs` (did you mean `interfaces`?)",
+    );
+}
