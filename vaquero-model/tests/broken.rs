@@ -611,8 +611,9 @@ fn a_go_template_gets_its_jinja_form() {
     );
 }
 
-/// An agent written in the original format: `name` for `id`, and the
-/// asset server as `addr`/`port`/`scheme` with `save_path`.
+/// A SoT written in the original format: an agent with `name` for `id`
+/// and the asset server as `addr`/`port`/`scheme` with `save_path`, a boot
+/// with a `name`, `workflow:`/`deps:`/`domain` spellings.
 #[test]
 fn an_original_format_agent_loads() {
     let original = "  - name: lab-agent-1
@@ -634,12 +635,31 @@ fn an_original_format_agent_loads() {
       base_dir: /var/lib/vaquero/files
 ";
     let mut files = lab();
-    let env = files
-        .get("sites/lab/env.yml")
-        .unwrap()
-        .replacen(modern, original, 1);
+    let env = files.get("sites/lab/env.yml").unwrap();
+    assert!(env.contains(modern));
+    let env = env.replacen(modern, original, 1);
     files.insert("sites/lab/env.yml", env);
+    // With the original's other spellings the lab already uses (`workflow:`
+    // and `deps:` in a workflow, `domain` in a subnet) and a boot `name`,
+    // the whole SoT is in the original format.
+    let boot = files.get("boot/burnin.yml").unwrap().replacen(
+        "id: burnin\n",
+        "id: burnin\nname: Burn-in\n",
+        1,
+    );
+    files.insert("boot/burnin.yml", boot);
+    for (file, spelling) in [
+        ("workflows/storage.yml", "workflow:"),
+        ("workflows/storage.yml", "deps:"),
+        ("sites/lab/env.yml", "domain:"),
+    ] {
+        assert!(
+            files.get(file).unwrap().contains(spelling),
+            "{file}: {spelling}"
+        );
+    }
     let sot = Sot::load(&files).unwrap_or_else(|d| panic!("{d}"));
+    sot.compile().unwrap_or_else(|d| panic!("{d}"));
     let a = &sot.sites["lab"].site.agents[0];
     assert_eq!(a.id, "lab-agent-1");
     let s = a.asset_server.as_ref().unwrap();
