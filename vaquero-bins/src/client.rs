@@ -99,9 +99,9 @@ impl Api {
     }
 }
 
-fn print_json(v: &Value) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
+/// An API answer in the CLI's JSON envelope.
+fn print_json(kind: &str, v: &Value) -> anyhow::Result<()> {
+    crate::json::print(kind, v)
 }
 
 /// A JSON value as a table cell (`-` for null).
@@ -141,7 +141,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
 pub fn status(api: &Api) -> anyhow::Result<ExitCode> {
     let v = api.call("GET", "/v1/status", None)?;
     if let crate::Format::Json = api.format {
-        print_json(&v)?;
+        print_json("Status", &v)?;
         return Ok(ExitCode::SUCCESS);
     }
     println!("site {} from {}", s(&v["site"]), s(&v["source"]));
@@ -182,7 +182,7 @@ pub fn status(api: &Api) -> anyhow::Result<ExitCode> {
 pub fn hosts(api: &Api) -> anyhow::Result<ExitCode> {
     let v = api.call("GET", "/v1/hosts", None)?;
     if let crate::Format::Json = api.format {
-        print_json(&v)?;
+        print_json("Hosts", &v)?;
         return Ok(ExitCode::SUCCESS);
     }
     let rows: Vec<Vec<String>> = v["hosts"]
@@ -224,7 +224,7 @@ pub fn hosts(api: &Api) -> anyhow::Result<ExitCode> {
 pub fn host(api: &Api, name: &str) -> anyhow::Result<ExitCode> {
     let v = api.call("GET", &format!("/v1/hosts/{name}"), None)?;
     if let crate::Format::Json = api.format {
-        print_json(&v)?;
+        print_json("Host", &v)?;
         return Ok(ExitCode::SUCCESS);
     }
     let h = &v["host"];
@@ -267,7 +267,7 @@ pub fn host(api: &Api, name: &str) -> anyhow::Result<ExitCode> {
 pub fn plans(api: &Api) -> anyhow::Result<ExitCode> {
     let v = api.call("GET", "/v1/plans", None)?;
     if let crate::Format::Json = api.format {
-        print_json(&v)?;
+        print_json("Plans", &v)?;
         return Ok(ExitCode::SUCCESS);
     }
     for p in v["plans"].as_array().into_iter().flatten() {
@@ -287,7 +287,7 @@ pub fn plans(api: &Api) -> anyhow::Result<ExitCode> {
 pub fn command(api: &Api, path: &str, body: Option<Value>) -> anyhow::Result<ExitCode> {
     let v = api.call("POST", path, body)?;
     match api.format {
-        crate::Format::Json => print_json(&v)?,
+        crate::Format::Json => print_json("CommandResult", &v)?,
         crate::Format::Text => println!("{}", s(&v["message"])),
     }
     Ok(ExitCode::SUCCESS)
@@ -300,7 +300,7 @@ pub fn executions(api: &Api, host: Option<&str>) -> anyhow::Result<ExitCode> {
     };
     let v = api.call("GET", &path, None)?;
     if let crate::Format::Json = api.format {
-        print_json(&v)?;
+        print_json("Executions", &v)?;
         return Ok(ExitCode::SUCCESS);
     }
     let rows: Vec<Vec<String>> = v["executions"]

@@ -89,7 +89,7 @@ pub fn validate(dir: &Path, branch: Option<&str>, format: Format) -> anyhow::Res
                 "errors": diags.errors().collect::<Vec<_>>(),
                 "warnings": diags.warnings().collect::<Vec<_>>(),
             });
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            crate::json::print("Validation", out)?;
         }
     }
     Ok(if result.is_ok() {
@@ -182,16 +182,16 @@ fn print_preview(
 ) -> anyhow::Result<()> {
     match format {
         Format::Text => print!("{text}"),
-        Format::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
+        Format::Json => crate::json::print(
+            "Preview",
+            serde_json::json!({
                 "site": site,
                 "host": host,
                 "boot": boot,
-                "kind": kind.to_string(),
+                "type": kind.to_string(),
                 "content": text,
-            }))?
-        ),
+            }),
+        )?,
     }
     Ok(())
 }
@@ -242,7 +242,7 @@ pub fn diff(
                 "sites_removed": diffs.sites_removed,
                 "sites": diffs.sites,
             });
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            crate::json::print("Diff", out)?;
         }
         Format::Text => {
             println!("diff {from} ({}) → {to} ({})", &from_id[..12], &to_id[..12]);
@@ -297,10 +297,7 @@ pub fn hosts(dir: &Path, site: Option<&str>, format: Format) -> anyhow::Result<E
         }
     }
     match format {
-        Format::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "hosts": rows }))?
-        ),
+        Format::Json => crate::json::print("Hosts", serde_json::json!({ "hosts": rows }))?,
         Format::Text => {
             let cell = crate::client::s;
             let table: Vec<Vec<String>> = rows

@@ -2,6 +2,7 @@
 
 mod client;
 mod commands;
+mod json;
 mod plan;
 mod power;
 mod standalone;
@@ -246,6 +247,30 @@ fn sot_dir(s: &str) -> Result<PathBuf, String> {
     Ok(PathBuf::from(p))
 }
 
+impl Command {
+    /// The output format asked for (errors are printed in it too).
+    fn format(&self) -> Format {
+        match self {
+            Command::Status(api)
+            | Command::Plans(api)
+            | Command::Pause(api)
+            | Command::Resume(api)
+            | Command::Hosts { api, .. }
+            | Command::Host { api, .. }
+            | Command::Approve { api, .. }
+            | Command::Reprovision { api, .. }
+            | Command::Executions { api, .. } => api.format,
+            Command::Validate { format, .. }
+            | Command::Preview { format, .. }
+            | Command::Diff { format, .. }
+            | Command::Plan { format, .. }
+            | Command::Power { format, .. }
+            | Command::Version { format } => *format,
+            Command::Standalone(_) | Command::Completions { .. } | Command::Man => Format::Text,
+        }
+    }
+}
+
 fn logs(format: LogFormat, default: &str) {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
@@ -275,6 +300,7 @@ fn main() -> ExitCode {
         } => 1,
         _ => 2,
     };
+    let format = cli.command.format();
     let default = match (cli.quiet, cli.verbose, &cli.command) {
         (true, _, _) => "error",
         (_, 0, Command::Standalone(_)) => "info",
@@ -396,7 +422,10 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            match format {
+                Format::Json => json::print_error(&format!("{e:#}"), error_code),
+                Format::Text => eprintln!("error: {e:#}"),
+            }
             ExitCode::from(error_code)
         }
     }
@@ -416,7 +445,10 @@ fn version(format: Format) -> anyhow::Result<ExitCode> {
     let v = env!("CARGO_PKG_VERSION");
     match format {
         Format::Text => println!("vaquero {v}"),
-        Format::Json => println!("{}", serde_json::json!({"name": "vaquero", "version": v})),
+        Format::Json => json::print(
+            "Version",
+            serde_json::json!({"name": "vaquero", "version": v}),
+        )?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -54,7 +54,7 @@ pub fn plan(
     };
     let plans = SitePlans::between(from_label, to_label, old.as_ref(), &new);
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&plans.to_set())?),
+        Format::Json => crate::json::print("Plan", plans.to_set())?,
         Format::Text => print!("{plans}"),
     }
     let changes = !plans.removed.is_empty()

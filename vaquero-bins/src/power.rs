@@ -108,10 +108,10 @@ pub fn power(
     let target = format!("{} {}", managed.kind(), managed.target());
     match (result, format) {
         (Ok(v), Format::Json) => {
-            println!(
-                "{}",
-                serde_json::json!({ "site": site, "host": name, "bmc": target, "ok": true, "result": v })
-            );
+            crate::json::print(
+                "PowerResult",
+                serde_json::json!({ "site": site, "host": name, "bmc": target, "ok": true, "result": v }),
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         (Ok(v), Format::Text) => {
@@ -138,13 +138,13 @@ pub fn power(
             Ok(ExitCode::SUCCESS)
         }
         (Err(e), Format::Json) => {
-            println!(
-                "{}",
+            crate::json::print(
+                "PowerResult",
                 serde_json::json!({
                     "site": site, "host": name, "bmc": target, "ok": false,
                     "error": { "kind": e.label(), "message": e.to_string() },
-                })
-            );
+                }),
+            )?;
             Ok(ExitCode::from(1))
         }
         (Err(e), Format::Text) => {

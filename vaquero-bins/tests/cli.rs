@@ -864,7 +864,8 @@ fn version_completions_man_preview_json_and_vaquero_sot() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["host"], "bastion-01");
     assert_eq!(v["site"], "lab");
-    assert_eq!(v["kind"], "ipxe");
+    assert_eq!(v["type"], "ipxe");
+    assert_eq!(v["kind"], "Preview");
     assert!(
         v["content"].as_str().unwrap().starts_with("#!ipxe\n"),
         "{v}"
@@ -997,4 +998,101 @@ fn the_readme_validate_example_is_real_output() {
     let got = format!("{}{}", stdout(&o), String::from_utf8_lossy(&o.stderr));
     let got: Vec<&str> = got.lines().collect();
     assert_eq!(got, block);
+}
+
+/// Every JSON document is in one envelope; `plan`'s matches its published
+/// schema; an error with `--format json` is a document on stdout.
+#[test]
+fn json_documents_share_one_envelope_and_plan_has_a_schema() {
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/schema/plan.v1.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sot = lab_repo(
+        dir.path(),
+        "os/alpine.yml",
+        "console: ttyS0",
+        "console: ttyS1",
+    );
+    let repo = sot.to_str().unwrap();
+    let doc = |args: &[&str]| -> serde_json::Value {
+        let o = vaquero(args);
+        serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", stdout(&o)))
+    };
+    for args in [
+        &["plan", "--sot", repo, "--format", "json"][..],
+        &[
+            "plan", "--sot", repo, "--from", "v1", "--to", "main", "--format", "json",
+        ],
+    ] {
+        let v = doc(args);
+        let errors: Vec<String> = validator.iter_errors(&v).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{args:?}: {errors:?}\n{v:#}");
+    }
+    // Batches are numbered from 1 where hosts are rebooted.
+    let v = doc(&[
+        "plan", "--sot", repo, "--from", "v1", "--to", "main", "--format", "json",
+    ]);
+    assert!(
+        v["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["batch"] == 1),
+        "{v:#}"
+    );
+    // The schema judges: a wrong action is refused.
+    let mut bad = v.clone();
+    bad["hosts"][0]["action"] = "reinstall".into();
+    assert!(!validator.is_valid(&bad));
+
+    let lab = lab();
+    let lab = lab.to_str().unwrap();
+    for (args, kind) in [
+        (&["validate", lab, "--format", "json"][..], "Validation"),
+        (
+            &[
+                "diff", "--sot", repo, "--from", "v1", "--to", "main", "--format", "json",
+            ],
+            "Diff",
+        ),
+        (
+            &[
+                "preview",
+                "--sot",
+                lab,
+                "--mac",
+                "52:54:00:00:01:31",
+                "--format",
+                "json",
+            ],
+            "Preview",
+        ),
+        (&["hosts", "--sot", lab, "--format", "json"], "Hosts"),
+        (&["version", "--format", "json"], "Version"),
+    ] {
+        let v = doc(args);
+        assert_eq!(v["apiVersion"], "vaquero/v1", "{args:?}");
+        assert_eq!(v["kind"], kind, "{args:?}");
+    }
+    let o = vaquero(&["plan", "--sot", repo, "--from", "nope", "--format", "json"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["kind"], "Error");
+    assert_eq!(v["error"]["exit_code"], 2);
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("nope"),
+        "{v}"
+    );
 }
