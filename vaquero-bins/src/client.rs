@@ -196,6 +196,10 @@ pub fn hosts(api: &Api) -> anyhow::Result<ExitCode> {
                 s(&h["workflow"]),
                 s(&h["phase"]),
                 s(&h["stage"]),
+                match (h["boot"].as_str(), h["boot_name"].as_str()) {
+                    (Some(b), Some(n)) => format!("{b} ({n})"),
+                    _ => s(&h["boot"]),
+                },
                 s(&h["attempt"]),
                 s(&h["since"]),
                 if last.is_null() {
@@ -212,6 +216,7 @@ pub fn hosts(api: &Api) -> anyhow::Result<ExitCode> {
             "workflow",
             "phase",
             "stage",
+            "boot",
             "attempt",
             "since",
             "last event",

@@ -569,6 +569,12 @@ fn standalone_api_over_https_and_the_cli() {
         )
         .replace("/var/lib/vaquero/files", tmp.path().to_str().unwrap());
     std::fs::write(&env, text).unwrap();
+    // A boot with a title: shown beside its id.
+    let burnin = sot.join("boot/burnin.yml");
+    let text = std::fs::read_to_string(&burnin)
+        .unwrap()
+        .replace("id: burnin\n", "id: burnin\nname: Burn-in\n");
+    std::fs::write(&burnin, text).unwrap();
     // A CA of the test's own, and the API's certificate signed by it.
     let p = |n: &str| tmp.path().join(n);
     let (ca, cert, key) = (p("ca.pem"), p("cert.pem"), p("key.pem"));
@@ -721,6 +727,16 @@ fn standalone_api_over_https_and_the_cli() {
     let o = cli(&["hosts", "--format", "json"], true);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["hosts"].as_array().unwrap().len(), 6);
+    assert!(
+        v["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["boot"] == "burnin" && h["boot_name"] == "Burn-in"),
+        "{v:#}"
+    );
+    let o = cli(&["hosts"], true);
+    assert!(stdout(&o).contains("burnin (Burn-in)"), "{}", stdout(&o));
     let o = cli(&["host", "storage-02"], true);
     assert!(stdout(&o).contains("skipped"), "{o:?}");
     let o = cli(&["executions"], true);

@@ -36,7 +36,7 @@ use tokio::sync::oneshot;
 
 use crate::observe::Observation;
 use crate::record::Records;
-use crate::standalone::{Command, Shared, StandaloneError};
+use crate::standalone::{Command, Shared, Snapshot, StandaloneError};
 use crate::state::HostState;
 
 /// The running API server.
@@ -289,6 +289,10 @@ pub struct HostRow {
     pub phase: String,
     /// The stage (0-based).
     pub stage: usize,
+    /// The boot id of that stage.
+    pub boot: Option<String>,
+    /// Its title (the boot's `name`), when it has one.
+    pub boot_name: Option<String>,
     /// The boot attempt.
     pub attempt: u64,
     /// When it entered the phase.
@@ -299,13 +303,23 @@ pub struct HostRow {
     pub last_event: Option<Observation>,
 }
 
-fn row(site: &str, h: &HostState, last: Option<Observation>) -> HostRow {
+fn row(snap: &Snapshot, h: &HostState, last: Option<Observation>) -> HostRow {
+    let model = &snap.model;
+    let boot = model
+        .by_name(&h.name)
+        .and_then(|r| model.stage(r.host, h.stage));
+    let boot_name = boot
+        .and_then(|b| model.data().boots.get(b))
+        .and_then(|b| b.name.clone());
+    let site = snap.site.as_str();
     HostRow {
         name: h.name.clone(),
         site: site.to_owned(),
         workflow: h.workflow.clone(),
         phase: h.phase.as_str().to_owned(),
         stage: h.stage,
+        boot: boot.map(str::to_owned),
+        boot_name,
         attempt: h.attempt,
         since: h.since,
         reason: h.reason.clone(),
@@ -344,7 +358,7 @@ async fn hosts(State(s): State<Shared>) -> Response {
         .state
         .hosts
         .values()
-        .map(|h| row(&snap.site, h, t.last(&h.name)))
+        .map(|h| row(&snap, h, t.last(&h.name)))
         .collect();
     Json(json!({ "hosts": rows })).into_response()
 }
@@ -417,7 +431,7 @@ async fn host(State(s): State<Shared>, Path(name): Path<String>) -> Response {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .of(&name);
-    let row = row(&snap.site, h, obs.last().cloned());
+    let row = row(&snap, h, obs.last().cloned());
     Json(json!({
         "host": row,
         "state": h,

@@ -286,6 +286,8 @@ pub struct Snapshot {
     pub plans: Vec<PlanEntry>,
     /// The engine's state.
     pub state: SiteState,
+    /// The model served (boot ids and names of each host's stages).
+    pub model: Arc<SiteModel>,
 }
 
 /// Observations per host, newest last, bounded.
@@ -525,6 +527,7 @@ pub async fn run(
         refused: None,
         plans: Vec::new(),
         state: decider.state().clone(),
+        model: model.clone(),
     }));
     let (commands, mut command_rx) = mpsc::channel::<CommandMsg>(64);
     let shared = Shared {
@@ -957,6 +960,7 @@ impl Loop {
             refused: self.refused.clone(),
             plans: self.plans.clone(),
             state: self.decider.state().clone(),
+            model: self.model.clone(),
         }));
     }
 }
