@@ -1112,3 +1112,38 @@ fn json_documents_share_one_envelope_and_plan_has_a_schema() {
         "{v}"
     );
 }
+
+/// A boot's title is shown beside its id where a plan lists stages.
+#[test]
+fn plan_shows_boot_titles() {
+    let dir = tempfile::tempdir().unwrap();
+    let sot = dir.path().join("sot");
+    copy_dir(&lab(), &sot);
+    let burnin = sot.join("boot/burnin.yml");
+    let text = std::fs::read_to_string(&burnin).unwrap();
+    std::fs::write(
+        &burnin,
+        text.replace("id: burnin\n", "id: burnin\nname: Burn-in\n"),
+    )
+    .unwrap();
+    git(&sot, &["init", "-q", "-b", "main"]);
+    git(&sot, &["add", "-A"]);
+    git(&sot, &["commit", "-qm", "v1"]);
+    git(&sot, &["tag", "v1"]);
+    let wf = sot.join("workflows/k8s-worker.yml");
+    let text = std::fs::read_to_string(&wf).unwrap();
+    assert!(text.contains("  - boot: burnin\n"), "{text}");
+    std::fs::write(&wf, text.replace("  - boot: burnin\n", "")).unwrap();
+    git(&sot, &["commit", "-qam", "v2"]);
+    let o = vaquero(&[
+        "plan",
+        "--sot",
+        sot.to_str().unwrap(),
+        "--from",
+        "v1",
+        "--to",
+        "main",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout(&o).contains("burnin (Burn-in)"), "{}", stdout(&o));
+}

@@ -177,7 +177,7 @@ pub fn plan_with_state(
                 });
                 PlanAction::New
             } else if let Some(c) = change {
-                reasons.extend(c.fields.iter().map(field_reason));
+                reasons.extend(c.fields.iter().map(|f| field_reason(&titled(f, old, new))));
                 if c.reprovision {
                     PlanAction::Reprovision
                 } else {
@@ -261,6 +261,34 @@ fn unfinished(p: Phase) -> Option<&'static str> {
         Phase::Failed => Some("failed in an earlier rollout"),
         _ => None,
     }
+}
+
+/// A change of a host's stages with each boot's title beside its id
+/// (`burnin (Burn-in)`), where the boot has one.
+fn titled(
+    f: &vaquero_model::diff::FieldChange,
+    old: Option<&SiteModel>,
+    new: &SiteModel,
+) -> vaquero_model::diff::FieldChange {
+    let mut f = f.clone();
+    if f.path != "stages" {
+        return f;
+    }
+    let title = |m: Option<&SiteModel>, v: &mut Value| {
+        let Value::Array(ids) = v else { return };
+        for id in ids {
+            let name = id
+                .as_str()
+                .and_then(|b| m?.data().boots.get(b))
+                .and_then(|b| b.name.as_deref());
+            if let (Some(i), Some(n)) = (id.as_str(), name) {
+                *id = Value::String(format!("{i} ({n})"));
+            }
+        }
+    };
+    title(old, &mut f.from);
+    title(Some(new), &mut f.to);
+    f
 }
 
 fn field_reason(f: &vaquero_model::diff::FieldChange) -> String {
