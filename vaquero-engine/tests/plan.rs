@@ -131,6 +131,20 @@ fn os_change_reprovisions_its_hosts_in_batches() {
     assert_eq!(batches, vec![1, 1, 2]);
     assert_eq!(p.host("storage-01").unwrap().action, PlanAction::Unchanged);
     insta::assert_snapshot!("os_change", p.to_string());
+    // The README shows this plan: all but its first line (the model
+    // versions) is this output.
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
+    let shown: Vec<&str> = readme
+        .lines()
+        .skip_while(|l| !l.starts_with("site lab: "))
+        .skip(1)
+        .take_while(|l| !l.starts_with("```"))
+        .collect();
+    let text = p.to_string();
+    let real: Vec<&str> = text.lines().skip(1).collect();
+    assert_eq!(shown, real, "README.md's plan example");
     insta::assert_snapshot!(
         "os_change_json",
         serde_json::to_string_pretty(&json(&p)).unwrap()
