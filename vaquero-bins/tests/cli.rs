@@ -552,13 +552,10 @@ fn hosts_of_a_sot_offline() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown site `dc9`"));
 }
 
-/// A live standalone (no DHCP, no TFTP: loopback only): the API over HTTPS
-/// with a certificate of its own, the CLI trusting its CA; plain HTTP off
-/// loopback refused at start-up.
-#[test]
-fn standalone_api_over_https_and_the_cli() {
-    let tmp = tempfile::tempdir().unwrap();
-    let sot = tmp.path().join("sot");
+/// `examples/lab` under `dir/sot` for a standalone on loopback: no DHCP
+/// (so no TFTP), files served from `dir`.
+fn standalone_lab(dir: &Path) -> PathBuf {
+    let sot = dir.join("sot");
     copy_dir(&lab(), &sot);
     let env = sot.join("sites/lab/env.yml");
     let text = std::fs::read_to_string(&env)
@@ -567,8 +564,18 @@ fn standalone_api_over_https_and_the_cli() {
             "dhcp_mode: server\n    interfaces: [vq-lab0]",
             "dhcp_mode: off",
         )
-        .replace("/var/lib/vaquero/files", tmp.path().to_str().unwrap());
+        .replace("/var/lib/vaquero/files", dir.to_str().unwrap());
     std::fs::write(&env, text).unwrap();
+    sot
+}
+
+/// A live standalone (no DHCP, no TFTP: loopback only): the API over HTTPS
+/// with a certificate of its own, the CLI trusting its CA; plain HTTP off
+/// loopback refused at start-up.
+#[test]
+fn standalone_api_over_https_and_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sot = standalone_lab(tmp.path());
     // A boot with a title: shown beside its id.
     let burnin = sot.join("boot/burnin.yml");
     let text = std::fs::read_to_string(&burnin)
@@ -759,17 +766,7 @@ fn standalone_api_over_https_and_the_cli() {
 #[test]
 fn standalone_without_privileges_names_the_fix() {
     let tmp = tempfile::tempdir().unwrap();
-    let sot = tmp.path().join("sot");
-    copy_dir(&lab(), &sot);
-    let env = sot.join("sites/lab/env.yml");
-    let text = std::fs::read_to_string(&env)
-        .unwrap()
-        .replace(
-            "dhcp_mode: server\n    interfaces: [vq-lab0]",
-            "dhcp_mode: off",
-        )
-        .replace("/var/lib/vaquero/files", tmp.path().to_str().unwrap());
-    std::fs::write(&env, text).unwrap();
+    let sot = standalone_lab(tmp.path());
     let o = Command::new("unshare")
         .args([
             "-n",
