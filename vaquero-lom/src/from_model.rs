@@ -16,8 +16,11 @@ use crate::ssh::{SshConfig, SshDriver};
 /// Bounds for the drivers [`driver_for`] makes.
 #[derive(Debug, Clone)]
 pub struct DriverOptions {
-    /// IPMI: wait for each reply.
-    pub ipmi_timeout: Duration,
+    /// IPMI: wait for the answer to a request before sending it again
+    /// (each further copy waits once more as long).
+    pub ipmi_retransmit: Duration,
+    /// IPMI: copies of each request, the first included.
+    pub ipmi_tries: u32,
     /// Redfish: bound on each request.
     pub http_timeout: Duration,
     /// Redfish: bound on following a task.
@@ -29,7 +32,8 @@ pub struct DriverOptions {
 impl Default for DriverOptions {
     fn default() -> Self {
         DriverOptions {
-            ipmi_timeout: Duration::from_secs(5),
+            ipmi_retransmit: crate::ipmi::DEFAULT_RETRANSMIT,
+            ipmi_tries: crate::ipmi::DEFAULT_TRIES,
             http_timeout: Duration::from_secs(15),
             task_timeout: Duration::from_secs(300),
             command_timeout: Duration::from_secs(60),
@@ -88,7 +92,8 @@ pub fn driver_for(host: &Host, opts: &DriverOptions) -> Result<Arc<dyn PowerDriv
                 port: bmc.port.unwrap_or(IPMI_PORT),
                 username: need_user()?,
                 password,
-                timeout: opts.ipmi_timeout,
+                retransmit: opts.ipmi_retransmit,
+                tries: opts.ipmi_tries,
             }))
         }
         BmcType::Redfish => {

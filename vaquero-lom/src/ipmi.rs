@@ -6,8 +6,15 @@
 //! commands and closes the session — also when a command failed, because
 //! BMCs have few session slots (often 4 to 16) and a leaked session holds
 //! one until the BMC's idle timeout. `ipmi-rs` is blocking: the session
-//! runs on tokio's blocking pool, each receive bounded by the driver's
-//! timeout.
+//! runs on tokio's blocking pool.
+//!
+//! BMC networks drop datagrams. Each request that gets no answer is sent
+//! again, identical, on a growing schedule (see [`relay`]), and exactly one
+//! answer reaches the session. Chassis Control is the exception: a BMC
+//! runs a repeated one again, so it is sent once, and when its answer is
+//! lost the session reads the power state to learn whether it was applied
+//! before it sends another. A power cycle of a machine that is on is done
+//! as off, then on, each confirmed, so no loss can cycle a machine twice.
 //!
 //! Commands used (IPMI 2.0): Get Session Info (App 0x3D), Set Session
 //! Privilege Level (App 0x3B), Close Session (App 0x3C), Get Device ID
@@ -15,7 +22,12 @@
 //! 0x01), Chassis Control (Chassis 0x02), Set / Get System Boot Options
 //! (Chassis 0x08 / 0x09, parameter 5: boot flags).
 
+mod relay;
+
 use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -45,10 +57,40 @@ pub struct IpmiConfig {
     pub username: String,
     /// Password (at most 20 bytes for IPMI 2.0).
     pub password: String,
-    /// How long to wait for each reply (there is no retransmission inside
-    /// one attempt; the [`crate::Lom`] wrapper retries whole operations).
-    pub timeout: Duration,
+    /// How long to wait for the answer to a request before it is sent
+    /// again; each further copy waits once more as long (1 s, 2 s, 3 s…).
+    pub retransmit: Duration,
+    /// Copies of each request, the first included. With the defaults (1 s,
+    /// 4 copies) one request gives up after 10 s.
+    pub tries: u32,
 }
+
+impl IpmiConfig {
+    /// A BMC at `address`, port 623, with the default schedule (1 s, 4
+    /// copies: what ipmitool does on `lanplus`).
+    pub fn new(address: &str, username: &str, password: &str) -> IpmiConfig {
+        IpmiConfig {
+            address: address.to_owned(),
+            port: IPMI_PORT,
+            username: username.to_owned(),
+            password: password.to_owned(),
+            retransmit: DEFAULT_RETRANSMIT,
+            tries: DEFAULT_TRIES,
+        }
+    }
+
+    fn schedule(&self) -> relay::Schedule {
+        relay::Schedule {
+            first: self.retransmit,
+            tries: self.tries.max(1),
+        }
+    }
+}
+
+/// The default wait for the first copy of a request.
+pub const DEFAULT_RETRANSMIT: Duration = Duration::from_secs(1);
+/// The default number of copies of a request.
+pub const DEFAULT_TRIES: u32 = 4;
 
 impl std::fmt::Debug for IpmiConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -57,7 +99,8 @@ impl std::fmt::Debug for IpmiConfig {
             .field("port", &self.port)
             .field("username", &self.username)
             .field("password", &"<redacted>")
-            .field("timeout", &self.timeout)
+            .field("retransmit", &self.retransmit)
+            .field("tries", &self.tries)
             .finish()
     }
 }
@@ -83,15 +126,53 @@ impl IpmiDriver {
         F: FnOnce(&mut Session) -> Result<T, LomError> + Send + 'static,
     {
         let config = self.config.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut session = Session::open(&config)?;
+        let bmc = resolve(&config).await?;
+        let relay = relay::Relay::start(bmc, config.schedule(), config.password.as_bytes())
+            .await
+            .map_err(|e| LomError::Protocol(format!("IPMI relay socket: {e}")))?;
+        let (addr, shared) = (relay.addr, relay.shared.clone());
+        let result = tokio::task::spawn_blocking(move || {
+            let mut session = Session::open(&config, addr, shared)?;
             let result = f(&mut session);
             session.close();
             result
         })
         .await
         .map_err(|e| LomError::Protocol(format!("IPMI worker thread failed: {e}")))?
+        .map_err(|e| {
+            if relay.shared.refused.load(Ordering::Acquire) {
+                LomError::Unreachable(format!("{bmc}: connection refused"))
+            } else {
+                e
+            }
+        });
+        let (resent, dropped) = (
+            relay.shared.resent.load(Ordering::Relaxed),
+            relay.shared.dropped.load(Ordering::Relaxed),
+        );
+        if resent > 0 {
+            metrics::counter!("lom_ipmi_retransmits_total").increment(resent);
+        }
+        if resent > 0 || dropped > 0 {
+            tracing::debug!(
+                resent,
+                dropped,
+                "IPMI session: copies sent again, replies dropped"
+            );
+        }
+        result
     }
+}
+
+/// The BMC's socket address (a name is resolved off the runtime).
+async fn resolve(config: &IpmiConfig) -> Result<SocketAddr, LomError> {
+    let target = (config.address.clone(), config.port);
+    let name = config.address.clone();
+    tokio::task::spawn_blocking(move || target.to_socket_addrs().map(|mut a| a.next()))
+        .await
+        .map_err(|e| LomError::Protocol(format!("IPMI resolver thread failed: {e}")))?
+        .map_err(|e| LomError::Unreachable(format!("{name}: {e}")))?
+        .ok_or_else(|| LomError::Unreachable(format!("{name}: no address")))
 }
 
 /// Chassis Control command bytes.
@@ -231,24 +312,38 @@ pub(crate) struct Session {
     rmcp: Rmcp,
     id: Option<u32>,
     handle: Option<u8>,
+    /// The longest one request may take, every copy included.
     timeout: Duration,
+    /// Chassis Controls to send before giving up on reaching a state.
+    tries: u32,
+    relay: Arc<relay::Shared>,
 }
 
 impl Session {
-    fn open(config: &IpmiConfig) -> Result<Session, LomError> {
-        let mut rmcp = Rmcp::new((config.address.as_str(), config.port), config.timeout)
+    /// A session through the relay at `relay_addr`.
+    fn open(
+        config: &IpmiConfig,
+        relay_addr: SocketAddr,
+        relay: Arc<relay::Shared>,
+    ) -> Result<Session, LomError> {
+        // ipmi-rs waits for each answer until the relay's last copy has
+        // had its time; the relay does the sending again.
+        let timeout = config.schedule().total() + Duration::from_millis(250);
+        let mut rmcp = Rmcp::new(relay_addr, timeout)
             .map_err(|e| LomError::Unreachable(format!("{}: {e}", config.address)))?;
         rmcp.activate(
             true,
             Some(&config.username),
             Some(config.password.as_bytes()),
         )
-        .map_err(|e| activation_error(&e, config.timeout))?;
+        .map_err(|e| activation_error(&e, timeout))?;
         let mut session = Session {
             id: session_id(&rmcp),
             rmcp,
             handle: None,
-            timeout: config.timeout,
+            timeout,
+            tries: config.tries.max(1),
+            relay,
         };
         // The session exists on the BMC from here on: every path closes it.
         match session.raise_privilege() {
@@ -315,12 +410,12 @@ impl Session {
             (Some(id), _) => id.to_le_bytes().to_vec(),
             (None, Some(handle)) => vec![0, 0, 0, 0, handle],
             (None, None) => {
-                tracing::warn!("IPMI session id unknown; the BMC will time the session out");
+                tracing::debug!("IPMI session id unknown; the BMC will time the session out");
                 return;
             }
         };
         if let Err(e) = self.command("Close Session", NetFn::App, 0x3C, data) {
-            tracing::warn!(error = %e, "closing the IPMI session failed");
+            tracing::debug!(error = %e, "closing the IPMI session failed");
         }
     }
 
@@ -333,20 +428,80 @@ impl Session {
         }
     }
 
-    fn control(&mut self, action: PowerAction) -> Result<(), LomError> {
-        let action = if action == PowerAction::Cycle && self.power_state()? == PowerState::Off {
-            // A power cycle of a machine that is off does nothing (or fails
-            // with 0xD5) on most BMCs: power it on instead.
-            PowerAction::On
-        } else {
-            action
-        };
-        self.command(
+    /// Chassis Control, sent once: a BMC runs a repeated one again.
+    fn control_once(&mut self, action: PowerAction) -> Result<(), LomError> {
+        self.relay.once.store(true, Ordering::Release);
+        let sent = self.command(
             "Chassis Control",
             NetFn::Chassis,
             0x02,
             vec![control_byte(action)],
-        )?;
+        );
+        // Cleared also where the request never left.
+        self.relay.once.store(false, Ordering::Release);
+        sent.map(drop)
+    }
+
+    fn control(&mut self, action: PowerAction) -> Result<(), LomError> {
+        match action {
+            PowerAction::On => self.reach(PowerState::On, None),
+            PowerAction::Off => self.reach(PowerState::Off, None),
+            PowerAction::Cycle => {
+                // Off, then on, each confirmed; a machine that is off is
+                // only powered on (a cycle of an off machine does nothing,
+                // or fails with 0xD5, on most BMCs).
+                if self.power_state()? == PowerState::On {
+                    self.reach(PowerState::Off, Some(PowerState::On))?;
+                    // Chassis Control's own power cycle keeps the machine
+                    // off for at least a second too.
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                self.reach(PowerState::On, Some(PowerState::Off))
+            }
+            // Neither can be confirmed from the power state: an unanswered
+            // one is reported, not repeated.
+            PowerAction::Reset | PowerAction::SoftOff => match self.control_once(action) {
+                Err(LomError::Timeout(t)) => Err(LomError::Protocol(format!(
+                    "Chassis Control ({}) got no answer in {t:?}: whether the BMC \
+                     applied it is unknown, so it is not sent again",
+                    action.name()
+                ))),
+                other => other,
+            },
+        }
+    }
+
+    /// Chassis Control until the power state is `target`. `now` is the
+    /// state, where it is known. A control whose answer is lost is not
+    /// sent again before the state has been read: only a control that did
+    /// not take effect is repeated.
+    fn reach(&mut self, target: PowerState, now: Option<PowerState>) -> Result<(), LomError> {
+        let mut state = match now {
+            Some(s) => s,
+            None => self.power_state()?,
+        };
+        let action = match target {
+            PowerState::On => PowerAction::On,
+            _ => PowerAction::Off,
+        };
+        let mut sent = 0;
+        while state != target {
+            if sent == self.tries {
+                return Err(LomError::Timeout(self.timeout));
+            }
+            sent += 1;
+            match self.control_once(action) {
+                Ok(()) => return Ok(()),
+                Err(LomError::Timeout(_)) => {
+                    tracing::debug!(
+                        action = action.name(),
+                        "no answer to Chassis Control; reading the power state"
+                    );
+                    state = self.power_state()?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
         Ok(())
     }
 

@@ -9,168 +9,15 @@
 
 mod common;
 
+use common::ipmi::{PASSWORD, Sim, USER};
+
 use std::net::UdpSocket;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use vaquero_lom::{
     BootDevice, BootMode, BootOverride, IpmiConfig, IpmiDriver, Lom, LomConfig, LomError,
     PowerAction, PowerDriver, PowerState,
 };
-
-const USER: &str = "admin";
-const PASSWORD: &str = "s3cret-pw";
-
-const CHASSIS_CONTROL: &str = r#"#!/bin/sh
-# ipmi_sim chassis control: <device> get|set [parm [val]]...
-dir=$(dirname "$0")
-shift
-op=$1
-shift
-echo "$op $*" >> "$dir/calls"
-case $op in
-get)
-    for p in "$@"; do
-        case $p in
-        power) echo "power:$(cat "$dir/power" 2>/dev/null || echo 0)" ;;
-        boot) echo "boot:$(cat "$dir/boot" 2>/dev/null || echo default)" ;;
-        *) echo "unknown parameter $p"; exit 1 ;;
-        esac
-    done ;;
-set)
-    while [ $# -ge 2 ]; do
-        case $1 in
-        power) echo "$2" > "$dir/power" ;;
-        reset) echo "reset" >> "$dir/resets" ;;
-        boot) echo "$2" > "$dir/boot" ;;
-        shutdown) echo 0 > "$dir/power" ;;
-        *) echo "unknown parameter $1"; exit 1 ;;
-        esac
-        shift 2
-    done ;;
-esac
-"#;
-
-/// An `ipmi_sim` process; killed by PID on drop.
-struct Sim {
-    _peer: common::Peer,
-    dir: tempfile::TempDir,
-    port: u16,
-}
-
-impl Sim {
-    fn start() -> Sim {
-        let dir = tempfile::tempdir().unwrap();
-        let port = common::free_udp_port();
-        let control = dir.path().join("chassis-control");
-        common::write_exec(&control, CHASSIS_CONTROL);
-        let lan = format!(
-            r#"name "vaquero-test"
-set_working_mc 0x20
-  startlan 1
-    addr 127.0.0.1 {port}
-    priv_limit admin
-    allowed_auths_callback none md2 md5 straight
-    allowed_auths_user none md2 md5 straight
-    allowed_auths_operator none md2 md5 straight
-    allowed_auths_admin none md2 md5 straight
-    guid a123456789abcdefa123456789abcdef
-  endlan
-  chassis_control "{control} 0x20"
-  user 1 true  ""      "unused" user  10 none md2 md5 straight
-  user 2 true  "{USER}" "{PASSWORD}" admin 10 none md2 md5 straight
-  user 3 true  "viewer" "viewer-pw" user 10 none md2 md5 straight
-"#,
-            control = control.display()
-        );
-        std::fs::write(dir.path().join("lan.conf"), lan).unwrap();
-        std::fs::write(
-            dir.path().join("sim.emu"),
-            "mc_setbmc 0x20\n\
-             mc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\n\
-             mc_enable 0x20\n",
-        )
-        .unwrap();
-        std::fs::create_dir(dir.path().join("state")).unwrap();
-        let child = Command::new("ipmi_sim")
-            .current_dir(dir.path())
-            .args(["-c", "lan.conf", "-f", "sim.emu", "-s", "state", "-n"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("ipmi_sim (Debian package openipmi) must be installed: run scripts/setup");
-        let sim = Sim {
-            _peer: common::Peer(child),
-            dir,
-            port,
-        };
-        // Ready when ipmitool can open a session (bounded).
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let out = sim.ipmitool(&["chassis", "power", "status"]);
-            if out.contains("Chassis Power is") {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "ipmi_sim did not answer within 15 s: {out}"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        sim
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// ipmitool exits 0 even when the BMC answered an error: callers check
-    /// its text (stdout; stderr has its retry chatter).
-    fn ipmitool(&self, args: &[&str]) -> String {
-        let out = Command::new("ipmitool")
-            .args(["-I", "lanplus", "-H", "127.0.0.1", "-p"])
-            .arg(self.port.to_string())
-            .args(["-U", USER, "-P", PASSWORD, "-R", "1", "-N", "2"])
-            .args(args)
-            .output()
-            .expect("ipmitool must be installed: run scripts/setup");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Active sessions as the BMC counts them, minus ipmitool's own.
-    fn other_sessions(&self) -> usize {
-        let out = self.ipmitool(&["session", "info", "active"]);
-        let line = out
-            .lines()
-            .find(|l| l.starts_with("active sessions"))
-            .unwrap_or_else(|| panic!("no session count in {out}"));
-        let n: usize = line.rsplit(':').next().unwrap().trim().parse().unwrap();
-        n - 1
-    }
-
-    fn config(&self, password: &str) -> IpmiConfig {
-        IpmiConfig {
-            address: "127.0.0.1".into(),
-            port: self.port,
-            username: USER.into(),
-            password: password.into(),
-            timeout: Duration::from_secs(2),
-        }
-    }
-
-    fn driver(&self) -> IpmiDriver {
-        IpmiDriver::new(self.config(PASSWORD))
-    }
-
-    fn read(&self, name: &str) -> String {
-        std::fs::read_to_string(self.path(name))
-            .unwrap_or_default()
-            .trim()
-            .to_owned()
-    }
-}
 
 fn power_from_ipmitool(sim: &Sim) -> String {
     sim.ipmitool(&["chassis", "power", "status"])
@@ -348,13 +195,7 @@ async fn many_operations_leak_no_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closed_port_is_unreachable_and_a_silent_bmc_times_out() {
     // Nothing listens: the kernel answers ICMP port unreachable.
-    let closed = IpmiDriver::new(IpmiConfig {
-        address: "127.0.0.1".into(),
-        port: common::free_udp_port(),
-        username: USER.into(),
-        password: PASSWORD.into(),
-        timeout: Duration::from_secs(2),
-    });
+    let closed = IpmiDriver::new(closed_config(common::free_udp_port()));
     let started = Instant::now();
     match closed.power_state().await {
         Err(LomError::Unreachable(_)) => {}
@@ -392,12 +233,13 @@ async fn closed_port_is_unreachable_and_a_silent_bmc_times_out() {
     drop(silent);
 }
 
+/// Copies after 0.5 s and 1 s more: a silent BMC is given up on after
+/// 1.5 s.
 fn closed_config(port: u16) -> IpmiConfig {
     IpmiConfig {
-        address: "127.0.0.1".into(),
         port,
-        username: USER.into(),
-        password: PASSWORD.into(),
-        timeout: Duration::from_secs(2),
+        retransmit: Duration::from_millis(500),
+        tries: 2,
+        ..IpmiConfig::new("127.0.0.1", USER, PASSWORD)
     }
 }

@@ -1,6 +1,7 @@
 //! What the peer tests share: peer processes stopped by PID, free ports.
 #![allow(dead_code)] // each test binary uses part of it
 
+pub mod ipmi;
 pub mod sshd;
 
 use std::net::{TcpListener, UdpSocket};
