@@ -160,6 +160,7 @@ impl IpmiDriver {
                 "IPMI session: copies sent again, replies dropped"
             );
         }
+        relay.finish();
         result
     }
 }
@@ -326,17 +327,23 @@ impl Session {
         relay_addr: SocketAddr,
         relay: Arc<relay::Shared>,
     ) -> Result<Session, LomError> {
-        // ipmi-rs waits for each answer until the relay's last copy has
-        // had its time; the relay does the sending again.
-        let timeout = config.schedule().total() + Duration::from_millis(250);
-        let mut rmcp = Rmcp::new(relay_addr, timeout)
+        // The relay sends copies and ends each wait when the last copy's
+        // time is up; ipmi-rs's own timeout is only a safety net.
+        let timeout = config.schedule().total();
+        let mut rmcp = Rmcp::new(relay_addr, timeout + Duration::from_secs(5))
             .map_err(|e| LomError::Unreachable(format!("{}: {e}", config.address)))?;
         rmcp.activate(
             true,
             Some(&config.username),
             Some(config.password.as_bytes()),
         )
-        .map_err(|e| activation_error(&e, timeout))?;
+        .map_err(|e| {
+            if relay.gave_up.swap(false, Ordering::AcqRel) {
+                LomError::Timeout(timeout)
+            } else {
+                activation_error(&e, timeout)
+            }
+        })?;
         let mut session = Session {
             id: session_id(&rmcp),
             rmcp,
@@ -383,10 +390,13 @@ impl Session {
             Message::new_request(netfn, cmd, data),
             RequestTargetAddress::Bmc(LogicalUnit::Zero),
         );
-        let response = self
-            .rmcp
-            .send_recv(&mut request)
-            .map_err(|e| connection_error(&e, self.timeout))?;
+        let response = self.rmcp.send_recv(&mut request).map_err(|e| {
+            if self.relay.gave_up.swap(false, Ordering::AcqRel) {
+                LomError::Timeout(self.timeout)
+            } else {
+                connection_error(&e, self.timeout)
+            }
+        })?;
         if response.cmd() != cmd {
             return Err(LomError::Protocol(format!(
                 "{what}: reply to command 0x{:02X}",
@@ -414,6 +424,7 @@ impl Session {
                 return;
             }
         };
+        self.relay.set_mode(relay::Mode::Brief);
         if let Err(e) = self.command("Close Session", NetFn::App, 0x3C, data) {
             tracing::debug!(error = %e, "closing the IPMI session failed");
         }
@@ -430,7 +441,7 @@ impl Session {
 
     /// Chassis Control, sent once: a BMC runs a repeated one again.
     fn control_once(&mut self, action: PowerAction) -> Result<(), LomError> {
-        self.relay.once.store(true, Ordering::Release);
+        self.relay.set_mode(relay::Mode::Once);
         let sent = self.command(
             "Chassis Control",
             NetFn::Chassis,
@@ -438,7 +449,7 @@ impl Session {
             vec![control_byte(action)],
         );
         // Cleared also where the request never left.
-        self.relay.once.store(false, Ordering::Release);
+        self.relay.set_mode(relay::Mode::Resend);
         sent.map(drop)
     }
 

@@ -18,17 +18,22 @@
 //! relay derives the session's AES key from the RAKP exchange it has seen
 //! and the password, exactly as the two ends do. It never alters a byte.
 //!
-//! A request marked *once* (Chassis Control) is never sent twice: a BMC
-//! runs a repeated Chassis Control again (`ipmi_sim` does), and a repeated
-//! power cycle would cycle the machine twice. The session reads the power
-//! state instead (see `Session::reach`).
+//! A request sent [`Mode::Once`] (Chassis Control) is never sent twice: a
+//! BMC runs a repeated Chassis Control again (`ipmi_sim` does), and a
+//! repeated power cycle would cycle the machine twice. The session reads
+//! the power state instead (see `Session::reach`). Close Session is sent
+//! [`Mode::Brief`]: a BMC that has closed the session ignores a copy.
+//!
+//! When a request's time is up, the relay ends `ipmi-rs`'s wait at once
+//! with a datagram it cannot parse, and flags [`Shared::gave_up`], so the
+//! session reports a timeout without waiting out a socket timeout.
 //!
 //! [`Retransmit`] is the pure core (it takes `now`); [`Relay`] runs it on
 //! two sockets.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use aes::Aes128;
@@ -53,10 +58,55 @@ impl Schedule {
         self.first.saturating_mul(n.max(1))
     }
 
+    /// The waits of the first `copies` copies.
+    fn budget(&self, copies: u32) -> Duration {
+        (1..=copies.max(1)).map(|n| self.wait(n)).sum()
+    }
+
     /// The longest one request can take: every copy's wait.
     pub fn total(&self) -> Duration {
-        (1..=self.tries.max(1)).map(|n| self.wait(n)).sum()
+        self.budget(self.tries)
     }
+}
+
+/// How a request is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Every copy the schedule allows.
+    Resend,
+    /// One copy (Chassis Control), its answer awaited for as long as three
+    /// copies would be.
+    Once,
+    /// At most two copies (Close Session: a BMC that has closed the
+    /// session does not answer a copy).
+    Brief,
+}
+
+impl Mode {
+    const fn to_u8(self) -> u8 {
+        match self {
+            Mode::Resend => 0,
+            Mode::Once => 1,
+            Mode::Brief => 2,
+        }
+    }
+
+    const fn from_u8(v: u8) -> Mode {
+        match v {
+            1 => Mode::Once,
+            2 => Mode::Brief,
+            _ => Mode::Resend,
+        }
+    }
+}
+
+/// What the relay must do at a deadline.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Due<'a> {
+    /// Send this copy again.
+    Resend(&'a [u8]),
+    /// No answer will come: end `ipmi-rs`'s wait now.
+    GiveUp,
 }
 
 /// What answers a request.
@@ -138,9 +188,11 @@ struct Pending {
     packet: Vec<u8>,
     answer: Answer,
     copies: u32,
-    resend: bool,
+    max_copies: u32,
     next: Instant,
-    answered: bool,
+    give_up: Instant,
+    /// Answered, or given up on: nothing more goes to `ipmi-rs`.
+    done: bool,
 }
 
 impl std::fmt::Debug for Retransmit {
@@ -211,8 +263,7 @@ impl Retransmit {
     }
 
     /// A request from `ipmi-rs` at `now`; returns the bytes to send.
-    /// `resend` false sends it once only.
-    pub fn request(&mut self, packet: Vec<u8>, now: Instant, resend: bool) -> &[u8] {
+    pub fn request(&mut self, packet: Vec<u8>, now: Instant, mode: Mode) -> &[u8] {
         let mut answer = self.key_of(&packet);
         if let Answer::Payload(ty) = answer {
             // Handshake requests are answered by the next payload type.
@@ -221,13 +272,20 @@ impl Retransmit {
                 self.note_rakp1(&packet);
             }
         }
+        let tries = self.schedule.tries.max(1);
+        let (max_copies, budget) = match mode {
+            Mode::Resend => (tries, self.schedule.total()),
+            Mode::Once => (1, self.schedule.budget(tries.min(3))),
+            Mode::Brief => (tries.min(2), self.schedule.budget(tries.min(2))),
+        };
         let pending = self.pending.insert(Pending {
             packet,
             answer,
             copies: 1,
-            resend,
+            max_copies,
             next: now + self.schedule.wait(1),
-            answered: false,
+            give_up: now + budget,
+            done: false,
         });
         &pending.packet
     }
@@ -284,11 +342,11 @@ impl Retransmit {
             (Answer::Unknown, _) | (_, Answer::Unknown) => true,
             (want, got) => want == got,
         };
-        if !matches || pending.answered {
+        if !matches || pending.done {
             self.dropped += 1;
             return None;
         }
-        pending.answered = true;
+        pending.done = true;
         match key {
             Answer::Payload(PAYLOAD_RAKP2) => self.note_rakp2(packet),
             Answer::Payload(PAYLOAD_RAKP4) => {
@@ -348,34 +406,43 @@ impl Retransmit {
         })
     }
 
-    /// When the request in flight is due to be sent again.
+    /// When the request in flight next needs the relay: a copy to send,
+    /// or the end of its wait.
     pub fn deadline(&self) -> Option<Instant> {
-        self.pending
-            .as_ref()
-            .filter(|p| !p.answered && p.resend && p.copies < self.schedule.tries)
-            .map(|p| p.next)
+        let p = self.pending.as_ref().filter(|p| !p.done)?;
+        Some(if p.copies < p.max_copies {
+            p.next.min(p.give_up)
+        } else {
+            p.give_up
+        })
     }
 
-    /// At `now`: the copy to send again, if one is due.
-    pub fn due(&mut self, now: Instant) -> Option<&[u8]> {
-        let tries = self.schedule.tries;
-        let wait = self.schedule;
-        let p = self.pending.as_mut()?;
-        if p.answered || !p.resend || p.copies >= tries || now < p.next {
+    /// At `now`: what is due for the request in flight, if anything.
+    pub fn due(&mut self, now: Instant) -> Option<Due<'_>> {
+        let schedule = self.schedule;
+        let p = self.pending.as_mut().filter(|p| !p.done)?;
+        if now >= p.give_up {
+            p.done = true;
+            return Some(Due::GiveUp);
+        }
+        if p.copies >= p.max_copies || now < p.next {
             return None;
         }
         p.copies += 1;
-        p.next = now + wait.wait(p.copies);
+        p.next = now + schedule.wait(p.copies);
         self.resent += 1;
-        Some(&p.packet)
+        Some(Due::Resend(&p.packet))
     }
 }
 
 /// Counters a relay shares with its session.
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
-    /// Send the next request once only.
-    pub once: AtomicBool,
+    /// How to send the next request ([`Mode`]); back to `Resend` after it.
+    pub next_mode: AtomicU8,
+    /// The relay ended `ipmi-rs`'s wait for the last request: no answer
+    /// came in time.
+    pub gave_up: AtomicBool,
     /// Copies sent again.
     pub resent: AtomicU64,
     /// Replies dropped.
@@ -392,12 +459,22 @@ pub(crate) struct Relay {
     pub addr: SocketAddr,
     /// Shared with the relay task.
     pub shared: Arc<Shared>,
-    task: tokio::task::JoinHandle<()>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Shared {
+    /// Send the next request in `mode`.
+    pub fn set_mode(&self, mode: Mode) {
+        self.next_mode.store(mode.to_u8(), Ordering::Release);
+    }
 }
 
 impl Drop for Relay {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 }
 
@@ -414,12 +491,36 @@ impl Relay {
         let addr = front.local_addr()?;
         let shared = Arc::new(Shared::default());
         let state = Retransmit::new(schedule, password);
-        let task = tokio::spawn(run(front, back, state, shared.clone()));
-        Ok(Relay { addr, shared, task })
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(run(front, back, state, shared.clone(), stopped));
+        Ok(Relay {
+            addr,
+            shared,
+            task: Some(task),
+            stop: Some(stop),
+        })
+    }
+
+    /// Stop, once whatever `ipmi-rs` sent last is on its way to the BMC
+    /// (a RAKP 3 that refuses the BMC, say, which `ipmi-rs` sends just
+    /// before it returns): the relay task passes it on by itself, within
+    /// about 100 ms, without holding up the caller.
+    pub fn finish(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        // Detached: the task ends by itself.
+        self.task.take();
     }
 }
 
-async fn run(front: UdpSocket, back: UdpSocket, mut state: Retransmit, shared: Arc<Shared>) {
+async fn run(
+    front: UdpSocket,
+    back: UdpSocket,
+    mut state: Retransmit,
+    shared: Arc<Shared>,
+    mut stopped: tokio::sync::oneshot::Receiver<()>,
+) {
     let mut client: Option<SocketAddr> = None;
     let mut from_client = vec![0u8; 2048];
     let mut from_bmc = vec![0u8; 2048];
@@ -432,6 +533,21 @@ async fn run(front: UdpSocket, back: UdpSocket, mut state: Retransmit, shared: A
             }
         };
         tokio::select! {
+            _ = &mut stopped => {
+                // Pass on what ipmi-rs sent last, then stop. On loopback a
+                // datagram may reach the socket a moment after its send
+                // returned (the kernel delivers it in a softirq, deferred
+                // under load): wait until the socket is quiet for 100 ms.
+                let quiet = Duration::from_millis(100);
+                while let Ok(Ok((n, from))) =
+                    tokio::time::timeout(quiet, front.recv_from(&mut from_client)).await
+                {
+                    if client == Some(from) {
+                        let _ = back.send(from_client.get(..n).unwrap_or_default()).await;
+                    }
+                }
+                return;
+            }
             r = front.recv_from(&mut from_client) => {
                 let Ok((n, from)) = r else { continue };
                 // Only the session's own socket may use the relay.
@@ -439,9 +555,9 @@ async fn run(front: UdpSocket, back: UdpSocket, mut state: Retransmit, shared: A
                     continue;
                 }
                 client = Some(from);
-                let resend = !shared.once.swap(false, Ordering::AcqRel);
+                let mode = Mode::from_u8(shared.next_mode.swap(0, Ordering::AcqRel));
                 let packet = from_client.get(..n).unwrap_or_default().to_vec();
-                let out = state.request(packet, Instant::now(), resend);
+                let out = state.request(packet, Instant::now(), mode);
                 // A send error shows as a missing answer: ipmi-rs times out.
                 let _ = back.send(out).await;
             }
@@ -469,9 +585,18 @@ async fn run(front: UdpSocket, back: UdpSocket, mut state: Retransmit, shared: A
                 shared.dropped.store(state.dropped, Ordering::Relaxed);
             }
             () = sleep => {
-                if let Some(out) = state.due(Instant::now()) {
-                    let _ = back.send(out).await;
-                    shared.resent.store(state.resent, Ordering::Relaxed);
+                match state.due(Instant::now()) {
+                    Some(Due::Resend(out)) => {
+                        let _ = back.send(out).await;
+                        shared.resent.store(state.resent, Ordering::Relaxed);
+                    }
+                    Some(Due::GiveUp) => {
+                        shared.gave_up.store(true, Ordering::Release);
+                        if let Some(c) = client {
+                            let _ = front.send_to(&[0], c).await;
+                        }
+                    }
+                    None => {}
                 }
             }
         }
@@ -520,20 +645,24 @@ mod tests {
         let t0 = Instant::now();
         let mut r = Retransmit::new(SCHEDULE, b"pw");
         let req = v15(&[0x20, 0x18, 0xc8, 0x81, 0x04, 0x38, 0x8e, 0x04, 0x00]);
-        assert_eq!(r.request(req.clone(), t0, true), &req[..]);
+        assert_eq!(r.request(req.clone(), t0, Mode::Resend), &req[..]);
         assert_eq!(r.deadline(), Some(t0 + Duration::from_secs(1)));
         assert!(r.due(t0 + Duration::from_millis(999)).is_none());
         let t1 = t0 + Duration::from_secs(1);
-        assert_eq!(r.due(t1), Some(&req[..]));
+        assert_eq!(r.due(t1), Some(Due::Resend(&req)));
         // The second copy waits twice as long, the third three times.
         assert!(r.due(t1 + Duration::from_millis(1999)).is_none());
         let t2 = t1 + Duration::from_secs(2);
-        assert_eq!(r.due(t2), Some(&req[..]));
+        assert_eq!(r.due(t2), Some(Due::Resend(&req)));
         let t3 = t2 + Duration::from_secs(3);
-        assert_eq!(r.due(t3), Some(&req[..]));
-        // Four copies in all.
+        assert_eq!(r.due(t3), Some(Due::Resend(&req)));
+        // Four copies in all; then, after the last one's wait, give up.
+        let end = t3 + Duration::from_secs(4);
+        assert_eq!(r.deadline(), Some(end));
+        assert!(r.due(end - Duration::from_millis(1)).is_none());
+        assert_eq!(r.due(end), Some(Due::GiveUp));
         assert_eq!(r.deadline(), None);
-        assert!(r.due(t3 + Duration::from_secs(60)).is_none());
+        assert!(r.due(end + Duration::from_secs(60)).is_none());
         assert_eq!(r.resent, 3);
     }
 
@@ -542,30 +671,42 @@ mod tests {
         let t0 = Instant::now();
         let mut r = Retransmit::new(SCHEDULE, b"pw");
         let req = v15(&[0x20, 0x18, 0xc8, 0x81, 0x04, 0x38, 0x8e, 0x04, 0x00]);
-        r.request(req, t0, true);
+        r.request(req, t0, Mode::Resend);
         let other = v15(&[0x81, 0x1c, 0x63, 0x20, 0x08, 0x38, 0x00, 0x01]);
         let mine = v15(&[0x81, 0x1c, 0x63, 0x20, 0x04, 0x38, 0x00, 0x01]);
         assert!(r.reply(&other).is_none(), "a reply to another request");
         assert_eq!(r.reply(&mine), Some(mine.clone()));
         assert!(r.reply(&mine).is_none(), "the answer to a second copy");
-        assert_eq!(r.deadline(), None, "answered: nothing more to send");
+        assert_eq!(r.deadline(), None, "answered: nothing more to do");
         assert_eq!(r.dropped, 2);
     }
 
     #[test]
-    fn once_is_never_resent() {
+    fn once_is_never_resent_and_brief_twice_at_most() {
         let t0 = Instant::now();
         let mut r = Retransmit::new(SCHEDULE, b"pw");
-        r.request(plus(0xc0, &[0; 32]), t0, false);
-        assert_eq!(r.deadline(), None);
-        assert!(r.due(t0 + Duration::from_secs(60)).is_none());
+        r.request(plus(0xc0, &[0; 32]), t0, Mode::Once);
+        // Awaited as long as three copies would be (1 + 2 + 3 s), never
+        // sent again.
+        let end = t0 + Duration::from_secs(6);
+        assert_eq!(r.deadline(), Some(end));
+        assert!(r.due(end - Duration::from_millis(1)).is_none());
+        assert_eq!(r.due(end), Some(Due::GiveUp));
+        assert_eq!(r.resent, 0);
+
+        r.request(plus(0xc0, &[0; 32]), t0, Mode::Brief);
+        let t1 = t0 + Duration::from_secs(1);
+        assert!(matches!(r.due(t1), Some(Due::Resend(_))));
+        assert_eq!(r.deadline(), Some(t0 + Duration::from_secs(3)));
+        assert_eq!(r.due(t0 + Duration::from_secs(3)), Some(Due::GiveUp));
+        assert_eq!(r.resent, 1);
     }
 
     #[test]
     fn handshake_replies_match_by_payload_type() {
         let t0 = Instant::now();
         let mut r = Retransmit::new(SCHEDULE, b"pw");
-        r.request(plus(0x10, &[0; 32]), t0, true);
+        r.request(plus(0x10, &[0; 32]), t0, Mode::Resend);
         assert!(
             r.reply(&plus(0x13, &[0; 40])).is_none(),
             "RAKP 2 does not answer Open Session"
@@ -592,7 +733,7 @@ mod tests {
 
         let t0 = Instant::now();
         let mut r = Retransmit::new(SCHEDULE, pw);
-        r.request(plus(PAYLOAD_RAKP1, &rakp1), t0, true);
+        r.request(plus(PAYLOAD_RAKP1, &rakp1), t0, Mode::Resend);
         assert!(r.reply(&plus(PAYLOAD_RAKP2, &rakp2)).is_some());
         assert!(r.key.is_some());
 
@@ -624,7 +765,7 @@ mod tests {
         r.request(
             encrypt(0xc0, &[0x20, 0x00, 0xe0, 0x81, 0x14, 0x01]),
             t0,
-            true,
+            Mode::Resend,
         );
         let late = encrypt(0xc0, &[0x81, 0x04, 0x7b, 0x20, 0x10, 0x01, 0x00, 0x01]);
         let own = encrypt(0xc0, &[0x81, 0x04, 0x7b, 0x20, 0x14, 0x01, 0x00, 0x01]);
@@ -636,7 +777,7 @@ mod tests {
 
         // RAKP 4 answering a repeated RAKP 3 comes encrypted; ipmi-rs gets
         // it in the clear, as the first answer would have been.
-        r.request(plus(0x14, &[0x0a, 0, 0, 0, 5, 6, 7, 8]), t0, true);
+        r.request(plus(0x14, &[0x0a, 0, 0, 0, 5, 6, 7, 8]), t0, Mode::Resend);
         let rakp4: Vec<u8> = [0x0a, 0, 0, 0, 1, 2, 3, 4]
             .into_iter()
             .chain([0xee; 12])
