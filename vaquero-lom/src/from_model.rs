@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use vaquero_model::{BmcType, Host};
+use vaquero_model::{Bmc, BmcType, Host};
 
 use crate::driver::{LomError, PowerDriver};
 use crate::exec::{ExecConfig, ExecDriver};
@@ -64,6 +64,16 @@ fn secret(host: &str, env: Option<&str>, file: Option<&str>) -> Result<Option<St
     Ok(None)
 }
 
+/// IPMI retransmission for `bmc`: its own `retransmit` and `tries`, else
+/// the options'.
+fn ipmi_schedule(bmc: &Bmc, opts: &DriverOptions) -> (Duration, u32) {
+    (
+        bmc.retransmit
+            .map_or(opts.ipmi_retransmit, |d| Duration::from_secs(d.as_secs())),
+        bmc.tries.unwrap_or(opts.ipmi_tries),
+    )
+}
+
 /// The driver for `host`'s BMC, as its SoT entry says.
 pub fn driver_for(host: &Host, opts: &DriverOptions) -> Result<Arc<dyn PowerDriver>, LomError> {
     let (iface, bmc) = host
@@ -92,8 +102,8 @@ pub fn driver_for(host: &Host, opts: &DriverOptions) -> Result<Arc<dyn PowerDriv
                 port: bmc.port.unwrap_or(IPMI_PORT),
                 username: need_user()?,
                 password,
-                retransmit: opts.ipmi_retransmit,
-                tries: opts.ipmi_tries,
+                retransmit: ipmi_schedule(bmc, opts).0,
+                tries: ipmi_schedule(bmc, opts).1,
             }))
         }
         BmcType::Redfish => {
@@ -162,4 +172,25 @@ pub fn driver_for(host: &Host, opts: &DriverOptions) -> Result<Arc<dyn PowerDriv
             })?)
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bmc_s_own_schedule_wins_over_the_options() {
+        let opts = DriverOptions::default();
+        let own: Bmc = serde_json::from_value(
+            serde_json::json!({"type": "ipmi", "retransmit": "3s", "tries": 6}),
+        )
+        .unwrap();
+        assert_eq!(ipmi_schedule(&own, &opts), (Duration::from_secs(3), 6));
+        let plain: Bmc = serde_json::from_value(serde_json::json!({"type": "ipmi"})).unwrap();
+        assert_eq!(
+            ipmi_schedule(&plain, &opts),
+            (Duration::from_secs(1), 4),
+            "ipmitool's defaults"
+        );
+    }
 }

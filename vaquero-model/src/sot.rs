@@ -1161,6 +1161,25 @@ impl Loader {
                 if b.kind == BmcType::Exec && b.command.is_empty() {
                     self.err(n, &format!("{p}.bmc"), "an exec BMC needs a `command`");
                 }
+                if b.kind != BmcType::Ipmi && (b.retransmit.is_some() || b.tries.is_some()) {
+                    self.err(
+                        n,
+                        &format!("{p}.bmc"),
+                        "`retransmit` and `tries` are for an ipmi BMC (other BMCs speak TCP)",
+                    );
+                }
+                if b.tries.is_some_and(|t| !(1..=10).contains(&t)) {
+                    self.err(n, &format!("{p}.bmc.tries"), "`tries` must be 1 to 10");
+                }
+                if b.retransmit
+                    .is_some_and(|r| !(1..=30).contains(&r.as_secs()))
+                {
+                    self.err(
+                        n,
+                        &format!("{p}.bmc.retransmit"),
+                        "`retransmit` must be 1s to 30s",
+                    );
+                }
             }
         }
         if let Some(u) = uuid {

@@ -690,6 +690,13 @@ pub struct Bmc {
     /// How long to wait for a soft reboot.
     #[serde(default)]
     pub soft_timeout: Option<Duration>,
+    /// IPMI: how long to wait for an answer before a request is sent
+    /// again (each further copy waits once more as long); default 1 s.
+    #[serde(default)]
+    pub retransmit: Option<Duration>,
+    /// IPMI: copies of each request, the first included (1–10); default 4.
+    #[serde(default)]
+    pub tries: Option<u32>,
 }
 
 /// The protocol a BMC speaks.

@@ -723,3 +723,16 @@ sites/lab/k8s.yml:14:11: interfaces[0].ipv4: duplicate IPv4 address 10.99.0.11 (
         "sites/lab/bastion.yml:8:1: interfacs: unknown field `interfacs` (did you mean `interfaces`?)",
     );
 }
+
+#[test]
+fn ipmi_retransmission_fields() {
+    check(
+        &[
+            ("sites/lab/k8s.yml", "      port: 623\n", "      port: 623\n      tries: 0\n      retransmit: 2m\n"),
+            ("sites/lab/bastion.yml", "password_env: LAB_REDFISH_PASSWORD", "password_env: LAB_REDFISH_PASSWORD\n      tries: 3"),
+        ],
+        "sites/lab/bastion.yml:20:11: interfaces[1].bmc: `retransmit` and `tries` are for an ipmi BMC (other BMCs speak TCP)
+sites/lab/k8s.yml:23:14: interfaces[1].bmc.tries: `tries` must be 1 to 10
+sites/lab/k8s.yml:24:19: interfaces[1].bmc.retransmit: `retransmit` must be 1s to 30s",
+    );
+}
