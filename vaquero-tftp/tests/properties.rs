@@ -179,15 +179,78 @@ impl Net {
     }
 }
 
+/// What the network saw, to judge a give-up without asking the server:
+/// when each server transmission left (with its DATA block, if it was
+/// one), and when each ACK reached the server.
+#[derive(Debug, Default)]
+struct Wire {
+    sent: Vec<(Duration, Option<u16>)>,
+    acks_in: Vec<(Duration, u16)>,
+    /// When the server sent its ERROR (gave up): later ACKs came too late.
+    ended: Option<Duration>,
+}
+
+impl Wire {
+    /// Whether giving up was the only choice the retry budget left: after
+    /// the server last learned of progress (the first delivery of the
+    /// highest ACK it ever got), it sent at `max_retries + 1` distinct times
+    /// (one transmission and every retransmission) and never again a block
+    /// the client had acknowledged. Where the network delivered a copy and
+    /// its ACK, that ACK would be later progress; so a server that gives up
+    /// without being starved this way has a retransmission bug.
+    fn starved(&self, max_retries: u32) -> Result<(), String> {
+        // Progress: an ACK, delivered before the give-up, of something the
+        // server had sent (ACK 0 of an OACK, or a DATA block beyond every
+        // earlier progress).
+        let end = self.ended.unwrap_or(Duration::MAX);
+        let sent_before =
+            |t: Duration, what: Option<u16>| self.sent.iter().any(|&(at, b)| at <= t && b == what);
+        let (mut highest, mut since) = (None::<u16>, Duration::ZERO);
+        for &(t, b) in self.acks_in.iter().filter(|&&(t, _)| t < end) {
+            let progress = if b == 0 {
+                highest.is_none() && sent_before(t, None)
+            } else {
+                highest.is_none_or(|h| b > h) && sent_before(t, Some(b))
+            };
+            if progress {
+                (highest, since) = (Some(b), t);
+            }
+        }
+        let mut times: Vec<Duration> = Vec::new();
+        for &(t, block) in self.sent.iter().filter(|(t, _)| *t >= since) {
+            if let (Some(b), Some(h)) = (block, highest)
+                && b <= h
+            {
+                return Err(format!(
+                    "resent block {b} after the client acknowledged {h}"
+                ));
+            }
+            if times.last() != Some(&t) {
+                times.push(t);
+            }
+        }
+        if times.len() < max_retries as usize + 1 {
+            return Err(format!(
+                "gave up after {} sends since the last progress (budget: {} retransmissions)",
+                times.len(),
+                max_retries
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Runs one transfer through the network; returns what the client got,
-/// the outcome, and the virtual time it took.
+/// the outcome, the virtual time it took, whether the client finished, and
+/// what the network saw.
 fn simulate(
     file: &[u8],
     options: Options,
     mut net: Net,
     cfg: &TransferConfig,
-) -> (Vec<u8>, Outcome, Duration, bool) {
+) -> (Vec<u8>, Outcome, Duration, bool, Wire) {
     let t0 = Instant::now();
+    let mut wire = Wire::default();
     let req = Request {
         filename: "f",
         mode: Mode::Octet,
@@ -214,8 +277,19 @@ fn simulate(
         // Server output.
         while let Some(tx) = server.poll_transmit(t0 + now) {
             let bytes = match tx {
-                Transmit::Packet(p) => p.to_vec(),
+                Transmit::Packet(p) => {
+                    // The OACK is a transmission the client must answer;
+                    // the ERROR that ends a give-up is not.
+                    let p = p.to_vec();
+                    match Packet::decode(&p) {
+                        Ok(Packet::Oack(_)) => wire.sent.push((now, None)),
+                        Ok(Packet::Error { .. }) => wire.ended = wire.ended.or(Some(now)),
+                        _ => {}
+                    }
+                    p
+                }
                 Transmit::Data { block, offset, len } => {
+                    wire.sent.push((now, Some(block)));
                     let mut v = data_header(block).to_vec();
                     v.extend_from_slice(&file[offset as usize..offset as usize + len]);
                     v
@@ -246,6 +320,9 @@ fn simulate(
             let i = q.iter().position(|f| f.at == next).unwrap();
             let f = q.swap_remove(i);
             if f.to_server {
+                if let Ok(Packet::Ack { block }) = Packet::decode(&f.bytes) {
+                    wire.acks_in.push((now, block));
+                }
                 server.handle_packet(&f.bytes, t0 + now).unwrap();
             } else if let Some(reply) = client.on(&f.bytes, now) {
                 net.send(&mut q, now, true, reply);
@@ -275,7 +352,7 @@ fn simulate(
         .outcome()
         .cloned()
         .unwrap_or(Outcome::Protocol("unfinished".into()));
-    (client.got, outcome, now, client.done)
+    (client.got, outcome, now, client.done, wire)
 }
 
 proptest! {
@@ -295,16 +372,21 @@ proptest! {
         let options = Options { blksize, windowsize, ..Options::default() };
         let cfg = TransferConfig { max_retries: 8, ..TransferConfig::default() };
         let net = Net { loss, dup, max_delay_ms, seed };
-        let (got, outcome, took, client_done) = simulate(&file, options, net, &cfg);
+        let (got, outcome, took, client_done, wire) = simulate(&file, options, net, &cfg);
         match outcome {
             Outcome::Completed => {
                 prop_assert!(client_done);
                 prop_assert!(got == file, "delivered {} bytes, file has {}", got.len(), file.len());
             }
             Outcome::TimedOut => {
-                // Giving up is allowed only on a lossy network, and what
-                // was delivered is a prefix of the file.
+                // Giving up is allowed only on a lossy network where the
+                // retry budget could not cover the loss (judged from what
+                // the network saw), and what was delivered is a prefix of
+                // the file.
                 prop_assert!(loss > 0, "timed out without loss");
+                if let Err(why) = wire.starved(cfg.max_retries) {
+                    prop_assert!(false, "gave up too early: {}", why);
+                }
                 prop_assert!(file.starts_with(&got));
                 if client_done {
                     // The client had everything; only the final ACKs were lost.
