@@ -10,8 +10,16 @@
 //! fail. The engine is dropped at random points (before a commit, after a
 //! commit, halfway through the actions) and rebuilt from the store.
 //!
-//! Checked after every step: in flight ≤ `max_concurrent`; `min_standing`
-//! held; no host starts before its dependencies are ready; no host starts
+//! Judged by the world's own bookkeeping, from the notices the fleet
+//! received (not the engine's phases or stats): in flight ≤
+//! `max_concurrent`, and hosts neither in flight nor failed ≥
+//! `min_standing`. After every crash, the state reloaded from the store
+//! equals the state committed before it. Every seed proves its faults
+//! happened: events lost, BMC errors, hangs, job failures, window waits,
+//! crashes (where injected).
+//!
+//! Also checked after every step, from the engine's stats: in flight ≤
+//! `max_concurrent`; `min_standing` held; no host starts before its dependencies are ready; no host starts
 //! in a workflow past `max_fail`, and a halted workflow has nothing queued;
 //! no first power-off outside the reboot windows; no host started twice
 //! for one rollout; `never_provision` hosts never touched; no action whose
@@ -106,6 +114,34 @@ struct Sim {
     crashes: usize,
     steps: usize,
     actions: usize,
+    /// What the world did to the engine, counted so a seed proves its
+    /// faults happened (an injection that silently broke fails the test).
+    faults: Faults,
+    /// The world's own count, per workflow, from the notices the fleet
+    /// received (not from the engine's phases or stats): hosts started and
+    /// not yet done, failed or halted, and hosts failed.
+    active: HashMap<String, HashSet<String>>,
+    failed: HashMap<String, HashSet<String>>,
+    workflow_of: HashMap<String, String>,
+    workflow_size: HashMap<String, usize>,
+}
+
+#[derive(Debug, Default)]
+struct Faults {
+    /// Events the world lost on their way.
+    lost: usize,
+    /// BMC operations that failed (nothing done, or done and reported failed).
+    bmc_errors: usize,
+    /// Machines that hung in a boot.
+    hangs: usize,
+    /// Jobs that failed.
+    job_failures: usize,
+    /// Hosts the engine halted with their workflow (past `max_fail`).
+    halts: usize,
+    /// Ticks with the reboot windows closed while a host had not started.
+    window_waits: usize,
+    /// Crashes after which the store was reloaded and compared.
+    reloads: usize,
 }
 
 impl Sim {
@@ -124,6 +160,12 @@ impl Sim {
             if h.never_provision {
                 never.insert(h.name.clone());
             }
+        }
+        let mut workflow_of = HashMap::new();
+        let mut workflow_size: HashMap<String, usize> = HashMap::new();
+        for h in model.hosts() {
+            workflow_of.insert(h.name.clone(), h.workflow.clone());
+            *workflow_size.entry(h.workflow.clone()).or_default() += 1;
         }
         let site = model.site().clone();
         Sim {
@@ -146,6 +188,11 @@ impl Sim {
             crashes: 0,
             steps: 0,
             actions: 0,
+            faults: Faults::default(),
+            active: HashMap::new(),
+            failed: HashMap::new(),
+            workflow_of,
+            workflow_size,
         }
     }
 
@@ -160,7 +207,13 @@ impl Sim {
     }
 
     fn deliver(&mut self, after: Duration, host: &str, kind: EventKind, loss: f64) {
+        if let EventKind::Result { outcome, .. } = &kind
+            && !outcome.is_ok()
+        {
+            self.faults.bmc_errors += 1;
+        }
         if self.rng.f64() < loss {
+            self.faults.lost += 1;
             return;
         }
         self.at(
@@ -184,7 +237,14 @@ impl Sim {
             eprintln!("{} CRASH", self.now);
         }
         self.engine = Engine::new(self.model.clone(), config()).unwrap();
+        // What was committed before the crash is exactly what comes back.
+        let committed = std::mem::take(&mut self.state);
         self.state = self.store.load().await.unwrap();
+        assert!(
+            self.state == committed,
+            "the state reloaded after a crash differs from the committed one"
+        );
+        self.faults.reloads += 1;
         let actions = self.engine.resume(&self.state);
         for a in &actions {
             self.execute(a);
@@ -202,6 +262,10 @@ impl Sim {
             panic!("never_provision host {host} got {:?}", a.kind);
         }
         if let ActionKind::Notice(n) = &a.kind {
+            if matches!(n, Notice::Halted { .. }) {
+                self.faults.halts += 1;
+            }
+            self.account(&host, n);
             if *n == Notice::Started {
                 let c = self.started.entry((host.clone(), a.rollout)).or_insert(0);
                 *c += 1;
@@ -275,9 +339,54 @@ impl Sim {
                 } else {
                     Outcome::ok()
                 };
+                if !outcome.is_ok() {
+                    // Counted as a job failure, not a BMC error.
+                    self.faults.job_failures += 1;
+                    self.faults.bmc_errors -= 1;
+                }
                 self.deliver(d, &host, result(seq, outcome), 0.01);
             }
             ActionKind::Notice(_) => {}
+        }
+    }
+
+    /// The world's bookkeeping of a notice, and the policies judged by it:
+    /// in flight ≤ `max_concurrent`, and hosts neither in flight nor
+    /// failed ≥ `min_standing`.
+    fn account(&mut self, host: &str, n: &Notice) {
+        let wid = self.workflow_of[host].clone();
+        let active = self.active.entry(wid.clone()).or_default();
+        match n {
+            Notice::Started => {
+                active.insert(host.to_owned());
+            }
+            Notice::Done | Notice::Halted { .. } => {
+                active.remove(host);
+            }
+            Notice::Failed { .. } => {
+                active.remove(host);
+                self.failed
+                    .entry(wid.clone())
+                    .or_default()
+                    .insert(host.to_owned());
+            }
+            Notice::StageDone { .. } | Notice::Retry { .. } => {}
+        }
+        let policy = &self.model.data().workflows[&wid].policy;
+        let total = self.workflow_size[&wid];
+        let in_flight = self.active.get(&wid).map_or(0, HashSet::len);
+        let failed = self.failed.get(&wid).map_or(0, HashSet::len);
+        if let Some(limit) = policy.max_concurrent.limit(total) {
+            assert!(
+                in_flight <= limit,
+                "{wid}: {in_flight} hosts in flight (as the fleet saw them) > {limit}"
+            );
+        }
+        if let Some(m) = policy.min_standing {
+            assert!(
+                total - in_flight - failed >= m as usize,
+                "{wid}: min_standing {m} broken: {in_flight} in flight and {failed} failed of {total}"
+            );
         }
     }
 
@@ -309,6 +418,7 @@ impl Sim {
         }
         let broken = self.machines[host].broken;
         if broken || self.rng.f64() < 0.02 {
+            self.faults.hangs += 1;
             return; // hangs
         }
         let d = self.secs(5 * 60, 25 * 60);
@@ -381,6 +491,10 @@ impl Sim {
                 "not settled after 10 days"
             );
             self.now = self.now.checked_add(TICK).unwrap();
+            let waiting = self.started.len() + self.never.len() < self.model.hosts().len();
+            if waiting && !self.windows.open(self.now, &self.tz) {
+                self.faults.window_waits += 1;
+            }
             let cut = self.now.as_millisecond();
             let mut events = Vec::new();
             while let Some(entry) = self.world.first_entry() {
@@ -450,6 +564,15 @@ impl Sim {
                 self.execute(a);
             }
             if crash {
+                // Notices are not replayed after a crash (they report, they
+                // do nothing): the world still counts what the committed
+                // step said of its hosts, or a host done just before the
+                // crash would count as in flight for ever.
+                for a in &step.actions[upto..] {
+                    if let ActionKind::Notice(n) = &a.kind {
+                        self.account(&a.host.clone(), n);
+                    }
+                }
                 self.restart().await;
             }
         }
@@ -492,14 +615,28 @@ async fn simulate(model: &Arc<SiteModel>, store: Arc<dyn Store>, seed: u64, cras
     sim.run().await;
     let counts = sim.state.phase_counts();
     eprintln!(
-        "seed {seed}: {} hosts, {} steps, {} actions, {} crashes, ended at {}: {counts:?}",
+        "seed {seed}: {} hosts, {} steps, {} actions, {} crashes, ended at {}: {counts:?}; {:?}",
         model.hosts().len(),
         sim.steps,
         sim.actions,
         sim.crashes,
-        sim.now
+        sim.now,
+        sim.faults
     );
     assert!(counts.get(&Phase::Done).copied().unwrap_or(0) > 0);
+    // The faults this seed was to inject did happen.
+    let f = &sim.faults;
+    assert!(f.lost > 0, "no event was lost: {f:?}");
+    assert!(f.bmc_errors > 0, "no BMC error: {f:?}");
+    assert!(f.hangs > 0, "no machine hung: {f:?}");
+    assert!(f.job_failures > 0, "no job failed: {f:?}");
+    assert!(f.window_waits > 0, "no host waited for a window: {f:?}");
+    if crash_rate > 0.0 {
+        assert!(
+            sim.crashes > 0 && f.reloads == sim.crashes,
+            "no crash: {f:?}"
+        );
+    }
 }
 
 #[tokio::test]
