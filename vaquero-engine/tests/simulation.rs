@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
-use vaquero_engine::policy::{Windows, dependency_need};
+use vaquero_engine::policy::dependency_need;
 use vaquero_engine::{
     Action, ActionKind, Engine, EngineConfig, Event, EventKind, JobPhase, Notice, Outcome, Phase,
     SiteState, StateStore, Step, Store, WorkflowStats,
@@ -108,7 +108,6 @@ struct Sim {
     acked: HashSet<StepKey>,
     issued: HashMap<(String, u64), StepKey>,
     never: HashSet<String>,
-    windows: Windows,
     tz: TimeZone,
     crash_rate: f64,
     crashes: usize,
@@ -122,6 +121,8 @@ struct Sim {
     /// not yet done, failed or halted, and hosts failed.
     active: HashMap<String, HashSet<String>>,
     failed: HashMap<String, HashSet<String>>,
+    /// Machines power-cycled, per rollout.
+    cycled: HashSet<(String, Option<u64>)>,
     workflow_of: HashMap<String, String>,
     workflow_size: HashMap<String, usize>,
 }
@@ -182,7 +183,6 @@ impl Sim {
             acked: HashSet::new(),
             issued: HashMap::new(),
             never,
-            windows: Windows::new(&site.policy.windows),
             tz: TimeZone::get(site.policy.timezone.as_deref().unwrap()).unwrap(),
             crash_rate,
             crashes: 0,
@@ -191,6 +191,7 @@ impl Sim {
             faults: Faults::default(),
             active: HashMap::new(),
             failed: HashMap::new(),
+            cycled: HashSet::new(),
             workflow_of,
             workflow_size,
         }
@@ -292,10 +293,10 @@ impl Sim {
                 }
             }
             ActionKind::PowerCycle => {
-                if a.stage == 0
-                    && self.state.hosts.get(&host).is_some_and(|h| h.boots <= 1)
-                    && !self.windows.open(self.now, &self.tz)
-                {
+                // Judged from the clock and the site's windows alone: the
+                // first power cycle the machine gets in a rollout.
+                let first = self.cycled.insert((host.clone(), a.rollout));
+                if a.stage == 0 && first && !window_open(self.now, &self.tz) {
                     panic!(
                         "first power cycle of {host} outside the windows at {}",
                         self.now
@@ -492,7 +493,7 @@ impl Sim {
             );
             self.now = self.now.checked_add(TICK).unwrap();
             let waiting = self.started.len() + self.never.len() < self.model.hosts().len();
-            if waiting && !self.windows.open(self.now, &self.tz) {
+            if waiting && !window_open(self.now, &self.tz) {
                 self.faults.window_waits += 1;
             }
             let cut = self.now.as_millisecond();
@@ -591,6 +592,28 @@ impl Sim {
             }
         }
     }
+}
+
+/// Whether a reboot window is open at `now`, worked out from `WINDOWS` and
+/// the site's time zone here, not by the engine's `Windows`: a window
+/// `HH:MM-HH:MM` holds its start minute and not its end minute, and runs
+/// past midnight when it ends before it starts.
+fn window_open(now: Timestamp, tz: &TimeZone) -> bool {
+    let local = now.to_zoned(tz.clone());
+    let minute = i32::from(local.hour()) * 60 + i32::from(local.minute());
+    let at = |hm: &str| {
+        let (h, m) = hm.split_once(':').unwrap();
+        h.parse::<i32>().unwrap() * 60 + m.parse::<i32>().unwrap()
+    };
+    WINDOWS.iter().any(|w| {
+        let (a, b) = w.split_once('-').unwrap();
+        let (start, end) = (at(a), at(b));
+        if start <= end {
+            start <= minute && minute < end
+        } else {
+            minute >= start || minute < end
+        }
+    })
 }
 
 fn result(seq: u64, outcome: Outcome) -> EventKind {
