@@ -3,7 +3,7 @@
 //!
 //! | workflow | share | stages           | policy                                            |
 //! |----------|-------|------------------|---------------------------------------------------|
-//! | db       | 5 %   | install          | max_concurrent 10 %, min_standing 60 %, max_fail 3 |
+//! | db       | 5 %   | install          | max_concurrent 10 %, min_standing 90 %, max_fail 3 |
 //! | storage  | 15 %  | install          | max_concurrent 5 %, min_standing 70 %, max_fail 2 % |
 //! | compute  | 70 %  | burnin, install  | max_concurrent 10 %, block_deps storage, max_fail 3 % |
 //! | edge     | 10 %  | install          | max_concurrent 25, block_deps db                  |
@@ -61,7 +61,9 @@ pub fn write(dir: &Path, n: usize, version: u32, windows: &[&str]) {
         "workflows/db.yml",
         &format!(
             "id: db\nstages: [{{boot: install}}]\npolicy:\n  max_concurrent: \"10%\"\n  min_standing: {}\n  max_fail: 3\n",
-            count("db") * 60 / 100
+            // 90 %: with 10 % in flight, every failure must hold one more
+            // host back (min_standing counts failed hosts as down).
+            count("db") * 90 / 100
         ),
     );
     w(
