@@ -74,8 +74,8 @@ impl Schedule {
 pub(crate) enum Mode {
     /// Every copy the schedule allows.
     Resend,
-    /// One copy (Chassis Control), its answer awaited for as long as three
-    /// copies would be.
+    /// One copy (Chassis Control), its answer awaited for as long as every
+    /// copy would be (a BMC may take seconds to answer a power command).
     Once,
     /// At most two copies (Close Session: a BMC that has closed the
     /// session does not answer a copy).
@@ -275,7 +275,7 @@ impl Retransmit {
         let tries = self.schedule.tries.max(1);
         let (max_copies, budget) = match mode {
             Mode::Resend => (tries, self.schedule.total()),
-            Mode::Once => (1, self.schedule.budget(tries.min(3))),
+            Mode::Once => (1, self.schedule.total()),
             Mode::Brief => (tries.min(2), self.schedule.budget(tries.min(2))),
         };
         let pending = self.pending.insert(Pending {
@@ -686,9 +686,9 @@ mod tests {
         let t0 = Instant::now();
         let mut r = Retransmit::new(SCHEDULE, b"pw");
         r.request(plus(0xc0, &[0; 32]), t0, Mode::Once);
-        // Awaited as long as three copies would be (1 + 2 + 3 s), never
+        // Awaited as long as every copy would be (1 + 2 + 3 + 4 s), never
         // sent again.
-        let end = t0 + Duration::from_secs(6);
+        let end = t0 + Duration::from_secs(10);
         assert_eq!(r.deadline(), Some(end));
         assert!(r.due(end - Duration::from_millis(1)).is_none());
         assert_eq!(r.due(end), Some(Due::GiveUp));
