@@ -208,11 +208,6 @@ impl Sim {
     }
 
     fn deliver(&mut self, after: Duration, host: &str, kind: EventKind, loss: f64) {
-        if let EventKind::Result { outcome, .. } = &kind
-            && !outcome.is_ok()
-        {
-            self.faults.bmc_errors += 1;
-        }
         if self.rng.f64() < loss {
             self.faults.lost += 1;
             return;
@@ -286,6 +281,7 @@ impl Sim {
             ActionKind::SetBootNetwork => {
                 let d = self.secs(1, 10);
                 if r < 0.02 {
+                    self.faults.bmc_errors += 1;
                     self.deliver(d, &host, result(seq, Outcome::failed(true, "busy")), 0.0);
                 } else {
                     self.machines.get_mut(&host).unwrap().netboot_next = true;
@@ -304,6 +300,7 @@ impl Sim {
                 }
                 let d = self.secs(2, 20);
                 if r < 0.03 {
+                    self.faults.bmc_errors += 1;
                     // Unreachable: nothing happened.
                     self.deliver(
                         d,
@@ -321,6 +318,7 @@ impl Sim {
                     self.at(b, Item::Boot(host.clone()));
                 }
                 let outcome = if r < 0.04 {
+                    self.faults.bmc_errors += 1;
                     Outcome::failed(true, "BMC does not know")
                 } else {
                     Outcome::ok()
@@ -341,9 +339,7 @@ impl Sim {
                     Outcome::ok()
                 };
                 if !outcome.is_ok() {
-                    // Counted as a job failure, not a BMC error.
                     self.faults.job_failures += 1;
-                    self.faults.bmc_errors -= 1;
                 }
                 self.deliver(d, &host, result(seq, outcome), 0.01);
             }
