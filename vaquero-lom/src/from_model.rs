@@ -97,13 +97,14 @@ pub fn driver_for(host: &Host, opts: &DriverOptions) -> Result<Arc<dyn PowerDriv
                 bmc.password_file.as_deref(),
             )?
             .unwrap_or_default();
+            let (retransmit, tries) = ipmi_schedule(bmc, opts);
             Arc::new(IpmiDriver::new(IpmiConfig {
                 address,
                 port: bmc.port.unwrap_or(IPMI_PORT),
                 username: need_user()?,
                 password,
-                retransmit: ipmi_schedule(bmc, opts).0,
-                tries: ipmi_schedule(bmc, opts).1,
+                retransmit,
+                tries,
             }))
         }
         BmcType::Redfish => {
