@@ -231,6 +231,15 @@ impl Engine {
                     // under the new rollout; settled ones stay.
                     if in_flight || h.phase == Phase::Waiting {
                         h.rollout = Some(id);
+                    } else if matches!(h.phase, Phase::Queued | Phase::Halted)
+                        && h.version.as_deref() == Some(plan.to.as_str())
+                    {
+                        // Queued (or halted before it started) by an
+                        // earlier rollout but already running this very
+                        // version (a revert): nothing to do.
+                        h.phase = Phase::Done;
+                        h.since = now;
+                        h.reason = None;
                     }
                 }
                 PlanAction::Removed => {}
@@ -492,6 +501,8 @@ impl<'a> Work<'a> {
 
     fn fail(&mut self, h: &mut HostState, reason: String) {
         self.enter(h, Phase::Failed);
+        h.down = true;
+        h.version = None;
         h.reason = Some(reason.clone());
         self.notice(h, Notice::Failed { reason });
     }
@@ -743,6 +754,8 @@ impl<'a> Work<'a> {
         } else {
             self.enter(h, Phase::Done);
             h.reason = None;
+            h.version = Some(self.engine.model.version().to_owned());
+            h.down = false;
             self.notice(h, Notice::Done);
         }
     }
@@ -789,7 +802,9 @@ impl<'a> Work<'a> {
         // Counts over the state with this step's changes, keyed by the
         // model's workflow ids (no allocation per host).
         let mut stats: Stats<'_> = HashMap::new();
-        let mut queued: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        // Queued hosts per workflow, down ones first (taking one does not
+        // lower the hosts up), each part by name.
+        let mut queued: BTreeMap<&str, (Vec<&str>, Vec<&str>)> = BTreeMap::new();
         // Both maps are sorted by name and `changed` ⊆ `state`: a merge
         // instead of a lookup per host.
         let mut touched = self.changed.iter().peekable();
@@ -807,14 +822,16 @@ impl<'a> Work<'a> {
             };
             stats.entry(wid.as_str()).or_default().add(h, rid);
             if h.phase == Phase::Queued {
-                queued.entry(wid.as_str()).or_default().push(name.as_str());
+                let (down, up) = queued.entry(wid.as_str()).or_default();
+                if h.down { down } else { up }.push(name.as_str());
             }
         }
         if queued.is_empty() {
             return;
         }
         let approved = rollout.is_some_and(|r| r.approved());
-        for (wid, names) in queued {
+        for (wid, (mut names, up)) in queued {
+            names.extend(up);
             let Some(wf) = workflows.get(wid) else {
                 continue;
             };
@@ -875,6 +892,10 @@ impl<'a> Work<'a> {
                 if let Some(s) = stats.get_mut(wid) {
                     s.queued -= 1;
                     s.in_flight += 1;
+                    if h.down {
+                        // Counted in flight now, not down.
+                        s.failed -= 1;
+                    }
                 }
                 self.drive(&mut h);
                 self.changed.insert(key, h);

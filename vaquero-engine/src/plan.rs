@@ -193,6 +193,18 @@ pub fn plan_with_state(
                 reasons.push(why.to_owned());
                 action = PlanAction::Reprovision;
             }
+            // A host that finished its workflow under exactly this model
+            // (a revert to what it runs) is not provisioned again, even if
+            // the rollout being reverted had queued or halted it (halted
+            // hosts were never started).
+            if action == PlanAction::Reprovision
+                && let Some(st) = state.and_then(|s| s.hosts.get(&h.name))
+                && matches!(st.phase, Phase::Done | Phase::Queued | Phase::Halted)
+                && st.version.as_deref() == Some(new.version())
+            {
+                reasons = vec![ALREADY_RUNS.to_owned()];
+                action = PlanAction::Unchanged;
+            }
             if h.never_provision {
                 if is_new {
                     reasons = vec!["new host".to_owned()];
@@ -253,6 +265,9 @@ pub fn plan_with_state(
         hosts,
     }
 }
+
+/// Why a host the diff would reprovision is left as it is.
+const ALREADY_RUNS: &str = "already runs this version (finished under it before)";
 
 fn unfinished(p: Phase) -> Option<&'static str> {
     match p {

@@ -12,7 +12,9 @@
 //! - `max_concurrent`: at most N (or N % of the workflow's hosts, rounded
 //!   up) in flight.
 //! - `min_standing`: at least N hosts of the workflow stay up (not in
-//!   flight, not failed).
+//!   flight, not failed; a host failed before and queued again is down).
+//!   A down host may always start (it lowers nothing), and down hosts of
+//!   a workflow start before the ones up.
 //! - `block_deps`: a workflow starts no host until each dependency has
 //!   `min_standing` hosts (all its hosts when unset) done or untouched.
 //! - `max_fail`: the workflow's rollout halts after more than `max_fail`
@@ -57,7 +59,8 @@ pub struct WorkflowStats {
     pub ready: usize,
     /// New hosts waiting to netboot by themselves.
     pub waiting: usize,
-    /// Failed (in any rollout: they are down).
+    /// Down: failed (in any rollout), or queued or halted again after a
+    /// failure and not provisioned since.
     pub failed: usize,
     /// Failed in the current rollout.
     pub failed_now: usize,
@@ -91,6 +94,9 @@ impl WorkflowStats {
             Phase::Halted => self.halted += 1,
             p if p.in_flight() => self.in_flight += 1,
             _ => {}
+        }
+        if h.down && matches!(h.phase, Phase::Queued | Phase::Halted | Phase::Waiting) {
+            self.failed += 1;
         }
     }
 }
@@ -178,10 +184,14 @@ impl Policy for MinStanding {
         "min_standing"
     }
 
-    fn admit(&self, ctx: &PolicyCtx<'_>, _host: &HostState) -> Decision {
+    fn admit(&self, ctx: &PolicyCtx<'_>, host: &HostState) -> Decision {
         let Some(min) = ctx.workflow.policy.min_standing else {
             return Decision::Allow;
         };
+        if host.down {
+            // Down already: reprovisioning it leaves as many hosts up.
+            return Decision::Allow;
+        }
         let s = ctx.stats_of(&ctx.workflow.id);
         if s.standing() <= min as usize {
             Decision::Wait(format!(

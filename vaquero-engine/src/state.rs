@@ -160,6 +160,16 @@ pub struct HostState {
     pub pending: Option<Pending>,
     /// The boot id the host runs now (its last finished stage), if known.
     pub installed: Option<String>,
+    /// The model version the host runs: the one it last finished its
+    /// workflow under (`None` when unknown, or once a provisioning
+    /// failed). A later rollout to that same version (a revert) leaves the
+    /// host be.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Whether the host is down: its last provisioning failed and none has
+    /// finished since (queued again, it still counts as down).
+    #[serde(default)]
+    pub down: bool,
     /// Why it is failed, halted, skipped or waiting.
     pub reason: Option<String>,
 }
@@ -182,6 +192,8 @@ impl HostState {
             seq: 0,
             pending: None,
             installed: None,
+            version: None,
+            down: false,
             reason: None,
         }
     }

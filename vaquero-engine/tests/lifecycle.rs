@@ -534,3 +534,114 @@ fn a_new_host_waits_for_its_own_netboot() {
     h.step(&[ev("storage-01", EventKind::Dhcp)]);
     assert_eq!(h.host("storage-01").phase, Phase::Netbooting);
 }
+
+#[test]
+fn a_revert_leaves_hosts_that_run_the_reverted_to_version() {
+    use vaquero_engine::{HostState, PlanAction};
+    let a = open_lab();
+    let b = lab(|d| {
+        d.site.policy.force_provision = true;
+        d.site.policy.auto_apply = true;
+        d.site.policy.windows.clear();
+        let os = d.os.get_mut("flatcar-stable").unwrap();
+        os.cmdline.push(
+            [(
+                "build".to_owned(),
+                vaquero_model::CmdlineValue::One("2".to_owned()),
+            )]
+            .into_iter()
+            .collect(),
+        );
+    });
+    assert_ne!(a.version(), b.version());
+    let now: Timestamp = "2026-11-22T12:00:00Z".parse().unwrap();
+    let mut state = SiteState::new("lab");
+    let mut host = |name: &str, phase: Phase, version: Option<&str>| {
+        let workflow = name.split('-').next().unwrap().replace("k8s", "k8s-worker");
+        let mut h = HostState::new(name, &workflow, now);
+        h.phase = phase;
+        h.rollout = Some(2);
+        h.version = version.map(str::to_owned);
+        state.hosts.insert(name.to_owned(), h);
+    };
+    // Finished under A, then queued by the rollout to B, which is reverted.
+    host("k8s-01", Phase::Queued, Some(a.version()));
+    // Finished under A, halted (before it started) in the rollout to B.
+    host("k8s-02", Phase::Halted, Some(a.version()));
+    // Finished under B: the revert is a change for it.
+    host("k8s-03", Phase::Done, Some(b.version()));
+    // Finished under A, failed in the rollout to B: it is down.
+    host("bastion-01", Phase::Failed, Some(a.version()));
+    let engine = Engine::new(a.clone(), EngineConfig::default()).unwrap();
+    let plan = engine.plan(Some(&b), &state);
+    let action = |n: &str| plan.host(n).unwrap().action;
+    assert_eq!(action("k8s-01"), PlanAction::Unchanged);
+    assert_eq!(action("k8s-02"), PlanAction::Unchanged);
+    assert_eq!(action("k8s-03"), PlanAction::Reprovision);
+    assert_eq!(action("bastion-01"), PlanAction::Reprovision);
+    assert!(
+        plan.host("k8s-01").unwrap().reasons[0].starts_with("already runs this version"),
+        "{:?}",
+        plan.host("k8s-01")
+    );
+    let step = engine.start(&state, &plan, now).unwrap();
+    state.apply(&step);
+    assert_eq!(state.hosts["k8s-01"].phase, Phase::Done);
+    assert_eq!(state.hosts["k8s-02"].phase, Phase::Done);
+    assert_eq!(state.hosts["k8s-03"].phase, Phase::Queued);
+    assert_eq!(state.hosts["bastion-01"].phase, Phase::Queued);
+}
+
+#[test]
+fn a_failed_host_queued_again_counts_as_down_and_starts_first() {
+    use vaquero_engine::HostState;
+    let model = lab(|d| {
+        d.site.policy.force_provision = true;
+        d.site.policy.auto_apply = true;
+        d.site.policy.windows.clear();
+        let w = d.workflows.get_mut("k8s-worker").unwrap();
+        w.policy.min_standing = Some(2);
+    });
+    let now: Timestamp = "2026-11-22T12:00:00Z".parse().unwrap();
+    let mut state = SiteState::new("lab");
+    for (name, phase) in [
+        ("k8s-01", Phase::Done),
+        ("k8s-02", Phase::Done),
+        ("k8s-03", Phase::Failed),
+    ] {
+        let mut h = HostState::new(name, "k8s-worker", now);
+        h.phase = phase;
+        h.down = phase == Phase::Failed;
+        h.rollout = Some(1);
+        state.hosts.insert(name.to_owned(), h);
+    }
+    let engine = Engine::new(model.clone(), EngineConfig::default()).unwrap();
+    let mut old = model.data().clone();
+    old.site.name = Some("before".into());
+    let old = SiteModel::from_data(old).unwrap();
+    let mut plan = engine.plan(Some(&old), &state);
+    // Every k8s worker again (as a change of its OS would).
+    plan.hosts
+        .iter_mut()
+        .filter(|h| h.name.starts_with("k8s-"))
+        .for_each(|h| h.action = vaquero_engine::PlanAction::Reprovision);
+    let step = engine.start(&state, &plan, now).unwrap();
+    state.apply(&step);
+    let stats = engine.stats(&state);
+    // Down, queued or not: 2 of 3 up.
+    assert_eq!(stats["k8s-worker"].failed, 1);
+    assert_eq!(stats["k8s-worker"].standing(), 2);
+    let step = engine.step(&state, &[], now);
+    state.apply(&step);
+    // The down host starts (it lowers nothing), though it sorts last;
+    // the two up hosts wait for min_standing.
+    assert!(
+        state.hosts["k8s-03"].phase.in_flight(),
+        "{}",
+        state.hosts["k8s-03"].phase
+    );
+    assert_eq!(state.hosts["k8s-01"].phase, Phase::Queued);
+    assert_eq!(state.hosts["k8s-02"].phase, Phase::Queued);
+    let why = state.hosts["k8s-01"].reason.as_deref().unwrap_or_default();
+    assert!(why.starts_with("min_standing"), "{why}");
+}

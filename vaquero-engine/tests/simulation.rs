@@ -10,21 +10,34 @@
 //! fail. The engine is dropped at random points (before a commit, after a
 //! commit, halfway through the actions) and rebuilt from the store.
 //!
-//! Judged by the world's own bookkeeping, from the notices the fleet
-//! received (not the engine's phases or stats): in flight ≤
-//! `max_concurrent`, and hosts neither in flight nor failed ≥
-//! `min_standing`. After every crash, the state reloaded from the store
-//! equals the state committed before it. Every seed proves its faults
-//! happened: events lost, BMC errors, hangs, job failures, window waits,
-//! crashes (where injected).
+//! Some cases plan a second build while the first rollout runs (every
+//! host provisioned again), then revert to the first build.
 //!
-//! Also checked after every step, from the engine's stats: in flight ≤
-//! `max_concurrent`; `min_standing` held; no host starts before its dependencies are ready; no host starts
-//! in a workflow past `max_fail`, and a halted workflow has nothing queued;
-//! no first power-off outside the reboot windows; no host started twice
-//! for one rollout; `never_provision` hosts never touched; no action whose
-//! success was committed is asked for again. At the end every host is
-//! done, failed, halted or skipped.
+//! Judged by the world's own bookkeeping, from the notices and actions the
+//! fleet received (not the engine's phases, stats or policy code), after
+//! every notice:
+//! - in flight ≤ `max_concurrent`; hosts neither in flight nor down
+//!   (failed, and not provisioned since) ≥ `min_standing`;
+//! - a host starts only when each workflow in its `block_deps` has as many
+//!   hosts up and running the rollout's build as that workflow's
+//!   `min_standing` (all of them when unset);
+//! - no host starts while its workflow has more than `max_fail` failures
+//!   in the rollout, counted again after the whole step (a host started
+//!   in the step that crossed the limit is caught);
+//! - a provisioning begins at most once per host and rollout, crashes or
+//!   not, and never on a machine that runs the rollout's build already (a
+//!   revert leaves such hosts be); every power action falls within a
+//!   provisioning, and its first one inside a reboot window (judged from
+//!   the clock and the site's windows alone);
+//! - `never_provision` hosts get no action; no action whose success was
+//!   committed is asked for again.
+//!
+//! After every crash, the state reloaded from the store equals the state
+//! committed before it. Every seed proves its faults happened: events
+//! lost, BMC errors, hangs, job failures, window waits, crashes (where
+//! injected), plans while a rollout ran, hosts a revert left be. From the
+//! engine's stats only: a workflow past `max_fail` has nothing queued. At
+//! the end every host is done, failed, halted or skipped.
 //!
 //! `VAQUERO_SIM_SEEDS=N` runs N seeds per case instead of the default.
 #![allow(clippy::unwrap_used)]
@@ -37,10 +50,9 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
-use vaquero_engine::policy::dependency_need;
 use vaquero_engine::{
     Action, ActionKind, Engine, EngineConfig, Event, EventKind, JobPhase, Notice, Outcome, Phase,
-    SiteState, StateStore, Step, Store, WorkflowStats,
+    PlanAction, SiteState, StateStore, Step, Store,
 };
 use vaquero_model::SiteModel;
 
@@ -73,6 +85,15 @@ enum Item {
 struct Machine {
     netboot_next: bool,
     broken: bool,
+    /// Between the notice that began a provisioning (started) and the one
+    /// that ended it (done, failed, halted).
+    provisioning: bool,
+    /// Power-cycled in this provisioning.
+    cycled: bool,
+    /// The build (the install's kernel command line) the machine last
+    /// finished provisioning with; `None` before, or once a provisioning
+    /// began or failed.
+    runs: Option<u32>,
 }
 
 /// What identifies one logical step of a host (for "no acknowledged step
@@ -104,7 +125,6 @@ struct Sim {
     world: BTreeMap<(i64, u64), Item>,
     order: u64,
     machines: HashMap<String, Machine>,
-    started: HashMap<(String, Option<u64>), u32>,
     acked: HashSet<StepKey>,
     issued: HashMap<(String, u64), StepKey>,
     never: HashSet<String>,
@@ -121,10 +141,26 @@ struct Sim {
     /// not yet done, failed or halted, and hosts failed.
     active: HashMap<String, HashSet<String>>,
     failed: HashMap<String, HashSet<String>>,
-    /// Machines power-cycled, per rollout.
-    cycled: HashSet<(String, Option<u64>)>,
+    /// Hosts failed per workflow and rollout (the notice's rollout), for
+    /// `max_fail`.
+    failed_in: HashMap<(String, Option<u64>), HashSet<String>>,
+    /// Per workflow, hosts up and running what the current rollout wants
+    /// (never provisioned, or finished with its build), for `block_deps`.
+    ready: HashMap<String, usize>,
+    ready_hosts: HashSet<String>,
+    /// Provisionings begun per host and rollout.
+    provisions: HashMap<(String, Option<u64>), u32>,
     workflow_of: HashMap<String, String>,
     workflow_size: HashMap<String, usize>,
+    /// The models of each build, the builds still to plan (after how many
+    /// hosts finished in the current rollout), and each rollout's build.
+    models: HashMap<u32, Arc<SiteModel>>,
+    revisions: Vec<(usize, u32)>,
+    builds: HashMap<u64, u32>,
+    current: Option<u64>,
+    done_now: usize,
+    /// Hosts started in the step being executed (workflow, rollout, host).
+    started_now: Vec<(String, Option<u64>, String)>,
 }
 
 #[derive(Debug, Default)]
@@ -143,10 +179,22 @@ struct Faults {
     window_waits: usize,
     /// Crashes after which the store was reloaded and compared.
     reloads: usize,
+    /// Plans started while a rollout was running (a new build, a revert).
+    replans: usize,
+    /// Hosts a revert found already running the build reverted to.
+    left_by_revert: usize,
 }
 
 impl Sim {
-    fn new(model: Arc<SiteModel>, store: Arc<dyn Store>, seed: u64, crash_rate: f64) -> Sim {
+    /// `builds` are the models of the rollouts: the first is planned at
+    /// once, each next one once `after` hosts finished in the current one.
+    fn new(
+        builds: &[(usize, u32, Arc<SiteModel>)],
+        store: Arc<dyn Store>,
+        seed: u64,
+        crash_rate: f64,
+    ) -> Sim {
+        let model = builds[0].2.clone();
         let mut rng = fastrand::Rng::with_seed(seed);
         let mut machines = HashMap::new();
         let mut never = HashSet::new();
@@ -154,8 +202,8 @@ impl Sim {
             machines.insert(
                 h.name.clone(),
                 Machine {
-                    netboot_next: false,
                     broken: rng.f64() < 0.003,
+                    ..Machine::default()
                 },
             );
             if h.never_provision {
@@ -179,7 +227,6 @@ impl Sim {
             world: BTreeMap::new(),
             order: 0,
             machines,
-            started: HashMap::new(),
             acked: HashSet::new(),
             issued: HashMap::new(),
             never,
@@ -191,9 +238,89 @@ impl Sim {
             faults: Faults::default(),
             active: HashMap::new(),
             failed: HashMap::new(),
-            cycled: HashSet::new(),
+            failed_in: HashMap::new(),
+            ready: HashMap::new(),
+            ready_hosts: HashSet::new(),
+            provisions: HashMap::new(),
             workflow_of,
             workflow_size,
+            models: builds.iter().map(|(_, b, m)| (*b, m.clone())).collect(),
+            revisions: builds.iter().map(|(after, b, _)| (*after, *b)).collect(),
+            builds: HashMap::new(),
+            current: None,
+            done_now: 0,
+            started_now: Vec::new(),
+        }
+    }
+
+    /// Plans and starts the next build: the first rollout, or a new plan
+    /// while one runs (the world keeps everything it knows).
+    async fn replan(&mut self) {
+        let (_, build) = self.revisions.remove(0);
+        let old = (self.current.is_some()).then(|| self.model.clone());
+        self.model = self.models[&build].clone();
+        self.engine = Engine::new(self.model.clone(), config()).unwrap();
+        let plan = self.engine.plan(old.as_deref(), &self.state);
+        if old.is_some() {
+            self.faults.replans += 1;
+            self.faults.left_by_revert += plan
+                .hosts
+                .iter()
+                .filter(|h| {
+                    h.action == PlanAction::Unchanged
+                        && self.machines[&h.name].runs == Some(build)
+                        && self.state.hosts[&h.name].phase == Phase::Queued
+                })
+                .count();
+        }
+        let step = self.engine.start(&self.state, &plan, self.now).unwrap();
+        if let Ok(t) = std::env::var("SIM_TRACE") {
+            eprintln!(
+                "{} REPLAN build {build}: {:?} {:?}",
+                self.now,
+                self.state.hosts.get(&t).map(|h| (h.phase, &h.version)),
+                plan.host(&t)
+            );
+        }
+        self.commit(&step).await;
+        let id = step.rollout.as_ref().map(|r| r.id);
+        self.builds.insert(id.unwrap(), build);
+        self.current = id;
+        self.done_now = 0;
+        let hosts: Vec<String> = self.workflow_of.keys().cloned().collect();
+        for h in &hosts {
+            self.refresh(h);
+        }
+    }
+
+    /// Whether the world sees `host` up and running what the current
+    /// rollout wants.
+    fn is_ready(&self, host: &str) -> bool {
+        if self.never.contains(host) {
+            return true;
+        }
+        let wid = &self.workflow_of[host];
+        let build = self.current.and_then(|r| self.builds.get(&r)).copied();
+        !self.active.get(wid).is_some_and(|a| a.contains(host))
+            && !self.failed.get(wid).is_some_and(|f| f.contains(host))
+            && self.machines[host].runs.is_some()
+            && self.machines[host].runs == build
+    }
+
+    fn refresh(&mut self, host: &str) {
+        let now = self.is_ready(host);
+        let was = self.ready_hosts.contains(host);
+        if now == was {
+            return;
+        }
+        let wid = self.workflow_of[host].clone();
+        let n = self.ready.entry(wid).or_default();
+        if now {
+            *n += 1;
+            self.ready_hosts.insert(host.to_owned());
+        } else {
+            *n -= 1;
+            self.ready_hosts.remove(host);
         }
     }
 
@@ -261,12 +388,7 @@ impl Sim {
             if matches!(n, Notice::Halted { .. }) {
                 self.faults.halts += 1;
             }
-            self.account(&host, n);
-            if *n == Notice::Started {
-                let c = self.started.entry((host.clone(), a.rollout)).or_insert(0);
-                *c += 1;
-                assert!(*c <= 1, "{host} started twice in rollout {:?}", a.rollout);
-            }
+            self.account(&host, a.rollout, n);
             return;
         }
         let key = key_of(a);
@@ -289,11 +411,16 @@ impl Sim {
                 }
             }
             ActionKind::PowerCycle => {
-                // Judged from the clock and the site's windows alone: the
-                // first power cycle the machine gets in a rollout.
-                let first = self.cycled.insert((host.clone(), a.rollout));
-                if a.stage == 0 && first && !window_open(self.now, &self.tz) {
-                    panic!(
+                // Every power action falls in a provisioning; the first of
+                // one only inside a reboot window (judged from the clock
+                // and the site's windows alone).
+                let m = self.machines.get_mut(&host).unwrap();
+                assert!(m.provisioning, "{host} power-cycled outside a provisioning");
+                if !m.cycled {
+                    m.cycled = true;
+                    m.runs = None;
+                    assert!(
+                        window_open(self.now, &self.tz),
                         "first power cycle of {host} outside the windows at {}",
                         self.now
                     );
@@ -348,27 +475,73 @@ impl Sim {
     }
 
     /// The world's bookkeeping of a notice, and the policies judged by it:
-    /// in flight ≤ `max_concurrent`, and hosts neither in flight nor
-    /// failed ≥ `min_standing`.
-    fn account(&mut self, host: &str, n: &Notice) {
+    /// in flight ≤ `max_concurrent`; hosts neither in flight nor failed ≥
+    /// `min_standing`; a host starts only when each workflow it depends on
+    /// has as many hosts up and running the rollout's build as it needs,
+    /// and while its own workflow has no more than `max_fail` failures in
+    /// the rollout (judged again once the whole step is done).
+    fn account(&mut self, host: &str, rollout: Option<u64>, n: &Notice) {
         let wid = self.workflow_of[host].clone();
         let active = self.active.entry(wid.clone()).or_default();
         match n {
             Notice::Started => {
                 active.insert(host.to_owned());
+                // A provisioning begins: never twice for one rollout (a
+                // crash in between or not), never of a machine that runs
+                // the rollout's build already.
+                let build = rollout.and_then(|r| self.builds.get(&r)).copied();
+                let m = self.machines.get_mut(host).unwrap();
+                assert!(!m.provisioning, "{host} started while provisioning");
+                assert!(
+                    m.runs.is_none() || m.runs != build,
+                    "{host} reprovisioned in rollout {rollout:?} with build {build:?}, which it runs already"
+                );
+                m.provisioning = true;
+                m.cycled = false;
+                let n = self
+                    .provisions
+                    .entry((host.to_owned(), rollout))
+                    .or_insert(0);
+                *n += 1;
+                assert!(*n <= 1, "{host} started twice in rollout {rollout:?}");
+                if let Some(f) = self.failed.get_mut(&wid) {
+                    f.remove(host);
+                }
+                self.judge_start(host, &wid, rollout);
+                self.started_now
+                    .push((wid.clone(), rollout, host.to_owned()));
             }
-            Notice::Done | Notice::Halted { .. } => {
+            Notice::Done => {
                 active.remove(host);
+                let build = rollout.and_then(|r| self.builds.get(&r)).copied();
+                let m = self.machines.get_mut(host).unwrap();
+                m.provisioning = false;
+                m.runs = build;
+                if rollout == self.current {
+                    self.done_now += 1;
+                }
+            }
+            Notice::Halted { .. } => {
+                active.remove(host);
+                self.machines.get_mut(host).unwrap().provisioning = false;
             }
             Notice::Failed { .. } => {
                 active.remove(host);
+                let m = self.machines.get_mut(host).unwrap();
+                m.provisioning = false;
+                m.runs = None;
                 self.failed
                     .entry(wid.clone())
+                    .or_default()
+                    .insert(host.to_owned());
+                self.failed_in
+                    .entry((wid.clone(), rollout))
                     .or_default()
                     .insert(host.to_owned());
             }
             Notice::StageDone { .. } | Notice::Retry { .. } => {}
         }
+        self.refresh(host);
         let policy = &self.model.data().workflows[&wid].policy;
         let total = self.workflow_size[&wid];
         let in_flight = self.active.get(&wid).map_or(0, HashSet::len);
@@ -383,6 +556,40 @@ impl Sim {
             assert!(
                 total - in_flight - failed >= m as usize,
                 "{wid}: min_standing {m} broken: {in_flight} in flight and {failed} failed of {total}"
+            );
+        }
+    }
+
+    /// `block_deps` and `max_fail` at the start of `host`, from the world's
+    /// counts and the workflow definitions.
+    fn judge_start(&self, host: &str, wid: &str, rollout: Option<u64>) {
+        let workflows = &self.model.data().workflows;
+        let policy = &workflows[wid].policy;
+        for d in &policy.block_deps {
+            let total = self.workflow_size[d];
+            let need = workflows[d]
+                .policy
+                .min_standing
+                .map_or(total, |m| (m as usize).min(total));
+            let ready = self.ready.get(d).copied().unwrap_or(0);
+            assert!(
+                ready >= need,
+                "{host} of {wid} started with {ready} of {d} up on the build (it needs {need})"
+            );
+        }
+        self.judge_max_fail(host, wid, rollout);
+    }
+
+    fn judge_max_fail(&self, host: &str, wid: &str, rollout: Option<u64>) {
+        let policy = &self.model.data().workflows[wid].policy;
+        if let Some(max) = policy.max_fail {
+            let failed = self
+                .failed_in
+                .get(&(wid.to_owned(), rollout))
+                .map_or(0, HashSet::len);
+            assert!(
+                failed <= max as usize,
+                "{host} of {wid} started in a step with {failed} failures in the rollout (max_fail {max})"
             );
         }
     }
@@ -422,53 +629,20 @@ impl Sim {
         self.deliver(d, host, EventKind::Checkpoint { attempt }, 0.02);
     }
 
-    fn check(&self, before_stats: &HashMap<String, WorkflowStats>, step: &Step) {
+    /// After a step is committed and carried out: `max_fail` against the
+    /// counts after the whole step (a host started in the step that
+    /// crossed the limit is caught), and, from the engine's stats, a
+    /// workflow past `max_fail` has nothing queued.
+    fn check(&mut self) {
+        for (wid, rollout, host) in std::mem::take(&mut self.started_now) {
+            self.judge_max_fail(&host, &wid, rollout);
+        }
         let wfs = &self.model.data().workflows;
-        let stats = self.engine.stats(&self.state);
-        for (id, s) in &stats {
-            let wf = &wfs[id];
-            if let Some(limit) = wf.policy.max_concurrent.limit(s.total) {
-                assert!(
-                    s.in_flight <= limit,
-                    "{id}: {} in flight > {limit}",
-                    s.in_flight
-                );
-            }
-            if let Some(m) = wf.policy.min_standing {
-                assert!(
-                    s.total - s.in_flight >= m as usize,
-                    "{id}: min_standing {m} broken ({} of {} in flight)",
-                    s.in_flight,
-                    s.total
-                );
-            }
-            if let Some(max) = wf.policy.max_fail
+        for (id, s) in &self.engine.stats(&self.state) {
+            if let Some(max) = wfs[id].policy.max_fail
                 && s.failed_now > max as usize
             {
                 assert_eq!(s.queued, 0, "{id} past max_fail still has queued hosts");
-            }
-        }
-        for a in &step.actions {
-            if a.kind != ActionKind::Notice(Notice::Started) {
-                continue;
-            }
-            let wid = &self.state.hosts[&a.host].workflow;
-            let wf = &wfs[wid];
-            for d in &wf.policy.block_deps {
-                let ds = stats.get(d).cloned().unwrap_or_default();
-                let need = dependency_need(&wfs[d], &ds);
-                assert!(
-                    ds.ready >= need,
-                    "{} of {wid} started before {d} was ready",
-                    a.host
-                );
-            }
-            if let (Some(max), Some(s)) = (wf.policy.max_fail, before_stats.get(wid)) {
-                assert!(
-                    s.failed_now <= max as usize,
-                    "{} of {wid} started past max_fail",
-                    a.host
-                );
             }
         }
     }
@@ -478,9 +652,7 @@ impl Sim {
     }
 
     async fn run(&mut self) {
-        let plan = vaquero_engine::plan(None, &self.model);
-        let step = self.engine.start(&self.state, &plan, self.now).unwrap();
-        self.commit(&step).await;
+        self.replan().await;
         let limit = self.now.as_millisecond() + 10 * 24 * 3600 * 1000;
         while self.busy() {
             assert!(
@@ -488,7 +660,10 @@ impl Sim {
                 "not settled after 10 days"
             );
             self.now = self.now.checked_add(TICK).unwrap();
-            let waiting = self.started.len() + self.never.len() < self.model.hosts().len();
+            if self.revisions.first().is_some_and(|r| self.done_now >= r.0) {
+                self.replan().await;
+            }
+            let waiting = self.provisions.len() + self.never.len() < self.model.hosts().len();
             if waiting && !window_open(self.now, &self.tz) {
                 self.faults.window_waits += 1;
             }
@@ -544,10 +719,8 @@ impl Sim {
                 self.restart().await;
                 continue;
             }
-            let before = self.engine.stats(&self.state);
             self.commit(&step).await;
             self.acked.extend(acks);
-            self.check(&before, &step);
             let upto = if crash {
                 if point == 1 {
                     0
@@ -567,9 +740,12 @@ impl Sim {
                 // crash would count as in flight for ever.
                 for a in &step.actions[upto..] {
                     if let ActionKind::Notice(n) = &a.kind {
-                        self.account(&a.host.clone(), n);
+                        self.account(&a.host.clone(), a.rollout, n);
                     }
                 }
+            }
+            self.check();
+            if crash {
                 self.restart().await;
             }
         }
@@ -623,19 +799,41 @@ fn seeds(default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn fleet_model(n: usize) -> Arc<SiteModel> {
+fn fleet_model(n: usize, build: u32) -> Arc<SiteModel> {
     let dir = tempfile::tempdir().unwrap();
-    fleet::write(dir.path(), n, 1, WINDOWS);
+    fleet::write(dir.path(), n, build, WINDOWS);
     Arc::new(fleet::model(dir.path()))
 }
 
-async fn simulate(model: &Arc<SiteModel>, store: Arc<dyn Store>, seed: u64, crash_rate: f64) {
-    let mut sim = Sim::new(model.clone(), store, seed, crash_rate);
+/// One rollout of build 1.
+fn one_build(n: usize) -> Vec<(usize, u32, Arc<SiteModel>)> {
+    vec![(0, 1, fleet_model(n, 1))]
+}
+
+/// Build 1; once a third of the hosts finished, build 2 (every host
+/// provisioned again); once a tenth finished that, a revert to build 1
+/// (hosts still queued for build 2 run build 1 already).
+fn three_builds(n: usize) -> Vec<(usize, u32, Arc<SiteModel>)> {
+    let one = fleet_model(n, 1);
+    vec![
+        (0, 1, one.clone()),
+        (n / 3, 2, fleet_model(n, 2)),
+        (n / 10, 1, one),
+    ]
+}
+
+async fn simulate(
+    builds: &[(usize, u32, Arc<SiteModel>)],
+    store: Arc<dyn Store>,
+    seed: u64,
+    crash_rate: f64,
+) {
+    let mut sim = Sim::new(builds, store, seed, crash_rate);
     sim.run().await;
     let counts = sim.state.phase_counts();
     eprintln!(
         "seed {seed}: {} hosts, {} steps, {} actions, {} crashes, ended at {}: {counts:?}; {:?}",
-        model.hosts().len(),
+        sim.model.hosts().len(),
         sim.steps,
         sim.actions,
         sim.crashes,
@@ -656,14 +854,25 @@ async fn simulate(model: &Arc<SiteModel>, store: Arc<dyn Store>, seed: u64, cras
             "no crash: {f:?}"
         );
     }
+    assert_eq!(
+        f.replans,
+        builds.len() - 1,
+        "plans while a rollout ran: {f:?}"
+    );
+    if builds.len() > 2 {
+        assert!(
+            f.left_by_revert > 0,
+            "the revert found no host on its build: {f:?}"
+        );
+    }
 }
 
 #[tokio::test]
 async fn ten_thousand_hosts_roll_out_under_the_policies() {
-    let model = fleet_model(10_000);
+    let builds = one_build(10_000);
     for seed in 0..seeds(2) {
         simulate(
-            &model,
+            &builds,
             Arc::new(vaquero_engine::MemoryStore::new()),
             seed,
             0.0,
@@ -674,10 +883,10 @@ async fn ten_thousand_hosts_roll_out_under_the_policies() {
 
 #[tokio::test]
 async fn ten_thousand_hosts_with_crashes() {
-    let model = fleet_model(10_000);
+    let builds = one_build(10_000);
     for seed in 100..100 + seeds(2) {
         simulate(
-            &model,
+            &builds,
             Arc::new(vaquero_engine::MemoryStore::new()),
             seed,
             0.02,
@@ -687,11 +896,11 @@ async fn ten_thousand_hosts_with_crashes() {
 }
 
 #[tokio::test]
-async fn many_seeds_with_crashes() {
-    let model = fleet_model(600);
+async fn many_seeds_with_crashes_a_new_build_and_a_revert() {
+    let builds = three_builds(600);
     for seed in 1000..1000 + seeds(16) {
         simulate(
-            &model,
+            &builds,
             Arc::new(vaquero_engine::MemoryStore::new()),
             seed,
             0.05,
@@ -701,11 +910,11 @@ async fn many_seeds_with_crashes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn crashes_with_the_redb_store() {
-    let model = fleet_model(300);
+async fn crashes_a_new_build_and_a_revert_with_the_redb_store() {
+    let builds = three_builds(300);
     for seed in 2000..2000 + seeds(2) {
         let dir = tempfile::tempdir().unwrap();
         let store = vaquero_engine::RedbStore::open(&dir.path().join("state.redb")).unwrap();
-        simulate(&model, Arc::new(store), seed, 0.05).await;
+        simulate(&builds, Arc::new(store), seed, 0.05).await;
     }
 }
