@@ -1,9 +1,13 @@
 //! The server against a real DHCP client in network namespaces this test
-//! creates: our server (the `serve` example) in one namespace, busybox
+//! creates: our server (`testkit-dhcp-server`) in one namespace, busybox
 //! `udhcpc` in the other, a veth pair between them. Nothing leaves the
 //! pair. Needs root and `ip`; scripts/setup installs busybox-static.
 
 #![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failure
+
+#[path = "../../testkit/src/locate.rs"]
+mod locate;
+use locate::testkit;
 
 use std::path::{Path, PathBuf};
 
@@ -99,63 +103,15 @@ impl Drop for Lab {
     }
 }
 
-/// The server process: this test binary again, running only
-/// `server_process` with the interface (and mode and address) in the
-/// environment. (Not the `serve` example: vaquero-tftp has one of the same
-/// name, and both build to the same path.)
+/// The server process (`testkit-dhcp-server`) in namespace `ns`, with the
+/// interface and mode in its environment.
 fn server_command(ns: &str, iface: &str, mode: &str) -> Command {
     let mut c = Command::new("ip");
     c.args(["netns", "exec", ns])
-        .arg(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "server_process",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
+        .arg(testkit("testkit-dhcp-server"))
         .env("VAQUERO_DHCP_TEST_SERVE", iface)
         .env("VAQUERO_DHCP_TEST_MODE", mode);
     c
-}
-
-/// Not a test of its own: the server process of the tests above, when
-/// they start this binary with `VAQUERO_DHCP_TEST_SERVE` set. Serves the
-/// lab until killed, printing every rogue-server event as a line
-/// `ROGUE <server id> <client MAC>`.
-#[test]
-fn server_process() {
-    let Ok(iface) = std::env::var("VAQUERO_DHCP_TEST_SERVE") else {
-        return;
-    };
-    let mode = match std::env::var("VAQUERO_DHCP_TEST_MODE").as_deref() {
-        Ok("proxy") => vaquero_model::DhcpMode::Proxy,
-        _ => vaquero_model::DhcpMode::Server,
-    };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let sot = vaquero_model::Sot::load_dir(&lab_sot()).unwrap();
-        let model = std::sync::Arc::new(vaquero_model::SiteModel::compile(&sot, "lab").unwrap());
-        let (_tx, rx) = tokio::sync::watch::channel(model);
-        let config =
-            vaquero_dhcp::ServerConfig::new(Some(iface), "10.99.0.2".parse().unwrap(), mode);
-        let (etx, mut erx) = tokio::sync::mpsc::channel(64);
-        let server = vaquero_dhcp::Server::bind(config, rx, Some(etx)).unwrap();
-        tokio::spawn(async move {
-            use std::io::Write;
-            while let Some(e) = erx.recv().await {
-                if let vaquero_dhcp::DhcpEvent::Rogue(r) = e {
-                    println!("ROGUE {} {}", r.server_id, r.client);
-                    let _ = std::io::stdout().flush();
-                }
-            }
-        });
-        println!("serving site lab");
-        server.run(std::future::pending()).await.unwrap();
-    });
 }
 
 fn lab_sot() -> PathBuf {
@@ -418,41 +374,6 @@ fn dhclient_gets_exactly_what_the_sot_says() {
     assert_eq!(get("new_dhcp_lease_time"), "3600");
 }
 
-/// Not a test of its own: a relay agent for `relayed_request_…`, run in
-/// the client namespace with `VAQUERO_DHCP_TEST_RELAY` set. It sends one
-/// relayed DISCOVER from 10.99.0.1:67 and prints the reply as hex.
-#[test]
-fn relay_process() {
-    if std::env::var("VAQUERO_DHCP_TEST_RELAY").is_err() {
-        return;
-    }
-    let sock = std::net::UdpSocket::bind("10.99.0.1:67").unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    // An unknown MAC on a known switch port: option 82 says where it is.
-    let mut relay = vec![1, 8];
-    relay.extend_from_slice(b"ge-0/0/1");
-    relay.extend_from_slice(&[2, 5]);
-    relay.extend_from_slice(b"tor-a");
-    let mut d = vaquero_dhcp::wire::encode_request(
-        "02:00:00:00:00:99".parse().unwrap(),
-        0x5eed,
-        vaquero_dhcp::MessageType::Discover,
-        &[(82, relay)],
-    );
-    d[3] = 1; // hops
-    d[24..28].copy_from_slice(&[10, 99, 0, 1]); // giaddr
-    let mut buf = [0u8; 1500];
-    for _ in 0..10 {
-        sock.send_to(&d, "10.99.0.2:67").unwrap();
-        if let Ok((n, _)) = sock.recv_from(&mut buf) {
-            let hex: String = buf[..n].iter().map(|b| format!("{b:02x}")).collect();
-            println!("REPLY {hex}");
-            return;
-        }
-    }
-    println!("REPLY none");
-}
-
 #[test]
 fn relayed_request_is_answered_to_the_relay_by_switch_port() {
     let mut lab = Lab::new("c");
@@ -460,15 +381,7 @@ fn relayed_request_is_answered_to_the_relay_by_switch_port() {
     start_server(&mut lab);
     let out = Command::new("ip")
         .args(["netns", "exec", &lab.client_ns])
-        .arg(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "relay_process",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env("VAQUERO_DHCP_TEST_RELAY", "1")
+        .arg(testkit("testkit-dhcp-relay"))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -608,7 +521,7 @@ impl Segment {
         }
     }
 
-    /// Runs the test client (`client_process`) in member `i`: sends each
+    /// Runs the test client (`testkit-dhcp-client`) in member `i`: sends each
     /// request from `bind` to `dest` and collects every reply for
     /// `wait_ms`, as (request index, reply bytes).
     fn client(
@@ -622,14 +535,7 @@ impl Segment {
         let reqs: Vec<String> = requests.iter().map(|r| hex(r)).collect();
         let out = Command::new("ip")
             .args(["netns", "exec", self.ns(i)])
-            .arg(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "client_process",
-                "--nocapture",
-                "--test-threads",
-                "1",
-            ])
+            .arg(testkit("testkit-dhcp-client"))
             .env(
                 "VAQUERO_DHCP_TEST_CLIENT",
                 format!("{}|{bind}|{dest}|{wait_ms}", self.iface(i)),
@@ -645,7 +551,6 @@ impl Segment {
         );
         stdout
             .lines()
-            // libtest prints "test client_process ... " before the first line.
             .filter_map(|l| l.split_once("REPLY ").map(|(_, r)| r))
             .map(|l| {
                 let (i, h) = l.split_once(' ').unwrap();
@@ -679,52 +584,6 @@ fn unhex(h: &str) -> Vec<u8> {
         .step_by(2)
         .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
         .collect()
-}
-
-/// Not a test of its own: a DHCP client for the segment tests, started
-/// with `VAQUERO_DHCP_TEST_CLIENT=iface|bind|dest|wait_ms`. It binds to
-/// the interface, sends each request of `VAQUERO_DHCP_TEST_REQUESTS` (hex,
-/// comma-separated) and prints every reply with the same xid that arrives
-/// within `wait_ms` as `REPLY <index> <hex>` — several servers may answer
-/// one request, as a PXE ROM sees them.
-#[test]
-fn client_process() {
-    let Ok(spec) = std::env::var("VAQUERO_DHCP_TEST_CLIENT") else {
-        return;
-    };
-    use socket2::{Domain, Protocol, Socket, Type};
-    let parts: Vec<&str> = spec.split('|').collect();
-    let [iface, bind, dest, wait] = parts[..] else {
-        panic!("bad client spec {spec}")
-    };
-    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
-    s.set_reuse_address(true).unwrap();
-    s.set_broadcast(true).unwrap();
-    s.bind_device(Some(iface.as_bytes())).unwrap();
-    s.bind(&bind.parse::<std::net::SocketAddr>().unwrap().into())
-        .unwrap();
-    let sock: std::net::UdpSocket = s.into();
-    let dest: std::net::SocketAddr = dest.parse().unwrap();
-    let wait = Duration::from_millis(wait.parse().unwrap());
-    let requests = std::env::var("VAQUERO_DHCP_TEST_REQUESTS").unwrap();
-    let mut buf = [0u8; 1500];
-    for (i, req) in requests.split(',').filter(|r| !r.is_empty()).enumerate() {
-        let req = unhex(req);
-        sock.send_to(&req, dest).unwrap();
-        let deadline = Instant::now() + wait;
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            sock.set_read_timeout(Some(left.max(Duration::from_millis(1))))
-                .unwrap();
-            let Ok((n, _)) = sock.recv_from(&mut buf) else {
-                break;
-            };
-            // Replies only (op 2), to this request (xid).
-            if n > 8 && buf[0] == 2 && buf[4..8] == req[4..8] {
-                println!("REPLY {i} {}", hex(&buf[..n]));
-            }
-        }
-    }
-    println!("CLIENT DONE");
 }
 
 /// DHCP options as (code, value).

@@ -1,11 +1,17 @@
 //! The `Store` contract, for the memory and the redb store alike; and redb
-//! under `kill -9`: a child process writes in a loop, acknowledging each
-//! committed write on stdout; after it is killed mid-stream, every
-//! acknowledged write is in the reopened file and the file is sound.
+//! under `kill -9`: a child process (`testkit-redb-writer`) writes in a
+//! loop, acknowledging each committed write on stdout; after it is killed
+//! mid-stream, every acknowledged write is in the reopened file and the
+//! file is sound. A kill cannot tell a sync from the page cache, so a
+//! second test traces the writer's system calls (strace) and checks that
+//! each acknowledgement follows a sync of the file it wrote.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
+#[path = "../../testkit/src/locate.rs"]
+mod locate;
+use locate::testkit;
+
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -132,31 +138,6 @@ async fn redb_store_keeps_the_contract_and_survives_reopening() {
     assert_eq!(s.get("hosts/a").await.unwrap().unwrap().value, b"yes");
 }
 
-/// The writer: run by the test below as a child process of this binary.
-#[test]
-fn redb_writer_process() {
-    let Some(path) = std::env::var_os("VAQUERO_REDB_WRITER") else {
-        return; // only as a child
-    };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let s = RedbStore::open(&PathBuf::from(path)).unwrap();
-        let mut out = std::io::stdout().lock();
-        let start = s.revision().await.unwrap();
-        for i in start.. {
-            let key = format!("k/{i:08}");
-            // A sizeable value, so a kill often lands inside a write.
-            let value = format!("{i}:").repeat(200).into_bytes();
-            let rev = s.put(&key, value).await.unwrap();
-            writeln!(out, "ack {key} {rev}").unwrap();
-            out.flush().unwrap();
-        }
-    });
-}
-
 #[test]
 fn redb_loses_no_acknowledged_write_under_kill_9() {
     let dir = tempfile::tempdir().unwrap();
@@ -164,13 +145,7 @@ fn redb_loses_no_acknowledged_write_under_kill_9() {
     let mut acked: Vec<(String, u64)> = Vec::new();
     // Three crashes at different points of the stream.
     for (round, kill_after) in [37usize, 211, 5].into_iter().enumerate() {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "redb_writer_process",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+        let mut child = Command::new(testkit("testkit-redb-writer"))
             .env("VAQUERO_REDB_WRITER", &path)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -190,7 +165,7 @@ fn redb_loses_no_acknowledged_write_under_kill_9() {
             };
             let line = line.unwrap();
             let Some(rest) = line.strip_prefix("ack ") else {
-                continue; // test harness chatter
+                continue;
             };
             let (key, rev) = rest.split_once(' ').unwrap();
             acked.push((key.to_owned(), rev.parse().unwrap()));
@@ -222,4 +197,59 @@ fn redb_loses_no_acknowledged_write_under_kill_9() {
             assert_eq!(all.len() as u64, revision, "one key per committed write");
         });
     }
+}
+
+/// "Committed means fsynced", seen from the system calls (a kill -9
+/// cannot tell: the killed process's writes survive in the page cache).
+/// The writer runs under strace; between any two acknowledgements on its
+/// stdout, it wrote the database file and then synced it (fsync or
+/// fdatasync of that file) before acknowledging.
+#[test]
+fn redb_syncs_the_file_before_each_acknowledgement() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("synced.redb");
+    let log = dir.path().join("strace.log");
+    let writes = 40;
+    let out = Command::new("strace")
+        .args(["-f", "-qq", "-y", "-s", "16", "-o"])
+        .arg(&log)
+        .args([
+            "-e",
+            "trace=write,writev,pwrite64,pwritev,pwritev2,fsync,fdatasync,sync_file_range,msync",
+        ])
+        .arg(testkit("testkit-redb-writer"))
+        .env("VAQUERO_REDB_WRITER", &path)
+        .env("VAQUERO_REDB_WRITES", writes.to_string())
+        .output()
+        .expect("strace must be installed: run scripts/setup");
+    assert!(
+        out.status.success(),
+        "strace/writer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let acks = String::from_utf8_lossy(&out.stdout).lines().count();
+    assert_eq!(acks, writes, "the writer acknowledged {acks} writes");
+    let db = path.to_str().unwrap();
+    let trace = std::fs::read_to_string(&log).unwrap();
+    // Per acknowledgement: the database written since the last one, and a
+    // sync of it after its last write.
+    let (mut wrote, mut synced, mut seen) = (false, false, 0);
+    for line in trace.lines() {
+        let call = line.split_once(' ').map_or(line, |(_, c)| c).trim_start();
+        let on_db = call.contains(&format!("<{db}>"));
+        if on_db && (call.starts_with("fsync(") || call.starts_with("fdatasync(")) {
+            synced = wrote;
+        } else if on_db && (call.starts_with("pwrite") || call.starts_with("write")) {
+            wrote = true;
+            synced = false;
+        } else if call.starts_with("write(1") && call.contains("\"ack ") {
+            assert!(
+                wrote && synced,
+                "acknowledgement {seen} without a sync of the written file before it:\n{line}"
+            );
+            (wrote, synced) = (false, false);
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, writes, "acknowledgements seen in the trace");
 }

@@ -9,10 +9,12 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failure
 
+#[path = "../../testkit/src/locate.rs"]
+mod locate;
+use locate::testkit;
+
 use std::io::BufRead;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const MAC: &str = "52:54:00:00:01:01"; // k8s-01 in examples/lab
@@ -42,73 +44,6 @@ fn sh(args: &[&str]) {
         "{args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// Not a test of its own: the site agent for `ipxe_in_qemu_…`, run in the
-/// namespace with `VAQUERO_IPXE_TEST_AGENT=<tap>|<files dir>`: DHCP on the
-/// tap, the boot service on 10.99.0.2:8080, k8s-01 at its first stage.
-/// Prints `READY`, then one line per DHCP decision and HTTP request.
-#[test]
-fn agent_process() {
-    let Ok(spec) = std::env::var("VAQUERO_IPXE_TEST_AGENT") else {
-        return;
-    };
-    let (tap, files) = spec.split_once('|').unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let sot = vaquero_model::Sot::load_dir(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/lab"),
-        )
-        .unwrap();
-        let model = Arc::new(vaquero_model::SiteModel::compile(&sot, "lab").unwrap());
-        let (_swap, rx) = tokio::sync::watch::channel(model);
-        let state = Arc::new(vaquero_ipxe::MemoryBootState::new());
-        state.set(
-            "k8s-01",
-            vaquero_ipxe::Current::Stage {
-                stage: 0,
-                boot: "burnin".into(),
-                attempt: 1,
-            },
-        );
-        let (dtx, mut drx) = tokio::sync::mpsc::channel(256);
-        let dhcp = vaquero_dhcp::Server::bind(
-            vaquero_dhcp::ServerConfig::new(
-                Some(tap.to_owned()),
-                "10.99.0.2".parse().unwrap(),
-                vaquero_model::DhcpMode::Server,
-            ),
-            rx.clone(),
-            Some(dtx),
-        )
-        .unwrap();
-        tokio::spawn(dhcp.run(std::future::pending()));
-        let (htx, mut hrx) = tokio::sync::mpsc::channel(256);
-        let config = vaquero_ipxe::ServiceConfig::new(
-            Some(files.into()),
-            vaquero_ipxe::TokenKey::new(*b"qemu test key..."),
-        );
-        let service = vaquero_ipxe::BootService::new(rx, state, config, Some(htx)).unwrap();
-        let listener = tokio::net::TcpListener::bind("10.99.0.2:8080").await.unwrap();
-        tokio::spawn(vaquero_ipxe::serve(listener, service, std::future::pending()));
-        println!("READY");
-        loop {
-            tokio::select! {
-                Some(e) = drx.recv() => {
-                    if let vaquero_dhcp::DhcpEvent::Decided(d) = e {
-                        println!("DHCP {} {:?} offered={:?}", d.mac, d.msg_type, d.offered);
-                    }
-                }
-                Some(e) = hrx.recv() => {
-                    println!("HTTP {:?} {} host={} {}", e.route, e.status, e.host.as_deref().unwrap_or("-"), e.detail);
-                }
-            }
-        }
-    });
 }
 
 #[test]
@@ -143,14 +78,7 @@ fn ipxe_in_qemu_runs_the_chain_and_host_scripts() {
 
     let mut agent = Command::new("ip")
         .args(["netns", "exec", &ns])
-        .arg(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "agent_process",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
+        .arg(testkit("testkit-ipxe-agent"))
         .env(
             "VAQUERO_IPXE_TEST_AGENT",
             format!("{tap}|{}", files.path().display()),
