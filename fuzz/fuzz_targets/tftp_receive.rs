@@ -21,10 +21,8 @@ fuzz_target!(|data: &[u8]| {
         timeout: None,
     };
     let t0 = Instant::now();
-    let cfg = TransferConfig {
-        max_retries: 3,
-        ..TransferConfig::default()
-    };
+    let mut cfg = TransferConfig::default();
+    cfg.max_retries = 3;
     let req = Request {
         filename: "f",
         mode: Mode::Octet,

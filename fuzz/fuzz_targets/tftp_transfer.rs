@@ -20,10 +20,8 @@ fuzz_target!(|data: &[u8]| {
         timeout: (data[3] & 8 == 8).then_some(1 + data[6] % 5),
     };
     let t0 = Instant::now();
-    let cfg = TransferConfig {
-        max_retries: 3,
-        ..TransferConfig::default()
-    };
+    let mut cfg = TransferConfig::default();
+    cfg.max_retries = 3;
     let req = Request {
         filename: "f",
         mode: Mode::Octet,

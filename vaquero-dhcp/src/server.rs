@@ -18,6 +18,7 @@ use crate::wire::{MessageType, encode, parse};
 
 /// How the server runs.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ServerConfig {
     /// The interface to serve (bound with SO_BINDTODEVICE); `None` binds
     /// to all interfaces (tests, single-homed hosts).

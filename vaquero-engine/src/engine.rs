@@ -18,6 +18,7 @@ use crate::state::{Approval, HostState, Pending, Phase, Rollout, SiteState};
 
 /// Timeouts and retry bounds of the lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct EngineConfig {
     /// How long a power or boot-device operation may go without an outcome
     /// before it is tried again.

@@ -83,7 +83,7 @@ impl Job for ExecJob {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let done = vaquero_lom::process::run(&spec.command, &env, spec.timeout)
+        let done = vaquero_lom::run_program(&spec.command, &env, spec.timeout)
             .await
             .map_err(from_lom)?;
         if done.success() {

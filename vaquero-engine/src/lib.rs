@@ -69,6 +69,13 @@ pub mod standalone;
 pub mod state;
 pub mod store;
 
+/// Re-exported: [`Store`] and [`Job`] are async traits; implement them
+/// with this macro.
+pub use async_trait::async_trait;
+/// Re-exported: every clock the engine takes (`now`) is a
+/// `jiff::Timestamp`.
+pub use jiff;
+
 pub use act::{Actor, Task, TaskResult};
 #[cfg(feature = "standalone")]
 pub use boot_state::EngineBootState;

@@ -39,6 +39,7 @@ pub const DISTRIBUTION_IPXE: &str = "/usr/lib/ipxe";
 
 /// How the site services run, beyond what the SoT says.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct SiteOptions {
     /// The agent entry to serve (`None`: the site's only one).
     pub agent: Option<String>,
@@ -407,10 +408,7 @@ impl SiteServices {
             let source = Arc::new(source);
             for ip in tftp_addrs {
                 let listen = SocketAddr::from((ip, options.tftp_port));
-                let config = vaquero_tftp::ServerConfig {
-                    listen,
-                    ..vaquero_tftp::ServerConfig::default()
-                };
+                let config = vaquero_tftp::ServerConfig::new(listen);
                 let server = vaquero_tftp::Server::bind(config, SharedSource(source.clone()))
                     .await
                     .map_err(|e| bind_error("TFTP", listen, e))?

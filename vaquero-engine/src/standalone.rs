@@ -46,6 +46,7 @@ use crate::store::{RedbStore, Store};
 
 /// How `vaquero standalone` runs.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct StandaloneConfig {
     /// The SoT: a directory, or a Git repository (a path or `file://`
     /// URL).

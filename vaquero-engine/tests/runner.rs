@@ -61,16 +61,16 @@ fn sot(dir: &Path, check: &Path) {
 }
 
 fn config() -> EngineConfig {
-    EngineConfig {
-        power_timeout: Duration::from_secs(5),
-        action_tries: 5,
-        retry_backoff: Duration::from_millis(100),
-        netboot_timeout: Duration::from_secs(10),
-        install_timeout: Duration::from_secs(10),
-        boot_tries: 3,
-        job_timeout: Duration::from_secs(10),
-        job_grace: Duration::from_secs(1),
-    }
+    let mut c = EngineConfig::default();
+    c.power_timeout = Duration::from_secs(5);
+    c.action_tries = 5;
+    c.retry_backoff = Duration::from_millis(100);
+    c.netboot_timeout = Duration::from_secs(10);
+    c.install_timeout = Duration::from_secs(10);
+    c.boot_tries = 3;
+    c.job_timeout = Duration::from_secs(10);
+    c.job_grace = Duration::from_secs(1);
+    c
 }
 
 /// The machines: each power cycle with a network-boot override makes the

@@ -60,16 +60,16 @@ const TICK: Duration = Duration::from_secs(60);
 const WINDOWS: &[&str] = &["20:00-08:00"];
 
 fn config() -> EngineConfig {
-    EngineConfig {
-        power_timeout: Duration::from_secs(180),
-        action_tries: 5,
-        retry_backoff: Duration::from_secs(30),
-        netboot_timeout: Duration::from_secs(10 * 60),
-        install_timeout: Duration::from_secs(45 * 60),
-        boot_tries: 3,
-        job_timeout: Duration::from_secs(300),
-        job_grace: Duration::from_secs(60),
-    }
+    let mut c = EngineConfig::default();
+    c.power_timeout = Duration::from_secs(180);
+    c.action_tries = 5;
+    c.retry_backoff = Duration::from_secs(30);
+    c.netboot_timeout = Duration::from_secs(10 * 60);
+    c.install_timeout = Duration::from_secs(45 * 60);
+    c.boot_tries = 3;
+    c.job_timeout = Duration::from_secs(300);
+    c.job_grace = Duration::from_secs(60);
+    c
 }
 
 /// Things the world does at a time.

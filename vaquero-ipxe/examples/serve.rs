@@ -110,11 +110,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let mut config = ServiceConfig::new(args.files.clone(), TokenKey::new(key(&args)?));
     if let Some(upstream) = &args.cdn {
-        config.cdn = Some(CdnConfig {
-            upstream: upstream.clone(),
-            cache_dir: args.cache.clone(),
-            max_bytes: args.cache_mib << 20,
-        });
+        config.cdn = Some(CdnConfig::new(
+            upstream.clone(),
+            args.cache.clone(),
+            args.cache_mib << 20,
+        ));
     }
     let (events_tx, mut events) = tokio::sync::mpsc::channel(16384);
     let (_swap, rx) = tokio::sync::watch::channel(model.clone());

@@ -31,11 +31,16 @@ pub mod files;
 mod idle;
 mod metrics_layer;
 mod script;
-pub mod sendfile;
+mod sendfile;
 mod server;
 pub mod service;
 pub mod state;
 pub mod token;
+
+/// Re-exported: the boot service is an `axum` router
+/// ([`router`], [`files::FileRoot::serve`]); `axum::http` has the request
+/// and response types.
+pub use axum;
 
 pub use script::{
     DEFAULT_TRIES, Script, ScriptError, StageScriptError, boot_script, chain_script,

@@ -79,6 +79,7 @@ pub struct BootEvent {
 
 /// The CDN cache of `/files`.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct CdnConfig {
     /// Upstream base URL (`/files/{path}` is fetched from `{upstream}/{path}`).
     pub upstream: String,
@@ -88,8 +89,20 @@ pub struct CdnConfig {
     pub max_bytes: u64,
 }
 
+impl CdnConfig {
+    /// A cache of `upstream` in `cache_dir`, at most `max_bytes`.
+    pub fn new(upstream: impl Into<String>, cache_dir: impl Into<PathBuf>, max_bytes: u64) -> Self {
+        CdnConfig {
+            upstream: upstream.into(),
+            cache_dir: cache_dir.into(),
+            max_bytes,
+        }
+    }
+}
+
 /// How the service runs.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ServiceConfig {
     /// The directory served under `/files` (the agent's `base_dir`).
     pub files: Option<PathBuf>,

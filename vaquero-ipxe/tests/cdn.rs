@@ -83,11 +83,11 @@ fn setup(max_bytes: u64) -> Setup {
         Sot::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/lab")).unwrap();
     let model = Arc::new(SiteModel::compile(&sot, "lab").unwrap());
     let mut config = ServiceConfig::new(None, TokenKey::new(*b"k"));
-    config.cdn = Some(CdnConfig {
-        upstream: format!("http://{upstream}/cdn/"),
-        cache_dir: cache.path().to_path_buf(),
+    config.cdn = Some(CdnConfig::new(
+        format!("http://{upstream}/cdn/"),
+        cache.path(),
         max_bytes,
-    });
+    ));
     let (swap, rx) = tokio::sync::watch::channel(model);
     std::mem::forget(swap); // the model stays for the test's life
     let service =

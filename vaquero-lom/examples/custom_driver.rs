@@ -15,10 +15,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
+use vaquero_lom::async_trait;
 use vaquero_lom::{BootOverride, Lom, LomConfig, LomError, PowerAction, PowerDriver, PowerState};
 
 /// One outlet of an HTTP-controlled PDU.
@@ -168,9 +168,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_state(Pdu::default());
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let lom = Lom::new(LomConfig {
-        backoff: Duration::from_millis(100),
-        ..LomConfig::default()
+    let lom = Lom::new({
+        let mut c = LomConfig::default();
+        c.backoff = Duration::from_millis(100);
+        c
     });
     let outlet = lom.manage(Arc::new(PduDriver::new(&base, 4)));
 

@@ -38,6 +38,7 @@ use crate::process::{Finished, run};
 
 /// What the exec driver runs.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct ExecConfig {
     /// The program and its arguments, templated.
     pub command: Vec<String>,
@@ -55,6 +56,23 @@ pub struct ExecConfig {
     pub password: Option<String>,
     /// How long one run may take before it is killed.
     pub timeout: Duration,
+}
+
+impl ExecConfig {
+    /// Runs `command` (templated, with `host` as `host`) for `host_name`:
+    /// no address, port or credentials, a minute per run.
+    pub fn new(command: Vec<String>, host_name: impl Into<String>, host: Value) -> Self {
+        ExecConfig {
+            command,
+            host,
+            host_name: host_name.into(),
+            address: None,
+            port: None,
+            username: None,
+            password: None,
+            timeout: Duration::from_secs(60),
+        }
+    }
 }
 
 impl std::fmt::Debug for ExecConfig {

@@ -15,6 +15,7 @@ use crate::ssh::{SshConfig, SshDriver};
 
 /// Bounds for the drivers [`driver_for`] makes.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct DriverOptions {
     /// IPMI: wait for the answer to a request before sending it again
     /// (each further copy waits once more as long).

@@ -15,6 +15,7 @@ use crate::driver::{BootOverride, Inventory, LomError, PowerAction, PowerDriver,
 
 /// Limits for [`Lom`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LomConfig {
     /// Operations in flight across every BMC (a site-wide cap, so a
     /// rollout does not open hundreds of BMC sessions at once).

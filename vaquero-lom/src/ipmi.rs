@@ -9,7 +9,7 @@
 //! runs on tokio's blocking pool.
 //!
 //! BMC networks drop datagrams. Each request that gets no answer is sent
-//! again, identical, on a growing schedule (see [`relay`]), and exactly one
+//! again, identical, on a growing schedule (see the `relay` module), and exactly one
 //! answer reaches the session. Chassis Control is the exception: a BMC
 //! runs a repeated one again, so it is sent once, and when its answer is
 //! lost the session reads the power state to learn whether it was applied
@@ -48,6 +48,7 @@ pub const IPMI_PORT: u16 = 623;
 
 /// How to reach one BMC over IPMI.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct IpmiConfig {
     /// Host name or address of the BMC.
     pub address: String,

@@ -1,15 +1,19 @@
 //! Lights-out management for Vaquero: the [`PowerDriver`] trait (power
 //! state, on/off/cycle/reset, next boot device, inventory), its drivers —
-//! [IPMI over LAN](ipmi), [Redfish](redfish), [SSH](ssh), [exec](exec) and
-//! a [fake](fake) — and [`Lom`], the wrapper every driver goes through:
+//! [IPMI over LAN](ipmi), [Redfish](redfish), [SSH](ssh), [exec] and
+//! a [fake] — and [`Lom`], the wrapper every driver goes through:
 //! one operation at a time per BMC, a global cap on operations in flight,
 //! a timeout on every attempt, bounded retries with backoff for transient
 //! errors, and metrics (`lom_operations_total{kind,op,result}`,
 //! `lom_operation_seconds`, `lom_retries_total`,
 //! `lom_operations_in_flight`) and a tracing span per operation.
 //!
-//! [`driver_for`] makes the driver a SoT host's `bmc` entry describes,
-//! reading its secret from the environment or a file.
+//! `driver_for` makes the driver a SoT host's `bmc` entry describes,
+//! reading its secret from the environment or a file (feature `model`, on
+//! by default; without it the crate does not depend on vaquero-model).
+//!
+//! The [`PowerDriver`] trait is an [`macro@async_trait`]; the macro is
+//! re-exported here, so a driver needs no other dependency for it.
 //!
 //! # Writing a driver
 //!
@@ -36,7 +40,7 @@
 //!     on: AtomicBool,
 //! }
 //!
-//! #[async_trait::async_trait]
+//! #[vaquero_lom::async_trait]
 //! impl PowerDriver for Outlet {
 //!     fn kind(&self) -> &'static str {
 //!         "pdu"
@@ -82,20 +86,27 @@
 pub mod driver;
 pub mod exec;
 pub mod fake;
+#[cfg(feature = "model")]
 mod from_model;
 pub mod guard;
 pub mod ipmi;
-pub mod process;
+mod process;
 pub mod redfish;
 pub mod ssh;
 
+pub use async_trait::async_trait;
 pub use driver::{
     BootDevice, BootMode, BootOverride, Inventory, LomError, PowerAction, PowerDriver, PowerState,
 };
 pub use exec::{ExecConfig, ExecDriver};
 pub use fake::{FakeCall, FakeDriver};
+#[cfg(feature = "model")]
 pub use from_model::{DriverOptions, driver_for};
 pub use guard::{Lom, LomConfig, Managed};
 pub use ipmi::{IpmiConfig, IpmiDriver};
+pub use process::{Finished, run as run_program};
 pub use redfish::{RedfishConfig, RedfishDriver};
+/// Re-exported: an exec driver's host context ([`ExecConfig::host`]) is a
+/// `serde_json::Value`.
+pub use serde_json;
 pub use ssh::{SshConfig, SshDriver};

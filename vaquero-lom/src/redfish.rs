@@ -22,6 +22,7 @@ use crate::driver::{
 
 /// How to reach one Redfish service.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct RedfishConfig {
     /// Base URL, e.g. `https://10.0.0.5` or `http://127.0.0.1:8000`.
     pub base: String,

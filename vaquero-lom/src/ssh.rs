@@ -25,6 +25,7 @@ use crate::process::{Finished, run};
 
 /// How to reach a machine's OS over SSH.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct SshConfig {
     /// Host name or address.
     pub address: String,

@@ -33,20 +33,19 @@ esac
 "#;
 
 fn exec_config(program: &Path) -> ExecConfig {
-    ExecConfig {
-        command: vec![
+    let mut c = ExecConfig::new(
+        vec![
             program.display().to_string(),
             "--outlet".into(),
             "{{ host.name }}".into(),
         ],
-        host: json!({"name": "storage-01"}),
-        host_name: "storage-01".into(),
-        address: Some("10.99.1.21".into()),
-        port: None,
-        username: None,
-        password: Some("pdu-secret".into()),
-        timeout: Duration::from_secs(10),
-    }
+        "storage-01",
+        json!({"name": "storage-01"}),
+    );
+    c.address = Some("10.99.1.21".into());
+    c.password = Some("pdu-secret".into());
+    c.timeout = Duration::from_secs(10);
+    c
 }
 
 #[tokio::test]
@@ -132,9 +131,10 @@ async fn exec_driver_failures_are_typed() {
     // A program that hangs is killed at the timeout.
     let slow = dir.path().join("slow");
     common::write_exec(&slow, "#!/bin/sh\nexec sleep 30\n");
-    let d = ExecDriver::new(ExecConfig {
-        timeout: Duration::from_millis(500),
-        ..exec_config(&slow)
+    let d = ExecDriver::new({
+        let mut c = exec_config(&slow);
+        c.timeout = Duration::from_millis(500);
+        c
     })
     .unwrap();
     let started = Instant::now();

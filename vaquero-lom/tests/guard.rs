@@ -13,12 +13,14 @@ use vaquero_lom::{
 };
 
 fn lom(attempts: u32) -> Lom {
-    Lom::new(LomConfig {
-        attempts,
-        backoff: Duration::from_secs(1),
-        max_backoff: Duration::from_secs(4),
-        timeout: Duration::from_secs(10),
-        max_concurrent: 4,
+    Lom::new({
+        let mut c = LomConfig::default();
+        c.attempts = attempts;
+        c.backoff = Duration::from_secs(1);
+        c.max_backoff = Duration::from_secs(4);
+        c.timeout = Duration::from_secs(10);
+        c.max_concurrent = 4;
+        c
     })
 }
 
@@ -149,10 +151,11 @@ async fn one_operation_per_bmc_and_a_global_cap() {
 
 #[test]
 fn backoff_doubles_up_to_the_cap() {
-    let c = LomConfig {
-        backoff: Duration::from_secs(2),
-        max_backoff: Duration::from_secs(30),
-        ..LomConfig::default()
+    let c = {
+        let mut c = LomConfig::default();
+        c.backoff = Duration::from_secs(2);
+        c.max_backoff = Duration::from_secs(30);
+        c
     };
     let waits: Vec<u64> = (1..=6).map(|r| c.backoff_for(r).as_secs()).collect();
     assert_eq!(waits, [2, 4, 8, 16, 30, 30]);

@@ -107,9 +107,10 @@ impl Drop for Netns {
 /// The sequence: status, PXE, on, cycle, off, ten times, through
 /// the wrapper as the engine uses it. Returns the operations that failed.
 async fn fifty_operations(config: IpmiConfig) -> Vec<String> {
-    let lom = Lom::new(LomConfig {
-        backoff: Duration::from_millis(200),
-        ..LomConfig::default()
+    let lom = Lom::new({
+        let mut c = LomConfig::default();
+        c.backoff = Duration::from_millis(200);
+        c
     });
     let bmc = lom.manage(Arc::new(IpmiDriver::new(config)));
     let mut failed = Vec::new();
@@ -151,12 +152,11 @@ fn assert_no_power_action_twice(sim: &Sim) {
 
 /// A quick schedule for a test: copies after 0.1, 0.2, 0.3 s more.
 fn lossy_config(port: u16) -> IpmiConfig {
-    IpmiConfig {
-        port,
-        retransmit: Duration::from_millis(100),
-        tries: 4,
-        ..IpmiConfig::new("127.0.0.1", USER, PASSWORD)
-    }
+    let mut c = IpmiConfig::new("127.0.0.1", USER, PASSWORD);
+    c.port = port;
+    c.retransmit = Duration::from_millis(100);
+    c.tries = 4;
+    c
 }
 
 #[test]
@@ -234,11 +234,12 @@ async fn late_and_repeated_answers_are_matched_to_their_request() {
     let stop = Arc::new(AtomicBool::new(false));
     let bmc: SocketAddr = format!("127.0.0.1:{}", sim.port).parse().unwrap();
     let port = delaying_forwarder(bmc, Duration::from_millis(250), stop.clone());
-    let d = IpmiDriver::new(IpmiConfig {
-        port,
-        retransmit: Duration::from_millis(100),
-        tries: 4,
-        ..IpmiConfig::new("127.0.0.1", USER, PASSWORD)
+    let d = IpmiDriver::new({
+        let mut c = IpmiConfig::new("127.0.0.1", USER, PASSWORD);
+        c.port = port;
+        c.retransmit = Duration::from_millis(100);
+        c.tries = 4;
+        c
     });
     for _ in 0..3 {
         assert_eq!(d.power_state().await.unwrap(), vaquero_lom::PowerState::Off);

@@ -145,9 +145,10 @@ async fn refused_credentials_and_privilege_leak_no_session() {
     }
     assert!(started.elapsed() < Duration::from_secs(10));
 
-    let unknown = IpmiDriver::new(IpmiConfig {
-        username: "nobody".into(),
-        ..sim.config(PASSWORD)
+    let unknown = IpmiDriver::new({
+        let mut c = sim.config(PASSWORD);
+        c.username = "nobody".into();
+        c
     });
     assert!(matches!(
         unknown.power_state().await,
@@ -156,9 +157,10 @@ async fn refused_credentials_and_privilege_leak_no_session() {
 
     // A user whose channel limit is User cannot be raised to
     // Administrator: refused, and the half-made session is closed.
-    let viewer = IpmiDriver::new(IpmiConfig {
-        username: "viewer".into(),
-        ..sim.config("viewer-pw")
+    let viewer = IpmiDriver::new({
+        let mut c = sim.config("viewer-pw");
+        c.username = "viewer".into();
+        c
     });
     match viewer.power(PowerAction::On).await {
         Err(LomError::AuthFailed(_)) => {}
@@ -206,9 +208,10 @@ async fn closed_port_is_unreachable_and_a_silent_bmc_times_out() {
     // A socket that reads and never answers: Timeout within the bound.
     let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = silent.local_addr().unwrap().port();
-    let stalled = IpmiDriver::new(IpmiConfig {
-        port,
-        ..closed_config(port)
+    let stalled = IpmiDriver::new({
+        let mut c = closed_config(port);
+        c.port = port;
+        c
     });
     let started = Instant::now();
     match stalled.power_state().await {
@@ -219,11 +222,12 @@ async fn closed_port_is_unreachable_and_a_silent_bmc_times_out() {
     assert!(took < Duration::from_secs(5), "took {took:?}");
 
     // Through the wrapper: retried (transient), still typed, still bounded.
-    let lom = Lom::new(LomConfig {
-        attempts: 2,
-        backoff: Duration::from_millis(50),
-        timeout: Duration::from_secs(3),
-        ..LomConfig::default()
+    let lom = Lom::new({
+        let mut c = LomConfig::default();
+        c.attempts = 2;
+        c.backoff = Duration::from_millis(50);
+        c.timeout = Duration::from_secs(3);
+        c
     });
     let managed = lom.manage(std::sync::Arc::new(stalled));
     assert!(matches!(
@@ -236,10 +240,9 @@ async fn closed_port_is_unreachable_and_a_silent_bmc_times_out() {
 /// Copies after 0.5 s and 1 s more: a silent BMC is given up on after
 /// 1.5 s.
 fn closed_config(port: u16) -> IpmiConfig {
-    IpmiConfig {
-        port,
-        retransmit: Duration::from_millis(500),
-        tries: 2,
-        ..IpmiConfig::new("127.0.0.1", USER, PASSWORD)
-    }
+    let mut c = IpmiConfig::new("127.0.0.1", USER, PASSWORD);
+    c.port = port;
+    c.retransmit = Duration::from_millis(500);
+    c.tries = 2;
+    c
 }

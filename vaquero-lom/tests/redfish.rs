@@ -109,11 +109,10 @@ impl Sushy {
 }
 
 fn config(base: &str, password: &str) -> RedfishConfig {
-    RedfishConfig {
-        task_poll: Duration::from_millis(100),
-        task_timeout: Duration::from_secs(20),
-        ..RedfishConfig::new(base, USER, password)
-    }
+    let mut c = RedfishConfig::new(base, USER, password);
+    c.task_poll = Duration::from_millis(100);
+    c.task_timeout = Duration::from_secs(20);
+    c
 }
 
 /// Poll until the system reports `want` (sushy's fake driver applies power
@@ -217,9 +216,10 @@ async fn wrong_password_closed_port_and_stalled_service() {
     // Accepts connections, never answers.
     let stall = TcpListener::bind("127.0.0.1:0").unwrap();
     let base = format!("http://{}", stall.local_addr().unwrap());
-    let stalled = RedfishDriver::new(RedfishConfig {
-        timeout: Duration::from_secs(2),
-        ..config(&base, PASSWORD)
+    let stalled = RedfishDriver::new({
+        let mut c = config(&base, PASSWORD);
+        c.timeout = Duration::from_secs(2);
+        c
     })
     .unwrap();
     let started = Instant::now();

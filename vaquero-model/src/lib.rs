@@ -13,7 +13,7 @@
 //! - compiles one [`SiteModel`] per site with O(1) lookups by MAC, SMBIOS
 //!   UUID and relay location, template rendering, and a content hash as its
 //!   version,
-//! - and diffs two models ([`diff`]), saying which hosts need reprovisioning.
+//! - and diffs two models ([`diff()`]), saying which hosts need reprovisioning.
 //!
 //! It does no network I/O and needs no async runtime.
 //!
@@ -53,6 +53,14 @@ pub mod types;
 mod yaml;
 
 use std::path::{Path, PathBuf};
+
+/// Re-exported: a subnet's `cidr` is an `ipnet::Ipv4Net`.
+pub use ipnet;
+/// Re-exported: the values templates render ([`SiteModel::context`],
+/// [`SiteModel::render_boot`]) are `minijinja::Value`s.
+pub use minijinja;
+/// Re-exported: diffs carry `serde_json::Value`s (old and new values).
+pub use serde_json;
 
 pub use compiled::{HostContext, HostRef, RenderError, RenderedBoot, SiteData, SiteModel, Urls};
 pub use diag::{Diagnostic, Diagnostics, Severity};

@@ -42,13 +42,14 @@ async fn main() -> std::io::Result<()> {
         )
         .init();
     let args = Args::parse();
-    let config = ServerConfig {
-        listen: args.listen,
-        single_port: args.single_port,
-        max_transfers: args.max_transfers,
-        rate_per_second: args.rate,
-        rate_burst: args.rate * 2.0,
-        ..ServerConfig::default()
+    let config = {
+        let mut c = ServerConfig::default();
+        c.listen = args.listen;
+        c.single_port = args.single_port;
+        c.max_transfers = args.max_transfers;
+        c.rate_per_second = args.rate;
+        c.rate_burst = args.rate * 2.0;
+        c
     };
     let source = Directory::new(&args.root)?.allow_create(args.allow_create);
     let server = Server::bind(config, source).await?;

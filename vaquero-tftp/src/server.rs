@@ -20,6 +20,7 @@ use crate::transfer::{Outcome, Transfer, TransferConfig, Transmit};
 
 /// How the server runs.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ServerConfig {
     /// Where to listen (default `0.0.0.0:69`).
     pub listen: SocketAddr,
@@ -44,6 +45,16 @@ pub struct ServerConfig {
     pub transfer: TransferConfig,
 }
 
+impl ServerConfig {
+    /// The defaults, listening on `listen`.
+    pub fn new(listen: SocketAddr) -> Self {
+        ServerConfig {
+            listen,
+            ..ServerConfig::default()
+        }
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
@@ -64,32 +75,92 @@ impl Default for ServerConfig {
 #[derive(Debug, Default)]
 pub struct Stats {
     /// Read requests received.
-    pub requests: AtomicU64,
+    pub(crate) requests: AtomicU64,
     /// Transfers that delivered the whole file.
-    pub completed: AtomicU64,
+    pub(crate) completed: AtomicU64,
     /// Transfers the client ended with an ERROR.
-    pub aborted: AtomicU64,
+    pub(crate) aborted: AtomicU64,
     /// Transfers given up after the retry budget.
-    pub timed_out: AtomicU64,
+    pub(crate) timed_out: AtomicU64,
     /// Transfers ended for another reason (I/O, protocol).
-    pub failed: AtomicU64,
+    pub(crate) failed: AtomicU64,
     /// Requests for files that do not exist.
-    pub not_found: AtomicU64,
+    pub(crate) not_found: AtomicU64,
     /// Requests refused: path escapes, writes, non-files.
-    pub refused: AtomicU64,
+    pub(crate) refused: AtomicU64,
     /// Requests refused because the server was at capacity.
-    pub busy: AtomicU64,
+    pub(crate) busy: AtomicU64,
     /// Requests dropped by the per-client rate limit.
-    pub rate_limited: AtomicU64,
+    pub(crate) rate_limited: AtomicU64,
     /// Datagrams dropped because they did not decode.
-    pub malformed: AtomicU64,
+    pub(crate) malformed: AtomicU64,
     /// Payload bytes sent, retransmissions included.
-    pub bytes_sent: AtomicU64,
+    pub(crate) bytes_sent: AtomicU64,
     /// Retransmissions after a timeout.
-    pub retransmits: AtomicU64,
+    pub(crate) retransmits: AtomicU64,
 }
 
 impl Stats {
+    /// Read requests received.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Transfers that delivered the whole file.
+    pub fn completed(&self) -> u64 {
+        self.completed.load(Ordering::Relaxed)
+    }
+
+    /// Transfers the client ended with an ERROR.
+    pub fn aborted(&self) -> u64 {
+        self.aborted.load(Ordering::Relaxed)
+    }
+
+    /// Transfers given up after the retry budget.
+    pub fn timed_out(&self) -> u64 {
+        self.timed_out.load(Ordering::Relaxed)
+    }
+
+    /// Transfers ended for another reason (I/O, protocol).
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Requests for files that do not exist.
+    pub fn not_found(&self) -> u64 {
+        self.not_found.load(Ordering::Relaxed)
+    }
+
+    /// Requests refused: path escapes, writes, non-files.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Requests refused because the server was at capacity.
+    pub fn busy(&self) -> u64 {
+        self.busy.load(Ordering::Relaxed)
+    }
+
+    /// Requests dropped by the per-client rate limit.
+    pub fn rate_limited(&self) -> u64 {
+        self.rate_limited.load(Ordering::Relaxed)
+    }
+
+    /// Datagrams dropped because they did not decode.
+    pub fn malformed(&self) -> u64 {
+        self.malformed.load(Ordering::Relaxed)
+    }
+
+    /// Payload bytes sent, retransmissions included.
+    pub fn bytes_sent(&self) -> u64 {
+        self.bytes_sent.load(Ordering::Relaxed)
+    }
+
+    /// Retransmissions after a timeout.
+    pub fn retransmits(&self) -> u64 {
+        self.retransmits.load(Ordering::Relaxed)
+    }
+
     fn inc(c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
     }
@@ -117,11 +188,6 @@ pub struct TftpEvent {
     pub bytes: u64,
     /// How long it took.
     pub duration: Duration,
-}
-
-/// Reads a counter.
-pub fn get(c: &AtomicU64) -> u64 {
-    c.load(Ordering::Relaxed)
 }
 
 /// A bound TFTP server.

@@ -26,6 +26,7 @@ use crate::packet::{DEFAULT_BLKSIZE, ErrorCode, Options, Packet, Request};
 
 /// Limits and defaults of the sending side.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct TransferConfig {
     /// Largest block size granted (a request for more gets this).
     pub max_blksize: u16,

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
-use vaquero_tftp::server::get;
 use vaquero_tftp::{Memory, Packet, Server, ServerConfig, Stats, TransferConfig};
 
 fn rrq(name: &str) -> Vec<u8> {
@@ -46,10 +45,9 @@ async fn start(
 }
 
 fn config() -> ServerConfig {
-    ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        ..ServerConfig::default()
-    }
+    let mut c = ServerConfig::default();
+    c.listen = "127.0.0.1:0".parse().unwrap();
+    c
 }
 
 /// The first datagram within `wait`, if any, and who sent it.
@@ -65,9 +63,10 @@ async fn recv(s: &UdpSocket, wait: Duration) -> Option<(Vec<u8>, SocketAddr)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_server_says_busy() {
-    let (addr, stats, stop, h) = start(ServerConfig {
-        max_transfers: 1,
-        ..config()
+    let (addr, stats, stop, h) = start({
+        let mut c = config();
+        c.max_transfers = 1;
+        c
     })
     .await;
     // A client that asks and never acknowledges holds the only slot.
@@ -89,7 +88,7 @@ async fn a_full_server_says_busy() {
             ..
         })
     ));
-    assert_eq!(get(&stats.busy), 1);
+    assert_eq!(stats.busy(), 1);
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(20), h)
         .await
@@ -99,10 +98,11 @@ async fn a_full_server_says_busy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_asking_too_fast_is_dropped() {
-    let (addr, stats, stop, h) = start(ServerConfig {
-        rate_per_second: 0.01,
-        rate_burst: 2.0,
-        ..config()
+    let (addr, stats, stop, h) = start({
+        let mut c = config();
+        c.rate_per_second = 0.01;
+        c.rate_burst = 2.0;
+        c
     })
     .await;
     let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -117,7 +117,7 @@ async fn a_client_asking_too_fast_is_dropped() {
         recv(&c, Duration::from_millis(500)).await.is_none(),
         "over the limit: no answer at all"
     );
-    assert_eq!(get(&stats.rate_limited), 4);
+    assert_eq!(stats.rate_limited(), 4);
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(20), h)
         .await
@@ -127,12 +127,14 @@ async fn a_client_asking_too_fast_is_dropped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_client_gets_retransmissions_then_an_error() {
-    let cfg = ServerConfig {
-        transfer: TransferConfig {
-            max_retries: 2,
-            ..TransferConfig::default()
-        },
-        ..config()
+    let cfg = {
+        let mut c = config();
+        c.transfer = {
+            let mut c = TransferConfig::default();
+            c.max_retries = 2;
+            c
+        };
+        c
     };
     let (addr, stats, stop, h) = start(cfg).await;
     let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -147,8 +149,8 @@ async fn a_silent_client_gets_retransmissions_then_an_error() {
     assert_eq!(got.len(), 4, "{got:?}");
     assert!(got[..3].iter().all(|p| p.starts_with("Oack")), "{got:?}");
     assert!(got[3].starts_with("Error"), "{got:?}");
-    assert_eq!(get(&stats.timed_out), 1);
-    assert_eq!(get(&stats.retransmits), 2);
+    assert_eq!(stats.timed_out(), 1);
+    assert_eq!(stats.retransmits(), 2);
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(20), h)
         .await
@@ -158,9 +160,10 @@ async fn a_silent_client_gets_retransmissions_then_an_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_waits_for_transfers_within_the_grace_period() {
-    let (addr, _stats, stop, h) = start(ServerConfig {
-        shutdown_grace: Duration::from_millis(500),
-        ..config()
+    let (addr, _stats, stop, h) = start({
+        let mut c = config();
+        c.shutdown_grace = Duration::from_millis(500);
+        c
     })
     .await;
     // A transfer stuck on a client that never ACKs.

@@ -370,7 +370,11 @@ proptest! {
     ) {
         let file: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
         let options = Options { blksize, windowsize, ..Options::default() };
-        let cfg = TransferConfig { max_retries: 8, ..TransferConfig::default() };
+        let cfg = {
+            let mut c = TransferConfig::default();
+            c.max_retries = 8;
+            c
+        };
         let net = Net { loss, dup, max_delay_ms, seed };
         let (got, outcome, took, client_done, wire) = simulate(&file, options, net, &cfg);
         match outcome {
@@ -405,7 +409,11 @@ proptest! {
         timeout in 1u8..10,
     ) {
         let t0 = Instant::now();
-        let cfg = TransferConfig { max_retries: retries, ..TransferConfig::default() };
+        let cfg = {
+            let mut c = TransferConfig::default();
+            c.max_retries = retries;
+            c
+        };
         let o = Options { timeout: Some(timeout), ..Options::default() };
         let mut t = Transfer::new(&Request { filename: "f", mode: Mode::Octet, options: o }, len as u64, &cfg, t0);
         let mut now = t0;

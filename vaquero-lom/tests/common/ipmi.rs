@@ -173,10 +173,9 @@ set_working_mc 0x20
     }
 
     pub fn config(&self, password: &str) -> IpmiConfig {
-        IpmiConfig {
-            port: self.port,
-            ..IpmiConfig::new("127.0.0.1", USER, password)
-        }
+        let mut c = IpmiConfig::new("127.0.0.1", USER, password);
+        c.port = self.port;
+        c
     }
 
     pub fn driver(&self) -> IpmiDriver {
