@@ -44,3 +44,8 @@ pub use responder::{BootTarget, Decision, Destination, Link, Silence, respond, s
 pub use rogue::{RogueReply, inspect};
 pub use server::{Decided, DhcpEvent, Server, ServerConfig, Stats};
 pub use wire::{MessageType, Reply, Request, WireError};
+
+/// The README's example, run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

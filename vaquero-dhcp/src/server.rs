@@ -85,15 +85,42 @@ pub struct Decided {
 #[derive(Debug, Default)]
 pub struct Stats {
     /// Requests decoded.
-    pub requests: AtomicU64,
+    pub(crate) requests: AtomicU64,
     /// Replies sent.
-    pub replies: AtomicU64,
+    pub(crate) replies: AtomicU64,
     /// Datagrams dropped as malformed.
-    pub malformed: AtomicU64,
+    pub(crate) malformed: AtomicU64,
     /// Requests answered with silence.
-    pub silent: AtomicU64,
+    pub(crate) silent: AtomicU64,
     /// Replies of other servers seen on the segment.
-    pub rogue: AtomicU64,
+    pub(crate) rogue: AtomicU64,
+}
+
+impl Stats {
+    /// Requests decoded.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Replies sent.
+    pub fn replies(&self) -> u64 {
+        self.replies.load(Ordering::Relaxed)
+    }
+
+    /// Datagrams dropped as malformed.
+    pub fn malformed(&self) -> u64 {
+        self.malformed.load(Ordering::Relaxed)
+    }
+
+    /// Requests answered with silence.
+    pub fn silent(&self) -> u64 {
+        self.silent.load(Ordering::Relaxed)
+    }
+
+    /// Replies of other servers seen on the segment.
+    pub fn rogue(&self) -> u64 {
+        self.rogue.load(Ordering::Relaxed)
+    }
 }
 
 /// A bound DHCP server.

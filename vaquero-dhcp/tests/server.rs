@@ -8,7 +8,6 @@
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
@@ -181,9 +180,9 @@ fn a_swapped_model_answers_the_next_packet() {
         e => panic!("{e:?}"),
     }
     eventually(|| {
-        r.stats.requests.load(Ordering::Relaxed) == 2
-            && r.stats.replies.load(Ordering::Relaxed) == 1
-            && r.stats.silent.load(Ordering::Relaxed) == 1
+        r.stats.requests() == 2
+            && r.stats.replies() == 1
+            && r.stats.silent() == 1
     });
 }
 
@@ -217,7 +216,7 @@ fn no_request_is_lost_while_models_are_swapped() {
     }
     assert_eq!(gateways.len(), 2, "both models answered");
     // The counter moves just after the send: wait (bounded) for it.
-    eventually(|| r.stats.replies.load(Ordering::Relaxed) == 200);
+    eventually(|| r.stats.replies() == 200);
 }
 
 #[test]
@@ -235,7 +234,7 @@ fn malformed_datagrams_are_dropped_and_counted() {
     let mut buf = [0u8; 1500];
     let (n, _) = relay.recv_from(&mut buf).unwrap();
     assert_eq!(decode_reply(&buf[..n]).unwrap().0.xid, 6);
-    eventually(|| r.stats.malformed.load(Ordering::Relaxed) == 3);
+    eventually(|| r.stats.malformed() == 3);
 }
 
 fn offer_from(server_id: Ipv4Addr) -> Vec<u8> {
@@ -277,5 +276,5 @@ fn another_servers_offer_on_the_client_port_is_reported() {
         }
         e => panic!("{e:?}"),
     }
-    eventually(|| r.stats.rogue.load(Ordering::Relaxed) == 1);
+    eventually(|| r.stats.rogue() == 1);
 }

@@ -93,3 +93,8 @@ pub use state::{Approval, HostState, Pending, Phase, Rollout, SiteState};
 pub use store::{
     Compare, KeyValue, MemoryStore, RedbStore, Revision, Store, StoreError, TxnOp, TxnResult,
 };
+
+/// The README's example, run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -50,3 +50,8 @@ pub use server::{Listeners, serve};
 pub use service::{BootEvent, BootService, CdnConfig, Route, ServiceConfig, router};
 pub use state::{BootState, Current, MemoryBootState};
 pub use token::{Claims, TokenError, TokenKey};
+
+/// The README's example, run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -38,7 +38,7 @@ use crate::service::{BootService, script_response};
 /// Serves `service` on `listener` until `shutdown` completes, then lets
 /// requests in flight finish: HTTP/1.1 with keep-alive, client addresses
 /// available to the handlers, `TCP_NODELAY`, file bodies sent with
-/// `sendfile(2)` (see [`crate::sendfile`]), and connections that make no
+/// `sendfile(2)`, and connections that make no
 /// progress for [`crate::ServiceConfig::idle_timeout`] closed.
 pub async fn serve(
     listener: TcpListener,

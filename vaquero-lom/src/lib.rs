@@ -110,3 +110,8 @@ pub use redfish::{RedfishConfig, RedfishDriver};
 /// `serde_json::Value`.
 pub use serde_json;
 pub use ssh::{SshConfig, SshDriver};
+
+/// The README's examples, run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

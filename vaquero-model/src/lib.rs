@@ -143,3 +143,8 @@ impl Sot {
         Ok(sot)
     }
 }
+
+/// The README's example, run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -11,7 +11,7 @@
 //!
 //! #[tokio::main]
 //! async fn main() -> std::io::Result<()> {
-//!     let config = ServerConfig { listen: "0.0.0.0:69".parse().unwrap(), ..Default::default() };
+//!     let config = ServerConfig::new("0.0.0.0:69".parse().unwrap());
 //!     let server = Server::bind(config, Directory::new("/srv/tftp")?).await?;
 //!     server.run(async { let _ = tokio::signal::ctrl_c().await; }).await
 //! }
@@ -47,3 +47,8 @@ pub use source::{
     Directory, FileHandle, FileSink, FileSource, Generated, Memory, OpenError, Overlay,
 };
 pub use transfer::{Outcome, Transfer, TransferConfig, TransferStats, Transmit};
+
+/// The README's examples, run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
