@@ -179,11 +179,7 @@ fn a_swapped_model_answers_the_next_packet() {
         }
         e => panic!("{e:?}"),
     }
-    eventually(|| {
-        r.stats.requests() == 2
-            && r.stats.replies() == 1
-            && r.stats.silent() == 1
-    });
+    eventually(|| r.stats.requests() == 2 && r.stats.replies() == 1 && r.stats.silent() == 1);
 }
 
 #[test]

@@ -168,11 +168,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_state(Pdu::default());
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let lom = Lom::new({
-        let mut c = LomConfig::default();
-        c.backoff = Duration::from_millis(100);
-        c
-    });
+    let mut config = LomConfig::default();
+    config.backoff = Duration::from_millis(100);
+    let lom = Lom::new(config);
     let outlet = lom.manage(Arc::new(PduDriver::new(&base, 4)));
 
     println!("outlet 4 is {}", outlet.power_state().await?);
