@@ -146,8 +146,7 @@ struct Sim {
     failed_in: HashMap<(String, Option<u64>), HashSet<String>>,
     /// Per workflow, hosts up and running what the current rollout wants
     /// (never provisioned, or finished with its build), for `block_deps`.
-    ready: HashMap<String, usize>,
-    ready_hosts: HashSet<String>,
+    ready: HashMap<String, HashSet<String>>,
     /// Provisionings begun per host and rollout.
     provisions: HashMap<(String, Option<u64>), u32>,
     workflow_of: HashMap<String, String>,
@@ -240,7 +239,6 @@ impl Sim {
             failed: HashMap::new(),
             failed_in: HashMap::new(),
             ready: HashMap::new(),
-            ready_hosts: HashSet::new(),
             provisions: HashMap::new(),
             workflow_of,
             workflow_size,
@@ -300,7 +298,7 @@ impl Sim {
             return true;
         }
         let wid = &self.workflow_of[host];
-        let build = self.current.and_then(|r| self.builds.get(&r)).copied();
+        let build = self.build_of(self.current);
         !self.active.get(wid).is_some_and(|a| a.contains(host))
             && !self.failed.get(wid).is_some_and(|f| f.contains(host))
             && self.machines[host].runs.is_some()
@@ -309,19 +307,20 @@ impl Sim {
 
     fn refresh(&mut self, host: &str) {
         let now = self.is_ready(host);
-        let was = self.ready_hosts.contains(host);
-        if now == was {
-            return;
-        }
-        let wid = self.workflow_of[host].clone();
-        let n = self.ready.entry(wid).or_default();
+        let ready = self
+            .ready
+            .entry(self.workflow_of[host].clone())
+            .or_default();
         if now {
-            *n += 1;
-            self.ready_hosts.insert(host.to_owned());
+            ready.insert(host.to_owned());
         } else {
-            *n -= 1;
-            self.ready_hosts.remove(host);
+            ready.remove(host);
         }
+    }
+
+    /// The build rollout `rollout` provisions.
+    fn build_of(&self, rollout: Option<u64>) -> Option<u32> {
+        rollout.and_then(|r| self.builds.get(&r)).copied()
     }
 
     fn at(&mut self, after: Duration, item: Item) {
@@ -489,7 +488,7 @@ impl Sim {
                 // A provisioning begins: never twice for one rollout (a
                 // crash in between or not), never of a machine that runs
                 // the rollout's build already.
-                let build = rollout.and_then(|r| self.builds.get(&r)).copied();
+                let build = self.build_of(rollout);
                 let m = self.machines.get_mut(host).unwrap();
                 assert!(!m.provisioning, "{host} started while provisioning");
                 assert!(
@@ -513,7 +512,7 @@ impl Sim {
             }
             Notice::Done => {
                 active.remove(host);
-                let build = rollout.and_then(|r| self.builds.get(&r)).copied();
+                let build = self.build_of(rollout);
                 let m = self.machines.get_mut(host).unwrap();
                 m.provisioning = false;
                 m.runs = build;
@@ -571,7 +570,7 @@ impl Sim {
                 .policy
                 .min_standing
                 .map_or(total, |m| (m as usize).min(total));
-            let ready = self.ready.get(d).copied().unwrap_or(0);
+            let ready = self.ready.get(d).map_or(0, HashSet::len);
             assert!(
                 ready >= need,
                 "{host} of {wid} started with {ready} of {d} up on the build (it needs {need})"
