@@ -276,12 +276,21 @@ pub fn plans(api: &Api) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     for p in v["plans"].as_array().into_iter().flatten() {
-        println!(
-            "rollout {} ({}, {})",
-            s(&p["rollout"]),
-            s(&p["status"]),
-            s(&p["created"])
-        );
+        if p["kind"] == "reprovision" {
+            println!(
+                "reprovision by an operator during rollout {} ({}, {})",
+                s(&p["rollout"]),
+                s(&p["status"]),
+                s(&p["created"])
+            );
+        } else {
+            println!(
+                "rollout {} ({}, {})",
+                s(&p["rollout"]),
+                s(&p["status"]),
+                s(&p["created"])
+            );
+        }
         for l in s(&p["text"]).lines() {
             println!("  {l}");
         }

@@ -90,11 +90,15 @@ enum Command {
         #[command(flatten)]
         api: client::Api,
     },
-    /// Reprovision hosts now.
+    /// Reprovision exactly these hosts, without approval, under their
+    /// workflows' policies (a plan waiting for approval keeps waiting).
     Reprovision {
         /// The hosts.
         #[arg(required = true)]
         hosts: Vec<String>,
+        /// Skip the site's reboot windows.
+        #[arg(long)]
+        now: bool,
         #[command(flatten)]
         api: client::Api,
     },
@@ -341,12 +345,11 @@ fn main() -> ExitCode {
             "/v1/approve",
             Some(serde_json::json!({ "rollout": rollout })),
         ),
-        Command::Reprovision { hosts, api } => hosts
-            .iter()
-            .try_for_each(|h| {
-                client::command(&api, &format!("/v1/hosts/{h}/reprovision"), None).map(|_| ())
-            })
-            .map(|()| ExitCode::SUCCESS),
+        Command::Reprovision { hosts, now, api } => client::command(
+            &api,
+            "/v1/reprovision",
+            Some(serde_json::json!({ "hosts": hosts, "now": now })),
+        ),
         Command::Pause(api) => client::command(&api, "/v1/pause", None),
         Command::Resume(api) => client::command(&api, "/v1/resume", None),
         Command::Executions { host, api } => client::executions(&api, host.as_deref()),

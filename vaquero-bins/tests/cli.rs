@@ -582,6 +582,12 @@ fn standalone_api_over_https_and_the_cli() {
         .unwrap()
         .replace("id: burnin\n", "id: burnin\nname: Burn-in\n");
     std::fs::write(&burnin, text).unwrap();
+    // New hosts are rebooted: the first plan queues k8s-01..03.
+    let env = sot.join("sites/lab/env.yml");
+    let text = std::fs::read_to_string(&env)
+        .unwrap()
+        .replace("force_provision: false", "force_provision: true");
+    std::fs::write(&env, text).unwrap();
     // A CA of the test's own, and the API's certificate signed by it.
     let p = |n: &str| tmp.path().join(n);
     let (ca, cert, key) = (p("ca.pem"), p("cert.pem"), p("key.pem"));
@@ -729,6 +735,28 @@ fn standalone_api_over_https_and_the_cli() {
     // The plan waits (auto_apply is off): approve it with the CLI.
     let o = cli(&["plans"], true);
     assert!(stdout(&o).contains("(pending"), "{o:?}");
+    // A reprovision while the plan waits starts the host named and no
+    // other; the plan keeps waiting, with its id.
+    let o = cli(&["reprovision", "storage-01"], true);
+    assert_eq!(stdout(&o).trim(), "reprovisioning storage-01", "{o:?}");
+    let o = cli(&["plans"], true);
+    let text = stdout(&o);
+    assert!(text.contains("rollout 1 (pending"), "{text}");
+    assert!(
+        text.contains("reprovision by an operator during rollout 1 (applied"),
+        "{text}"
+    );
+    let o = cli(&["hosts", "--format", "json"], true);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for h in v["hosts"].as_array().unwrap() {
+        if h["name"].as_str().unwrap().starts_with("k8s-") {
+            assert_eq!(h["phase"], "queued", "{h:#}");
+        }
+    }
+    let o = cli(&["status", "--format", "json"], true);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["rollout"]["id"], 1, "{v:#}");
+    assert_eq!(v["rollout"]["approval"], "pending", "{v:#}");
     let o = cli(&["approve"], true);
     assert!(stdout(&o).contains("rollout 1 approved"), "{o:?}");
     let o = cli(&["hosts", "--format", "json"], true);

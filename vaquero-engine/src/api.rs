@@ -9,7 +9,8 @@
 //! | GET | `/v1/status` | site, revision served, refused revision, pending plan, rollout progress |
 //! | GET | `/v1/hosts` | every host: phase, stage, attempt, since, last event |
 //! | GET | `/v1/hosts/{name}` | one host, with the timeline of each boot attempt |
-//! | POST | `/v1/hosts/{name}/reprovision` | reprovision the host now |
+//! | POST | `/v1/hosts/{name}/reprovision` | reprovision the host (body `{"now": true}` skips the reboot windows) |
+//! | POST | `/v1/reprovision` | reprovision exactly the hosts of `{"hosts": [..], "now": false}` |
 //! | GET | `/v1/plans` | plans, pending or applied (text and JSON) |
 //! | POST | `/v1/approve` | approve the waiting plan (`{"rollout": N}` optional) |
 //! | POST | `/v1/pause`, `/v1/resume` | hold back new hosts / start them again |
@@ -34,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
+use crate::control::CommandError;
 use crate::observe::Observation;
 use crate::record::Records;
 use crate::standalone::{Command, Shared, Snapshot, StandaloneError};
@@ -198,6 +200,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/v1/hosts", get(hosts))
         .route("/v1/hosts/{name}", get(host))
         .route("/v1/hosts/{name}/reprovision", post(reprovision))
+        .route("/v1/reprovision", post(reprovision_many))
         .route("/v1/plans", get(plans))
         .route("/v1/approve", post(approve))
         .route("/v1/pause", post(pause))
@@ -335,7 +338,11 @@ async fn status(State(s): State<Shared>) -> Response {
         .into_iter()
         .map(|(p, n)| (p.as_str(), n))
         .collect();
-    let pending = snap.plans.iter().rev().find(|p| p.status == "pending");
+    let pending = snap
+        .plans
+        .iter()
+        .rev()
+        .find(|p| p.status == crate::control::PlanStatus::Pending);
     Json(json!({
         "site": snap.site,
         "source": snap.source,
@@ -456,7 +463,16 @@ async fn send(s: &Shared, cmd: Command) -> Response {
     }
     match rx.await {
         Ok(Ok(msg)) => Json(json!({ "ok": true, "message": msg })).into_response(),
-        Ok(Err(msg)) => error(StatusCode::CONFLICT, "refused", msg),
+        Ok(Err(e @ CommandError::NotFound(_))) => {
+            error(StatusCode::NOT_FOUND, "not_found", e.to_string())
+        }
+        Ok(Err(e @ CommandError::Refused(_))) => {
+            error(StatusCode::CONFLICT, "refused", e.to_string())
+        }
+        Ok(Err(e @ CommandError::Store(_))) => {
+            error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string())
+        }
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, "stopping", e.to_string()),
         Err(_) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "stopping",
@@ -476,8 +492,52 @@ async fn approve(State(s): State<Shared>, body: Option<Json<ApproveBody>>) -> Re
     send(&s, Command::Approve(id)).await
 }
 
-async fn reprovision(State(s): State<Shared>, Path(name): Path<String>) -> Response {
-    send(&s, Command::Reprovision(vec![name])).await
+/// The body of `POST /v1/hosts/{name}/reprovision`.
+#[derive(Debug, Default, Deserialize)]
+struct ReprovisionOne {
+    /// Skip the site's reboot windows.
+    #[serde(default)]
+    now: bool,
+}
+
+async fn reprovision(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+    body: Option<Json<ReprovisionOne>>,
+) -> Response {
+    let now = body.is_some_and(|b| b.0.now);
+    send(
+        &s,
+        Command::Reprovision {
+            hosts: vec![name],
+            now,
+        },
+    )
+    .await
+}
+
+/// The body of `POST /v1/reprovision`.
+#[derive(Debug, Deserialize)]
+struct ReprovisionMany {
+    /// The hosts: exactly these start, no others.
+    hosts: Vec<String>,
+    /// Skip the site's reboot windows.
+    #[serde(default)]
+    now: bool,
+}
+
+async fn reprovision_many(State(s): State<Shared>, Json(b): Json<ReprovisionMany>) -> Response {
+    if b.hosts.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "bad_request", "no host named");
+    }
+    send(
+        &s,
+        Command::Reprovision {
+            hosts: b.hosts,
+            now: b.now,
+        },
+    )
+    .await
 }
 
 async fn pause(State(s): State<Shared>) -> Response {

@@ -129,6 +129,21 @@ impl<S: Store + ?Sized + 'static> Decider<S> {
         Ok(())
     }
 
+    /// An operator's reprovision of `hosts` (see [`Engine::reprovision`]):
+    /// committed; returns the plan that lists them.
+    pub async fn reprovision(
+        &mut self,
+        hosts: &[String],
+        skip_windows: bool,
+        now: Timestamp,
+    ) -> Result<Plan, crate::RunnerError> {
+        let (step, plan) = self
+            .engine
+            .reprovision(&self.state, hosts, skip_windows, now)?;
+        self.commit(&step).await?;
+        Ok(plan)
+    }
+
     /// Approves the waiting rollout `id`.
     pub async fn approve(&mut self, id: u64) -> Result<(), crate::RunnerError> {
         let step = self.engine.approve(&self.state, id)?;

@@ -14,7 +14,7 @@ use vaquero_model::SiteModel;
 use crate::event::{Action, ActionKind, Event, EventKind, JobPhase, JobSpec, Notice, Outcome};
 use crate::plan::{Plan, PlanAction};
 use crate::policy::{self, Decision, Policy, PolicyCtx, Stats, WorkflowStats};
-use crate::state::{Approval, HostState, Pending, Phase, Rollout, SiteState};
+use crate::state::{Approval, HostState, Pending, Phase, Requested, Rollout, SiteState};
 
 /// Timeouts and retry bounds of the lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +68,17 @@ pub enum EngineError {
     /// No such rollout to approve.
     #[error("no rollout {0} waiting for approval")]
     NoSuchRollout(u64),
+    /// A reprovision named a host the site does not have.
+    #[error("no host named `{host}` in site `{site}`")]
+    UnknownHost {
+        /// The host named.
+        host: String,
+        /// The site.
+        site: String,
+    },
+    /// A reprovision named a host that is never provisioned.
+    #[error("host `{0}` is never_provision: it is never reprovisioned")]
+    NeverProvision(String),
 }
 
 /// What one step decided: actions to carry out, and the state changes to
@@ -198,6 +209,7 @@ impl Engine {
                     if !in_flight {
                         h.phase = Phase::Skipped;
                         h.reason = Some("never_provision".into());
+                        h.requested = None;
                     }
                 }
                 PlanAction::Reprovision => {
@@ -233,6 +245,7 @@ impl Engine {
                     if in_flight || h.phase == Phase::Waiting {
                         h.rollout = Some(id);
                     } else if matches!(h.phase, Phase::Queued | Phase::Halted)
+                        && h.requested.is_none()
                         && h.version.as_deref() == Some(plan.to.as_str())
                     {
                         // Queued (or halted before it started) by an
@@ -250,6 +263,59 @@ impl Engine {
             }
         }
         Ok(step)
+    }
+
+    /// An operator's reprovision of `hosts`: each is queued at once with
+    /// a [`Requested`] mark, so it may start whether or not the site's
+    /// rollout is approved, under its workflow's policies (the reboot
+    /// windows too, unless `skip_windows`). The rollout itself is left
+    /// as it is: a plan that waits for approval keeps waiting. Hosts in
+    /// flight are left to finish what they do. Returns the step to commit
+    /// and the plan that lists exactly the hosts named.
+    pub fn reprovision(
+        &self,
+        state: &SiteState,
+        hosts: &[String],
+        skip_windows: bool,
+        now: Timestamp,
+    ) -> Result<(Step, Plan), EngineError> {
+        let mut names: Vec<&str> = hosts.iter().map(String::as_str).collect();
+        names.sort_unstable();
+        names.dedup();
+        let mut step = Step::default();
+        for &name in &names {
+            let Some(r) = self.model.by_name(name) else {
+                return Err(EngineError::UnknownHost {
+                    host: name.to_owned(),
+                    site: self.model.site().id.clone(),
+                });
+            };
+            if r.host.never_provision {
+                return Err(EngineError::NeverProvision(name.to_owned()));
+            }
+            let old = state.hosts.get(name);
+            let mut h = old
+                .cloned()
+                .unwrap_or_else(|| HostState::new(name, &r.host.workflow, now));
+            h.workflow.clone_from(&r.host.workflow);
+            if h.phase.in_flight() {
+                continue;
+            }
+            h.phase = Phase::Queued;
+            h.since = now;
+            h.tries = 0;
+            h.pending = None;
+            h.reason = None;
+            h.requested = Some(Requested {
+                at: now,
+                skip_windows,
+            });
+            if old != Some(&h) {
+                step.hosts.push(h);
+            }
+        }
+        let plan = crate::plan::reprovision_plan(&self.model, &names, state, skip_windows);
+        Ok((step, plan))
     }
 
     /// Approves the waiting rollout `id`.
@@ -502,6 +568,7 @@ impl<'a> Work<'a> {
 
     fn fail(&mut self, h: &mut HostState, reason: String) {
         self.enter(h, Phase::Failed);
+        h.requested = None;
         h.down = true;
         h.version = None;
         h.reason = Some(reason.clone());
@@ -755,6 +822,7 @@ impl<'a> Work<'a> {
         } else {
             self.enter(h, Phase::Done);
             h.reason = None;
+            h.requested = None;
             h.version = Some(self.engine.model.version().to_owned());
             h.down = false;
             self.notice(h, Notice::Done);
@@ -804,8 +872,10 @@ impl<'a> Work<'a> {
         // model's workflow ids (no allocation per host).
         let mut stats: Stats<'_> = HashMap::new();
         // Queued hosts per workflow, down ones first (taking one does not
-        // lower the hosts up), each part by name.
-        let mut queued: BTreeMap<&str, (Vec<&str>, Vec<&str>)> = BTreeMap::new();
+        // lower the hosts up), each part by name; with each, whether an
+        // operator asked for it (it needs no approval).
+        type Queue<'q> = Vec<(&'q str, bool)>;
+        let mut queued: BTreeMap<&str, (Queue<'_>, Queue<'_>)> = BTreeMap::new();
         // Both maps are sorted by name and `changed` ⊆ `state`: a merge
         // instead of a lookup per host.
         let mut touched = self.changed.iter().peekable();
@@ -824,7 +894,7 @@ impl<'a> Work<'a> {
             stats.entry(wid.as_str()).or_default().add(h, rid);
             if h.phase == Phase::Queued {
                 let (down, up) = queued.entry(wid.as_str()).or_default();
-                if h.down { down } else { up }.push(name.as_str());
+                if h.down { down } else { up }.push((name.as_str(), h.requested.is_some()));
             }
         }
         if queued.is_empty() {
@@ -841,9 +911,10 @@ impl<'a> Work<'a> {
                 engine.policies.iter().find_map(|p| p.halt(&ctx))
             };
             if let Some(reason) = halt {
-                for n in &names {
+                for (n, _) in &names {
                     if let Some((key, mut h)) = self.take(n) {
                         self.enter(&mut h, Phase::Halted);
+                        h.requested = None;
                         h.reason = Some(reason.clone());
                         self.notice(
                             &h,
@@ -860,10 +931,11 @@ impl<'a> Work<'a> {
                 }
                 continue;
             }
-            if !approved {
-                continue;
-            }
-            for n in &names {
+            // Without approval, only the hosts an operator named start.
+            for (n, requested) in &names {
+                if !approved && !requested {
+                    continue;
+                }
                 let Some((key, mut h)) = self.take(n) else {
                     continue;
                 };

@@ -23,6 +23,9 @@
 //! - [`observe`]: [`Observation`], what the site services (DHCP, TFTP, the
 //!   boot service, checkpoints) saw of a host; the one place that turns
 //!   observations into engine events.
+//! - [`control`]: [`Control`], one site's control half: models in,
+//!   plans, the approval gate, operators' commands, the deciding half;
+//!   everything it relies on kept in the store.
 //! - [`decide`]: [`Decider`], the deciding half: events in, engine step,
 //!   commit, execution records, [`Task`]s out; a [`Follower`] is told of
 //!   every committed change.
@@ -52,6 +55,7 @@ pub mod act;
 pub mod api;
 #[cfg(feature = "standalone")]
 pub mod boot_state;
+pub mod control;
 pub mod decide;
 pub mod engine;
 pub mod event;
@@ -79,6 +83,7 @@ pub use jiff;
 pub use act::{Actor, Task, TaskResult};
 #[cfg(feature = "standalone")]
 pub use boot_state::EngineBootState;
+pub use control::{Command, CommandError, Control, ControlError};
 pub use decide::{Decider, Follower};
 pub use engine::{Engine, EngineConfig, EngineError, Step};
 pub use event::{Action, ActionKind, Event, EventKind, JobPhase, JobSpec, Notice, Outcome};
@@ -89,7 +94,7 @@ pub use plan::{HostPlan, Plan, PlanAction, PlanSet, SitePlans, plan, plan_with_s
 pub use policy::{Decision, Policy, PolicyCtx, WorkflowStats};
 pub use record::{Record, RecordStatus, RecordStep, Records};
 pub use runner::{Runner, RunnerError};
-pub use state::{Approval, HostState, Pending, Phase, Rollout, SiteState};
+pub use state::{Approval, HostState, Pending, Phase, Requested, Rollout, SiteState};
 pub use store::{
     Compare, KeyValue, MemoryStore, RedbStore, Revision, Store, StoreError, TxnOp, TxnResult,
 };

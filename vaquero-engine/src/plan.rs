@@ -24,7 +24,7 @@ use serde_json::Value;
 use vaquero_model::SiteModel;
 
 use crate::policy::{WorkflowStats, dependency_need};
-use crate::state::{Phase, SiteState};
+use crate::state::{HostState, Phase, SiteState};
 
 /// What a plan does to a host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -116,8 +116,13 @@ pub struct Plan {
     pub batches: usize,
     /// Counts per action.
     pub summary: Summary,
-    /// Every host of either model, sorted by name.
+    /// Every host of either model, sorted by name (only the hosts named,
+    /// for an operator's reprovision).
     pub hosts: Vec<HostPlan>,
+    /// Made by an operator's reprovision (`vaquero reprovision`): it
+    /// lists exactly the hosts named and starts them without approval.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub requested: bool,
 }
 
 impl Plan {
@@ -188,7 +193,7 @@ pub fn plan_with_state(
             };
             if action == PlanAction::Unchanged
                 && let Some(st) = state.and_then(|s| s.hosts.get(&h.name))
-                && let Some(why) = unfinished(st.phase)
+                && let Some(why) = unfinished(st)
             {
                 reasons.push(why.to_owned());
                 action = PlanAction::Reprovision;
@@ -263,14 +268,90 @@ pub fn plan_with_state(
         batches,
         summary,
         hosts,
+        requested: false,
+    }
+}
+
+/// The plan of an operator's reprovision of `names` (sorted, each a host
+/// of `model`): exactly those hosts, each `reprovision` unless it is in
+/// flight already (it finishes what it does), in batches estimated under
+/// the workflow policies with every other host of the site standing.
+pub fn reprovision_plan(
+    model: &SiteModel,
+    names: &[&str],
+    state: &SiteState,
+    skip_windows: bool,
+) -> Plan {
+    let site = model.site();
+    let mut hosts: Vec<HostPlan> = model
+        .hosts()
+        .iter()
+        .map(|h| {
+            let named = names.binary_search(&h.name.as_str()).is_ok();
+            let busy = state
+                .hosts
+                .get(&h.name)
+                .is_some_and(|st| st.phase.in_flight());
+            let (action, reasons) = match (named, busy) {
+                (true, false) => {
+                    let mut r = vec!["requested by an operator".to_owned()];
+                    if skip_windows {
+                        r.push("reboot windows skipped (--now)".to_owned());
+                    }
+                    (PlanAction::Reprovision, r)
+                }
+                (true, true) => (
+                    PlanAction::Unchanged,
+                    vec!["in flight already: finishes what it does".to_owned()],
+                ),
+                (false, _) => (PlanAction::Unchanged, Vec::new()),
+            };
+            HostPlan {
+                name: h.name.clone(),
+                site: site.id.clone(),
+                workflow: h.workflow.clone(),
+                action,
+                reasons,
+                batch: None,
+            }
+        })
+        .collect();
+    hosts.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+    // Batches under the policies, the rest of the site counted as up.
+    let batches = assign_batches(model, &mut hosts, false);
+    hosts.retain(|h| names.binary_search(&h.name.as_str()).is_ok());
+    let mut summary = Summary::default();
+    for h in &hosts {
+        match h.action {
+            PlanAction::Reprovision => summary.reprovision += 1,
+            _ => summary.unchanged += 1,
+        }
+        if h.batch.is_some() {
+            summary.rebooted += 1;
+        }
+    }
+    Plan {
+        site: site.id.clone(),
+        from: Some(model.version().to_owned()),
+        to: model.version().to_owned(),
+        revision: model.revision().map(str::to_owned),
+        auto_apply: true,
+        force_provision: site.policy.force_provision,
+        batches,
+        summary,
+        hosts,
+        requested: true,
     }
 }
 
 /// Why a host the diff would reprovision is left as it is.
 const ALREADY_RUNS: &str = "already runs this version (finished under it before)";
 
-fn unfinished(p: Phase) -> Option<&'static str> {
-    match p {
+fn unfinished(st: &HostState) -> Option<&'static str> {
+    match st.phase {
+        Phase::Queued if st.requested.is_some() => {
+            Some("queued by an operator's reprovision, not started yet")
+        }
         Phase::Queued => Some("queued by an earlier rollout, not started yet"),
         Phase::Halted => Some("halted in an earlier rollout"),
         Phase::Failed => Some("failed in an earlier rollout"),
@@ -531,7 +612,9 @@ impl std::fmt::Display for Plan {
         writeln!(
             f,
             "  {}",
-            if self.auto_apply {
+            if self.requested {
+                "requested by an operator: these hosts start without approval"
+            } else if self.auto_apply {
                 "auto_apply: applied without approval"
             } else {
                 "auto_apply is off: waits for approval"

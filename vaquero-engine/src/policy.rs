@@ -21,7 +21,7 @@
 //!   failures; hosts not started yet are halted, hosts in flight finish.
 //! - `windows`: the first power operation of a reprovisioning happens
 //!   only inside a reboot window, in the site's time zone; hosts already
-//!   down may finish.
+//!   down may finish. An operator's `reprovision --now` skips them.
 //!
 //! `never_provision` and `force_provision` decide which hosts are in a
 //! rollout at all; they are applied when a plan is made.
@@ -317,8 +317,9 @@ impl Policy for Windows {
         "windows"
     }
 
-    fn allow_power(&self, ctx: &PolicyCtx<'_>, _host: &HostState) -> Decision {
-        if self.open(ctx.now, ctx.tz) {
+    fn allow_power(&self, ctx: &PolicyCtx<'_>, host: &HostState) -> Decision {
+        // An operator's `reprovision --now` skips the windows.
+        if host.requested.is_some_and(|r| r.skip_windows) || self.open(ctx.now, ctx.tz) {
             Decision::Allow
         } else {
             Decision::Wait(format!(

@@ -16,33 +16,26 @@
 //! A `kill -9` at any moment loses nothing acknowledged: the state says
 //! what was issued, and a restart re-issues what never got an outcome.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use serde::Serialize;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use vaquero_ipxe::TokenKey;
 use vaquero_lom::{DriverOptions, Lom, LomConfig, PowerDriver, driver_for};
-use vaquero_model::{
-    DirSource, GitSource, LoadedSot, ModelError, SiteModel, Sot, SotFiles, SotSource,
-};
+use vaquero_model::{DirSource, GitSource, LoadedSot, ModelError, SiteModel, SotSource};
 
 use crate::act::{Actor, TaskResult};
 use crate::boot_state::EngineBootState;
-use crate::decide::Decider;
-use crate::engine::{Engine, EngineConfig};
+use crate::control::Control;
+use crate::engine::EngineConfig;
 use crate::job::JobRunner;
 use crate::observe::Observation;
-use crate::plan::{Plan, PlanAction};
-use crate::policy::{Decision, Policy, PolicyCtx};
 use crate::site::{SiteOptions, SiteServices};
-use crate::state::{HostState, SiteState};
-use crate::store::{RedbStore, Store};
+use crate::store::RedbStore;
 
 /// How `vaquero standalone` runs.
 #[derive(Debug, Clone)]
@@ -224,104 +217,10 @@ pub fn open_source(sot: &str, branch: Option<&str>) -> Result<Box<dyn SotSource>
     }
 }
 
-/// An operator's command to the control loop.
-#[derive(Debug)]
-pub enum Command {
-    /// Approve the waiting rollout (`None`: whichever waits).
-    Approve(Option<u64>),
-    /// Reprovision these hosts now (a rollout of their own, approved).
-    Reprovision(Vec<String>),
-    /// Start no new host; hosts in flight finish.
-    Pause,
-    /// Start hosts again.
-    Resume,
-}
-
-/// A command and where its answer goes.
-pub type CommandMsg = (Command, oneshot::Sender<Result<String, String>>);
-
-/// A plan the loop made, for the API.
-#[derive(Debug, Clone, Serialize)]
-pub struct PlanEntry {
-    /// The rollout it became.
-    pub rollout: u64,
-    /// `pending` (waits for approval) or `applied`.
-    pub status: &'static str,
-    /// When it was made.
-    pub created: Timestamp,
-    /// The SoT revision planned to.
-    pub revision: Option<String>,
-    /// The text `vaquero plan` prints.
-    pub text: String,
-    /// The stable JSON form.
-    pub plan: crate::plan::PlanSet,
-}
-
-/// A revision that was refused, for the API.
-#[derive(Debug, Clone, Serialize)]
-pub struct Refused {
-    /// The revision.
-    pub revision: String,
-    /// When it was seen.
-    pub at: Timestamp,
-    /// Every problem (`file:line:col: key: message`).
-    pub errors: Vec<String>,
-}
-
-/// What the API reads: published by the loop after every change.
-#[derive(Debug, Clone, Serialize)]
-pub struct Snapshot {
-    /// The site.
-    pub site: String,
-    /// The SoT source.
-    pub source: String,
-    /// The SoT revision served.
-    pub revision: Option<String>,
-    /// The model version served.
-    pub version: String,
-    /// Whether new hosts are held back.
-    pub paused: bool,
-    /// The last revision refused, if it is still the newest.
-    pub refused: Option<Refused>,
-    /// Plans, newest last.
-    pub plans: Vec<PlanEntry>,
-    /// The engine's state.
-    pub state: SiteState,
-    /// The model served (boot ids and names of each host's stages).
-    pub model: Arc<SiteModel>,
-}
-
-/// Observations per host, newest last, bounded.
-#[derive(Debug, Default)]
-pub struct Timelines {
-    hosts: HashMap<String, VecDeque<Observation>>,
-}
-
-/// How many observations a host's timeline keeps.
-const TIMELINE: usize = 512;
-
-impl Timelines {
-    fn push(&mut self, o: Observation) {
-        let t = self.hosts.entry(o.host.clone()).or_default();
-        if t.len() == TIMELINE {
-            t.pop_front();
-        }
-        t.push_back(o);
-    }
-
-    /// The observations of `host`, oldest first.
-    pub fn of(&self, host: &str) -> Vec<Observation> {
-        self.hosts
-            .get(host)
-            .map(|t| t.iter().cloned().collect())
-            .unwrap_or_default()
-    }
-
-    /// The newest observation of `host`.
-    pub fn last(&self, host: &str) -> Option<Observation> {
-        self.hosts.get(host)?.back().cloned()
-    }
-}
+pub use crate::control::{
+    Command, CommandError, CommandMsg, PlanEntry, PlanKind, PlanStatus, Refused, Snapshot,
+    Timelines,
+};
 
 /// What the API shares with the loop.
 #[derive(Clone)]
@@ -346,55 +245,18 @@ impl std::fmt::Debug for Shared {
     }
 }
 
-/// Holds every queued host back while set.
-#[derive(Debug, Default)]
-struct Pause(Arc<AtomicBool>);
-
-impl Policy for Pause {
-    fn name(&self) -> &str {
-        "pause"
-    }
-
-    fn admit(&self, _: &PolicyCtx<'_>, _: &HostState) -> Decision {
-        if self.0.load(Ordering::Relaxed) {
-            Decision::Wait("paused by an operator".into())
-        } else {
-            Decision::Allow
-        }
-    }
-}
-
-/// The store key of the SoT files the site's current model came from.
-fn applied_key(site: &str) -> String {
-    format!("v1/standalone/{site}/applied")
-}
-
-fn paused_key(site: &str) -> String {
-    format!("v1/standalone/{site}/paused")
-}
-
-/// The loop's own state.
+/// The loop's own state: the control half, and the site half joined to
+/// it in-process.
 struct Loop {
-    site: String,
-    /// The tasks out, by (host, seq): what each was and for which boot
-    /// attempt, for the timeline entry of its result.
-    issued: HashMap<(String, u64), (String, u64)>,
+    control: Control<RedbStore>,
     source: Box<dyn SotSource>,
-    store: Arc<RedbStore>,
-    decider: Decider<RedbStore>,
+    head: String,
     actor: Actor,
     lom: Lom,
     services: SiteServices,
-    model: Arc<SiteModel>,
-    head: String,
-    engine_config: EngineConfig,
-    paused: Arc<AtomicBool>,
-    refused: Option<Refused>,
-    plans: Vec<PlanEntry>,
     results_tx: mpsc::UnboundedSender<TaskResult>,
     results: mpsc::UnboundedReceiver<TaskResult>,
     observations: mpsc::UnboundedReceiver<Observation>,
-    timelines: Arc<Mutex<Timelines>>,
     publish: watch::Sender<Arc<Snapshot>>,
 }
 
@@ -486,20 +348,17 @@ pub async fn run(
         RedbStore::open(&data.join(STATE_FILE))
             .map_err(|e| StandaloneError::Store(e.to_string()))?,
     );
-    let paused = Arc::new(AtomicBool::new(
-        store
-            .get(&paused_key(&site))
-            .await
-            .map_err(|e| StandaloneError::Store(e.to_string()))?
-            .is_some_and(|kv| kv.value == b"true"),
-    ));
-    let engine =
-        Engine::new(model.clone(), config.engine)?.with_policy(Arc::new(Pause(paused.clone())));
     let boot = Arc::new(EngineBootState::new());
-    let now = Timestamp::now();
-    let (decider, resumed) = Decider::open(engine, store.clone(), boot.clone(), now)
-        .await
-        .map_err(|e| StandaloneError::Store(e.to_string()))?;
+    let (control, resumed) = Control::open(
+        store.clone(),
+        model.clone(),
+        config.engine,
+        boot.clone(),
+        source.describe(),
+        Timestamp::now(),
+    )
+    .await
+    .map_err(|e| StandaloneError::Store(e.to_string()))?;
     let (obs_tx, observations) = mpsc::unbounded_channel();
     let mut options = SiteOptions::new(key);
     options.agent = config.agent.clone();
@@ -513,27 +372,14 @@ pub async fn run(
     // time also across model changes.
     let lom = Lom::new(LomConfig::default());
     let actor = Actor::new(drivers(&model, &lom), JobRunner::new());
-    let mut issued = HashMap::new();
     for t in resumed {
-        issued.insert((t.action.host.clone(), t.action.seq), issued_as(&t));
         actor.spawn(t, results_tx.clone());
     }
-    let timelines = Arc::new(Mutex::new(Timelines::default()));
-    let (publish, snapshot) = watch::channel(Arc::new(Snapshot {
-        site: site.clone(),
-        source: source.describe(),
-        revision: model.revision().map(str::to_owned),
-        version: model.version().to_owned(),
-        paused: paused.load(Ordering::Relaxed),
-        refused: None,
-        plans: Vec::new(),
-        state: decider.state().clone(),
-        model: model.clone(),
-    }));
+    let (publish, snapshot) = watch::channel(Arc::new(control.snapshot()));
     let (commands, mut command_rx) = mpsc::channel::<CommandMsg>(64);
     let shared = Shared {
         snapshot,
-        timelines: timelines.clone(),
+        timelines: control.timelines().clone(),
         commands,
         store: store.clone(),
         token,
@@ -543,28 +389,19 @@ pub async fn run(
     tracing::info!(api = %api.addr, data = %data.display(), "standalone: API listening");
 
     let mut lp = Loop {
-        site,
+        control,
         source,
-        store,
-        decider,
+        head,
         actor,
         lom,
         services,
-        model,
-        head,
-        engine_config: config.engine,
-        paused,
-        refused: None,
-        plans: Vec::new(),
         results_tx,
         results,
         observations,
-        timelines,
         publish,
-        issued,
     };
     // The first plan: against the model the state was last planned for.
-    lp.adopt_if_new(None).await?;
+    lp.adopt(None).await?;
     lp.publish();
 
     let mut tick = tokio::time::interval(config.tick);
@@ -594,7 +431,7 @@ pub async fn run(
                 lp.poll().await;
             }
             Some((cmd, reply)) = command_rx.recv() => {
-                let r = lp.command(cmd).await;
+                let r = lp.control.command(cmd, Timestamp::now()).await;
                 lp.publish();
                 let _ = reply.send(r);
             }
@@ -657,93 +494,26 @@ fn watch_sot(
     }
 }
 
-/// A task as its result's timeline entry names it: the action (a job with
-/// its name) and the boot attempt.
-fn issued_as(t: &crate::act::Task) -> (String, u64) {
-    let what = match &t.action.kind {
-        crate::event::ActionKind::RunJob { boot, index, .. } => {
-            format!("{} job {} of {boot}", t.action.kind.name(), index + 1)
-        }
-        k => k.name().to_owned(),
-    };
-    (what, t.action.attempt)
-}
-
 impl Loop {
-    /// The timeline entry of a task's result.
-    fn action_observation(&mut self, r: &TaskResult) -> Option<Observation> {
-        let (what, attempt) = self.issued.remove(&(r.host.clone(), r.seq))?;
-        let (ok, detail) = match &r.outcome {
-            crate::event::Outcome::Ok { .. } => (true, format!("{what}: ok")),
-            crate::event::Outcome::Failed { transient, message } => (
-                false,
-                format!(
-                    "{what}: failed{}: {message}",
-                    if *transient { " (transient)" } else { "" }
-                ),
-            ),
-        };
-        if !ok {
-            tracing::warn!(host = %r.host, attempt, "{}: {detail}", r.host);
-        }
-        Some(Observation {
-            at: r.ended,
-            host: r.host.clone(),
-            attempt: Some(attempt),
-            kind: crate::observe::ObservationKind::Action,
-            ok,
-            detail,
-        })
-    }
-
     /// One engine step on what was observed and finished since the last.
     async fn step(&mut self) -> Result<(), StandaloneError> {
-        let mut events = Vec::new();
-        {
-            let mut t = self.timelines.lock().unwrap_or_else(|p| p.into_inner());
-            while let Ok(o) = self.observations.try_recv() {
-                events.extend(o.event());
-                t.push(o);
-            }
+        let mut observations = Vec::new();
+        while let Ok(o) = self.observations.try_recv() {
+            observations.push(o);
         }
+        let mut results = Vec::new();
         while let Ok(r) = self.results.try_recv() {
-            if let Some(o) = self.action_observation(&r) {
-                self.timelines
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(o);
-            }
-            events.push(self.decider.finished(&r).await);
+            results.push(r);
         }
-        let before = self.decider.state().phase_counts();
-        let tasks = self
-            .decider
-            .step(&events, Timestamp::now())
+        let (tasks, changed) = self
+            .control
+            .step(observations, results, Timestamp::now())
             .await
             .map_err(|e| StandaloneError::Store(e.to_string()))?;
-        let changed = !tasks.is_empty() || !events.is_empty();
         for t in tasks {
-            tracing::info!(
-                host = %t.action.host,
-                action = t.action.kind.name(),
-                attempt = t.action.attempt,
-                "{}: {}",
-                t.action.host,
-                t.action.kind.name()
-            );
-            self.issued
-                .insert((t.action.host.clone(), t.action.seq), issued_as(&t));
             self.actor.spawn(t, self.results_tx.clone());
         }
-        let after = self.decider.state().phase_counts();
-        for (phase, n) in &after {
-            metrics::gauge!("engine_hosts", "phase" => phase.as_str()).set(*n as f64);
-        }
-        if before != after {
-            let text: Vec<String> = after.iter().map(|(p, n)| format!("{p} {n}")).collect();
-            tracing::info!(site = %self.site, "hosts: {}", text.join(", "));
-        }
-        if changed || before != after {
+        if changed {
             self.publish();
         }
         Ok(())
@@ -758,14 +528,13 @@ impl Loop {
                 return;
             }
         };
-        if head == self.head || self.refused.as_ref().is_some_and(|r| r.revision == head) {
+        if head == self.head || self.control.refused().is_some_and(|r| r.revision == head) {
             return;
         }
-        match load(self.source.as_ref(), &self.site) {
+        match load(self.source.as_ref(), self.control.site()) {
             Ok((model, rev)) => {
                 self.head = rev;
-                self.refused = None;
-                if let Err(e) = self.adopt_if_new(Some(model)).await {
+                if let Err(e) = self.adopt(Some(model)).await {
                     tracing::error!(error = %e, "SoT: cannot adopt the new revision");
                 }
             }
@@ -774,194 +543,34 @@ impl Loop {
                     ModelError::Invalid(d) => d.errors().map(|d| d.to_string()).collect(),
                     other => vec![other.to_string()],
                 };
-                tracing::error!(
-                    revision = %head,
-                    "SoT revision refused ({} error(s)); the previous one keeps serving:\n{}",
-                    errors.len(),
-                    errors.join("\n")
-                );
-                self.refused = Some(Refused {
-                    revision: head,
-                    at: Timestamp::now(),
-                    errors,
-                });
+                self.control.refuse(head, errors, Timestamp::now()).await;
             }
         }
         self.publish();
     }
 
-    /// The model of the SoT files last applied, from the store.
-    async fn applied_model(&self) -> Option<Arc<SiteModel>> {
-        let kv = self.store.get(&applied_key(&self.site)).await.ok()??;
-        let files: BTreeMap<String, String> = serde_json::from_slice(&kv.value).ok()?;
-        let mut f = SotFiles::new();
-        for (p, t) in files {
-            f.insert(p, t);
-        }
-        let sot = Sot::load_owned(f).ok()?;
-        SiteModel::compile(&sot, &self.site).ok().map(Arc::new)
-    }
-
-    /// Plans and starts `model` (or the current one, at start-up) when the
-    /// state was not planned for it yet; remembers its files.
-    async fn adopt_if_new(&mut self, model: Option<Arc<SiteModel>>) -> Result<(), StandaloneError> {
-        let model = model.unwrap_or_else(|| self.model.clone());
-        let planned_for = self.decider.state().rollout.as_ref().map(|r| r.to.clone());
-        if planned_for.as_deref() == Some(model.version()) {
-            if !Arc::ptr_eq(&model, &self.model) {
-                self.switch(model)?;
-            }
-            return Ok(());
-        }
-        let old = match planned_for {
-            Some(v) if v == self.model.version() && !Arc::ptr_eq(&model, &self.model) => {
-                Some(self.model.clone())
-            }
-            Some(_) => self.applied_model().await,
-            None => None,
-        };
-        if !Arc::ptr_eq(&model, &self.model) {
-            self.switch(model.clone())?;
-        }
-        let plan = crate::plan::plan_with_state(old.as_deref(), &model, Some(self.decider.state()));
-        self.start(plan).await?;
-        // The files of the revision the model came from, for the next
-        // plan after a restart.
-        if let Some(rev) = model.revision()
-            && let Ok(files) = self.source.files(rev)
-        {
-            let map: BTreeMap<&str, &str> = files.iter().map(|(p, t)| (p, &**t)).collect();
-            if let Ok(bytes) = serde_json::to_vec(&map)
-                && let Err(e) = self.store.put(&applied_key(&self.site), bytes).await
-            {
-                tracing::warn!(error = %e, "the applied SoT was not stored");
-            }
-        }
-        Ok(())
-    }
-
-    /// Serves `model` from now on: engine, boot state, site services.
-    fn switch(&mut self, model: Arc<SiteModel>) -> Result<(), StandaloneError> {
-        let engine = Engine::new(model.clone(), self.engine_config)?
-            .with_policy(Arc::new(Pause(self.paused.clone())));
-        self.decider.replace_engine(engine);
-        self.services.swap(model.clone());
-        self.actor.replace_drivers(drivers(&model, &self.lom));
-        self.model = model;
-        Ok(())
-    }
-
-    async fn start(&mut self, plan: Plan) -> Result<(), StandaloneError> {
-        let text = plan.to_string();
-        tracing::info!("plan for site {}:\n{text}", self.site);
-        self.decider
-            .start(&plan, Timestamp::now())
+    /// Plans and starts `model` (or the current one, at start-up); the
+    /// site half serves it when it is new.
+    async fn adopt(&mut self, model: Option<Arc<SiteModel>>) -> Result<(), StandaloneError> {
+        let rev = model
+            .as_ref()
+            .unwrap_or(self.control.model())
+            .revision()
+            .map(str::to_owned);
+        let files = rev.and_then(|r| self.source.files(&r).ok());
+        let switched = self
+            .control
+            .adopt(model, files.as_ref(), Timestamp::now())
             .await
             .map_err(|e| StandaloneError::Store(e.to_string()))?;
-        let r = self.decider.state().rollout.clone();
-        let (rollout, pending) = r.map_or((0, false), |r| (r.id, !r.approved()));
-        for p in &mut self.plans {
-            if p.status == "pending" {
-                p.status = "superseded";
-            }
-        }
-        self.plans.push(PlanEntry {
-            rollout,
-            status: if pending { "pending" } else { "applied" },
-            created: Timestamp::now(),
-            revision: plan.revision.clone(),
-            text,
-            plan: crate::plan::PlanSet::new(None, plan.revision.clone(), vec![plan]),
-        });
-        if self.plans.len() > 32 {
-            self.plans.remove(0);
-        }
-        if pending {
-            tracing::info!(rollout, "the plan waits for approval: vaquero approve");
+        if let Some(model) = switched {
+            self.services.swap(model.clone());
+            self.actor.replace_drivers(drivers(&model, &self.lom));
         }
         Ok(())
-    }
-
-    async fn command(&mut self, cmd: Command) -> Result<String, String> {
-        match cmd {
-            Command::Approve(id) => {
-                let waiting = self
-                    .decider
-                    .state()
-                    .rollout
-                    .as_ref()
-                    .filter(|r| !r.approved())
-                    .map(|r| r.id);
-                let Some(w) = waiting else {
-                    return Err("no rollout waits for approval".into());
-                };
-                if id.is_some_and(|id| id != w) {
-                    return Err(format!(
-                        "rollout {w} waits for approval, not {}",
-                        id.unwrap_or(0)
-                    ));
-                }
-                self.decider.approve(w).await.map_err(|e| e.to_string())?;
-                for p in &mut self.plans {
-                    if p.rollout == w {
-                        p.status = "applied";
-                    }
-                }
-                tracing::info!(rollout = w, "approved");
-                Ok(format!("rollout {w} approved"))
-            }
-            Command::Reprovision(hosts) => {
-                for h in &hosts {
-                    if self.model.by_name(h).is_none() {
-                        return Err(format!("no host named `{h}` in site `{}`", self.site));
-                    }
-                }
-                let mut plan = self
-                    .decider
-                    .engine()
-                    .plan(Some(&self.model), self.decider.state());
-                for hp in &mut plan.hosts {
-                    if hosts.contains(&hp.name) {
-                        hp.action = PlanAction::Reprovision;
-                        hp.reasons = vec!["requested by an operator".into()];
-                    }
-                }
-                plan.auto_apply = true;
-                self.start(plan).await.map_err(|e| e.to_string())?;
-                Ok(format!("reprovisioning {}", hosts.join(", ")))
-            }
-            Command::Pause | Command::Resume => {
-                let pause = matches!(cmd, Command::Pause);
-                self.paused.store(pause, Ordering::Relaxed);
-                self.store
-                    .put(&paused_key(&self.site), pause.to_string().into_bytes())
-                    .await
-                    .map_err(|e| e.to_string())?;
-                tracing::info!(
-                    paused = pause,
-                    "rollout {}",
-                    if pause { "paused" } else { "resumed" }
-                );
-                Ok(if pause {
-                    "paused: no new host starts; hosts in flight finish".into()
-                } else {
-                    "resumed".into()
-                })
-            }
-        }
     }
 
     fn publish(&self) {
-        self.publish.send_replace(Arc::new(Snapshot {
-            site: self.site.clone(),
-            source: self.source.describe(),
-            revision: self.model.revision().map(str::to_owned),
-            version: self.model.version().to_owned(),
-            paused: self.paused.load(Ordering::Relaxed),
-            refused: self.refused.clone(),
-            plans: self.plans.clone(),
-            state: self.decider.state().clone(),
-            model: self.model.clone(),
-        }));
+        self.publish.send_replace(Arc::new(self.control.snapshot()));
     }
 }

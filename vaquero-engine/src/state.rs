@@ -172,6 +172,21 @@ pub struct HostState {
     pub down: bool,
     /// Why it is failed, halted, skipped or waiting.
     pub reason: Option<String>,
+    /// An operator asked for this host to be reprovisioned (`vaquero
+    /// reprovision`): queued, it may start without the approval of the
+    /// site's rollout, under its workflow's policies. Cleared when the
+    /// provisioning ends (done, failed or halted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested: Option<Requested>,
+}
+
+/// An operator's request to reprovision one host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Requested {
+    /// When it was asked for.
+    pub at: Timestamp,
+    /// Whether the site's reboot windows are skipped (`--now`).
+    pub skip_windows: bool,
 }
 
 impl HostState {
@@ -195,6 +210,7 @@ impl HostState {
             version: None,
             down: false,
             reason: None,
+            requested: None,
         }
     }
 }

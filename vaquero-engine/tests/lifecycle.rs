@@ -645,3 +645,79 @@ fn a_failed_host_queued_again_counts_as_down_and_starts_first() {
     let why = state.hosts["k8s-01"].reason.as_deref().unwrap_or_default();
     assert!(why.starts_with("min_standing"), "{why}");
 }
+
+#[test]
+fn a_reprovision_starts_the_named_hosts_alone_and_a_waiting_plan_keeps_waiting() {
+    // Rollout 1 waits for approval; force_provision queues every host.
+    let model = lab(|d| {
+        d.site.policy.force_provision = true;
+        d.site.policy.windows.clear();
+    });
+    let mut h = H::new(model, "2026-11-22T12:00:00Z");
+    h.start();
+    let waiting = h.state.rollout.clone().unwrap();
+    assert_eq!(waiting.approval, Approval::Pending);
+    assert!(h.step(&[]).is_empty());
+
+    let (s, plan) = h
+        .engine
+        .reprovision(&h.state, &["storage-01".into()], false, h.now)
+        .unwrap();
+    h.state.apply(&s);
+    // The plan lists exactly the host named, as reprovisioned.
+    assert_eq!(plan.hosts.len(), 1, "{plan}");
+    assert_eq!(plan.hosts[0].name, "storage-01");
+    assert_eq!(
+        plan.hosts[0].action,
+        vaquero_engine::PlanAction::Reprovision
+    );
+    assert_eq!(plan.summary.reprovision, 1);
+    assert!(plan.requested);
+    let text = plan.to_string();
+    assert!(text.contains("1 to reprovision"), "{text}");
+    assert!(!text.contains("k8s-"), "{text}");
+
+    // Only storage-01 is acted on; the rollout is the same, still waiting.
+    let a = h.step(&[]);
+    assert!(!a.is_empty());
+    assert!(a.iter().all(|a| a.host == "storage-01"), "{a:?}");
+    assert_eq!(h.state.rollout.as_ref(), Some(&waiting));
+    for k in ["k8s-01", "k8s-02", "k8s-03"] {
+        assert_eq!(h.host(k).phase, Phase::Queued, "{k}");
+    }
+    // Approving later still works, and starts the others.
+    let s = h.engine.approve(&h.state, waiting.id).unwrap();
+    h.state.apply(&s);
+    let a = h.step(&[]);
+    assert!(a.iter().any(|a| a.host.starts_with("k8s-")), "{a:?}");
+
+    // Unknown hosts are named; never_provision hosts are refused.
+    let e = h
+        .engine
+        .reprovision(&h.state, &["nope".into()], false, h.now)
+        .unwrap_err();
+    assert!(e.to_string().contains("nope"), "{e}");
+}
+
+#[test]
+fn a_reprovision_waits_for_the_reboot_windows_unless_now() {
+    // The lab: 22:00-06:00 Europe/Berlin; 12:00 UTC is outside.
+    let model = lab(|d| d.site.policy.auto_apply = true);
+    for (skip, cycles) in [(false, false), (true, true)] {
+        let mut h = H::new(model.clone(), "2026-11-22T12:00:00Z");
+        // New hosts, not forced: they wait to netboot by themselves.
+        h.start();
+        let (s, _) = h
+            .engine
+            .reprovision(&h.state, &["storage-01".into()], skip, h.now)
+            .unwrap();
+        h.state.apply(&s);
+        h.step(&[]);
+        let a = h.ok("storage-01");
+        assert_eq!(
+            of(&a, "storage-01").contains(&&ActionKind::PowerCycle),
+            cycles,
+            "skip_windows {skip}: {a:?}"
+        );
+    }
+}

@@ -1,0 +1,692 @@
+//! The control half of one site: the models it is given, the plans made
+//! of them, the approval gate, operators' commands, and the deciding half
+//! ([`Decider`]) that steps the engine.
+//!
+//! [`Control`] does no network I/O and reads no clock: a caller (the
+//! standalone loop, a test, a simulation) hands it models, commands,
+//! observations and task results with `now`, and carries out the tasks it
+//! returns. Everything an operator relies on (the engine's state, the
+//! plans with their text, the pause flag, the last refused revision, the
+//! SoT files last applied) is kept in the [`Store`], so a restart resumes
+//! where the last commit left off.
+//!
+//! Which commands start which hosts:
+//! - a new SoT revision makes a plan; with the site's `auto_apply` it
+//!   starts at once, otherwise its hosts wait until the plan is approved;
+//! - [`Command::Approve`] starts the hosts of the waiting plan;
+//! - [`Command::Reprovision`] starts the hosts it names and no others,
+//!   whether or not a plan waits for approval (which keeps waiting);
+//! - [`Command::Pause`] holds every host not started yet, whatever started
+//!   it; hosts in flight finish.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use vaquero_model::{SiteModel, Sot, SotFiles};
+
+use crate::act::{Task, TaskResult};
+use crate::decide::{Decider, Follower};
+use crate::engine::{Engine, EngineConfig, EngineError};
+use crate::event::{ActionKind, Outcome};
+use crate::observe::{Observation, ObservationKind};
+use crate::plan::{Plan, PlanSet};
+use crate::policy::{Decision, Policy, PolicyCtx};
+use crate::state::{HostState, SiteState};
+use crate::store::Store;
+
+/// An operator's command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Approve the waiting rollout (`None`: whichever waits).
+    Approve(Option<u64>),
+    /// Reprovision exactly these hosts, without approval, under their
+    /// workflows' policies.
+    Reprovision {
+        /// The hosts.
+        hosts: Vec<String>,
+        /// Skip the site's reboot windows.
+        now: bool,
+    },
+    /// Start no new host; hosts in flight finish.
+    Pause,
+    /// Start hosts again.
+    Resume,
+}
+
+/// Why a command was not carried out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommandError {
+    /// It names something the site does not have (a host).
+    #[error("{0}")]
+    NotFound(String),
+    /// It does not fit the site's state (nothing waits for approval, a
+    /// `never_provision` host).
+    #[error("{0}")]
+    Refused(String),
+    /// The store failed; nothing was changed.
+    #[error("store: {0}")]
+    Store(String),
+    /// The control loop is stopping.
+    #[error("the control loop is stopping")]
+    Stopping,
+}
+
+/// A command and where its answer goes.
+pub type CommandMsg = (
+    Command,
+    tokio::sync::oneshot::Sender<Result<String, CommandError>>,
+);
+
+/// Where a plan stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanStatus {
+    /// Waits for approval.
+    Pending,
+    /// Approved, applied without approval, or an operator's reprovision.
+    Applied,
+    /// A newer plan came before it was approved.
+    Superseded,
+}
+
+/// What made a plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanKind {
+    /// A new SoT revision.
+    Revision,
+    /// An operator's reprovision of named hosts.
+    Reprovision,
+}
+
+/// A plan the control half made, for the API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanEntry {
+    /// The rollout it became; for a reprovision, the site's rollout at
+    /// the time (which it leaves as it was).
+    pub rollout: u64,
+    /// What made it.
+    pub kind: PlanKind,
+    /// Where it stands.
+    pub status: PlanStatus,
+    /// When it was made.
+    pub created: Timestamp,
+    /// The SoT revision planned to.
+    pub revision: Option<String>,
+    /// The text `vaquero plan` prints.
+    pub text: String,
+    /// The stable JSON form (a `PlanSet`).
+    pub plan: serde_json::Value,
+}
+
+/// A revision that was refused, for the API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refused {
+    /// The revision.
+    pub revision: String,
+    /// When it was seen.
+    pub at: Timestamp,
+    /// Every problem (`file:line:col: key: message`).
+    pub errors: Vec<String>,
+}
+
+/// What the API reads: published after every change.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    /// The site.
+    pub site: String,
+    /// The SoT source.
+    pub source: String,
+    /// The SoT revision served.
+    pub revision: Option<String>,
+    /// The model version served.
+    pub version: String,
+    /// Whether new hosts are held back.
+    pub paused: bool,
+    /// The last revision refused, if it is still the newest.
+    pub refused: Option<Refused>,
+    /// Plans, newest last.
+    pub plans: Vec<PlanEntry>,
+    /// The engine's state.
+    pub state: SiteState,
+    /// The model served (boot ids and names of each host's stages).
+    pub model: Arc<SiteModel>,
+}
+
+/// Observations per host, newest last, bounded.
+#[derive(Debug, Default)]
+pub struct Timelines {
+    hosts: HashMap<String, VecDeque<Observation>>,
+}
+
+/// How many observations a host's timeline keeps.
+const TIMELINE: usize = 512;
+
+/// How many plans are kept.
+const PLANS: usize = 32;
+
+impl Timelines {
+    fn push(&mut self, o: Observation) {
+        let t = self.hosts.entry(o.host.clone()).or_default();
+        if t.len() == TIMELINE {
+            t.pop_front();
+        }
+        t.push_back(o);
+    }
+
+    /// The observations of `host`, oldest first.
+    pub fn of(&self, host: &str) -> Vec<Observation> {
+        self.hosts
+            .get(host)
+            .map(|t| t.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The newest observation of `host`.
+    pub fn last(&self, host: &str) -> Option<Observation> {
+        self.hosts.get(host)?.back().cloned()
+    }
+}
+
+/// Holds every queued host back while set.
+#[derive(Debug, Default)]
+struct Pause(Arc<AtomicBool>);
+
+impl Policy for Pause {
+    fn name(&self) -> &str {
+        "pause"
+    }
+
+    fn admit(&self, _: &PolicyCtx<'_>, _: &HostState) -> Decision {
+        if self.0.load(Ordering::Relaxed) {
+            Decision::Wait("paused by an operator".into())
+        } else {
+            Decision::Allow
+        }
+    }
+}
+
+/// Why the control half stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ControlError {
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(#[from] crate::persist::PersistError),
+    /// The engine refused its model or plan.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// Starting or approving a plan failed.
+    #[error(transparent)]
+    Runner(#[from] crate::RunnerError),
+}
+
+fn key(site: &str, what: &str) -> String {
+    format!("v1/standalone/{site}/{what}")
+}
+
+/// One site's control half.
+pub struct Control<S: Store + ?Sized + 'static> {
+    site: String,
+    source: String,
+    store: Arc<S>,
+    decider: Decider<S>,
+    model: Arc<SiteModel>,
+    engine_config: EngineConfig,
+    paused: Arc<AtomicBool>,
+    refused: Option<Refused>,
+    plans: Vec<PlanEntry>,
+    /// The tasks out, by (host, seq): what each was and for which boot
+    /// attempt, for the timeline entry of its result.
+    issued: HashMap<(String, u64), (String, u64)>,
+    timelines: Arc<Mutex<Timelines>>,
+}
+
+impl<S: Store + ?Sized + 'static> std::fmt::Debug for Control<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Control")
+            .field("site", &self.site)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Store + ?Sized + 'static> Control<S> {
+    /// Loads the site's state, plans and flags from `store`, serving
+    /// `model` (not planned yet: call [`adopt`](Self::adopt)); returns the
+    /// control half and the tasks issued before a restart whose outcome
+    /// never arrived.
+    pub async fn open(
+        store: Arc<S>,
+        model: Arc<SiteModel>,
+        engine_config: EngineConfig,
+        follower: Arc<dyn Follower>,
+        source: String,
+        now: Timestamp,
+    ) -> Result<(Self, Vec<Task>), ControlError> {
+        let site = model.site().id.clone();
+        let read = async |what: &str| -> Result<Option<Vec<u8>>, ControlError> {
+            Ok(store
+                .get(&key(&site, what))
+                .await
+                .map_err(crate::persist::PersistError::from)?
+                .map(|kv| kv.value))
+        };
+        let paused = Arc::new(AtomicBool::new(
+            read("paused").await?.is_some_and(|v| v == b"true"),
+        ));
+        let plans: Vec<PlanEntry> = match read("plans").await? {
+            Some(v) => serde_json::from_slice(&v).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "stored plans unreadable; starting without them");
+                Vec::new()
+            }),
+            None => Vec::new(),
+        };
+        let refused: Option<Refused> = read("refused")
+            .await?
+            .and_then(|v| serde_json::from_slice(&v).ok());
+        let engine =
+            Engine::new(model.clone(), engine_config)?.with_policy(Arc::new(Pause(paused.clone())));
+        let (decider, resumed) = Decider::open(engine, store.clone(), follower, now).await?;
+        let mut c = Control {
+            site,
+            source,
+            store,
+            decider,
+            model,
+            engine_config,
+            paused,
+            refused,
+            plans,
+            issued: HashMap::new(),
+            timelines: Arc::new(Mutex::new(Timelines::default())),
+        };
+        for t in &resumed {
+            c.issued
+                .insert((t.action.host.clone(), t.action.seq), issued_as(t));
+        }
+        Ok((c, resumed))
+    }
+
+    /// The site.
+    pub fn site(&self) -> &str {
+        &self.site
+    }
+
+    /// The model served.
+    pub fn model(&self) -> &Arc<SiteModel> {
+        &self.model
+    }
+
+    /// The engine's state as last committed.
+    pub fn state(&self) -> &SiteState {
+        self.decider.state()
+    }
+
+    /// The deciding half.
+    pub fn decider(&self) -> &Decider<S> {
+        &self.decider
+    }
+
+    /// The timelines (shared with the API).
+    pub fn timelines(&self) -> &Arc<Mutex<Timelines>> {
+        &self.timelines
+    }
+
+    /// The last revision refused, while it is the newest.
+    pub fn refused(&self) -> Option<&Refused> {
+        self.refused.as_ref()
+    }
+
+    /// Plans, newest last.
+    pub fn plans(&self) -> &[PlanEntry] {
+        &self.plans
+    }
+
+    /// Whether new hosts are held back.
+    pub fn paused(&self) -> bool {
+        self.paused.load(Ordering::Relaxed)
+    }
+
+    /// What the API reads.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            site: self.site.clone(),
+            source: self.source.clone(),
+            revision: self.model.revision().map(str::to_owned),
+            version: self.model.version().to_owned(),
+            paused: self.paused(),
+            refused: self.refused.clone(),
+            plans: self.plans.clone(),
+            state: self.decider.state().clone(),
+            model: self.model.clone(),
+        }
+    }
+
+    async fn put_json(&self, what: &str, v: &impl Serialize) {
+        let r = match serde_json::to_vec(v) {
+            Ok(bytes) => self.store.put(&key(&self.site, what), bytes).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "{what} not serialized");
+                return;
+            }
+        };
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "{what} not stored");
+        }
+    }
+
+    /// A revision that does not validate: kept (and stored) for the API
+    /// until a newer one is adopted; the current model keeps serving.
+    pub async fn refuse(&mut self, revision: String, errors: Vec<String>, now: Timestamp) {
+        tracing::error!(
+            revision = %revision,
+            "SoT revision refused ({} error(s)); the previous one keeps serving:\n{}",
+            errors.len(),
+            errors.join("\n")
+        );
+        self.refused = Some(Refused {
+            revision,
+            at: now,
+            errors,
+        });
+        self.put_json("refused", &self.refused).await;
+    }
+
+    /// The model of the SoT files last applied, from the store.
+    async fn applied_model(&self) -> Option<Arc<SiteModel>> {
+        let kv = self.store.get(&key(&self.site, "applied")).await.ok()??;
+        let files: BTreeMap<String, String> = serde_json::from_slice(&kv.value).ok()?;
+        let mut f = SotFiles::new();
+        for (p, t) in files {
+            f.insert(p, t);
+        }
+        let sot = Sot::load_owned(f).ok()?;
+        SiteModel::compile(&sot, &self.site).ok().map(Arc::new)
+    }
+
+    /// Plans and starts `model` (`None`: the one served, at start-up)
+    /// when the state was not planned for it yet: at once with the site's
+    /// `auto_apply`, otherwise it waits for approval. `files` are the SoT
+    /// files `model` came from, kept so the next plan after a restart
+    /// diffs against what was applied. Returns the model when the site
+    /// must serve a new one (its services and drivers).
+    pub async fn adopt(
+        &mut self,
+        model: Option<Arc<SiteModel>>,
+        files: Option<&SotFiles>,
+        now: Timestamp,
+    ) -> Result<Option<Arc<SiteModel>>, ControlError> {
+        if model.is_some() && self.refused.take().is_some() {
+            self.put_json("refused", &None::<Refused>).await;
+        }
+        let model = model.unwrap_or_else(|| self.model.clone());
+        let switched = !Arc::ptr_eq(&model, &self.model);
+        let planned_for = self.decider.state().rollout.as_ref().map(|r| r.to.clone());
+        if planned_for.as_deref() == Some(model.version()) {
+            if switched {
+                self.switch(model.clone())?;
+                return Ok(Some(model));
+            }
+            return Ok(None);
+        }
+        let old = match planned_for {
+            Some(v) if v == self.model.version() && switched => Some(self.model.clone()),
+            Some(_) => self.applied_model().await,
+            None => None,
+        };
+        if switched {
+            self.switch(model.clone())?;
+        }
+        let plan = crate::plan::plan_with_state(old.as_deref(), &model, Some(self.decider.state()));
+        self.start(plan, now).await?;
+        if let Some(files) = files {
+            let map: BTreeMap<&str, &str> = files.iter().map(|(p, t)| (p, &**t)).collect();
+            self.put_json("applied", &map).await;
+        }
+        Ok(switched.then_some(model))
+    }
+
+    /// Serves `model` from now on (the engine and what follows it).
+    fn switch(&mut self, model: Arc<SiteModel>) -> Result<(), ControlError> {
+        let engine = Engine::new(model.clone(), self.engine_config)?
+            .with_policy(Arc::new(Pause(self.paused.clone())));
+        self.decider.replace_engine(engine);
+        self.model = model;
+        Ok(())
+    }
+
+    async fn record_plan(
+        &mut self,
+        plan: &Plan,
+        kind: PlanKind,
+        status: PlanStatus,
+        now: Timestamp,
+    ) {
+        let text = plan.to_string();
+        tracing::info!("plan for site {}:\n{text}", self.site);
+        let rollout = self.decider.state().rollout.as_ref().map_or(0, |r| r.id);
+        if kind == PlanKind::Revision {
+            for p in &mut self.plans {
+                if p.status == PlanStatus::Pending {
+                    p.status = PlanStatus::Superseded;
+                }
+            }
+        }
+        let set = PlanSet::new(None, plan.revision.clone(), vec![plan.clone()]);
+        self.plans.push(PlanEntry {
+            rollout,
+            kind,
+            status,
+            created: now,
+            revision: plan.revision.clone(),
+            text,
+            plan: serde_json::to_value(&set).unwrap_or_default(),
+        });
+        if self.plans.len() > PLANS {
+            self.plans.remove(0);
+        }
+        self.put_json("plans", &self.plans).await;
+    }
+
+    async fn start(&mut self, plan: Plan, now: Timestamp) -> Result<(), ControlError> {
+        self.decider.start(&plan, now).await?;
+        let pending = self
+            .decider
+            .state()
+            .rollout
+            .as_ref()
+            .is_some_and(|r| !r.approved());
+        let status = if pending {
+            PlanStatus::Pending
+        } else {
+            PlanStatus::Applied
+        };
+        self.record_plan(&plan, PlanKind::Revision, status, now)
+            .await;
+        if pending {
+            tracing::info!("the plan waits for approval: vaquero approve");
+        }
+        Ok(())
+    }
+
+    /// Carries out an operator's command.
+    pub async fn command(&mut self, cmd: Command, now: Timestamp) -> Result<String, CommandError> {
+        let store = |e: &dyn std::fmt::Display| CommandError::Store(e.to_string());
+        match cmd {
+            Command::Approve(id) => {
+                let waiting = self
+                    .decider
+                    .state()
+                    .rollout
+                    .as_ref()
+                    .filter(|r| !r.approved())
+                    .map(|r| r.id);
+                let Some(w) = waiting else {
+                    return Err(CommandError::Refused(
+                        "no rollout waits for approval".into(),
+                    ));
+                };
+                if let Some(id) = id.filter(|&id| id != w) {
+                    return Err(CommandError::Refused(format!(
+                        "rollout {w} waits for approval, not {id}"
+                    )));
+                }
+                self.decider.approve(w).await.map_err(|e| store(&e))?;
+                for p in &mut self.plans {
+                    if p.rollout == w && p.status == PlanStatus::Pending {
+                        p.status = PlanStatus::Applied;
+                    }
+                }
+                self.put_json("plans", &self.plans).await;
+                tracing::info!(rollout = w, "approved");
+                Ok(format!("rollout {w} approved"))
+            }
+            Command::Reprovision { hosts, now: skip } => {
+                let plan =
+                    self.decider
+                        .reprovision(&hosts, skip, now)
+                        .await
+                        .map_err(|e| match e {
+                            crate::RunnerError::Engine(e @ EngineError::UnknownHost { .. }) => {
+                                CommandError::NotFound(e.to_string())
+                            }
+                            crate::RunnerError::Engine(e) => CommandError::Refused(e.to_string()),
+                            e => store(&e),
+                        })?;
+                self.record_plan(&plan, PlanKind::Reprovision, PlanStatus::Applied, now)
+                    .await;
+                let list = |a: crate::plan::PlanAction| {
+                    plan.hosts
+                        .iter()
+                        .filter(|h| h.action == a)
+                        .map(|h| h.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                let started = list(crate::plan::PlanAction::Reprovision);
+                let busy = list(crate::plan::PlanAction::Unchanged);
+                let mut msg = if started.is_empty() {
+                    "nothing to reprovision".to_owned()
+                } else {
+                    format!("reprovisioning {started}")
+                };
+                if !busy.is_empty() {
+                    msg.push_str(&format!("; in flight already: {busy}"));
+                }
+                Ok(msg)
+            }
+            Command::Pause | Command::Resume => {
+                let pause = matches!(cmd, Command::Pause);
+                self.store
+                    .put(&key(&self.site, "paused"), pause.to_string().into_bytes())
+                    .await
+                    .map_err(|e| store(&e))?;
+                self.paused.store(pause, Ordering::Relaxed);
+                tracing::info!(
+                    paused = pause,
+                    "rollout {}",
+                    if pause { "paused" } else { "resumed" }
+                );
+                Ok(if pause {
+                    "paused: no new host starts; hosts in flight finish".into()
+                } else {
+                    "resumed".into()
+                })
+            }
+        }
+    }
+
+    /// The timeline entry of a task's result.
+    fn action_observation(&mut self, r: &TaskResult) -> Option<Observation> {
+        let (what, attempt) = self.issued.remove(&(r.host.clone(), r.seq))?;
+        let (ok, detail) = match &r.outcome {
+            Outcome::Ok { .. } => (true, format!("{what}: ok")),
+            Outcome::Failed { transient, message } => (
+                false,
+                format!(
+                    "{what}: failed{}: {message}",
+                    if *transient { " (transient)" } else { "" }
+                ),
+            ),
+        };
+        if !ok {
+            tracing::warn!(host = %r.host, attempt, "{}: {detail}", r.host);
+        }
+        Some(Observation {
+            at: r.ended,
+            host: r.host.clone(),
+            attempt: Some(attempt),
+            kind: ObservationKind::Action,
+            ok,
+            detail,
+        })
+    }
+
+    /// One engine step on what was observed and finished since the last:
+    /// committed to the store before anything is done. Returns the tasks
+    /// to carry out, and whether anything changed (publish a snapshot).
+    pub async fn step(
+        &mut self,
+        observations: Vec<Observation>,
+        results: Vec<TaskResult>,
+        now: Timestamp,
+    ) -> Result<(Vec<Task>, bool), ControlError> {
+        let mut events = Vec::new();
+        {
+            let mut t = self.timelines.lock().unwrap_or_else(|p| p.into_inner());
+            for o in observations {
+                events.extend(o.event());
+                t.push(o);
+            }
+        }
+        for r in &results {
+            if let Some(o) = self.action_observation(r) {
+                self.timelines
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(o);
+            }
+            events.push(self.decider.finished(r).await);
+        }
+        let before = self.decider.state().phase_counts();
+        let tasks = self.decider.step(&events, now).await?;
+        for t in &tasks {
+            tracing::info!(
+                host = %t.action.host,
+                action = t.action.kind.name(),
+                attempt = t.action.attempt,
+                "{}: {}",
+                t.action.host,
+                t.action.kind.name()
+            );
+            self.issued
+                .insert((t.action.host.clone(), t.action.seq), issued_as(t));
+        }
+        let after = self.decider.state().phase_counts();
+        for (phase, n) in &after {
+            metrics::gauge!("engine_hosts", "phase" => phase.as_str()).set(*n as f64);
+        }
+        if before != after {
+            let text: Vec<String> = after.iter().map(|(p, n)| format!("{p} {n}")).collect();
+            tracing::info!(site = %self.site, "hosts: {}", text.join(", "));
+        }
+        let changed = !tasks.is_empty() || !events.is_empty() || before != after;
+        Ok((tasks, changed))
+    }
+}
+
+/// A task as its result's timeline entry names it: the action (a job with
+/// its name) and the boot attempt.
+fn issued_as(t: &Task) -> (String, u64) {
+    let what = match &t.action.kind {
+        ActionKind::RunJob { boot, index, .. } => {
+            format!("{} job {} of {boot}", t.action.kind.name(), index + 1)
+        }
+        k => k.name().to_owned(),
+    };
+    (what, t.action.attempt)
+}
