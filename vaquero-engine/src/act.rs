@@ -22,7 +22,33 @@ use vaquero_lom::{BootDevice, BootOverride, PowerAction, PowerDriver};
 
 use crate::event::{Action, ActionKind, Event, EventKind, Outcome};
 use crate::job::JobRunner;
-use crate::record::{RecordStatus, RecordStep};
+
+/// Where a record stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordStatus {
+    /// Issued, no outcome yet.
+    InProgress,
+    /// It worked.
+    Done,
+    /// It failed.
+    Error,
+}
+
+/// One step of a record (a try of a job, a BMC operation).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordStep {
+    /// What it was.
+    pub name: String,
+    /// When it started.
+    pub started: Timestamp,
+    /// When it ended.
+    pub ended: Option<Timestamp>,
+    /// How it went.
+    pub status: RecordStatus,
+    /// Its captured output or error.
+    pub log: String,
+}
 
 /// An action handed to the acting half.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

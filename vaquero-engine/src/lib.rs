@@ -31,7 +31,12 @@
 //!   every committed change.
 //! - [`act`]: [`Actor`], the acting half: tasks in, `vaquero-lom` drivers
 //!   and jobs, [`TaskResult`]s out (idempotent per task).
-//! - [`runner`]: [`Runner`], both halves of one site joined in-process.
+//! - [`transport`]: [`SiteLink`](transport::SiteLink), what joins the
+//!   control half to a site (tasks and models out, observations and
+//!   results in), and [`LocalSite`](transport::LocalSite), the in-process
+//!   join.
+//! - [`runner`]: [`Runner`], a control half and its site link: the one
+//!   copy of the step loop.
 //!
 //! With the `standalone` feature (on by default), the network side:
 //!
@@ -72,6 +77,7 @@ pub mod site;
 pub mod standalone;
 pub mod state;
 pub mod store;
+pub mod transport;
 
 /// Re-exported: [`Store`] and [`Job`] are async traits; implement them
 /// with this macro.

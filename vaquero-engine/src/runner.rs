@@ -1,129 +1,114 @@
-//! [`Runner`]: one site's deciding and acting halves joined in-process.
+//! [`Runner`]: one site's control half joined to the site through a
+//! [`SiteLink`] — the one copy of the step loop, for standalone (an
+//! in-process [`LocalSite`](crate::transport::LocalSite)) and for a
+//! server (a link to a remote agent).
 //!
-//! Each [`tick`](Runner::tick) takes the [`Observation`]s sent to
-//! [`observer`](Runner::observer) since the last one and the results of
-//! finished tasks, runs one [`Decider::step`] (engine step, commit, execution
-//! records), and hands the tasks to the [`Actor`], which carries them out in
-//! the background. After a crash, [`Runner::open`] reloads the state and
-//! re-issues the tasks whose outcome was never committed.
+//! Each [`tick`](Runner::tick) takes what the site observed and the
+//! results of finished tasks, runs one [`Control::step`] (engine step,
+//! commit, execution records), and hands the tasks to the site. A new
+//! model is planned with [`adopt`](Runner::adopt) and sent to the site.
+//! After a crash, [`Runner::open`] reloads the state and sends again the
+//! tasks whose outcome was never committed.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use jiff::Timestamp;
-use tokio::sync::mpsc;
-use vaquero_lom::PowerDriver;
+use vaquero_model::{SiteModel, SotFiles};
 
-use crate::act::{Actor, TaskResult};
-use crate::decide::Decider;
+use crate::control::{Command, CommandError, Control, ControlError};
 use crate::decide::Follower;
-use crate::engine::Engine;
-use crate::job::JobRunner;
-use crate::observe::Observation;
+use crate::engine::EngineConfig;
 use crate::persist::PersistError;
-use crate::plan::Plan;
-use crate::record::Records;
-use crate::state::SiteState;
 use crate::store::Store;
+use crate::transport::SiteLink;
 
-/// One site's engine, its store and the means to act.
-pub struct Runner<S: Store + ?Sized + 'static> {
-    decider: Decider<S>,
-    actor: Actor,
-    results_tx: mpsc::UnboundedSender<TaskResult>,
-    results: mpsc::UnboundedReceiver<TaskResult>,
-    observe_tx: mpsc::UnboundedSender<Observation>,
-    observations: mpsc::UnboundedReceiver<Observation>,
+/// One site's control half and its link to the site.
+pub struct Runner<S: Store + ?Sized + 'static, L: SiteLink> {
+    control: Control<S>,
+    link: L,
 }
 
-impl<S: Store + ?Sized + 'static> std::fmt::Debug for Runner<S> {
+impl<S: Store + ?Sized + 'static, L: SiteLink> std::fmt::Debug for Runner<S, L> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Runner")
-            .field("decider", &self.decider)
+            .field("control", &self.control)
             .finish_non_exhaustive()
     }
 }
 
-impl<S: Store + ?Sized + 'static> Runner<S> {
-    /// Loads the site's state from `store`, and re-issues what was issued
-    /// and never answered. `drivers` maps host names to their (managed)
-    /// power drivers.
+impl<S: Store + ?Sized + 'static, L: SiteLink> Runner<S, L> {
+    /// Loads the site's state from `store` serving `model` (call
+    /// [`adopt`](Self::adopt) next), and sends the site again what was
+    /// issued and never answered.
     pub async fn open(
-        engine: Engine,
         store: Arc<S>,
-        drivers: HashMap<String, Arc<dyn PowerDriver>>,
-        jobs: JobRunner,
-        boot: Arc<dyn Follower>,
+        model: Arc<SiteModel>,
+        config: EngineConfig,
+        follower: Arc<dyn Follower>,
+        source: String,
+        mut link: L,
         now: Timestamp,
-    ) -> Result<Self, PersistError> {
-        let (decider, tasks) = Decider::open(engine, store, boot, now).await?;
-        let (results_tx, results) = mpsc::unbounded_channel();
-        let (observe_tx, observations) = mpsc::unbounded_channel();
-        let runner = Runner {
-            decider,
-            actor: Actor::new(drivers, jobs),
-            results_tx,
-            results,
-            observe_tx,
-            observations,
-        };
-        for t in tasks {
-            runner.actor.spawn(t, runner.results_tx.clone());
+    ) -> Result<Self, ControlError> {
+        let (control, resumed) = Control::open(store, model, config, follower, source, now).await?;
+        link.send_tasks(resumed);
+        Ok(Runner { control, link })
+    }
+
+    /// The control half.
+    pub fn control(&self) -> &Control<S> {
+        &self.control
+    }
+
+    /// The link to the site.
+    pub fn link(&self) -> &L {
+        &self.link
+    }
+
+    /// The link to the site, to change it.
+    pub fn link_mut(&mut self) -> &mut L {
+        &mut self.link
+    }
+
+    /// Plans and starts `model` (see [`Control::adopt`]); the site serves
+    /// it when it is new.
+    pub async fn adopt(
+        &mut self,
+        model: Option<Arc<SiteModel>>,
+        files: Option<&SotFiles>,
+        now: Timestamp,
+    ) -> Result<(), ControlError> {
+        if let Some(m) = self.control.adopt(model, files, now).await? {
+            self.link.send_model(m);
         }
-        Ok(runner)
+        Ok(())
     }
 
-    /// Where the site services send what they observe.
-    pub fn observer(&self) -> mpsc::UnboundedSender<Observation> {
-        self.observe_tx.clone()
+    /// A revision that does not validate (see [`Control::refuse`]).
+    pub async fn refuse(&mut self, revision: String, errors: Vec<String>, now: Timestamp) {
+        self.control.refuse(revision, errors, now).await;
     }
 
-    /// The state as last committed.
-    pub fn state(&self) -> &SiteState {
-        self.decider.state()
+    /// Carries out an operator's command.
+    pub async fn command(&mut self, cmd: Command, now: Timestamp) -> Result<String, CommandError> {
+        self.control.command(cmd, now).await
     }
 
-    /// The execution records.
-    pub fn records(&self) -> &Records<S> {
-        self.decider.records()
-    }
-
-    /// The deciding half.
-    pub fn decider(&mut self) -> &mut Decider<S> {
-        &mut self.decider
-    }
-
-    /// Starts `plan` (see [`Engine::start`]).
-    pub async fn start(&mut self, plan: &Plan, now: Timestamp) -> Result<(), crate::RunnerError> {
-        self.decider.start(plan, now).await
-    }
-
-    /// Approves the waiting rollout `id`.
-    pub async fn approve(&mut self, id: u64) -> Result<(), crate::RunnerError> {
-        self.decider.approve(id).await
-    }
-
-    /// One step: returns how many tasks were started.
-    pub async fn tick(&mut self, now: Timestamp) -> Result<usize, PersistError> {
-        let mut events = Vec::new();
-        while let Ok(o) = self.observations.try_recv() {
-            events.extend(o.event());
-        }
-        while let Ok(r) = self.results.try_recv() {
-            events.push(self.decider.finished(&r).await);
-        }
-        let tasks = self.decider.step(&events, now).await?;
+    /// One step on what the site sent since the last: returns how many
+    /// tasks went out, and whether anything changed.
+    pub async fn tick(&mut self, now: Timestamp) -> Result<(usize, bool), ControlError> {
+        let inbound = self.link.drain();
+        let (tasks, changed) = self
+            .control
+            .step(inbound.observations, inbound.results, now)
+            .await?;
         let n = tasks.len();
-        for t in tasks {
-            self.actor.spawn(t, self.results_tx.clone());
-        }
-        Ok(n)
+        self.link.send_tasks(tasks);
+        Ok((n, changed))
     }
 }
 
 /// A runner operation failed.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum RunnerError {
     /// The engine refused.
     #[error(transparent)]

@@ -486,6 +486,12 @@ impl SiteServices {
         self.model.send_replace(model);
     }
 
+    /// A handle that swaps the model served (as [`swap`](Self::swap)),
+    /// for whoever decides when a new one is served.
+    pub fn model_handle(&self) -> watch::Sender<Arc<SiteModel>> {
+        self.model.clone()
+    }
+
     /// The HTTP boot service's address.
     pub fn http_addr(&self) -> SocketAddr {
         self.http

@@ -28,14 +28,14 @@ use vaquero_ipxe::TokenKey;
 use vaquero_lom::{DriverOptions, Lom, LomConfig, PowerDriver, driver_for};
 use vaquero_model::{DirSource, GitSource, LoadedSot, ModelError, SiteModel, SotSource};
 
-use crate::act::{Actor, TaskResult};
+use crate::act::Actor;
 use crate::boot_state::EngineBootState;
-use crate::control::Control;
 use crate::engine::EngineConfig;
 use crate::job::JobRunner;
-use crate::observe::Observation;
+use crate::runner::Runner;
 use crate::site::{SiteOptions, SiteServices};
 use crate::store::RedbStore;
+use crate::transport::LocalSite;
 
 /// How `vaquero standalone` runs.
 #[derive(Debug, Clone)]
@@ -245,18 +245,12 @@ impl std::fmt::Debug for Shared {
     }
 }
 
-/// The loop's own state: the control half, and the site half joined to
-/// it in-process.
+/// The loop's own state: the control half joined in-process to the site
+/// half (services, actor, drivers).
 struct Loop {
-    control: Control<RedbStore>,
+    runner: Runner<RedbStore, LocalSite>,
     source: Box<dyn SotSource>,
     head: String,
-    actor: Actor,
-    lom: Lom,
-    services: SiteServices,
-    results_tx: mpsc::UnboundedSender<TaskResult>,
-    results: mpsc::UnboundedReceiver<TaskResult>,
-    observations: mpsc::UnboundedReceiver<Observation>,
     publish: watch::Sender<Arc<Snapshot>>,
 }
 
@@ -349,37 +343,39 @@ pub async fn run(
             .map_err(|e| StandaloneError::Store(e.to_string()))?,
     );
     let boot = Arc::new(EngineBootState::new());
-    let (control, resumed) = Control::open(
-        store.clone(),
-        model.clone(),
-        config.engine,
-        boot.clone(),
-        source.describe(),
-        Timestamp::now(),
-    )
-    .await
-    .map_err(|e| StandaloneError::Store(e.to_string()))?;
-    let (obs_tx, observations) = mpsc::unbounded_channel();
     let mut options = SiteOptions::new(key);
     options.agent = config.agent.clone();
     options.dhcp_port = config.ports.dhcp;
     options.tftp_port = config.ports.tftp;
     options.http_listen = config.ports.http;
     options.ipxe_dirs = config.ports.ipxe_dirs.clone();
-    let services = SiteServices::start(model.clone(), boot.clone(), options, obs_tx).await?;
-    let (results_tx, results) = mpsc::unbounded_channel();
     // One Lom for the life of the process: a BMC gets one operation at a
     // time also across model changes.
     let lom = Lom::new(LomConfig::default());
     let actor = Actor::new(drivers(&model, &lom), JobRunner::new());
-    for t in resumed {
-        actor.spawn(t, results_tx.clone());
-    }
-    let (publish, snapshot) = watch::channel(Arc::new(control.snapshot()));
+    let site_link = LocalSite::new(actor, Box::new(move |m| drivers(m, &lom)));
+    let mut services =
+        SiteServices::start(model.clone(), boot.clone(), options, site_link.observer()).await?;
+    let swap = services.model_handle();
+    let site_link = site_link.on_model(move |m| {
+        swap.send_replace(m.clone());
+    });
+    let runner = Runner::open(
+        store.clone(),
+        model.clone(),
+        config.engine,
+        boot.clone(),
+        source.describe(),
+        site_link,
+        Timestamp::now(),
+    )
+    .await
+    .map_err(|e| StandaloneError::Store(e.to_string()))?;
+    let (publish, snapshot) = watch::channel(Arc::new(runner.control().snapshot()));
     let (commands, mut command_rx) = mpsc::channel::<CommandMsg>(64);
     let shared = Shared {
         snapshot,
-        timelines: control.timelines().clone(),
+        timelines: runner.control().timelines().clone(),
         commands,
         store: store.clone(),
         token,
@@ -389,15 +385,9 @@ pub async fn run(
     tracing::info!(api = %api.addr, data = %data.display(), "standalone: API listening");
 
     let mut lp = Loop {
-        control,
+        runner,
         source,
         head,
-        actor,
-        lom,
-        services,
-        results_tx,
-        results,
-        observations,
         publish,
     };
     // The first plan: against the model the state was last planned for.
@@ -416,7 +406,7 @@ pub async fn run(
     let result = loop {
         tokio::select! {
             () = &mut shutdown => break Ok(()),
-            e = lp.services.failed() => break Err(e.into()),
+            e = services.failed() => break Err(e.into()),
             _ = tick.tick() => {
                 if let Err(e) = lp.step().await {
                     break Err(e);
@@ -431,7 +421,7 @@ pub async fn run(
                 lp.poll().await;
             }
             Some((cmd, reply)) = command_rx.recv() => {
-                let r = lp.control.command(cmd, Timestamp::now()).await;
+                let r = lp.runner.command(cmd, Timestamp::now()).await;
                 lp.publish();
                 let _ = reply.send(r);
             }
@@ -439,7 +429,7 @@ pub async fn run(
     };
     tracing::info!("standalone: stopping");
     api.stop().await;
-    lp.services.stop().await;
+    services.stop().await;
     result
 }
 
@@ -497,22 +487,11 @@ fn watch_sot(
 impl Loop {
     /// One engine step on what was observed and finished since the last.
     async fn step(&mut self) -> Result<(), StandaloneError> {
-        let mut observations = Vec::new();
-        while let Ok(o) = self.observations.try_recv() {
-            observations.push(o);
-        }
-        let mut results = Vec::new();
-        while let Ok(r) = self.results.try_recv() {
-            results.push(r);
-        }
-        let (tasks, changed) = self
-            .control
-            .step(observations, results, Timestamp::now())
+        let (_, changed) = self
+            .runner
+            .tick(Timestamp::now())
             .await
             .map_err(|e| StandaloneError::Store(e.to_string()))?;
-        for t in tasks {
-            self.actor.spawn(t, self.results_tx.clone());
-        }
         if changed {
             self.publish();
         }
@@ -528,10 +507,12 @@ impl Loop {
                 return;
             }
         };
-        if head == self.head || self.control.refused().is_some_and(|r| r.revision == head) {
+        let control = self.runner.control();
+        if head == self.head || control.refused().is_some_and(|r| r.revision == head) {
             return;
         }
-        match load(self.source.as_ref(), self.control.site()) {
+        let site = control.site().to_owned();
+        match load(self.source.as_ref(), &site) {
             Ok((model, rev)) => {
                 self.head = rev;
                 if let Err(e) = self.adopt(Some(model)).await {
@@ -543,7 +524,7 @@ impl Loop {
                     ModelError::Invalid(d) => d.errors().map(|d| d.to_string()).collect(),
                     other => vec![other.to_string()],
                 };
-                self.control.refuse(head, errors, Timestamp::now()).await;
+                self.runner.refuse(head, errors, Timestamp::now()).await;
             }
         }
         self.publish();
@@ -554,23 +535,18 @@ impl Loop {
     async fn adopt(&mut self, model: Option<Arc<SiteModel>>) -> Result<(), StandaloneError> {
         let rev = model
             .as_ref()
-            .unwrap_or(self.control.model())
+            .unwrap_or(self.runner.control().model())
             .revision()
             .map(str::to_owned);
         let files = rev.and_then(|r| self.source.files(&r).ok());
-        let switched = self
-            .control
+        self.runner
             .adopt(model, files.as_ref(), Timestamp::now())
             .await
-            .map_err(|e| StandaloneError::Store(e.to_string()))?;
-        if let Some(model) = switched {
-            self.services.swap(model.clone());
-            self.actor.replace_drivers(drivers(&model, &self.lom));
-        }
-        Ok(())
+            .map_err(|e| StandaloneError::Store(e.to_string()))
     }
 
     fn publish(&self) {
-        self.publish.send_replace(Arc::new(self.control.snapshot()));
+        self.publish
+            .send_replace(Arc::new(self.runner.control().snapshot()));
     }
 }

@@ -1,7 +1,8 @@
-//! The runner end to end in real time: a real redb store, fake BMCs
-//! (vaquero-lom's FakeDriver) whose machines "boot" by sending the runner
-//! the observations the boot service would, and real exec jobs; then a
-//! restart from the same file.
+//! The runner end to end in real time: the control half joined in-process
+//! to a site (`LocalSite`), a real redb store, fake BMCs (vaquero-lom's
+//! FakeDriver) whose machines "boot" by sending the site link the
+//! observations the boot service would, and real exec jobs; then a restart
+//! from the same file.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
@@ -11,8 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
+use vaquero_engine::transport::LocalSite;
 use vaquero_engine::{
-    Engine, EngineBootState, EngineConfig, JobRunner, Observation, ObservationKind, Phase,
+    Actor, EngineBootState, EngineConfig, JobRunner, Observation, ObservationKind, Phase,
     RecordStatus, RedbStore, Runner,
 };
 use vaquero_ipxe::{BootState, Current};
@@ -144,47 +146,65 @@ async fn runner_rolls_out_and_restarts_from_redb() {
     // The runner over the store file, as after every (re)start.
     let open = || async {
         let store = Arc::new(RedbStore::open(&db).unwrap());
-        let engine = Engine::new(model.clone(), config()).unwrap();
-        Runner::open(
-            engine,
+        let all = drivers();
+        let link = LocalSite::new(
+            Actor::new(all.clone(), JobRunner::new()),
+            Box::new(move |_| all.clone()),
+        );
+        let mut r = Runner::open(
             store,
-            drivers(),
-            JobRunner::new(),
+            model.clone(),
+            config(),
             boot.clone(),
+            "test".into(),
+            link,
             Timestamp::now(),
         )
         .await
-        .unwrap()
+        .unwrap();
+        // The first plan (auto_apply), or nothing new after a restart.
+        r.adopt(None, None, Timestamp::now()).await.unwrap();
+        r
     };
     let mut r = open().await;
-    r.start(&vaquero_engine::plan(None, &model), Timestamp::now())
-        .await
-        .unwrap();
 
     let mut seen = HashMap::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut max_in_flight = 0;
-    while r.state().hosts.values().any(|h| !h.phase.settled()) {
+    while r
+        .control()
+        .state()
+        .hosts
+        .values()
+        .any(|h| !h.phase.settled())
+    {
         assert!(
             Instant::now() < deadline,
             "not done in 60 s: {:?}",
-            r.state().phase_counts()
+            r.control().state().phase_counts()
         );
         r.tick(Timestamp::now()).await.unwrap();
         max_in_flight = max_in_flight.max(
-            r.state()
+            r.control()
+                .state()
                 .hosts
                 .values()
                 .filter(|h| h.phase.in_flight())
                 .count(),
         );
-        machines(&fakes, &boot, &r.observer(), &mut seen);
+        machines(&fakes, &boot, &r.link().observer(), &mut seen);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(max_in_flight <= 2, "max_concurrent 2, saw {max_in_flight}");
-    for h in r.state().hosts.values() {
+    for h in r.control().state().hosts.values() {
         assert_eq!(h.phase, Phase::Done, "{}: {:?}", h.name, h.reason);
-        let recs = r.records().for_host(&h.name).await.unwrap();
+        let recs = r
+            .control()
+            .decider()
+            .records()
+            .for_host(&h.name)
+            .await
+            .unwrap();
         let actions: Vec<&str> = recs.iter().map(|x| x.action.as_str()).collect();
         assert!(
             actions.ends_with(&["set_boot_network", "power_cycle", "validate"]),
@@ -197,7 +217,13 @@ async fn runner_rolls_out_and_restarts_from_redb() {
         assert!(matches!(boot.current(&h.name), Current::LocalDisk(_)));
     }
     // h1's busy BMC: one failed record, then the retry.
-    let h1 = r.records().for_host("h1").await.unwrap();
+    let h1 = r
+        .control()
+        .decider()
+        .records()
+        .for_host("h1")
+        .await
+        .unwrap();
     assert_eq!(h1[0].status, RecordStatus::Error);
     assert!(
         h1[0].steps[0].log.contains("another session"),
@@ -211,18 +237,24 @@ async fn runner_rolls_out_and_restarts_from_redb() {
         .collect();
     checked.sort();
     assert_eq!(checked, vec!["h0", "h1", "h2", "h3"]);
-    let rollout = r.state().rollout.clone().unwrap().id;
+    let rollout = r.control().state().rollout.clone().unwrap().id;
     assert_eq!(
-        r.records().for_rollout(rollout).await.unwrap().len(),
+        r.control()
+            .decider()
+            .records()
+            .for_rollout(rollout)
+            .await
+            .unwrap()
+            .len(),
         3 * HOSTS + 1
     );
 
     // Restart from the same file: the same state, nothing to do again.
-    let before = r.state().clone();
+    let before = r.control().state().clone();
     drop(r);
     let mut r = open().await;
-    assert_eq!(r.state(), &before);
-    assert_eq!(r.tick(Timestamp::now()).await.unwrap(), 0);
+    assert_eq!(r.control().state(), &before);
+    assert_eq!(r.tick(Timestamp::now()).await.unwrap().0, 0);
     let cycles: usize = fakes
         .values()
         .map(|f| {
