@@ -35,6 +35,9 @@
 //!   control half to a site (tasks and models out, observations and
 //!   results in), and [`LocalSite`](transport::LocalSite), the in-process
 //!   join.
+//! - [`agent`]: the agent's disk: the last good model
+//!   ([`ModelCache`](agent::ModelCache)) and the observation spool
+//!   ([`Spool`](agent::Spool)).
 //! - [`runner`]: [`Runner`], a control half and its site link: the one
 //!   copy of the step loop.
 //!
@@ -56,6 +59,7 @@
 //!   (`cargo build -p vaquero-engine --no-default-features`).
 
 pub mod act;
+pub mod agent;
 #[cfg(feature = "standalone")]
 pub mod api;
 #[cfg(feature = "standalone")]

@@ -1,0 +1,14 @@
+//! The agent's disk: what lets a site keep booting machines while the
+//! control plane is away.
+//!
+//! - [`ModelCache`]: the last good model of the site, written atomically
+//!   with a checksum; an agent starts from it when the server cannot be
+//!   reached, and never asks the server anything on the boot path.
+//! - [`Spool`]: observations buffered append-only on disk, numbered, until
+//!   the server acknowledges them; uploaded oldest first, bounded in size.
+
+mod cache;
+mod spool;
+
+pub use cache::{CacheError, ModelCache};
+pub use spool::{Spool, SpoolError, Spooled};
