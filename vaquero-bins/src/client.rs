@@ -78,6 +78,7 @@ impl Api {
             let client = builder.build()?;
             let mut req = match method {
                 "POST" => client.post(&url),
+                "DELETE" => client.delete(&url),
                 _ => client.get(&url),
             }
             .bearer_auth(token);
@@ -299,7 +300,17 @@ pub fn plans(api: &Api) -> anyhow::Result<ExitCode> {
 }
 
 pub fn command(api: &Api, path: &str, body: Option<Value>) -> anyhow::Result<ExitCode> {
-    let v = api.call("POST", path, body)?;
+    command_as(api, "POST", path, body)
+}
+
+/// A command with another method than POST.
+pub fn command_as(
+    api: &Api,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<ExitCode> {
+    let v = api.call(method, path, body)?;
     match api.format {
         crate::Format::Json => print_json("CommandResult", &v)?,
         crate::Format::Text => println!("{}", s(&v["message"])),
@@ -341,5 +352,55 @@ pub fn executions(api: &Api, host: Option<&str>) -> anyhow::Result<ExitCode> {
         &["id", "action", "status", "started", "ended", "log"],
         &rows,
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `vaquero token create`: the token once, then its id.
+pub fn token_create(
+    api: &Api,
+    role: vaquero_engine::auth::Role,
+    note: &str,
+) -> anyhow::Result<ExitCode> {
+    let v = api.call(
+        "POST",
+        "/v1/tokens",
+        Some(serde_json::json!({ "role": role, "note": note })),
+    )?;
+    match api.format {
+        crate::Format::Json => print_json("Token", &v)?,
+        crate::Format::Text => {
+            println!("{}", s(&v["token"]));
+            eprintln!(
+                "token {} ({}): shown once, only its hash is kept",
+                s(&v["record"]["id"]),
+                s(&v["record"]["role"])
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `vaquero token list`.
+pub fn tokens(api: &Api) -> anyhow::Result<ExitCode> {
+    let v = api.call("GET", "/v1/tokens", None)?;
+    if let crate::Format::Json = api.format {
+        print_json("Tokens", &v)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = v["tokens"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            vec![
+                s(&t["id"]),
+                s(&t["role"]),
+                s(&t["created"]),
+                s(&t["revoked"]),
+                s(&t["note"]),
+            ]
+        })
+        .collect();
+    table(&["id", "role", "created", "revoked", "note"], &rows);
     Ok(ExitCode::SUCCESS)
 }

@@ -55,6 +55,30 @@ enum Format {
 }
 
 #[derive(Debug, Subcommand)]
+enum TokenAction {
+    /// Make a token; it is printed once and never shown again.
+    Create {
+        /// What it may do: admin (everything) or read (reading only).
+        #[arg(long, default_value = "read")]
+        role: vaquero_engine::auth::Role,
+        /// A note kept with it (who holds it, what for).
+        #[arg(long, default_value = "")]
+        note: String,
+        #[command(flatten)]
+        api: client::Api,
+    },
+    /// Every token: id, role, note, when made, when revoked.
+    List(client::Api),
+    /// Refuse a token from now on.
+    Revoke {
+        /// Its id (`vaquero token list`).
+        id: String,
+        #[command(flatten)]
+        api: client::Api,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum Command {
     /// Run one site on this machine: the engine, DHCP, TFTP, the HTTP boot
     /// service and the user API, with the embedded store.
@@ -101,6 +125,12 @@ enum Command {
         now: bool,
         #[command(flatten)]
         api: client::Api,
+    },
+    /// User tokens of the API: create (printed once; only its hash is
+    /// kept), list, revoke.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
     },
     /// Start no new host; hosts in flight finish.
     Pause(client::Api),
@@ -263,6 +293,12 @@ impl Command {
             | Command::Host { api, .. }
             | Command::Approve { api, .. }
             | Command::Reprovision { api, .. }
+            | Command::Token {
+                action:
+                    TokenAction::Create { api, .. }
+                    | TokenAction::List(api)
+                    | TokenAction::Revoke { api, .. },
+            }
             | Command::Executions { api, .. } => api.format,
             Command::Validate { format, .. }
             | Command::Preview { format, .. }
@@ -350,6 +386,13 @@ fn main() -> ExitCode {
             "/v1/reprovision",
             Some(serde_json::json!({ "hosts": hosts, "now": now })),
         ),
+        Command::Token { action } => match action {
+            TokenAction::Create { role, note, api } => client::token_create(&api, role, &note),
+            TokenAction::List(api) => client::tokens(&api),
+            TokenAction::Revoke { id, api } => {
+                client::command_as(&api, "DELETE", &format!("/v1/tokens/{id}"), None)
+            }
+        },
         Command::Pause(api) => client::command(&api, "/v1/pause", None),
         Command::Resume(api) => client::command(&api, "/v1/resume", None),
         Command::Executions { host, api } => client::executions(&api, host.as_deref()),

@@ -781,6 +781,56 @@ fn standalone_api_over_https_and_the_cli() {
         String::from_utf8_lossy(&o.stderr).contains("no host named `no-such-host`"),
         "{o:?}"
     );
+    // Tokens: a read token reads and changes nothing; a revoked one is
+    // refused at once; a wrong one is refused; none leaks a secret.
+    let o = cli(
+        &["token", "create", "--role", "read", "--note", "dashboards"],
+        true,
+    );
+    assert!(o.status.success(), "{o:?}");
+    let read = stdout(&o).trim().to_owned();
+    assert!(read.starts_with("vqt_"), "{read}");
+    let read_file = tmp.path().join("read.token");
+    std::fs::write(&read_file, format!("{read}\n")).unwrap();
+    let as_read = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_vaquero"))
+            .args(args)
+            .args(["--api", &url, "--token-file"])
+            .arg(&read_file)
+            .arg("--ca-cert")
+            .arg(&ca_pem)
+            .output()
+            .unwrap()
+    };
+    assert!(as_read(&["status"]).status.success());
+    let o = as_read(&["pause"]);
+    assert!(!o.status.success(), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("role read cannot change anything"),
+        "{o:?}"
+    );
+    let o = as_read(&["token", "list"]);
+    assert!(!o.status.success(), "a read token lists no tokens: {o:?}");
+    let o = cli(&["token", "list", "--format", "json"], true);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rec = &v["tokens"][0];
+    assert_eq!(rec["role"], "read");
+    assert_eq!(rec["note"], "dashboards");
+    let id = rec["id"].as_str().unwrap().to_owned();
+    assert!(
+        !o.stdout
+            .windows(20)
+            .any(|w| read.as_bytes().windows(20).any(|r| r == w))
+    );
+    let o = cli(&["token", "revoke", &id], true);
+    assert!(stdout(&o).contains("revoked"), "{o:?}");
+    let o = as_read(&["status"]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("wrong or revoked token"),
+        "{o:?}"
+    );
+    std::fs::write(&read_file, "vqt_00000000_00\n").unwrap();
+    assert!(!as_read(&["status"]).status.success());
     // Without the CA, the certificate is not trusted.
     let o = cli(&["status"], false);
     assert!(!o.status.success(), "{o:?}");

@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
+use crate::auth::{AuthError, Role};
 use crate::control::CommandError;
 use crate::observe::Observation;
 use crate::record::Records;
@@ -206,6 +207,8 @@ pub fn router(shared: Shared) -> Router {
         .route("/v1/pause", post(pause))
         .route("/v1/resume", post(resume))
         .route("/v1/executions", get(executions))
+        .route("/v1/tokens", get(token_list).post(token_create))
+        .route("/v1/tokens/{id}", axum::routing::delete(token_revoke))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(shared.clone(), auth));
     Router::new()
@@ -225,19 +228,32 @@ fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response
         .into_response()
 }
 
-async fn auth(State(s): State<Shared>, req: Request, next: Next) -> Response {
+async fn auth(State(s): State<Shared>, mut req: Request, next: Next) -> Response {
     let given = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let ok = given.is_some_and(|t| {
-        use subtle::ConstantTimeEq;
-        bool::from(t.trim().as_bytes().ct_eq(s.token.as_bytes()))
-    });
-    if !ok {
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let role = match given {
+        None => None,
+        Some(t) => {
+            use subtle::ConstantTimeEq;
+            if bool::from(t.as_bytes().ct_eq(s.token.as_bytes())) {
+                Some(Role::Admin)
+            } else {
+                match s.tokens.verify(t).await {
+                    Ok(r) => r.map(|r| r.role),
+                    Err(e) => {
+                        return error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string());
+                    }
+                }
+            }
+        }
+    };
+    let Some(role) = role else {
         let why = if given.is_some() {
-            "wrong token"
+            "wrong or revoked token"
         } else {
             "a bearer token is needed (Authorization: Bearer <token>)"
         };
@@ -247,8 +263,69 @@ async fn auth(State(s): State<Shared>, req: Request, next: Next) -> Response {
             header::HeaderValue::from_static("Bearer"),
         );
         return r;
+    };
+    let reads = matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    if role == Role::Read && !reads {
+        return error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "a token of role read cannot change anything",
+        );
     }
+    req.extensions_mut().insert(role);
     next.run(req).await
+}
+
+/// The body of `POST /v1/tokens`.
+#[derive(Debug, Deserialize)]
+struct NewToken {
+    role: Role,
+    #[serde(default)]
+    note: String,
+}
+
+fn auth_error(e: AuthError) -> Response {
+    match e {
+        AuthError::NotFound(_) => error(StatusCode::NOT_FOUND, "not_found", e.to_string()),
+        e => error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()),
+    }
+}
+
+async fn token_create(State(s): State<Shared>, Json(b): Json<NewToken>) -> Response {
+    match s.tokens.create(b.role, &b.note, Timestamp::now()).await {
+        Ok((token, record)) => {
+            tracing::info!(id = %record.id, role = record.role.as_str(), "token created");
+            Json(json!({ "token": token, "record": record })).into_response()
+        }
+        Err(e) => auth_error(e),
+    }
+}
+
+async fn token_list(State(s): State<Shared>, role: axum::Extension<Role>) -> Response {
+    if role.0 != Role::Admin {
+        return error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "listing tokens needs the admin role",
+        );
+    }
+    match s.tokens.list().await {
+        Ok(list) => Json(json!({ "tokens": list })).into_response(),
+        Err(e) => auth_error(e),
+    }
+}
+
+async fn token_revoke(State(s): State<Shared>, Path(id): Path<String>) -> Response {
+    match s.tokens.revoke(&id, Timestamp::now()).await {
+        Ok(record) => {
+            tracing::info!(id = %record.id, "token revoked");
+            Json(json!({ "ok": true, "message": format!("token {id} revoked") })).into_response()
+        }
+        Err(e) => auth_error(e),
+    }
 }
 
 async fn not_found() -> Response {

@@ -35,6 +35,8 @@
 //!   control half to a site (tasks and models out, observations and
 //!   results in), and [`LocalSite`](transport::LocalSite), the in-process
 //!   join.
+//! - [`auth`]: user tokens with a role, stored hashed, revocable
+//!   ([`Tokens`](auth::Tokens)).
 //! - [`agent`]: the agent's disk: the last good model
 //!   ([`ModelCache`](agent::ModelCache)) and the observation spool
 //!   ([`Spool`](agent::Spool)).
@@ -62,6 +64,7 @@ pub mod act;
 pub mod agent;
 #[cfg(feature = "standalone")]
 pub mod api;
+pub mod auth;
 #[cfg(feature = "standalone")]
 pub mod boot_state;
 pub mod control;

@@ -233,8 +233,10 @@ pub struct Shared {
     pub commands: mpsc::Sender<CommandMsg>,
     /// The store (execution records are read from it).
     pub store: Arc<RedbStore>,
-    /// The admin token.
+    /// The admin token made at first start (`admin.token`).
     pub token: Arc<str>,
+    /// The user tokens of the store (`vaquero token`).
+    pub tokens: crate::auth::Tokens,
     /// Renders `/metrics`.
     pub metrics: Option<MetricsRender>,
 }
@@ -378,6 +380,7 @@ pub async fn run(
         timelines: runner.control().timelines().clone(),
         commands,
         store: store.clone(),
+        tokens: crate::auth::Tokens::new(store.clone()),
         token,
         metrics: config.metrics.clone(),
     };
