@@ -60,7 +60,7 @@ impl Api {
     /// One request; the JSON answer, or an error with the API's message.
     pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
         let token = self.token()?;
-        let url = format!("{}{path}", self.api.trim_end_matches('/'));
+        let url = format!("{}{path}", base_url(&self.api));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -103,6 +103,17 @@ impl Api {
 /// An API answer in the CLI's JSON envelope.
 fn print_json(kind: &str, v: &Value) -> anyhow::Result<()> {
     crate::json::print(kind, v)
+}
+
+/// The API's base URL: `--api` as a URL, or as `HOST:PORT` (the form
+/// `vaquero standalone --api` takes), which means plain HTTP.
+pub fn base_url(api: &str) -> String {
+    let api = api.trim().trim_end_matches('/');
+    if api.contains("://") {
+        api.to_owned()
+    } else {
+        format!("http://{api}")
+    }
 }
 
 /// A JSON value as a table cell (`-` for null).
@@ -403,4 +414,19 @@ pub fn tokens(api: &Api) -> anyhow::Result<ExitCode> {
         .collect();
     table(&["id", "role", "created", "revoked", "note"], &rows);
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn api_takes_a_url_or_host_and_port() {
+        use super::base_url;
+        assert_eq!(base_url("127.0.0.1:9090"), "http://127.0.0.1:9090");
+        assert_eq!(
+            base_url("https://vq.example:9090/"),
+            "https://vq.example:9090"
+        );
+        assert_eq!(base_url("http://[::1]:9090"), "http://[::1]:9090");
+        assert_eq!(base_url("[::1]:9090"), "http://[::1]:9090");
+    }
 }

@@ -326,7 +326,28 @@ fn logs(format: LogFormat, default: &str) {
     }
 }
 
+/// A closed pipe (`vaquero plans --format json | head`) ends the process
+/// quietly, as it does other command-line tools: Rust ignores SIGPIPE, so
+/// the standard library's print panics instead; this hook turns exactly
+/// that panic into a silent exit.
+fn quiet_on_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if msg.starts_with("failed printing to std") && msg.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
+    quiet_on_closed_pipe();
     let cli = Cli::parse();
     // With --detailed-exitcode, 2 means "changes": an error is 1.
     let error_code = match &cli.command {

@@ -1222,3 +1222,22 @@ fn plan_shows_boot_titles() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(stdout(&o).contains("burnin (Burn-in)"), "{}", stdout(&o));
 }
+
+/// A reader that goes away (`vaquero hosts --format json | head -c 1`)
+/// ends the process quietly: no panic, no message.
+#[test]
+fn a_closed_pipe_ends_quietly() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vaquero"))
+        .args(["hosts", "--format", "json", "--sot"])
+        .arg(lab())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reading end closed before the first write.
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{:?}: {err}", o.status);
+    assert!(err.is_empty(), "{err}");
+}
