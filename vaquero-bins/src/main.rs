@@ -55,6 +55,21 @@ enum Format {
 }
 
 #[derive(Debug, Subcommand)]
+enum CertsAction {
+    /// Make a CA (10 years) and a server certificate signed by it (1
+    /// year): ca.pem, ca.key, server.pem, server.key in --out; prints the
+    /// CA's fingerprint. Refuses when a CA is there already.
+    Init {
+        /// Where the files go.
+        #[arg(long, value_name = "DIR")]
+        out: std::path::PathBuf,
+        /// The server's names and addresses, as clients reach it.
+        #[arg(long = "host", value_name = "NAME", required = true)]
+        hosts: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum TokenAction {
     /// Make a token; it is printed once and never shown again.
     Create {
@@ -125,6 +140,11 @@ enum Command {
         now: bool,
         #[command(flatten)]
         api: client::Api,
+    },
+    /// Certificates: a CA of your own and a server certificate.
+    Certs {
+        #[command(subcommand)]
+        action: CertsAction,
     },
     /// User tokens of the API: create (printed once; only its hash is
     /// kept), list, revoke.
@@ -306,7 +326,10 @@ impl Command {
             | Command::Plan { format, .. }
             | Command::Power { format, .. }
             | Command::Version { format } => *format,
-            Command::Standalone(_) | Command::Completions { .. } | Command::Man => Format::Text,
+            Command::Standalone(_)
+            | Command::Certs { .. }
+            | Command::Completions { .. }
+            | Command::Man => Format::Text,
         }
     }
 }
@@ -407,6 +430,18 @@ fn main() -> ExitCode {
             "/v1/reprovision",
             Some(serde_json::json!({ "hosts": hosts, "now": now })),
         ),
+        Command::Certs {
+            action: CertsAction::Init { out, hosts },
+        } => vaquero_engine::pki::init(&out, &hosts, vaquero_engine::jiff::Timestamp::now())
+            .map(|ca| {
+                use vaquero_engine::pki::{CA_CERT, CA_KEY, SERVER_CERT, SERVER_KEY};
+                for f in [CA_CERT, CA_KEY, SERVER_CERT, SERVER_KEY] {
+                    println!("{}", out.join(f).display());
+                }
+                println!("CA fingerprint: {}", ca.fingerprint);
+                ExitCode::SUCCESS
+            })
+            .map_err(Into::into),
         Command::Token { action } => match action {
             TokenAction::Create { role, note, api } => client::token_create(&api, role, &note),
             TokenAction::List(api) => client::tokens(&api),

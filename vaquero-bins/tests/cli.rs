@@ -588,78 +588,46 @@ fn standalone_api_over_https_and_the_cli() {
         .unwrap()
         .replace("force_provision: false", "force_provision: true");
     std::fs::write(&env, text).unwrap();
-    // A CA of the test's own, and the API's certificate signed by it.
-    let p = |n: &str| tmp.path().join(n);
-    let (ca, cert, key) = (p("ca.pem"), p("cert.pem"), p("key.pem"));
-    let openssl = |args: &[&str]| {
-        let o = Command::new("openssl")
-            .args(args)
-            .current_dir(tmp.path())
-            .output()
-            .expect("openssl (scripts/setup)");
-        assert!(o.status.success(), "openssl {args:?}: {o:?}");
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    openssl(
-        &[
-            &["req", "-x509"][..],
-            &ec,
-            &[
-                "-days",
-                "1",
-                "-subj",
-                "/CN=vaquero-test-ca",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-            ],
-        ]
-        .concat(),
+    // A CA and the API's certificate from `vaquero certs init`; openssl,
+    // an independent implementation, checks the chain.
+    let certs = tmp.path().join("certs");
+    let o = Command::new(env!("CARGO_BIN_EXE_vaquero"))
+        .args(["certs", "init", "--out"])
+        .arg(&certs)
+        .args(["--host", "localhost", "--host", "127.0.0.1"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    assert!(stdout(&o).contains("CA fingerprint: sha256:"), "{o:?}");
+    let (ca, cert, key) = (
+        certs.join("ca.pem"),
+        certs.join("server.pem"),
+        certs.join("server.key"),
     );
-    openssl(
-        &[
-            &["req"][..],
-            &ec,
-            &[
-                "-subj",
-                "/CN=vaquero-api",
-                "-keyout",
-                "key.pem",
-                "-out",
-                "api.csr",
-            ],
-        ]
-        .concat(),
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the key is the owner's alone");
+    }
+    let o = Command::new("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(&ca)
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    // A second init would orphan the first CA's certificates: refused.
+    let o = Command::new(env!("CARGO_BIN_EXE_vaquero"))
+        .args(["certs", "init", "--out"])
+        .arg(&certs)
+        .args(["--host", "localhost"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("exists already"),
+        "{o:?}"
     );
-    std::fs::write(
-        p("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "api.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        "ext.cnf",
-        "-out",
-        "cert.pem",
-    ]);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -51,6 +51,8 @@
 //!   agent, their events turned into observations.
 //! - `api`: the user API (`/v1`, `/live`, `/ready`, `/metrics`).
 //! - `standalone`: `vaquero standalone`, all of the above in one process.
+//! - `pki`: a CA of one's own and a server certificate (`vaquero certs
+//!   init`).
 //!
 //! # Features
 //!
@@ -74,6 +76,8 @@ pub mod event;
 pub mod job;
 pub mod observe;
 pub mod persist;
+#[cfg(feature = "standalone")]
+pub mod pki;
 pub mod plan;
 pub mod policy;
 pub mod record;
