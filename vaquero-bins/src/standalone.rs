@@ -26,6 +26,8 @@ pub struct FileConfig {
     pub tftp_port: Option<u16>,
     pub http_listen: Option<SocketAddr>,
     pub ipxe_dir: Option<PathBuf>,
+    pub keep_days: Option<u64>,
+    pub keep_attempts: Option<usize>,
 }
 
 impl FileConfig {
@@ -78,6 +80,13 @@ pub struct Args {
     /// Where iPXE binaries missing from the TFTP root are taken from.
     #[arg(long, value_name = "DIR")]
     pub ipxe_dir: Option<PathBuf>,
+    /// Execution records that ended longer ago are deleted (default 90).
+    #[arg(long, value_name = "DAYS")]
+    pub keep_days: Option<u64>,
+    /// A host's records of its newest N boot attempts are kept, older ones
+    /// deleted (default 20).
+    #[arg(long, value_name = "N")]
+    pub keep_attempts: Option<usize>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -119,6 +128,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(d) = args.ipxe_dir.or(file.ipxe_dir) {
         config.ports.ipxe_dirs = vec![d];
     }
+    let keep = vaquero_engine::Retention::default();
+    config.retention = vaquero_engine::Retention::new(
+        args.keep_days.or(file.keep_days).map_or(keep.max_age, |d| {
+            std::time::Duration::from_secs(d * 24 * 3600)
+        }),
+        args.keep_attempts
+            .or(file.keep_attempts)
+            .unwrap_or(keep.attempts),
+    );
     let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("installing the metrics recorder")?;

@@ -379,6 +379,24 @@ impl<S: Store + ?Sized + 'static> Control<S> {
         }
     }
 
+    /// Deletes the execution records `retention` lets go; returns how
+    /// many.
+    pub async fn prune(
+        &self,
+        retention: &crate::record::Retention,
+        now: Timestamp,
+    ) -> Result<usize, ControlError> {
+        let n = self
+            .decider
+            .records()
+            .prune_retained(retention, now)
+            .await?;
+        if n > 0 {
+            tracing::info!(site = %self.site, records = n, "execution records pruned");
+        }
+        Ok(n)
+    }
+
     /// A revision that does not validate: kept (and stored) for the API
     /// until a newer one is adopted; the current model keeps serving.
     pub async fn refuse(&mut self, revision: String, errors: Vec<String>, now: Timestamp) {

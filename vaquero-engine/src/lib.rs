@@ -109,7 +109,7 @@ pub use observe::{Observation, ObservationKind};
 pub use persist::{PersistError, StateStore};
 pub use plan::{HostPlan, Plan, PlanAction, PlanSet, SitePlans, plan, plan_with_state};
 pub use policy::{Decision, Policy, PolicyCtx, WorkflowStats};
-pub use record::{Record, RecordStatus, RecordStep, Records};
+pub use record::{Record, RecordStatus, RecordStep, Records, Retention};
 pub use runner::{Runner, RunnerError};
 pub use state::{Approval, HostState, Pending, Phase, Requested, Rollout, SiteState};
 pub use store::{

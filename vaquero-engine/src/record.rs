@@ -21,6 +21,34 @@ use crate::store::{Store, TxnOp, TxnResult};
 
 pub use crate::act::{RecordStatus, RecordStep};
 
+/// How long execution records are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Retention {
+    /// Records that ended longer ago are deleted (default 90 days).
+    pub max_age: std::time::Duration,
+    /// A host's records of its newest this many boot attempts are kept,
+    /// older ones deleted (default 20).
+    pub attempts: usize,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            max_age: std::time::Duration::from_secs(90 * 24 * 3600),
+            attempts: 20,
+        }
+    }
+}
+
+impl Retention {
+    /// Records kept `max_age`, and the newest `attempts` boot attempts of
+    /// each host.
+    pub fn new(max_age: std::time::Duration, attempts: usize) -> Self {
+        Retention { max_age, attempts }
+    }
+}
+
 /// An action and its outcome.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
@@ -206,6 +234,55 @@ impl<S: Store + ?Sized> Records<S> {
             }
         }
         Ok(out)
+    }
+
+    /// Deletes the records `retention` lets go: those that ended before
+    /// `now - max_age`, and those of a host's boot attempts older than its
+    /// newest `attempts` (records in progress are always kept); returns how
+    /// many were deleted.
+    pub async fn prune_retained(
+        &self,
+        retention: &Retention,
+        now: Timestamp,
+    ) -> Result<usize, PersistError> {
+        let cutoff = now.checked_sub(retention.max_age).unwrap_or(Timestamp::MIN);
+        let prefix = format!("v1/records/{}/hosts/", self.site);
+        let all = self.store.list(&prefix).await?;
+        let mut records = Vec::with_capacity(all.len());
+        for kv in &all {
+            records.push(decode(&kv.key, &kv.value)?);
+        }
+        // Per host (keys sort by host, then seq): the attempts to keep.
+        let mut keep: std::collections::HashMap<&str, std::collections::BTreeSet<u64>> =
+            std::collections::HashMap::new();
+        for r in &records {
+            keep.entry(r.host.as_str()).or_default().insert(r.attempt);
+        }
+        for attempts in keep.values_mut() {
+            while attempts.len() > retention.attempts.max(1) {
+                attempts.pop_first();
+            }
+        }
+        let mut ops = Vec::new();
+        let mut n = 0;
+        for (kv, r) in all.iter().zip(&records) {
+            let Some(ended) = r.ended else { continue };
+            let old = ended < cutoff;
+            let surplus = keep
+                .get(r.host.as_str())
+                .is_some_and(|k| !k.contains(&r.attempt));
+            if old || surplus {
+                if let Some(ro) = r.rollout {
+                    ops.push(TxnOp::Delete(self.rollout_key(ro, &r.host, r.seq)));
+                }
+                ops.push(TxnOp::Delete(kv.key.clone()));
+                n += 1;
+            }
+        }
+        for chunk in ops.chunks(4096) {
+            self.write(chunk.to_vec()).await?;
+        }
+        Ok(n)
     }
 
     /// Deletes records that ended before `cutoff` (records in progress are

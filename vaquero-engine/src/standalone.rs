@@ -71,6 +71,8 @@ pub struct StandaloneConfig {
     pub poll: Duration,
     /// Renders the process's metrics (Prometheus text) for `/metrics`.
     pub metrics: Option<MetricsRender>,
+    /// How long execution records are kept (checked at start and hourly).
+    pub retention: crate::record::Retention,
 }
 
 /// Renders the process's metrics as Prometheus text (the binary installs
@@ -125,6 +127,7 @@ impl StandaloneConfig {
             tick: Duration::from_millis(200),
             poll: Duration::from_secs(2),
             metrics: None,
+            retention: crate::record::Retention::default(),
         }
     }
 }
@@ -399,6 +402,8 @@ pub async fn run(
 
     let mut tick = tokio::time::interval(config.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut prune = tokio::time::interval(PRUNE);
+    prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut poll = tokio::time::interval(config.poll);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (_watcher, mut changes) = watch_sot(&config.sot);
@@ -416,6 +421,12 @@ pub async fn run(
                 }
             }
             _ = poll.tick() => lp.poll().await,
+            _ = prune.tick() => {
+                let control = lp.runner.control();
+                if let Err(e) = control.prune(&config.retention, Timestamp::now()).await {
+                    tracing::warn!(error = %e, "execution records not pruned");
+                }
+            }
             Some(()) = changes.recv() => {
                 settled = Some(tokio::time::Instant::now() + SETTLE);
             }
@@ -435,6 +446,9 @@ pub async fn run(
     services.stop().await;
     result
 }
+
+/// How often execution records are pruned (the first time at start).
+const PRUNE: Duration = Duration::from_secs(3600);
 
 /// How long the SoT's files must be quiet after a change before it is read.
 const SETTLE: Duration = Duration::from_millis(250);

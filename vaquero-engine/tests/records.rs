@@ -166,3 +166,54 @@ async fn records_in_redb() {
     ))
     .await;
 }
+
+/// Retention: records older than the age limit go, and so do a host's
+/// attempts beyond the newest N; records in progress stay, and the
+/// rollout index goes with its records.
+#[tokio::test]
+async fn retention_prunes_by_age_and_by_attempts_per_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(RedbStore::open(&dir.path().join("s.redb")).unwrap());
+    let r = Records::new(store, "lab");
+    let day = |d: i64| t("2026-11-01T00:00:00Z") + jiff::SignedDuration::from_hours(24 * d);
+    // h1: attempts 1..=5, one record each, a day apart, all finished.
+    for a in 1..=5u64 {
+        let mut x = action("h1", a, 1, ActionKind::PowerCycle);
+        x.attempt = a;
+        r.begin(&x, day(a as i64)).await.unwrap();
+        r.finish("h1", a, &Outcome::ok(), Vec::new(), day(a as i64))
+            .await
+            .unwrap();
+    }
+    // h2: one old finished record, one old record still in progress.
+    r.begin(&action("h2", 1, 1, ActionKind::PowerCycle), day(0))
+        .await
+        .unwrap();
+    r.finish("h2", 1, &Outcome::ok(), Vec::new(), day(0))
+        .await
+        .unwrap();
+    let mut open = action("h2", 2, 1, ActionKind::PowerCycle);
+    open.attempt = 2;
+    r.begin(&open, day(0)).await.unwrap();
+
+    // Keep 3 attempts per host, 30 days: h1 loses attempts 1 and 2.
+    let keep = vaquero_engine::Retention::new(std::time::Duration::from_secs(30 * 86400), 3);
+    assert_eq!(r.prune_retained(&keep, day(6)).await.unwrap(), 2);
+    let h1: Vec<u64> = r
+        .for_host("h1")
+        .await
+        .unwrap()
+        .iter()
+        .map(|x| x.attempt)
+        .collect();
+    assert_eq!(h1, vec![3, 4, 5]);
+    assert_eq!(r.for_host("h2").await.unwrap().len(), 2);
+    // 40 days on, 30 kept: every finished record goes, not the open one.
+    assert_eq!(r.prune_retained(&keep, day(40)).await.unwrap(), 4);
+    assert!(r.for_host("h1").await.unwrap().is_empty());
+    let h2 = r.for_host("h2").await.unwrap();
+    assert_eq!(h2.len(), 1);
+    assert_eq!(h2[0].status, RecordStatus::InProgress);
+    // The rollout index holds only what is left.
+    assert_eq!(r.for_rollout(1).await.unwrap().len(), 1);
+}
