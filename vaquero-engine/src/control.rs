@@ -35,7 +35,7 @@ use crate::observe::{Observation, ObservationKind};
 use crate::plan::{Plan, PlanSet};
 use crate::policy::{Decision, Policy, PolicyCtx};
 use crate::state::{HostState, SiteState};
-use crate::store::Store;
+use crate::store::{Store, TxnOp};
 
 /// An operator's command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,10 +157,11 @@ pub struct Snapshot {
     pub model: Arc<SiteModel>,
 }
 
-/// Observations per host, newest last, bounded.
+/// Observations per host, newest last, bounded; each numbered per host
+/// (its key in the store).
 #[derive(Debug, Default)]
 pub struct Timelines {
-    hosts: HashMap<String, VecDeque<Observation>>,
+    hosts: HashMap<String, VecDeque<(u64, Observation)>>,
 }
 
 /// How many observations a host's timeline keeps.
@@ -169,26 +170,36 @@ const TIMELINE: usize = 512;
 /// How many plans are kept.
 const PLANS: usize = 32;
 
+fn timeline_prefix(site: &str) -> String {
+    format!("v1/timelines/{site}/")
+}
+
 impl Timelines {
-    fn push(&mut self, o: Observation) {
+    /// Adds `o`; returns its number and the number of the one it pushed
+    /// out, if any.
+    fn push(&mut self, o: Observation) -> (u64, Option<u64>) {
         let t = self.hosts.entry(o.host.clone()).or_default();
-        if t.len() == TIMELINE {
-            t.pop_front();
-        }
-        t.push_back(o);
+        let n = t.back().map_or(1, |(n, _)| n + 1);
+        let gone = if t.len() == TIMELINE {
+            t.pop_front().map(|(n, _)| n)
+        } else {
+            None
+        };
+        t.push_back((n, o));
+        (n, gone)
     }
 
     /// The observations of `host`, oldest first.
     pub fn of(&self, host: &str) -> Vec<Observation> {
         self.hosts
             .get(host)
-            .map(|t| t.iter().cloned().collect())
+            .map(|t| t.iter().map(|(_, o)| o.clone()).collect())
             .unwrap_or_default()
     }
 
     /// The newest observation of `host`.
     pub fn last(&self, host: &str) -> Option<Observation> {
-        self.hosts.get(host)?.back().cloned()
+        self.hosts.get(host)?.back().map(|(_, o)| o.clone())
     }
 }
 
@@ -288,6 +299,22 @@ impl<S: Store + ?Sized + 'static> Control<S> {
         let refused: Option<Refused> = read("refused")
             .await?
             .and_then(|v| serde_json::from_slice(&v).ok());
+        let mut timelines = Timelines::default();
+        for kv in store
+            .list(&timeline_prefix(&site))
+            .await
+            .map_err(crate::persist::PersistError::from)?
+        {
+            let n = kv.key.rsplit('/').next().and_then(|n| n.parse().ok());
+            match (n, serde_json::from_slice::<Observation>(&kv.value)) {
+                (Some(n), Ok(o)) => timelines
+                    .hosts
+                    .entry(o.host.clone())
+                    .or_default()
+                    .push_back((n, o)),
+                _ => tracing::warn!(key = %kv.key, "a stored timeline entry is unreadable"),
+            }
+        }
         let engine =
             Engine::new(model.clone(), engine_config)?.with_policy(Arc::new(Pause(paused.clone())));
         let (decider, resumed) = Decider::open(engine, store.clone(), follower, now).await?;
@@ -302,7 +329,7 @@ impl<S: Store + ?Sized + 'static> Control<S> {
             refused,
             plans,
             issued: HashMap::new(),
-            timelines: Arc::new(Mutex::new(Timelines::default())),
+            timelines: Arc::new(Mutex::new(timelines)),
         };
         for t in &resumed {
             c.issued
@@ -618,6 +645,31 @@ impl<S: Store + ?Sized + 'static> Control<S> {
         }
     }
 
+    /// Adds `seen` to the hosts' timelines, in memory and in the store
+    /// (one transaction; the entries a full timeline pushes out go).
+    async fn record_timelines(&self, seen: Vec<Observation>) {
+        if seen.is_empty() {
+            return;
+        }
+        let prefix = timeline_prefix(&self.site);
+        let mut ops = Vec::with_capacity(seen.len());
+        {
+            let mut t = self.timelines.lock().unwrap_or_else(|p| p.into_inner());
+            for o in seen {
+                let host = o.host.clone();
+                let bytes = serde_json::to_vec(&o).unwrap_or_default();
+                let (n, gone) = t.push(o);
+                if let Some(g) = gone {
+                    ops.push(TxnOp::Delete(format!("{prefix}{host}/{g:020}")));
+                }
+                ops.push(TxnOp::Put(format!("{prefix}{host}/{n:020}"), bytes));
+            }
+        }
+        if let Err(e) = self.store.txn(Vec::new(), ops).await {
+            tracing::warn!(error = %e, "timeline entries not stored");
+        }
+    }
+
     /// The timeline entry of a task's result.
     fn action_observation(&mut self, r: &TaskResult) -> Option<Observation> {
         let (what, attempt) = self.issued.remove(&(r.host.clone(), r.seq))?;
@@ -654,22 +706,18 @@ impl<S: Store + ?Sized + 'static> Control<S> {
         now: Timestamp,
     ) -> Result<(Vec<Task>, bool), ControlError> {
         let mut events = Vec::new();
-        {
-            let mut t = self.timelines.lock().unwrap_or_else(|p| p.into_inner());
-            for o in observations {
-                events.extend(o.event());
-                t.push(o);
-            }
+        let mut seen = Vec::with_capacity(observations.len() + results.len());
+        for o in observations {
+            events.extend(o.event());
+            seen.push(o);
         }
         for r in &results {
             if let Some(o) = self.action_observation(r) {
-                self.timelines
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(o);
+                seen.push(o);
             }
             events.push(self.decider.finished(r).await);
         }
+        self.record_timelines(seen).await;
         let before = self.decider.state().phase_counts();
         let tasks = self.decider.step(&events, now).await?;
         for t in &tasks {

@@ -467,3 +467,74 @@ async fn a_reprovision_while_a_plan_waits_starts_only_the_host_named() {
     let (tasks, _) = c.step(Vec::new(), Vec::new(), now).await.unwrap();
     assert!(tasks.iter().any(|t| t.action.host.starts_with("k8s-")));
 }
+
+/// Host timelines live in the store: after a restart each host's timeline
+/// is what it was, still bounded, and numbering goes on.
+#[tokio::test]
+async fn timelines_survive_a_restart_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state.redb");
+    let now: Timestamp = "2026-11-22T12:00:00Z".parse().unwrap();
+    let model = lab(0, true, false);
+    let open = || async {
+        let store = Arc::new(vaquero_engine::RedbStore::open(&db).unwrap());
+        Control::open(
+            store,
+            model.clone(),
+            EngineConfig::default(),
+            Arc::new(()),
+            "test".into(),
+            now,
+        )
+        .await
+        .unwrap()
+        .0
+    };
+    let o = |host: &str, i: u32| Observation {
+        at: now,
+        host: host.into(),
+        attempt: None,
+        kind: ObservationKind::Dhcp,
+        ok: true,
+        detail: format!("request {i}"),
+    };
+    let mut c = open().await;
+    c.step(
+        (0..3).map(|i| o("storage-01", i)).collect(),
+        Vec::new(),
+        now,
+    )
+    .await
+    .unwrap();
+    for chunk in 0..6 {
+        let batch = (chunk * 100..chunk * 100 + 100)
+            .map(|i| o("k8s-01", i))
+            .collect();
+        c.step(batch, Vec::new(), now).await.unwrap();
+    }
+    let before =
+        |c: &Control<vaquero_engine::RedbStore>, h: &str| c.timelines().lock().unwrap().of(h);
+    let storage = before(&c, "storage-01");
+    let k8s = before(&c, "k8s-01");
+    assert_eq!(storage.len(), 3);
+    assert_eq!(k8s.len(), 512, "bounded");
+    assert_eq!(k8s.last().unwrap().detail, "request 599");
+    drop(c);
+    let mut c = open().await;
+    assert_eq!(before(&c, "storage-01"), storage);
+    assert_eq!(before(&c, "k8s-01"), k8s);
+    c.step(vec![o("k8s-01", 600)], Vec::new(), now)
+        .await
+        .unwrap();
+    let k8s = before(&c, "k8s-01");
+    assert_eq!(k8s.len(), 512);
+    assert_eq!(k8s[0].detail, "request 89");
+    assert_eq!(k8s.last().unwrap().detail, "request 600");
+    drop(c);
+    let c = open().await;
+    assert_eq!(
+        before(&c, "k8s-01"),
+        k8s,
+        "the pushed-out entry left the store too"
+    );
+}
