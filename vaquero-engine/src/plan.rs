@@ -74,6 +74,23 @@ pub struct HostPlan {
 }
 
 impl HostPlan {
+    /// `h` of site `site` with `action` and `reasons`, in no batch yet.
+    fn unbatched(
+        site: &str,
+        h: &vaquero_model::types::Host,
+        action: PlanAction,
+        reasons: Vec<String>,
+    ) -> Self {
+        HostPlan {
+            name: h.name.clone(),
+            site: site.to_owned(),
+            workflow: h.workflow.clone(),
+            action,
+            reasons,
+            batch: None,
+        }
+    }
+
     /// Whether the rollout reboots the host.
     pub fn rebooted(&self) -> bool {
         self.batch.is_some()
@@ -95,6 +112,26 @@ pub struct Summary {
     pub removed: usize,
     /// Hosts the rollout reboots.
     pub rebooted: usize,
+}
+
+impl Summary {
+    /// The counts of `hosts`.
+    fn of(hosts: &[HostPlan]) -> Summary {
+        let mut s = Summary::default();
+        for h in hosts {
+            match h.action {
+                PlanAction::Reprovision => s.reprovision += 1,
+                PlanAction::New => s.new += 1,
+                PlanAction::Unchanged => s.unchanged += 1,
+                PlanAction::Skip => s.skip += 1,
+                PlanAction::Removed => s.removed += 1,
+            }
+            if h.batch.is_some() {
+                s.rebooted += 1;
+            }
+        }
+        s
+    }
 }
 
 /// The plan of one site.
@@ -217,14 +254,7 @@ pub fn plan_with_state(
                 reasons.insert(0, "never_provision".to_owned());
                 action = PlanAction::Skip;
             }
-            HostPlan {
-                name: h.name.clone(),
-                site: site.id.clone(),
-                workflow: h.workflow.clone(),
-                action,
-                reasons,
-                batch: None,
-            }
+            HostPlan::unbatched(&site.id, h, action, reasons)
         })
         .collect();
     if let (Some(d), Some(o)) = (&diff, old) {
@@ -245,19 +275,7 @@ pub fn plan_with_state(
     }
     hosts.par_sort_unstable_by(|a, b| a.name.cmp(&b.name));
     let batches = assign_batches(new, &mut hosts, force);
-    let mut summary = Summary::default();
-    for h in &hosts {
-        match h.action {
-            PlanAction::Reprovision => summary.reprovision += 1,
-            PlanAction::New => summary.new += 1,
-            PlanAction::Unchanged => summary.unchanged += 1,
-            PlanAction::Skip => summary.skip += 1,
-            PlanAction::Removed => summary.removed += 1,
-        }
-        if h.batch.is_some() {
-            summary.rebooted += 1;
-        }
-    }
+    let summary = Summary::of(&hosts);
     Plan {
         site: site.id.clone(),
         from: old.map(|o| o.version().to_owned()),
@@ -306,30 +324,14 @@ pub fn reprovision_plan(
                 ),
                 (false, _) => (PlanAction::Unchanged, Vec::new()),
             };
-            HostPlan {
-                name: h.name.clone(),
-                site: site.id.clone(),
-                workflow: h.workflow.clone(),
-                action,
-                reasons,
-                batch: None,
-            }
+            HostPlan::unbatched(&site.id, h, action, reasons)
         })
         .collect();
     hosts.sort_unstable_by(|a, b| a.name.cmp(&b.name));
     // Batches under the policies, the rest of the site counted as up.
     let batches = assign_batches(model, &mut hosts, false);
     hosts.retain(|h| names.binary_search(&h.name.as_str()).is_ok());
-    let mut summary = Summary::default();
-    for h in &hosts {
-        match h.action {
-            PlanAction::Reprovision => summary.reprovision += 1,
-            _ => summary.unchanged += 1,
-        }
-        if h.batch.is_some() {
-            summary.rebooted += 1;
-        }
-    }
+    let summary = Summary::of(&hosts);
     Plan {
         site: site.id.clone(),
         from: Some(model.version().to_owned()),

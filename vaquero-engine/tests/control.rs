@@ -54,6 +54,24 @@ fn lab(build: u8, auto: bool, force: bool) -> Arc<SiteModel> {
     Arc::new(SiteModel::from_data(d).unwrap())
 }
 
+/// The control half over `store`, serving `model`, without a follower.
+async fn open<S: vaquero_engine::Store + 'static>(
+    store: Arc<S>,
+    model: Arc<SiteModel>,
+    now: Timestamp,
+) -> (Control<S>, Vec<Task>) {
+    Control::open(
+        store,
+        model,
+        EngineConfig::default(),
+        Arc::new(()),
+        "test".into(),
+        now,
+    )
+    .await
+    .unwrap()
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Revision { build: u8, auto: bool, force: bool },
@@ -109,16 +127,7 @@ struct World {
 
 impl World {
     async fn open(store: Arc<MemoryStore>, model: Arc<SiteModel>, now: Timestamp) -> World {
-        let (control, resumed) = Control::open(
-            store.clone(),
-            model.clone(),
-            EngineConfig::default(),
-            Arc::new(()),
-            "test".into(),
-            now,
-        )
-        .await
-        .unwrap();
+        let (control, resumed) = open(store.clone(), model.clone(), now).await;
         let mut w = World {
             store,
             control,
@@ -281,16 +290,7 @@ impl World {
                 // Tasks out are lost with the process; the state says
                 // which to ask again.
                 self.outstanding.clear();
-                let (control, resumed) = Control::open(
-                    self.store.clone(),
-                    self.model.clone(),
-                    EngineConfig::default(),
-                    Arc::new(()),
-                    "test".into(),
-                    now,
-                )
-                .await
-                .unwrap();
+                let (control, resumed) = open(self.store.clone(), self.model.clone(), now).await;
                 self.control = control;
                 self.control.adopt(None, None, now).await.unwrap();
                 assert_eq!(self.control.plans(), &plans[..], "plans lost on restart");
@@ -392,16 +392,7 @@ async fn a_reprovision_while_a_plan_waits_starts_only_the_host_named() {
     let store = Arc::new(MemoryStore::new());
     let now: Timestamp = "2026-11-22T12:00:00Z".parse().unwrap();
     let model = lab(0, false, true);
-    let (mut c, _) = Control::open(
-        store.clone(),
-        model.clone(),
-        EngineConfig::default(),
-        Arc::new(()),
-        "test".into(),
-        now,
-    )
-    .await
-    .unwrap();
+    let (mut c, _) = open(store.clone(), model.clone(), now).await;
     c.adopt(None, None, now).await.unwrap();
     let waiting = c.state().rollout.clone().unwrap();
     assert_eq!(waiting.approval, Approval::Pending);
@@ -444,16 +435,7 @@ async fn a_reprovision_while_a_plan_waits_starts_only_the_host_named() {
     // The waiting plan, its text included, survives a restart; approving
     // it then works.
     drop(c);
-    let (mut c, _) = Control::open(
-        store,
-        model,
-        EngineConfig::default(),
-        Arc::new(()),
-        "test".into(),
-        now,
-    )
-    .await
-    .unwrap();
+    let (mut c, _) = open(store, model, now).await;
     c.adopt(None, None, now).await.unwrap();
     assert_eq!(c.plans()[0].status, PlanStatus::Pending);
     assert!(
@@ -478,17 +460,7 @@ async fn timelines_survive_a_restart_bounded() {
     let model = lab(0, true, false);
     let open = || async {
         let store = Arc::new(vaquero_engine::RedbStore::open(&db).unwrap());
-        Control::open(
-            store,
-            model.clone(),
-            EngineConfig::default(),
-            Arc::new(()),
-            "test".into(),
-            now,
-        )
-        .await
-        .unwrap()
-        .0
+        open(store, model.clone(), now).await.0
     };
     let o = |host: &str, i: u32| Observation {
         at: now,
