@@ -125,30 +125,26 @@ pub async fn serve(
         .map_err(|source| StandaloneError::Api { addr, source })?;
     let app = router(shared);
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = match acceptor {
-        None => tokio::spawn(async move {
-            let r = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await;
-            if let Err(e) = r {
-                tracing::error!(error = %e, "API server stopped");
-            }
-        }),
-        Some(acceptor) => tokio::spawn(serve_tls(listener, acceptor, app, stopped)),
-    };
+    let task = tokio::spawn(serve_conns(listener, acceptor, app, stopped));
     Ok(ApiServer { addr, stop, task })
 }
 
-/// HTTPS: each connection's TLS handshake (bounded), then HTTP/1.1.
-async fn serve_tls(
+/// How large a request's head (request line and headers) may be: past
+/// it, 431 (hyper's floor is 8 KiB).
+pub const MAX_HEAD: usize = 16 * 1024;
+
+/// Each connection: its TLS handshake (bounded) with `acceptor`, then
+/// HTTP/1.1 with heads bounded by [`MAX_HEAD`].
+async fn serve_conns(
     listener: tokio::net::TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
     app: Router,
     mut stopped: oneshot::Receiver<()>,
 ) {
     let mut conns = tokio::task::JoinSet::new();
+    // Dropped when stopping: each connection finishes its request in
+    // flight and closes.
+    let (closing_tx, closing) = tokio::sync::watch::channel(());
     loop {
         let (tcp, peer) = tokio::select! {
             _ = &mut stopped => break,
@@ -163,7 +159,24 @@ async fn serve_tls(
         };
         let acceptor = acceptor.clone();
         let app = app.clone();
+        let mut closing = closing.clone();
         conns.spawn(async move {
+            // A Router is always ready: `call` without `poll_ready`.
+            let service = hyper::service::service_fn(move |req| {
+                tower_service::Service::call(&mut app.clone(), req)
+            });
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.max_buf_size(MAX_HEAD);
+            let Some(acceptor) = acceptor else {
+                let conn = http.serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
+                let mut conn = std::pin::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => return,
+                    _ = closing.changed() => conn.as_mut().graceful_shutdown(),
+                }
+                let _ = conn.await;
+                return;
+            };
             let tls = match tokio::time::timeout(
                 std::time::Duration::from_secs(10),
                 acceptor.accept(tcp),
@@ -177,16 +190,17 @@ async fn serve_tls(
                 }
                 Err(_) => return,
             };
-            // A Router is always ready: `call` without `poll_ready`.
-            let service = hyper::service::service_fn(move |req| {
-                tower_service::Service::call(&mut app.clone(), req)
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                .await;
+            let conn = http.serve_connection(hyper_util::rt::TokioIo::new(tls), service);
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = closing.changed() => conn.as_mut().graceful_shutdown(),
+            }
+            let _ = conn.await;
         });
     }
     // Connections in flight finish (bounded).
+    drop(closing_tx);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
         while conns.join_next().await.is_some() {}
     })

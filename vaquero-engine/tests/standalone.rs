@@ -113,6 +113,26 @@ async fn sot_changes_are_noticed_without_polling_and_bad_ones_refused() {
     .await;
     let first = first["revision"].as_str().unwrap().to_owned();
 
+    // A request head past 16 KiB: 431, before any token is looked at.
+    let client = reqwest::Client::new();
+    let big = "a".repeat(20 * 1024);
+    let r = client
+        .get(format!("{api}/v1/status"))
+        .bearer_auth(&token)
+        .header("x-big", &big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 431);
+    let r = client
+        .get(format!("{api}/v1/status"))
+        .bearer_auth(&token)
+        .header("x-small", &big[..10 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+
     // A valid change: the lab's env gets a new metadata key.
     std::fs::write(
         &env,

@@ -35,6 +35,10 @@ use crate::metrics_layer::Label;
 use crate::sendfile::{Conn, SendfileListener};
 use crate::service::{BootService, script_response};
 
+/// How large a request's head (request line and headers) may be: past
+/// it, 431 Request Header Fields Too Large (hyper's floor is 8 KiB).
+pub const MAX_HEAD: usize = 16 * 1024;
+
 /// Serves `service` on `listener` until `shutdown` completes, then lets
 /// requests in flight finish: HTTP/1.1 with keep-alive, client addresses
 /// available to the handlers, `TCP_NODELAY`, file bodies sent with
@@ -47,7 +51,9 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let mut listener = SendfileListener::new(listener);
     // No hyper timer: stalled connections are closed by the reaper.
-    let http = hyper::server::conn::http1::Builder::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    // A request's head (line and headers) past this gets 431.
+    http.max_buf_size(MAX_HEAD);
     // Dropped when shutdown begins: every connection then finishes the
     // request in flight and closes.
     let (stop_tx, stop_rx) = watch::channel(());

@@ -684,3 +684,24 @@ fn shutdown_waits_for_no_stalled_connection() {
     );
     drop((half, unread));
 }
+
+/// A request head past 16 KiB gets 431 and nothing else; one under it is
+/// served. (Under plain axum, `Via::Router`, the embedder's own server
+/// sets the limit.)
+fn large_request_heads_get_431(via: Via) {
+    let s = lab_server_via(via);
+    let small = format!("X-Small: {}", "a".repeat(10 * 1024));
+    assert_eq!(curl(&s, "/boot.ipxe", &["-H", &small]).status, 200);
+    let big = format!("X-Big: {}", "a".repeat(20 * 1024));
+    assert_eq!(curl(&s, "/boot.ipxe", &["-H", &big]).status, 431);
+}
+
+#[test]
+fn large_request_heads_get_431_served() {
+    large_request_heads_get_431(Via::Serve);
+}
+
+#[test]
+fn large_request_heads_get_431_on_event_loops() {
+    large_request_heads_get_431(Via::Loops);
+}
