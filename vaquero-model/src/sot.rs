@@ -896,6 +896,12 @@ impl Loader {
                     &format!("agents[{i}].asset_server.url"),
                     "the asset server URL must start with http:// or https://",
                 );
+            } else if url.is_some_and(|u| u.starts_with("https://")) {
+                self.err(
+                    n,
+                    &format!("agents[{i}].asset_server.url"),
+                    "https:// is refused: the boot service has no TLS, and would serve plain HTTP on this URL's port; write http://",
+                );
             }
         }
         let mut ids = HashSet::new();

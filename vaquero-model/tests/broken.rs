@@ -697,6 +697,20 @@ sites/lab/env.yml:7:21: agents[0].ipmi_container: the original format's IPMI con
     );
 }
 
+/// An https:// asset server URL: refused, since the boot service would
+/// serve plain HTTP on that port.
+#[test]
+fn an_https_asset_server_url_is_refused() {
+    check(
+        &[(
+            "sites/lab/env.yml",
+            "      url: http://10.99.0.2:8080\n",
+            "      url: https://10.99.0.2\n",
+        )],
+        "sites/lab/env.yml:8:12: agents[0].asset_server.url: https:// is refused: the boot service has no TLS, and would serve plain HTTP on this URL's port; write http://",
+    );
+}
+
 /// A host document with a structural error is still cross-checked: its
 /// address, MAC and name against the others, in the same run.
 #[test]
