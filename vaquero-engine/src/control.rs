@@ -441,6 +441,16 @@ impl<S: Store + ?Sized + 'static> Control<S> {
         self.put_json("refused", &self.refused).await;
     }
 
+    /// Forgets the refused revision unless it is `head`, the SoT's newest
+    /// (at start-up: a revision refused before a restart and since
+    /// replaced is no longer news).
+    pub async fn refused_unless(&mut self, head: &str) {
+        if self.refused.as_ref().is_some_and(|r| r.revision != head) {
+            self.refused = None;
+            self.put_json("refused", &None::<Refused>).await;
+        }
+    }
+
     /// The model of the SoT files last applied, from the store.
     async fn applied_model(&self) -> Option<Arc<SiteModel>> {
         let kv = self.store.get(&key(&self.site, "applied")).await.ok()??;

@@ -88,6 +88,12 @@ impl<S: Store + ?Sized + 'static, L: SiteLink> Runner<S, L> {
         self.control.refuse(revision, errors, now).await;
     }
 
+    /// Forgets the refused revision unless it is `head` (see
+    /// [`Control::refused_unless`]).
+    pub async fn refused_unless(&mut self, head: &str) {
+        self.control.refused_unless(head).await;
+    }
+
     /// Carries out an operator's command.
     pub async fn command(&mut self, cmd: Command, now: Timestamp) -> Result<String, CommandError> {
         self.control.command(cmd, now).await

@@ -396,6 +396,8 @@ pub async fn run(
         head,
         publish,
     };
+    // The head validated at start: a revision refused before is old news.
+    lp.runner.refused_unless(&lp.head).await;
     // The first plan: against the model the state was last planned for.
     lp.adopt(None).await?;
     lp.publish();

@@ -510,3 +510,25 @@ async fn timelines_survive_a_restart_bounded() {
         "the pushed-out entry left the store too"
     );
 }
+
+/// A refused revision is kept across a restart while it is the newest,
+/// and forgotten once the SoT's head is another (valid) revision.
+#[tokio::test]
+async fn a_refused_revision_is_kept_until_superseded() {
+    let store = Arc::new(MemoryStore::new());
+    let now: Timestamp = "2026-11-22T12:00:00Z".parse().unwrap();
+    let model = lab(0, true, false);
+    let (mut c, _) = open(store.clone(), model.clone(), now).await;
+    c.refuse("bad".into(), vec!["env.yml:1:1: x: wrong".into()], now)
+        .await;
+    drop(c);
+    let (mut c, _) = open(store.clone(), model.clone(), now).await;
+    assert_eq!(c.refused().unwrap().errors, vec!["env.yml:1:1: x: wrong"]);
+    c.refused_unless("bad").await;
+    assert!(c.refused().is_some(), "still the newest");
+    c.refused_unless("good").await;
+    assert!(c.refused().is_none());
+    drop(c);
+    let (c, _) = open(store, model, now).await;
+    assert!(c.refused().is_none(), "forgotten in the store too");
+}
