@@ -133,6 +133,27 @@ pub async fn serve(
 /// it, 431 (hyper's floor is 8 KiB).
 pub const MAX_HEAD: usize = 16 * 1024;
 
+/// HTTP/1.1 on one connection, heads bounded by [`MAX_HEAD`]; when
+/// `closing` fires, the request in flight finishes and the connection
+/// closes.
+async fn serve_http<IO>(io: IO, app: Router, mut closing: tokio::sync::watch::Receiver<()>)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    // A Router is always ready: `call` without `poll_ready`.
+    let service =
+        hyper::service::service_fn(move |req| tower_service::Service::call(&mut app.clone(), req));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.max_buf_size(MAX_HEAD);
+    let conn = http.serve_connection(hyper_util::rt::TokioIo::new(io), service);
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = closing.changed() => conn.as_mut().graceful_shutdown(),
+    }
+    let _ = conn.await;
+}
+
 /// Each connection: its TLS handshake (bounded) with `acceptor`, then
 /// HTTP/1.1 with heads bounded by [`MAX_HEAD`].
 async fn serve_conns(
@@ -159,44 +180,18 @@ async fn serve_conns(
         };
         let acceptor = acceptor.clone();
         let app = app.clone();
-        let mut closing = closing.clone();
+        let closing = closing.clone();
         conns.spawn(async move {
-            // A Router is always ready: `call` without `poll_ready`.
-            let service = hyper::service::service_fn(move |req| {
-                tower_service::Service::call(&mut app.clone(), req)
-            });
-            let mut http = hyper::server::conn::http1::Builder::new();
-            http.max_buf_size(MAX_HEAD);
             let Some(acceptor) = acceptor else {
-                let conn = http.serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
-                let mut conn = std::pin::pin!(conn);
-                tokio::select! {
-                    _ = conn.as_mut() => return,
-                    _ = closing.changed() => conn.as_mut().graceful_shutdown(),
-                }
-                let _ = conn.await;
-                return;
+                return serve_http(tcp, app, closing).await;
             };
-            let tls = match tokio::time::timeout(
-                std::time::Duration::from_secs(10),
-                acceptor.accept(tcp),
-            )
-            .await
+            match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp))
+                .await
             {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "API TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
-            let conn = http.serve_connection(hyper_util::rt::TokioIo::new(tls), service);
-            let mut conn = std::pin::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => return,
-                _ = closing.changed() => conn.as_mut().graceful_shutdown(),
+                Ok(Ok(tls)) => serve_http(tls, app, closing).await,
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "API TLS handshake failed"),
+                Err(_) => {}
             }
-            let _ = conn.await;
         });
     }
     // Connections in flight finish (bounded).

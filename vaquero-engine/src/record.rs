@@ -246,58 +246,54 @@ impl<S: Store + ?Sized> Records<S> {
         now: Timestamp,
     ) -> Result<usize, PersistError> {
         let cutoff = now.checked_sub(retention.max_age).unwrap_or(Timestamp::MIN);
+        self.prune_where(cutoff, Some(retention.attempts.max(1)))
+            .await
+    }
+
+    /// Deletes records that ended before `cutoff` (records in progress are
+    /// kept); returns how many.
+    pub async fn prune(&self, cutoff: Timestamp) -> Result<usize, PersistError> {
+        self.prune_where(cutoff, None).await
+    }
+
+    /// Deletes finished records that ended before `cutoff`, or that belong
+    /// to a host's boot attempts older than its newest `attempts`.
+    async fn prune_where(
+        &self,
+        cutoff: Timestamp,
+        attempts: Option<usize>,
+    ) -> Result<usize, PersistError> {
         let prefix = format!("v1/records/{}/hosts/", self.site);
         let all = self.store.list(&prefix).await?;
         let mut records = Vec::with_capacity(all.len());
         for kv in &all {
             records.push(decode(&kv.key, &kv.value)?);
         }
-        // Per host (keys sort by host, then seq): the attempts to keep.
+        // Per host: the attempts to keep (all, without a bound).
         let mut keep: std::collections::HashMap<&str, std::collections::BTreeSet<u64>> =
             std::collections::HashMap::new();
-        for r in &records {
-            keep.entry(r.host.as_str()).or_default().insert(r.attempt);
-        }
-        for attempts in keep.values_mut() {
-            while attempts.len() > retention.attempts.max(1) {
-                attempts.pop_first();
+        if let Some(max) = attempts {
+            for r in &records {
+                keep.entry(r.host.as_str()).or_default().insert(r.attempt);
+            }
+            for kept in keep.values_mut() {
+                while kept.len() > max {
+                    kept.pop_first();
+                }
             }
         }
         let mut ops = Vec::new();
         let mut n = 0;
         for (kv, r) in all.iter().zip(&records) {
             let Some(ended) = r.ended else { continue };
-            let old = ended < cutoff;
             let surplus = keep
                 .get(r.host.as_str())
                 .is_some_and(|k| !k.contains(&r.attempt));
-            if old || surplus {
+            if ended < cutoff || surplus {
                 if let Some(ro) = r.rollout {
                     ops.push(TxnOp::Delete(self.rollout_key(ro, &r.host, r.seq)));
                 }
                 ops.push(TxnOp::Delete(kv.key.clone()));
-                n += 1;
-            }
-        }
-        for chunk in ops.chunks(4096) {
-            self.write(chunk.to_vec()).await?;
-        }
-        Ok(n)
-    }
-
-    /// Deletes records that ended before `cutoff` (records in progress are
-    /// kept); returns how many.
-    pub async fn prune(&self, cutoff: Timestamp) -> Result<usize, PersistError> {
-        let prefix = format!("v1/records/{}/hosts/", self.site);
-        let mut ops = Vec::new();
-        let mut n = 0;
-        for kv in self.store.list(&prefix).await? {
-            let r = decode(&kv.key, &kv.value)?;
-            if r.ended.is_some_and(|e| e < cutoff) {
-                if let Some(ro) = r.rollout {
-                    ops.push(TxnOp::Delete(self.rollout_key(ro, &r.host, r.seq)));
-                }
-                ops.push(TxnOp::Delete(kv.key));
                 n += 1;
             }
         }
