@@ -113,7 +113,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         args.tls_key.or(file.tls_key),
     ) {
         (Some(cert), Some(key)) => {
-            config.tls = Some(vaquero_engine::api::Tls { cert, key });
+            config.tls = Some(vaquero_engine::api::Tls {
+                cert,
+                key,
+                client_ca: None,
+            });
         }
         (None, None) => {}
         _ => anyhow::bail!("give both tls_cert and tls_key, or neither"),

@@ -36,11 +36,103 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use crate::auth::{AuthError, Role};
-use crate::control::CommandError;
+use crate::control::{CommandError, CommandMsg, Timelines};
 use crate::observe::Observation;
 use crate::record::Records;
-use crate::standalone::{Command, Shared, Snapshot, StandaloneError};
+use crate::standalone::{Command, MetricsRender, Snapshot, StandaloneError};
 use crate::state::HostState;
+use crate::server::routes::PeerCert;
+use crate::store::Store;
+
+/// One site as the API sees it.
+#[derive(Clone)]
+pub struct SiteApi {
+    /// The latest snapshot.
+    pub snapshot: tokio::sync::watch::Receiver<std::sync::Arc<Snapshot>>,
+    /// Timelines.
+    pub timelines: std::sync::Arc<std::sync::Mutex<Timelines>>,
+    /// Commands to the site's control loop.
+    pub commands: tokio::sync::mpsc::Sender<CommandMsg>,
+}
+
+impl std::fmt::Debug for SiteApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SiteApi").finish_non_exhaustive()
+    }
+}
+
+/// What the API shares with the control loops.
+#[derive(Clone)]
+pub struct Shared {
+    /// The sites served, by id (standalone: one).
+    pub sites: std::sync::Arc<BTreeMap<String, SiteApi>>,
+    /// The store (execution records are read from it).
+    pub store: std::sync::Arc<dyn Store>,
+    /// The admin token made at first start (`admin.token`).
+    pub token: std::sync::Arc<str>,
+    /// The user tokens of the store (`vaquero token`).
+    pub tokens: crate::auth::Tokens,
+    /// Renders `/metrics`.
+    pub metrics: Option<MetricsRender>,
+    /// A server's agent routes and join tokens (`None`: standalone).
+    pub agents: Option<crate::server::routes::AgentApi>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+/// The site a request is about: `{site}` in `/v1/sites/{site}/…`, or the
+/// only one when the process serves one (standalone).
+struct Site(SiteApi);
+
+impl axum::extract::FromRequestParts<Shared> for Site {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        s: &Shared,
+    ) -> Result<Self, Response> {
+        let params = axum::extract::RawPathParams::from_request_parts(parts, s)
+            .await
+            .ok();
+        let named = params.and_then(|p| {
+            p.iter()
+                .find(|(k, _)| *k == "site")
+                .map(|(_, v)| v.to_owned())
+        });
+        match named {
+            Some(n) => s.sites.get(&n).cloned().map(Site).ok_or_else(|| {
+                error(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    format!("no site named `{n}`"),
+                )
+            }),
+            None if s.sites.len() == 1 => Ok(Site(
+                s.sites.values().next().cloned().ok_or_else(|| {
+                    error(StatusCode::NOT_FOUND, "not_found", "no site")
+                })?,
+            )),
+            None => Err(error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!(
+                    "this server runs several sites ({}): ask /v1/sites/{{site}}/…",
+                    s.sites.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            )),
+        }
+    }
+}
+
+/// `{name}` of a host's path (beside `{site}` or not).
+#[derive(Debug, Deserialize)]
+struct HostName {
+    name: String,
+}
 
 /// The running API server.
 #[derive(Debug)]
@@ -66,6 +158,10 @@ pub struct Tls {
     pub cert: std::path::PathBuf,
     /// The private key.
     pub key: std::path::PathBuf,
+    /// A CA whose client certificates are asked for and verified (a
+    /// server's agents); a connection without one is still served (the
+    /// user API and enrolment use tokens).
+    pub client_ca: Option<std::path::PathBuf>,
 }
 
 /// Refuses plain HTTP off loopback (checked before anything starts).
@@ -91,10 +187,32 @@ fn tls_config(tls: &Tls) -> Result<tokio_rustls::TlsAcceptor, String> {
     let key = PrivateKeyDer::from_pem_file(&tls.key)
         .map_err(|e| format!("key {}: {e}", tls.key.display()))?;
     let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider());
-    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+    let builder = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
+        .map_err(|e| e.to_string())?;
+    let builder = match &tls.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_file_iter(ca)
+                .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("client CA {}: {e}", ca.display()))?
+            {
+                roots
+                    .add(c)
+                    .map_err(|e| format!("client CA {}: {e}", ca.display()))?;
+            }
+            let verifier = tokio_rustls::rustls::server::WebPkiClientVerifier::builder_with_provider(
+                std::sync::Arc::new(roots),
+                provider,
+            )
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| format!("client CA {}: {e}", ca.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config = builder
         .with_single_cert(certs, key)
         .map_err(|e| format!("certificate and key: {e}"))?;
     Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
@@ -136,13 +254,21 @@ pub const MAX_HEAD: usize = 16 * 1024;
 /// HTTP/1.1 on one connection, heads bounded by [`MAX_HEAD`]; when
 /// `closing` fires, the request in flight finishes and the connection
 /// closes.
-async fn serve_http<IO>(io: IO, app: Router, mut closing: tokio::sync::watch::Receiver<()>)
-where
+async fn serve_http<IO>(
+    io: IO,
+    app: Router,
+    peer: Option<PeerCert>,
+    mut closing: tokio::sync::watch::Receiver<()>,
+) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     // A Router is always ready: `call` without `poll_ready`.
-    let service =
-        hyper::service::service_fn(move |req| tower_service::Service::call(&mut app.clone(), req));
+    let service = hyper::service::service_fn(move |mut req: axum::http::Request<_>| {
+        if let Some(p) = &peer {
+            req.extensions_mut().insert(p.clone());
+        }
+        tower_service::Service::call(&mut app.clone(), req)
+    });
     let mut http = hyper::server::conn::http1::Builder::new();
     http.max_buf_size(MAX_HEAD);
     let conn = http.serve_connection(hyper_util::rt::TokioIo::new(io), service);
@@ -183,12 +309,20 @@ async fn serve_conns(
         let closing = closing.clone();
         conns.spawn(async move {
             let Some(acceptor) = acceptor else {
-                return serve_http(tcp, app, closing).await;
+                return serve_http(tcp, app, None, closing).await;
             };
             match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp))
                 .await
             {
-                Ok(Ok(tls)) => serve_http(tls, app, closing).await,
+                Ok(Ok(tls)) => {
+                    let peer = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .map(|c| PeerCert(std::sync::Arc::from(c.as_ref())));
+                    serve_http(tls, app, peer, closing).await
+                }
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "API TLS handshake failed"),
                 Err(_) => {}
             }
@@ -204,28 +338,39 @@ async fn serve_conns(
 
 /// The API's routes.
 pub fn router(shared: Shared) -> Router {
+    // A site's routes: at `/v1/…` for the only site, and at
+    // `/v1/sites/{site}/…` for any.
+    let site = || {
+        Router::new()
+            .route("/status", get(status))
+            .route("/hosts", get(hosts))
+            .route("/hosts/{name}", get(host))
+            .route("/hosts/{name}/reprovision", post(reprovision))
+            .route("/reprovision", post(reprovision_many))
+            .route("/plans", get(plans))
+            .route("/approve", post(approve))
+            .route("/pause", post(pause))
+            .route("/resume", post(resume))
+            .route("/executions", get(executions))
+    };
     let v1 = Router::new()
         .route("/v1/openapi.json", get(openapi))
-        .route("/v1/status", get(status))
-        .route("/v1/hosts", get(hosts))
-        .route("/v1/hosts/{name}", get(host))
-        .route("/v1/hosts/{name}/reprovision", post(reprovision))
-        .route("/v1/reprovision", post(reprovision_many))
-        .route("/v1/plans", get(plans))
-        .route("/v1/approve", post(approve))
-        .route("/v1/pause", post(pause))
-        .route("/v1/resume", post(resume))
-        .route("/v1/executions", get(executions))
+        .route("/v1/sites", get(sites))
         .route("/v1/tokens", get(token_list).post(token_create))
         .route("/v1/tokens/{id}", axum::routing::delete(token_revoke))
+        .nest("/v1", site())
+        .nest("/v1/sites/{site}", site())
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(shared.clone(), auth));
-    Router::new()
+    let mut app = Router::new()
         .route("/live", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
-        .merge(v1)
-        .with_state(shared)
+        .merge(v1);
+    if let Some(agents) = &shared.agents {
+        app = app.merge(crate::server::routes::router(agents.clone()));
+    }
+    app.with_state(shared)
 }
 
 /// A JSON error.
@@ -238,6 +383,17 @@ fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response
 }
 
 async fn auth(State(s): State<Shared>, mut req: Request, next: Next) -> Response {
+    if req
+        .extensions()
+        .get::<PeerCert>()
+        .is_some_and(|p| crate::pki::agent_of(&p.0).is_some())
+    {
+        return error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "an agent's certificate cannot use the user API",
+        );
+    }
     let given = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -273,6 +429,13 @@ async fn auth(State(s): State<Shared>, mut req: Request, next: Next) -> Response
         );
         return r;
     };
+    if role == Role::Agent {
+        return error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "a join token cannot use the user API (it enrols an agent)",
+        );
+    }
     let reads = matches!(
         *req.method(),
         axum::http::Method::GET | axum::http::Method::HEAD
@@ -294,6 +457,12 @@ struct NewToken {
     role: Role,
     #[serde(default)]
     note: String,
+    /// A join token's site.
+    #[serde(default)]
+    site: Option<String>,
+    /// A join token's agent (default: the site's only agent).
+    #[serde(default)]
+    agent: Option<String>,
 }
 
 fn auth_error(e: AuthError) -> Response {
@@ -303,11 +472,79 @@ fn auth_error(e: AuthError) -> Response {
     }
 }
 
-async fn token_create(State(s): State<Shared>, Json(b): Json<NewToken>) -> Response {
+async fn token_create(
+    State(s): State<Shared>,
+    headers: axum::http::HeaderMap,
+    Json(b): Json<NewToken>,
+) -> Response {
+    if b.role == Role::Agent {
+        return join_create(&s, &headers, b).await;
+    }
     match s.tokens.create(b.role, &b.note, Timestamp::now()).await {
         Ok((token, record)) => {
             tracing::info!(id = %record.id, role = record.role.as_str(), "token created");
             Json(json!({ "token": token, "record": record })).into_response()
+        }
+        Err(e) => auth_error(e),
+    }
+}
+
+/// A join token: for an agent of the model of the site named.
+async fn join_create(s: &Shared, headers: &axum::http::HeaderMap, b: NewToken) -> Response {
+    let Some(agents) = &s.agents else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "join tokens enrol agents of `vaquero server`; standalone has none",
+        );
+    };
+    let Some(site) = b.site else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "a join token needs `site`",
+        );
+    };
+    let Some(hub) = agents.hubs.get(&site) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no site named `{site}`"),
+        );
+    };
+    let Some(model) = hub.site_model() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_model",
+            format!("site `{site}` has no model yet"),
+        );
+    };
+    let agent = match crate::site::agent(&model, b.agent.as_deref()) {
+        Ok(a) => a.id.clone(),
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
+    };
+    let server = match &agents.advertise {
+        Some(a) => a.clone(),
+        None => match headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
+            Some(h) => format!("https://{h}"),
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "no Host header, and the server has no --advertise URL",
+                );
+            }
+        },
+    };
+    match s
+        .tokens
+        .create_join(&site, &agent, &b.note, Timestamp::now())
+        .await
+    {
+        Ok((token, record)) => {
+            tracing::info!(id = %record.id, %site, %agent, "join token created");
+            let join = crate::auth::join_token(&token, &agents.ca.fingerprint, &server);
+            Json(json!({ "token": join, "record": record })).into_response()
         }
         Err(e) => auth_error(e),
     }
@@ -342,12 +579,42 @@ async fn not_found() -> Response {
 }
 
 async fn ready(State(s): State<Shared>) -> Response {
-    let snap = s.snapshot.borrow().clone();
-    if snap.version.is_empty() {
-        (StatusCode::SERVICE_UNAVAILABLE, "no model yet\n").into_response()
-    } else {
+    let waiting: Vec<&str> = s
+        .sites
+        .iter()
+        .filter(|(_, site)| site.snapshot.borrow().version.is_empty())
+        .map(|(id, _)| id.as_str())
+        .collect();
+    if waiting.is_empty() {
         "ready\n".into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("no model yet for {}\n", waiting.join(", ")),
+        )
+            .into_response()
     }
+}
+
+/// `GET /v1/sites`: every site served, in brief.
+async fn sites(State(s): State<Shared>) -> Response {
+    let list: Vec<Value> = s
+        .sites
+        .values()
+        .map(|site| {
+            let snap = site.snapshot.borrow().clone();
+            json!({
+                "site": snap.site,
+                "revision": snap.revision,
+                "version": snap.version,
+                "paused": snap.paused,
+                "held": snap.held,
+                "rollout": snap.state.rollout.as_ref().map(|r| r.id),
+                "hosts": snap.state.hosts.len(),
+            })
+        })
+        .collect();
+    Json(json!({ "sites": list })).into_response()
 }
 
 async fn metrics(State(s): State<Shared>) -> Response {
@@ -416,7 +683,7 @@ fn row(snap: &Snapshot, h: &HostState, last: Option<Observation>) -> HostRow {
     }
 }
 
-async fn status(State(s): State<Shared>) -> Response {
+async fn status(Site(s): Site) -> Response {
     let snap = s.snapshot.borrow().clone();
     let counts: BTreeMap<&str, usize> = snap
         .state
@@ -435,6 +702,7 @@ async fn status(State(s): State<Shared>) -> Response {
         "revision": snap.revision,
         "version": snap.version,
         "paused": snap.paused,
+        "held": snap.held,
         "refused": snap.refused,
         "rollout": snap.state.rollout,
         "pending_plan": pending.map(|p| json!({"rollout": p.rollout, "text": p.text})),
@@ -444,7 +712,7 @@ async fn status(State(s): State<Shared>) -> Response {
     .into_response()
 }
 
-async fn hosts(State(s): State<Shared>) -> Response {
+async fn hosts(Site(s): Site) -> Response {
     let snap = s.snapshot.borrow().clone();
     let t = s.timelines.lock().unwrap_or_else(|p| p.into_inner());
     let rows: Vec<HostRow> = snap
@@ -510,7 +778,7 @@ fn attempts(obs: &[Observation]) -> Vec<Attempt> {
     out
 }
 
-async fn host(State(s): State<Shared>, Path(name): Path<String>) -> Response {
+async fn host(Site(s): Site, Path(HostName { name }): Path<HostName>) -> Response {
     let snap = s.snapshot.borrow().clone();
     let Some(h) = snap.state.hosts.get(&name) else {
         return error(
@@ -533,12 +801,12 @@ async fn host(State(s): State<Shared>, Path(name): Path<String>) -> Response {
     .into_response()
 }
 
-async fn plans(State(s): State<Shared>) -> Response {
+async fn plans(Site(s): Site) -> Response {
     let snap = s.snapshot.borrow().clone();
     Json(json!({ "plans": snap.plans })).into_response()
 }
 
-async fn send(s: &Shared, cmd: Command) -> Response {
+async fn send(s: &SiteApi, cmd: Command) -> Response {
     let (tx, rx) = oneshot::channel();
     if s.commands.send((cmd, tx)).await.is_err() {
         return error(
@@ -573,7 +841,7 @@ struct ApproveBody {
     rollout: Option<u64>,
 }
 
-async fn approve(State(s): State<Shared>, body: Option<Json<ApproveBody>>) -> Response {
+async fn approve(Site(s): Site, body: Option<Json<ApproveBody>>) -> Response {
     let id = body.and_then(|b| b.0.rollout);
     send(&s, Command::Approve(id)).await
 }
@@ -587,8 +855,8 @@ struct ReprovisionOne {
 }
 
 async fn reprovision(
-    State(s): State<Shared>,
-    Path(name): Path<String>,
+    Site(s): Site,
+    Path(HostName { name }): Path<HostName>,
     body: Option<Json<ReprovisionOne>>,
 ) -> Response {
     let now = body.is_some_and(|b| b.0.now);
@@ -612,7 +880,7 @@ struct ReprovisionMany {
     now: bool,
 }
 
-async fn reprovision_many(State(s): State<Shared>, Json(b): Json<ReprovisionMany>) -> Response {
+async fn reprovision_many(Site(s): Site, Json(b): Json<ReprovisionMany>) -> Response {
     if b.hosts.is_empty() {
         return error(StatusCode::BAD_REQUEST, "bad_request", "no host named");
     }
@@ -626,11 +894,11 @@ async fn reprovision_many(State(s): State<Shared>, Json(b): Json<ReprovisionMany
     .await
 }
 
-async fn pause(State(s): State<Shared>) -> Response {
+async fn pause(Site(s): Site) -> Response {
     send(&s, Command::Pause).await
 }
 
-async fn resume(State(s): State<Shared>) -> Response {
+async fn resume(Site(s): Site) -> Response {
     send(&s, Command::Resume).await
 }
 
@@ -641,9 +909,13 @@ struct ExecQuery {
     rollout: Option<u64>,
 }
 
-async fn executions(State(s): State<Shared>, Query(q): Query<ExecQuery>) -> Response {
+async fn executions(
+    State(shared): State<Shared>,
+    Site(s): Site,
+    Query(q): Query<ExecQuery>,
+) -> Response {
     let snap = s.snapshot.borrow().clone();
-    let records = Records::new(s.store.clone(), &snap.site);
+    let records = Records::new(shared.store.clone(), &snap.site);
     let r = match (&q.host, q.rollout) {
         (Some(h), _) => records.for_host(h).await,
         (None, Some(id)) => records.for_rollout(id).await,

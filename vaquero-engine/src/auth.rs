@@ -22,6 +22,9 @@ pub enum Role {
     Admin,
     /// Reading only: no approval, reprovision, pause or token change.
     Read,
+    /// An agent's join token: used once, to enrol the agent of its site
+    /// (no use on the user API).
+    Agent,
 }
 
 impl Role {
@@ -30,6 +33,7 @@ impl Role {
         match self {
             Role::Admin => "admin",
             Role::Read => "read",
+            Role::Agent => "agent",
         }
     }
 }
@@ -40,7 +44,8 @@ impl std::str::FromStr for Role {
         match s {
             "admin" => Ok(Role::Admin),
             "read" => Ok(Role::Read),
-            other => Err(format!("unknown role `{other}` (admin, read)")),
+            "agent" => Ok(Role::Agent),
+            other => Err(format!("unknown role `{other}` (admin, read, agent)")),
         }
     }
 }
@@ -61,6 +66,16 @@ pub struct TokenRecord {
     pub revoked: Option<Timestamp>,
     /// The secret's SHA-256 (hex).
     pub hash: String,
+    /// A join token's site.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+    /// A join token's agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// When a join token was used, and the fingerprint of the key it
+    /// enrolled: the same key may enrol again (a lost answer), no other.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used: Option<(Timestamp, String)>,
 }
 
 /// Tokens could not be read or changed.
@@ -79,6 +94,9 @@ pub enum AuthError {
     /// No randomness from the operating system.
     #[error("no randomness: {0}")]
     Random(String),
+    /// A join token that was used already, by another key.
+    #[error("join token `{0}` was used already")]
+    Used(String),
 }
 
 const PREFIX: &str = "v1/tokens/";
@@ -124,10 +142,61 @@ impl Tokens {
             created: now,
             revoked: None,
             hash: digest(&secret),
+            site: None,
+            agent: None,
+            used: None,
         };
         let value = serde_json::to_vec(&rec).map_err(|_| AuthError::Corrupt(id.clone()))?;
         self.store.put(&format!("{PREFIX}{id}"), value).await?;
         Ok((format!("vqt_{id}_{secret}"), rec))
+    }
+
+    /// Makes a join token for `agent` of `site` (see [`join_token`]):
+    /// returns its `vqt_` part (shown once) and its record.
+    pub async fn create_join(
+        &self,
+        site: &str,
+        agent: &str,
+        note: &str,
+        now: Timestamp,
+    ) -> Result<(String, TokenRecord), AuthError> {
+        let (token, mut rec) = self.create(Role::Agent, note, now).await?;
+        rec.site = Some(site.to_owned());
+        rec.agent = Some(agent.to_owned());
+        self.put(&rec).await?;
+        Ok((token, rec))
+    }
+
+    async fn put(&self, rec: &TokenRecord) -> Result<(), AuthError> {
+        let value = serde_json::to_vec(rec).map_err(|_| AuthError::Corrupt(rec.id.clone()))?;
+        self.store.put(&format!("{PREFIX}{}", rec.id), value).await?;
+        Ok(())
+    }
+
+    /// Uses join token `token` to enrol the key of fingerprint `key`:
+    /// the token's record, when it is a join token not revoked and not
+    /// used by another key. Marked used before it returns.
+    pub async fn redeem(
+        &self,
+        token: &str,
+        key: &str,
+        now: Timestamp,
+    ) -> Result<Option<TokenRecord>, AuthError> {
+        let Some(mut rec) = self.verify(token).await? else {
+            return Ok(None);
+        };
+        if rec.role != Role::Agent {
+            return Ok(None);
+        }
+        match &rec.used {
+            Some((_, k)) if k == key => Ok(Some(rec)),
+            Some(_) => Err(AuthError::Used(rec.id)),
+            None => {
+                rec.used = Some((now, key.to_owned()));
+                self.put(&rec).await?;
+                Ok(Some(rec))
+            }
+        }
     }
 
     /// Every token, by id.
@@ -156,8 +225,7 @@ impl Tokens {
             serde_json::from_slice(&kv.value).map_err(|_| AuthError::Corrupt(id.to_owned()))?;
         if rec.revoked.is_none() {
             rec.revoked = Some(now);
-            let value = serde_json::to_vec(&rec).map_err(|_| AuthError::Corrupt(id.to_owned()))?;
-            self.store.put(&key, value).await?;
+            self.put(&rec).await?;
         }
         Ok(rec)
     }
@@ -179,5 +247,87 @@ impl Tokens {
         use subtle::ConstantTimeEq;
         let same: bool = digest(secret).as_bytes().ct_eq(rec.hash.as_bytes()).into();
         Ok((same && rec.revoked.is_none()).then_some(rec))
+    }
+}
+
+/// A join token as an agent is given it:
+/// `vqj1.<id>.<secret>.<CA fingerprint hex>.<server URL>`: all the agent
+/// needs to find the server, trust it and enrol once.
+pub fn join_token(token: &str, ca_fingerprint: &str, server: &str) -> String {
+    let (id, secret) = token
+        .strip_prefix("vqt_")
+        .and_then(|t| t.split_once('_'))
+        .unwrap_or(("", ""));
+    let fp = ca_fingerprint.strip_prefix("sha256:").unwrap_or(ca_fingerprint);
+    format!("vqj1.{id}.{secret}.{fp}.{server}")
+}
+
+/// A join token read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Join {
+    /// The `vqt_` token sent to enrol.
+    pub token: String,
+    /// The CA's fingerprint (`sha256:HEX`).
+    pub ca_fingerprint: String,
+    /// The server's URL.
+    pub server: String,
+}
+
+/// Reads a join token ([`join_token`]).
+pub fn parse_join(text: &str) -> Option<Join> {
+    let mut parts = text.trim().splitn(5, '.');
+    if parts.next()? != "vqj1" {
+        return None;
+    }
+    let (id, secret, fp, server) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    if !hex(id, 8) || !hex(secret, 64) || !hex(fp, 64) || !server.starts_with("https://") {
+        return None;
+    }
+    Some(Join {
+        token: format!("vqt_{id}_{secret}"),
+        ca_fingerprint: format!("sha256:{fp}"),
+        server: server.to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_join_token_reads_back() {
+        let t = format!("vqt_0123abcd_{}", "e".repeat(64));
+        let fp = format!("sha256:{}", "f".repeat(64));
+        let j = join_token(&t, &fp, "https://vaquero.example:9443");
+        let back = parse_join(&j).unwrap();
+        assert_eq!(back.token, t);
+        assert_eq!(back.ca_fingerprint, fp);
+        assert_eq!(back.server, "https://vaquero.example:9443");
+        assert_eq!(parse_join("vqj1.x.y.z.https://a"), None);
+        assert_eq!(parse_join(&j.replace("https", "http")), None);
+    }
+
+    #[tokio::test]
+    async fn a_join_token_enrols_one_key_only() {
+        let tokens = Tokens::new(Arc::new(crate::store::MemoryStore::new()));
+        let now = Timestamp::now();
+        let (t, _) = tokens.create_join("dc1", "a1", "", now).await.unwrap();
+        let rec = tokens.redeem(&t, "k1", now).await.unwrap().unwrap();
+        assert_eq!(rec.site.as_deref(), Some("dc1"));
+        // The same key again (its answer was lost): the same enrolment.
+        assert!(tokens.redeem(&t, "k1", now).await.unwrap().is_some());
+        // Another key: refused.
+        assert!(matches!(
+            tokens.redeem(&t, "k2", now).await,
+            Err(AuthError::Used(_))
+        ));
+        // A user token is no join token.
+        let (admin, _) = tokens.create(Role::Admin, "", now).await.unwrap();
+        assert!(tokens.redeem(&admin, "k1", now).await.unwrap().is_none());
+        // Revoked: refused at once.
+        tokens.revoke(&rec.id, now).await.unwrap();
+        assert!(tokens.redeem(&t, "k1", now).await.unwrap().is_none());
     }
 }

@@ -147,6 +147,9 @@ pub struct Snapshot {
     pub version: String,
     /// Whether new hosts are held back.
     pub paused: bool,
+    /// Why new hosts are held back by the site's link (it has not been
+    /// heard from), if they are.
+    pub held: Option<String>,
     /// The last revision refused, if it is still the newest.
     pub refused: Option<Refused>,
     /// Plans, newest last.
@@ -203,9 +206,13 @@ impl Timelines {
     }
 }
 
-/// Holds every queued host back while set.
-#[derive(Debug, Default)]
-struct Pause(Arc<AtomicBool>);
+/// Holds every queued host back while an operator paused the site, or
+/// while the site cannot be heard from (its link says why).
+#[derive(Debug, Default, Clone)]
+struct Pause {
+    paused: Arc<AtomicBool>,
+    held: Arc<Mutex<Option<String>>>,
+}
 
 impl Policy for Pause {
     fn name(&self) -> &str {
@@ -213,10 +220,12 @@ impl Policy for Pause {
     }
 
     fn admit(&self, _: &PolicyCtx<'_>, _: &HostState) -> Decision {
-        if self.0.load(Ordering::Relaxed) {
-            Decision::Wait("paused by an operator".into())
-        } else {
-            Decision::Allow
+        if self.paused.load(Ordering::Relaxed) {
+            return Decision::Wait("paused by an operator".into());
+        }
+        match self.held.lock().ok().and_then(|h| h.clone()) {
+            Some(why) => Decision::Wait(why),
+            None => Decision::Allow,
         }
     }
 }
@@ -249,6 +258,7 @@ pub struct Control<S: Store + ?Sized + 'static> {
     model: Arc<SiteModel>,
     engine_config: EngineConfig,
     paused: Arc<AtomicBool>,
+    held: Arc<Mutex<Option<String>>>,
     refused: Option<Refused>,
     plans: Vec<PlanEntry>,
     /// The tasks out, by (host, seq): what each was and for which boot
@@ -315,8 +325,11 @@ impl<S: Store + ?Sized + 'static> Control<S> {
                 _ => tracing::warn!(key = %kv.key, "a stored timeline entry is unreadable"),
             }
         }
-        let engine =
-            Engine::new(model.clone(), engine_config)?.with_policy(Arc::new(Pause(paused.clone())));
+        let held = Arc::new(Mutex::new(None));
+        let engine = Engine::new(model.clone(), engine_config)?.with_policy(Arc::new(Pause {
+            paused: paused.clone(),
+            held: held.clone(),
+        }));
         let (decider, resumed) = Decider::open(engine, store.clone(), follower, now).await?;
         let mut c = Control {
             site,
@@ -326,6 +339,7 @@ impl<S: Store + ?Sized + 'static> Control<S> {
             model,
             engine_config,
             paused,
+            held,
             refused,
             plans,
             issued: HashMap::new(),
@@ -341,6 +355,30 @@ impl<S: Store + ?Sized + 'static> Control<S> {
     /// The site.
     pub fn site(&self) -> &str {
         &self.site
+    }
+
+    /// Holds every host not started yet for `why` (the site cannot be
+    /// heard from), or lets them start again (`None`). Hosts in flight
+    /// finish. Not stored: the link decides it anew after a restart.
+    /// Returns whether that changed.
+    pub fn hold(&self, why: Option<String>) -> bool {
+        let Ok(mut h) = self.held.lock() else {
+            return false;
+        };
+        if *h == why {
+            return false;
+        }
+        match &why {
+            Some(w) => tracing::warn!(site = %self.site, "no new host starts: {w}"),
+            None => tracing::info!(site = %self.site, "the site is heard from again"),
+        }
+        *h = why;
+        true
+    }
+
+    /// Why hosts are held back by the link, if they are.
+    pub fn held(&self) -> Option<String> {
+        self.held.lock().ok().and_then(|h| h.clone())
     }
 
     /// The model served.
@@ -386,6 +424,7 @@ impl<S: Store + ?Sized + 'static> Control<S> {
             revision: self.model.revision().map(str::to_owned),
             version: self.model.version().to_owned(),
             paused: self.paused(),
+            held: self.held(),
             refused: self.refused.clone(),
             plans: self.plans.clone(),
             state: self.decider.state().clone(),
@@ -508,7 +547,10 @@ impl<S: Store + ?Sized + 'static> Control<S> {
     /// Serves `model` from now on (the engine and what follows it).
     fn switch(&mut self, model: Arc<SiteModel>) -> Result<(), ControlError> {
         let engine = Engine::new(model.clone(), self.engine_config)?
-            .with_policy(Arc::new(Pause(self.paused.clone())));
+            .with_policy(Arc::new(Pause {
+                paused: self.paused.clone(),
+                held: self.held.clone(),
+            }));
         self.decider.replace_engine(engine);
         self.model = model;
         Ok(())

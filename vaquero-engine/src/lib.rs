@@ -83,6 +83,8 @@ pub mod policy;
 pub mod record;
 pub mod runner;
 #[cfg(feature = "standalone")]
+pub mod server;
+#[cfg(feature = "standalone")]
 pub mod site;
 #[cfg(feature = "standalone")]
 pub mod standalone;

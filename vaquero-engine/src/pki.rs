@@ -146,3 +146,113 @@ pub fn init(out: &Path, hosts: &[String], now: jiff::Timestamp) -> Result<LabCa,
     }
     Ok(ca)
 }
+
+/// The URI SAN that names an agent in its certificate:
+/// `vaquero://agent/<site>/<agent>`.
+pub fn agent_uri(site: &str, agent: &str) -> String {
+    format!("vaquero://agent/{site}/{agent}")
+}
+
+/// How long an agent's certificate is valid; it renews past two thirds.
+pub const AGENT_DAYS: i64 = 90;
+
+/// Signs `csr` (PEM) as the certificate of `agent` of `site`, valid
+/// [`AGENT_DAYS`]: its only SAN is [`agent_uri`], its only use client
+/// authentication. Nothing the CSR asks for but its key is kept.
+pub fn sign_agent(
+    ca_cert: &str,
+    ca_key: &str,
+    csr: &str,
+    site: &str,
+    agent: &str,
+    now: jiff::Timestamp,
+) -> Result<String, PkiError> {
+    let key = KeyPair::from_pem(ca_key)?;
+    let issuer = Issuer::from_ca_cert_pem(ca_cert, key)?;
+    let mut req = rcgen::CertificateSigningRequestParams::from_pem(csr)?;
+    let mut p = CertificateParams::default();
+    p.distinguished_name
+        .push(DnType::CommonName, format!("{agent}.{site}"));
+    p.subject_alt_names = vec![rcgen::SanType::URI(
+        agent_uri(site, agent).try_into()?,
+    )];
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    p.use_authority_key_identifier_extension = true;
+    validity(&mut p, now, AGENT_DAYS);
+    req.params = p;
+    Ok(req.signed_by(&issuer)?.pem())
+}
+
+/// A new key for an agent and a CSR for it: (key PEM, CSR PEM).
+pub fn agent_csr() -> Result<(String, String), PkiError> {
+    let key = KeyPair::generate()?;
+    let csr = CertificateParams::default().serialize_request(&key)?;
+    Ok((key.serialize_pem(), csr.pem()?))
+}
+
+/// What a client certificate (DER) says of its holder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentId {
+    /// The site.
+    pub site: String,
+    /// The agent.
+    pub agent: String,
+    /// When the certificate expires.
+    pub not_after: jiff::Timestamp,
+    /// [`fingerprint`] of the certificate.
+    pub fingerprint: String,
+}
+
+/// The agent a certificate names (its [`agent_uri`] SAN), when it names
+/// one. The chain is verified by the TLS layer, not here.
+pub fn agent_of(der: &[u8]) -> Option<AgentId> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    let not_after =
+        jiff::Timestamp::from_second(cert.validity().not_after.timestamp()).ok()?;
+    san.value.general_names.iter().find_map(|n| match n {
+        x509_parser::extensions::GeneralName::URI(u) => {
+            let rest = u.strip_prefix("vaquero://agent/")?;
+            let (site, agent) = rest.split_once('/')?;
+            Some(AgentId {
+                site: site.to_owned(),
+                agent: agent.to_owned(),
+                not_after,
+                fingerprint: fingerprint(der),
+            })
+        }
+        _ => None,
+    })
+}
+
+/// The DER of the first certificate of a PEM text.
+pub fn first_der(pem: &str) -> Option<Vec<u8>> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    CertificateDer::pem_slice_iter(pem.as_bytes())
+        .next()?
+        .ok()
+        .map(|c| c.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_agent_certificate_names_its_site_and_agent_only() {
+        let now = jiff::Timestamp::now();
+        let ca = lab_ca(&["localhost".into()], now).unwrap();
+        let (_key, csr) = agent_csr().unwrap();
+        let pem = sign_agent(&ca.ca_cert, &ca.ca_key, &csr, "dc1", "a1", now).unwrap();
+        let der = first_der(&pem).unwrap();
+        let id = agent_of(&der).unwrap();
+        assert_eq!((id.site.as_str(), id.agent.as_str()), ("dc1", "a1"));
+        assert!(id.not_after > now + jiff::SignedDuration::from_hours(24 * 80));
+        // A server certificate names no agent.
+        assert_eq!(agent_of(&first_der(&ca.server_cert).unwrap()), None);
+        // A CSR that is not one is refused.
+        assert!(sign_agent(&ca.ca_cert, &ca.ca_key, "junk", "dc1", "a1", now).is_err());
+    }
+}

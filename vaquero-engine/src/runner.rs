@@ -102,14 +102,16 @@ impl<S: Store + ?Sized + 'static, L: SiteLink> Runner<S, L> {
     /// One step on what the site sent since the last: returns how many
     /// tasks went out, and whether anything changed.
     pub async fn tick(&mut self, now: Timestamp) -> Result<(usize, bool), ControlError> {
+        let held = self.control.hold(self.link.hold(now));
         let inbound = self.link.drain();
         let (tasks, changed) = self
             .control
             .step(inbound.observations, inbound.results, now)
             .await?;
+        self.link.committed();
         let n = tasks.len();
         self.link.send_tasks(tasks);
-        Ok((n, changed))
+        Ok((n, changed || held))
     }
 }
 

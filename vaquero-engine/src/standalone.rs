@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -225,30 +225,7 @@ pub use crate::control::{
     Timelines,
 };
 
-/// What the API shares with the loop.
-#[derive(Clone)]
-pub struct Shared {
-    /// The latest snapshot.
-    pub snapshot: watch::Receiver<Arc<Snapshot>>,
-    /// Timelines.
-    pub timelines: Arc<Mutex<Timelines>>,
-    /// Commands to the loop.
-    pub commands: mpsc::Sender<CommandMsg>,
-    /// The store (execution records are read from it).
-    pub store: Arc<RedbStore>,
-    /// The admin token made at first start (`admin.token`).
-    pub token: Arc<str>,
-    /// The user tokens of the store (`vaquero token`).
-    pub tokens: crate::auth::Tokens,
-    /// Renders `/metrics`.
-    pub metrics: Option<MetricsRender>,
-}
-
-impl std::fmt::Debug for Shared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared").finish_non_exhaustive()
-    }
-}
+pub use crate::api::{Shared, SiteApi};
 
 /// The loop's own state: the control half joined in-process to the site
 /// half (services, actor, drivers).
@@ -378,14 +355,18 @@ pub async fn run(
     .map_err(|e| StandaloneError::Store(e.to_string()))?;
     let (publish, snapshot) = watch::channel(Arc::new(runner.control().snapshot()));
     let (commands, mut command_rx) = mpsc::channel::<CommandMsg>(64);
-    let shared = Shared {
+    let site_api = SiteApi {
         snapshot,
         timelines: runner.control().timelines().clone(),
         commands,
+    };
+    let shared = Shared {
+        sites: Arc::new([(site.clone(), site_api)].into_iter().collect()),
         store: store.clone(),
         tokens: crate::auth::Tokens::new(store.clone()),
         token,
         metrics: config.metrics.clone(),
+        agents: None,
     };
     let api = crate::api::serve(config.api, config.tls.as_ref(), shared).await?;
     tracing::info!(api = %api.addr, data = %data.display(), "standalone: API listening");

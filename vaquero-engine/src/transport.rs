@@ -38,6 +38,15 @@ pub trait SiteLink: Send {
     fn send_model(&mut self, model: Arc<SiteModel>);
     /// What arrived since the last call, without waiting.
     fn drain(&mut self) -> Inbound;
+    /// What the last [`drain`](Self::drain) gave is committed to the
+    /// store: a link may acknowledge it to the site now.
+    fn committed(&mut self) {}
+    /// Why no new host may start at the site now (it has not been heard
+    /// from), or `None`.
+    fn hold(&self, now: jiff::Timestamp) -> Option<String> {
+        let _ = now;
+        None
+    }
 }
 
 /// Makes the power drivers of a model's hosts.

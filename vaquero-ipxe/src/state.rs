@@ -6,7 +6,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::RwLock;
 
 /// A host's current step, as the boot service needs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Current {
     /// Boot this stage of the host's workflow.
     Stage {

@@ -9,6 +9,8 @@
 
 mod cache;
 mod spool;
+#[cfg(feature = "standalone")]
+pub mod wire;
 
 pub use cache::{CacheError, ModelCache};
 pub use spool::{Spool, SpoolError, Spooled};

@@ -1,0 +1,508 @@
+//! [`SiteHub`]: a site's end of the server↔agent link, between the
+//! site's [`Runner`](crate::Runner) and the agents' HTTPS calls.
+//!
+//! The runner sees a [`SiteLink`] ([`RemoteSite`]): tasks go into the
+//! hub's lease table, the model and the boot table are published, and
+//! what agents sent is drained at each step. The agent routes see the
+//! hub: the model and boot-table changes since a version, tasks leased
+//! with an expiry and the fencing number, results and observations taken
+//! once each.
+//!
+//! Idempotency, learned from Tinkerbell's lost acknowledgements:
+//! - a result is taken only while its task is in the lease table; a late
+//!   or repeated one is ignored and counted, never applied twice;
+//! - observations are numbered by the agent's spool; the hub keeps, per
+//!   agent and spool, the highest number it took, so a batch sent again
+//!   is taken once;
+//! - an agent is answered only once what it sent is committed (the
+//!   runner's next step), so an acknowledged result or observation
+//!   survives a server crash.
+//!
+//! Every decision takes `now`; the hub does no I/O but the store writes
+//! of the spool numbers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tokio::sync::watch;
+use vaquero_ipxe::Current;
+use vaquero_model::SiteModel;
+
+use crate::act::{Task, TaskResult};
+use crate::agent::Spooled;
+use crate::agent::wire::{BootEntry, Lease, ModelDoc, TaskKey, Work, WorkRequest};
+use crate::boot_state::current;
+use crate::decide::Follower;
+use crate::observe::Observation;
+use crate::state::{HostState, SiteState};
+use crate::store::Store;
+use crate::transport::{Inbound, SiteLink};
+
+/// How a hub leases and waits.
+#[derive(Debug, Clone, Copy)]
+pub struct HubConfig {
+    /// How long a task's lease lasts without a renewal.
+    pub lease: Duration,
+    /// With no call from any agent of the site for this long, no new host
+    /// starts there.
+    pub silence: Duration,
+    /// The leader's fencing number, sent with every task (0 without HA).
+    pub fencing: u64,
+}
+
+impl Default for HubConfig {
+    /// Leases of 60 s; a site is held after 90 s of silence (three
+    /// long-polls missed).
+    fn default() -> Self {
+        HubConfig {
+            lease: Duration::from_secs(60),
+            silence: Duration::from_secs(90),
+            fencing: 0,
+        }
+    }
+}
+
+/// A task and who holds it, until when.
+#[derive(Debug, Clone)]
+struct Leased {
+    task: Task,
+    holder: Option<(String, Timestamp)>,
+}
+
+#[derive(Debug, Default)]
+struct HubState {
+    model: Option<Arc<ModelBlob>>,
+    site_model: Option<Arc<SiteModel>>,
+    /// What each host boots, with the version that last changed it.
+    boot: BTreeMap<String, (u64, Current)>,
+    boot_version: u64,
+    /// Agents below this version get the whole table (a new model).
+    full_from: u64,
+    tasks: BTreeMap<TaskKey, Leased>,
+    inbound: Inbound,
+    /// Per (agent, spool): the highest observation number taken.
+    taken: HashMap<(String, String), u64>,
+    /// When each agent last called.
+    heard: HashMap<String, Timestamp>,
+    /// Steps drained so far; a caller waits until the one after its
+    /// call is committed.
+    drained: u64,
+}
+
+/// A model, serialized once for every agent that fetches it.
+#[derive(Debug)]
+pub struct ModelBlob {
+    /// Its version: the ETag.
+    pub version: String,
+    /// [`ModelDoc`] as JSON.
+    pub json: bytes::Bytes,
+}
+
+/// One site's end of the link to its agents.
+pub struct SiteHub {
+    site: String,
+    config: HubConfig,
+    /// A new boot table each restart: agents then take the whole table.
+    epoch: String,
+    state: Mutex<HubState>,
+    /// Raised on every change an agent's long-poll waits for.
+    changes: watch::Sender<u64>,
+    /// The number of the last drained step that is committed.
+    committed: watch::Sender<u64>,
+    store: Arc<dyn Store>,
+}
+
+impl std::fmt::Debug for SiteHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SiteHub")
+            .field("site", &self.site)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The number a spool's high-water mark is stored under.
+fn spool_key(site: &str, agent: &str, spool: &str) -> String {
+    format!("v1/agents/{site}/{agent}/spool/{spool}")
+}
+
+impl SiteHub {
+    /// The hub of `site`, with the spool numbers taken before a restart
+    /// read back from `store`.
+    pub async fn open(
+        site: &str,
+        store: Arc<dyn Store>,
+        config: HubConfig,
+        now: Timestamp,
+    ) -> Result<Arc<SiteHub>, crate::store::StoreError> {
+        let mut state = HubState::default();
+        let prefix = format!("v1/agents/{site}/");
+        for kv in store.list(&prefix).await? {
+            let rest = &kv.key[prefix.len()..];
+            let (Some((agent, spool)), Some(n)) = (
+                rest.split_once("/spool/"),
+                std::str::from_utf8(&kv.value)
+                    .ok()
+                    .and_then(|v| v.parse().ok()),
+            ) else {
+                continue;
+            };
+            state.taken.insert((agent.to_owned(), spool.to_owned()), n);
+        }
+        Ok(Arc::new(SiteHub {
+            site: site.to_owned(),
+            config,
+            epoch: format!("{}", now.as_millisecond()),
+            state: Mutex::new(state),
+            changes: watch::channel(0).0,
+            committed: watch::channel(0).0,
+            store,
+        }))
+    }
+
+    /// The site.
+    pub fn site(&self) -> &str {
+        &self.site
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HubState> {
+        // A panic while holding the lock leaves plain data: go on.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// The site's model now, if there is one.
+    pub fn site_model(&self) -> Option<Arc<SiteModel>> {
+        self.lock().site_model.clone()
+    }
+
+    /// The model agents serve now, if there is one.
+    pub fn model(&self) -> Option<Arc<ModelBlob>> {
+        self.lock().model.clone()
+    }
+
+    /// Waits up to `wait` for a model whose version is not `have`.
+    pub async fn model_after(&self, have: Option<&str>, wait: Duration) -> Option<Arc<ModelBlob>> {
+        let mut rx = self.changes.subscribe();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(m) = self.model()
+                && have != Some(m.version.as_str())
+            {
+                return Some(m);
+            }
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
+                return None;
+            }
+        }
+    }
+
+    /// `agent` called: the site is heard from.
+    pub fn heard(&self, agent: &str, now: Timestamp) {
+        self.lock().heard.insert(agent.to_owned(), now);
+    }
+
+    /// What `agent` should do now: the boot-table changes since its
+    /// version, and tasks leased to it (free ones and ones whose lease
+    /// expired). The leases of the tasks it says it is running are
+    /// renewed. Empty when there is nothing new.
+    pub fn work(&self, agent: &str, req: &WorkRequest, now: Timestamp) -> Work {
+        let mut st = self.lock();
+        st.heard.insert(agent.to_owned(), now);
+        let until = now.checked_add(self.config.lease).unwrap_or(now);
+        for k in &req.running {
+            if let Some(l) = st.tasks.get_mut(k) {
+                l.holder = Some((agent.to_owned(), until));
+            }
+        }
+        let mut tasks = Vec::new();
+        for l in st.tasks.values_mut() {
+            let free = match &l.holder {
+                None => true,
+                Some((_, expires)) => *expires <= now,
+            };
+            if free {
+                l.holder = Some((agent.to_owned(), until));
+                tasks.push(Lease {
+                    task: l.task.clone(),
+                    ttl_ms: self.config.lease.as_millis() as u64,
+                    fencing: self.config.fencing,
+                });
+            }
+        }
+        let full = req.epoch != self.epoch || req.boot < st.full_from;
+        let changes = st
+            .boot
+            .iter()
+            .filter(|(_, (v, _))| full || *v > req.boot)
+            .map(|(host, (_, current))| BootEntry {
+                host: host.clone(),
+                current: current.clone(),
+            })
+            .collect::<Vec<_>>();
+        let full = full && (st.boot_version > 0 || !st.boot.is_empty());
+        Work {
+            boot: st.boot_version,
+            epoch: self.epoch.clone(),
+            full,
+            changes: if full || !changes.is_empty() {
+                changes
+            } else {
+                Vec::new()
+            },
+            tasks,
+        }
+    }
+
+    /// [`work`](Self::work), waiting up to `wait` while there is none.
+    pub async fn work_wait(
+        &self,
+        agent: &str,
+        req: &WorkRequest,
+        wait: Duration,
+        now: impl Fn() -> Timestamp,
+    ) -> Work {
+        let mut rx = self.changes.subscribe();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            rx.borrow_and_update();
+            let w = self.work(agent, req, now());
+            if w.full || !w.changes.is_empty() || !w.tasks.is_empty() {
+                return w;
+            }
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
+                return w;
+            }
+        }
+    }
+
+    /// Takes `results` from `agent`: a result whose task is in the lease
+    /// table is taken (once); the rest are late or repeated and ignored.
+    /// Returns the taken and ignored keys and the step to wait for.
+    pub fn results(
+        &self,
+        agent: &str,
+        results: Vec<TaskResult>,
+        now: Timestamp,
+    ) -> (Vec<TaskKey>, Vec<TaskKey>, u64) {
+        let mut st = self.lock();
+        st.heard.insert(agent.to_owned(), now);
+        let (mut taken, mut ignored) = (Vec::new(), Vec::new());
+        for r in results {
+            let k = TaskKey::of_result(&r);
+            if r.site == self.site && st.tasks.remove(&k).is_some() {
+                st.inbound.results.push(r);
+                taken.push(k);
+            } else {
+                metrics::counter!("server_results_ignored_total").increment(1);
+                ignored.push(k);
+            }
+        }
+        let step = st.drained + 1;
+        (taken, ignored, step)
+    }
+
+    /// Takes the observations of `agent`'s `spool` numbered above what was
+    /// taken before. Returns the highest number now taken and the step to
+    /// wait for.
+    pub fn observations(
+        &self,
+        agent: &str,
+        spool: &str,
+        items: Vec<Spooled>,
+        now: Timestamp,
+    ) -> (u64, u64) {
+        let mut st = self.lock();
+        st.heard.insert(agent.to_owned(), now);
+        let key = (agent.to_owned(), spool.to_owned());
+        let mut high = st.taken.get(&key).copied().unwrap_or(0);
+        let mut fresh: Vec<Observation> = Vec::new();
+        for s in items {
+            if s.seq <= high {
+                metrics::counter!("server_observations_repeated_total").increment(1);
+                continue;
+            }
+            high = s.seq;
+            fresh.push(s.observation);
+        }
+        metrics::counter!("server_observations_total").increment(fresh.len() as u64);
+        st.inbound.observations.extend(fresh);
+        st.taken.insert(key, high);
+        let step = st.drained + 1;
+        (high, step)
+    }
+
+    /// Waits (up to `wait`) until step `step` is committed.
+    pub async fn committed(&self, step: u64, wait: Duration) -> bool {
+        let mut rx = self.committed.subscribe();
+        tokio::time::timeout(wait, rx.wait_for(|c| *c >= step))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Stores the highest observation number of `agent`'s `spool` (after
+    /// it is committed), so that a restart takes no batch twice.
+    pub async fn persist_spool(
+        &self,
+        agent: &str,
+        spool: &str,
+        high: u64,
+    ) -> Result<(), crate::store::StoreError> {
+        self.store
+            .put(
+                &spool_key(&self.site, agent, spool),
+                high.to_string().into_bytes(),
+            )
+            .await
+            .map(|_| ())
+    }
+
+    /// The number of tasks in the lease table.
+    pub fn tasks(&self) -> usize {
+        self.lock().tasks.len()
+    }
+
+    fn set_model(&self, model: &Arc<SiteModel>) {
+        let doc = ModelDoc {
+            version: model.version().to_owned(),
+            model: model.clone(),
+        };
+        match serde_json::to_vec(&doc) {
+            Ok(json) => {
+                let mut st = self.lock();
+                st.model = Some(Arc::new(ModelBlob {
+                    version: doc.version,
+                    json: json.into(),
+                }));
+                st.site_model = Some(model.clone());
+                drop(st);
+                self.changed();
+            }
+            Err(e) => tracing::error!(site = %self.site, error = %e, "model not serialized"),
+        }
+    }
+
+    fn set_boot(&self, model: &SiteModel, hosts: &mut dyn Iterator<Item = &HostState>, all: bool) {
+        let mut st = self.lock();
+        let version = st.boot_version + 1;
+        let mut any = false;
+        if all {
+            st.boot.clear();
+            st.full_from = version;
+            any = true;
+        }
+        for h in hosts {
+            let boot = model
+                .by_name(&h.name)
+                .and_then(|r| model.stage(r.host, h.stage));
+            let c = current(h, boot);
+            if st.boot.get(&h.name).is_some_and(|(_, old)| *old == c) {
+                continue;
+            }
+            st.boot.insert(h.name.clone(), (version, c));
+            any = true;
+        }
+        if any {
+            st.boot_version = version;
+            drop(st);
+            self.changed();
+        }
+    }
+}
+
+impl Follower for SiteHub {
+    fn load(&self, model: &SiteModel, state: &SiteState) {
+        self.set_boot(model, &mut state.hosts.values(), true);
+    }
+    fn update(&self, model: &SiteModel, changed: &[HostState]) {
+        self.set_boot(model, &mut changed.iter(), false);
+    }
+}
+
+/// The runner's side of a [`SiteHub`].
+#[derive(Debug, Clone)]
+pub struct RemoteSite {
+    hub: Arc<SiteHub>,
+    /// The step drained last.
+    drained: u64,
+}
+
+impl RemoteSite {
+    /// The link through `hub`.
+    pub fn new(hub: Arc<SiteHub>) -> Self {
+        RemoteSite { hub, drained: 0 }
+    }
+
+    /// The hub.
+    pub fn hub(&self) -> &Arc<SiteHub> {
+        &self.hub
+    }
+}
+
+impl SiteLink for RemoteSite {
+    fn send_tasks(&mut self, tasks: Vec<Task>) {
+        if tasks.is_empty() {
+            return;
+        }
+        let mut st = self.hub.lock();
+        for t in tasks {
+            // A task sent again (after a restart) keeps its lease.
+            st.tasks
+                .entry(TaskKey::of(&t))
+                .or_insert(Leased {
+                    task: t,
+                    holder: None,
+                });
+        }
+        drop(st);
+        self.hub.changed();
+    }
+
+    fn send_model(&mut self, model: Arc<SiteModel>) {
+        self.hub.set_model(&model);
+    }
+
+    fn drain(&mut self) -> Inbound {
+        let mut st = self.hub.lock();
+        st.drained += 1;
+        self.drained = st.drained;
+        std::mem::take(&mut st.inbound)
+    }
+
+    fn committed(&mut self) {
+        let n = self.drained;
+        self.hub.committed.send_modify(|c| *c = (*c).max(n));
+    }
+
+    fn hold(&self, now: Timestamp) -> Option<String> {
+        let st = self.hub.lock();
+        let last = st.heard.values().max().copied();
+        match last {
+            None => Some(format!(
+                "no agent of site {} has called the server since it started",
+                self.hub.site
+            )),
+            Some(t)
+                if now.duration_since(t).is_positive()
+                    && now.duration_since(t).unsigned_abs() > self.hub.config.silence =>
+            {
+                Some(format!(
+                    "no agent of site {} heard from since {t} (more than {} s)",
+                    self.hub.site,
+                    self.hub.config.silence.as_secs()
+                ))
+            }
+            Some(_) => None,
+        }
+    }
+}
