@@ -171,11 +171,11 @@ pub enum StandaloneError {
 
 /// The admin token's file in the data directory.
 pub const TOKEN_FILE: &str = "admin.token";
-const KEY_FILE: &str = "checkpoint.key";
-const STATE_FILE: &str = "state.redb";
+pub(crate) const KEY_FILE: &str = "checkpoint.key";
+pub(crate) const STATE_FILE: &str = "state.redb";
 
 /// Reads `data/name`, or writes 32 random bytes (hex) there with mode 0600.
-fn secret(data: &Path, name: &str) -> Result<String, StandaloneError> {
+pub(crate) fn secret(data: &Path, name: &str) -> Result<String, StandaloneError> {
     let path = data.join(name);
     let err = |source| StandaloneError::Data {
         path: path.clone(),
@@ -431,13 +431,13 @@ pub async fn run(
 }
 
 /// How often execution records are pruned (the first time at start).
-const PRUNE: Duration = Duration::from_secs(3600);
+pub(crate) const PRUNE: Duration = Duration::from_secs(3600);
 
 /// How long the SoT's files must be quiet after a change before it is read.
-const SETTLE: Duration = Duration::from_millis(250);
+pub(crate) const SETTLE: Duration = Duration::from_millis(250);
 
 /// Sleeps until `at`; never returns when there is none.
-async fn until(at: Option<tokio::time::Instant>) {
+pub(crate) async fn until(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
@@ -448,7 +448,7 @@ async fn until(at: Option<tokio::time::Instant>) {
 /// a directory's files alike); each change is one message. Without
 /// notification (an unsupported file system, too few inotify watches),
 /// the receiver never yields and polling alone notices changes.
-fn watch_sot(
+pub(crate) fn watch_sot(
     sot: &str,
 ) -> (
     Option<notify::RecommendedWatcher>,

@@ -56,62 +56,97 @@ impl ModelCache {
         &self.path
     }
 
-    fn io(&self, source: std::io::Error) -> CacheError {
-        CacheError::Io {
-            path: self.path.clone(),
-            source,
-        }
     }
 
     /// Stores `model` as the last good one.
     pub fn store(&self, model: &SiteModel) -> Result<(), CacheError> {
-        let body = serde_json::to_vec(model).map_err(|e| CacheError::Corrupt {
-            path: self.path.clone(),
-            why: format!("the model does not serialize: {e}"),
-        })?;
-        let sum = hex::encode(Sha256::digest(&body));
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(|e| self.io(e))?;
-        let tmp = dir.join(format!(".{FILE}.tmp"));
-        let mut f = std::fs::File::create(&tmp).map_err(|e| self.io(e))?;
-        f.write_all(format!("sha256:{sum}\n").as_bytes())
-            .and_then(|()| f.write_all(&body))
-            .and_then(|()| f.sync_all())
-            .map_err(|e| self.io(e))?;
-        drop(f);
-        std::fs::rename(&tmp, &self.path).map_err(|e| self.io(e))?;
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| self.io(e))
+        write_checked(&self.path, model)
     }
 
     /// The last good model, `None` when none was stored yet.
     pub fn load(&self) -> Result<Option<Arc<SiteModel>>, CacheError> {
-        let bytes = match std::fs::read(&self.path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(self.io(e)),
-        };
-        let corrupt = |why: String| CacheError::Corrupt {
-            path: self.path.clone(),
-            why,
-        };
-        let nl = bytes
-            .iter()
-            .position(|&b| b == b'\n')
-            .ok_or_else(|| corrupt("no checksum line".into()))?;
-        let (head, body) = (&bytes[..nl], &bytes[nl + 1..]);
-        let want = head
-            .strip_prefix(b"sha256:")
-            .ok_or_else(|| corrupt("no checksum line".into()))?;
-        let have = hex::encode(Sha256::digest(body));
-        if want != have.as_bytes() {
-            return Err(corrupt(format!(
-                "checksum {} does not match the content ({have})",
-                String::from_utf8_lossy(want)
-            )));
-        }
-        let model: SiteModel = serde_json::from_slice(body).map_err(|e| corrupt(e.to_string()))?;
-        Ok(Some(Arc::new(model)))
+        Ok(read_checked::<SiteModel>(&self.path)?.map(Arc::new))
     }
+
+    /// Stores `value` beside the model as `name` (the boot table, the
+    /// enrolment), the same way: atomically, with a checksum.
+    pub fn store_other(&self, name: &str, value: &impl serde::Serialize) -> Result<(), CacheError> {
+        write_checked(&self.dir().join(name), value)
+    }
+
+    /// What [`store_other`](Self::store_other) stored as `name`.
+    pub fn load_other<T: serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> Result<Option<T>, CacheError> {
+        read_checked(&self.dir().join(name))
+    }
+
+    /// The cache's directory.
+    pub fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+}
+
+/// Writes `value` as JSON to `path` after a `sha256:HEX` line: to a
+/// temporary file, synced, renamed over the old one, the directory
+/// synced.
+fn write_checked(path: &Path, value: &impl serde::Serialize) -> Result<(), CacheError> {
+    let io = |source| CacheError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let body = serde_json::to_vec(value).map_err(|e| CacheError::Corrupt {
+        path: path.to_path_buf(),
+        why: format!("does not serialize: {e}"),
+    })?;
+    let sum = hex::encode(Sha256::digest(&body));
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(format!("sha256:{sum}\n").as_bytes())
+        .and_then(|()| f.write_all(&body))
+        .and_then(|()| f.sync_all())
+        .map_err(io)?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(io)?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)
+}
+
+/// Reads what [`write_checked`] wrote; `None` when there is no file.
+fn read_checked<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, CacheError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(CacheError::Io {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let corrupt = |why: String| CacheError::Corrupt {
+        path: path.to_path_buf(),
+        why,
+    };
+    let nl = bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or_else(|| corrupt("no checksum line".into()))?;
+    let (head, body) = (&bytes[..nl], &bytes[nl + 1..]);
+    let want = head
+        .strip_prefix(b"sha256:")
+        .ok_or_else(|| corrupt("no checksum line".into()))?;
+    let have = hex::encode(Sha256::digest(body));
+    if want != have.as_bytes() {
+        return Err(corrupt(format!(
+            "checksum {} does not match the content ({have})",
+            String::from_utf8_lossy(want)
+        )));
+    }
+    serde_json::from_slice(body)
+        .map(Some)
+        .map_err(|e| corrupt(e.to_string()))
 }

@@ -133,10 +133,16 @@ pub struct Lease {
     /// leases it again). A running task's lease is renewed by each work
     /// poll that names it.
     pub ttl_ms: u64,
+    /// When the lease ends by the server's clock: an agent whose clock
+    /// is past it (beyond [`CLOCK_SKEW`]) refuses the task.
+    pub expires: jiff::Timestamp,
     /// The leader's fencing number: an agent refuses a task with a lower
     /// one than it has seen.
     pub fencing: u64,
 }
+
+/// How far apart the server's and an agent's clocks may be.
+pub const CLOCK_SKEW: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What a host boots now, as of a boot-table version.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -233,6 +233,7 @@ impl SiteHub {
                 tasks.push(Lease {
                     task: l.task.clone(),
                     ttl_ms: self.config.lease.as_millis() as u64,
+                    expires: until,
                     fencing: self.config.fencing,
                 });
             }

@@ -6,3 +6,6 @@
 
 pub mod hub;
 pub mod routes;
+mod run;
+
+pub use run::{ServerConfig, run};

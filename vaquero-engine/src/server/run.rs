@@ -1,0 +1,363 @@
+//! `vaquero server`: every site of the SoT, each with its own control
+//! half ([`Runner`] over a [`RemoteSite`]), plans, gate and rollout, its
+//! agents served over HTTPS with mTLS, and the user API.
+//!
+//! One task watches the SoT: a new revision is validated once and each
+//! site's model goes to that site's task (an invalid revision is refused
+//! at every site, and the previous one keeps serving). Each site's task
+//! steps its engine, takes its operators' commands and prunes its
+//! records.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tokio::sync::{mpsc, watch};
+use vaquero_model::{ModelError, SiteModel, SotFiles};
+
+use crate::api::{Shared, SiteApi, Tls};
+use crate::control::CommandMsg;
+use crate::engine::EngineConfig;
+use crate::runner::Runner;
+use crate::server::hub::{HubConfig, RemoteSite, SiteHub};
+use crate::server::routes::{AgentApi, Ca};
+use crate::standalone::{
+    MetricsRender, PRUNE, SETTLE, STATE_FILE, StandaloneError, TOKEN_FILE, open_source, secret,
+    until, watch_sot,
+};
+use crate::store::RedbStore;
+
+/// How `vaquero server` runs.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// The SoT: a directory, or a Git repository (a path or `file://`
+    /// URL).
+    pub sot: String,
+    /// For a Git SoT, the branch followed (default: the one HEAD names).
+    pub branch: Option<String>,
+    /// Where the state and the admin token live.
+    pub data: PathBuf,
+    /// Where the API (users and agents) listens.
+    pub listen: SocketAddr,
+    /// The server's certificate and key.
+    pub cert: PathBuf,
+    /// The server's key.
+    pub key: PathBuf,
+    /// The CA that signs agents' certificates (and that agents pin).
+    pub ca_cert: PathBuf,
+    /// Its key.
+    pub ca_key: PathBuf,
+    /// The URL agents reach the server at (in join tokens; default: the
+    /// `Host` the admin used).
+    pub advertise: Option<String>,
+    /// The engine's timeouts and tries.
+    pub engine: EngineConfig,
+    /// Leases and silence.
+    pub hub: HubConfig,
+    /// How often each site's engine steps.
+    pub tick: Duration,
+    /// How often the SoT is checked when nothing says it changed.
+    pub poll: Duration,
+    /// Renders `/metrics`.
+    pub metrics: Option<MetricsRender>,
+    /// How long execution records are kept.
+    pub retention: crate::record::Retention,
+}
+
+impl ServerConfig {
+    /// Defaults: the certificates of `vaquero certs init --out certs`,
+    /// `./vaquero-data`, listening on 0.0.0.0:9443.
+    pub fn new(sot: impl Into<String>, certs: &std::path::Path) -> Self {
+        ServerConfig {
+            sot: sot.into(),
+            branch: None,
+            data: PathBuf::from("vaquero-data"),
+            listen: SocketAddr::from(([0, 0, 0, 0], 9443)),
+            cert: certs.join(crate::pki::SERVER_CERT),
+            key: certs.join(crate::pki::SERVER_KEY),
+            ca_cert: certs.join(crate::pki::CA_CERT),
+            ca_key: certs.join(crate::pki::CA_KEY),
+            advertise: None,
+            engine: EngineConfig::default(),
+            hub: HubConfig::default(),
+            tick: Duration::from_millis(200),
+            poll: Duration::from_secs(10),
+            metrics: None,
+            retention: crate::record::Retention::default(),
+        }
+    }
+}
+
+/// What the SoT watcher sends a site's task.
+enum SiteMsg {
+    /// A new revision validated: the site's model in it.
+    Adopt(Arc<SiteModel>, Option<SotFiles>),
+    /// A revision refused, with every error.
+    Refuse(String, Vec<String>),
+}
+
+/// Runs the server until `shutdown` completes.
+pub async fn run(
+    config: ServerConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), StandaloneError> {
+    let data = config.data.clone();
+    std::fs::create_dir_all(&data).map_err(|source| StandaloneError::Data {
+        path: data.clone(),
+        source,
+    })?;
+    let read = |p: &PathBuf| {
+        std::fs::read_to_string(p).map_err(|source| StandaloneError::Data {
+            path: p.clone(),
+            source,
+        })
+    };
+    let ca_cert = read(&config.ca_cert)?;
+    let ca_key = read(&config.ca_key)?;
+    let fingerprint = crate::pki::first_der(&ca_cert)
+        .map(|d| crate::pki::fingerprint(&d))
+        .ok_or_else(|| StandaloneError::Data {
+            path: config.ca_cert.clone(),
+            source: std::io::Error::other("no certificate in it"),
+        })?;
+    let token: Arc<str> = secret(&data, TOKEN_FILE)?.into();
+
+    let source = open_source(&config.sot, config.branch.as_deref())?;
+    let loaded = vaquero_model::load_source(source.as_ref())?;
+    for w in loaded.warnings.0.iter() {
+        tracing::warn!("{w}");
+    }
+    let mut head = loaded.head.revision.clone().unwrap_or_default();
+    let store = Arc::new(
+        RedbStore::open(&data.join(STATE_FILE))
+            .map_err(|e| StandaloneError::Store(e.to_string()))?,
+    );
+    let now = Timestamp::now();
+    let mut hubs = BTreeMap::new();
+    let mut sites = BTreeMap::new();
+    let mut inboxes: BTreeMap<String, mpsc::UnboundedSender<SiteMsg>> = BTreeMap::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let (stop_tx, stop) = watch::channel(false);
+    for (id, model) in loaded.sites {
+        let model = Arc::new(model);
+        let hub = SiteHub::open(&id, store.clone(), config.hub, now)
+            .await
+            .map_err(|e| StandaloneError::Store(e.to_string()))?;
+        let mut runner = Runner::open(
+            store.clone(),
+            model.clone(),
+            config.engine,
+            hub.clone(),
+            source.describe(),
+            RemoteSite::new(hub.clone()),
+            now,
+        )
+        .await
+        .map_err(|e| StandaloneError::Store(e.to_string()))?;
+        runner.refused_unless(&head).await;
+        let files = model.revision().and_then(|r| source.files(r).ok());
+        runner
+            .adopt(None, files.as_ref(), now)
+            .await
+            .map_err(|e| StandaloneError::Store(e.to_string()))?;
+        // The agents serve the model planned from.
+        let served = runner.control().model().clone();
+        crate::transport::SiteLink::send_model(runner.link_mut(), served);
+        let (publish, snapshot) = watch::channel(Arc::new(runner.control().snapshot()));
+        let (commands, command_rx) = mpsc::channel::<CommandMsg>(64);
+        let (inbox, msgs) = mpsc::unbounded_channel();
+        sites.insert(
+            id.clone(),
+            SiteApi {
+                snapshot,
+                timelines: runner.control().timelines().clone(),
+                commands,
+            },
+        );
+        hubs.insert(id.clone(), hub);
+        inboxes.insert(id.clone(), inbox);
+        tasks.spawn(site_loop(
+            runner,
+            publish,
+            command_rx,
+            msgs,
+            config.tick,
+            config.retention,
+            stop.clone(),
+        ));
+    }
+    let tokens = crate::auth::Tokens::new(store.clone());
+    let agents = AgentApi {
+        hubs: Arc::new(hubs),
+        ca: Arc::new(Ca {
+            cert: ca_cert,
+            key: ca_key,
+            fingerprint: fingerprint.clone(),
+        }),
+        tokens: tokens.clone(),
+        store: store.clone(),
+        advertise: config.advertise.clone(),
+    };
+    let shared = Shared {
+        sites: Arc::new(sites),
+        store: store.clone(),
+        token,
+        tokens,
+        metrics: config.metrics.clone(),
+        agents: Some(agents),
+    };
+    let tls = Tls {
+        cert: config.cert.clone(),
+        key: config.key.clone(),
+        client_ca: Some(config.ca_cert.clone()),
+    };
+    let api = crate::api::serve(config.listen, Some(&tls), shared).await?;
+    tracing::info!(
+        listen = %api.addr,
+        data = %data.display(),
+        ca = %fingerprint,
+        sites = inboxes.len(),
+        "server: listening"
+    );
+
+    let mut poll = tokio::time::interval(config.poll);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (_watcher, mut changes) = watch_sot(&config.sot);
+    let mut settled: Option<tokio::time::Instant> = None;
+    let mut refused: Option<String> = None;
+    tokio::pin!(shutdown);
+    let result = loop {
+        let check = tokio::select! {
+            () = &mut shutdown => break Ok(()),
+            Some(r) = tasks.join_next() => {
+                break match r {
+                    Ok(Err(e)) => Err(e),
+                    Ok(Ok(())) => Ok(()),
+                    Err(e) => Err(StandaloneError::Site(format!("a site's loop panicked: {e}"))),
+                };
+            }
+            _ = poll.tick() => true,
+            Some(()) = changes.recv() => {
+                settled = Some(tokio::time::Instant::now() + SETTLE);
+                false
+            }
+            () = until(settled) => {
+                settled = None;
+                true
+            }
+        };
+        if !check {
+            continue;
+        }
+        let new = match source.head() {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(error = %e, "SoT: cannot read the head");
+                continue;
+            }
+        };
+        if new == head || refused.as_deref() == Some(new.as_str()) {
+            continue;
+        }
+        match vaquero_model::load_source(source.as_ref()) {
+            Ok(loaded) => {
+                for w in loaded.warnings.0.iter() {
+                    tracing::warn!("{w}");
+                }
+                head = loaded.head.revision.clone().unwrap_or(new);
+                refused = None;
+                let files = source.files(&head).ok();
+                for (id, model) in loaded.sites {
+                    match inboxes.get(&id) {
+                        Some(inbox) => {
+                            let _ = inbox.send(SiteMsg::Adopt(Arc::new(model), files.clone()));
+                        }
+                        None => tracing::warn!(
+                            site = %id,
+                            "SoT: a new site; restart the server to serve it"
+                        ),
+                    }
+                }
+            }
+            Err(e) => {
+                let errors: Vec<String> = match &e {
+                    ModelError::Invalid(d) => d.errors().map(|d| d.to_string()).collect(),
+                    other => vec![other.to_string()],
+                };
+                tracing::warn!(revision = %new, errors = errors.len(), "SoT: revision refused");
+                for inbox in inboxes.values() {
+                    let _ = inbox.send(SiteMsg::Refuse(new.clone(), errors.clone()));
+                }
+                refused = Some(new);
+            }
+        }
+    };
+    tracing::info!("server: stopping");
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    api.stop().await;
+    result
+}
+
+/// One site's loop: steps, commands, new models, pruning.
+async fn site_loop(
+    mut runner: Runner<RedbStore, RemoteSite>,
+    publish: watch::Sender<Arc<crate::control::Snapshot>>,
+    mut commands: mpsc::Receiver<CommandMsg>,
+    mut msgs: mpsc::UnboundedReceiver<SiteMsg>,
+    tick: Duration,
+    retention: crate::record::Retention,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), StandaloneError> {
+    let mut tick = tokio::time::interval(tick);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut prune = tokio::time::interval(PRUNE);
+    prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let publish_now = |runner: &Runner<RedbStore, RemoteSite>| {
+        publish.send_replace(Arc::new(runner.control().snapshot()));
+    };
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return Ok(()),
+            _ = tick.tick() => {
+                let (_, changed) = runner
+                    .tick(Timestamp::now())
+                    .await
+                    .map_err(|e| StandaloneError::Store(e.to_string()))?;
+                if changed {
+                    publish_now(&runner);
+                }
+            }
+            _ = prune.tick() => {
+                if let Err(e) = runner.control().prune(&retention, Timestamp::now()).await {
+                    tracing::warn!(error = %e, "execution records not pruned");
+                }
+            }
+            Some((cmd, reply)) = commands.recv() => {
+                let r = runner.command(cmd, Timestamp::now()).await;
+                publish_now(&runner);
+                let _ = reply.send(r);
+            }
+            Some(msg) = msgs.recv() => {
+                match msg {
+                    SiteMsg::Adopt(model, files) => {
+                        if let Err(e) = runner.adopt(Some(model), files.as_ref(), Timestamp::now()).await {
+                            tracing::error!(error = %e, "SoT: cannot adopt the new revision");
+                        }
+                    }
+                    SiteMsg::Refuse(rev, errors) => {
+                        runner.refuse(rev, errors, Timestamp::now()).await;
+                    }
+                }
+                publish_now(&runner);
+            }
+        }
+    }
+}
