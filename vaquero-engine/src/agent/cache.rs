@@ -56,8 +56,6 @@ impl ModelCache {
         &self.path
     }
 
-    }
-
     /// Stores `model` as the last good one.
     pub fn store(&self, model: &SiteModel) -> Result<(), CacheError> {
         write_checked(&self.path, model)
