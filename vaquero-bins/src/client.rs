@@ -28,10 +28,26 @@ pub struct Api {
     /// certificate of its own.
     #[arg(long, value_name = "FILE", env = "VAQUERO_CA_CERT")]
     pub ca_cert: Option<PathBuf>,
+    /// The site, when the server runs several (`vaquero server`).
+    #[arg(long = "site", value_name = "ID", env = "VAQUERO_SITE")]
+    pub site: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
 }
+
+/// The paths of one site's routes: under `/v1/sites/{site}` when a site
+/// is named.
+const SITE_ROUTES: [&str; 8] = [
+    "/v1/status",
+    "/v1/hosts",
+    "/v1/reprovision",
+    "/v1/plans",
+    "/v1/approve",
+    "/v1/pause",
+    "/v1/resume",
+    "/v1/executions",
+];
 
 impl Api {
     fn token(&self) -> anyhow::Result<String> {
@@ -60,6 +76,12 @@ impl Api {
     /// One request; the JSON answer, or an error with the API's message.
     pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
         let token = self.token()?;
+        let path = match &self.site {
+            Some(site) if SITE_ROUTES.iter().any(|r| path.starts_with(r)) => {
+                format!("/v1/sites/{site}{}", &path[3..])
+            }
+            _ => path.to_owned(),
+        };
         let url = format!("{}{path}", base_url(&self.api));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -370,12 +392,18 @@ pub fn executions(api: &Api, host: Option<&str>) -> anyhow::Result<ExitCode> {
 pub fn token_create(
     api: &Api,
     role: vaquero_engine::auth::Role,
+    agent: Option<&str>,
     note: &str,
 ) -> anyhow::Result<ExitCode> {
     let v = api.call(
         "POST",
         "/v1/tokens",
-        Some(serde_json::json!({ "role": role, "note": note })),
+        Some(serde_json::json!({
+            "role": role,
+            "note": note,
+            "site": api.site,
+            "agent": agent,
+        })),
     )?;
     match api.format {
         crate::Format::Json => print_json("Token", &v)?,

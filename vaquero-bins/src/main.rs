@@ -5,6 +5,7 @@ mod commands;
 mod json;
 mod plan;
 mod power;
+mod remote;
 mod standalone;
 
 use std::path::PathBuf;
@@ -73,9 +74,13 @@ enum CertsAction {
 enum TokenAction {
     /// Make a token; it is printed once and never shown again.
     Create {
-        /// What it may do: admin (everything) or read (reading only).
+        /// What it may do: admin (everything), read (reading only), or
+        /// agent (a join token: enrols one agent of `--site`, once).
         #[arg(long, default_value = "read")]
         role: vaquero_engine::auth::Role,
+        /// A join token's agent (default: the site's only agent).
+        #[arg(long, value_name = "ID")]
+        agent: Option<String>,
         /// A note kept with it (who holds it, what for).
         #[arg(long, default_value = "")]
         note: String,
@@ -98,6 +103,13 @@ enum Command {
     /// Run one site on this machine: the engine, DHCP, TFTP, the HTTP boot
     /// service and the user API, with the embedded store.
     Standalone(standalone::Args),
+    /// Run the control plane of many sites: each site's engine, plans and
+    /// rollout, its agents served over HTTPS (mTLS), and the user API.
+    Server(remote::ServerArgs),
+    /// Run one site's DHCP, TFTP, HTTP boot service, power actions and
+    /// jobs for a `vaquero server`, booting machines from its cache when
+    /// the server is away.
+    Agent(remote::AgentArgs),
     /// The site's status: revision served, pending plan, rollout progress.
     Status(client::Api),
     /// Every host with its phase, stage, attempt and last event (from the
@@ -327,6 +339,8 @@ impl Command {
             | Command::Power { format, .. }
             | Command::Version { format } => *format,
             Command::Standalone(_)
+            | Command::Server(_)
+            | Command::Agent(_)
             | Command::Certs { .. }
             | Command::Completions { .. }
             | Command::Man => Format::Text,
@@ -387,9 +401,11 @@ fn main() -> ExitCode {
     let format = cli.command.format();
     let default = match (cli.quiet, cli.verbose, &cli.command) {
         (true, _, _) => "error",
-        (_, 0, Command::Standalone(_)) => "info",
+        (_, 0, Command::Standalone(_) | Command::Server(_) | Command::Agent(_)) => "info",
         (_, 0, _) => "warn",
-        (_, 1, Command::Standalone(_)) | (_, 2, _) => "debug",
+        (_, 1, Command::Standalone(_) | Command::Server(_) | Command::Agent(_)) | (_, 2, _) => {
+            "debug"
+        }
         (_, 1, _) => "info",
         _ => "trace",
     };
@@ -411,6 +427,8 @@ fn main() -> ExitCode {
             .map(|()| ExitCode::SUCCESS)
             .map_err(Into::into),
         Command::Standalone(args) => standalone::run(args),
+        Command::Server(args) => remote::server(args),
+        Command::Agent(args) => remote::agent(args),
         Command::Status(api) => client::status(&api),
         Command::Hosts { sot: None, api, .. } => client::hosts(&api),
         Command::Hosts {
@@ -443,7 +461,12 @@ fn main() -> ExitCode {
             })
             .map_err(Into::into),
         Command::Token { action } => match action {
-            TokenAction::Create { role, note, api } => client::token_create(&api, role, &note),
+            TokenAction::Create {
+                role,
+                agent,
+                note,
+                api,
+            } => client::token_create(&api, role, agent.as_deref(), &note),
             TokenAction::List(api) => client::tokens(&api),
             TokenAction::Revoke { id, api } => {
                 client::command_as(&api, "DELETE", &format!("/v1/tokens/{id}"), None)

@@ -141,16 +141,31 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .or(file.keep_attempts)
             .unwrap_or(keep.attempts),
     );
+    config.metrics = Some(metrics()?);
+    until_signal(|shutdown| vaquero_engine::standalone::run(config, shutdown))
+}
+
+/// Installs the Prometheus recorder; what renders `/metrics`.
+pub fn metrics() -> anyhow::Result<MetricsRender> {
     let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("installing the metrics recorder")?;
-    config.metrics = Some(MetricsRender(Arc::new(move || handle.render())));
+    Ok(MetricsRender(Arc::new(move || handle.render())))
+}
 
+/// Runs `main` on a multi-threaded runtime until it ends or SIGINT or
+/// SIGTERM asks it to stop (the future it is given completes).
+pub fn until_signal<F, Fut, E>(main: F) -> anyhow::Result<ExitCode>
+where
+    F: FnOnce(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::error::Error + Send + Sync + 'static,
+{
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let shutdown = async {
+        let shutdown = Box::pin(async {
             let mut term =
                 match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
                     Ok(s) => s,
@@ -160,8 +175,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
             }
-        };
-        vaquero_engine::standalone::run(config, shutdown).await
+        });
+        main(shutdown).await
     })?;
     Ok(ExitCode::SUCCESS)
 }

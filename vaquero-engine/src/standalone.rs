@@ -239,7 +239,7 @@ struct Loop {
 /// Power drivers of the model's hosts, managed (one operation per BMC,
 /// retries, timeouts). A host whose BMC entry cannot be used (a missing
 /// secret) gets none, with a warning: its power actions fail, named.
-fn drivers(model: &SiteModel, lom: &Lom) -> HashMap<String, Arc<dyn PowerDriver>> {
+pub(crate) fn drivers(model: &SiteModel, lom: &Lom) -> HashMap<String, Arc<dyn PowerDriver>> {
     let mut out = HashMap::new();
     for h in model.hosts() {
         if h.interfaces.iter().all(|i| i.bmc.is_none()) {

@@ -10,7 +10,12 @@
 mod cache;
 mod spool;
 #[cfg(feature = "standalone")]
+mod run;
+#[cfg(feature = "standalone")]
 pub mod wire;
+
+#[cfg(feature = "standalone")]
+pub use run::{AgentConfig, AgentError, enrolled, run};
 
 pub use cache::{CacheError, ModelCache};
 pub use spool::{Spool, SpoolError, Spooled};

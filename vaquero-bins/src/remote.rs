@@ -1,0 +1,230 @@
+//! `vaquero server` and `vaquero agent`: flags and config files around
+//! `vaquero_engine::server::run` and `vaquero_engine::agent::run`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use serde::Deserialize;
+use vaquero_engine::agent::AgentConfig;
+use vaquero_engine::server::ServerConfig;
+
+use crate::standalone::{metrics, until_signal};
+
+fn read_toml<T: for<'de> Deserialize<'de> + Default>(path: Option<&Path>) -> anyhow::Result<T> {
+    let Some(path) = path else {
+        return Ok(T::default());
+    };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("{}", path.display()))
+}
+
+/// The keys of `vaquero server --config` (the flags' names).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerFile {
+    sot: Option<String>,
+    branch: Option<String>,
+    data: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    ca_cert: Option<PathBuf>,
+    ca_key: Option<PathBuf>,
+    advertise: Option<String>,
+    keep_days: Option<u64>,
+    keep_attempts: Option<usize>,
+}
+
+/// `vaquero server` flags (each overrides the config file).
+#[derive(Debug, clap::Args)]
+pub struct ServerArgs {
+    /// The SoT: a directory, or a Git repository (path or file:// URL).
+    #[arg(long, value_name = "DIR|GIT_URL", env = "VAQUERO_SOT")]
+    sot: Option<String>,
+    /// For a Git SoT: the branch followed (default: the one HEAD names).
+    #[arg(long, value_name = "BRANCH")]
+    branch: Option<String>,
+    /// Where state and the admin token live.
+    #[arg(long, value_name = "DIR", env = "VAQUERO_DATA")]
+    data: Option<PathBuf>,
+    /// Where users and agents reach the server (HTTPS; default
+    /// 0.0.0.0:9443).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// The server's certificate chain (PEM).
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The server's private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// The CA that signs agents' certificates (default: ca.pem beside
+    /// --tls-cert, as `vaquero certs init` writes it).
+    #[arg(long, value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
+    /// The CA's key (default: ca.key beside --tls-cert).
+    #[arg(long, value_name = "FILE")]
+    ca_key: Option<PathBuf>,
+    /// The URL agents reach the server at, written in join tokens
+    /// (default: the address the admin used).
+    #[arg(long, value_name = "URL")]
+    advertise: Option<String>,
+    /// A TOML file with the same keys.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Execution records that ended longer ago are deleted (default 90).
+    #[arg(long, value_name = "DAYS")]
+    keep_days: Option<u64>,
+    /// A host's records of its newest N boot attempts are kept (default
+    /// 20).
+    #[arg(long, value_name = "N")]
+    keep_attempts: Option<usize>,
+    /// How long a site's agents may be silent before no new host starts
+    /// there, in seconds (default 90).
+    #[arg(long, value_name = "SECONDS", hide = true)]
+    silence: Option<u64>,
+}
+
+/// `vaquero server`.
+pub fn server(args: ServerArgs) -> anyhow::Result<ExitCode> {
+    let file: ServerFile = read_toml(args.config.as_deref())?;
+    let sot = args
+        .sot
+        .or(file.sot)
+        .context("give the SoT: vaquero server --sot DIR|GIT_URL")?;
+    let cert = args
+        .tls_cert
+        .or(file.tls_cert)
+        .context("give --tls-cert and --tls-key (vaquero certs init makes them)")?;
+    let key = args
+        .tls_key
+        .or(file.tls_key)
+        .context("give --tls-key with --tls-cert")?;
+    let dir = cert.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let mut config = ServerConfig::new(sot, &dir);
+    config.cert = cert;
+    config.key = key;
+    if let Some(c) = args.ca_cert.or(file.ca_cert) {
+        config.ca_cert = c;
+    }
+    if let Some(k) = args.ca_key.or(file.ca_key) {
+        config.ca_key = k;
+    }
+    config.branch = args.branch.or(file.branch);
+    if let Some(d) = args.data.or(file.data) {
+        config.data = d;
+    }
+    if let Some(l) = args.listen.or(file.listen) {
+        config.listen = l;
+    }
+    config.advertise = args.advertise.or(file.advertise);
+    if let Some(s) = args.silence {
+        config.hub.silence = std::time::Duration::from_secs(s);
+    }
+    let keep = vaquero_engine::Retention::default();
+    config.retention = vaquero_engine::Retention::new(
+        args.keep_days.or(file.keep_days).map_or(keep.max_age, |d| {
+            std::time::Duration::from_secs(d * 24 * 3600)
+        }),
+        args.keep_attempts
+            .or(file.keep_attempts)
+            .unwrap_or(keep.attempts),
+    );
+    config.metrics = Some(metrics()?);
+    until_signal(|shutdown| vaquero_engine::server::run(config, shutdown))
+}
+
+/// The keys of `vaquero agent --config`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentFile {
+    server: Option<String>,
+    site: Option<String>,
+    agent: Option<String>,
+    join: Option<String>,
+    join_file: Option<PathBuf>,
+    cache: Option<PathBuf>,
+    dhcp_port: Option<u16>,
+    tftp_port: Option<u16>,
+    http_listen: Option<SocketAddr>,
+    ipxe_dir: Option<PathBuf>,
+}
+
+/// `vaquero agent` flags (each overrides the config file).
+#[derive(Debug, clap::Args)]
+pub struct AgentArgs {
+    /// The server's URL (default: the join token's).
+    #[arg(long, value_name = "URL")]
+    server: Option<String>,
+    /// The site served.
+    #[arg(long, value_name = "ID", env = "VAQUERO_SITE")]
+    site: Option<String>,
+    /// The agent (default: the join token's).
+    #[arg(long, value_name = "ID")]
+    agent: Option<String>,
+    /// A join token (`vaquero token create --role agent`), needed once:
+    /// the enrolment is kept in --cache.
+    #[arg(long, value_name = "TOKEN", conflicts_with = "join_file")]
+    join: Option<String>,
+    /// A file holding the join token.
+    #[arg(long, value_name = "FILE")]
+    join_file: Option<PathBuf>,
+    /// Where the enrolment, the model, the boot table and the observation
+    /// spool are kept.
+    #[arg(long, value_name = "DIR")]
+    cache: Option<PathBuf>,
+    /// A TOML file with the same keys.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The DHCP port (67).
+    #[arg(long, value_name = "PORT", hide = true)]
+    dhcp_port: Option<u16>,
+    /// The TFTP port (69).
+    #[arg(long, value_name = "PORT", hide = true)]
+    tftp_port: Option<u16>,
+    /// The boot service's address (default: the port of asset_server.url).
+    #[arg(long, value_name = "ADDR", hide = true)]
+    http_listen: Option<SocketAddr>,
+    /// Where iPXE binaries missing from the TFTP root are taken from.
+    #[arg(long, value_name = "DIR")]
+    ipxe_dir: Option<PathBuf>,
+}
+
+/// `vaquero agent`.
+pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
+    let file: AgentFile = read_toml(args.config.as_deref())?;
+    let site = args
+        .site
+        .or(file.site)
+        .context("give the site: vaquero agent --site ID")?;
+    let cache = args
+        .cache
+        .or(file.cache)
+        .context("give the cache directory: vaquero agent --cache DIR")?;
+    let mut config = AgentConfig::new(site, cache);
+    config.server = args.server.or(file.server);
+    config.agent = args.agent.or(file.agent);
+    config.join = match (args.join.or(file.join), args.join_file.or(file.join_file)) {
+        (Some(t), _) => Some(t),
+        (None, Some(f)) => Some(
+            std::fs::read_to_string(&f)
+                .with_context(|| format!("reading the join token {}", f.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        (None, None) => None,
+    };
+    if let Some(p) = args.dhcp_port.or(file.dhcp_port) {
+        config.ports.dhcp = p;
+    }
+    if let Some(p) = args.tftp_port.or(file.tftp_port) {
+        config.ports.tftp = p;
+    }
+    config.ports.http = args.http_listen.or(file.http_listen);
+    if let Some(d) = args.ipxe_dir.or(file.ipxe_dir) {
+        config.ports.ipxe_dirs = vec![d];
+    }
+    until_signal(|shutdown| vaquero_engine::agent::run(config, shutdown))
+}
