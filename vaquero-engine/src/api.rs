@@ -39,9 +39,9 @@ use crate::auth::{AuthError, Role};
 use crate::control::{CommandError, CommandMsg, Timelines};
 use crate::observe::Observation;
 use crate::record::Records;
+use crate::server::routes::PeerCert;
 use crate::standalone::{Command, MetricsRender, Snapshot, StandaloneError};
 use crate::state::HostState;
-use crate::server::routes::PeerCert;
 use crate::store::Store;
 
 /// One site as the API sees it.
@@ -111,11 +111,11 @@ impl axum::extract::FromRequestParts<Shared> for Site {
                     format!("no site named `{n}`"),
                 )
             }),
-            None if s.sites.len() == 1 => Ok(Site(
-                s.sites.values().next().cloned().ok_or_else(|| {
+            None if s.sites.len() == 1 => {
+                Ok(Site(s.sites.values().next().cloned().ok_or_else(|| {
                     error(StatusCode::NOT_FOUND, "not_found", "no site")
-                })?,
-            )),
+                })?))
+            }
             None => Err(error(
                 StatusCode::BAD_REQUEST,
                 "bad_request",
@@ -202,13 +202,14 @@ fn tls_config(tls: &Tls) -> Result<tokio_rustls::TlsAcceptor, String> {
                     .add(c)
                     .map_err(|e| format!("client CA {}: {e}", ca.display()))?;
             }
-            let verifier = tokio_rustls::rustls::server::WebPkiClientVerifier::builder_with_provider(
-                std::sync::Arc::new(roots),
-                provider,
-            )
-            .allow_unauthenticated()
-            .build()
-            .map_err(|e| format!("client CA {}: {e}", ca.display()))?;
+            let verifier =
+                tokio_rustls::rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    std::sync::Arc::new(roots),
+                    provider,
+                )
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| format!("client CA {}: {e}", ca.display()))?;
             builder.with_client_cert_verifier(verifier)
         }
     };

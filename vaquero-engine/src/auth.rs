@@ -169,7 +169,9 @@ impl Tokens {
 
     async fn put(&self, rec: &TokenRecord) -> Result<(), AuthError> {
         let value = serde_json::to_vec(rec).map_err(|_| AuthError::Corrupt(rec.id.clone()))?;
-        self.store.put(&format!("{PREFIX}{}", rec.id), value).await?;
+        self.store
+            .put(&format!("{PREFIX}{}", rec.id), value)
+            .await?;
         Ok(())
     }
 
@@ -258,7 +260,9 @@ pub fn join_token(token: &str, ca_fingerprint: &str, server: &str) -> String {
         .strip_prefix("vqt_")
         .and_then(|t| t.split_once('_'))
         .unwrap_or(("", ""));
-    let fp = ca_fingerprint.strip_prefix("sha256:").unwrap_or(ca_fingerprint);
+    let fp = ca_fingerprint
+        .strip_prefix("sha256:")
+        .unwrap_or(ca_fingerprint);
     format!("vqj1.{id}.{secret}.{fp}.{server}")
 }
 

@@ -546,11 +546,10 @@ impl<S: Store + ?Sized + 'static> Control<S> {
 
     /// Serves `model` from now on (the engine and what follows it).
     fn switch(&mut self, model: Arc<SiteModel>) -> Result<(), ControlError> {
-        let engine = Engine::new(model.clone(), self.engine_config)?
-            .with_policy(Arc::new(Pause {
-                paused: self.paused.clone(),
-                held: self.held.clone(),
-            }));
+        let engine = Engine::new(model.clone(), self.engine_config)?.with_policy(Arc::new(Pause {
+            paused: self.paused.clone(),
+            held: self.held.clone(),
+        }));
         self.decider.replace_engine(engine);
         self.model = model;
         Ok(())

@@ -173,9 +173,7 @@ pub fn sign_agent(
     let mut p = CertificateParams::default();
     p.distinguished_name
         .push(DnType::CommonName, format!("{agent}.{site}"));
-    p.subject_alt_names = vec![rcgen::SanType::URI(
-        agent_uri(site, agent).try_into()?,
-    )];
+    p.subject_alt_names = vec![rcgen::SanType::URI(agent_uri(site, agent).try_into()?)];
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     p.use_authority_key_identifier_extension = true;
@@ -209,8 +207,7 @@ pub struct AgentId {
 pub fn agent_of(der: &[u8]) -> Option<AgentId> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let san = cert.subject_alternative_name().ok()??;
-    let not_after =
-        jiff::Timestamp::from_second(cert.validity().not_after.timestamp()).ok()?;
+    let not_after = jiff::Timestamp::from_second(cert.validity().not_after.timestamp()).ok()?;
     san.value.general_names.iter().find_map(|n| match n {
         x509_parser::extensions::GeneralName::URI(u) => {
             let rest = u.strip_prefix("vaquero://agent/")?;

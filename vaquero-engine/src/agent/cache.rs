@@ -101,7 +101,10 @@ fn write_checked(path: &Path, value: &impl serde::Serialize) -> Result<(), Cache
     let sum = hex::encode(Sha256::digest(&body));
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp"));
     let mut f = std::fs::File::create(&tmp).map_err(io)?;
     f.write_all(format!("sha256:{sum}\n").as_bytes())
@@ -110,7 +113,9 @@ fn write_checked(path: &Path, value: &impl serde::Serialize) -> Result<(), Cache
         .map_err(io)?;
     drop(f);
     std::fs::rename(&tmp, path).map_err(io)?;
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io)
 }
 
 /// Reads what [`write_checked`] wrote; `None` when there is no file.

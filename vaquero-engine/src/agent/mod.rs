@@ -8,9 +8,9 @@
 //!   the server acknowledges them; uploaded oldest first, bounded in size.
 
 mod cache;
-mod spool;
 #[cfg(feature = "standalone")]
 mod run;
+mod spool;
 #[cfg(feature = "standalone")]
 pub mod wire;
 

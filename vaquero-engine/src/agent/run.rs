@@ -100,6 +100,9 @@ struct Enrolment {
 
 const ENROLMENT: &str = "enrolment.json";
 const BOOT: &str = "boot.json";
+/// Results the server has not confirmed: kept across a restart, so that
+/// a task done before a crash is not done again when leased again.
+const RESULTS: &str = "results.json";
 const KEY_FILE: &str = "checkpoint.key";
 
 fn enrol_err(e: impl std::fmt::Display) -> AgentError {
@@ -177,8 +180,8 @@ async fn enrol(join: &str) -> Result<Enrolment, AgentError> {
 
 /// The mTLS client of an enrolment.
 fn client(e: &Enrolment, timeout: Duration) -> Result<reqwest::Client, AgentError> {
-    let identity =
-        reqwest::Identity::from_pem(format!("{}\n{}", e.cert, e.key).as_bytes()).map_err(enrol_err)?;
+    let identity = reqwest::Identity::from_pem(format!("{}\n{}", e.cert, e.key).as_bytes())
+        .map_err(enrol_err)?;
     reqwest::Client::builder()
         .tls_certs_only([reqwest::Certificate::from_pem(e.ca.as_bytes()).map_err(enrol_err)?])
         .identity(identity)
@@ -355,7 +358,8 @@ pub async fn run(
     options.http_listen = config.ports.http;
     options.ipxe_dirs = config.ports.ipxe_dirs.clone();
     let (observe_tx, observe_rx) = mpsc::unbounded_channel::<Observation>();
-    let mut services = SiteServices::start(model.clone(), boot.clone(), options, observe_tx).await?;
+    let mut services =
+        SiteServices::start(model.clone(), boot.clone(), options, observe_tx).await?;
     tracing::info!(http = %services.http_addr(), site = %config.site, "agent: serving boots");
     let swap = services.model_handle();
     let lom = Lom::new(LomConfig::default());
@@ -363,7 +367,13 @@ pub async fn run(
     let spool = Spool::open(&config.cache.join("spool"), config.spool_bound)?;
     let spool_id = crate::standalone::secret(&config.cache, "spool.id").map_err(enrol_err)?;
 
-    let held = Arc::new(Mutex::new(Held::default()));
+    let mut h = Held::default();
+    if let Ok(Some(done)) = cache.load_other::<Vec<TaskResult>>(RESULTS) {
+        for r in done {
+            h.done.insert(TaskKey::of_result(&r), r);
+        }
+    }
+    let held = Arc::new(Mutex::new(h));
     let (results_tx, results_rx) = mpsc::unbounded_channel::<TaskResult>();
     let (lease_tx, mut leases) = mpsc::unbounded_channel::<Lease>();
     let (model_tx, mut models) = mpsc::unbounded_channel::<Arc<SiteModel>>();
@@ -392,6 +402,7 @@ pub async fn run(
     loops.spawn(results_loop(
         http.clone(),
         server.clone(),
+        cache.clone(),
         held.clone(),
         results_rx,
         stop.clone(),
@@ -582,10 +593,26 @@ async fn work_loop(
 async fn results_loop(
     http: reqwest::Client,
     server: String,
+    cache: ModelCache,
     held: Arc<Mutex<Held>>,
     mut results: mpsc::UnboundedReceiver<TaskResult>,
     mut stop: watch::Receiver<bool>,
 ) {
+    // Each change of the results not confirmed is written before they
+    // are sent.
+    let keep = |h: &Held| {
+        let done: Vec<&TaskResult> = h.done.values().collect();
+        if let Err(e) = cache.store_other(RESULTS, &done) {
+            tracing::error!(error = %e, "agent: results not kept on disk");
+        }
+    };
+    let take = |r: TaskResult| {
+        let mut h = held.lock().unwrap_or_else(|e| e.into_inner());
+        let k = TaskKey::of_result(&r);
+        h.running.remove(&k);
+        h.done.insert(k, r);
+        keep(&h);
+    };
     loop {
         let pending: Vec<TaskResult> = {
             let h = held.lock().unwrap_or_else(|e| e.into_inner());
@@ -594,12 +621,7 @@ async fn results_loop(
         if pending.is_empty() {
             tokio::select! {
                 _ = stop.changed() => return,
-                Some(r) = results.recv() => {
-                    let mut h = held.lock().unwrap_or_else(|e| e.into_inner());
-                    let k = TaskKey::of_result(&r);
-                    h.running.remove(&k);
-                    h.done.insert(k, r);
-                }
+                Some(r) = results.recv() => take(r),
             }
             continue;
         }
@@ -625,6 +647,7 @@ async fn results_loop(
                 for k in ack.taken.iter().chain(&ack.ignored) {
                     h.done.remove(k);
                 }
+                keep(&h);
             }
             Err(e) => {
                 tracing::debug!(error = %e, "agent: results not sent");
@@ -637,10 +660,7 @@ async fn results_loop(
         }
         // Results that arrived meanwhile.
         while let Ok(r) = results.try_recv() {
-            let mut h = held.lock().unwrap_or_else(|e| e.into_inner());
-            let k = TaskKey::of_result(&r);
-            h.running.remove(&k);
-            h.done.insert(k, r);
+            take(r);
         }
     }
 }
@@ -658,7 +678,9 @@ async fn spool_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut backoff: Option<tokio::time::Instant> = None;
-    let push = |spool: &mut Spool, first: Option<Observation>, rx: &mut mpsc::UnboundedReceiver<Observation>| {
+    let push = |spool: &mut Spool,
+                first: Option<Observation>,
+                rx: &mut mpsc::UnboundedReceiver<Observation>| {
         let mut batch: Vec<Observation> = first.into_iter().collect();
         while let Ok(o) = rx.try_recv() {
             batch.push(o);
@@ -703,7 +725,9 @@ async fn spool_loop(
             if !resp.status().is_success() {
                 return Err(resp.status().to_string());
             }
-            resp.json::<ObservationAck>().await.map_err(|e| e.to_string())
+            resp.json::<ObservationAck>()
+                .await
+                .map_err(|e| e.to_string())
         };
         let r = tokio::select! {
             _ = stop.changed() => return,

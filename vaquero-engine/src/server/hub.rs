@@ -86,6 +86,8 @@ struct HubState {
     taken: HashMap<(String, String), u64>,
     /// When each agent last called.
     heard: HashMap<String, Timestamp>,
+    /// Work long-polls waiting now, per agent: an agent waiting is heard.
+    polling: HashMap<String, usize>,
     /// Steps drained so far; a caller waits until the one after its
     /// call is committed.
     drained: u64,
@@ -270,6 +272,18 @@ impl SiteHub {
         wait: Duration,
         now: impl Fn() -> Timestamp,
     ) -> Work {
+        /// Counts the long-poll while it waits.
+        struct Polling<'a>(&'a SiteHub, &'a str);
+        impl Drop for Polling<'_> {
+            fn drop(&mut self) {
+                let mut st = self.0.lock();
+                if let Some(n) = st.polling.get_mut(self.1) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+        }
+        *self.lock().polling.entry(agent.to_owned()).or_default() += 1;
+        let _polling = Polling(self, agent);
         let mut rx = self.changes.subscribe();
         let deadline = tokio::time::Instant::now() + wait;
         loop {
@@ -458,12 +472,10 @@ impl SiteLink for RemoteSite {
         let mut st = self.hub.lock();
         for t in tasks {
             // A task sent again (after a restart) keeps its lease.
-            st.tasks
-                .entry(TaskKey::of(&t))
-                .or_insert(Leased {
-                    task: t,
-                    holder: None,
-                });
+            st.tasks.entry(TaskKey::of(&t)).or_insert(Leased {
+                task: t,
+                holder: None,
+            });
         }
         drop(st);
         self.hub.changed();
@@ -487,6 +499,9 @@ impl SiteLink for RemoteSite {
 
     fn hold(&self, now: Timestamp) -> Option<String> {
         let st = self.hub.lock();
+        if st.polling.values().any(|n| *n > 0) {
+            return None;
+        }
         let last = st.heard.values().max().copied();
         match last {
             None => Some(format!(

@@ -265,8 +265,14 @@ async fn enrol(State(api): State<AgentApi>, Json(req): Json<EnrolRequest>) -> Re
 }
 
 async fn sign(api: &AgentApi, csr: &str, site: &str, agent: &str) -> Response {
-    let cert = match pki::sign_agent(&api.ca.cert, &api.ca.key, csr, site, agent, Timestamp::now())
-    {
+    let cert = match pki::sign_agent(
+        &api.ca.cert,
+        &api.ca.key,
+        csr,
+        site,
+        agent,
+        Timestamp::now(),
+    ) {
         Ok(c) => c,
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
     };
@@ -305,7 +311,12 @@ async fn model(caller: Caller, headers: HeaderMap, Query(q): Query<Wait>) -> Res
     let have = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim().trim_start_matches("W/").trim_matches('"').to_owned());
+        .map(|v| {
+            v.trim()
+                .trim_start_matches("W/")
+                .trim_matches('"')
+                .to_owned()
+        });
     let wait = Duration::from_secs(q.wait.min(MAX_WAIT));
     match caller.hub.model_after(have.as_deref(), wait).await {
         Some(m) => (

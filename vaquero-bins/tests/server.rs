@@ -1,0 +1,541 @@
+//! `vaquero server` and two `vaquero agent`s as real processes over TLS on
+//! loopback: two sites, one agent each; exec BMCs log every power action
+//! to a file, and the test plays the machines, fetching what the agent's
+//! boot service serves (script, unattended config) and calling the
+//! checkpoint URL in it.
+//!
+//! In order:
+//! 1. enrolment with join tokens (the CA pinned by fingerprint), and the
+//!    auth matrix (no, wrong and revoked tokens 401; a read token 403 on
+//!    approve; a join token and an agent's certificate 403 on the user
+//!    API; a used join token refused for another key);
+//! 2. a reprovision at site s1 goes through the agent: power actions run
+//!    by the agent, the machine boots from the agent and checks in, the
+//!    host is done;
+//! 3. a site whose agent is silent starts no new host; it starts once the
+//!    agent is back;
+//! 4. `kill -9` of the server mid-provisioning: the agent keeps serving
+//!    the host's boot from its boot table and records its checkpoint;
+//!    `kill -9` of the agent, restarted with the server still down: it
+//!    serves boots from its cache; the server restarted: the spooled
+//!    checkpoint arrives and the host is done, its power cycled once.
+//!
+//! Only loopback; every process is stopped by its PID.
+
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failure
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn vaquero() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_vaquero"))
+}
+
+/// A process killed (SIGKILL) and reaped when dropped.
+struct Proc(Child, PathBuf);
+
+impl Proc {
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.1).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- {} (last lines, newest first):", self.1.display());
+            for l in tail {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
+struct Lab {
+    dir: tempfile::TempDir,
+    api: String,
+    port: u16,
+    http: [u16; 2],
+}
+
+const SITES: [&str; 2] = ["s1", "s2"];
+
+impl Lab {
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    fn new() -> Lab {
+        let dir = tempfile::Builder::new()
+            .prefix("vq-server")
+            .tempdir()
+            .unwrap();
+        let port = free_port();
+        let http = [free_port(), free_port()];
+        let lab = Lab {
+            api: format!("https://127.0.0.1:{port}"),
+            dir,
+            port,
+            http,
+        };
+        let w = |p: &str, s: &str| {
+            let p = lab.path(p);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, s).unwrap();
+        };
+        // The BMC: logs each action; `status` answers on.
+        let pdu = lab.path("pdu");
+        w(
+            "pdu",
+            &format!(
+                "#!/bin/sh\necho \"$1 $VAQUERO_ACTION\" >> {}\n[ \"$VAQUERO_ACTION\" = status ] && echo on\nexit 0\n",
+                lab.path("power.log").display()
+            ),
+        );
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&pdu, std::fs::Permissions::from_mode(0o755)).unwrap();
+        w(
+            "sot/os/linux.yml",
+            "id: linux\nos_family: debian\nmajor_version: \"12\"\nboot:\n  kernel: \"{{ urls.assets }}/vmlinuz\"\n  initrd: [\"{{ urls.assets }}/initrd.img\"]\n",
+        );
+        w(
+            "sot/assets/untyped/install.sh",
+            "#!/bin/sh\ncurl -X POST {{ urls.checkpoint }}\n",
+        );
+        w(
+            "sot/boot/install.yml",
+            "id: install\noperating_system: linux\nunattended: {type: untyped, use: install.sh}\n",
+        );
+        w(
+            "sot/workflows/w.yml",
+            "id: w\nstages: [{boot: install}]\npolicy: {max_concurrent: 1}\n",
+        );
+        for (i, site) in SITES.iter().enumerate() {
+            w(
+                &format!("sot/sites/{site}/env.yml"),
+                &format!(
+                    "id: {site}\nagents: [{{id: {site}-agent, dhcp_mode: off, asset_server: {{url: \"http://127.0.0.1:{}\", base_dir: {}}}}}]\nsubnets: [{{id: p, cidr: 10.0.{i}.0/24, dns: [10.0.{i}.1]}}]\npolicy: {{force_provision: false, auto_apply: false}}\n",
+                    http[i],
+                    lab.path("files").display()
+                ),
+            );
+            let mut hosts = String::new();
+            for h in 1..=2 {
+                hosts.push_str(&format!(
+                    "---\nname: {site}-h{h}\nworkflow: w\ninterfaces:\n  - {{type: physical, mac: \"52:54:00:00:0{i}:0{h}\", subnet: p, ipv4: 10.0.{i}.1{h}}}\n  - type: bmc\n    mac: \"52:54:00:01:0{i}:0{h}\"\n    subnet: p\n    ipv4: 10.0.{i}.2{h}\n    bmc: {{type: exec, command: [\"{}\", \"{{{{ host.name }}}}\"]}}\n",
+                    pdu.display()
+                ));
+            }
+            w(&format!("sot/sites/{site}/hosts.yml"), &hosts);
+        }
+        std::fs::create_dir_all(lab.path("files")).unwrap();
+        let o = vaquero()
+            .args(["validate"])
+            .arg(lab.path("sot"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{o:?}");
+        let o = vaquero()
+            .args(["certs", "init", "--out"])
+            .arg(lab.path("certs"))
+            .args(["--host", "localhost", "--host", "127.0.0.1"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{o:?}");
+        lab
+    }
+
+    fn server(&self) -> Proc {
+        let log = self.path("server.log");
+        let child = vaquero()
+            .args(["server", "--sot"])
+            .arg(self.path("sot"))
+            .arg("--data")
+            .arg(self.path("data"))
+            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .arg("--tls-cert")
+            .arg(self.path("certs/server.pem"))
+            .arg("--tls-key")
+            .arg(self.path("certs/server.key"))
+            .args(["--silence", "3"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::File::options()
+                    .create(true)
+                    .append(true)
+                    .open(&log)
+                    .unwrap(),
+            )
+            .spawn()
+            .unwrap();
+        Proc(child, log)
+    }
+
+    fn agent(&self, site: &str, join: Option<&str>) -> Proc {
+        let log = self.path(&format!("agent-{site}.log"));
+        let mut c = vaquero();
+        c.args(["agent", "--site", site, "--cache"])
+            .arg(self.path(&format!("cache-{site}")))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::File::options()
+                    .create(true)
+                    .append(true)
+                    .open(&log)
+                    .unwrap(),
+            );
+        if let Some(j) = join {
+            c.args(["--join", j]);
+        }
+        Proc(c.spawn().unwrap(), log)
+    }
+
+    /// A CLI client of the API (the admin token).
+    fn cli(&self, args: &[&str]) -> Output {
+        vaquero()
+            .args(args)
+            .args(["--api", &self.api, "--token-file"])
+            .arg(self.path("data/admin.token"))
+            .arg("--ca-cert")
+            .arg(self.path("certs/ca.pem"))
+            .output()
+            .unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.extend(["--format", "json"]);
+        let o = self.cli(&a);
+        assert!(o.status.success(), "{args:?}: {o:?}");
+        serde_json::from_slice(&o.stdout).unwrap()
+    }
+
+    fn power_log(&self) -> Vec<String> {
+        std::fs::read_to_string(self.path("power.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn phase(&self, site: &str, host: &str) -> String {
+        let v = self.json(&["host", host, "--site", site]);
+        v["host"]["phase"].as_str().unwrap_or("").to_owned()
+    }
+
+    fn until(&self, what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// A plain HTTP GET or POST on loopback (the machine's side).
+fn http(method: &str, url: &str) -> Option<(u16, String)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let c = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .ok()?;
+        let r = match method {
+            "POST" => c.post(url),
+            _ => c.get(url),
+        }
+        .send()
+        .await
+        .ok()?;
+        let status = r.status().as_u16();
+        Some((status, r.text().await.ok()?))
+    })
+}
+
+/// The machine: fetches its script from the agent; when it is told to
+/// install, fetches its config and calls the checkpoint URL in it.
+/// Returns the script.
+fn boot(http_port: u16, mac: &str, checkpoint: bool) -> String {
+    let base = format!("http://127.0.0.1:{http_port}");
+    let (status, script) = http("GET", &format!("{base}/ipxe?mac={mac}")).unwrap();
+    assert_eq!(status, 200, "{script}");
+    if checkpoint && script.contains("vmlinuz") {
+        let (status, body) = http("GET", &format!("{base}/config/{mac}?boot=install")).unwrap();
+        assert_eq!(status, 200, "{body}");
+        let cp = body
+            .split_whitespace()
+            .find(|w| w.contains("/checkpoint/"))
+            .unwrap_or_else(|| panic!("no checkpoint URL in {body}"));
+        let (status, body) = http("POST", cp).unwrap();
+        assert!(status == 200 || status == 204, "{status} {body}");
+    }
+    script
+}
+
+/// One request to the server with an optional bearer token and client
+/// identity; returns the status and body.
+fn call(
+    lab: &Lab,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    identity: Option<&str>,
+) -> (u16, String) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let ca = std::fs::read(lab.path("certs/ca.pem")).unwrap();
+        let mut b = reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(&ca).unwrap()])
+            .timeout(Duration::from_secs(10));
+        if let Some(id) = identity {
+            b = b.identity(reqwest::Identity::from_pem(id.as_bytes()).unwrap());
+        }
+        let c = b.build().unwrap();
+        let url = format!("{}{path}", lab.api);
+        let mut r = match method {
+            "POST" => c.post(&url).json(&serde_json::json!({})),
+            "DELETE" => c.delete(&url),
+            _ => c.get(&url),
+        }
+        .header("x-vaquero-agent-protocol", "1.0");
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        let r = r.send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    })
+}
+
+fn mac(site: usize, host: usize) -> String {
+    format!("52-54-00-00-0{site}-0{host}")
+}
+
+#[test]
+fn two_sites_from_one_server_and_booting_through_outages() {
+    let lab = Lab::new();
+    let mut server = lab.server();
+    lab.until("the server", 60, || {
+        lab.cli(&["status", "--site", "s1", "--format", "json"])
+            .status
+            .success()
+    });
+    let admin = std::fs::read_to_string(lab.path("data/admin.token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+
+    // Join tokens, one per site.
+    let join = |site: &str| {
+        let o = lab.cli(&["token", "create", "--role", "agent", "--site", site]);
+        assert!(o.status.success(), "{o:?}");
+        String::from_utf8(o.stdout).unwrap().trim().to_owned()
+    };
+    let (j1, j2) = (join("s1"), join("s2"));
+    assert!(j1.starts_with("vqj1."), "{j1}");
+    let mut a1 = lab.agent("s1", Some(&j1));
+    let mut a2 = lab.agent("s2", Some(&j2));
+    lab.until("both agents enrolled and heard", 60, || {
+        let v = lab.json(&["status", "--site", "s1"]);
+        let w = lab.json(&["status", "--site", "s2"]);
+        v["held"].is_null() && w["held"].is_null()
+    });
+
+    // The auth matrix.
+    let enrol = lab.path("cache-s1/enrolment.json");
+    let text = std::fs::read_to_string(&enrol).unwrap();
+    let doc: Value = serde_json::from_str(&text[text.find('\n').unwrap() + 1..]).unwrap();
+    let identity = format!(
+        "{}\n{}",
+        doc["cert"].as_str().unwrap(),
+        doc["key"].as_str().unwrap()
+    );
+    for (method, path, token, id, want, why) in [
+        ("GET", "/v1/sites/s1/status", None, None, 401, "no token"),
+        (
+            "GET",
+            "/v1/sites/s1/status",
+            Some("vqt_00000000_00"),
+            None,
+            401,
+            "wrong token",
+        ),
+        (
+            "GET",
+            "/v1/sites/s1/status",
+            None,
+            Some(identity.as_str()),
+            403,
+            "agent certificate on the user API",
+        ),
+        (
+            "GET",
+            "/v1/sites/s1/status",
+            Some(admin.as_str()),
+            None,
+            200,
+            "admin",
+        ),
+        (
+            "GET",
+            "/v1/agent/model",
+            None,
+            None,
+            401,
+            "no client certificate",
+        ),
+        (
+            "GET",
+            "/v1/agent/model",
+            None,
+            Some(identity.as_str()),
+            200,
+            "its own site's model",
+        ),
+    ] {
+        let (status, body) = call(&lab, method, path, token, id);
+        assert_eq!(status, want, "{why}: {body}");
+        assert!(!body.contains(&admin), "{why}: the body leaks the token");
+    }
+    // The agent's model is its own site's, whatever it asks.
+    let (_, body) = call(&lab, "GET", "/v1/agent/model", None, Some(&identity));
+    assert!(body.contains("s1-h1") && !body.contains("s2-h1"), "{body}");
+    // A read token cannot approve; a revoked one is refused at once.
+    let o = lab.json(&["token", "create", "--role", "read"]);
+    let read = o["token"].as_str().unwrap().to_owned();
+    let (status, _) = call(&lab, "POST", "/v1/sites/s1/approve", Some(&read), None);
+    assert_eq!(status, 403);
+    let id = o["record"]["id"].as_str().unwrap().to_owned();
+    assert!(lab.cli(&["token", "revoke", &id]).status.success());
+    let (status, _) = call(&lab, "GET", "/v1/sites/s1/status", Some(&read), None);
+    assert_eq!(status, 401, "a revoked token");
+    // A join token on the user API, and used again for another key.
+    let t1 = format!("vqt_{}", j1.split('.').nth(1).unwrap()) + "_" + j1.split('.').nth(2).unwrap();
+    let (status, _) = call(&lab, "GET", "/v1/sites/s1/status", Some(&t1), None);
+    assert_eq!(status, 403, "a join token on the user API");
+    let o = vaquero()
+        .args(["agent", "--site", "s1", "--join", &j1, "--cache"])
+        .arg(lab.path("cache-thief"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("used already"),
+        "{o:?}"
+    );
+
+    // 2. A reprovision through the agent of s1.
+    assert!(
+        lab.cli(&["reprovision", "s1-h1", "--now", "--site", "s1"])
+            .status
+            .success()
+    );
+    lab.until("s1-h1 power-cycled by the agent", 60, || {
+        lab.power_log()
+            .iter()
+            .any(|l| l.starts_with("s1-h1 ") && (l.ends_with(" cycle") || l.ends_with(" on")))
+    });
+    lab.until("s1-h1 installs", 60, || {
+        boot(lab.http[0], &mac(0, 1), false).contains("vmlinuz")
+    });
+    boot(lab.http[0], &mac(0, 1), true);
+    lab.until("s1-h1 done", 60, || lab.phase("s1", "s1-h1") == "done");
+    // Done: it boots from disk now.
+    lab.until("s1-h1 exits to disk", 30, || {
+        !boot(lab.http[0], &mac(0, 1), false).contains("vmlinuz")
+    });
+    assert!(
+        lab.power_log().iter().all(|l| !l.starts_with("s2-")),
+        "{:?}",
+        lab.power_log()
+    );
+
+    // 3. A silent site starts no new host.
+    a2.kill();
+    lab.until("s2 held", 30, || {
+        !lab.json(&["status", "--site", "s2"])["held"].is_null()
+    });
+    assert!(
+        lab.cli(&["reprovision", "s2-h1", "--now", "--site", "s2"])
+            .status
+            .success()
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(lab.phase("s2", "s2-h1"), "queued");
+    assert!(
+        lab.power_log().iter().all(|l| !l.starts_with("s2-")),
+        "{:?}",
+        lab.power_log()
+    );
+    let mut a2 = lab.agent("s2", None);
+    lab.until("s2-h1 power-cycled once s2 is heard", 60, || {
+        lab.power_log().iter().any(|l| l.starts_with("s2-h1 "))
+    });
+    a2.kill();
+
+    // 4. The server dies mid-provisioning of s1-h2.
+    assert!(
+        lab.cli(&["reprovision", "s1-h2", "--now", "--site", "s1"])
+            .status
+            .success()
+    );
+    lab.until("s1-h2 installs", 60, || {
+        boot(lab.http[0], &mac(0, 2), false).contains("vmlinuz")
+    });
+    server.kill();
+    let cycles = |l: &[String]| {
+        l.iter()
+            .filter(|l| *l == "s1-h2 cycle" || *l == "s1-h2 on")
+            .count()
+    };
+    let before = cycles(&lab.power_log());
+    // The agent serves its boot from the boot table, and records its
+    // checkpoint.
+    boot(lab.http[0], &mac(0, 2), true);
+    std::thread::sleep(Duration::from_secs(1));
+    // The agent dies too, and starts with the server still down: it
+    // serves boots from its cache.
+    a1.kill();
+    let mut a1 = lab.agent("s1", None);
+    lab.until("the agent serving from its cache", 30, || {
+        http(
+            "GET",
+            &format!("http://127.0.0.1:{}/ipxe?mac={}", lab.http[0], mac(0, 1)),
+        )
+        .is_some()
+    });
+    assert!(
+        !boot(lab.http[0], &mac(0, 1), false).contains("vmlinuz"),
+        "s1-h1 is done: disk"
+    );
+    // The server returns: the spooled checkpoint arrives, s1-h2 is done
+    // without another power cycle.
+    let _server = lab.server();
+    lab.until("s1-h2 done after the outage", 90, || {
+        lab.cli(&["status", "--site", "s1"]).status.success() && lab.phase("s1", "s1-h2") == "done"
+    });
+    assert_eq!(cycles(&lab.power_log()), before, "{:?}", lab.power_log());
+    a1.kill();
+}
