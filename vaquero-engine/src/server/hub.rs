@@ -522,3 +522,146 @@ impl SiteLink for RemoteSite {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::event::{Action, ActionKind, Outcome};
+    use crate::observe::ObservationKind;
+
+    fn task(host: &str, seq: u64) -> Task {
+        Task {
+            site: "s".into(),
+            action: Action {
+                host: host.into(),
+                seq,
+                rollout: Some(1),
+                stage: 0,
+                attempt: 1,
+                kind: ActionKind::PowerCycle,
+            },
+        }
+    }
+
+    fn result(host: &str, seq: u64) -> TaskResult {
+        TaskResult {
+            site: "s".into(),
+            host: host.into(),
+            seq,
+            outcome: Outcome::Ok {
+                output: String::new(),
+            },
+            steps: Vec::new(),
+            ended: Timestamp::UNIX_EPOCH,
+        }
+    }
+
+    async fn hub(lease: u64) -> (Arc<SiteHub>, RemoteSite) {
+        let config = HubConfig {
+            lease: Duration::from_secs(lease),
+            silence: Duration::from_secs(10),
+            fencing: 7,
+        };
+        let store = Arc::new(crate::store::MemoryStore::new());
+        let hub = SiteHub::open("s", store, config, Timestamp::UNIX_EPOCH)
+            .await
+            .unwrap();
+        let link = RemoteSite::new(hub.clone());
+        (hub, link)
+    }
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_second(secs).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_task_is_leased_once_until_its_lease_expires() {
+        let (hub, mut link) = hub(60).await;
+        link.send_tasks(vec![task("h1", 1)]);
+        let req = WorkRequest::default();
+        let w = hub.work("a", &req, at(100));
+        assert_eq!(w.tasks.len(), 1);
+        assert_eq!(w.tasks[0].fencing, 7);
+        assert_eq!(w.tasks[0].expires, at(160));
+        // Leased: neither this agent nor another gets it again.
+        assert!(hub.work("a", &req, at(110)).tasks.is_empty());
+        assert!(hub.work("b", &req, at(110)).tasks.is_empty());
+        // Renewed by a poll that says it runs: still not leased again.
+        let running = WorkRequest {
+            running: vec![TaskKey {
+                host: "h1".into(),
+                seq: 1,
+            }],
+            ..WorkRequest::default()
+        };
+        assert!(hub.work("a", &running, at(150)).tasks.is_empty());
+        assert!(hub.work("b", &req, at(200)).tasks.is_empty());
+        // Unconfirmed past its lease: leased again.
+        assert_eq!(hub.work("b", &req, at(211)).tasks.len(), 1);
+        // Sent again (after a restart): one task still.
+        link.send_tasks(vec![task("h1", 1)]);
+        assert_eq!(hub.tasks(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_result_is_taken_once_and_a_late_one_ignored() {
+        let (hub, mut link) = hub(60).await;
+        link.send_tasks(vec![task("h1", 1)]);
+        let (taken, ignored, _) = hub.results("a", vec![result("h1", 1)], at(1));
+        assert_eq!((taken.len(), ignored.len()), (1, 0));
+        // Repeated (a lost answer) or for a task never sent: ignored.
+        let (taken, ignored, _) = hub.results("a", vec![result("h1", 1), result("h9", 3)], at(2));
+        assert_eq!((taken.len(), ignored.len()), (0, 2));
+        assert_eq!(link.drain().results.len(), 1);
+        // A result for another site: ignored.
+        link.send_tasks(vec![task("h2", 1)]);
+        let mut other = result("h2", 1);
+        other.site = "t".into();
+        assert_eq!(hub.results("a", vec![other], at(3)).1.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn observations_sent_twice_are_taken_once_and_answered_after_commit() {
+        let (hub, mut link) = hub(60).await;
+        let obs = |seq: u64| Spooled {
+            seq,
+            observation: Observation {
+                at: Timestamp::UNIX_EPOCH,
+                host: "h1".into(),
+                attempt: Some(1),
+                kind: ObservationKind::Checkpoint,
+                ok: true,
+                detail: String::new(),
+            },
+        };
+        let (high, step) = hub.observations("a", "sp", vec![obs(1), obs(2)], at(1));
+        assert_eq!((high, step), (2, 1));
+        let (high, _) = hub.observations("a", "sp", vec![obs(2), obs(3)], at(1));
+        assert_eq!(high, 3);
+        // Another spool of the same agent numbers from 1 again.
+        let (high, _) = hub.observations("a", "sp2", vec![obs(1)], at(1));
+        assert_eq!(high, 1);
+        assert!(!hub.committed(step, Duration::from_millis(10)).await);
+        assert_eq!(link.drain().observations.len(), 4);
+        link.committed();
+        assert!(hub.committed(step, Duration::from_millis(10)).await);
+        // The numbers survive a restart once stored.
+        hub.persist_spool("a", "sp", 3).await.unwrap();
+        let again = SiteHub::open("s", hub.store.clone(), hub.config, at(5))
+            .await
+            .unwrap();
+        let (high, _) = again.observations("a", "sp", vec![obs(3)], at(6));
+        assert_eq!(high, 3);
+        assert!(RemoteSite::new(again).drain().observations.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_site_is_held_until_heard_and_after_silence() {
+        let (hub, link) = hub(60).await;
+        assert!(link.hold(at(1)).is_some());
+        hub.heard("a", at(1));
+        assert_eq!(link.hold(at(5)), None);
+        assert!(link.hold(at(12)).is_some());
+    }
+}
