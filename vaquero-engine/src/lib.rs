@@ -39,7 +39,7 @@
 //!   ([`Tokens`](auth::Tokens)).
 //! - [`agent`]: the agent's disk: the last good model
 //!   ([`ModelCache`](agent::ModelCache)) and the observation spool
-//!   ([`Spool`](agent::Spool)).
+//!   ([`Spool`](agent::Spool)); with `standalone`, the agent itself.
 //! - [`runner`]: [`Runner`], a control half and its site link: the one
 //!   copy of the step loop.
 //!
@@ -51,6 +51,12 @@
 //!   agent, their events turned into observations.
 //! - `api`: the user API (`/v1`, `/live`, `/ready`, `/metrics`).
 //! - `standalone`: `vaquero standalone`, all of the above in one process.
+//! - `server`: `vaquero server`, every site's control half joined to its
+//!   agents over HTTPS (`SiteHub`: leases, the boot table, results and
+//!   observations taken once each).
+//! - `agent::run`: `vaquero agent`, one site's services and acting half
+//!   driven by a server, booting machines from its cache when the server
+//!   is away; `agent::wire`, the protocol between them.
 //! - `pki`: a CA of one's own and a server certificate (`vaquero certs
 //!   init`).
 //!
