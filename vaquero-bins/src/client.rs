@@ -28,7 +28,8 @@ pub struct Api {
     /// certificate of its own.
     #[arg(long, value_name = "FILE", env = "VAQUERO_CA_CERT")]
     pub ca_cert: Option<PathBuf>,
-    /// The site, when the server runs several (`vaquero server`).
+    /// The site, when the server runs several (`vaquero server`); with
+    /// `hosts --sot`, only this site's hosts.
     #[arg(long = "site", value_name = "ID", env = "VAQUERO_SITE")]
     pub site: Option<String>,
     /// Output format.

@@ -119,9 +119,7 @@ enum Command {
         /// List the hosts of this SoT directory instead of asking the API.
         #[arg(long, value_name = "DIR", value_parser = sot_dir)]
         sot: Option<std::path::PathBuf>,
-        /// With --sot: only this site's hosts.
-        #[arg(long, value_name = "SITE", requires = "sot")]
-        site: Option<String>,
+        /// (`--site`: with --sot, only this site's hosts.)
         #[command(flatten)]
         api: client::Api,
     },
@@ -433,9 +431,8 @@ fn main() -> ExitCode {
         Command::Hosts { sot: None, api, .. } => client::hosts(&api),
         Command::Hosts {
             sot: Some(dir),
-            site,
             api,
-        } => commands::hosts(&dir, site.as_deref(), api.format),
+        } => commands::hosts(&dir, api.site.as_deref(), api.format),
         Command::Host { name, api } => client::host(&api, &name),
         Command::Plans(api) => client::plans(&api),
         Command::Approve { rollout, api } => client::command(
