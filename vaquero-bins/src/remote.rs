@@ -10,7 +10,7 @@ use serde::Deserialize;
 use vaquero_engine::agent::AgentConfig;
 use vaquero_engine::server::ServerConfig;
 
-use crate::standalone::{metrics, until_signal};
+use crate::standalone::{metrics, retention, until_signal};
 
 fn read_toml<T: for<'de> Deserialize<'de> + Default>(path: Option<&Path>) -> anyhow::Result<T> {
     let Some(path) = path else {
@@ -123,14 +123,9 @@ pub fn server(args: ServerArgs) -> anyhow::Result<ExitCode> {
     if let Some(s) = args.silence {
         config.hub.silence = std::time::Duration::from_secs(s);
     }
-    let keep = vaquero_engine::Retention::default();
-    config.retention = vaquero_engine::Retention::new(
-        args.keep_days.or(file.keep_days).map_or(keep.max_age, |d| {
-            std::time::Duration::from_secs(d * 24 * 3600)
-        }),
-        args.keep_attempts
-            .or(file.keep_attempts)
-            .unwrap_or(keep.attempts),
+    config.retention = retention(
+        args.keep_days.or(file.keep_days),
+        args.keep_attempts.or(file.keep_attempts),
     );
     config.metrics = Some(metrics()?);
     until_signal(|shutdown| vaquero_engine::server::run(config, shutdown))

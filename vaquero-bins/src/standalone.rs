@@ -132,17 +132,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(d) = args.ipxe_dir.or(file.ipxe_dir) {
         config.ports.ipxe_dirs = vec![d];
     }
-    let keep = vaquero_engine::Retention::default();
-    config.retention = vaquero_engine::Retention::new(
-        args.keep_days.or(file.keep_days).map_or(keep.max_age, |d| {
-            std::time::Duration::from_secs(d * 24 * 3600)
-        }),
-        args.keep_attempts
-            .or(file.keep_attempts)
-            .unwrap_or(keep.attempts),
+    config.retention = retention(
+        args.keep_days.or(file.keep_days),
+        args.keep_attempts.or(file.keep_attempts),
     );
     config.metrics = Some(metrics()?);
     until_signal(|shutdown| vaquero_engine::standalone::run(config, shutdown))
+}
+
+/// How long execution records are kept: `--keep-days` (default 90) and
+/// `--keep-attempts` (default 20).
+pub fn retention(days: Option<u64>, attempts: Option<usize>) -> vaquero_engine::Retention {
+    let keep = vaquero_engine::Retention::default();
+    vaquero_engine::Retention::new(
+        days.map_or(keep.max_age, |d| {
+            std::time::Duration::from_secs(d * 24 * 3600)
+        }),
+        attempts.unwrap_or(keep.attempts),
+    )
 }
 
 /// Installs the Prometheus recorder; what renders `/metrics`.

@@ -375,7 +375,7 @@ pub fn router(shared: Shared) -> Router {
 }
 
 /// A JSON error.
-fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
     (
         status,
         Json(json!({ "error": { "kind": kind, "message": message.into() } })),

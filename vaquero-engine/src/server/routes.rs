@@ -16,12 +16,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::agent::wire::{
     self, EnrolRequest, Enrolled, ObservationAck, ObservationBatch, RenewRequest, ResultsAck,
     ResultsBody, WorkRequest,
 };
+use crate::api::error;
 use crate::auth::{AuthError, Tokens};
 use crate::pki::{self, AgentId};
 use crate::server::hub::SiteHub;
@@ -66,14 +66,6 @@ impl std::fmt::Debug for AgentApi {
 /// connection handler puts it in each request's extensions.
 #[derive(Debug, Clone)]
 pub struct PeerCert(pub Arc<[u8]>);
-
-fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
-    (
-        status,
-        Json(json!({ "error": { "kind": kind, "message": message.into() } })),
-    )
-        .into_response()
-}
 
 /// The certificates an agent may use: the newest and, during a renewal,
 /// the one before.
