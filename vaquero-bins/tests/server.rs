@@ -474,7 +474,7 @@ fn two_sites_from_one_server_and_booting_through_outages() {
 
     // 3. A silent site starts no new host.
     a2.kill();
-    lab.until("s2 held", 30, || {
+    lab.until("s2 held", 60, || {
         !lab.json(&["status", "--site", "s2"])["held"].is_null()
     });
     assert!(
