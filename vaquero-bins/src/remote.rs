@@ -10,7 +10,7 @@ use serde::Deserialize;
 use vaquero_engine::agent::AgentConfig;
 use vaquero_engine::server::ServerConfig;
 
-use crate::standalone::{metrics, retention, until_signal};
+use crate::standalone::{metrics, ports, retention, until_signal};
 
 fn read_toml<T: for<'de> Deserialize<'de> + Default>(path: Option<&Path>) -> anyhow::Result<T> {
     let Some(path) = path else {
@@ -211,15 +211,12 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         ),
         (None, None) => None,
     };
-    if let Some(p) = args.dhcp_port.or(file.dhcp_port) {
-        config.ports.dhcp = p;
-    }
-    if let Some(p) = args.tftp_port.or(file.tftp_port) {
-        config.ports.tftp = p;
-    }
-    config.ports.http = args.http_listen.or(file.http_listen);
-    if let Some(d) = args.ipxe_dir.or(file.ipxe_dir) {
-        config.ports.ipxe_dirs = vec![d];
-    }
+    ports(
+        &mut config.ports,
+        args.dhcp_port.or(file.dhcp_port),
+        args.tftp_port.or(file.tftp_port),
+        args.http_listen.or(file.http_listen),
+        args.ipxe_dir.or(file.ipxe_dir),
+    );
     until_signal(|shutdown| vaquero_engine::agent::run(config, shutdown))
 }

@@ -122,22 +122,39 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         (None, None) => {}
         _ => anyhow::bail!("give both tls_cert and tls_key, or neither"),
     }
-    if let Some(p) = args.dhcp_port.or(file.dhcp_port) {
-        config.ports.dhcp = p;
-    }
-    if let Some(p) = args.tftp_port.or(file.tftp_port) {
-        config.ports.tftp = p;
-    }
-    config.ports.http = args.http_listen.or(file.http_listen);
-    if let Some(d) = args.ipxe_dir.or(file.ipxe_dir) {
-        config.ports.ipxe_dirs = vec![d];
-    }
+    ports(
+        &mut config.ports,
+        args.dhcp_port.or(file.dhcp_port),
+        args.tftp_port.or(file.tftp_port),
+        args.http_listen.or(file.http_listen),
+        args.ipxe_dir.or(file.ipxe_dir),
+    );
     config.retention = retention(
         args.keep_days.or(file.keep_days),
         args.keep_attempts.or(file.keep_attempts),
     );
     config.metrics = Some(metrics()?);
     until_signal(|shutdown| vaquero_engine::standalone::run(config, shutdown))
+}
+
+/// Where the site services listen, from the flags (or the config file).
+pub fn ports(
+    ports: &mut vaquero_engine::standalone::Ports,
+    dhcp: Option<u16>,
+    tftp: Option<u16>,
+    http: Option<SocketAddr>,
+    ipxe_dir: Option<PathBuf>,
+) {
+    if let Some(p) = dhcp {
+        ports.dhcp = p;
+    }
+    if let Some(p) = tftp {
+        ports.tftp = p;
+    }
+    ports.http = http;
+    if let Some(d) = ipxe_dir {
+        ports.ipxe_dirs = vec![d];
+    }
 }
 
 /// How long execution records are kept: `--keep-days` (default 90) and

@@ -14,8 +14,10 @@
 //!    host is done;
 //! 3. a site whose agent is silent starts no new host; it starts once the
 //!    agent is back;
-//! 4. `kill -9` of the server mid-provisioning: the agent keeps serving
-//!    the host's boot from its boot table and records its checkpoint;
+//! 4. `kill -9` of the server while the agent power-cycles a host: the
+//!    power task finishes and its result is kept on the agent's disk;
+//!    the agent serves the host's boot from its boot table and records
+//!    its checkpoint;
 //!    `kill -9` of the agent, restarted with the server still down: it
 //!    serves boots from its cache; the server restarted: the spooled
 //!    checkpoint arrives and the host is done, its power cycled once.
@@ -98,12 +100,13 @@ impl Lab {
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(p, s).unwrap();
         };
-        // The BMC: logs each action; `status` answers on.
+        // The BMC: logs each action; `status` answers on; a power cycle
+        // takes 2 s (the server can die while it runs).
         let pdu = lab.path("pdu");
         w(
             "pdu",
             &format!(
-                "#!/bin/sh\necho \"$1 $VAQUERO_ACTION\" >> {}\n[ \"$VAQUERO_ACTION\" = status ] && echo on\nexit 0\n",
+                "#!/bin/sh\necho \"$1 $VAQUERO_ACTION\" >> {}\n[ \"$VAQUERO_ACTION\" = status ] && echo on\n[ \"$VAQUERO_ACTION\" = cycle ] && sleep 2\nexit 0\n",
                 lab.path("power.log").display()
             ),
         );
@@ -501,19 +504,25 @@ fn two_sites_from_one_server_and_booting_through_outages() {
             .status
             .success()
     );
-    lab.until("s1-h2 installs", 60, || {
-        boot(lab.http[0], &mac(0, 2), false).contains("vmlinuz")
-    });
-    server.kill();
     let cycles = |l: &[String]| {
         l.iter()
             .filter(|l| *l == "s1-h2 cycle" || *l == "s1-h2 on")
             .count()
     };
-    let before = cycles(&lab.power_log());
-    // The agent serves its boot from the boot table, and records its
-    // checkpoint.
+    lab.until("s1-h2 power cycle started", 60, || {
+        cycles(&lab.power_log()) == 1
+    });
+    server.kill();
+    // The power task in flight finishes at the agent; its result waits
+    // on disk for the server.
+    lab.until("the result kept by the agent", 30, || {
+        std::fs::read_to_string(lab.path("cache-s1/results.json"))
+            .is_ok_and(|t| t.contains("s1-h2"))
+    });
+    // The machine boots from the agent's boot table, and checks in.
     boot(lab.http[0], &mac(0, 2), true);
+    // The checkpoint reaches the spool just after the boot service answers
+    // it (a known gap, docs/server.md): give it that moment.
     std::thread::sleep(Duration::from_secs(1));
     // The agent dies too, and starts with the server still down: it
     // serves boots from its cache.
@@ -536,6 +545,6 @@ fn two_sites_from_one_server_and_booting_through_outages() {
     lab.until("s1-h2 done after the outage", 90, || {
         lab.cli(&["status", "--site", "s1"]).status.success() && lab.phase("s1", "s1-h2") == "done"
     });
-    assert_eq!(cycles(&lab.power_log()), before, "{:?}", lab.power_log());
+    assert_eq!(cycles(&lab.power_log()), 1, "{:?}", lab.power_log());
     a1.kill();
 }

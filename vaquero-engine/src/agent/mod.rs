@@ -15,7 +15,7 @@ mod spool;
 pub mod wire;
 
 #[cfg(feature = "standalone")]
-pub use run::{AgentConfig, AgentError, enrolled, run};
+pub use run::{AgentConfig, AgentError, run};
 
 pub use cache::{CacheError, ModelCache};
 pub use spool::{Spool, SpoolError, Spooled};

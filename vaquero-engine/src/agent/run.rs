@@ -9,7 +9,7 @@
 //! them. A task is carried out once per key, whatever the server repeats.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -76,6 +76,9 @@ pub enum AgentError {
     /// Enrolment failed, or its files are unusable.
     #[error("enrolment: {0}")]
     Enrol(String),
+    /// The server could not be reached to enrol (tried again).
+    #[error("enrolment: {0}")]
+    Unreachable(String),
     /// The cache directory.
     #[error(transparent)]
     Cache(#[from] crate::agent::CacheError),
@@ -134,7 +137,7 @@ async fn enrol(join: &str) -> Result<Enrolment, AgentError> {
         .send()
         .await
         .and_then(|r| r.error_for_status())
-        .map_err(|e| enrol_err(format!("fetching the CA from {}: {e}", j.server)))?
+        .map_err(|e| AgentError::Unreachable(format!("fetching the CA from {}: {e}", j.server)))?
         .text()
         .await
         .map_err(enrol_err)?;
@@ -161,7 +164,7 @@ async fn enrol(join: &str) -> Result<Enrolment, AgentError> {
         })
         .send()
         .await
-        .map_err(|e| enrol_err(format!("enrolling at {}: {e}", j.server)))?;
+        .map_err(|e| AgentError::Unreachable(format!("enrolling at {}: {e}", j.server)))?;
     if !resp.status().is_success() {
         let status = resp.status();
         let body = resp.text().await.unwrap_or_default();
@@ -281,7 +284,7 @@ pub async fn run(
                     r = enrol(join) => match r {
                         Ok(e) => break e,
                         // A server that is down: try again; a refusal: stop.
-                        Err(AgentError::Enrol(m)) if m.contains("fetching the CA") || m.contains("enrolling at") => {
+                        Err(AgentError::Unreachable(m)) => {
                             tracing::warn!("{m}; trying again in 5 s");
                             tokio::time::sleep(Duration::from_secs(5)).await;
                         }
@@ -747,13 +750,4 @@ async fn spool_loop(
             }
         }
     }
-}
-
-/// The enrolment's site and agent, when the agent in `cache` is enrolled.
-pub fn enrolled(cache: &Path) -> Option<(String, String)> {
-    ModelCache::new(cache)
-        .load_other::<Enrolment>(ENROLMENT)
-        .ok()
-        .flatten()
-        .map(|e| (e.site, e.agent))
 }

@@ -128,13 +128,10 @@ impl TaskKey {
 pub struct Lease {
     /// The task.
     pub task: Task,
-    /// How long the lease lasts from when the agent receives it, in
-    /// milliseconds: a task not started by then is refused (the server
-    /// leases it again). A running task's lease is renewed by each work
-    /// poll that names it.
-    pub ttl_ms: u64,
     /// When the lease ends by the server's clock: an agent whose clock
-    /// is past it (beyond [`CLOCK_SKEW`]) refuses the task.
+    /// is past it (beyond [`CLOCK_SKEW`]) refuses the task, and the
+    /// server leases it again. A running task's lease is renewed by each
+    /// work poll that names it.
     pub expires: jiff::Timestamp,
     /// The leader's fencing number: an agent refuses a task with a lower
     /// one than it has seen.

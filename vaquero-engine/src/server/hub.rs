@@ -74,7 +74,6 @@ struct Leased {
 #[derive(Debug, Default)]
 struct HubState {
     model: Option<Arc<ModelBlob>>,
-    site_model: Option<Arc<SiteModel>>,
     /// What each host boots, with the version that last changed it.
     boot: BTreeMap<String, (u64, Current)>,
     boot_version: u64,
@@ -100,6 +99,8 @@ pub struct ModelBlob {
     pub version: String,
     /// [`ModelDoc`] as JSON.
     pub json: bytes::Bytes,
+    /// The model.
+    pub model: Arc<SiteModel>,
 }
 
 /// One site's end of the link to its agents.
@@ -179,7 +180,7 @@ impl SiteHub {
 
     /// The site's model now, if there is one.
     pub fn site_model(&self) -> Option<Arc<SiteModel>> {
-        self.lock().site_model.clone()
+        self.lock().model.as_ref().map(|m| m.model.clone())
     }
 
     /// The model agents serve now, if there is one.
@@ -234,13 +235,13 @@ impl SiteHub {
                 l.holder = Some((agent.to_owned(), until));
                 tasks.push(Lease {
                     task: l.task.clone(),
-                    ttl_ms: self.config.lease.as_millis() as u64,
                     expires: until,
                     fencing: self.config.fencing,
                 });
             }
         }
-        let full = req.epoch != self.epoch || req.boot < st.full_from;
+        // Before any boot table, there is nothing to send whole.
+        let full = (req.epoch != self.epoch || req.boot < st.full_from) && st.boot_version > 0;
         let changes = st
             .boot
             .iter()
@@ -249,17 +250,12 @@ impl SiteHub {
                 host: host.clone(),
                 current: current.clone(),
             })
-            .collect::<Vec<_>>();
-        let full = full && (st.boot_version > 0 || !st.boot.is_empty());
+            .collect();
         Work {
             boot: st.boot_version,
             epoch: self.epoch.clone(),
             full,
-            changes: if full || !changes.is_empty() {
-                changes
-            } else {
-                Vec::new()
-            },
+            changes,
             tasks,
         }
     }
@@ -394,13 +390,11 @@ impl SiteHub {
         };
         match serde_json::to_vec(&doc) {
             Ok(json) => {
-                let mut st = self.lock();
-                st.model = Some(Arc::new(ModelBlob {
+                self.lock().model = Some(Arc::new(ModelBlob {
                     version: doc.version,
                     json: json.into(),
+                    model: model.clone(),
                 }));
-                st.site_model = Some(model.clone());
-                drop(st);
                 self.changed();
             }
             Err(e) => tracing::error!(site = %self.site, error = %e, "model not serialized"),
@@ -456,11 +450,6 @@ impl RemoteSite {
     /// The link through `hub`.
     pub fn new(hub: Arc<SiteHub>) -> Self {
         RemoteSite { hub, drained: 0 }
-    }
-
-    /// The hub.
-    pub fn hub(&self) -> &Arc<SiteHub> {
-        &self.hub
     }
 }
 
