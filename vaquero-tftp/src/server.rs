@@ -228,6 +228,31 @@ impl RateLimiter {
 /// their datagrams go to.
 type Active = HashMap<SocketAddr, Option<mpsc::Sender<Vec<u8>>>>;
 
+/// A client's place in the table of running transfers. It is given up
+/// once, before the transfer's end is reported (a client that asks again
+/// at once is then a new request, not a repeat), or when the job ends.
+struct Slot {
+    active: Arc<Mutex<Active>>,
+    client: SocketAddr,
+    released: std::sync::atomic::AtomicBool,
+}
+
+impl Slot {
+    fn release(&self) {
+        if !self.released.swap(true, Ordering::AcqRel)
+            && let Ok(mut a) = self.active.lock()
+        {
+            a.remove(&self.client);
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
 /// How a transfer task gets its datagrams and sends its own.
 enum Link {
     /// Its own socket, connected to the client (RFC 1350 TIDs).
@@ -413,19 +438,15 @@ impl Server {
                         config: self.config.clone(),
                         stats: self.stats.clone(),
                         events: self.events.clone(),
+                        slot: Slot {
+                            active: active.clone(),
+                            client: from,
+                            released: false.into(),
+                        },
                     };
-                    let active = active.clone();
                     let stop = stop_rx.clone();
                     let span = info_span!("tftp", client = %from, file = %job.name);
-                    tasks.spawn(
-                        async move {
-                            job.run(link, stop).await;
-                            if let Ok(mut a) = active.lock() {
-                                a.remove(&from);
-                            }
-                        }
-                        .instrument(span),
-                    );
+                    tasks.spawn(job.run(link, stop).instrument(span));
                 }
                 _ => {
                     // Not a request, and not part of a transfer we know.
@@ -469,10 +490,12 @@ struct Job {
     config: ServerConfig,
     stats: Arc<Stats>,
     events: Option<mpsc::Sender<TftpEvent>>,
+    slot: Slot,
 }
 
 impl Job {
     fn emit(&self, outcome: &'static str, bytes: u64, started: Instant) {
+        self.slot.release();
         if let Some(tx) = &self.events {
             let _ = tx.try_send(TftpEvent {
                 at: std::time::SystemTime::now(),
