@@ -519,12 +519,10 @@ fn two_sites_from_one_server_and_booting_through_outages() {
         std::fs::read_to_string(lab.path("cache-s1/results.json"))
             .is_ok_and(|t| t.contains("s1-h2"))
     });
-    // The machine boots from the agent's boot table, and checks in.
+    // The machine boots from the agent's boot table, and checks in: the
+    // answer comes once the checkpoint is on the agent's disk.
     boot(lab.http[0], &mac(0, 2), true);
-    // The checkpoint reaches the spool just after the boot service answers
-    // it (a known gap, docs/server.md): give it that moment.
-    std::thread::sleep(Duration::from_secs(1));
-    // The agent dies too, and starts with the server still down: it
+    // The agent dies at once too, and starts with the server still down: it
     // serves boots from its cache.
     a1.kill();
     let mut a1 = lab.agent("s1", None);

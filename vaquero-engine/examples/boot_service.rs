@@ -103,7 +103,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             tick.tick().await;
             loop {
                 match observations.try_recv() {
-                    Ok(o) => events += u64::from(o.event().is_some()),
+                    Ok((o, kept)) => {
+                        events += u64::from(o.event().is_some());
+                        // A checkpoint's installer is answered once its
+                        // event is kept (an engine commits it first).
+                        kept.into_iter()
+                            .for_each(vaquero_engine::observe::Kept::done);
+                    }
                     Err(mpsc::error::TryRecvError::Empty) => break,
                     Err(mpsc::error::TryRecvError::Disconnected) => return events,
                 }

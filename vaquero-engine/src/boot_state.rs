@@ -84,4 +84,8 @@ impl BootState for EngineBootState {
     fn record_checkpoint(&self, host: &str, attempt: u64) -> bool {
         self.inner.record_checkpoint(host, attempt)
     }
+
+    fn forget_checkpoint(&self, host: &str, attempt: u64) {
+        self.inner.forget_checkpoint(host, attempt);
+    }
 }

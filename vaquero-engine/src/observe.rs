@@ -12,6 +12,33 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::{Event, EventKind};
 
+/// Told once an observation is durable: spooled on an agent's disk, or
+/// committed by the engine. A checkpoint's installer waits on it, and is
+/// asked to retry when it is dropped untold.
+pub struct Kept(Box<dyn FnOnce() + Send>);
+
+impl Kept {
+    /// Calls `told` once the observation is durable.
+    pub fn new(told: impl FnOnce() + Send + 'static) -> Self {
+        Kept(Box::new(told))
+    }
+
+    /// The observation is durable.
+    pub fn done(self) {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Kept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Kept")
+    }
+}
+
+/// An observation on its way to whoever keeps it, with who waits for it
+/// to be durable, if anyone.
+pub type Observed = (Observation, Option<Kept>);
+
 /// What kind of request a site service answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

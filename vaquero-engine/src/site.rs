@@ -29,7 +29,7 @@ use tokio::task::JoinSet;
 use vaquero_ipxe::{BootEvent, BootService, BootState, Listeners, Route, ServiceConfig, TokenKey};
 use vaquero_model::{Agent, DhcpMode, SiteModel};
 
-use crate::observe::{Observation, ObservationKind};
+use crate::observe::{Kept, Observation, ObservationKind, Observed};
 
 /// The iPXE binaries the DHCP responder hands out over TFTP.
 pub const IPXE_FILES: [&str; 3] = ["undionly.kpxe", "ipxe.efi", "snponly.efi"];
@@ -305,7 +305,7 @@ impl SiteServices {
         model: Arc<SiteModel>,
         state: Arc<dyn BootState>,
         options: SiteOptions,
-        observer: mpsc::UnboundedSender<Observation>,
+        observer: mpsc::UnboundedSender<Observed>,
     ) -> Result<SiteServices, SiteError> {
         let agent = agent(&model, options.agent.as_deref())?.clone();
         let addresses = if agent.dhcp_mode == DhcpMode::Off && agent.interfaces.is_empty() {
@@ -343,10 +343,14 @@ impl SiteServices {
                         _ = tick.tick() => {}
                     }
                     let mut out = Vec::new();
-                    let dhcp = drain(&mut dhcp_rx, |e| out.extend(from_dhcp(&e)));
+                    let dhcp = drain(&mut dhcp_rx, |e| {
+                        out.extend(from_dhcp(&e).map(|o| (o, None)))
+                    });
                     let tftp = {
                         let model = model.borrow();
-                        drain(&mut tftp_rx, |e| out.extend(from_tftp(&model, &e)))
+                        drain(&mut tftp_rx, |e| {
+                            out.extend(from_tftp(&model, &e).map(|o| (o, None)));
+                        })
                     };
                     let http = drain(&mut http_rx, |e| out.extend(from_http(e)));
                     for o in out {
@@ -618,7 +622,9 @@ fn drain<T>(rx: &mut mpsc::Receiver<T>, mut take: impl FnMut(T)) -> bool {
     }
 }
 
-fn from_http(e: BootEvent) -> Option<Observation> {
+/// A boot service event as an observation, with the acknowledgement a
+/// checkpoint's installer waits on.
+fn from_http(e: BootEvent) -> Option<Observed> {
     let kind = match e.route {
         Route::Chain => ObservationKind::Chain,
         Route::Script => ObservationKind::Script,
@@ -626,14 +632,16 @@ fn from_http(e: BootEvent) -> Option<Observation> {
         Route::Files => ObservationKind::File,
         Route::Checkpoint => ObservationKind::Checkpoint,
     };
-    Some(Observation {
+    let kept = e.ack.map(|a| Kept::new(move || a.kept()));
+    let o = Observation {
         at: now_of(e.at),
         host: e.host?,
         attempt: e.attempt,
         kind,
         ok: (200..300).contains(&e.status),
         detail: e.detail,
-    })
+    };
+    Some((o, kept))
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use vaquero_lom::PowerDriver;
 use vaquero_model::SiteModel;
 
 use crate::act::{Actor, Task, TaskResult};
-use crate::observe::Observation;
+use crate::observe::{Kept, Observation, Observed};
 
 /// What a site sent since it was last asked.
 #[derive(Debug, Default)]
@@ -64,8 +64,10 @@ pub struct LocalSite {
     hooks: Vec<ModelHook>,
     results_tx: mpsc::UnboundedSender<TaskResult>,
     results: mpsc::UnboundedReceiver<TaskResult>,
-    observe_tx: mpsc::UnboundedSender<Observation>,
-    observations: mpsc::UnboundedReceiver<Observation>,
+    observe_tx: mpsc::UnboundedSender<Observed>,
+    observations: mpsc::UnboundedReceiver<Observed>,
+    /// Told when what the last drain gave is committed.
+    unkept: Vec<Kept>,
 }
 
 impl std::fmt::Debug for LocalSite {
@@ -88,6 +90,7 @@ impl LocalSite {
             results,
             observe_tx,
             observations,
+            unkept: Vec::new(),
         }
     }
 
@@ -98,7 +101,7 @@ impl LocalSite {
     }
 
     /// Where the site services send what they observe.
-    pub fn observer(&self) -> mpsc::UnboundedSender<Observation> {
+    pub fn observer(&self) -> mpsc::UnboundedSender<Observed> {
         self.observe_tx.clone()
     }
 }
@@ -119,12 +122,21 @@ impl SiteLink for LocalSite {
 
     fn drain(&mut self) -> Inbound {
         let mut inbound = Inbound::default();
-        while let Ok(o) = self.observations.try_recv() {
+        // Not told by now: the step that took them failed.
+        self.unkept.clear();
+        while let Ok((o, kept)) = self.observations.try_recv() {
             inbound.observations.push(o);
+            self.unkept.extend(kept);
         }
         while let Ok(r) = self.results.try_recv() {
             inbound.results.push(r);
         }
         inbound
+    }
+
+    fn committed(&mut self) {
+        for k in self.unkept.drain(..) {
+            k.done();
+        }
     }
 }

@@ -140,8 +140,18 @@ fn a_full_spool_drops_new_observations_counts_them_and_recovers() {
     let kept = s.push(&batch).unwrap();
     assert!((4..=5).contains(&kept), "kept {kept}");
     assert_eq!(s.dropped(), 8 - kept as u64);
-    // The oldest are kept (they say what the engine waits for).
-    assert_eq!(s.pending(100).unwrap()[0].observation, obs(1));
+    // The oldest are kept (they say what the engine waits for), and what
+    // is kept is the first `kept` of the batch: a checkpoint's installer
+    // is told by its place in it.
+    let pending: Vec<_> = s.pending(100).unwrap();
+    let want: Vec<Observation> = (1..=kept as u64).map(obs).collect();
+    assert_eq!(
+        pending
+            .into_iter()
+            .map(|p| p.observation)
+            .collect::<Vec<_>>(),
+        want
+    );
     // Once the server has them, there is room again.
     s.ack(kept as u64).unwrap();
     assert_eq!(s.push(&[obs(20)]).unwrap(), 1);

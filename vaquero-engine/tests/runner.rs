@@ -80,7 +80,7 @@ fn config() -> EngineConfig {
 fn machines(
     fakes: &HashMap<String, FakeDriver>,
     boot: &EngineBootState,
-    observer: &tokio::sync::mpsc::UnboundedSender<Observation>,
+    observer: &tokio::sync::mpsc::UnboundedSender<vaquero_engine::observe::Observed>,
     seen: &mut HashMap<String, usize>,
 ) {
     for (name, f) in fakes {
@@ -99,14 +99,15 @@ fn machines(
                 ObservationKind::Config,
                 ObservationKind::Checkpoint,
             ] {
-                let _ = observer.send(Observation {
+                let o = Observation {
                     at: Timestamp::now(),
                     host: name.clone(),
                     attempt: Some(attempt),
                     kind,
                     ok: true,
                     detail: String::new(),
-                });
+                };
+                let _ = observer.send((o, None));
             }
         }
     }

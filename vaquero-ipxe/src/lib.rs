@@ -47,7 +47,9 @@ pub use script::{
     local_boot_script, stage_script,
 };
 pub use server::{Listeners, serve};
-pub use service::{BootEvent, BootService, CdnConfig, Route, ServiceConfig, router};
+pub use service::{
+    Ack, BootEvent, BootService, CdnConfig, KEEP_TIMEOUT, Route, ServiceConfig, router,
+};
 pub use state::{BootState, Current, MemoryBootState};
 pub use token::{Claims, TokenError, TokenKey};
 

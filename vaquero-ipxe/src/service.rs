@@ -29,7 +29,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, warn};
 use vaquero_model::{AssetType, HostRef, InterfaceType, MacAddr, SiteModel, Uuid};
 
@@ -75,7 +75,38 @@ pub struct BootEvent {
     /// What was served: the boot id, the file, why the host boots from
     /// disk, why a checkpoint was refused.
     pub detail: String,
+    /// Set on a checkpoint's event: whoever keeps events calls
+    /// [`Ack::kept`] once the event is durable (spooled on disk,
+    /// committed to the store). The installer is told "recorded" only
+    /// then.
+    pub ack: Option<Ack>,
 }
+
+/// How a checkpoint's installer learns that its event was kept. Call
+/// [`kept`](Ack::kept) once the event is durable. An `Ack` dropped unkept
+/// (every clone of it), or not kept within [`KEEP_TIMEOUT`], answers the
+/// installer 503, and its retry is a new checkpoint.
+#[derive(Debug, Clone)]
+pub struct Ack(Arc<std::sync::Mutex<Option<oneshot::Sender<()>>>>);
+
+impl Ack {
+    /// An acknowledgement, and what its sender waits on.
+    fn new() -> (Ack, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        (Ack(Arc::new(std::sync::Mutex::new(Some(tx)))), rx)
+    }
+
+    /// The event is durable: its installer is told so.
+    pub fn kept(&self) {
+        if let Some(tx) = self.0.lock().ok().and_then(|mut s| s.take()) {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// How long a checkpoint waits for its event to be kept before it is
+/// answered 503.
+pub const KEEP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The CDN cache of `/files`.
 #[derive(Debug, Clone)]
@@ -298,6 +329,7 @@ fn event(
         client,
         status: status.as_u16(),
         detail,
+        ack: None,
     }
 }
 
@@ -347,9 +379,10 @@ impl Inner {
         }
     }
 
-    /// Like `emit`, but waits for room in the channel instead of dropping
-    /// the event (checkpoints).
-    async fn emit_reliably(
+    /// Like `emit`, but waits for room in the channel rather than drop
+    /// the event, then for whoever takes events to keep it (checkpoints).
+    /// Whether it was kept (always, when no one takes events).
+    async fn keep(
         &self,
         route: Route,
         host: Option<&str>,
@@ -357,13 +390,18 @@ impl Inner {
         client: Option<IpAddr>,
         status: StatusCode,
         detail: String,
-    ) {
+    ) -> bool {
         debug!(?route, host, attempt, ?client, status = status.as_u16(), %detail, "boot service");
-        if let Some(tx) = &self.events {
-            let _ = tx
-                .send(event(route, host, attempt, client, status, detail))
-                .await;
-        }
+        let Some(tx) = &self.events else {
+            return true;
+        };
+        let (ack, kept) = Ack::new();
+        let mut e = event(route, host, attempt, client, status, detail);
+        e.ack = Some(ack);
+        let sent = async { tx.send(e).await.is_ok() && kept.await.is_ok() };
+        tokio::time::timeout(KEEP_TIMEOUT, sent)
+            .await
+            .unwrap_or(false)
     }
 
     fn attempt_of(&self, host: &str) -> Option<u64> {
@@ -858,17 +896,30 @@ async fn checkpoint(
                 detail.push_str(&format!(" {what}: {}", v.trim_end()));
             }
         }
-        // The installer is told "recorded" only once the event is queued:
-        // a checkpoint is never dropped for a full channel.
-        s.emit_reliably(
-            Route::Checkpoint,
-            Some(&claims.host),
-            Some(claims.attempt),
-            ip,
-            StatusCode::OK,
-            detail,
-        )
-        .await;
+        // The installer is told "recorded" only once the event is kept:
+        // a checkpoint is never dropped for a full channel, nor lost in a
+        // crash after it was answered.
+        let kept = s
+            .keep(
+                Route::Checkpoint,
+                Some(&claims.host),
+                Some(claims.attempt),
+                ip,
+                StatusCode::OK,
+                detail,
+            )
+            .await;
+        if !kept {
+            s.state.forget_checkpoint(&claims.host, claims.attempt);
+            warn!(host = %claims.host, attempt = claims.attempt, "checkpoint not kept: the installer is asked to retry");
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "not recorded: {} {} attempt {}; try again\n",
+                    claims.host, claims.boot, claims.attempt
+                ),
+            );
+        }
         text(
             StatusCode::OK,
             format!(

@@ -35,6 +35,11 @@ pub trait BootState: Send + Sync + 'static {
     /// `true` the first time, `false` when it was already recorded (the
     /// installer retried): the caller reports it once.
     fn record_checkpoint(&self, host: &str, attempt: u64) -> bool;
+
+    /// Undoes [`record_checkpoint`](Self::record_checkpoint): the event
+    /// of the checkpoint was not kept, so the installer's retry must be
+    /// recorded as new.
+    fn forget_checkpoint(&self, host: &str, attempt: u64);
 }
 
 /// In-memory [`BootState`]: hosts are told what to boot by [`set`], and
@@ -81,5 +86,11 @@ impl BootState for MemoryBootState {
         self.checkpoints
             .write()
             .is_ok_and(|mut s| s.insert((host.to_owned(), attempt)))
+    }
+
+    fn forget_checkpoint(&self, host: &str, attempt: u64) {
+        if let Ok(mut s) = self.checkpoints.write() {
+            s.remove(&(host.to_owned(), attempt));
+        }
     }
 }

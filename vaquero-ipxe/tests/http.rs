@@ -283,6 +283,33 @@ fn configs_have_their_type_and_a_working_checkpoint() {
     );
 }
 
+/// The installer is told "recorded" only once its event is kept: an
+/// event its keeper drops gets 503, is not recorded, and the retry is a
+/// new checkpoint.
+#[test]
+fn a_checkpoint_not_kept_is_answered_503_and_its_retry_is_recorded() {
+    let mut s = lab_server();
+    stage0(&s, "storage-01", "rocky-install", 4);
+    let token = TokenKey::new(KEY).mint(&Claims {
+        host: "storage-01".into(),
+        boot: "rocky-install".into(),
+        attempt: 4,
+        expires: u64::MAX / 2,
+    });
+    s.keep.store(false, std::sync::atomic::Ordering::SeqCst);
+    let lost = curl(&s, &format!("/checkpoint/{token}"), &["-X", "POST"]);
+    assert_eq!(lost.status, 503, "{}", lost.text());
+    assert!(lost.text().starts_with("not recorded"), "{}", lost.text());
+    assert!(!s.state.checkpointed("storage-01", 4));
+    s.keep.store(true, std::sync::atomic::Ordering::SeqCst);
+    let retry = curl(&s, &format!("/checkpoint/{token}"), &["-X", "POST"]);
+    assert_eq!(retry.status, 200, "{}", retry.text());
+    assert!(retry.text().starts_with("recorded"), "{}", retry.text());
+    assert!(s.state.checkpointed("storage-01", 4));
+    let ev = events(&mut s, 2);
+    assert!(ev.iter().all(|e| e.route == Route::Checkpoint), "{ev:?}");
+}
+
 #[test]
 fn checkpoint_tokens_that_are_refused() {
     let s = lab_server();

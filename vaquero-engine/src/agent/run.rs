@@ -26,7 +26,7 @@ use crate::agent::wire::{
 };
 use crate::agent::{ModelCache, Spool};
 use crate::job::JobRunner;
-use crate::observe::Observation;
+use crate::observe::{Kept, Observed};
 use crate::site::{SiteOptions, SiteServices};
 use crate::standalone::Ports;
 
@@ -247,6 +247,9 @@ impl BootState for AgentBoot {
     fn record_checkpoint(&self, host: &str, attempt: u64) -> bool {
         self.inner.record_checkpoint(host, attempt)
     }
+    fn forget_checkpoint(&self, host: &str, attempt: u64) {
+        self.inner.forget_checkpoint(host, attempt);
+    }
 }
 
 /// Tasks the agent holds: running, or finished with a result the server
@@ -360,7 +363,7 @@ pub async fn run(
     options.tftp_port = config.ports.tftp;
     options.http_listen = config.ports.http;
     options.ipxe_dirs = config.ports.ipxe_dirs.clone();
-    let (observe_tx, observe_rx) = mpsc::unbounded_channel::<Observation>();
+    let (observe_tx, observe_rx) = mpsc::unbounded_channel::<Observed>();
     let mut services =
         SiteServices::start(model.clone(), boot.clone(), options, observe_tx).await?;
     tracing::info!(http = %services.http_addr(), site = %config.site, "agent: serving boots");
@@ -677,23 +680,30 @@ async fn spool_loop(
     server: String,
     mut spool: Spool,
     spool_id: String,
-    mut observed: mpsc::UnboundedReceiver<Observation>,
+    mut observed: mpsc::UnboundedReceiver<Observed>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut backoff: Option<tokio::time::Instant> = None;
-    let push = |spool: &mut Spool,
-                first: Option<Observation>,
-                rx: &mut mpsc::UnboundedReceiver<Observation>| {
-        let mut batch: Vec<Observation> = first.into_iter().collect();
-        while let Ok(o) = rx.try_recv() {
-            batch.push(o);
-        }
-        if !batch.is_empty()
-            && let Err(e) = spool.push(&batch)
-        {
-            tracing::error!(error = %e, "agent: observations not spooled");
-        }
-    };
+    // Checkpoints are told they are kept once they are on disk; those
+    // not spooled are dropped untold, and their installers retry.
+    let push =
+        |spool: &mut Spool, first: Option<Observed>, rx: &mut mpsc::UnboundedReceiver<Observed>| {
+            let (mut batch, mut kept) = (Vec::new(), Vec::new());
+            for (o, k) in first
+                .into_iter()
+                .chain(std::iter::from_fn(|| rx.try_recv().ok()))
+            {
+                kept.push(k);
+                batch.push(o);
+            }
+            if batch.is_empty() {
+                return;
+            }
+            match spool.push(&batch) {
+                Ok(n) => kept.into_iter().take(n).flatten().for_each(Kept::done),
+                Err(e) => tracing::error!(error = %e, "agent: observations not spooled"),
+            }
+        };
     loop {
         let due = backoff.is_none_or(|t| t <= tokio::time::Instant::now());
         let pending = spool.next_seq() > spool.acked() + 1;

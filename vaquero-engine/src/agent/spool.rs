@@ -179,7 +179,7 @@ impl Spool {
     }
 
     /// Appends `batch` (synced before it returns); returns how many were
-    /// kept (the rest were dropped: the spool is full).
+    /// kept: the first ones, the rest were dropped (the spool is full).
     pub fn push(&mut self, batch: &[Observation]) -> Result<usize, SpoolError> {
         let mut out = Vec::new();
         let mut kept = 0;
@@ -188,13 +188,16 @@ impl Spool {
                 seq: self.next,
                 observation: o.clone(),
             };
-            let Ok(mut line) = serde_json::to_vec(&s) else {
-                continue;
-            };
-            line.push(b'\n');
-            if self.bytes + out.len() as u64 + line.len() as u64 > self.bound {
-                self.dropped += 1;
-                metrics::counter!("agent_spool_dropped_total").increment(1);
+            let line = serde_json::to_vec(&s).ok().map(|mut l| {
+                l.push(b'\n');
+                l
+            });
+            let fits = |l: &Vec<u8>| self.bytes + (out.len() + l.len()) as u64 <= self.bound;
+            let Some(line) = line.filter(fits) else {
+                // This one and every later one: what is kept is a prefix.
+                let lost = (batch.len() - kept) as u64;
+                self.dropped += lost;
+                metrics::counter!("agent_spool_dropped_total").increment(lost);
                 if !self.warned {
                     self.warned = true;
                     tracing::error!(
@@ -202,8 +205,8 @@ impl Spool {
                         "observation spool full: new observations are dropped until the server takes the old ones"
                     );
                 }
-                continue;
-            }
+                break;
+            };
             self.next += 1;
             kept += 1;
             out.extend_from_slice(&line);

@@ -5,6 +5,7 @@ use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::mpsc;
 use vaquero_ipxe::{BootEvent, MemoryBootState, ServiceConfig, TokenKey};
@@ -16,6 +17,9 @@ pub struct Server {
     pub addr: SocketAddr,
     pub state: Arc<MemoryBootState>,
     pub events: mpsc::Receiver<BootEvent>,
+    /// Whether checkpoint events are kept (acknowledged) as they arrive;
+    /// when not, their acknowledgement is dropped at once.
+    pub keep: Arc<AtomicBool>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
     pub _dir: tempfile::TempDir,
@@ -76,7 +80,9 @@ pub fn start_custom(
     tweak: impl FnOnce(&mut ServiceConfig),
 ) -> Server {
     let state = Arc::new(MemoryBootState::new());
-    let (etx, events) = mpsc::channel(1024);
+    let (etx, mut taken) = mpsc::channel::<BootEvent>(1024);
+    let (fwd, events) = mpsc::channel(1024);
+    let keep = Arc::new(AtomicBool::new(true));
     let (_swap, rx) = tokio::sync::watch::channel(Arc::new(model));
     let mut config = ServiceConfig::new(files_root, TokenKey::new(KEY));
     tweak(&mut config);
@@ -86,6 +92,19 @@ pub fn start_custom(
         .enable_all()
         .build()
         .unwrap();
+    // What keeps events: checkpoints are acknowledged (or not) as they
+    // arrive, and every event goes on to the test.
+    let keeping = keep.clone();
+    rt.spawn(async move {
+        while let Some(mut e) = taken.recv().await {
+            if let Some(a) = e.ack.take()
+                && keeping.load(Ordering::SeqCst)
+            {
+                a.kept();
+            }
+            let _ = fwd.send(e).await;
+        }
+    });
     let loops = vaquero_ipxe::Listeners::bind(
         "127.0.0.1:0".parse().unwrap(),
         std::num::NonZeroUsize::new(2).unwrap(),
@@ -124,6 +143,7 @@ pub fn start_custom(
         addr,
         state,
         events,
+        keep,
         stop: Some(stop),
         thread: Some(thread),
         _dir: dir,
