@@ -39,7 +39,7 @@ pub struct Api {
 
 /// The paths of one site's routes: under `/v1/sites/{site}` when a site
 /// is named.
-const SITE_ROUTES: [&str; 8] = [
+const SITE_ROUTES: [&str; 9] = [
     "/v1/status",
     "/v1/hosts",
     "/v1/reprovision",
@@ -48,6 +48,7 @@ const SITE_ROUTES: [&str; 8] = [
     "/v1/pause",
     "/v1/resume",
     "/v1/executions",
+    "/v1/agents",
 ];
 
 impl Api {
@@ -442,6 +443,38 @@ pub fn tokens(api: &Api) -> anyhow::Result<ExitCode> {
         })
         .collect();
     table(&["id", "role", "created", "revoked", "note"], &rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `vaquero agents list`: a site's agents.
+pub fn agents(api: &Api) -> anyhow::Result<ExitCode> {
+    let v = api.call("GET", "/v1/agents", None)?;
+    if let crate::Format::Json = api.format {
+        print_json("Agents", &v)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = v["agents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| {
+            vec![
+                s(&a["agent"]),
+                if a["in_sot"].as_bool() == Some(true) {
+                    "yes".into()
+                } else {
+                    "no".into()
+                },
+                s(&a["enrolled"]),
+                s(&a["certificates"]),
+                s(&a["last_call"]),
+            ]
+        })
+        .collect();
+    table(
+        &["agent", "in sot", "enrolled", "certificates", "last call"],
+        &rows,
+    );
     Ok(ExitCode::SUCCESS)
 }
 

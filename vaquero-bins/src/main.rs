@@ -99,6 +99,20 @@ enum TokenAction {
 }
 
 #[derive(Debug, Subcommand)]
+enum AgentsAction {
+    /// The site's agents: named by the SoT, enrolled, last call.
+    List(client::Api),
+    /// Refuse an agent's certificates from now on (it must enrol again
+    /// with a new join token).
+    Revoke {
+        /// The agent's id.
+        agent: String,
+        #[command(flatten)]
+        api: client::Api,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum Command {
     /// Run one site on this machine: the engine, DHCP, TFTP, the HTTP boot
     /// service and the user API, with the embedded store.
@@ -161,6 +175,11 @@ enum Command {
     Token {
         #[command(subcommand)]
         action: TokenAction,
+    },
+    /// A server's agents of one site: list them, revoke one.
+    Agents {
+        #[command(subcommand)]
+        action: AgentsAction,
     },
     /// Start no new host; hosts in flight finish.
     Pause(client::Api),
@@ -329,6 +348,9 @@ impl Command {
                     | TokenAction::List(api)
                     | TokenAction::Revoke { api, .. },
             }
+            | Command::Agents {
+                action: AgentsAction::List(api) | AgentsAction::Revoke { api, .. },
+            }
             | Command::Executions { api, .. } => api.format,
             Command::Validate { format, .. }
             | Command::Preview { format, .. }
@@ -467,6 +489,12 @@ fn main() -> ExitCode {
             TokenAction::List(api) => client::tokens(&api),
             TokenAction::Revoke { id, api } => {
                 client::command_as(&api, "DELETE", &format!("/v1/tokens/{id}"), None)
+            }
+        },
+        Command::Agents { action } => match action {
+            AgentsAction::List(api) => client::agents(&api),
+            AgentsAction::Revoke { agent, api } => {
+                client::command_as(&api, "DELETE", &format!("/v1/agents/{agent}"), None)
             }
         },
         Command::Pause(api) => client::command(&api, "/v1/pause", None),

@@ -544,5 +544,27 @@ fn two_sites_from_one_server_and_booting_through_outages() {
         lab.cli(&["status", "--site", "s1"]).status.success() && lab.phase("s1", "s1-h2") == "done"
     });
     assert_eq!(cycles(&lab.power_log()), 1, "{:?}", lab.power_log());
+
+    // An operator revokes the agent of s1: its certificate is refused at
+    // once, and the list says it is no longer enrolled.
+    let v = lab.json(&["agents", "list", "--site", "s1"]);
+    assert_eq!(v["agents"][0]["agent"], "s1-agent", "{v}");
+    assert_eq!(v["agents"][0]["in_sot"], true, "{v}");
+    assert!(v["agents"][0]["enrolled"].is_string(), "{v}");
+    assert!(
+        lab.cli(&["agents", "revoke", "s1-agent", "--site", "s1"])
+            .status
+            .success()
+    );
+    let (status, body) = call(&lab, "GET", "/v1/agent/model", None, Some(&identity));
+    assert_eq!(status, 401, "a revoked agent: {body}");
+    let v = lab.json(&["agents", "list", "--site", "s1"]);
+    assert!(v["agents"][0]["enrolled"].is_null(), "{v}");
+    assert!(
+        !lab.cli(&["agents", "revoke", "s1-agent", "--site", "s1"])
+            .status
+            .success(),
+        "revoked already"
+    );
     a1.kill();
 }

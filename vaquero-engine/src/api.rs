@@ -88,6 +88,50 @@ impl std::fmt::Debug for Shared {
 /// only one when the process serves one (standalone).
 struct Site(SiteApi);
 
+/// The site a request is about, by name: the `{site}` of the path, or
+/// the only site.
+struct SiteName(String);
+
+/// The site a request names (`{site}` in its path), or the only one.
+async fn site_of(
+    parts: &mut axum::http::request::Parts,
+    s: &Shared,
+) -> Result<(String, SiteApi), Response> {
+    use axum::extract::FromRequestParts as _;
+    let params = axum::extract::RawPathParams::from_request_parts(parts, s)
+        .await
+        .ok();
+    let named = params.and_then(|p| {
+        p.iter()
+            .find(|(k, _)| *k == "site")
+            .map(|(_, v)| v.to_owned())
+    });
+    match named {
+        Some(n) => match s.sites.get(&n) {
+            Some(api) => Ok((n, api.clone())),
+            None => Err(error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no site named `{n}`"),
+            )),
+        },
+        None if s.sites.len() == 1 => s
+            .sites
+            .iter()
+            .next()
+            .map(|(n, api)| (n.clone(), api.clone()))
+            .ok_or_else(|| error(StatusCode::NOT_FOUND, "not_found", "no site")),
+        None => Err(error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!(
+                "this server runs several sites ({}): ask /v1/sites/{{site}}/…",
+                s.sites.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        )),
+    }
+}
+
 impl axum::extract::FromRequestParts<Shared> for Site {
     type Rejection = Response;
 
@@ -95,36 +139,18 @@ impl axum::extract::FromRequestParts<Shared> for Site {
         parts: &mut axum::http::request::Parts,
         s: &Shared,
     ) -> Result<Self, Response> {
-        let params = axum::extract::RawPathParams::from_request_parts(parts, s)
-            .await
-            .ok();
-        let named = params.and_then(|p| {
-            p.iter()
-                .find(|(k, _)| *k == "site")
-                .map(|(_, v)| v.to_owned())
-        });
-        match named {
-            Some(n) => s.sites.get(&n).cloned().map(Site).ok_or_else(|| {
-                error(
-                    StatusCode::NOT_FOUND,
-                    "not_found",
-                    format!("no site named `{n}`"),
-                )
-            }),
-            None if s.sites.len() == 1 => {
-                Ok(Site(s.sites.values().next().cloned().ok_or_else(|| {
-                    error(StatusCode::NOT_FOUND, "not_found", "no site")
-                })?))
-            }
-            None => Err(error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                format!(
-                    "this server runs several sites ({}): ask /v1/sites/{{site}}/…",
-                    s.sites.keys().cloned().collect::<Vec<_>>().join(", ")
-                ),
-            )),
-        }
+        site_of(parts, s).await.map(|(_, api)| Site(api))
+    }
+}
+
+impl axum::extract::FromRequestParts<Shared> for SiteName {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        s: &Shared,
+    ) -> Result<Self, Response> {
+        site_of(parts, s).await.map(|(name, _)| SiteName(name))
     }
 }
 
@@ -353,6 +379,8 @@ pub fn router(shared: Shared) -> Router {
             .route("/pause", post(pause))
             .route("/resume", post(resume))
             .route("/executions", get(executions))
+            .route("/agents", get(agents))
+            .route("/agents/{agent}", axum::routing::delete(agent_revoke))
     };
     let v1 = Router::new()
         .route("/v1/openapi.json", get(openapi))
@@ -450,6 +478,57 @@ async fn auth(State(s): State<Shared>, mut req: Request, next: Next) -> Response
     }
     req.extensions_mut().insert(role);
     next.run(req).await
+}
+
+/// The agents of a site: those its SoT names and those enrolled, with
+/// when each enrolled and last called.
+async fn agents(State(s): State<Shared>, SiteName(site): SiteName) -> Response {
+    let Some(api) = &s.agents else {
+        return no_agents();
+    };
+    match api.agents(&site).await {
+        Ok(rows) => Json(json!({ "site": site, "agents": rows })).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()),
+    }
+}
+
+/// `DELETE /v1/sites/{site}/agents/{agent}`'s path.
+#[derive(Debug, Deserialize)]
+struct AgentName {
+    agent: String,
+}
+
+/// Revokes an agent's enrolment: its certificates are refused at once;
+/// it needs a new join token.
+async fn agent_revoke(
+    State(s): State<Shared>,
+    SiteName(site): SiteName,
+    Path(AgentName { agent }): Path<AgentName>,
+) -> Response {
+    let Some(api) = &s.agents else {
+        return no_agents();
+    };
+    match api.revoke(&site, &agent).await {
+        Ok(true) => {
+            tracing::info!(%site, %agent, "agent revoked");
+            Json(json!({ "ok": true, "message": format!("agent {agent} of site {site} revoked: enrol it again with a new join token") }))
+                .into_response()
+        }
+        Ok(false) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("agent `{agent}` of site `{site}` is not enrolled"),
+        ),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()),
+    }
+}
+
+fn no_agents() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "standalone has no remote agents (its site services run in the process)",
+    )
 }
 
 /// The body of `POST /v1/tokens`.

@@ -207,6 +207,12 @@ impl SiteHub {
         }
     }
 
+    /// When each agent last called (since this server started).
+    pub fn heard_at(&self) -> Vec<(String, Timestamp)> {
+        let st = self.lock();
+        st.heard.iter().map(|(a, t)| (a.clone(), *t)).collect()
+    }
+
     /// `agent` called: the site is heard from.
     pub fn heard(&self, agent: &str, now: Timestamp) {
         self.lock().heard.insert(agent.to_owned(), now);

@@ -111,6 +111,43 @@ impl AgentApi {
             .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()))
     }
 
+    /// The agents of `site`: those its model names and those enrolled.
+    pub async fn agents(&self, site: &str) -> Result<Vec<AgentRow>, crate::store::StoreError> {
+        let mut rows: BTreeMap<String, AgentRow> = BTreeMap::new();
+        let hub = self.hubs.get(site);
+        if let Some(m) = hub.and_then(|h| h.site_model()) {
+            for a in &m.site().agents {
+                rows.entry(a.id.clone())
+                    .or_insert_with(|| AgentRow::new(&a.id))
+                    .in_sot = true;
+            }
+        }
+        let prefix = format!("v1/agents/{site}/");
+        for kv in self.store.list(&prefix).await? {
+            let Some(agent) = kv
+                .key
+                .strip_prefix(&prefix)
+                .and_then(|k| k.strip_suffix("/certs"))
+            else {
+                continue;
+            };
+            let rec: AgentRecord = serde_json::from_slice(&kv.value).unwrap_or_default();
+            let row = rows
+                .entry(agent.to_owned())
+                .or_insert_with(|| AgentRow::new(agent));
+            row.enrolled = rec.enrolled.or(Some(Timestamp::UNIX_EPOCH));
+            row.certificates = rec.certs.len();
+        }
+        if let Some(h) = hub {
+            for (agent, at) in h.heard_at() {
+                rows.entry(agent.clone())
+                    .or_insert_with(|| AgentRow::new(&agent))
+                    .last_call = Some(at);
+            }
+        }
+        Ok(rows.into_values().collect())
+    }
+
     /// Forgets `agent` of `site`: its certificates are refused from now
     /// on (it must enrol again with a new join token).
     pub async fn revoke(&self, site: &str, agent: &str) -> Result<bool, crate::store::StoreError> {
@@ -118,6 +155,34 @@ impl AgentApi {
         let had = self.store.get(&key).await?.is_some();
         self.store.delete(&key).await?;
         Ok(had)
+    }
+}
+
+/// One agent of a site, as `GET /v1/sites/{site}/agents` lists it.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct AgentRow {
+    /// Its id.
+    pub agent: String,
+    /// Whether the site's SoT names it.
+    pub in_sot: bool,
+    /// When it enrolled (`None`: never, or revoked).
+    pub enrolled: Option<Timestamp>,
+    /// How many of its certificates are accepted (2 during a renewal).
+    pub certificates: usize,
+    /// When it last called since this server started.
+    pub last_call: Option<Timestamp>,
+}
+
+impl AgentRow {
+    fn new(agent: &str) -> Self {
+        AgentRow {
+            agent: agent.to_owned(),
+            in_sot: false,
+            enrolled: None,
+            certificates: 0,
+            last_call: None,
+        }
     }
 }
 
