@@ -185,6 +185,10 @@ pub struct AgentArgs {
     /// Where iPXE binaries missing from the TFTP root are taken from.
     #[arg(long, value_name = "DIR")]
     ipxe_dir: Option<PathBuf>,
+    /// Renew the certificate once it expires within this many days
+    /// (default 30; certificates last 90).
+    #[arg(long, value_name = "DAYS", hide = true)]
+    renew_before_days: Option<u64>,
 }
 
 /// `vaquero agent`.
@@ -201,6 +205,9 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let mut config = AgentConfig::new(site, cache);
     config.server = args.server.or(file.server);
     config.agent = args.agent.or(file.agent);
+    if let Some(d) = args.renew_before_days {
+        config.renew_before = std::time::Duration::from_secs(d * 86_400);
+    }
     config.join = match (args.join.or(file.join), args.join_file.or(file.join_file)) {
         (Some(t), _) => Some(t),
         (None, Some(f)) => Some(

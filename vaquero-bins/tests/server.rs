@@ -191,6 +191,11 @@ impl Lab {
     }
 
     fn agent(&self, site: &str, join: Option<&str>) -> Proc {
+        self.agent_with(site, join, &[])
+    }
+
+    /// [`Lab::agent`] with more arguments.
+    fn agent_with(&self, site: &str, join: Option<&str>, extra: &[&str]) -> Proc {
         let log = self.path(&format!("agent-{site}.log"));
         let mut c = vaquero();
         c.args(["agent", "--site", site, "--cache"])
@@ -207,6 +212,7 @@ impl Lab {
         if let Some(j) = join {
             c.args(["--join", j]);
         }
+        c.args(extra);
         Proc(c.spawn().unwrap(), log)
     }
 
@@ -492,10 +498,18 @@ fn two_sites_from_one_server_and_booting_through_outages() {
         "{:?}",
         lab.power_log()
     );
-    let mut a2 = lab.agent("s2", None);
+    // It comes back with its certificate due for renewal: it renews it
+    // over the old one and goes on with the new one.
+    let enrolment = || std::fs::read_to_string(lab.path("cache-s2/enrolment.json")).unwrap();
+    let before = enrolment();
+    let mut a2 = lab.agent_with("s2", None, &["--renew-before-days", "91"]);
     lab.until("s2-h1 power-cycled once s2 is heard", 60, || {
         lab.power_log().iter().any(|l| l.starts_with("s2-h1 "))
     });
+    lab.until("s2's agent renewed its certificate", 30, || {
+        lab.json(&["agents", "list", "--site", "s2"])["agents"][0]["certificates"] == 2
+    });
+    assert_ne!(enrolment(), before, "the new certificate is kept");
     a2.kill();
 
     // 4. The server dies mid-provisioning of s1-h2.

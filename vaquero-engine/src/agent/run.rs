@@ -51,6 +51,9 @@ pub struct AgentConfig {
     pub spool_bound: u64,
     /// How long each long-poll waits at the server.
     pub wait: Duration,
+    /// The certificate is renewed once it expires within this (default
+    /// 30 days, a third of its life).
+    pub renew_before: Duration,
 }
 
 impl AgentConfig {
@@ -65,6 +68,7 @@ impl AgentConfig {
             ports: Ports::default(),
             spool_bound: 1 << 30,
             wait: Duration::from_secs(25),
+            renew_before: Duration::from_secs(30 * 86_400),
         }
     }
 }
@@ -164,7 +168,7 @@ async fn enrol(join: &str) -> Result<Enrolment, AgentError> {
         })
         .send()
         .await
-        .map_err(|e| AgentError::Unreachable(format!("enrolling at {}: {e}", j.server)))?;
+        .map_err(|e| AgentError::Unreachable(format!("enrolling at {}: {}", j.server, why(&e))))?;
     if !resp.status().is_success() {
         let status = resp.status();
         let body = resp.text().await.unwrap_or_default();
@@ -318,7 +322,9 @@ pub async fn run(
         .server
         .clone()
         .unwrap_or_else(|| enrolment.server.clone());
-    let http = client(&enrolment, config.wait + Duration::from_secs(15))?;
+    let timeout = config.wait + Duration::from_secs(15);
+    // The client of the current certificate: renewal swaps it.
+    let (http_tx, http) = watch::channel(client(&enrolment, timeout)?);
 
     // The model: from the cache, else from the server (nothing boots
     // without one).
@@ -330,7 +336,7 @@ pub async fn run(
         Ok(None) | Err(_) => loop {
             tokio::select! {
                 () = &mut shutdown => return Ok(()),
-                r = fetch_model(&http, &server, None, Duration::ZERO) => match r {
+                r = fetch_model(current(&http), &server, None, Duration::ZERO) => match r {
                     Ok(Some(doc)) => {
                         cache.store(&doc.model)?;
                         break doc.model;
@@ -413,6 +419,15 @@ pub async fn run(
         results_rx,
         stop.clone(),
     ));
+    loops.spawn(renew_loop(
+        http_tx,
+        server.clone(),
+        enrolment,
+        cache.clone(),
+        timeout,
+        config.renew_before,
+        stop.clone(),
+    ));
     loops.spawn(spool_loop(
         http.clone(),
         server.clone(),
@@ -447,11 +462,122 @@ pub async fn run(
     result
 }
 
+/// The mTLS client of the current certificate.
+type Http = watch::Receiver<reqwest::Client>;
+
+/// The client to call with now (the guard of the watch is not held
+/// across an await).
+fn current(http: &Http) -> reqwest::Client {
+    http.borrow().clone()
+}
+
+/// How often the certificate's expiry is looked at.
+const RENEW_CHECK: Duration = Duration::from_secs(3600);
+
+/// Renews the certificate once it expires within `before`: a new key
+/// and CSR, signed over the current certificate; the new enrolment is
+/// written to the cache before the client is swapped. The server takes
+/// the old certificate until the new one is used.
+async fn renew_loop(
+    http: watch::Sender<reqwest::Client>,
+    server: String,
+    mut enrolment: Enrolment,
+    cache: ModelCache,
+    timeout: Duration,
+    before: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let expires = crate::pki::first_der(&enrolment.cert)
+            .and_then(|d| crate::pki::agent_of(&d))
+            .map(|id| id.not_after);
+        let due = expires.is_some_and(|t| {
+            jiff::SignedDuration::try_from(before)
+                .ok()
+                .and_then(|b| t.checked_sub(b).ok())
+                .is_none_or(|at| at <= jiff::Timestamp::now())
+        });
+        let mut wait = RENEW_CHECK;
+        if due {
+            let now = http.borrow().clone();
+            match renew(&now, &server, &enrolment).await {
+                Ok(e) => match cache
+                    .store_other(ENROLMENT, &e)
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| client(&e, timeout).map_err(|e| e.to_string()))
+                {
+                    Ok(c) => {
+                        tracing::info!(expires = ?expires, "agent: certificate renewed");
+                        enrolment = e;
+                        http.send_replace(c);
+                    }
+                    Err(why) => {
+                        tracing::error!("agent: the renewed certificate is not kept: {why}");
+                        wait = RETRY * 30;
+                    }
+                },
+                Err(why) => {
+                    tracing::warn!(
+                        "agent: certificate renewal failed ({why}); trying again in a minute"
+                    );
+                    metrics::counter!("agent_server_errors_total", "call" => "renew").increment(1);
+                    wait = RETRY * 30;
+                }
+            }
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// One renewal: a new key, its CSR signed by the server.
+async fn renew(http: &reqwest::Client, server: &str, old: &Enrolment) -> Result<Enrolment, String> {
+    let (key, csr) = crate::pki::agent_csr().map_err(|e| e.to_string())?;
+    let resp = http
+        .post(format!("{server}/v1/agent/renew"))
+        .json(&wire::RenewRequest { csr })
+        .send()
+        .await
+        .map_err(|e| why(&e))?;
+    if !resp.status().is_success() {
+        let status = resp.status();
+        return Err(format!(
+            "{status}: {}",
+            resp.text().await.unwrap_or_default()
+        ));
+    }
+    let e: Enrolled = resp.json().await.map_err(|e| why(&e))?;
+    Ok(Enrolment {
+        key,
+        cert: e.cert,
+        ca: e.ca,
+        ..old.clone()
+    })
+}
+
+/// An error with every cause of it: a TLS failure names the check that
+/// failed (an unknown issuer, an expired certificate, a name mismatch).
+fn why(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let t = s.to_string();
+        if !out.contains(&t) {
+            out.push_str(": ");
+            out.push_str(&t);
+        }
+        source = s.source();
+    }
+    out
+}
+
 /// How long to wait before calling the server again after a failure.
 const RETRY: Duration = Duration::from_secs(2);
 
 async fn fetch_model(
-    http: &reqwest::Client,
+    http: reqwest::Client,
     server: &str,
     have: Option<&str>,
     wait: Duration,
@@ -460,7 +586,7 @@ async fn fetch_model(
     if let Some(v) = have {
         req = req.header(reqwest::header::IF_NONE_MATCH, format!("\"{v}\""));
     }
-    let resp = req.send().await.map_err(|e| e.to_string())?;
+    let resp = req.send().await.map_err(|e| why(&e))?;
     match resp.status() {
         reqwest::StatusCode::NOT_MODIFIED => Ok(None),
         s if s.is_success() => resp.json().await.map(Some).map_err(|e| e.to_string()),
@@ -470,7 +596,7 @@ async fn fetch_model(
 
 /// Long-polls the model; each new one is cached, then served.
 async fn model_loop(
-    http: reqwest::Client,
+    http: Http,
     server: String,
     mut have: String,
     cache: ModelCache,
@@ -481,7 +607,7 @@ async fn model_loop(
     loop {
         let r = tokio::select! {
             _ = stop.changed() => return,
-            r = fetch_model(&http, &server, Some(&have), wait) => r,
+            r = fetch_model(current(&http), &server, Some(&have), wait) => r,
         };
         match r {
             Ok(Some(doc)) => {
@@ -510,7 +636,7 @@ async fn model_loop(
 /// not behind, is started once.
 #[allow(clippy::too_many_arguments)]
 async fn work_loop(
-    http: reqwest::Client,
+    http: Http,
     server: String,
     boot: Arc<AgentBoot>,
     mut table: BootTable,
@@ -532,12 +658,12 @@ async fn work_loop(
             wait: wait.as_secs(),
         };
         let call = async {
-            let resp = http
+            let resp = current(&http)
                 .post(format!("{server}/v1/agent/work"))
                 .json(&req)
                 .send()
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| why(&e))?;
             if !resp.status().is_success() {
                 return Err(format!(
                     "{}: {}",
@@ -597,7 +723,7 @@ async fn work_loop(
 
 /// Sends results until the server says it has them (taken or ignored).
 async fn results_loop(
-    http: reqwest::Client,
+    http: Http,
     server: String,
     cache: ModelCache,
     held: Arc<Mutex<Held>>,
@@ -632,12 +758,12 @@ async fn results_loop(
             continue;
         }
         let call = async {
-            let resp = http
+            let resp = current(&http)
                 .post(format!("{server}/v1/agent/results"))
                 .json(&ResultsBody { results: pending })
                 .send()
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| why(&e))?;
             if !resp.status().is_success() {
                 return Err(resp.status().to_string());
             }
@@ -676,7 +802,7 @@ const BATCH: usize = 2000;
 
 /// Spools what the site services observe and uploads it oldest first.
 async fn spool_loop(
-    http: reqwest::Client,
+    http: Http,
     server: String,
     mut spool: Spool,
     spool_id: String,
@@ -726,7 +852,7 @@ async fn spool_loop(
             }
         };
         let call = async {
-            let resp = http
+            let resp = current(&http)
                 .post(format!("{server}/v1/agent/observations"))
                 .json(&ObservationBatch {
                     spool: spool_id.clone(),
@@ -734,7 +860,7 @@ async fn spool_loop(
                 })
                 .send()
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| why(&e))?;
             if !resp.status().is_success() {
                 return Err(resp.status().to_string());
             }
