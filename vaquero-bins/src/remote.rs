@@ -36,6 +36,7 @@ struct ServerFile {
     advertise: Option<String>,
     keep_days: Option<u64>,
     keep_attempts: Option<usize>,
+    webhook_secret_file: Option<PathBuf>,
 }
 
 /// `vaquero server` flags (each overrides the config file).
@@ -85,6 +86,17 @@ pub struct ServerArgs {
     /// there, in seconds (default 90).
     #[arg(long, value_name = "SECONDS", hide = true)]
     silence: Option<u64>,
+    /// The secret of `POST /v1/webhook/github` (GitHub's "Secret"): a
+    /// push makes the server fetch the branch tip at once.
+    #[arg(long, value_name = "FILE")]
+    webhook_secret_file: Option<PathBuf>,
+    /// How often the SoT is checked when nothing says it changed, in
+    /// seconds (default 10).
+    #[arg(long, value_name = "SECONDS", hide = true)]
+    poll: Option<u64>,
+    /// Do not watch the SoT's files (the poll and the webhook only).
+    #[arg(long, hide = true)]
+    no_watch: bool,
 }
 
 /// `vaquero server`.
@@ -122,6 +134,21 @@ pub fn server(args: ServerArgs) -> anyhow::Result<ExitCode> {
     config.advertise = args.advertise.or(file.advertise);
     if let Some(s) = args.silence {
         config.hub.silence = std::time::Duration::from_secs(s);
+    }
+    if let Some(p) = args.poll {
+        config.poll = std::time::Duration::from_secs(p.max(1));
+    }
+    config.watch = !args.no_watch;
+    if let Some(f) = args.webhook_secret_file.or(file.webhook_secret_file) {
+        let secret = std::fs::read_to_string(&f)
+            .with_context(|| format!("reading the webhook secret {}", f.display()))?;
+        let secret = secret.trim();
+        anyhow::ensure!(
+            !secret.is_empty(),
+            "the webhook secret {} is empty",
+            f.display()
+        );
+        config.webhook_secret = Some(secret.as_bytes().to_vec());
     }
     config.retention = retention(
         args.keep_days.or(file.keep_days),

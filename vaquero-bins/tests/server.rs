@@ -164,6 +164,11 @@ impl Lab {
     }
 
     fn server(&self) -> Proc {
+        self.server_with(&[])
+    }
+
+    /// [`Lab::server`] with more arguments.
+    fn server_with(&self, extra: &[&str]) -> Proc {
         let log = self.path("server.log");
         let child = vaquero()
             .args(["server", "--sot"])
@@ -176,6 +181,7 @@ impl Lab {
             .arg("--tls-key")
             .arg(self.path("certs/server.key"))
             .args(["--silence", "3"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(
@@ -310,6 +316,19 @@ fn call(
     token: Option<&str>,
     identity: Option<&str>,
 ) -> (u16, String) {
+    call_with(lab, method, path, token, identity, &[], None)
+}
+
+/// [`call`] with more headers and a raw body.
+fn call_with(
+    lab: &Lab,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    identity: Option<&str>,
+    headers: &[(&str, String)],
+    body: Option<&[u8]>,
+) -> (u16, String) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -324,12 +343,16 @@ fn call(
         }
         let c = b.build().unwrap();
         let url = format!("{}{path}", lab.api);
-        let mut r = match method {
-            "POST" => c.post(&url).json(&serde_json::json!({})),
-            "DELETE" => c.delete(&url),
+        let mut r = match (method, body) {
+            ("POST", Some(b)) => c.post(&url).body(b.to_vec()),
+            ("POST", None) => c.post(&url).json(&serde_json::json!({})),
+            ("DELETE", _) => c.delete(&url),
             _ => c.get(&url),
         }
         .header("x-vaquero-agent-protocol", "1.0");
+        for (k, v) in headers {
+            r = r.header(*k, v);
+        }
         if let Some(t) = token {
             r = r.bearer_auth(t);
         }
@@ -553,7 +576,7 @@ fn two_sites_from_one_server_and_booting_through_outages() {
     );
     // The server returns: the spooled checkpoint arrives, s1-h2 is done
     // without another power cycle.
-    let _server = lab.server();
+    let mut server = lab.server();
     lab.until("s1-h2 done after the outage", 90, || {
         lab.cli(&["status", "--site", "s1"]).status.success() && lab.phase("s1", "s1-h2") == "done"
     });
@@ -581,4 +604,92 @@ fn two_sites_from_one_server_and_booting_through_outages() {
         "revoked already"
     );
     a1.kill();
+    server.kill();
+
+    // 5. The webhook. The server follows a Git SoT, neither watched nor
+    // polled (in this test): only a signed push delivery makes it look.
+    let git = |args: &[&str]| {
+        let o = Command::new("git")
+            .arg("-C")
+            .arg(lab.path("sot"))
+            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "git {args:?}: {o:?}");
+        String::from_utf8(o.stdout).unwrap().trim().to_owned()
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-m", "first"]);
+    std::fs::write(lab.path("webhook.secret"), "s3cret\n").unwrap();
+    let _server = lab.server_with(&[
+        "--webhook-secret-file",
+        lab.path("webhook.secret").to_str().unwrap(),
+        "--poll",
+        "3600",
+        "--no-watch",
+    ]);
+    let revisions = || -> Vec<String> {
+        let v = lab.json(&["plans", "--site", "s1"]);
+        v["plans"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| p["revision"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    let first = git(&["rev-parse", "HEAD"]);
+    lab.until("the server on the Git SoT", 60, || {
+        lab.cli(&["status", "--site", "s1"]).status.success()
+            && (revisions().contains(&first)
+                || lab.json(&["status", "--site", "s1"])["revision"] == first.as_str())
+    });
+    // A change of s1's hosts, committed.
+    let hosts = lab.path("sot/sites/s1/hosts.yml");
+    let text = std::fs::read_to_string(&hosts).unwrap();
+    std::fs::write(&hosts, text.replace("ipv4: 10.0.0.11", "ipv4: 10.0.0.31")).unwrap();
+    git(&["commit", "-q", "-am", "s1-h1 moves"]);
+    let second = git(&["rev-parse", "HEAD"]);
+    let body: &[u8] = br#"{"ref":"refs/heads/main","before":"0000","after":"ffff"}"#;
+    let sign = |b: &[u8]| {
+        use hmac::{KeyInit, Mac};
+        let mut m = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(b"s3cret").unwrap();
+        m.update(b);
+        format!("sha256={}", hex::encode(m.finalize().into_bytes()))
+    };
+    let deliver = |sig: Option<String>, id: &str| {
+        let mut h = vec![
+            ("x-github-event", "push".to_owned()),
+            ("x-github-delivery", id.to_owned()),
+            ("content-type", "application/json".to_owned()),
+        ];
+        if let Some(s) = sig {
+            h.push(("x-hub-signature-256", s));
+        }
+        call_with(
+            &lab,
+            "POST",
+            "/v1/webhook/github",
+            None,
+            None,
+            &h,
+            Some(body),
+        )
+    };
+    let (status, _) = deliver(None, "d0");
+    assert_eq!(status, 401, "no signature");
+    let (status, _) = deliver(Some(sign(b"another body")), "d0");
+    assert_eq!(status, 401, "a signature of another body");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!revisions().contains(&second), "nothing looked yet");
+    let (status, text) = deliver(Some(sign(body)), "d1");
+    assert_eq!(status, 202, "{text}");
+    lab.until("a plan of the pushed commit", 30, || {
+        revisions().contains(&second)
+    });
+    // The same delivery again is seen as such.
+    let (status, text) = deliver(Some(sign(body)), "d1");
+    assert_eq!(status, 202, "{text}");
+    assert!(text.contains("seen already"), "{text}");
 }

@@ -76,6 +76,8 @@ pub struct Shared {
     pub metrics: Option<MetricsRender>,
     /// A server's agent routes and join tokens (`None`: standalone).
     pub agents: Option<crate::server::routes::AgentApi>,
+    /// `POST /v1/webhook/github` (`None`: no secret configured).
+    pub webhook: Option<std::sync::Arc<crate::webhook::Webhook>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -395,6 +397,12 @@ pub fn router(shared: Shared) -> Router {
         .route("/live", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
+        .route(
+            "/v1/webhook/github",
+            post(crate::webhook::github).layer(axum::extract::DefaultBodyLimit::max(
+                crate::webhook::MAX_BODY,
+            )),
+        )
         .merge(v1);
     if let Some(agents) = &shared.agents {
         app = app.merge(crate::server::routes::router(agents.clone()));

@@ -97,6 +97,8 @@ pub mod standalone;
 pub mod state;
 pub mod store;
 pub mod transport;
+#[cfg(feature = "standalone")]
+pub mod webhook;
 
 /// Re-exported: [`Store`] and [`Job`] are async traits; implement them
 /// with this macro.

@@ -367,6 +367,7 @@ pub async fn run(
         token,
         metrics: config.metrics.clone(),
         agents: None,
+        webhook: None,
     };
     let api = crate::api::serve(config.api, config.tls.as_ref(), shared).await?;
     tracing::info!(api = %api.addr, data = %data.display(), "standalone: API listening");

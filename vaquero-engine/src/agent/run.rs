@@ -262,6 +262,10 @@ impl BootState for AgentBoot {
 struct Held {
     running: HashSet<TaskKey>,
     done: HashMap<TaskKey, TaskResult>,
+    /// Results the server confirmed lately: a lease of one of them that
+    /// was on its way meanwhile (or a server that lost it) gets the
+    /// result again, and the task is not run twice.
+    confirmed: HashMap<TaskKey, (TaskResult, Timestamp)>,
     /// The highest fencing number seen.
     fencing: u64,
 }
@@ -707,6 +711,11 @@ async fn work_loop(
             if h.running.contains(&key) || h.done.contains_key(&key) {
                 continue;
             }
+            if let Some((r, _)) = h.confirmed.remove(&key) {
+                tracing::info!(host = %key.host, seq = key.seq, "agent: a task done already is leased again: its result is sent again");
+                h.done.insert(key, r);
+                continue;
+            }
             let late = lease
                 .expires
                 .checked_add(wire::CLOCK_SKEW)
@@ -720,6 +729,10 @@ async fn work_loop(
         }
     }
 }
+
+/// How long a confirmed result is kept in memory for a lease of it that
+/// crossed the confirmation.
+const CONFIRMED_KEPT: jiff::SignedDuration = jiff::SignedDuration::from_hours(1);
 
 /// Sends results until the server says it has them (taken or ignored).
 async fn results_loop(
@@ -754,6 +767,9 @@ async fn results_loop(
             tokio::select! {
                 _ = stop.changed() => return,
                 Some(r) = results.recv() => take(r),
+                // A result to send again (a task leased again) is put
+                // back without a message.
+                () = tokio::time::sleep(RETRY) => {}
             }
             continue;
         }
@@ -776,9 +792,14 @@ async fn results_loop(
         match r {
             Ok(ack) => {
                 let mut h = held.lock().unwrap_or_else(|e| e.into_inner());
+                let now = Timestamp::now();
                 for k in ack.taken.iter().chain(&ack.ignored) {
-                    h.done.remove(k);
+                    if let Some(r) = h.done.remove(k) {
+                        h.confirmed.insert(k.clone(), (r, now));
+                    }
                 }
+                let since = now.checked_sub(CONFIRMED_KEPT).unwrap_or(now);
+                h.confirmed.retain(|_, (_, at)| *at >= since);
                 keep(&h);
             }
             Err(e) => {

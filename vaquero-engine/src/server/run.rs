@@ -66,6 +66,11 @@ pub struct ServerConfig {
     pub metrics: Option<MetricsRender>,
     /// How long execution records are kept.
     pub retention: crate::record::Retention,
+    /// Whether the SoT's files are watched for changes (else the poll
+    /// and the webhook only).
+    pub watch: bool,
+    /// The secret of `POST /v1/webhook/github` (`None`: no webhook).
+    pub webhook_secret: Option<Vec<u8>>,
 }
 
 impl ServerConfig {
@@ -88,6 +93,8 @@ impl ServerConfig {
             poll: Duration::from_secs(10),
             metrics: None,
             retention: crate::record::Retention::default(),
+            webhook_secret: None,
+            watch: true,
         }
     }
 }
@@ -202,6 +209,13 @@ pub async fn run(
         store: store.clone(),
         advertise: config.advertise.clone(),
     };
+    let (webhook, mut pushed) = match &config.webhook_secret {
+        Some(secret) => {
+            let (w, rx) = crate::webhook::Webhook::new(secret.clone());
+            (Some(Arc::new(w)), rx)
+        }
+        None => (None, mpsc::unbounded_channel().1),
+    };
     let shared = Shared {
         sites: Arc::new(sites),
         store: store.clone(),
@@ -209,6 +223,7 @@ pub async fn run(
         tokens,
         metrics: config.metrics.clone(),
         agents: Some(agents),
+        webhook,
     };
     let tls = Tls {
         cert: config.cert.clone(),
@@ -226,7 +241,11 @@ pub async fn run(
 
     let mut poll = tokio::time::interval(config.poll);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let (_watcher, mut changes) = watch_sot(&config.sot);
+    let (_watcher, mut changes) = if config.watch {
+        watch_sot(&config.sot)
+    } else {
+        (None, mpsc::unbounded_channel().1)
+    };
     let mut settled: Option<tokio::time::Instant> = None;
     let mut refused: Option<String> = None;
     tokio::pin!(shutdown);
@@ -241,6 +260,8 @@ pub async fn run(
                 };
             }
             _ = poll.tick() => true,
+            // A push: the branch tip is fetched now.
+            Some(()) = pushed.recv() => true,
             Some(()) = changes.recv() => {
                 settled = Some(tokio::time::Instant::now() + SETTLE);
                 false
