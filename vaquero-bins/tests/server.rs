@@ -26,8 +26,11 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failure
 
+use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -361,6 +364,74 @@ fn call_with(
     })
 }
 
+/// A metric's value from the server's `/metrics` (0 when absent).
+fn metric(lab: &Lab, name: &str) -> f64 {
+    let (_, text) = call(lab, "GET", "/metrics", None, None);
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A TCP proxy to the server that can lose every reply (the requests
+/// still reach the server) and cut its connections.
+struct Proxy {
+    port: u16,
+    lose: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(upstream: u16) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let lose = Arc::new(AtomicBool::new(false));
+        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (l, c) = (lose.clone(), conns.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                c.lock().unwrap().push(client.try_clone().unwrap());
+                let (mut cr, mut sw) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut cr, &mut sw);
+                    let _ = sw.shutdown(std::net::Shutdown::Both);
+                });
+                let (mut sr, mut cw, lose) = (server, client, l.clone());
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16384];
+                    while let Ok(n) = std::io::Read::read(&mut sr, &mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        if !lose.load(Ordering::SeqCst)
+                            && std::io::Write::write_all(&mut cw, &buf[..n]).is_err()
+                        {
+                            break;
+                        }
+                    }
+                    let _ = cw.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        Proxy { port, lose, conns }
+    }
+
+    fn lose_replies(&self, on: bool) {
+        self.lose.store(on, Ordering::SeqCst);
+    }
+
+    /// Closes every connection so far.
+    fn cut(&self) {
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
 fn mac(site: usize, host: usize) -> String {
     format!("52-54-00-00-0{site}-0{host}")
 }
@@ -525,10 +596,30 @@ fn two_sites_from_one_server_and_booting_through_outages() {
     // over the old one and goes on with the new one.
     let enrolment = || std::fs::read_to_string(lab.path("cache-s2/enrolment.json")).unwrap();
     let before = enrolment();
-    let mut a2 = lab.agent_with("s2", None, &["--renew-before-days", "91"]);
-    lab.until("s2-h1 power-cycled once s2 is heard", 60, || {
-        lab.power_log().iter().any(|l| l.starts_with("s2-h1 "))
+    // It reaches the server through a proxy that can lose replies.
+    let proxy = Proxy::start(lab.port);
+    let via = format!("https://127.0.0.1:{}", proxy.port);
+    let mut a2 = lab.agent_with("s2", None, &["--renew-before-days", "91", "--server", &via]);
+    lab.until("s2-h1 power cycle started once s2 is heard", 60, || {
+        lab.power_log().iter().any(|l| l == "s2-h1 cycle")
     });
+    // The reply to the power cycle's result is lost: the server has the
+    // result, the agent does not know it.
+    let ignored = metric(&lab, "server_results_ignored_total");
+    proxy.lose_replies(true);
+    lab.until("s2-h1's power cycle taken by the server", 60, || {
+        lab.phase("s2", "s2-h1") == "netbooting"
+    });
+    // The link heals (the broken connections close): the agent sends the
+    // result again, the server ignores the repeat, nothing is redone.
+    proxy.lose_replies(false);
+    proxy.cut();
+    lab.until("the repeated result ignored", 60, || {
+        metric(&lab, "server_results_ignored_total") > ignored
+    });
+    let s2h1 = |l: &[String]| l.iter().filter(|l| *l == "s2-h1 cycle").count();
+    assert_eq!(s2h1(&lab.power_log()), 1, "{:?}", lab.power_log());
+    assert_eq!(lab.phase("s2", "s2-h1"), "netbooting");
     lab.until("s2's agent renewed its certificate", 30, || {
         lab.json(&["agents", "list", "--site", "s2"])["agents"][0]["certificates"] == 2
     });
