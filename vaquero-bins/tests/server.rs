@@ -736,11 +736,36 @@ fn two_sites_from_one_server_and_booting_through_outages() {
             && (revisions().contains(&first)
                 || lab.json(&["status", "--site", "s1"])["revision"] == first.as_str())
     });
-    // A change of s1's hosts, committed.
-    let hosts = lab.path("sot/sites/s1/hosts.yml");
-    let text = std::fs::read_to_string(&hosts).unwrap();
-    std::fs::write(&hosts, text.replace("ipv4: 10.0.0.11", "ipv4: 10.0.0.31")).unwrap();
-    git(&["commit", "-q", "-am", "s1-h1 moves"]);
+    // A change of both sites' hosts, committed; s2 is pinned to the first
+    // commit by its `release_tag`, s1 follows the branch.
+    git(&["tag", "v1"]);
+    let edit = |p: &str, from: &str, to: &str| {
+        let p = lab.path(p);
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(text.contains(from), "{text}");
+        std::fs::write(&p, text.replacen(from, to, 1)).unwrap();
+    };
+    edit(
+        "sot/sites/s1/hosts.yml",
+        "ipv4: 10.0.0.11",
+        "ipv4: 10.0.0.31",
+    );
+    edit(
+        "sot/sites/s2/hosts.yml",
+        "ipv4: 10.0.1.11",
+        "ipv4: 10.0.1.31",
+    );
+    edit(
+        "sot/sites/s2/env.yml",
+        "id: s2\n",
+        "id: s2\nrelease_tag: v1\n",
+    );
+    git(&[
+        "commit",
+        "-q",
+        "-am",
+        "s1-h1 and s2-h1 move; s2 stays at v1",
+    ]);
     let second = git(&["rev-parse", "HEAD"]);
     let body: &[u8] = br#"{"ref":"refs/heads/main","before":"0000","after":"ffff"}"#;
     let sign = |b: &[u8]| {
@@ -779,6 +804,12 @@ fn two_sites_from_one_server_and_booting_through_outages() {
     lab.until("a plan of the pushed commit", 30, || {
         revisions().contains(&second)
     });
+    // s2 stays where its tag is: its model did not change, so it has no
+    // plan of the new commit (both sites were handed the new revision at
+    // once; a second is room for s2's loop to have made one).
+    std::thread::sleep(Duration::from_secs(1));
+    let v = lab.json(&["plans", "--site", "s2"]);
+    assert!(!v.to_string().contains(&second), "{v}");
     // The same delivery again is seen as such.
     let (status, text) = deliver(Some(sign(body)), "d1");
     assert_eq!(status, 202, "{text}");
