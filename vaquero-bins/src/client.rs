@@ -216,16 +216,21 @@ pub fn status(api: &Api) -> anyhow::Result<ExitCode> {
 }
 
 pub fn hosts(api: &Api) -> anyhow::Result<ExitCode> {
-    let v = api.call("GET", "/v1/hosts", None)?;
-    if let crate::Format::Json = api.format {
-        print_json("Hosts", &v)?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    let rows: Vec<Vec<String>> = v["hosts"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|h| {
+    listing(
+        api,
+        "/v1/hosts",
+        ("Hosts", "hosts"),
+        &[
+            "host",
+            "workflow",
+            "phase",
+            "stage",
+            "boot",
+            "attempt",
+            "since",
+            "last event",
+        ],
+        |h| {
             let last = &h["last_event"];
             vec![
                 s(&h["name"]),
@@ -244,21 +249,26 @@ pub fn hosts(api: &Api) -> anyhow::Result<ExitCode> {
                     format!("{} {}", s(&last["kind"]), s(&last["detail"]))
                 },
             ]
-        })
-        .collect();
-    table(
-        &[
-            "host",
-            "workflow",
-            "phase",
-            "stage",
-            "boot",
-            "attempt",
-            "since",
-            "last event",
-        ],
-        &rows,
-    );
+        },
+    )
+}
+
+/// A listing: the API's document as is (`--format json`, printed as
+/// `kind`), or a table of one row per item of its array `key`.
+fn listing(
+    api: &Api,
+    path: &str,
+    (kind, key): (&str, &str),
+    header: &[&str],
+    row: impl Fn(&Value) -> Vec<String>,
+) -> anyhow::Result<ExitCode> {
+    let v = api.call("GET", path, None)?;
+    if let crate::Format::Json = api.format {
+        print_json(kind, &v)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = v[key].as_array().into_iter().flatten().map(row).collect();
+    table(header, &rows);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -423,16 +433,12 @@ pub fn token_create(
 
 /// `vaquero token list`.
 pub fn tokens(api: &Api) -> anyhow::Result<ExitCode> {
-    let v = api.call("GET", "/v1/tokens", None)?;
-    if let crate::Format::Json = api.format {
-        print_json("Tokens", &v)?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    let rows: Vec<Vec<String>> = v["tokens"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|t| {
+    listing(
+        api,
+        "/v1/tokens",
+        ("Tokens", "tokens"),
+        &["id", "role", "created", "revoked", "note"],
+        |t| {
             vec![
                 s(&t["id"]),
                 s(&t["role"]),
@@ -440,24 +446,18 @@ pub fn tokens(api: &Api) -> anyhow::Result<ExitCode> {
                 s(&t["revoked"]),
                 s(&t["note"]),
             ]
-        })
-        .collect();
-    table(&["id", "role", "created", "revoked", "note"], &rows);
-    Ok(ExitCode::SUCCESS)
+        },
+    )
 }
 
 /// `vaquero agents list`: a site's agents.
 pub fn agents(api: &Api) -> anyhow::Result<ExitCode> {
-    let v = api.call("GET", "/v1/agents", None)?;
-    if let crate::Format::Json = api.format {
-        print_json("Agents", &v)?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    let rows: Vec<Vec<String>> = v["agents"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|a| {
+    listing(
+        api,
+        "/v1/agents",
+        ("Agents", "agents"),
+        &["agent", "in sot", "enrolled", "certificates", "last call"],
+        |a| {
             vec![
                 s(&a["agent"]),
                 if a["in_sot"].as_bool() == Some(true) {
@@ -469,13 +469,8 @@ pub fn agents(api: &Api) -> anyhow::Result<ExitCode> {
                 s(&a["certificates"]),
                 s(&a["last_call"]),
             ]
-        })
-        .collect();
-    table(
-        &["agent", "in sot", "enrolled", "certificates", "last call"],
-        &rows,
-    );
-    Ok(ExitCode::SUCCESS)
+        },
+    )
 }
 
 #[cfg(test)]
