@@ -6,7 +6,10 @@
 //! both kept on disk in `--cache`, so a restart with the server down
 //! boots machines as before. Observations are spooled on disk and
 //! uploaded oldest first; results are sent until the server says it has
-//! them. A task is carried out once per key, whatever the server repeats.
+//! them. A task is carried out once per key, whatever the server repeats:
+//! a lease of a task whose result the server confirmed meanwhile gets the
+//! result again. A checkpoint is answered only once it is spooled. The
+//! certificate is renewed a third of its life before it expires.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
