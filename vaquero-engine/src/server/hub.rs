@@ -114,6 +114,10 @@ pub struct SiteHub {
     changes: watch::Sender<u64>,
     /// The number of the last drained step that is committed.
     committed: watch::Sender<u64>,
+    /// Raised when results or observations arrive: the site's loop steps
+    /// at once rather than at its next tick, so an agent waits for one
+    /// commit, not for a tick and a commit.
+    arrived: tokio::sync::Notify,
     store: Arc<dyn Store>,
 }
 
@@ -160,6 +164,7 @@ impl SiteHub {
             state: Mutex::new(state),
             changes: watch::channel(0).0,
             committed: watch::channel(0).0,
+            arrived: tokio::sync::Notify::new(),
             store,
         }))
     }
@@ -326,6 +331,9 @@ impl SiteHub {
             }
         }
         let step = st.drained + 1;
+        if !taken.is_empty() {
+            self.arrived.notify_one();
+        }
         (taken, ignored, step)
     }
 
@@ -353,10 +361,19 @@ impl SiteHub {
             fresh.push(s.observation);
         }
         metrics::counter!("server_observations_total").increment(fresh.len() as u64);
+        if !fresh.is_empty() {
+            self.arrived.notify_one();
+        }
         st.inbound.observations.extend(fresh);
         st.taken.insert(key, high);
         let step = st.drained + 1;
         (high, step)
+    }
+
+    /// Returns once results or observations arrived since the last call
+    /// (at once if some did meanwhile).
+    pub async fn arrived(&self) {
+        self.arrived.notified().await;
     }
 
     /// Waits (up to `wait`) until step `step` is committed.

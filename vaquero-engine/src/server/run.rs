@@ -185,10 +185,11 @@ pub async fn run(
                 commands,
             },
         );
-        hubs.insert(id.clone(), hub);
+        hubs.insert(id.clone(), hub.clone());
         inboxes.insert(id.clone(), inbox);
         tasks.spawn(site_loop(
             runner,
+            hub,
             publish,
             command_rx,
             msgs,
@@ -328,8 +329,10 @@ pub async fn run(
 }
 
 /// One site's loop: steps, commands, new models, pruning.
+#[allow(clippy::too_many_arguments)]
 async fn site_loop(
     mut runner: Runner<RedbStore, RemoteSite>,
+    hub: Arc<SiteHub>,
     publish: watch::Sender<Arc<crate::control::Snapshot>>,
     mut commands: mpsc::Receiver<CommandMsg>,
     mut msgs: mpsc::UnboundedReceiver<SiteMsg>,
@@ -347,7 +350,14 @@ async fn site_loop(
     loop {
         tokio::select! {
             _ = stop.changed() => return Ok(()),
-            _ = tick.tick() => {
+            // At every tick, and at once when an agent sent something
+            // (it waits for the commit).
+            _ = async {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = hub.arrived() => {}
+                }
+            } => {
                 let (_, changed) = runner
                     .tick(Timestamp::now())
                     .await
