@@ -478,6 +478,9 @@ fn current(http: &Http) -> reqwest::Client {
     http.borrow().clone()
 }
 
+/// How long to wait after a failed renewal.
+const RENEW_RETRY: Duration = Duration::from_secs(60);
+
 /// How often the certificate's expiry is looked at.
 const RENEW_CHECK: Duration = Duration::from_secs(3600);
 
@@ -506,8 +509,8 @@ async fn renew_loop(
         });
         let mut wait = RENEW_CHECK;
         if due {
-            let now = http.borrow().clone();
-            match renew(&now, &server, &enrolment).await {
+            let current = http.borrow().clone();
+            match renew(&current, &server, &enrolment).await {
                 Ok(e) => match cache
                     .store_other(ENROLMENT, &e)
                     .map_err(|e| e.to_string())
@@ -520,7 +523,7 @@ async fn renew_loop(
                     }
                     Err(why) => {
                         tracing::error!("agent: the renewed certificate is not kept: {why}");
-                        wait = RETRY * 30;
+                        wait = RENEW_RETRY;
                     }
                 },
                 Err(why) => {
@@ -528,7 +531,7 @@ async fn renew_loop(
                         "agent: certificate renewal failed ({why}); trying again in a minute"
                     );
                     metrics::counter!("agent_server_errors_total", "call" => "renew").increment(1);
-                    wait = RETRY * 30;
+                    wait = RENEW_RETRY;
                 }
             }
         }
