@@ -15,7 +15,16 @@
 //! 4. a commit that changes all three VMs waits for approval (the plan in
 //!    the API), is approved with the CLI, and rolls out one VM at a time;
 //!    standalone is killed with SIGKILL mid-rollout and restarted: the
-//!    rollout finishes, and no VM is power-cycled twice for one stage.
+//!    rollout finishes, and no VM is power-cycled twice for one stage;
+//! 5. the same site under `vaquero server` and `vaquero agent` (mTLS, a
+//!    join token): two VMs reprovisioned; the server is killed with
+//!    SIGKILL as the first is powered on: that VM netboots from the agent
+//!    alone and checks in (the agent keeps the checkpoint on disk), and
+//!    no other VM starts; the server restarted, the checkpoint arrives and
+//!    the rollout completes, each VM powered on once per stage. Then the
+//!    agent is killed too and started with the server down: a VM that is
+//!    done netboots from the agent's cache and gets exit-to-disk, which
+//!    the server learns when it is back.
 //!
 //! Needs root and the lab's packages (scripts/setup). Nothing leaves the
 //! namespace; every process is stopped by its PID and the namespace is
@@ -62,24 +71,44 @@ struct Lab {
     ns: String,
     password: String,
     standalone: Option<Child>,
+    server: Option<Child>,
+    agent: Option<Child>,
+    /// The CLI talks to `vaquero server` (over HTTPS), not standalone.
+    remote: bool,
 }
+
+/// `vaquero server`'s address inside the namespace.
+const SERVER: &str = "127.0.0.1:9443";
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        self.kill();
+        for c in [&mut self.standalone, &mut self.server, &mut self.agent] {
+            stop(c);
+        }
         let _ = Command::new(root().join("scripts/lab"))
             .args(["down"])
             .arg(self.dir.path())
             .status();
         if std::thread::panicking() {
             // What happened, for the failure report.
-            let log = std::fs::read_to_string(self.path("standalone.log")).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(60).collect();
-            eprintln!("--- standalone.log (last lines, newest first):");
-            for l in tail {
-                eprintln!("{l}");
+            for name in ["standalone.log", "server.log", "agent.log"] {
+                let log = std::fs::read_to_string(self.path(name)).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(60).collect();
+                eprintln!("--- {name} (last lines, newest first):");
+                for l in tail {
+                    eprintln!("{l}");
+                }
             }
         }
+    }
+}
+
+/// SIGKILL, by PID (`ip netns exec` execs the binary: the PID is
+/// vaquero's).
+fn stop(c: &mut Option<Child>) {
+    if let Some(mut c) = c.take() {
+        let _ = c.kill();
+        let _ = c.wait();
     }
 }
 
@@ -102,6 +131,9 @@ impl Lab {
             password: var("DEMO_BMC_PASSWORD"),
             dir,
             standalone: None,
+            server: None,
+            agent: None,
+            remote: false,
         };
         // The demo SoT as a Git repository.
         let sot = lab.path("sot");
@@ -127,48 +159,153 @@ impl Lab {
         self.dir.path().join(p)
     }
 
-    fn start(&mut self) {
+    /// `vaquero ARGS…` inside the namespace, its output appended to
+    /// `LOG`.
+    fn spawn(&self, log: &str, args: &[&str]) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.path("standalone.log"))
+            .open(self.path(log))
             .unwrap();
-        let child = Command::new("ip")
+        Command::new("ip")
             .args(["netns", "exec", &self.ns])
             .arg(env!("CARGO_BIN_EXE_vaquero"))
-            .args(["standalone", "--sot"])
-            .arg(self.path("sot"))
-            .arg("--data")
-            .arg(self.path("data"))
+            .args(args)
             .env("DEMO_BMC_PASSWORD", &self.password)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .unwrap();
+            .unwrap()
+    }
+
+    fn p(&self, p: &str) -> String {
+        self.path(p).to_str().unwrap().to_owned()
+    }
+
+    fn start(&mut self) {
+        let (sot, data) = (self.p("sot"), self.p("data"));
+        let child = self.spawn(
+            "standalone.log",
+            &["standalone", "--sot", &sot, "--data", &data],
+        );
         self.standalone = Some(child);
         self.wait("the API answers", Duration::from_secs(60), || {
             self.try_cli(&["status", "--format", "json"]).is_some()
         });
     }
 
-    /// SIGKILL, by PID (`ip netns exec` execs the binary: the PID is
-    /// vaquero's).
-    fn kill(&mut self) {
-        if let Some(mut c) = self.standalone.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+    /// `vaquero server` on the namespace's loopback, its state in
+    /// `server/`; waits for its API.
+    fn start_server(&mut self) {
+        let (sot, data) = (self.p("sot"), self.p("server"));
+        let (cert, key) = (self.p("certs/server.pem"), self.p("certs/server.key"));
+        let child = self.spawn(
+            "server.log",
+            &[
+                "server",
+                "--sot",
+                &sot,
+                "--data",
+                &data,
+                "--listen",
+                SERVER,
+                "--tls-cert",
+                &cert,
+                "--tls-key",
+                &key,
+            ],
+        );
+        self.server = Some(child);
+        self.remote = true;
+        self.wait("the server's API answers", Duration::from_secs(60), || {
+            self.try_cli(&["status", "--format", "json"]).is_some()
+        });
+    }
+
+    /// `vaquero agent` of site `demo`, enrolling with `join` the first
+    /// time; it serves the lab's network from inside the namespace.
+    fn start_agent(&mut self, join: Option<&str>) {
+        let cache = self.p("agent");
+        let mut args = vec!["agent", "--site", "demo", "--cache", &cache];
+        if let Some(j) = join {
+            args.extend(["--join", j]);
         }
+        let child = self.spawn("agent.log", &args);
+        self.agent = Some(child);
+    }
+
+    /// Observations in the agent's spool (on disk, not yet taken by the
+    /// server): (host, kind, detail).
+    fn spooled(&self) -> Vec<(String, String, String)> {
+        let mut out = Vec::new();
+        let mut dirs = vec![self.path("agent")];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    dirs.push(p);
+                } else if p.extension().is_some_and(|x| x == "jsonl") {
+                    let text = std::fs::read_to_string(&p).unwrap_or_default();
+                    for l in text.lines() {
+                        let Ok(v) = serde_json::from_str::<Value>(l) else {
+                            continue;
+                        };
+                        let o = &v["observation"];
+                        if o["ok"] == true {
+                            out.push((
+                                o["host"].as_str().unwrap_or("").to_owned(),
+                                o["kind"].as_str().unwrap_or("").to_owned(),
+                                o["detail"].as_str().unwrap_or("").to_owned(),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn phase(&self, host: &str) -> String {
+        self.json(&["host", host])["host"]["phase"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    }
+
+    /// How often `host` was powered on since power log entry `from`.
+    fn ons(&self, host: &str, from: usize) -> usize {
+        self.power_log()[from..]
+            .iter()
+            .filter(|(_, n, op)| n == host && op == "on")
+            .count()
+    }
+
+    /// Powers a VM on or off as its BMC would.
+    fn vm(&self, name: &str, op: &str) {
+        run(Command::new("ip")
+            .args(["netns", "exec", &self.ns])
+            .arg(root().join("scripts/lab"))
+            .arg("vm")
+            .arg(self.dir.path())
+            .args([name, op]));
     }
 
     fn cli_cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &self.ns])
             .arg(env!("CARGO_BIN_EXE_vaquero"))
-            .args(args)
-            .arg("--token-file")
-            .arg(self.path("data/admin.token"));
+            .args(args);
+        if self.remote {
+            c.args(["--api", &format!("https://{SERVER}")])
+                .arg("--token-file")
+                .arg(self.path("server/admin.token"))
+                .arg("--ca-cert")
+                .arg(self.path("certs/ca.pem"));
+        } else {
+            c.arg("--token-file").arg(self.path("data/admin.token"));
+        }
         c
     }
 
@@ -236,16 +373,22 @@ impl Lab {
     fn wait(&self, what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
         let deadline = Instant::now() + limit;
         while !f() {
-            if let Some(c) = &self.standalone
-                && let Ok(out) = Command::new("kill")
-                    .arg("-0")
-                    .arg(c.id().to_string())
-                    .output()
-            {
-                assert!(
-                    out.status.success(),
-                    "standalone exited while waiting for {what}"
-                );
+            for (name, c) in [
+                ("standalone", &self.standalone),
+                ("server", &self.server),
+                ("agent", &self.agent),
+            ] {
+                if let Some(c) = c
+                    && let Ok(out) = Command::new("kill")
+                        .arg("-0")
+                        .arg(c.id().to_string())
+                        .output()
+                {
+                    assert!(
+                        out.status.success(),
+                        "{name} exited while waiting for {what}"
+                    );
+                }
             }
             assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
             std::thread::sleep(Duration::from_millis(500));
@@ -344,10 +487,9 @@ fn standalone_provisions_qemu_vms_end_to_end() {
         lab.all_done()
     });
     lab.one_at_a_time(0);
-    let log = lab.power_log();
     for h in HOSTS {
-        let ons = log.iter().filter(|(_, n, op)| n == h && op == "on").count();
-        assert_eq!(ons, 2, "{h}: one power-on per stage: {log:?}");
+        let log = lab.power_log();
+        assert_eq!(lab.ons(h, 0), 2, "{h}: one power-on per stage: {log:?}");
     }
     // Each stage: a boot of its own, DHCP → script → files → config →
     // checkpoint; the UEFI VM fetched ipxe.efi over TFTP first.
@@ -457,12 +599,7 @@ fn standalone_provisions_qemu_vms_end_to_end() {
 
     // 2. A VM that is done netboots again: exit to disk.
     let before = lab.power_log().len();
-    run(Command::new("ip")
-        .args(["netns", "exec", &lab.ns])
-        .arg(root().join("scripts/lab"))
-        .arg("vm")
-        .arg(lab.dir.path())
-        .args(["vm-bios-1", "on"]));
+    lab.vm("vm-bios-1", "on");
     lab.wait(
         "vm-bios-1's exit-to-disk script",
         Duration::from_secs(120),
@@ -481,12 +618,7 @@ fn standalone_provisions_qemu_vms_end_to_end() {
                 })
         },
     );
-    run(Command::new("ip")
-        .args(["netns", "exec", &lab.ns])
-        .arg(root().join("scripts/lab"))
-        .arg("vm")
-        .arg(lab.dir.path())
-        .args(["vm-bios-1", "off"]));
+    lab.vm("vm-bios-1", "off");
     assert_eq!(lab.json(&["host", "vm-bios-1"])["host"]["phase"], "done");
 
     // 3. An invalid commit is refused; the previous revision keeps serving.
@@ -544,24 +676,150 @@ fn standalone_provisions_qemu_vms_end_to_end() {
         Duration::from_secs(120),
         || lab.phases().iter().any(|(_, p)| p == "installing"),
     );
-    lab.kill();
+    stop(&mut lab.standalone);
     lab.start();
     lab.wait("the second rollout", Duration::from_secs(600), || {
         lab.all_done()
     });
     lab.one_at_a_time(from);
-    let log = lab.power_log();
     for h in HOSTS {
-        let ons = log[from..]
-            .iter()
-            .filter(|(_, n, op)| n == h && op == "on")
-            .count();
+        let log = lab.power_log();
         assert_eq!(
-            ons, 2,
+            lab.ons(h, from),
+            2,
             "{h}: one power-on per stage after the crash: {log:?}"
         );
     }
     let status = lab.json(&["status"]);
     assert!(status["refused"].is_null(), "{status}");
     assert_eq!(status["rollout"]["approval"], "approved");
+
+    // 5. The site under `vaquero server` and `vaquero agent`, through
+    // outages. New hosts wait for their own netboot; two are named.
+    stop(&mut lab.standalone);
+    edit(
+        &sot.join("sites/demo/env.yml"),
+        "force_provision: true",
+        "force_provision: false",
+    );
+    git(&sot, &["commit", "-qam", "no force"]);
+    run(Command::new(env!("CARGO_BIN_EXE_vaquero"))
+        .args(["certs", "init", "--out"])
+        .arg(lab.path("certs"))
+        .args(["--host", "127.0.0.1"]));
+    lab.start_server();
+    let join = lab.cli(&["token", "create", "--role", "agent", "--site", "demo"]);
+    lab.start_agent(Some(join.trim()));
+    lab.wait("the agent heard", Duration::from_secs(60), || {
+        lab.json(&["status"])["held"].is_null()
+    });
+    let (first, second) = ("vm-bios-1", "vm-bios-2");
+    let from = lab.power_log().len();
+    assert!(
+        lab.cli(&["reprovision", first, second])
+            .contains("reprovision")
+    );
+    // Killed as the first VM is powered on: whichever it is.
+    let mut started = None;
+    lab.wait("a VM powered on", Duration::from_secs(120), || {
+        started = [first, second].into_iter().find(|h| lab.ons(h, from) > 0);
+        started.is_some()
+    });
+    stop(&mut lab.server);
+    let down = lab.power_log().len();
+    let started = started.unwrap();
+    let other = if started == first { second } else { first };
+    lab.wait(
+        "the VM's checkpoint in the agent's spool, the server down",
+        Duration::from_secs(300),
+        || {
+            lab.spooled()
+                .iter()
+                .any(|(h, k, _)| h == started && k == "checkpoint")
+        },
+    );
+    assert_eq!(
+        lab.ons(other, down),
+        0,
+        "no new host starts while the server is down"
+    );
+    let back = jiff::Timestamp::now();
+    lab.start_server();
+    lab.wait(
+        "the rollout after the outage",
+        Duration::from_secs(600),
+        || [first, second].iter().all(|h| lab.phase(h) == "done"),
+    );
+    for h in [first, second] {
+        assert_eq!(
+            lab.ons(h, from),
+            2,
+            "{h}: one power-on per stage: {:?}",
+            lab.power_log()
+        );
+    }
+    // The checkpoint seen during the outage is in the timeline, with the
+    // time the agent saw it.
+    let v = lab.json(&["host", started]);
+    let seen = v["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|a| a["events"].as_array().unwrap().iter())
+        .filter(|e| e["kind"] == "checkpoint" && e["ok"] == true)
+        .filter_map(|e| e["at"].as_str()?.parse::<jiff::Timestamp>().ok())
+        .min()
+        .unwrap();
+    assert!(seen < back, "{seen} {back}: {v}");
+    let executions = lab.json(&["executions", "--host", started])["executions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == "power_cycle" && r["status"] == "done")
+        .count();
+    assert_eq!(
+        executions, 2,
+        "the power task in flight at the kill was kept"
+    );
+
+    // The agent killed and started with the server down: a VM that is
+    // done netboots from its cache alone.
+    stop(&mut lab.agent);
+    stop(&mut lab.server);
+    lab.start_agent(None);
+    lab.vm(first, "on");
+    lab.wait(
+        "exit-to-disk from the agent alone",
+        Duration::from_secs(180),
+        || {
+            lab.spooled()
+                .iter()
+                .any(|(h, k, d)| h == first && k == "script" && d.contains("workflow finished"))
+        },
+    );
+    lab.vm(first, "off");
+    lab.start_server();
+    lab.wait(
+        "the spooled boot in the timeline",
+        Duration::from_secs(60),
+        || {
+            lab.json(&["host", first])["attempts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|a| a["events"].as_array().unwrap().iter())
+                .any(|e| {
+                    e["kind"] == "script"
+                        && e["at"]
+                            .as_str()
+                            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                            .is_some_and(|t| t > back)
+                        && e["detail"]
+                            .as_str()
+                            .unwrap_or("")
+                            .contains("workflow finished")
+                })
+        },
+    );
+    assert_eq!(lab.phase(first), "done");
 }
