@@ -32,7 +32,7 @@ fn env(name: &str, default: usize) -> usize {
 
 #[tokio::main]
 async fn main() {
-    // `cargo test --bench ingest` (the smoke run) passes `--bench`-less
+    // `cargo test --bench server` (the smoke run) passes `--bench`-less
     // arguments; any run does the same work, sized by the environment.
     let hosts = env("VAQUERO_BENCH_HOSTS", 10_000);
     let total = env("VAQUERO_BENCH_OBSERVATIONS", 200_000);
