@@ -95,19 +95,16 @@ async fn main() {
     };
     let join = vaquero_engine::auth::parse_join(&join).unwrap();
     let (key, csr) = vaquero_engine::pki::agent_csr().unwrap();
-    let enrolled: Enrolled = admin
-        .post(format!("{base}/v1/agent/enrol"))
-        .header(VERSION_HEADER, format!("{}.{}", PROTOCOL.0, PROTOCOL.1))
-        .json(&EnrolRequest {
+    let enrolled: Enrolled = call(
+        &admin,
+        &base,
+        "enrol",
+        &EnrolRequest {
             token: join.token,
             csr,
-        })
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        },
+    )
+    .await;
     let agent = reqwest::Client::builder()
         .tls_certs_only([ca])
         .identity(
@@ -306,6 +303,14 @@ async fn tasks(agent: &reqwest::Client, base: &str, n: usize) {
     );
 }
 
+/// The ETag of a model response.
+fn etag_of(r: &reqwest::Response) -> String {
+    r.headers()[reqwest::header::ETAG]
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
 /// Phase 2: model distribution.
 async fn model(agent: &reqwest::Client, base: &str, sot: &Path, hosts: usize, revisions: usize) {
     let get = |etag: Option<&str>, wait: u64| {
@@ -319,10 +324,7 @@ async fn model(agent: &reqwest::Client, base: &str, sot: &Path, hosts: usize, re
     };
     let started = Instant::now();
     let r = get(None, 0).await.unwrap().error_for_status().unwrap();
-    let mut etag = r.headers()[reqwest::header::ETAG]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let mut etag = etag_of(&r);
     let bytes = r.bytes().await.unwrap().len();
     let full = started.elapsed();
 
@@ -345,10 +347,7 @@ async fn model(agent: &reqwest::Client, base: &str, sot: &Path, hosts: usize, re
             );
             let r = get(Some(&etag), 30).await.unwrap();
             if r.status() == reqwest::StatusCode::OK {
-                etag = r.headers()[reqwest::header::ETAG]
-                    .to_str()
-                    .unwrap()
-                    .to_owned();
+                etag = etag_of(&r);
                 r.bytes().await.unwrap();
                 break;
             }
