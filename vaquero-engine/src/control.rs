@@ -36,6 +36,7 @@ use crate::plan::{Plan, PlanSet};
 use crate::policy::{Decision, Policy, PolicyCtx};
 use crate::state::{HostState, SiteState};
 use crate::store::{Store, TxnOp};
+use crate::transport::Inbound;
 
 /// An operator's command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,6 +159,59 @@ pub struct Snapshot {
     pub state: SiteState,
     /// The model served (boot ids and names of each host's stages).
     pub model: Arc<SiteModel>,
+}
+
+/// Publishes a control half's [`Snapshot`] to the user API. A snapshot
+/// copies the site's state (every host), so a step that changes it
+/// publishes at most every [`Publisher::EVERY`]; a change left waiting is
+/// published at [`due`](Publisher::due). Commands publish at once, so an
+/// operator reads what they just did.
+#[derive(Debug)]
+pub struct Publisher {
+    tx: tokio::sync::watch::Sender<Arc<Snapshot>>,
+    last: tokio::time::Instant,
+    waiting: bool,
+}
+
+impl Publisher {
+    /// The least time between two snapshots published after steps.
+    pub const EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+    /// Publishes `control`'s snapshot; returns the publisher and what the
+    /// API reads.
+    pub fn new<S: Store + ?Sized>(
+        control: &Control<S>,
+    ) -> (Self, tokio::sync::watch::Receiver<Arc<Snapshot>>) {
+        let (tx, rx) = tokio::sync::watch::channel(Arc::new(control.snapshot()));
+        let p = Publisher {
+            tx,
+            last: tokio::time::Instant::now(),
+            waiting: false,
+        };
+        (p, rx)
+    }
+
+    /// Publishes `control`'s snapshot now.
+    pub fn now<S: Store + ?Sized>(&mut self, control: &Control<S>) {
+        self.tx.send_replace(Arc::new(control.snapshot()));
+        self.last = tokio::time::Instant::now();
+        self.waiting = false;
+    }
+
+    /// A step changed `control`: publishes now, or at [`due`](Self::due)
+    /// when the last snapshot is younger than [`EVERY`](Self::EVERY).
+    pub fn changed<S: Store + ?Sized>(&mut self, control: &Control<S>) {
+        if self.last.elapsed() >= Self::EVERY {
+            self.now(control);
+        } else {
+            self.waiting = true;
+        }
+    }
+
+    /// When a change left waiting is to be published (`None`: none waits).
+    pub fn due(&self) -> Option<tokio::time::Instant> {
+        self.waiting.then_some(self.last + Self::EVERY)
+    }
 }
 
 /// Observations per host, newest last, bounded; each numbered per host
@@ -698,26 +752,23 @@ impl<S: Store + ?Sized + 'static> Control<S> {
 
     /// Adds `seen` to the hosts' timelines, in memory and in the store
     /// (one transaction; the entries a full timeline pushes out go).
-    async fn record_timelines(&self, seen: Vec<Observation>) {
+    /// Adds `seen` to the hosts' timelines; returns the store writes that
+    /// keep them (committed with the step that saw them).
+    fn record_timelines(&self, seen: Vec<Observation>, ops: &mut Vec<TxnOp>) {
         if seen.is_empty() {
             return;
         }
         let prefix = timeline_prefix(&self.site);
-        let mut ops = Vec::with_capacity(seen.len());
-        {
-            let mut t = self.timelines.lock().unwrap_or_else(|p| p.into_inner());
-            for o in seen {
-                let host = o.host.clone();
-                let bytes = serde_json::to_vec(&o).unwrap_or_default();
-                let (n, gone) = t.push(o);
-                if let Some(g) = gone {
-                    ops.push(TxnOp::Delete(format!("{prefix}{host}/{g:020}")));
-                }
-                ops.push(TxnOp::Put(format!("{prefix}{host}/{n:020}"), bytes));
+        ops.reserve(seen.len());
+        let mut t = self.timelines.lock().unwrap_or_else(|p| p.into_inner());
+        for o in seen {
+            let host = o.host.clone();
+            let bytes = serde_json::to_vec(&o).unwrap_or_default();
+            let (n, gone) = t.push(o);
+            if let Some(g) = gone {
+                ops.push(TxnOp::Delete(format!("{prefix}{host}/{g:020}")));
             }
-        }
-        if let Err(e) = self.store.txn(Vec::new(), ops).await {
-            tracing::warn!(error = %e, "timeline entries not stored");
+            ops.push(TxnOp::Put(format!("{prefix}{host}/{n:020}"), bytes));
         }
     }
 
@@ -747,15 +798,21 @@ impl<S: Store + ?Sized + 'static> Control<S> {
         })
     }
 
-    /// One engine step on what was observed and finished since the last:
-    /// committed to the store before anything is done. Returns the tasks
-    /// to carry out, and whether anything changed (publish a snapshot).
+    /// One engine step on what the site observed and finished since the
+    /// last: committed to the store, in one transaction with the timeline
+    /// entries and the inbound's writes, before anything is done. Returns
+    /// the tasks to carry out, and whether anything changed (publish a
+    /// snapshot).
     pub async fn step(
         &mut self,
-        observations: Vec<Observation>,
-        results: Vec<TaskResult>,
+        inbound: Inbound,
         now: Timestamp,
     ) -> Result<(Vec<Task>, bool), ControlError> {
+        let Inbound {
+            observations,
+            results,
+            writes,
+        } = inbound;
         let mut events = Vec::new();
         let mut seen = Vec::with_capacity(observations.len() + results.len());
         for o in observations {
@@ -768,9 +825,10 @@ impl<S: Store + ?Sized + 'static> Control<S> {
             }
             events.push(self.decider.finished(r).await);
         }
-        self.record_timelines(seen).await;
+        let mut ops = writes;
+        self.record_timelines(seen, &mut ops);
         let before = self.decider.state().phase_counts();
-        let tasks = self.decider.step(&events, now).await?;
+        let tasks = self.decider.step(&events, ops, now).await?;
         for t in &tasks {
             tracing::info!(
                 host = %t.action.host,

@@ -22,7 +22,7 @@ use crate::persist::{PersistError, StateStore};
 use crate::plan::Plan;
 use crate::record::Records;
 use crate::state::{HostState, SiteState};
-use crate::store::Store;
+use crate::store::{Store, TxnOp};
 
 /// Follows the committed state: told the whole state when it is loaded
 /// or a new model is served, then the hosts each committed step changed.
@@ -116,7 +116,11 @@ impl<S: Store + ?Sized + 'static> Decider<S> {
     }
 
     async fn commit(&mut self, step: &Step) -> Result<(), PersistError> {
-        self.states.commit(step).await?;
+        self.commit_with(step, Vec::new()).await
+    }
+
+    async fn commit_with(&mut self, step: &Step, with: Vec<TxnOp>) -> Result<(), PersistError> {
+        self.states.commit_with(step, with).await?;
         self.state.apply(step);
         self.boot.update(self.engine.model(), &step.hosts);
         Ok(())
@@ -151,18 +155,20 @@ impl<S: Store + ?Sized + 'static> Decider<S> {
         Ok(())
     }
 
-    /// One engine step on `events`: commits its state, records its
-    /// actions, and returns the tasks to carry out.
+    /// One engine step on `events`: commits its state with the writes of
+    /// `with` in one transaction, records its actions, and returns the
+    /// tasks to carry out.
     pub async fn step(
         &mut self,
         events: &[Event],
+        with: Vec<TxnOp>,
         now: Timestamp,
     ) -> Result<Vec<Task>, PersistError> {
         let started = std::time::Instant::now();
         let step = self.engine.step(&self.state, events, now);
         // Write-ahead: the state that says what is being done is durable
         // before anything is done.
-        self.commit(&step).await?;
+        self.commit_with(&step, with).await?;
         metrics::histogram!("engine_step_seconds").record(started.elapsed().as_secs_f64());
         let mut tasks = Vec::with_capacity(step.actions.len());
         for a in step.actions {

@@ -83,7 +83,20 @@ impl<S: Store + ?Sized> StateStore<S> {
     /// Commits the state changes of `step` in one transaction; `None` when
     /// it changes nothing.
     pub async fn commit(&self, step: &Step) -> Result<Option<Revision>, PersistError> {
-        let mut ops = Vec::with_capacity(step.hosts.len() + step.removed.len() + 1);
+        self.commit_with(step, Vec::new()).await
+    }
+
+    /// Commits the state changes of `step` and the writes of `with` in
+    /// one transaction: what a step took in (its timeline entries, the
+    /// numbers of the observations it took) is durable exactly when the
+    /// state it led to is. `None` when there is nothing to write.
+    pub async fn commit_with(
+        &self,
+        step: &Step,
+        with: Vec<TxnOp>,
+    ) -> Result<Option<Revision>, PersistError> {
+        let mut ops = with;
+        ops.reserve(step.hosts.len() + step.removed.len() + 1);
         if let Some(r) = &step.rollout {
             ops.push(TxnOp::Put(self.rollout_key(), encode(r)));
         }

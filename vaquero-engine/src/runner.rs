@@ -104,10 +104,7 @@ impl<S: Store + ?Sized + 'static, L: SiteLink> Runner<S, L> {
     pub async fn tick(&mut self, now: Timestamp) -> Result<(usize, bool), ControlError> {
         let held = self.control.hold(self.link.hold(now));
         let inbound = self.link.drain();
-        let (tasks, changed) = self
-            .control
-            .step(inbound.observations, inbound.results, now)
-            .await?;
+        let (tasks, changed) = self.control.step(inbound, now).await?;
         self.link.committed();
         let n = tasks.len();
         self.link.send_tasks(tasks);

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use vaquero_ipxe::TokenKey;
 use vaquero_lom::{DriverOptions, Lom, LomConfig, PowerDriver, driver_for};
 use vaquero_model::{DirSource, GitSource, LoadedSot, ModelError, SiteModel, SotSource};
@@ -221,8 +221,8 @@ pub fn open_source(sot: &str, branch: Option<&str>) -> Result<Box<dyn SotSource>
 }
 
 pub use crate::control::{
-    Command, CommandError, CommandMsg, PlanEntry, PlanKind, PlanStatus, Refused, Snapshot,
-    Timelines,
+    Command, CommandError, CommandMsg, PlanEntry, PlanKind, PlanStatus, Publisher, Refused,
+    Snapshot, Timelines,
 };
 
 pub use crate::api::{Shared, SiteApi};
@@ -233,7 +233,7 @@ struct Loop {
     runner: Runner<RedbStore, LocalSite>,
     source: Box<dyn SotSource>,
     head: String,
-    publish: watch::Sender<Arc<Snapshot>>,
+    publish: Publisher,
 }
 
 /// Power drivers of the model's hosts, managed (one operation per BMC,
@@ -353,7 +353,7 @@ pub async fn run(
     )
     .await
     .map_err(|e| StandaloneError::Store(e.to_string()))?;
-    let (publish, snapshot) = watch::channel(Arc::new(runner.control().snapshot()));
+    let (publish, snapshot) = Publisher::new(runner.control());
     let (commands, mut command_rx) = mpsc::channel::<CommandMsg>(64);
     let site_api = SiteApi {
         snapshot,
@@ -411,6 +411,7 @@ pub async fn run(
                     tracing::warn!(error = %e, "execution records not pruned");
                 }
             }
+            () = until(lp.publish.due()) => lp.publish(),
             Some(()) = changes.recv() => {
                 settled = Some(tokio::time::Instant::now() + SETTLE);
             }
@@ -494,7 +495,7 @@ impl Loop {
             .await
             .map_err(|e| StandaloneError::Store(e.to_string()))?;
         if changed {
-            self.publish();
+            self.publish.changed(self.runner.control());
         }
         Ok(())
     }
@@ -546,8 +547,7 @@ impl Loop {
             .map_err(|e| StandaloneError::Store(e.to_string()))
     }
 
-    fn publish(&self) {
-        self.publish
-            .send_replace(Arc::new(self.runner.control().snapshot()));
+    fn publish(&mut self) {
+        self.publish.now(self.runner.control());
     }
 }

@@ -27,6 +27,11 @@ pub struct Inbound {
     pub observations: Vec<Observation>,
     /// Results of tasks.
     pub results: Vec<TaskResult>,
+    /// Store writes that record what was taken (a remote site's spool
+    /// numbers), committed in one transaction with the step that takes
+    /// it: after a crash, what was taken is either kept with its mark or
+    /// sent again.
+    pub writes: Vec<crate::store::TxnOp>,
 }
 
 /// The control half's side of the join to one site.

@@ -25,6 +25,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use proptest::prelude::*;
 use vaquero_engine::control::{Command, Control, PlanStatus};
+use vaquero_engine::transport::Inbound;
 use vaquero_engine::{
     Approval, EngineConfig, MemoryStore, Observation, ObservationKind, Outcome, Phase, Task,
     TaskResult,
@@ -348,7 +349,7 @@ impl World {
             .collect();
         let (tasks, _) = self
             .control
-            .step(observations, results, self.now)
+            .step(inbound(observations, results), self.now)
             .await
             .unwrap();
         self.judge(&tasks);
@@ -410,7 +411,7 @@ async fn a_reprovision_while_a_plan_waits_starts_only_the_host_named() {
     let entry = c.plans().last().unwrap();
     assert!(entry.text.contains("1 to reprovision"), "{}", entry.text);
     assert!(!entry.text.contains("k8s-"), "{}", entry.text);
-    let (tasks, _) = c.step(Vec::new(), Vec::new(), now).await.unwrap();
+    let (tasks, _) = c.step(Inbound::default(), now).await.unwrap();
     assert!(!tasks.is_empty());
     for t in &tasks {
         assert_eq!(t.action.host, "storage-01", "{}", t.action.kind.name());
@@ -446,7 +447,7 @@ async fn a_reprovision_while_a_plan_waits_starts_only_the_host_named() {
     c.command(Command::Approve(Some(waiting.id)), now)
         .await
         .unwrap();
-    let (tasks, _) = c.step(Vec::new(), Vec::new(), now).await.unwrap();
+    let (tasks, _) = c.step(Inbound::default(), now).await.unwrap();
     assert!(tasks.iter().any(|t| t.action.host.starts_with("k8s-")));
 }
 
@@ -472,8 +473,7 @@ async fn timelines_survive_a_restart_bounded() {
     };
     let mut c = open().await;
     c.step(
-        (0..3).map(|i| o("storage-01", i)).collect(),
-        Vec::new(),
+        inbound((0..3).map(|i| o("storage-01", i)).collect(), Vec::new()),
         now,
     )
     .await
@@ -482,7 +482,7 @@ async fn timelines_survive_a_restart_bounded() {
         let batch = (chunk * 100..chunk * 100 + 100)
             .map(|i| o("k8s-01", i))
             .collect();
-        c.step(batch, Vec::new(), now).await.unwrap();
+        c.step(inbound(batch, Vec::new()), now).await.unwrap();
     }
     let before =
         |c: &Control<vaquero_engine::RedbStore>, h: &str| c.timelines().lock().unwrap().of(h);
@@ -495,7 +495,7 @@ async fn timelines_survive_a_restart_bounded() {
     let mut c = open().await;
     assert_eq!(before(&c, "storage-01"), storage);
     assert_eq!(before(&c, "k8s-01"), k8s);
-    c.step(vec![o("k8s-01", 600)], Vec::new(), now)
+    c.step(inbound(vec![o("k8s-01", 600)], Vec::new()), now)
         .await
         .unwrap();
     let k8s = before(&c, "k8s-01");
@@ -531,4 +531,13 @@ async fn a_refused_revision_is_kept_until_superseded() {
     drop(c);
     let (c, _) = open(store, model, now).await;
     assert!(c.refused().is_none(), "forgotten in the store too");
+}
+
+/// What a site sent: `observations` and `results`, nothing to write.
+fn inbound(observations: Vec<Observation>, results: Vec<TaskResult>) -> Inbound {
+    Inbound {
+        observations,
+        results,
+        writes: Vec::new(),
+    }
 }

@@ -18,8 +18,9 @@
 //!   runner's next step), so an acknowledged result or observation
 //!   survives a server crash.
 //!
-//! Every decision takes `now`; the hub does no I/O but the store writes
-//! of the spool numbers.
+//! Every decision takes `now`, and the hub does no I/O: the spool numbers
+//! are written by the step that takes their observations, in its
+//! transaction (see [`Inbound::writes`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -37,7 +38,7 @@ use crate::boot_state::current;
 use crate::decide::Follower;
 use crate::observe::Observation;
 use crate::state::{HostState, SiteState};
-use crate::store::Store;
+use crate::store::{Store, TxnOp};
 use crate::transport::{Inbound, SiteLink};
 
 /// How a hub leases and waits.
@@ -83,6 +84,9 @@ struct HubState {
     inbound: Inbound,
     /// Per (agent, spool): the highest observation number taken.
     taken: HashMap<(String, String), u64>,
+    /// The spools whose number changed since the last drain: stored in
+    /// the step that takes their observations.
+    marked: std::collections::BTreeSet<(String, String)>,
     /// When each agent last called.
     heard: HashMap<String, Timestamp>,
     /// Work long-polls waiting now, per agent: an agent waiting is heard.
@@ -118,7 +122,6 @@ pub struct SiteHub {
     /// at once rather than at its next tick, so an agent waits for one
     /// commit, not for a tick and a commit.
     arrived: tokio::sync::Notify,
-    store: Arc<dyn Store>,
 }
 
 impl std::fmt::Debug for SiteHub {
@@ -165,7 +168,6 @@ impl SiteHub {
             changes: watch::channel(0).0,
             committed: watch::channel(0).0,
             arrived: tokio::sync::Notify::new(),
-            store,
         }))
     }
 
@@ -363,6 +365,7 @@ impl SiteHub {
         metrics::counter!("server_observations_total").increment(fresh.len() as u64);
         if !fresh.is_empty() {
             self.arrived.notify_one();
+            st.marked.insert(key.clone());
         }
         st.inbound.observations.extend(fresh);
         st.taken.insert(key, high);
@@ -382,23 +385,6 @@ impl SiteHub {
         tokio::time::timeout(wait, rx.wait_for(|c| *c >= step))
             .await
             .is_ok_and(|r| r.is_ok())
-    }
-
-    /// Stores the highest observation number of `agent`'s `spool` (after
-    /// it is committed), so that a restart takes no batch twice.
-    pub async fn persist_spool(
-        &self,
-        agent: &str,
-        spool: &str,
-        high: u64,
-    ) -> Result<(), crate::store::StoreError> {
-        self.store
-            .put(
-                &spool_key(&self.site, agent, spool),
-                high.to_string().into_bytes(),
-            )
-            .await
-            .map(|_| ())
     }
 
     /// The number of tasks in the lease table.
@@ -501,7 +487,17 @@ impl SiteLink for RemoteSite {
         let mut st = self.hub.lock();
         st.drained += 1;
         self.drained = st.drained;
-        std::mem::take(&mut st.inbound)
+        let mut inbound = std::mem::take(&mut st.inbound);
+        // The spool numbers, in the transaction that takes what they
+        // number: a restart takes no batch twice and loses none.
+        for key in std::mem::take(&mut st.marked) {
+            let high = st.taken.get(&key).copied().unwrap_or(0);
+            inbound.writes.push(TxnOp::Put(
+                spool_key(&self.hub.site, &key.0, &key.1),
+                high.to_string().into_bytes(),
+            ));
+        }
+        inbound
     }
 
     fn committed(&mut self) {
@@ -655,14 +651,21 @@ mod tests {
         let (high, _) = hub.observations("a", "sp2", vec![obs(1)], at(1));
         assert_eq!(high, 1);
         assert!(!hub.committed(step, Duration::from_millis(10)).await);
-        assert_eq!(link.drain().observations.len(), 4);
+        let inbound = link.drain();
+        assert_eq!(inbound.observations.len(), 4);
+        // The drain's writes store each spool's number once, with the
+        // step that takes them.
+        assert_eq!(inbound.writes.len(), 2);
+        let store: Arc<dyn Store> = Arc::new(crate::store::MemoryStore::new());
+        store.txn(Vec::new(), inbound.writes).await.unwrap();
         link.committed();
         assert!(hub.committed(step, Duration::from_millis(10)).await);
+        assert!(
+            link.drain().writes.is_empty(),
+            "nothing new, nothing written"
+        );
         // The numbers survive a restart once stored.
-        hub.persist_spool("a", "sp", 3).await.unwrap();
-        let again = SiteHub::open("s", hub.store.clone(), hub.config, at(5))
-            .await
-            .unwrap();
+        let again = SiteHub::open("s", store, hub.config, at(5)).await.unwrap();
         let (high, _) = again.observations("a", "sp", vec![obs(3)], at(6));
         assert_eq!(high, 3);
         assert!(RemoteSite::new(again).drain().observations.is_empty());

@@ -429,15 +429,9 @@ async fn observations(caller: Caller, Json(b): Json<ObservationBatch>) -> Respon
         caller
             .hub
             .observations(&caller.id.agent, &b.spool, b.items, Timestamp::now());
+    // The spool's number is committed with the step that takes the batch.
     if !caller.hub.committed(step, COMMIT_WAIT).await {
         return not_committed();
-    }
-    if let Err(e) = caller
-        .hub
-        .persist_spool(&caller.id.agent, &b.spool, high)
-        .await
-    {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string());
     }
     Json(ObservationAck { acked: high }).into_response()
 }

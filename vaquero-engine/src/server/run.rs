@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 use vaquero_model::{ModelError, SiteModel, SotFiles};
 
 use crate::api::{Shared, SiteApi, Tls};
-use crate::control::CommandMsg;
+use crate::control::{CommandMsg, Publisher};
 use crate::engine::EngineConfig;
 use crate::runner::Runner;
 use crate::server::hub::{HubConfig, RemoteSite, SiteHub};
@@ -174,7 +174,7 @@ pub async fn run(
         // The agents serve the model planned from.
         let served = runner.control().model().clone();
         crate::transport::SiteLink::send_model(runner.link_mut(), served);
-        let (publish, snapshot) = watch::channel(Arc::new(runner.control().snapshot()));
+        let (publish, snapshot) = Publisher::new(runner.control());
         let (commands, command_rx) = mpsc::channel::<CommandMsg>(64);
         let (inbox, msgs) = mpsc::unbounded_channel();
         sites.insert(
@@ -333,7 +333,7 @@ pub async fn run(
 async fn site_loop(
     mut runner: Runner<RedbStore, RemoteSite>,
     hub: Arc<SiteHub>,
-    publish: watch::Sender<Arc<crate::control::Snapshot>>,
+    mut publish: Publisher,
     mut commands: mpsc::Receiver<CommandMsg>,
     mut msgs: mpsc::UnboundedReceiver<SiteMsg>,
     tick: Duration,
@@ -344,9 +344,6 @@ async fn site_loop(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut prune = tokio::time::interval(PRUNE);
     prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let publish_now = |runner: &Runner<RedbStore, RemoteSite>| {
-        publish.send_replace(Arc::new(runner.control().snapshot()));
-    };
     loop {
         tokio::select! {
             _ = stop.changed() => return Ok(()),
@@ -363,9 +360,10 @@ async fn site_loop(
                     .await
                     .map_err(|e| StandaloneError::Store(e.to_string()))?;
                 if changed {
-                    publish_now(&runner);
+                    publish.changed(runner.control());
                 }
             }
+            () = crate::standalone::until(publish.due()) => publish.now(runner.control()),
             _ = prune.tick() => {
                 if let Err(e) = runner.control().prune(&retention, Timestamp::now()).await {
                     tracing::warn!(error = %e, "execution records not pruned");
@@ -373,7 +371,7 @@ async fn site_loop(
             }
             Some((cmd, reply)) = commands.recv() => {
                 let r = runner.command(cmd, Timestamp::now()).await;
-                publish_now(&runner);
+                publish.now(runner.control());
                 let _ = reply.send(r);
             }
             Some(msg) = msgs.recv() => {
@@ -387,7 +385,7 @@ async fn site_loop(
                         runner.refuse(rev, errors, Timestamp::now()).await;
                     }
                 }
-                publish_now(&runner);
+                publish.now(runner.control());
             }
         }
     }
