@@ -36,11 +36,12 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use crate::auth::{AuthError, Role};
+use crate::compose::{MetricsRender, StandaloneError};
+use crate::control::{Command, Snapshot};
 use crate::control::{CommandError, CommandMsg, Timelines};
 use crate::observe::Observation;
 use crate::record::Records;
 use crate::server::routes::PeerCert;
-use crate::standalone::{Command, MetricsRender, Snapshot, StandaloneError};
 use crate::state::HostState;
 use crate::store::Store;
 
@@ -607,7 +608,7 @@ async fn join_create(s: &Shared, headers: &axum::http::HeaderMap, b: NewToken) -
             format!("site `{site}` has no model yet"),
         );
     };
-    let agent = match crate::site::agent(&model, b.agent.as_deref()) {
+    let agent = match crate::compose::agent(&model, b.agent.as_deref()) {
         Ok(a) => a.id.clone(),
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
     };

@@ -39,42 +39,54 @@
 //!   ([`Tokens`](auth::Tokens)).
 //! - [`agent`]: the agent's disk: the last good model
 //!   ([`ModelCache`](agent::ModelCache)) and the observation spool
-//!   ([`Spool`](agent::Spool)); with `standalone`, the agent itself.
+//!   ([`Spool`](agent::Spool)); with `agent`, the agent itself.
 //! - [`runner`]: [`Runner`], a control half and its site link: the one
 //!   copy of the step loop.
 //!
-//! With the `standalone` feature (on by default), the network side:
+//! Behind features, the network side:
 //!
-//! - `boot_state`: `EngineBootState`, the boot service's view of the
-//!   engine (`vaquero_ipxe::BootState`), a [`Follower`].
-//! - `site`: `SiteServices`, DHCP, TFTP and the HTTP boot service of one
-//!   agent, their events turned into observations.
-//! - `api`: the user API (`/v1`, `/live`, `/ready`, `/metrics`).
-//! - `standalone`: `vaquero standalone`, all of the above in one process.
-//! - `server`: `vaquero server`, every site's control half joined to its
-//!   agents over HTTPS (`SiteHub`: leases, the boot table, results and
-//!   observations taken once each).
-//! - `agent::run`: `vaquero agent`, one site's services and acting half
-//!   driven by a server, booting machines from its cache when the server
-//!   is away; `agent::wire`, the protocol between them.
-//! - `pki`: a CA of one's own and a server certificate (`vaquero certs
-//!   init`).
+//! - `server`:
+//!   - `api`: the user API (`/v1`, `/live`, `/ready`, `/metrics`);
+//!   - `server`: `vaquero server`, every site's control half joined to
+//!     its agents over HTTPS (`SiteHub`: leases, the boot table, results
+//!     and observations taken once each);
+//!   - `boot_state`: `EngineBootState`, the boot table the engine's state
+//!     gives (`vaquero_ipxe::BootState`), a [`Follower`];
+//!   - `webhook`: GitHub push deliveries, checked and de-duplicated.
+//! - `agent`:
+//!   - `site`: `SiteServices`, DHCP, TFTP and the HTTP boot service of one
+//!     agent, their events turned into observations;
+//!   - `agent::run`: `vaquero agent`, one site's services and acting half
+//!     driven by a server, booting machines from its cache when the
+//!     server is away.
+//! - either: `agent::wire`, the protocol between them; `pki`, the CA,
+//!   server and agent certificates (`vaquero certs init`, enrolment);
+//!   `compose`, what the compositions share (the data directory, the SoT
+//!   source, the error they stop with).
+//! - `standalone`: `vaquero standalone`, both halves joined in one
+//!   process.
 //!
 //! # Features
 //!
-//! - `standalone` (default): the modules above, and with them
-//!   `vaquero-dhcp`, `vaquero-tftp`, `vaquero-ipxe`, axum and rustls.
-//!   Without it, the pure engine, policies, plans, stores, jobs and the
-//!   in-process runner build on their own
-//!   (`cargo build -p vaquero-engine --no-default-features`).
+//! - `server`: the control plane, with axum, rustls, rcgen and the boot
+//!   table's types from `vaquero-ipxe`.
+//! - `agent`: a site's half, with `vaquero-dhcp`, `vaquero-tftp` and
+//!   `vaquero-ipxe`.
+//! - `standalone` (default): `server` and `agent`.
+//!
+//! Without them, the pure engine, policies, plans, stores, jobs and the
+//! in-process runner build on their own
+//! (`cargo build -p vaquero-engine --no-default-features`).
 
 pub mod act;
 pub mod agent;
-#[cfg(feature = "standalone")]
+#[cfg(feature = "server")]
 pub mod api;
 pub mod auth;
-#[cfg(feature = "standalone")]
+#[cfg(feature = "server")]
 pub mod boot_state;
+#[cfg(any(feature = "server", feature = "agent"))]
+pub mod compose;
 pub mod control;
 pub mod decide;
 pub mod engine;
@@ -82,22 +94,22 @@ pub mod event;
 pub mod job;
 pub mod observe;
 pub mod persist;
-#[cfg(feature = "standalone")]
+#[cfg(any(feature = "server", feature = "agent"))]
 pub mod pki;
 pub mod plan;
 pub mod policy;
 pub mod record;
 pub mod runner;
-#[cfg(feature = "standalone")]
+#[cfg(feature = "server")]
 pub mod server;
-#[cfg(feature = "standalone")]
+#[cfg(feature = "agent")]
 pub mod site;
 #[cfg(feature = "standalone")]
 pub mod standalone;
 pub mod state;
 pub mod store;
 pub mod transport;
-#[cfg(feature = "standalone")]
+#[cfg(feature = "server")]
 pub mod webhook;
 
 /// Re-exported: [`Store`] and [`Job`] are async traits; implement them
@@ -108,7 +120,7 @@ pub use async_trait::async_trait;
 pub use jiff;
 
 pub use act::{Actor, Task, TaskResult};
-#[cfg(feature = "standalone")]
+#[cfg(feature = "server")]
 pub use boot_state::EngineBootState;
 pub use control::{Command, CommandError, Control, ControlError};
 pub use decide::{Decider, Follower};

@@ -74,6 +74,30 @@ impl SiteOptions {
     }
 }
 
+/// Where the site services listen, when not where the SoT says.
+#[derive(Debug, Clone)]
+pub struct Ports {
+    /// DHCP (67).
+    pub dhcp: u16,
+    /// TFTP (69).
+    pub tftp: u16,
+    /// The HTTP boot service (default: the port of `asset_server.url`).
+    pub http: Option<SocketAddr>,
+    /// Where missing iPXE binaries are looked for.
+    pub ipxe_dirs: Vec<PathBuf>,
+}
+
+impl Default for Ports {
+    fn default() -> Self {
+        Ports {
+            dhcp: 67,
+            tftp: 69,
+            http: None,
+            ipxe_dirs: vec![PathBuf::from(DISTRIBUTION_IPXE)],
+        }
+    }
+}
+
 /// Why the site services cannot start: each says what to fix.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -140,39 +164,6 @@ fn bind_error(service: &'static str, addr: impl std::fmt::Display, e: std::io::E
             service,
             addr,
             source: e,
-        },
-    }
-}
-
-/// The agent entry to serve.
-pub fn agent<'m>(model: &'m SiteModel, id: Option<&str>) -> Result<&'m Agent, SiteError> {
-    let agents = &model.site().agents;
-    match id {
-        Some(id) => agents.iter().find(|a| a.id == id).ok_or_else(|| {
-            SiteError::Agent(format!(
-                "site `{}` has no agent `{id}` (its agents: {})",
-                model.site().id,
-                agents
-                    .iter()
-                    .map(|a| a.id.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-        }),
-        None => match agents.as_slice() {
-            [one] => Ok(one),
-            [] => Err(SiteError::Agent(format!(
-                "site `{}` has no agent: add one under `agents` in its env.yml",
-                model.site().id
-            ))),
-            many => Err(SiteError::Agent(format!(
-                "site `{}` has several agents ({}): name one with --agent",
-                model.site().id,
-                many.iter()
-                    .map(|a| a.id.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))),
         },
     }
 }
@@ -307,7 +298,9 @@ impl SiteServices {
         options: SiteOptions,
         observer: mpsc::UnboundedSender<Observed>,
     ) -> Result<SiteServices, SiteError> {
-        let agent = agent(&model, options.agent.as_deref())?.clone();
+        let agent = crate::compose::agent(&model, options.agent.as_deref())
+            .map_err(|e| SiteError::Agent(e.to_string()))?
+            .clone();
         let addresses = if agent.dhcp_mode == DhcpMode::Off && agent.interfaces.is_empty() {
             BTreeMap::new()
         } else {

@@ -16,20 +16,20 @@
 //! A `kill -9` at any moment loses nothing acknowledged: the state says
 //! what was issued, and a restart re-issues what never got an outcome.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
 use tokio::sync::mpsc;
 use vaquero_ipxe::TokenKey;
-use vaquero_lom::{DriverOptions, Lom, LomConfig, PowerDriver, driver_for};
-use vaquero_model::{DirSource, GitSource, LoadedSot, ModelError, SiteModel, SotSource};
+use vaquero_lom::{Lom, LomConfig};
+use vaquero_model::{LoadedSot, ModelError, SiteModel, SotSource};
 
 use crate::act::Actor;
 use crate::boot_state::EngineBootState;
+use crate::compose::{PRUNE, SETTLE, STATE_FILE, drivers, open_source, secret, until, watch_sot};
 use crate::engine::EngineConfig;
 use crate::job::JobRunner;
 use crate::runner::Runner;
@@ -75,41 +75,6 @@ pub struct StandaloneConfig {
     pub retention: crate::record::Retention,
 }
 
-/// Renders the process's metrics as Prometheus text (the binary installs
-/// the exporter; the API serves what it renders).
-#[derive(Clone)]
-pub struct MetricsRender(pub Arc<dyn Fn() -> String + Send + Sync>);
-
-impl std::fmt::Debug for MetricsRender {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("MetricsRender")
-    }
-}
-
-/// Where the site services listen, when not where the SoT says.
-#[derive(Debug, Clone)]
-pub struct Ports {
-    /// DHCP (67).
-    pub dhcp: u16,
-    /// TFTP (69).
-    pub tftp: u16,
-    /// The HTTP boot service (default: the port of `asset_server.url`).
-    pub http: Option<SocketAddr>,
-    /// Where missing iPXE binaries are looked for.
-    pub ipxe_dirs: Vec<PathBuf>,
-}
-
-impl Default for Ports {
-    fn default() -> Self {
-        Ports {
-            dhcp: 67,
-            tftp: 69,
-            http: None,
-            ipxe_dirs: vec![PathBuf::from(crate::site::DISTRIBUTION_IPXE)],
-        }
-    }
-}
-
 impl StandaloneConfig {
     /// Defaults: `./vaquero-data`, the API on 127.0.0.1:9090, a step every
     /// 200 ms, the SoT checked every 2 s.
@@ -132,93 +97,11 @@ impl StandaloneConfig {
     }
 }
 
-/// Why standalone stopped or could not start.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StandaloneError {
-    /// The SoT cannot be read or does not validate at start-up.
-    #[error("SoT: {0}")]
-    Sot(#[from] ModelError),
-    /// The site to serve is not clear.
-    #[error("{0}")]
-    Site(String),
-    /// The data directory.
-    #[error("data directory {path}: {source}")]
-    Data {
-        /// The path.
-        path: PathBuf,
-        /// What went wrong.
-        source: std::io::Error,
-    },
-    /// The store.
-    #[error("store: {0}")]
-    Store(String),
-    /// The site services.
-    #[error(transparent)]
-    SiteServices(#[from] crate::site::SiteError),
-    /// The engine refused its model.
-    #[error(transparent)]
-    Engine(#[from] crate::EngineError),
-    /// The user API.
-    #[error("API on {addr}: {source}")]
-    Api {
-        /// Its address.
-        addr: SocketAddr,
-        /// What went wrong.
-        source: std::io::Error,
-    },
-}
+pub use crate::compose::{MetricsRender, StandaloneError, TOKEN_FILE};
 
-/// The admin token's file in the data directory.
-pub const TOKEN_FILE: &str = "admin.token";
-pub(crate) const KEY_FILE: &str = "checkpoint.key";
-pub(crate) const STATE_FILE: &str = "state.redb";
-
-/// Reads `data/name`, or writes 32 random bytes (hex) there with mode 0600.
-pub(crate) fn secret(data: &Path, name: &str) -> Result<String, StandaloneError> {
-    let path = data.join(name);
-    let err = |source| StandaloneError::Data {
-        path: path.clone(),
-        source,
-    };
-    match std::fs::read_to_string(&path) {
-        Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_owned()),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(err(e)),
-    }
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| err(std::io::Error::other(e.to_string())))?;
-    let text: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(err)?;
-    f.write_all(format!("{text}\n").as_bytes()).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    Ok(text)
-}
-
-/// The SoT source named by `sot`: a Git repository or a directory.
-pub fn open_source(sot: &str, branch: Option<&str>) -> Result<Box<dyn SotSource>, ModelError> {
-    let path = Path::new(sot.strip_prefix("file://").unwrap_or(sot));
-    if GitSource::is_repository(path) {
-        Ok(Box::new(match branch {
-            Some(b) => GitSource::open(sot, b)?,
-            None => GitSource::open_head(sot)?,
-        }))
-    } else {
-        if !path.is_dir() {
-            return Err(ModelError::NotFound(path.to_path_buf()));
-        }
-        Ok(Box::new(DirSource::new(path)))
-    }
-}
+/// The checkpoint token key's file in the data directory.
+const KEY_FILE: &str = "checkpoint.key";
+pub use crate::site::Ports;
 
 pub use crate::control::{
     Command, CommandError, CommandMsg, PlanEntry, PlanKind, PlanStatus, Publisher, Refused,
@@ -234,28 +117,6 @@ struct Loop {
     source: Box<dyn SotSource>,
     head: String,
     publish: Publisher,
-}
-
-/// Power drivers of the model's hosts, managed (one operation per BMC,
-/// retries, timeouts). A host whose BMC entry cannot be used (a missing
-/// secret) gets none, with a warning: its power actions fail, named.
-pub(crate) fn drivers(model: &SiteModel, lom: &Lom) -> HashMap<String, Arc<dyn PowerDriver>> {
-    let mut out = HashMap::new();
-    for h in model.hosts() {
-        if h.interfaces.iter().all(|i| i.bmc.is_none()) {
-            continue;
-        }
-        match driver_for(h, &DriverOptions::default()) {
-            Ok(d) => {
-                out.insert(
-                    h.name.clone(),
-                    Arc::new(lom.manage(d)) as Arc<dyn PowerDriver>,
-                );
-            }
-            Err(e) => tracing::warn!(host = %h.name, error = %e, "no power driver"),
-        }
-    }
-    out
 }
 
 /// Compiles `site` of the source's head: the model, the head revision.
@@ -430,60 +291,6 @@ pub async fn run(
     api.stop().await;
     services.stop().await;
     result
-}
-
-/// How often execution records are pruned (the first time at start).
-pub(crate) const PRUNE: Duration = Duration::from_secs(3600);
-
-/// How long the SoT's files must be quiet after a change before it is read.
-pub(crate) const SETTLE: Duration = Duration::from_millis(250);
-
-/// Sleeps until `at`; never returns when there is none.
-pub(crate) async fn until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Watches the SoT's directory (recursively: a Git repository's refs and
-/// a directory's files alike); each change is one message. Without
-/// notification (an unsupported file system, too few inotify watches),
-/// the receiver never yields and polling alone notices changes.
-pub(crate) fn watch_sot(
-    sot: &str,
-) -> (
-    Option<notify::RecommendedWatcher>,
-    mpsc::UnboundedReceiver<()>,
-) {
-    use notify::Watcher;
-    let (tx, rx) = mpsc::unbounded_channel();
-    let path = Path::new(sot.strip_prefix("file://").unwrap_or(sot)).to_path_buf();
-    let watcher = notify::recommended_watcher(move |e: notify::Result<notify::Event>| {
-        if let Ok(e) = e
-            && !matches!(e.kind, notify::EventKind::Access(_))
-        {
-            let _ = tx.send(());
-        }
-    })
-    .and_then(|mut w| {
-        w.watch(&path, notify::RecursiveMode::Recursive)?;
-        Ok(w)
-    });
-    match watcher {
-        Ok(w) => {
-            tracing::debug!(path = %path.display(), "SoT: watching for changes");
-            (Some(w), rx)
-        }
-        Err(e) => {
-            tracing::warn!(
-                path = %path.display(),
-                error = %e,
-                "SoT: no file-change notification; polling only"
-            );
-            (None, rx)
-        }
-    }
 }
 
 impl Loop {

@@ -8,13 +8,13 @@
 //!   the server acknowledges them; uploaded oldest first, bounded in size.
 
 mod cache;
-#[cfg(feature = "standalone")]
+#[cfg(feature = "agent")]
 mod run;
 mod spool;
-#[cfg(feature = "standalone")]
+#[cfg(any(feature = "server", feature = "agent"))]
 pub mod wire;
 
-#[cfg(feature = "standalone")]
+#[cfg(feature = "agent")]
 pub use run::{AgentConfig, AgentError, run};
 
 pub use cache::{CacheError, ModelCache};

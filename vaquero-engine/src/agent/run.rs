@@ -30,8 +30,8 @@ use crate::agent::wire::{
 use crate::agent::{ModelCache, Spool};
 use crate::job::JobRunner;
 use crate::observe::{Kept, Observed};
+use crate::site::Ports;
 use crate::site::{SiteOptions, SiteServices};
-use crate::standalone::Ports;
 
 /// How `vaquero agent` runs.
 #[derive(Debug, Clone)]
@@ -366,7 +366,7 @@ pub async fn run(
         _ => BootTable::default(),
     };
     let key = TokenKey::new(
-        crate::standalone::secret(&config.cache, KEY_FILE)
+        crate::compose::secret(&config.cache, KEY_FILE)
             .map_err(enrol_err)?
             .into_bytes(),
     );
@@ -382,9 +382,9 @@ pub async fn run(
     tracing::info!(http = %services.http_addr(), site = %config.site, "agent: serving boots");
     let swap = services.model_handle();
     let lom = Lom::new(LomConfig::default());
-    let mut actor = Actor::new(crate::standalone::drivers(&model, &lom), JobRunner::new());
+    let mut actor = Actor::new(crate::compose::drivers(&model, &lom), JobRunner::new());
     let spool = Spool::open(&config.cache.join("spool"), config.spool_bound)?;
-    let spool_id = crate::standalone::secret(&config.cache, "spool.id").map_err(enrol_err)?;
+    let spool_id = crate::compose::secret(&config.cache, "spool.id").map_err(enrol_err)?;
 
     let mut h = Held::default();
     if let Ok(Some(done)) = cache.load_other::<Vec<TaskResult>>(RESULTS) {
@@ -449,7 +449,7 @@ pub async fn run(
             () = &mut shutdown => break Ok(()),
             e = services.failed() => break Err(e.into()),
             Some(m) = models.recv() => {
-                actor.replace_drivers(crate::standalone::drivers(&m, &lom));
+                actor.replace_drivers(crate::compose::drivers(&m, &lom));
                 swap.send_replace(m);
             }
             Some(lease) = leases.recv() => {
@@ -864,7 +864,7 @@ async fn spool_loop(
             tokio::select! {
                 _ = stop.changed() => return,
                 Some(o) = observed.recv() => push(&mut spool, Some(o), &mut observed),
-                () = crate::standalone::until(backoff) => backoff = None,
+                () = crate::compose::until(backoff) => backoff = None,
             }
             continue;
         }

@@ -19,15 +19,15 @@ use tokio::sync::{mpsc, watch};
 use vaquero_model::{ModelError, SiteModel, SotFiles};
 
 use crate::api::{Shared, SiteApi, Tls};
+use crate::compose::{
+    MetricsRender, PRUNE, SETTLE, STATE_FILE, StandaloneError, TOKEN_FILE, open_source, secret,
+    until, watch_sot,
+};
 use crate::control::{CommandMsg, Publisher};
 use crate::engine::EngineConfig;
 use crate::runner::Runner;
 use crate::server::hub::{HubConfig, RemoteSite, SiteHub};
 use crate::server::routes::{AgentApi, Ca};
-use crate::standalone::{
-    MetricsRender, PRUNE, SETTLE, STATE_FILE, StandaloneError, TOKEN_FILE, open_source, secret,
-    until, watch_sot,
-};
 use crate::store::RedbStore;
 
 /// How `vaquero server` runs.
@@ -363,7 +363,7 @@ async fn site_loop(
                     publish.changed(runner.control());
                 }
             }
-            () = crate::standalone::until(publish.due()) => publish.now(runner.control()),
+            () = until(publish.due()) => publish.now(runner.control()),
             _ = prune.tick() => {
                 if let Err(e) = runner.control().prune(&retention, Timestamp::now()).await {
                     tracing::warn!(error = %e, "execution records not pruned");

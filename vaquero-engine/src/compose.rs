@@ -1,0 +1,227 @@
+//! What the compositions share (`vaquero standalone`, `vaquero server`,
+//! `vaquero agent`): the data directory's files and secrets, the SoT
+//! source and its watch, the power drivers, the error they stop with.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use vaquero_model::{Agent, DirSource, GitSource, ModelError, SiteModel, SotSource};
+
+/// Renders the process's metrics as Prometheus text (the binary installs
+/// the exporter; the API serves what it renders).
+#[derive(Clone)]
+pub struct MetricsRender(pub Arc<dyn Fn() -> String + Send + Sync>);
+
+impl std::fmt::Debug for MetricsRender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetricsRender")
+    }
+}
+
+/// Why standalone stopped or could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StandaloneError {
+    /// The SoT cannot be read or does not validate at start-up.
+    #[error("SoT: {0}")]
+    Sot(#[from] ModelError),
+    /// The site to serve is not clear.
+    #[error("{0}")]
+    Site(String),
+    /// The data directory.
+    #[error("data directory {path}: {source}")]
+    Data {
+        /// The path.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// The store.
+    #[error("store: {0}")]
+    Store(String),
+    /// The site services.
+    #[cfg(feature = "agent")]
+    #[error(transparent)]
+    SiteServices(#[from] crate::site::SiteError),
+    /// The engine refused its model.
+    #[error(transparent)]
+    Engine(#[from] crate::EngineError),
+    /// The user API.
+    #[error("API on {addr}: {source}")]
+    Api {
+        /// Its address.
+        addr: SocketAddr,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+}
+
+/// The admin token's file in the data directory.
+pub const TOKEN_FILE: &str = "admin.token";
+/// The store's file in the data directory.
+#[cfg(feature = "server")]
+pub(crate) const STATE_FILE: &str = "state.redb";
+
+/// Reads `data/name`, or writes 32 random bytes (hex) there with mode 0600.
+pub(crate) fn secret(data: &Path, name: &str) -> Result<String, StandaloneError> {
+    let path = data.join(name);
+    let err = |source| StandaloneError::Data {
+        path: path.clone(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| err(std::io::Error::other(e.to_string())))?;
+    let text: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(err)?;
+    f.write_all(format!("{text}\n").as_bytes()).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    Ok(text)
+}
+
+/// The SoT source named by `sot`: a Git repository or a directory.
+pub fn open_source(sot: &str, branch: Option<&str>) -> Result<Box<dyn SotSource>, ModelError> {
+    let path = Path::new(sot.strip_prefix("file://").unwrap_or(sot));
+    if GitSource::is_repository(path) {
+        Ok(Box::new(match branch {
+            Some(b) => GitSource::open(sot, b)?,
+            None => GitSource::open_head(sot)?,
+        }))
+    } else {
+        if !path.is_dir() {
+            return Err(ModelError::NotFound(path.to_path_buf()));
+        }
+        Ok(Box::new(DirSource::new(path)))
+    }
+}
+
+/// The agent entry of `model` to serve: the one named, else the site's
+/// only one. The error says what to fix.
+pub fn agent<'m>(model: &'m SiteModel, id: Option<&str>) -> Result<&'m Agent, StandaloneError> {
+    let agents = &model.site().agents;
+    match id {
+        Some(id) => agents.iter().find(|a| a.id == id).ok_or_else(|| {
+            StandaloneError::Site(format!(
+                "site `{}` has no agent `{id}` (its agents: {})",
+                model.site().id,
+                agents
+                    .iter()
+                    .map(|a| a.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        }),
+        None => match agents.as_slice() {
+            [one] => Ok(one),
+            [] => Err(StandaloneError::Site(format!(
+                "site `{}` has no agent: add one under `agents` in its env.yml",
+                model.site().id
+            ))),
+            many => Err(StandaloneError::Site(format!(
+                "site `{}` has several agents ({}): name one with --agent",
+                model.site().id,
+                many.iter()
+                    .map(|a| a.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        },
+    }
+}
+
+#[cfg(feature = "agent")]
+/// Power drivers of the model's hosts, managed (one operation per BMC,
+/// retries, timeouts). A host whose BMC entry cannot be used (a missing
+/// secret) gets none, with a warning: its power actions fail, named.
+pub(crate) fn drivers(
+    model: &SiteModel,
+    lom: &vaquero_lom::Lom,
+) -> std::collections::HashMap<String, Arc<dyn vaquero_lom::PowerDriver>> {
+    let mut out = std::collections::HashMap::new();
+    for h in model.hosts() {
+        if h.interfaces.iter().all(|i| i.bmc.is_none()) {
+            continue;
+        }
+        match vaquero_lom::driver_for(h, &vaquero_lom::DriverOptions::default()) {
+            Ok(d) => {
+                out.insert(
+                    h.name.clone(),
+                    Arc::new(lom.manage(d)) as Arc<dyn vaquero_lom::PowerDriver>,
+                );
+            }
+            Err(e) => tracing::warn!(host = %h.name, error = %e, "no power driver"),
+        }
+    }
+    out
+}
+
+/// How often execution records are pruned (the first time at start).
+#[cfg(feature = "server")]
+pub(crate) const PRUNE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// How long the SoT's files must be quiet after a change before it is read.
+#[cfg(feature = "server")]
+pub(crate) const SETTLE: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Sleeps until `at`; never returns when there is none.
+pub(crate) async fn until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(feature = "server")]
+/// Watches the SoT's directory (recursively: a Git repository's refs and
+/// a directory's files alike); each change is one message. Without
+/// notification (an unsupported file system, too few inotify watches),
+/// the receiver never yields and polling alone notices changes.
+pub(crate) fn watch_sot(
+    sot: &str,
+) -> (
+    Option<notify::RecommendedWatcher>,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+) {
+    use notify::Watcher;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let path = Path::new(sot.strip_prefix("file://").unwrap_or(sot)).to_path_buf();
+    let watcher = notify::recommended_watcher(move |e: notify::Result<notify::Event>| {
+        if let Ok(e) = e
+            && !matches!(e.kind, notify::EventKind::Access(_))
+        {
+            let _ = tx.send(());
+        }
+    })
+    .and_then(|mut w| {
+        w.watch(&path, notify::RecursiveMode::Recursive)?;
+        Ok(w)
+    });
+    match watcher {
+        Ok(w) => {
+            tracing::debug!(path = %path.display(), "SoT: watching for changes");
+            (Some(w), rx)
+        }
+        Err(e) => {
+            tracing::warn!(
+                path = %path.display(),
+                error = %e,
+                "SoT: no file-change notification; polling only"
+            );
+            (None, rx)
+        }
+    }
+}
