@@ -37,12 +37,14 @@ struct ServerFile {
     keep_days: Option<u64>,
     keep_attempts: Option<usize>,
     webhook_secret_file: Option<PathBuf>,
+    fetch_every: Option<u64>,
 }
 
 /// `vaquero server` flags (each overrides the config file).
 #[derive(Debug, clap::Args)]
 pub struct ServerArgs {
-    /// The SoT: a directory, or a Git repository (path or file:// URL).
+    /// The SoT: a directory, a Git repository (path or file:// URL), or a
+    /// remote one (https://, ssh://, git@host:path), mirrored into --data.
     #[arg(long, value_name = "DIR|GIT_URL", env = "VAQUERO_SOT")]
     sot: Option<String>,
     /// For a Git SoT: the branch followed (default: the one HEAD names).
@@ -97,6 +99,10 @@ pub struct ServerArgs {
     /// Do not watch the SoT's files (the poll and the webhook only).
     #[arg(long, hide = true)]
     no_watch: bool,
+    /// How often a remote SoT is fetched, in seconds (default 60; a push
+    /// to the webhook fetches at once).
+    #[arg(long, value_name = "SECONDS")]
+    fetch_every: Option<u64>,
 }
 
 /// `vaquero server`.
@@ -139,6 +145,9 @@ pub fn server(args: ServerArgs) -> anyhow::Result<ExitCode> {
         config.poll = std::time::Duration::from_secs(p.max(1));
     }
     config.watch = !args.no_watch;
+    if let Some(f) = args.fetch_every.or(file.fetch_every) {
+        config.fetch = std::time::Duration::from_secs(f.max(1));
+    }
     if let Some(f) = args.webhook_secret_file.or(file.webhook_secret_file) {
         let secret = std::fs::read_to_string(&f)
             .with_context(|| format!("reading the webhook secret {}", f.display()))?;

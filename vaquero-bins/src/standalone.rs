@@ -28,6 +28,7 @@ pub struct FileConfig {
     pub ipxe_dir: Option<PathBuf>,
     pub keep_days: Option<u64>,
     pub keep_attempts: Option<usize>,
+    pub fetch_every: Option<u64>,
 }
 
 impl FileConfig {
@@ -41,8 +42,9 @@ impl FileConfig {
 /// Flags (each overrides the config file).
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The SoT: a directory, or a Git repository (path or file:// URL).
-    #[arg(long, value_name = "DIR", env = "VAQUERO_SOT")]
+    /// The SoT: a directory, a Git repository (path or file:// URL), or a
+    /// remote one (https://, ssh://, git@host:path), mirrored into --data.
+    #[arg(long, value_name = "DIR|GIT_URL", env = "VAQUERO_SOT")]
     pub sot: Option<String>,
     /// For a Git SoT: the branch followed (default: the one HEAD names).
     #[arg(long, value_name = "BRANCH")]
@@ -87,6 +89,9 @@ pub struct Args {
     /// deleted (default 20).
     #[arg(long, value_name = "N")]
     pub keep_attempts: Option<usize>,
+    /// How often a remote SoT is fetched, in seconds (default 60).
+    #[arg(long, value_name = "SECONDS")]
+    pub fetch_every: Option<u64>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -97,8 +102,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let sot = args
         .sot
         .or(file.sot)
-        .context("give the SoT: vaquero standalone --sot DIR")?;
+        .context("give the SoT: vaquero standalone --sot DIR|GIT_URL")?;
     let mut config = StandaloneConfig::new(sot);
+    if let Some(f) = args.fetch_every.or(file.fetch_every) {
+        config.fetch = std::time::Duration::from_secs(f.max(1));
+    }
     config.branch = args.branch.or(file.branch);
     config.site = args.site.or(file.site);
     config.agent = args.agent.or(file.agent);

@@ -27,7 +27,7 @@
 #![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failure
 
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -172,10 +172,14 @@ impl Lab {
 
     /// [`Lab::server`] with more arguments.
     fn server_with(&self, extra: &[&str]) -> Proc {
+        self.server_on(self.path("sot").to_str().unwrap(), extra)
+    }
+
+    /// [`Lab::server_with`] on the SoT `sot`.
+    fn server_on(&self, sot: &str, extra: &[&str]) -> Proc {
         let log = self.path("server.log");
         let child = vaquero()
-            .args(["server", "--sot"])
-            .arg(self.path("sot"))
+            .args(["server", "--sot", sot])
             .arg("--data")
             .arg(self.path("data"))
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
@@ -429,6 +433,55 @@ impl Proxy {
         for c in self.conns.lock().unwrap().drain(..) {
             let _ = c.shutdown(std::net::Shutdown::Both);
         }
+    }
+}
+
+/// `git-daemon` serving the repositories under `base` on a free loopback
+/// port, stopped by its PID when dropped. `git-daemon` itself, not `git
+/// daemon`: the `git` wrapper would run it as a child that outlives the
+/// wrapper's PID.
+struct GitDaemon {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl GitDaemon {
+    fn serve(base: &Path) -> GitDaemon {
+        let exec = Command::new("git").arg("--exec-path").output().unwrap();
+        let exec = String::from_utf8(exec.stdout).unwrap();
+        let port = free_port();
+        let child = Command::new(Path::new(exec.trim()).join("git-daemon"))
+            .args([
+                "--reuseaddr",
+                "--export-all",
+                "--listen=127.0.0.1",
+                &format!("--port={port}"),
+                &format!("--base-path={}", base.display()),
+                &base.display().to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("git-daemon (part of the git package)");
+        let d = GitDaemon { child, port };
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return d;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("git-daemon did not listen on 127.0.0.1:{port}");
+    }
+
+    fn url(&self, repo: &str) -> String {
+        format!("git://127.0.0.1:{}/{repo}", self.port)
+    }
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -697,8 +750,9 @@ fn two_sites_from_one_server_and_booting_through_outages() {
     a1.kill();
     server.kill();
 
-    // 5. The webhook. The server follows a Git SoT, neither watched nor
-    // polled (in this test): only a signed push delivery makes it look.
+    // 5. The webhook. The server follows a remote Git SoT (served by
+    // `git daemon` on loopback, mirrored into the data directory), not
+    // polled in this test: only a signed push delivery makes it fetch.
     let git = |args: &[&str]| {
         let o = Command::new("git")
             .arg("-C")
@@ -714,13 +768,16 @@ fn two_sites_from_one_server_and_booting_through_outages() {
     git(&["add", "-A"]);
     git(&["commit", "-q", "-m", "first"]);
     std::fs::write(lab.path("webhook.secret"), "s3cret\n").unwrap();
-    let _server = lab.server_with(&[
-        "--webhook-secret-file",
-        lab.path("webhook.secret").to_str().unwrap(),
-        "--poll",
-        "3600",
-        "--no-watch",
-    ]);
+    let daemon = GitDaemon::serve(&lab.path(""));
+    let _server = lab.server_on(
+        &daemon.url("sot"),
+        &[
+            "--webhook-secret-file",
+            lab.path("webhook.secret").to_str().unwrap(),
+            "--poll",
+            "3600",
+        ],
+    );
     let revisions = || -> Vec<String> {
         let v = lab.json(&["plans", "--site", "s1"]);
         v["plans"]

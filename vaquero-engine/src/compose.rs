@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use vaquero_model::{Agent, DirSource, GitSource, ModelError, SiteModel, SotSource};
+use vaquero_model::{Agent, DirSource, GitRemote, GitSource, ModelError, SiteModel, SotSource};
 
 /// Renders the process's metrics as Prometheus text (the binary installs
 /// the exporter; the API serves what it renders).
@@ -93,11 +93,20 @@ pub(crate) fn secret(data: &Path, name: &str) -> Result<String, StandaloneError>
     Ok(text)
 }
 
-/// The SoT source named by `sot`: a Git repository or a directory.
-pub fn open_source(sot: &str, branch: Option<&str>) -> Result<Box<dyn SotSource>, ModelError> {
+/// The SoT source named by `sot`: a remote Git repository (mirrored into
+/// `data/sot.git`, cloned there the first time), a local one, or a
+/// directory.
+pub fn open_source(
+    sot: &str,
+    branch: Option<&str>,
+    data: &Path,
+) -> Result<Arc<dyn SotSource>, ModelError> {
+    if GitRemote::is_remote(sot) {
+        return Ok(Arc::new(GitRemote::open(sot, &data.join(MIRROR), branch)?));
+    }
     let path = Path::new(sot.strip_prefix("file://").unwrap_or(sot));
     if GitSource::is_repository(path) {
-        Ok(Box::new(match branch {
+        Ok(Arc::new(match branch {
             Some(b) => GitSource::open(sot, b)?,
             None => GitSource::open_head(sot)?,
         }))
@@ -105,7 +114,53 @@ pub fn open_source(sot: &str, branch: Option<&str>) -> Result<Box<dyn SotSource>
         if !path.is_dir() {
             return Err(ModelError::NotFound(path.to_path_buf()));
         }
-        Ok(Box::new(DirSource::new(path)))
+        Ok(Arc::new(DirSource::new(path)))
+    }
+}
+
+/// A remote SoT's mirror in the data directory.
+pub const MIRROR: &str = "sot.git";
+
+/// Fetches a remote SoT into its mirror: at once when told of a push,
+/// else at most once per interval. A fetch that fails is logged and the
+/// last fetched revision keeps serving.
+#[cfg(feature = "server")]
+pub(crate) struct Fetcher {
+    remote: bool,
+    every: std::time::Duration,
+    last: Option<tokio::time::Instant>,
+}
+
+#[cfg(feature = "server")]
+impl Fetcher {
+    /// For the SoT named by `sot`, fetched at most every `every`.
+    pub(crate) fn new(sot: &str, every: std::time::Duration) -> Self {
+        Fetcher {
+            remote: GitRemote::is_remote(sot),
+            every,
+            last: None,
+        }
+    }
+
+    /// Fetches `source` if it is remote and a fetch is due (`push`: at
+    /// once).
+    pub(crate) async fn fetch(&mut self, source: &Arc<dyn SotSource>, push: bool) {
+        if !self.remote || (!push && self.last.is_some_and(|l| l.elapsed() < self.every)) {
+            return;
+        }
+        self.last = Some(tokio::time::Instant::now());
+        let s = source.clone();
+        let r = tokio::task::spawn_blocking(move || s.refresh()).await;
+        match r {
+            Ok(Ok(())) => {
+                metrics::counter!("vaquero_sot_fetches_total", "result" => "ok").increment(1)
+            }
+            Ok(Err(e)) => {
+                metrics::counter!("vaquero_sot_fetches_total", "result" => "failed").increment(1);
+                tracing::warn!(error = %e, "SoT: fetch failed; the last fetched revision keeps serving");
+            }
+            Err(e) => tracing::error!(error = %e, "SoT: the fetch panicked"),
+        }
     }
 }
 
@@ -198,6 +253,10 @@ pub(crate) fn watch_sot(
 ) {
     use notify::Watcher;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    if GitRemote::is_remote(sot) {
+        // Its mirror changes when it is fetched, and each fetch is read.
+        return (None, rx);
+    }
     let path = Path::new(sot.strip_prefix("file://").unwrap_or(sot)).to_path_buf();
     let watcher = notify::recommended_watcher(move |e: notify::Result<notify::Event>| {
         if let Ok(e) = e

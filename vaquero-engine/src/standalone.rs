@@ -29,7 +29,9 @@ use vaquero_model::{LoadedSot, ModelError, SiteModel, SotSource};
 
 use crate::act::Actor;
 use crate::boot_state::EngineBootState;
-use crate::compose::{PRUNE, SETTLE, STATE_FILE, drivers, open_source, secret, until, watch_sot};
+use crate::compose::{
+    Fetcher, PRUNE, SETTLE, STATE_FILE, drivers, open_source, secret, until, watch_sot,
+};
 use crate::engine::EngineConfig;
 use crate::job::JobRunner;
 use crate::runner::Runner;
@@ -41,8 +43,9 @@ use crate::transport::LocalSite;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct StandaloneConfig {
-    /// The SoT: a directory, or a Git repository (a path or `file://`
-    /// URL).
+    /// The SoT: a directory, a local Git repository (a path or `file://`
+    /// URL), or a remote one (`https://`, `ssh://`, `git@host:path`),
+    /// mirrored into the data directory.
     pub sot: String,
     /// For a Git SoT, the branch followed (default: the one HEAD names).
     pub branch: Option<String>,
@@ -69,6 +72,8 @@ pub struct StandaloneConfig {
     /// is the fallback, for file systems that notify nothing (NFS, some
     /// container mounts).
     pub poll: Duration,
+    /// How often a remote SoT is fetched.
+    pub fetch: Duration,
     /// Renders the process's metrics (Prometheus text) for `/metrics`.
     pub metrics: Option<MetricsRender>,
     /// How long execution records are kept (checked at start and hourly).
@@ -91,6 +96,7 @@ impl StandaloneConfig {
             engine: EngineConfig::default(),
             tick: Duration::from_millis(200),
             poll: Duration::from_secs(2),
+            fetch: Duration::from_secs(60),
             metrics: None,
             retention: crate::record::Retention::default(),
         }
@@ -114,7 +120,8 @@ pub use crate::api::{Shared, SiteApi};
 /// half (services, actor, drivers).
 struct Loop {
     runner: Runner<RedbStore, LocalSite>,
-    source: Box<dyn SotSource>,
+    source: Arc<dyn SotSource>,
+    fetcher: Fetcher,
     head: String,
     publish: Publisher,
 }
@@ -151,7 +158,7 @@ pub async fn run(
     let token: Arc<str> = secret(&data, TOKEN_FILE)?.into();
     let key = TokenKey::new(secret(&data, KEY_FILE)?.into_bytes());
 
-    let source = open_source(&config.sot, config.branch.as_deref())?;
+    let source = open_source(&config.sot, config.branch.as_deref(), &data)?;
     // Loaded and validated once: the site is picked from it.
     let loaded = vaquero_model::load_source(source.as_ref())?;
     let site = match (
@@ -236,6 +243,7 @@ pub async fn run(
     let mut lp = Loop {
         runner,
         source,
+        fetcher: Fetcher::new(&config.sot, config.fetch),
         head,
         publish,
     };
@@ -309,6 +317,7 @@ impl Loop {
 
     /// Checks the SoT for a new revision.
     async fn poll(&mut self) {
+        self.fetcher.fetch(&self.source, false).await;
         let head = match self.source.head() {
             Ok(h) => h,
             Err(e) => {

@@ -69,7 +69,8 @@ pub use files::SotFiles;
 pub use render::{FormatProblem, RenderedJob, TemplateError, check_unattended};
 pub use sot::{HostLookupError, SiteSot, Sot};
 pub use source::{
-    DirSource, GitSource, LoadedSot, SotSource, compile_pinned, load_revision, load_source,
+    DirSource, GitRemote, GitSource, LoadedSot, SotSource, compile_pinned, load_revision,
+    load_source,
 };
 pub use types::*;
 

@@ -22,6 +22,12 @@ pub trait SotSource: Send + Sync {
     fn resolve(&self, name: &str) -> Result<Option<String>, ModelError>;
     /// The files of a revision.
     fn files(&self, revision: &str) -> Result<SotFiles, ModelError>;
+    /// Brings the source up to date with where it comes from: a remote
+    /// repository is fetched. Local sources have nothing to do. Blocking;
+    /// bounded by the source's own timeout.
+    fn refresh(&self) -> Result<(), ModelError> {
+        Ok(())
+    }
 }
 
 /// A SoT in a local directory. Its revision is the content hash of its
@@ -66,9 +72,9 @@ impl SotSource for DirSource {
 /// A SoT in a Git repository (bare or not), read straight from its object
 /// database: the working tree is never looked at.
 ///
-/// The location is a path or a `file://` URL. Remote URLs (https, ssh) are
-/// not fetched here: mirror them to disk first (e.g. `git clone --mirror`
-/// and a periodic `git fetch`), and point the source at the mirror.
+/// The location is a path or a `file://` URL. A remote repository (https,
+/// ssh, git) is read through a [`GitRemote`], which keeps a mirror of it
+/// on disk.
 pub struct GitSource {
     location: PathBuf,
     branch: String,
@@ -91,7 +97,8 @@ impl GitSource {
             Some(p) => Path::new(p).to_path_buf(),
             None if location.contains("://") => {
                 return Err(ModelError::Git(format!(
-                    "{location}: only local repositories (a path or file:// URL) are read; mirror remote repositories to disk"
+                    "{}: a remote repository: read it through a mirror (GitRemote)",
+                    redact(location)
                 )));
             }
             None => Path::new(location).to_path_buf(),
@@ -208,6 +215,239 @@ impl SotSource for GitSource {
             files.insert(path, text);
         }
         Ok(files)
+    }
+}
+
+/// A SoT in a remote Git repository (`https://`, `ssh://`, `git://`, or
+/// scp-like `git@host:path`), read from a mirror of it on disk that
+/// [`refresh`](SotSource::refresh) fetches into. Everything else reads
+/// the mirror, so the source keeps answering from what it last fetched
+/// while the remote is unreachable.
+///
+/// The `git` program does the network part: an operator's SSH keys,
+/// `known_hosts`, credential helpers and proxy settings apply as they do
+/// to `git` itself. It never prompts (`GIT_TERMINAL_PROMPT=0`), and each
+/// run is bounded by [`GitRemote::TIMEOUT`]. Credentials written in the
+/// URL never appear in descriptions or errors.
+pub struct GitRemote {
+    url: String,
+    mirror: PathBuf,
+    local: GitSource,
+}
+
+impl std::fmt::Debug for GitRemote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitRemote")
+            .field("url", &redact(&self.url))
+            .field("mirror", &self.mirror)
+            .field("branch", &self.local.branch)
+            .finish()
+    }
+}
+
+impl GitRemote {
+    /// How long one `git clone` or `git fetch` may take before it is
+    /// stopped.
+    pub const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+    /// Whether `location` names a remote repository rather than a local
+    /// path or `file://` URL.
+    pub fn is_remote(location: &str) -> bool {
+        if location.starts_with("file://") {
+            return false;
+        }
+        if location.contains("://") {
+            return true;
+        }
+        // scp-like `[user@]host:path`: no `/` before the first `:`.
+        match location.split_once(':') {
+            Some((host, _)) => {
+                !host.is_empty() && !host.contains('/') && !Path::new(location).exists()
+            }
+            None => false,
+        }
+    }
+
+    /// Mirrors `url` into `mirror` (cloned the first time, fetched after),
+    /// following `branch` (default: the remote's default branch). A
+    /// mirror of another URL is refused, not overwritten.
+    pub fn open(url: &str, mirror: &Path, branch: Option<&str>) -> Result<Self, ModelError> {
+        if GitSource::is_repository(mirror) {
+            let origin = git(Some(mirror), &["config", "--get", "remote.origin.url"], url)?;
+            if origin.trim() != url {
+                return Err(ModelError::Git(format!(
+                    "{} is a mirror of {}, not of {}: remove it, or give another data directory",
+                    mirror.display(),
+                    redact(origin.trim()),
+                    redact(url)
+                )));
+            }
+            fetch(mirror, url)?;
+        } else {
+            clone(url, mirror)?;
+        }
+        let location = mirror.to_string_lossy();
+        let local = match branch {
+            Some(b) => GitSource::open(&location, b)?,
+            None => GitSource::open_head(&location)?,
+        };
+        Ok(GitRemote {
+            url: url.to_owned(),
+            mirror: mirror.to_path_buf(),
+            local,
+        })
+    }
+
+    /// The branch this source follows.
+    pub fn branch(&self) -> &str {
+        self.local.branch()
+    }
+}
+
+impl SotSource for GitRemote {
+    fn describe(&self) -> String {
+        format!("git {} ({})", redact(&self.url), self.local.branch)
+    }
+
+    fn head(&self) -> Result<String, ModelError> {
+        self.local.head()
+    }
+
+    fn resolve(&self, name: &str) -> Result<Option<String>, ModelError> {
+        self.local.resolve(name)
+    }
+
+    fn files(&self, revision: &str) -> Result<SotFiles, ModelError> {
+        self.local.files(revision)
+    }
+
+    fn refresh(&self) -> Result<(), ModelError> {
+        fetch(&self.mirror, &self.url)
+    }
+}
+
+/// `git clone --mirror url mirror`, through a temporary sibling that is
+/// renamed once complete: an interrupted clone leaves no half mirror.
+fn clone(url: &str, mirror: &Path) -> Result<(), ModelError> {
+    let parent = mirror.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|source| ModelError::Io {
+        path: parent.to_path_buf(),
+        source,
+    })?;
+    let name = mirror
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "sot.git".to_owned());
+    let partial = parent.join(format!(".{name}.partial"));
+    let _ = std::fs::remove_dir_all(&partial);
+    let target = partial.to_string_lossy().into_owned();
+    let r = git(
+        None,
+        &["clone", "--mirror", "--quiet", "--", url, &target],
+        url,
+    );
+    if let Err(e) = r {
+        let _ = std::fs::remove_dir_all(&partial);
+        return Err(e);
+    }
+    std::fs::rename(&partial, mirror).map_err(|source| ModelError::Io {
+        path: mirror.to_path_buf(),
+        source,
+    })
+}
+
+/// `git fetch` in the mirror: every branch and tag, removed ones pruned.
+fn fetch(mirror: &Path, url: &str) -> Result<(), ModelError> {
+    git(
+        Some(mirror),
+        &["fetch", "--prune", "--quiet", "origin"],
+        url,
+    )
+    .map(|_| ())
+}
+
+/// Runs `git args` (in `dir`), bounded by [`GitRemote::TIMEOUT`]; its
+/// standard output, or an error with its standard error. `url` is
+/// redacted from what is reported.
+fn git(dir: Option<&Path>, args: &[&str], url: &str) -> Result<String, ModelError> {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new("git");
+    if let Some(d) = dir {
+        cmd.arg("-C").arg(d);
+    }
+    cmd.args(args)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let what = format!("git {}", args.first().copied().unwrap_or_default());
+    let mut child = cmd.spawn().map_err(|e| {
+        ModelError::Git(format!(
+            "cannot run the `git` program ({e}): install Git to read a remote SoT"
+        ))
+    })?;
+    let drain = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_string(&mut s);
+            }
+            s
+        })
+    };
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let deadline = std::time::Instant::now() + GitRemote::TIMEOUT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if std::time::Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(ModelError::Git(format!(
+                    "{what} {}: no answer within {} s",
+                    redact(url),
+                    GitRemote::TIMEOUT.as_secs()
+                )));
+            }
+            Ok(None) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            Err(e) => return Err(ModelError::Git(format!("{what}: {e}"))),
+        }
+    };
+    let out = out.join().unwrap_or_default();
+    let err = err.join().unwrap_or_default();
+    if status.success() {
+        return Ok(out);
+    }
+    let err = err.replace(url, &redact(url));
+    Err(ModelError::Git(format!(
+        "{what} {}: {}",
+        redact(url),
+        err.trim()
+    )))
+}
+
+/// `url` without the credentials written in it (`https://user:token@host`
+/// becomes `https://***@host`).
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***{}", &rest[at..]),
+        None => url.to_owned(),
     }
 }
 

@@ -397,3 +397,138 @@ fn the_branch_defaults_to_the_one_head_names() {
         Err(ModelError::Git(m)) if m.contains("HEAD is detached")
     ));
 }
+
+/// `git daemon` serving `base` on a free loopback port; stopped (by its
+/// PID) when dropped.
+struct Daemon {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Daemon {
+    fn serve(base: &Path) -> Daemon {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        // `git-daemon` itself, not `git daemon`: the `git` wrapper would
+        // run it as a child, and stopping the wrapper by its PID would
+        // leave the daemon running.
+        let exec_path = git(base, &["--exec-path"]);
+        let child = Command::new(Path::new(&exec_path).join("git-daemon"))
+            .args([
+                "--reuseaddr",
+                "--export-all",
+                "--listen=127.0.0.1",
+                &format!("--port={port}"),
+                &format!("--base-path={}", base.display()),
+                &base.display().to_string(),
+            ])
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("git daemon (part of the git package) must be installed");
+        // Bounded wait until it accepts connections.
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Daemon { child, port };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        panic!("git daemon did not listen on 127.0.0.1:{port}");
+    }
+
+    fn url(&self, repo: &str) -> String {
+        format!("git://127.0.0.1:{}/{repo}", self.port)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Bounded wait until the port refuses connections.
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+    }
+}
+
+#[test]
+fn a_remote_is_mirrored_fetched_and_read_while_unreachable() {
+    let repo = Repo::lab();
+    let first = git(&repo.path, &["rev-parse", "HEAD"]);
+    let base = repo.path.parent().unwrap().to_path_buf();
+    let daemon = Daemon::serve(&base);
+    let url = daemon.url("sot");
+    assert!(vaquero_model::GitRemote::is_remote(&url));
+    let data = tempfile::tempdir().unwrap();
+    let mirror = data.path().join("sot.git");
+
+    // Cloned the first time, on the remote's default branch.
+    let remote = vaquero_model::GitRemote::open(&url, &mirror, None).unwrap();
+    assert_eq!(remote.branch(), "main");
+    assert_eq!(remote.head().unwrap(), first);
+    assert!(load_source(&remote).unwrap().sites.contains_key("lab"));
+    assert!(remote.describe().contains(&url));
+
+    // A push upstream is seen after a refresh, not before.
+    let second = repo.commit("second");
+    assert_ne!(second, first);
+    assert_eq!(remote.head().unwrap(), first);
+    remote.refresh().unwrap();
+    assert_eq!(remote.head().unwrap(), second);
+
+    // Opened again (a restart): the mirror is fetched, not cloned again.
+    let third = repo.commit("third");
+    let again = vaquero_model::GitRemote::open(&url, &mirror, Some("main")).unwrap();
+    assert_eq!(again.head().unwrap(), third);
+
+    // A mirror of another URL is refused, naming both.
+    let other = daemon.url("elsewhere");
+    let e = vaquero_model::GitRemote::open(&other, &mirror, None).unwrap_err();
+    assert!(e.to_string().contains("elsewhere"), "{e}");
+
+    // The remote gone: a refresh fails and says so; reading goes on from
+    // the mirror.
+    drop(daemon);
+    let e = again.refresh().unwrap_err();
+    assert!(e.to_string().contains("git fetch"), "{e}");
+    assert_eq!(again.head().unwrap(), third);
+    assert!(again.files(&third).is_ok());
+}
+
+#[test]
+fn remote_locations_are_told_from_local_ones_and_credentials_never_shown() {
+    use vaquero_model::GitRemote;
+    for remote in [
+        "https://github.com/acme/sot.git",
+        "ssh://git@github.com/acme/sot.git",
+        "git@github.com:acme/sot.git",
+        "git://127.0.0.1/sot",
+    ] {
+        assert!(GitRemote::is_remote(remote), "{remote}");
+    }
+    for local in ["/srv/sot", "file:///srv/sot", "sot", "./a:b/c"] {
+        assert!(!GitRemote::is_remote(local), "{local}");
+    }
+    // A clone that fails names the URL without its password.
+    let data = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://user:s3cret@127.0.0.1:{port}/sot.git");
+    let e = GitRemote::open(&url, &data.path().join("m"), None).unwrap_err();
+    let text = e.to_string();
+    assert!(!text.contains("s3cret"), "{text}");
+    assert!(text.contains("***@127.0.0.1"), "{text}");
+    assert!(!data.path().join("m").exists(), "no half mirror is left");
+}

@@ -20,8 +20,8 @@ use vaquero_model::{ModelError, SiteModel, SotFiles};
 
 use crate::api::{Shared, SiteApi, Tls};
 use crate::compose::{
-    MetricsRender, PRUNE, SETTLE, STATE_FILE, StandaloneError, TOKEN_FILE, open_source, secret,
-    until, watch_sot,
+    Fetcher, MetricsRender, PRUNE, SETTLE, STATE_FILE, StandaloneError, TOKEN_FILE, open_source,
+    secret, until, watch_sot,
 };
 use crate::control::{CommandMsg, Publisher};
 use crate::engine::EngineConfig;
@@ -34,8 +34,9 @@ use crate::store::RedbStore;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ServerConfig {
-    /// The SoT: a directory, or a Git repository (a path or `file://`
-    /// URL).
+    /// The SoT: a directory, a local Git repository (a path or `file://`
+    /// URL), or a remote one (`https://`, `ssh://`, `git@host:path`),
+    /// mirrored into the data directory.
     pub sot: String,
     /// For a Git SoT, the branch followed (default: the one HEAD names).
     pub branch: Option<String>,
@@ -62,6 +63,9 @@ pub struct ServerConfig {
     pub tick: Duration,
     /// How often the SoT is checked when nothing says it changed.
     pub poll: Duration,
+    /// How often a remote SoT is fetched (a push to the webhook fetches
+    /// at once).
+    pub fetch: Duration,
     /// Renders `/metrics`.
     pub metrics: Option<MetricsRender>,
     /// How long execution records are kept.
@@ -91,6 +95,7 @@ impl ServerConfig {
             hub: HubConfig::default(),
             tick: Duration::from_millis(200),
             poll: Duration::from_secs(10),
+            fetch: Duration::from_secs(60),
             metrics: None,
             retention: crate::record::Retention::default(),
             webhook_secret: None,
@@ -133,7 +138,7 @@ pub async fn run(
         })?;
     let token: Arc<str> = secret(&data, TOKEN_FILE)?.into();
 
-    let source = open_source(&config.sot, config.branch.as_deref())?;
+    let source = open_source(&config.sot, config.branch.as_deref(), &data)?;
     let loaded = vaquero_model::load_source(source.as_ref())?;
     for w in loaded.warnings.0.iter() {
         tracing::warn!("{w}");
@@ -249,9 +254,11 @@ pub async fn run(
     };
     let mut settled: Option<tokio::time::Instant> = None;
     let mut refused: Option<String> = None;
+    let mut fetcher = Fetcher::new(&config.sot, config.fetch);
     tokio::pin!(shutdown);
     let result = loop {
-        let check = tokio::select! {
+        // Whether to read the SoT's head now, and whether a push said so.
+        let (check, push) = tokio::select! {
             () = &mut shutdown => break Ok(()),
             Some(r) = tasks.join_next() => {
                 break match r {
@@ -260,21 +267,22 @@ pub async fn run(
                     Err(e) => Err(StandaloneError::Site(format!("a site's loop panicked: {e}"))),
                 };
             }
-            _ = poll.tick() => true,
+            _ = poll.tick() => (true, false),
             // A push: the branch tip is fetched now.
-            Some(()) = pushed.recv() => true,
+            Some(()) = pushed.recv() => (true, true),
             Some(()) = changes.recv() => {
                 settled = Some(tokio::time::Instant::now() + SETTLE);
-                false
+                (false, false)
             }
             () = until(settled) => {
                 settled = None;
-                true
+                (true, false)
             }
         };
         if !check {
             continue;
         }
+        fetcher.fetch(&source, push).await;
         let new = match source.head() {
             Ok(h) => h,
             Err(e) => {
