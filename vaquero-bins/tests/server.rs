@@ -514,6 +514,12 @@ fn two_sites_from_one_server_and_booting_through_outages() {
     let mut a1 = lab.agent("s1", Some(&j1));
     let mut a2 = lab.agent("s2", Some(&j2));
     lab.until("both agents enrolled and heard", 60, || {
+        if !["cache-s1", "cache-s2"]
+            .iter()
+            .all(|c| lab.path(&format!("{c}/enrolment.json")).exists())
+        {
+            return false;
+        }
         let v = lab.json(&["status", "--site", "s1"]);
         let w = lab.json(&["status", "--site", "s2"]);
         v["held"].is_null() && w["held"].is_null()
@@ -583,6 +589,16 @@ fn two_sites_from_one_server_and_booting_through_outages() {
     let read = o["token"].as_str().unwrap().to_owned();
     let (status, _) = call(&lab, "POST", "/v1/sites/s1/approve", Some(&read), None);
     assert_eq!(status, 403);
+    // With two sites a site's route must name its site: 400 naming them,
+    // and 404 for a site the server does not run.
+    let (status, body) = call(&lab, "GET", "/v1/status", Some(&read), None);
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("s1, s2") && body.contains("/v1/sites/"),
+        "{body}"
+    );
+    let (status, _) = call(&lab, "GET", "/v1/sites/s9/status", Some(&read), None);
+    assert_eq!(status, 404);
     let id = o["record"]["id"].as_str().unwrap().to_owned();
     assert!(lab.cli(&["token", "revoke", &id]).status.success());
     let (status, _) = call(&lab, "GET", "/v1/sites/s1/status", Some(&read), None);

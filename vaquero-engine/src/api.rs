@@ -1,4 +1,5 @@
-//! The user API of `vaquero standalone`: JSON over HTTP.
+//! The user API of `vaquero standalone` and `vaquero server`: JSON over
+//! HTTP(S), one module and one OpenAPI document for both.
 //!
 //! | method | path | what |
 //! |---|---|---|
@@ -19,6 +20,11 @@
 //! Everything but `/live`, `/ready` and `/metrics` needs
 //! `Authorization: Bearer <token>`; a missing or wrong token gets 401 with
 //! a JSON error. Errors are `{"error": {"kind", "message"}}`.
+//!
+//! Each site's route (`/v1/status` to `/v1/agents/{agent}`) is also at
+//! `/v1/sites/{site}/…`. The short form answers for the only site; a
+//! server with several answers it 400, naming them, and an unknown
+//! `{site}` gets 404.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -1021,3 +1027,34 @@ async fn executions(
 
 /// The OpenAPI document of this API.
 pub const OPENAPI: &str = include_str!("openapi.json");
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    /// The document names every site route twice: at `/v1/…` (the only
+    /// site; 400 when there are several) and at `/v1/sites/{site}/…`
+    /// (404 for a site the server does not run), with the same methods.
+    #[test]
+    fn the_openapi_document_has_every_site_route_both_ways() {
+        let doc: serde_json::Value = serde_json::from_str(super::OPENAPI).unwrap();
+        let paths = doc["paths"].as_object().unwrap();
+        let scoped: Vec<&String> = paths
+            .keys()
+            .filter(|p| p.starts_with("/v1/sites/{site}/"))
+            .collect();
+        assert!(scoped.len() >= 12, "{scoped:?}");
+        for p in scoped {
+            let plain = format!("/v1/{}", &p["/v1/sites/{site}/".len()..]);
+            let (a, b) = (&paths[p.as_str()], &paths[&plain]);
+            let methods =
+                |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+            assert_eq!(methods(a), methods(b), "{p} and {plain}");
+            for (m, op) in a.as_object().unwrap() {
+                assert!(op["responses"]["404"].is_object(), "{m} {p}: 404");
+                assert_eq!(op["parameters"][0]["name"], "site", "{m} {p}");
+                assert!(b[m]["responses"]["400"].is_object(), "{m} {plain}: 400");
+            }
+        }
+    }
+}

@@ -175,7 +175,7 @@ pub struct Publisher {
 
 impl Publisher {
     /// The least time between two snapshots published after steps.
-    pub const EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+    pub const EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
     /// Publishes `control`'s snapshot; returns the publisher and what the
     /// API reads.
@@ -828,7 +828,7 @@ impl<S: Store + ?Sized + 'static> Control<S> {
         let mut ops = writes;
         self.record_timelines(seen, &mut ops);
         let before = self.decider.state().phase_counts();
-        let tasks = self.decider.step(&events, ops, now).await?;
+        let (tasks, stepped) = self.decider.step(&events, ops, now).await?;
         for t in &tasks {
             tracing::info!(
                 host = %t.action.host,
@@ -849,7 +849,9 @@ impl<S: Store + ?Sized + 'static> Control<S> {
             let text: Vec<String> = after.iter().map(|(p, n)| format!("{p} {n}")).collect();
             tracing::info!(site = %self.site, "hosts: {}", text.join(", "));
         }
-        let changed = !tasks.is_empty() || !events.is_empty() || before != after;
+        // Observations that change no host's state (a DHCP packet of a
+        // host that is not waiting) change nothing the API shows.
+        let changed = stepped || !results.is_empty() || before != after;
         Ok((tasks, changed))
     }
 }

@@ -157,15 +157,17 @@ impl<S: Store + ?Sized + 'static> Decider<S> {
 
     /// One engine step on `events`: commits its state with the writes of
     /// `with` in one transaction, records its actions, and returns the
-    /// tasks to carry out.
+    /// tasks to carry out and whether the step changed or did anything
+    /// (events that change no host change nothing).
     pub async fn step(
         &mut self,
         events: &[Event],
         with: Vec<TxnOp>,
         now: Timestamp,
-    ) -> Result<Vec<Task>, PersistError> {
+    ) -> Result<(Vec<Task>, bool), PersistError> {
         let started = std::time::Instant::now();
         let step = self.engine.step(&self.state, events, now);
+        let changed = !step.is_empty();
         // Write-ahead: the state that says what is being done is durable
         // before anything is done.
         self.commit_with(&step, with).await?;
@@ -174,7 +176,7 @@ impl<S: Store + ?Sized + 'static> Decider<S> {
         for a in step.actions {
             tasks.extend(self.issue(a, now).await?);
         }
-        Ok(tasks)
+        Ok((tasks, changed))
     }
 
     /// Records `a` (notices are logged) and makes it a task.

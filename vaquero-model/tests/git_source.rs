@@ -431,10 +431,11 @@ impl Daemon {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("git daemon (part of the git package) must be installed");
+        let d = Daemon { child, port };
         // Bounded wait until it accepts connections.
         for _ in 0..200 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Daemon { child, port };
+                return d;
             }
             std::thread::sleep(std::time::Duration::from_millis(25));
         }
