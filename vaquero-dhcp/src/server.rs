@@ -94,6 +94,8 @@ pub struct Stats {
     pub(crate) silent: AtomicU64,
     /// Replies of other servers seen on the segment.
     pub(crate) rogue: AtomicU64,
+    /// Replies whose send failed transiently: counted as lost.
+    pub(crate) send_lost: AtomicU64,
 }
 
 impl Stats {
@@ -121,6 +123,26 @@ impl Stats {
     pub fn rogue(&self) -> u64 {
         self.rogue.load(Ordering::Relaxed)
     }
+
+    /// Replies whose send failed transiently (a firewall's drop on the
+    /// output path, a full queue, a route gone for a moment): lost as on
+    /// the wire; the client's retransmission brings the request again.
+    pub fn send_lost(&self) -> u64 {
+        self.send_lost.load(Ordering::Relaxed)
+    }
+}
+
+/// Whether a failed send is one the network heals: the reply is as good
+/// as lost, and the client's retransmission covers it. EPERM is a local
+/// firewall's drop on the output path; ENOBUFS and EAGAIN a full queue or
+/// conntrack table; ENETUNREACH and EHOSTUNREACH a route or a neighbour
+/// gone for a moment.
+fn transient_send(e: &std::io::Error) -> bool {
+    use rustix::io::Errno;
+    matches!(
+        Errno::from_io_error(e),
+        Some(Errno::PERM | Errno::NOBUFS | Errno::AGAIN | Errno::NETUNREACH | Errno::HOSTUNREACH)
+    )
 }
 
 /// A bound DHCP server.
@@ -316,6 +338,11 @@ impl Server {
                         Ok(_) => {
                             self.stats.replies.fetch_add(1, Ordering::Relaxed);
                             metrics::counter!("dhcp_replies_total").increment(1);
+                        }
+                        Err(e) if transient_send(&e) => {
+                            self.stats.send_lost.fetch_add(1, Ordering::Relaxed);
+                            metrics::counter!("dhcp_send_lost_total").increment(1);
+                            debug!(error = %e, %dest, "a reply not sent: counted as lost");
                         }
                         Err(e) => warn!(error = %e, %dest, "sending a reply"),
                     }

@@ -291,6 +291,60 @@ fn udhcpc_gets_exactly_what_the_sot_says() {
     assert_eq!(env.get("siaddr").map(String::as_str), Some("10.99.0.2"));
 }
 
+/// A lossy provisioning network: nftables in the server's namespace drops
+/// the first DHCP request it receives and every 20th after (5 %, input
+/// hook), and the second reply it sends and every 20th after (output hook:
+/// the server's `send` fails with EPERM, as with a firewall or a full
+/// queue). The reply counts as lost, the client's retransmission brings
+/// the request again, and both exchanges complete.
+#[test]
+fn leases_under_loss_on_both_hooks() {
+    let mut lab = Lab::new("l");
+    start_server(&mut lab);
+    let rules = "table inet loss {\n\
+         chain in { type filter hook input priority 0; udp dport 67 numgen inc mod 20 == 0 counter drop; }\n\
+         chain out { type filter hook output priority 0; udp sport 67 numgen inc mod 20 == 1 counter drop; }\n\
+         }\n";
+    let mut nft = Command::new("ip")
+        .args(["netns", "exec", &lab.server_ns, "nft", "-f", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("nft (scripts/setup installs nftables)");
+    {
+        use std::io::Write;
+        nft.stdin
+            .take()
+            .unwrap()
+            .write_all(rules.as_bytes())
+            .unwrap();
+    }
+    assert!(nft.wait().unwrap().success(), "nft refused the rules");
+    for round in 0..2 {
+        let env = udhcpc(&lab, &[]);
+        assert_eq!(
+            env.get("ip").map(String::as_str),
+            Some("10.99.0.11"),
+            "round {round}: {env:?}"
+        );
+    }
+    // A request was dropped on the way in, and a reply's send failed on
+    // the way out: both hooks' counters moved.
+    let listed = Command::new("ip")
+        .args(["netns", "exec", &lab.server_ns, "nft", "list", "ruleset"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&listed.stdout).into_owned();
+    let dropped: Vec<u64> = text
+        .split("counter packets ")
+        .skip(1)
+        .filter_map(|t| t.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert!(
+        dropped.len() == 2 && dropped.iter().all(|n| *n >= 1),
+        "{text}"
+    );
+}
+
 /// Runs ISC dhclient once in the client namespace; the environment its
 /// script saw on BOUND. dhclient stays in the foreground (`-d`) and is
 /// stopped by its PID once it has bound.

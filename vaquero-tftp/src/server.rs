@@ -98,6 +98,8 @@ pub struct Stats {
     pub(crate) bytes_sent: AtomicU64,
     /// Retransmissions after a timeout.
     pub(crate) retransmits: AtomicU64,
+    /// Datagrams whose send failed transiently: counted as lost.
+    pub(crate) send_lost: AtomicU64,
 }
 
 impl Stats {
@@ -161,8 +163,29 @@ impl Stats {
         self.retransmits.load(Ordering::Relaxed)
     }
 
+    /// Datagrams whose send failed transiently (a firewall's drop on the
+    /// output path, a full queue, a route gone for a moment): counted as
+    /// lost on the wire, and the transfer's retransmission covers them.
+    pub fn send_lost(&self) -> u64 {
+        self.send_lost.load(Ordering::Relaxed)
+    }
+
     fn inc(c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A send failed with `e`: transient (`Ok`: counted as a lost
+    /// datagram) or not (`Err(e)`: the transfer ends with it).
+    fn sent(&self, r: std::io::Result<()>) -> std::io::Result<()> {
+        match r {
+            Err(e) if transient_send(&e) => {
+                Stats::inc(&self.send_lost);
+                metrics::counter!("tftp_send_lost_total").increment(1);
+                tracing::debug!(error = %e, "a datagram not sent: counted as lost");
+                Ok(())
+            }
+            r => r,
+        }
     }
 
     fn malformed_in_transfer(&self) {
@@ -623,8 +646,9 @@ impl Job {
             Instant::now(),
         );
         let grace = self.config.shutdown_grace;
+        let stats = self.stats.clone();
         let result = on_own_thread(sock, "tftp-receive", move |sock| {
-            receive_blocking(r, sink, sock, &stop, grace)
+            receive_blocking(r, sink, sock, &stop, grace, &stats)
         })
         .await;
         let (counter, label) = match &result {
@@ -794,6 +818,19 @@ async fn on_own_thread<T: Send + 'static>(
 }
 
 /// A receive timeout of a blocking loop: the tick that fires timers.
+/// Whether a failed send is one the network heals: the datagram is as good
+/// as lost, and retransmission covers it. EPERM is a local firewall's drop
+/// (nftables, iptables) on the output path; ENOBUFS and EAGAIN a full
+/// queue or conntrack table; ENETUNREACH and EHOSTUNREACH a route or a
+/// neighbour gone for a moment.
+fn transient_send(e: &std::io::Error) -> bool {
+    use rustix::io::Errno;
+    matches!(
+        Errno::from_io_error(e),
+        Some(Errno::PERM | Errno::NOBUFS | Errno::AGAIN | Errno::NETUNREACH | Errno::HOSTUNREACH)
+    )
+}
+
 fn is_tick(e: &std::io::Error) -> bool {
     matches!(
         e.kind(),
@@ -846,7 +883,7 @@ fn run_blocking(
     loop {
         let now = Instant::now();
         while let Some(p) = d.next(&mut t, file, now)? {
-            if let Err(e) = sock.send(p) {
+            if let Err(e) = stats.sent(sock.send(p).map(|_| ())) {
                 let _ = sock.send(&error_packet(ErrorCode::NotDefined, &e.to_string()));
                 return Err(e);
             }
@@ -879,6 +916,7 @@ fn receive_blocking(
     sock: &std::net::UdpSocket,
     stop: &watch::Receiver<bool>,
     grace: Duration,
+    stats: &Stats,
 ) -> std::io::Result<Outcome> {
     sock.set_read_timeout(Some(Duration::from_millis(50)))?;
     let mut sink = Some(sink);
@@ -890,7 +928,7 @@ fn receive_blocking(
     };
     loop {
         while let Some(p) = r.poll_transmit(Instant::now()) {
-            sock.send(p)?;
+            stats.sent(sock.send(p).map(|_| ()))?;
         }
         if r.is_finished() {
             return Ok(r
@@ -940,7 +978,7 @@ async fn run_async(
     let mut stopping = false;
     loop {
         while let Some(p) = d.next(&mut t, file, Instant::now())? {
-            if let Err(e) = link.send(p).await {
+            if let Err(e) = stats.sent(link.send(p).await) {
                 let _ = link
                     .send(&error_packet(ErrorCode::NotDefined, &e.to_string()))
                     .await;
