@@ -27,13 +27,16 @@
 #![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failure
 
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+#[path = "../../testkit/src/support.rs"]
+mod support;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -436,55 +439,6 @@ impl Proxy {
     }
 }
 
-/// `git-daemon` serving the repositories under `base` on a free loopback
-/// port, stopped by its PID when dropped. `git-daemon` itself, not `git
-/// daemon`: the `git` wrapper would run it as a child that outlives the
-/// wrapper's PID.
-struct GitDaemon {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl GitDaemon {
-    fn serve(base: &Path) -> GitDaemon {
-        let exec = Command::new("git").arg("--exec-path").output().unwrap();
-        let exec = String::from_utf8(exec.stdout).unwrap();
-        let port = free_port();
-        let child = Command::new(Path::new(exec.trim()).join("git-daemon"))
-            .args([
-                "--reuseaddr",
-                "--export-all",
-                "--listen=127.0.0.1",
-                &format!("--port={port}"),
-                &format!("--base-path={}", base.display()),
-                &base.display().to_string(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("git-daemon (part of the git package)");
-        let d = GitDaemon { child, port };
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return d;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!("git-daemon did not listen on 127.0.0.1:{port}");
-    }
-
-    fn url(&self, repo: &str) -> String {
-        format!("git://127.0.0.1:{}/{repo}", self.port)
-    }
-}
-
-impl Drop for GitDaemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn mac(site: usize, host: usize) -> String {
     format!("52-54-00-00-0{site}-0{host}")
 }
@@ -784,7 +738,7 @@ fn two_sites_from_one_server_and_booting_through_outages() {
     git(&["add", "-A"]);
     git(&["commit", "-q", "-m", "first"]);
     std::fs::write(lab.path("webhook.secret"), "s3cret\n").unwrap();
-    let daemon = GitDaemon::serve(&lab.path(""));
+    let daemon = support::GitDaemon::serve(&lab.path(""));
     let _server = lab.server_on(
         &daemon.url("sot"),
         &[

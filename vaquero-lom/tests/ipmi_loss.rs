@@ -11,6 +11,9 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+#[path = "../../testkit/src/support.rs"]
+mod support;
+use support::sh;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;
@@ -22,31 +25,6 @@ use common::ipmi::{PASSWORD, Sim, USER};
 use vaquero_lom::{
     BootDevice, BootOverride, IpmiConfig, IpmiDriver, Lom, LomConfig, PowerAction, PowerDriver,
 };
-
-fn sh(args: &[&str], stdin: Option<&str>) {
-    use std::io::Write;
-    let mut child = Command::new(args[0])
-        .args(&args[1..])
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{args:?}: {e} (run scripts/setup)"));
-    if let Some(text) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-    }
-    drop(child.stdin.take());
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// A network namespace with only loopback; deleted when dropped.
 struct Netns(String);

@@ -7,6 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[path = "../../testkit/src/support.rs"]
+mod support;
+
 use vaquero_model::{GitSource, ModelError, Severity, Sot, SotFiles, SotSource, diff, load_source};
 
 /// A repository in a temp dir, filled from `examples/lab`.
@@ -398,75 +401,12 @@ fn the_branch_defaults_to_the_one_head_names() {
     ));
 }
 
-/// `git daemon` serving `base` on a free loopback port; stopped (by its
-/// PID) when dropped.
-struct Daemon {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl Daemon {
-    fn serve(base: &Path) -> Daemon {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        // `git-daemon` itself, not `git daemon`: the `git` wrapper would
-        // run it as a child, and stopping the wrapper by its PID would
-        // leave the daemon running.
-        let exec_path = git(base, &["--exec-path"]);
-        let child = Command::new(Path::new(&exec_path).join("git-daemon"))
-            .args([
-                "--reuseaddr",
-                "--export-all",
-                "--listen=127.0.0.1",
-                &format!("--port={port}"),
-                &format!("--base-path={}", base.display()),
-                &base.display().to_string(),
-            ])
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("git daemon (part of the git package) must be installed");
-        let d = Daemon { child, port };
-        // Bounded wait until it accepts connections.
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return d;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(25));
-        }
-        panic!("git daemon did not listen on 127.0.0.1:{port}");
-    }
-
-    fn url(&self, repo: &str) -> String {
-        format!("git://127.0.0.1:{}/{repo}", self.port)
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        // Bounded wait until the port refuses connections.
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(25));
-        }
-    }
-}
-
 #[test]
 fn a_remote_is_mirrored_fetched_and_read_while_unreachable() {
     let repo = Repo::lab();
     let first = git(&repo.path, &["rev-parse", "HEAD"]);
     let base = repo.path.parent().unwrap().to_path_buf();
-    let daemon = Daemon::serve(&base);
+    let daemon = support::GitDaemon::serve(&base);
     let url = daemon.url("sot");
     assert!(vaquero_model::GitRemote::is_remote(&url));
     let data = tempfile::tempdir().unwrap();

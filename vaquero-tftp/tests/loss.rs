@@ -17,34 +17,13 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use vaquero_tftp::{Directory, Server, ServerConfig, Stats};
 
-fn sh(args: &[&str], stdin: Option<&str>) {
-    use std::io::Write;
-    let mut child = Command::new(args[0])
-        .args(&args[1..])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{args:?}: {e} (run scripts/setup)"));
-    if let Some(text) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-    }
-    drop(child.stdin.take());
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+#[path = "../../testkit/src/support.rs"]
+mod support;
+use support::{sh, wait_bounded};
 
 const SERVER_IP: &str = "10.77.0.1";
 
@@ -197,18 +176,7 @@ fn atftp(lab: &Lab, name: &str, out: &Path, options: &[&str]) {
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let mut child = c.spawn().expect("atftp (scripts/setup installs it)");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("atftp {options:?} did not finish in 120 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_bounded(&mut child, Duration::from_secs(120), "atftp");
     let mut err = String::new();
     if let Some(mut e) = child.stderr.take() {
         use std::io::Read;
