@@ -19,7 +19,8 @@ impl std::fmt::Debug for MetricsRender {
     }
 }
 
-/// Why standalone stopped or could not start.
+/// Why `vaquero standalone` or `vaquero server` stopped or could not
+/// start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StandaloneError {

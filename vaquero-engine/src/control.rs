@@ -750,10 +750,9 @@ impl<S: Store + ?Sized + 'static> Control<S> {
         }
     }
 
-    /// Adds `seen` to the hosts' timelines, in memory and in the store
-    /// (one transaction; the entries a full timeline pushes out go).
-    /// Adds `seen` to the hosts' timelines; returns the store writes that
-    /// keep them (committed with the step that saw them).
+    /// Adds `seen` to the hosts' timelines in memory, and to `ops` the
+    /// store writes that keep them (committed with the step that saw
+    /// them; the entries a full timeline pushes out are deleted).
     fn record_timelines(&self, seen: Vec<Observation>, ops: &mut Vec<TxnOp>) {
         if seen.is_empty() {
             return;
