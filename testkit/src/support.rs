@@ -120,3 +120,170 @@ impl Drop for GitDaemon {
         }
     }
 }
+
+/// A real etcd cluster (Debian's `etcd-server`) of `n` members on free
+/// loopback ports, data under a directory the caller owns. Members can be
+/// killed, stopped (SIGSTOP), continued and restarted by index; every
+/// process is stopped by its PID when the cluster is dropped.
+pub struct EtcdCluster {
+    dir: std::path::PathBuf,
+    members: Vec<EtcdMember>,
+}
+
+struct EtcdMember {
+    name: String,
+    client: u16,
+    peer: u16,
+    child: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+impl EtcdCluster {
+    /// Starts `n` members under `dir` and waits (bounded) until the
+    /// cluster has a leader and answers.
+    pub fn start(dir: &Path, n: usize) -> EtcdCluster {
+        let members = (0..n)
+            .map(|i| EtcdMember {
+                name: format!("m{i}"),
+                client: free_port(),
+                peer: free_port(),
+                child: None,
+            })
+            .collect();
+        let mut c = EtcdCluster {
+            dir: dir.to_owned(),
+            members,
+        };
+        for i in 0..n {
+            c.spawn(i, "new");
+        }
+        c.wait_healthy(Duration::from_secs(60));
+        c
+    }
+
+    fn spawn(&mut self, i: usize, state: &str) {
+        let initial: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer))
+            .collect();
+        let m = &mut self.members[i];
+        let log = std::fs::File::create(self.dir.join(format!("{}.log", m.name)))
+            .expect("the member's log file");
+        let child = Command::new("etcd")
+            .args([
+                "--name",
+                &m.name,
+                "--data-dir",
+                &self.dir.join(&m.name).display().to_string(),
+                "--listen-client-urls",
+                &format!("http://127.0.0.1:{}", m.client),
+                "--advertise-client-urls",
+                &format!("http://127.0.0.1:{}", m.client),
+                "--listen-peer-urls",
+                &format!("http://127.0.0.1:{}", m.peer),
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{}", m.peer),
+                "--initial-cluster",
+                &initial.join(","),
+                "--initial-cluster-state",
+                state,
+                "--initial-cluster-token",
+                "vaquero-test",
+                "--max-txn-ops",
+                "100000",
+                "--max-request-bytes",
+                "33554432",
+                "--logger",
+                "zap",
+                "--log-level",
+                "warn",
+            ])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("the log file"))
+            .stderr(log)
+            .spawn()
+            .expect("etcd (scripts/setup installs etcd-server)");
+        m.child = Some(child);
+    }
+
+    /// The client URLs of every member.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .map(|m| format!("http://127.0.0.1:{}", m.client))
+            .collect()
+    }
+
+    /// The PID of member `i`, when it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.members[i].child.as_ref().map(Child::id)
+    }
+
+    /// Whether member `i` answers `/health` as healthy (it has a leader).
+    pub fn healthy(&self, i: usize) -> bool {
+        let url = format!("http://127.0.0.1:{}/health", self.members[i].client);
+        Command::new("curl")
+            .args(["-s", "--max-time", "1", &url])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).contains("\"health\":\"true\""))
+            .unwrap_or(false)
+    }
+
+    /// Waits, at most `limit`, until every running member is healthy.
+    pub fn wait_healthy(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let running: Vec<usize> = (0..self.members.len())
+                .filter(|&i| self.members[i].child.is_some())
+                .collect();
+            if running.iter().all(|&i| self.healthy(i)) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "etcd members {running:?} not healthy in {} s (logs in {})",
+                limit.as_secs(),
+                self.dir.display()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGKILLs member `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Restarts member `i` (killed before) on its data directory.
+    pub fn restart(&mut self, i: usize) {
+        self.kill(i);
+        self.spawn(i, "existing");
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`) to member `i`.
+    pub fn signal(&self, i: usize, signal: &str) {
+        if let Some(pid) = self.pid(i) {
+            sh(&["kill", &format!("-{signal}"), &pid.to_string()], None);
+        }
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            // A stopped member must run again to die of SIGKILL promptly.
+            self.signal(i, "CONT");
+            self.kill(i);
+        }
+    }
+}

@@ -90,6 +90,8 @@ pub mod compose;
 pub mod control;
 pub mod decide;
 pub mod engine;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod event;
 pub mod job;
 pub mod observe;
@@ -125,6 +127,8 @@ pub use boot_state::EngineBootState;
 pub use control::{Command, CommandError, Control, ControlError};
 pub use decide::{Decider, Follower};
 pub use engine::{Engine, EngineConfig, EngineError, Step};
+#[cfg(feature = "etcd")]
+pub use etcd::{EtcdConfig, EtcdStore};
 pub use event::{Action, ActionKind, Event, EventKind, JobPhase, JobSpec, Notice, Outcome};
 pub use job::{ExecJob, HttpJob, Job, JobError, JobRunner, SshJob};
 pub use observe::{Observation, ObservationKind};

@@ -13,7 +13,8 @@
 //!
 //! [`MemoryStore`] is for tests and simulations; [`RedbStore`] is the
 //! embedded default: one file, every acknowledged write on disk
-//! (`Durability::Immediate`: committed means fsynced).
+//! (`Durability::Immediate`: committed means fsynced); `EtcdStore` (the
+//! `etcd` feature) keeps it on an etcd cluster, for replicated servers.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -74,6 +75,10 @@ pub enum StoreError {
     /// The store cannot be reached (a remote store).
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The store's configuration is wrong (no endpoint, an unreadable
+    /// certificate).
+    #[error("store configuration: {0}")]
+    Config(String),
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {

@@ -10,24 +10,31 @@
 #[path = "../../testkit/src/locate.rs"]
 mod locate;
 use locate::testkit;
+#[path = "../../testkit/src/support.rs"]
+mod support;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use vaquero_engine::{Compare, MemoryStore, RedbStore, Store, TxnOp, TxnResult};
+use vaquero_engine::{
+    Compare, EtcdConfig, EtcdStore, MemoryStore, RedbStore, Store, StoreError, TxnOp, TxnResult,
+};
 
+/// The contract every store keeps. Revisions are compared with each
+/// other, not with constants: etcd's revision is its cluster's, and starts
+/// wherever the cluster is.
 async fn contract(s: &dyn Store) {
-    assert_eq!(s.revision().await.unwrap(), 0);
+    let r0 = s.revision().await.unwrap();
     assert_eq!(s.get("hosts/a").await.unwrap(), None);
 
     let r1 = s.put("hosts/a", b"1".to_vec()).await.unwrap();
     let r2 = s.put("hosts/b", b"2".to_vec()).await.unwrap();
     let r3 = s.put("records/x", b"x".to_vec()).await.unwrap();
-    assert_eq!((r1, r2, r3), (1, 2, 3));
-    assert_eq!(s.revision().await.unwrap(), 3);
+    assert!(r0 < r1 && r1 < r2 && r2 < r3, "{r0} {r1} {r2} {r3}");
+    assert_eq!(s.revision().await.unwrap(), r3);
     let a = s.get("hosts/a").await.unwrap().unwrap();
-    assert_eq!((a.value.as_slice(), a.mod_revision), (b"1".as_slice(), 1));
+    assert_eq!((a.value.as_slice(), a.mod_revision), (b"1".as_slice(), r1));
 
     // Prefix listing, in key order, nothing from outside the prefix.
     let keys: Vec<String> = s
@@ -41,14 +48,16 @@ async fn contract(s: &dyn Store) {
     assert!(s.list("nothing/").await.unwrap().is_empty());
 
     // Compare-and-swap: right revision wins once, a stale one loses.
+    let TxnResult::Committed(r4) = s
+        .compare_and_swap("hosts/a", Some(r1), b"1b".to_vec())
+        .await
+        .unwrap()
+    else {
+        panic!("a compare-and-swap at the right revision conflicted");
+    };
+    assert!(r4 > r3);
     assert_eq!(
-        s.compare_and_swap("hosts/a", Some(1), b"1b".to_vec())
-            .await
-            .unwrap(),
-        TxnResult::Committed(4)
-    );
-    assert_eq!(
-        s.compare_and_swap("hosts/a", Some(1), b"stale".to_vec())
+        s.compare_and_swap("hosts/a", Some(r1), b"stale".to_vec())
             .await
             .unwrap(),
         TxnResult::Conflict
@@ -61,13 +70,14 @@ async fn contract(s: &dyn Store) {
             .unwrap(),
         TxnResult::Conflict
     );
-    assert_eq!(
-        s.compare_and_swap("hosts/c", None, b"3".to_vec())
-            .await
-            .unwrap(),
-        TxnResult::Committed(5)
-    );
-    assert_eq!(s.revision().await.unwrap(), 5, "a conflict writes nothing");
+    let TxnResult::Committed(r5) = s
+        .compare_and_swap("hosts/c", None, b"3".to_vec())
+        .await
+        .unwrap()
+    else {
+        panic!("a create of an absent key conflicted");
+    };
+    assert_eq!(s.revision().await.unwrap(), r5, "a conflict writes nothing");
 
     // A transaction over several keys is all or nothing.
     let t = s
@@ -75,11 +85,11 @@ async fn contract(s: &dyn Store) {
             vec![
                 Compare {
                     key: "hosts/a".into(),
-                    mod_revision: Some(4),
+                    mod_revision: Some(r4),
                 },
                 Compare {
                     key: "hosts/b".into(),
-                    mod_revision: Some(1), // stale: b is at 2
+                    mod_revision: Some(r1), // stale: b is at r2
                 },
             ],
             vec![
@@ -95,7 +105,7 @@ async fn contract(s: &dyn Store) {
         .txn(
             vec![Compare {
                 key: "hosts/b".into(),
-                mod_revision: Some(2),
+                mod_revision: Some(r2),
             }],
             vec![
                 TxnOp::Put("hosts/a".into(), b"yes".to_vec()),
@@ -104,20 +114,42 @@ async fn contract(s: &dyn Store) {
         )
         .await
         .unwrap();
-    assert_eq!(t, TxnResult::Committed(6));
+    let TxnResult::Committed(r6) = t else {
+        panic!("a transaction whose compares hold conflicted");
+    };
+    assert!(r6 > r5);
     assert_eq!(s.get("hosts/b").await.unwrap(), None);
-    assert_eq!(s.get("hosts/a").await.unwrap().unwrap().mod_revision, 6);
+    assert_eq!(s.get("hosts/a").await.unwrap().unwrap().mod_revision, r6);
 
     // Polling by revision.
     let since: Vec<String> = s
-        .list_since("hosts/", 4)
+        .list_since("hosts/", r4)
         .await
         .unwrap()
         .into_iter()
         .map(|kv| kv.key)
         .collect();
     assert_eq!(since, ["hosts/a", "hosts/c"]);
-    assert_eq!(s.delete("hosts/c").await.unwrap(), 7);
+    assert!(s.delete("hosts/c").await.unwrap() > r6);
+
+    // A key written twice in one transaction: the last write counts.
+    let t = s
+        .txn(
+            Vec::new(),
+            vec![
+                TxnOp::Put("hosts/d".into(), b"first".to_vec()),
+                TxnOp::Delete("hosts/d".into()),
+                TxnOp::Put("hosts/e".into(), b"gone".to_vec()),
+                TxnOp::Put("hosts/d".into(), b"last".to_vec()),
+                TxnOp::Delete("hosts/e".into()),
+            ],
+        )
+        .await
+        .unwrap();
+    assert!(matches!(t, TxnResult::Committed(_)));
+    assert_eq!(s.get("hosts/d").await.unwrap().unwrap().value, b"last");
+    assert_eq!(s.get("hosts/e").await.unwrap(), None);
+    s.delete("hosts/d").await.unwrap();
 }
 
 #[tokio::test]
@@ -134,8 +166,94 @@ async fn redb_store_keeps_the_contract_and_survives_reopening() {
         contract(&s).await;
     }
     let s = RedbStore::open(&path).unwrap();
-    assert_eq!(s.revision().await.unwrap(), 7);
+    assert_eq!(s.revision().await.unwrap(), 9);
     assert_eq!(s.get("hosts/a").await.unwrap().unwrap().value, b"yes");
+}
+
+/// The etcd store on a real 3-member cluster (Debian's etcd-server on
+/// loopback): the contract; prefixes kept apart; a transaction of
+/// thousands of keys and a list read in pages at one revision; a member
+/// down tolerated; quorum lost is `Unavailable` within the timeout, and
+/// every acknowledged write is there once the cluster is back, even after
+/// every member was killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_store_keeps_the_contract_on_a_real_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = support::EtcdCluster::start(dir.path(), 3);
+    let mut config = EtcdConfig::new(cluster.endpoints());
+    config.prefix = "/t1/".into();
+    // A write that a dying etcd leader loses times out (2 s) and is tried
+    // again on the next member, which has a new leader by then.
+    let s = EtcdStore::connect(&config).await.unwrap();
+    contract(&s).await;
+
+    // Another prefix is another store.
+    let mut other = config.clone();
+    other.prefix = "/t2/".into();
+    let o = EtcdStore::connect(&other).await.unwrap();
+    assert!(o.list("hosts/").await.unwrap().is_empty());
+    assert_eq!(o.get("hosts/a").await.unwrap(), None);
+
+    // One transaction of 2,500 keys (an engine step of a large site), read
+    // back in key order across pages.
+    let ops: Vec<TxnOp> = (0..2500)
+        .map(|i| TxnOp::Put(format!("big/{i:05}"), format!("v{i}").into_bytes()))
+        .collect();
+    let TxnResult::Committed(big) = s.txn(Vec::new(), ops).await.unwrap() else {
+        panic!("a transaction without compares conflicted");
+    };
+    let all = s.list("big/").await.unwrap();
+    assert_eq!(all.len(), 2500);
+    assert!(all.windows(2).all(|w| w[0].key < w[1].key));
+    assert!(all.iter().all(|kv| kv.mod_revision == big));
+    assert_eq!(all[1234].value, b"v1234");
+
+    // One member of three down: the store goes on.
+    cluster.kill(2);
+    let mut acked = Vec::new();
+    for i in 0..20 {
+        let key = format!("acked/{i:03}");
+        let r = s.put(&key, vec![b'x'; 64]).await.unwrap();
+        acked.push((key, r));
+    }
+
+    // Quorum lost: a write fails as unavailable, within the bound.
+    cluster.kill(1);
+    let started = Instant::now();
+    let e = s.put("acked/lost", b"?".to_vec()).await.unwrap_err();
+    assert!(matches!(e, StoreError::Unavailable(_)), "{e}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "a write without quorum hung for {:?}",
+        started.elapsed()
+    );
+
+    // Every member killed, then all back: every acknowledged write is there.
+    cluster.kill(0);
+    for i in 0..3 {
+        cluster.restart(i);
+    }
+    cluster.wait_healthy(Duration::from_secs(60));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let back = loop {
+        match s.list("acked/").await {
+            Ok(kvs) => break kvs,
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the store did not come back: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let back: Vec<(String, u64)> = back
+        .into_iter()
+        .filter(|kv| kv.key != "acked/lost")
+        .map(|kv| (kv.key, kv.mod_revision))
+        .collect();
+    assert_eq!(back, acked);
+    assert_eq!(s.list("big/").await.unwrap().len(), 2500);
 }
 
 #[test]
