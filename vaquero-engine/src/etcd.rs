@@ -99,18 +99,41 @@ impl EtcdConfig {
             .keep_alive_timeout(Duration::from_secs(2))
             .keep_alive_while_idle(true);
         if url.starts_with("https://") || self.ca.is_some() || self.identity.is_some() {
-            let mut tls = TlsOptions::new();
-            if let Some(ca) = &self.ca {
-                tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
-            }
-            if let Some((cert, key)) = &self.identity {
-                tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
-            }
-            ep = ep.tls_config(tls).map_err(|e| bad(&e))?;
+            ep = ep.tls_config(self.tls()?).map_err(|e| bad(&e))?;
         }
         Client::from_channel(Channel::Tonic(ep.connect_lazy()), Some(self.options()))
             .await
             .map_err(etcd_error)
+    }
+
+    /// A client balanced over every member, with no per-request timeout:
+    /// for calls that wait as long as they must (an election campaign).
+    pub(crate) async fn unbounded(&self) -> Result<Client, StoreError> {
+        if self.endpoints.is_empty() {
+            return Err(StoreError::Config("no etcd endpoint given".into()));
+        }
+        let mut o = self
+            .options()
+            .with_connect_timeout(self.timeout)
+            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+            .with_keep_alive_while_idle(true);
+        if self.endpoints.iter().any(|e| e.starts_with("https://")) || self.ca.is_some() {
+            o = o.with_tls(self.tls()?);
+        }
+        Client::connect(&self.endpoints, Some(o))
+            .await
+            .map_err(etcd_error)
+    }
+
+    fn tls(&self) -> Result<TlsOptions, StoreError> {
+        let mut tls = TlsOptions::new();
+        if let Some(ca) = &self.ca {
+            tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
+        }
+        if let Some((cert, key)) = &self.identity {
+            tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        Ok(tls)
     }
 
     /// A client of every member, one connection each.
@@ -188,6 +211,9 @@ pub struct EtcdStore {
     current: Arc<AtomicUsize>,
     prefix: String,
     timeout: Duration,
+    /// A leader's term: every transaction requires this key (the term's
+    /// campaign key, a full etcd key) at this create revision.
+    guard: Option<(Vec<u8>, i64)>,
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -225,7 +251,32 @@ impl EtcdStore {
             current: Arc::new(AtomicUsize::new(0)),
             prefix: prefix.to_owned(),
             timeout,
+            guard: None,
         }
+    }
+
+    /// This store, fenced: each transaction also requires the etcd key
+    /// `key` (outside the prefix) to exist with create revision `fence`,
+    /// and fails with [`StoreError::Fenced`] when it does not.
+    pub fn fenced(&self, key: Vec<u8>, fence: u64) -> Self {
+        EtcdStore {
+            guard: Some((key, i64::try_from(fence).unwrap_or(i64::MAX))),
+            ..self.clone()
+        }
+    }
+
+    /// Whether the guard of a fenced store still holds.
+    async fn guard_holds(&self) -> Result<bool, StoreError> {
+        let Some((key, fence)) = &self.guard else {
+            return Ok(true);
+        };
+        let r = self
+            .call(true, |mut kv| {
+                let key = key.clone();
+                async move { kv.get(key, None).await }
+            })
+            .await?;
+        Ok(r.kvs().first().map(|kv| kv.create_revision()) == Some(*fence))
     }
 
     /// Runs a request, again while it fails in a way another try may
@@ -373,7 +424,7 @@ impl Store for EtcdStore {
     }
 
     async fn txn(&self, compares: Vec<Compare>, ops: Vec<TxnOp>) -> Result<TxnResult, StoreError> {
-        let when: Vec<EtcdCompare> = compares
+        let mut when: Vec<EtcdCompare> = compares
             .iter()
             .map(|c| match c.mod_revision {
                 Some(r) => EtcdCompare::mod_revision(
@@ -384,6 +435,13 @@ impl Store for EtcdStore {
                 None => EtcdCompare::version(self.full(&c.key), CompareOp::Equal, 0),
             })
             .collect();
+        if let Some((key, fence)) = &self.guard {
+            when.push(EtcdCompare::create_revision(
+                key.clone(),
+                CompareOp::Equal,
+                *fence,
+            ));
+        }
         // etcd refuses a key twice in one transaction; applied in order,
         // only each key's last operation counts.
         let mut last = std::collections::HashMap::with_capacity(ops.len());
@@ -423,6 +481,11 @@ impl Store for EtcdStore {
             .await?;
         if r.succeeded() {
             Ok(TxnResult::Committed(header_revision(r.header())))
+        } else if !self.guard_holds().await? {
+            metrics::counter!("vaquero_server_fenced_writes_total").increment(1);
+            Err(StoreError::Fenced(
+                "its term's campaign key is gone or was replaced".into(),
+            ))
         } else {
             Ok(TxnResult::Conflict)
         }

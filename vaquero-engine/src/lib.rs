@@ -94,6 +94,8 @@ pub mod engine;
 pub mod etcd;
 pub mod event;
 pub mod job;
+#[cfg(feature = "etcd")]
+pub mod leader;
 pub mod observe;
 pub mod persist;
 #[cfg(any(feature = "server", feature = "agent"))]
@@ -131,6 +133,8 @@ pub use engine::{Engine, EngineConfig, EngineError, Step};
 pub use etcd::{EtcdConfig, EtcdStore};
 pub use event::{Action, ActionKind, Event, EventKind, JobPhase, JobSpec, Notice, Outcome};
 pub use job::{ExecJob, HttpJob, Job, JobError, JobRunner, SshJob};
+#[cfg(feature = "etcd")]
+pub use leader::{Election, LeaseClock, Term, TermState};
 pub use observe::{Observation, ObservationKind};
 pub use persist::{PersistError, StateStore};
 pub use plan::{HostPlan, Plan, PlanAction, PlanSet, SitePlans, plan, plan_with_state};

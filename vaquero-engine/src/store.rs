@@ -75,6 +75,11 @@ pub enum StoreError {
     /// The store cannot be reached (a remote store).
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The write was refused because this replica no longer leads: its
+    /// term's campaign key is gone (another replica leads, or the lease
+    /// expired). Nothing was written; the replica must stop acting.
+    #[error("fenced: this replica no longer leads ({0})")]
+    Fenced(String),
     /// The store's configuration is wrong (no endpoint, an unreadable
     /// certificate).
     #[error("store configuration: {0}")]
