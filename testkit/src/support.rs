@@ -148,6 +148,7 @@ impl EtcdCluster {
     /// Starts `n` members under `dir` and waits (bounded) until the
     /// cluster has a leader and answers.
     pub fn start(dir: &Path, n: usize) -> EtcdCluster {
+        std::fs::create_dir_all(dir).expect("the cluster's directory");
         let members = (0..n)
             .map(|i| EtcdMember {
                 name: format!("m{i}"),

@@ -119,7 +119,7 @@ enum Command {
     Standalone(standalone::Args),
     /// Run the control plane of many sites: each site's engine, plans and
     /// rollout, its agents served over HTTPS (mTLS), and the user API.
-    Server(remote::ServerArgs),
+    Server(Box<remote::ServerArgs>),
     /// Run one site's DHCP, TFTP, HTTP boot service, power actions and
     /// jobs for a `vaquero server`, booting machines from its cache when
     /// the server is away.
@@ -447,7 +447,7 @@ fn main() -> ExitCode {
             .map(|()| ExitCode::SUCCESS)
             .map_err(Into::into),
         Command::Standalone(args) => standalone::run(args),
-        Command::Server(args) => remote::server(args),
+        Command::Server(args) => remote::server(*args),
         Command::Agent(args) => remote::agent(args),
         Command::Status(api) => client::status(&api),
         Command::Hosts { sot: None, api, .. } => client::hosts(&api),

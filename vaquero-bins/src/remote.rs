@@ -38,6 +38,14 @@ struct ServerFile {
     keep_attempts: Option<usize>,
     webhook_secret_file: Option<PathBuf>,
     fetch_every: Option<u64>,
+    etcd: Option<Vec<String>>,
+    etcd_prefix: Option<String>,
+    etcd_ca: Option<PathBuf>,
+    etcd_cert: Option<PathBuf>,
+    etcd_key: Option<PathBuf>,
+    etcd_user: Option<String>,
+    etcd_password_file: Option<PathBuf>,
+    lease_ttl: Option<u64>,
 }
 
 /// `vaquero server` flags (each overrides the config file).
@@ -103,6 +111,34 @@ pub struct ServerArgs {
     /// to the webhook fetches at once).
     #[arg(long, value_name = "SECONDS")]
     fetch_every: Option<u64>,
+    /// Replicated: keep the state on this etcd cluster (client URLs,
+    /// comma-separated) instead of DATA/state.redb. Every replica names the
+    /// same cluster and its own --advertise URL; one leads at a time.
+    #[arg(long, value_name = "URL,URL,URL", value_delimiter = ',')]
+    etcd: Option<Vec<String>>,
+    /// The prefix of every key in etcd (default /vaquero/).
+    #[arg(long, value_name = "PREFIX")]
+    etcd_prefix: Option<String>,
+    /// The CA of the etcd members' certificates (PEM): TLS to etcd.
+    #[arg(long, value_name = "FILE")]
+    etcd_ca: Option<PathBuf>,
+    /// A client certificate for etcd (PEM), with --etcd-key.
+    #[arg(long, value_name = "FILE", requires = "etcd_key")]
+    etcd_cert: Option<PathBuf>,
+    /// The key of --etcd-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "etcd_cert")]
+    etcd_key: Option<PathBuf>,
+    /// An etcd user (with --etcd-password-file), for a cluster with
+    /// authentication on.
+    #[arg(long, value_name = "NAME", requires = "etcd_password_file")]
+    etcd_user: Option<String>,
+    /// The file holding the etcd user's password.
+    #[arg(long, value_name = "FILE")]
+    etcd_password_file: Option<PathBuf>,
+    /// A replica's lease in the election, in seconds (default 2): a
+    /// leader that dies is replaced about this long after.
+    #[arg(long, value_name = "SECONDS")]
+    lease_ttl: Option<u64>,
 }
 
 /// `vaquero server`.
@@ -163,6 +199,32 @@ pub fn server(args: ServerArgs) -> anyhow::Result<ExitCode> {
         args.keep_days.or(file.keep_days),
         args.keep_attempts.or(file.keep_attempts),
     );
+    if let Some(endpoints) = args.etcd.or(file.etcd) {
+        let mut etcd = vaquero_engine::EtcdConfig::new(endpoints);
+        if let Some(p) = args.etcd_prefix.or(file.etcd_prefix) {
+            etcd.prefix = p;
+        }
+        etcd.ca = args.etcd_ca.or(file.etcd_ca);
+        if let (Some(c), Some(k)) = (
+            args.etcd_cert.or(file.etcd_cert),
+            args.etcd_key.or(file.etcd_key),
+        ) {
+            etcd.identity = Some((c, k));
+        }
+        if let Some(user) = args.etcd_user.or(file.etcd_user) {
+            let f = args
+                .etcd_password_file
+                .or(file.etcd_password_file)
+                .context("give --etcd-password-file with --etcd-user")?;
+            let password = std::fs::read_to_string(&f)
+                .with_context(|| format!("reading the etcd password {}", f.display()))?;
+            etcd.user = Some((user, password.trim().to_owned()));
+        }
+        config.etcd = Some(etcd);
+    }
+    if let Some(t) = args.lease_ttl.or(file.lease_ttl) {
+        config.ttl = std::time::Duration::from_secs(t.max(1));
+    }
     config.metrics = Some(metrics()?);
     until_signal(|shutdown| vaquero_engine::server::run(config, shutdown))
 }

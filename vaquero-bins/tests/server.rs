@@ -439,12 +439,17 @@ impl Proxy {
     }
 }
 
+/// The tests of this binary run one at a time: each starts many
+/// processes, and timing under a loaded 2-core machine is what CI has.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 fn mac(site: usize, host: usize) -> String {
     format!("52-54-00-00-0{site}-0{host}")
 }
 
 #[test]
 fn two_sites_from_one_server_and_booting_through_outages() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let lab = Lab::new();
     let mut server = lab.server();
     lab.until("the server", 60, || {
@@ -841,4 +846,244 @@ fn two_sites_from_one_server_and_booting_through_outages() {
     let (status, text) = deliver(Some(sign(body)), "d1");
     assert_eq!(status, 202, "{text}");
     assert!(text.contains("seen already"), "{text}");
+}
+
+/// A TCP load balancer on loopback: each connection goes to the first
+/// upstream that accepts it, starting with the next one each time (a
+/// dead replica refuses, and is passed over).
+fn balancer(upstreams: Vec<u16>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for (next, client) in listener.incoming().enumerate() {
+            let Ok(client) = client else { return };
+            let server = (0..upstreams.len()).find_map(|k| {
+                let up = upstreams[(next + k) % upstreams.len()];
+                TcpStream::connect_timeout(
+                    &std::net::SocketAddr::from(([127, 0, 0, 1], up)),
+                    Duration::from_secs(1),
+                )
+                .ok()
+            });
+            let Some(server) = server else { continue };
+            for (mut from, mut to) in [
+                (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                (server, client),
+            ] {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from, &mut to);
+                    let _ = to.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        }
+    });
+    port
+}
+
+/// A GET with the CA pinned and no redirect followed: status, `Location`
+/// and body (`None` when the server does not answer).
+fn probe(lab: &Lab, url: &str) -> Option<(u16, String, String)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let ca = std::fs::read(lab.path("certs/ca.pem")).unwrap();
+        let c = reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(&ca).unwrap()])
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(3))
+            .build()
+            .unwrap();
+        let r = c.get(url).send().await.ok()?;
+        let status = r.status().as_u16();
+        let location = r
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        Some((status, location, r.text().await.ok()?))
+    })
+}
+
+/// Three `vaquero server` replicas on a real 3-member etcd cluster, one
+/// agent reaching them through a load balancer. Exactly one replica leads
+/// (`/leader` 200); the others are ready and redirect (307) to it. A host
+/// is provisioned through the leader; the leader is killed (`kill -9`),
+/// another leads within seconds with a higher fencing number, and the
+/// next host is provisioned through it, nothing run twice. The new leader
+/// is then paused (SIGSTOP) past its lease: a third replica leads; woken,
+/// the paused one stops acting and follows; still nothing runs twice.
+#[test]
+fn replicated_servers_on_etcd_fail_over() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let mut lab = Lab::new();
+    let cluster = support::EtcdCluster::start(&lab.path("etcd"), 3);
+    let etcd = cluster.endpoints().join(",");
+    let ports = [free_port(), free_port(), free_port()];
+    let url = |i: usize| format!("https://127.0.0.1:{}", ports[i]);
+    // Replica 0's data directory is the lab's, whose admin token the CLI
+    // reads: every replica writes the shared token there.
+    let data = |i: usize| {
+        if i == 0 {
+            "data".to_owned()
+        } else {
+            format!("data-{i}")
+        }
+    };
+    let start = |lab: &Lab, i: usize| {
+        let log = lab.path(&format!("server-{i}.log"));
+        let child = vaquero()
+            .args(["server", "--sot", lab.path("sot").to_str().unwrap()])
+            .arg("--data")
+            .arg(lab.path(&data(i)))
+            .args(["--listen", &format!("127.0.0.1:{}", ports[i])])
+            .arg("--tls-cert")
+            .arg(lab.path("certs/server.pem"))
+            .arg("--tls-key")
+            .arg(lab.path("certs/server.key"))
+            .args(["--silence", "3", "--etcd", &etcd, "--advertise", &url(i)])
+            .args(["--lease-ttl", "2"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::File::options()
+                    .create(true)
+                    .append(true)
+                    .open(&log)
+                    .unwrap(),
+            )
+            .spawn()
+            .unwrap();
+        Proc(child, log)
+    };
+    let mut replicas: Vec<Proc> = (0..3).map(|i| start(&lab, i)).collect();
+    // Who leads: the replicas answering /leader with 200.
+    let leaders = |lab: &Lab| -> Vec<usize> {
+        (0..3)
+            .filter(|&i| probe(lab, &format!("{}/leader", url(i))).is_some_and(|r| r.0 == 200))
+            .collect()
+    };
+    let fence = |lab: &Lab, i: usize| -> u64 {
+        let (_, _, body) = probe(lab, &format!("{}/leader", url(i))).unwrap();
+        serde_json::from_str::<Value>(&body).unwrap()["fence"]
+            .as_u64()
+            .unwrap()
+    };
+    let mut leader = usize::MAX;
+    lab.until("one replica leads", 90, || match leaders(&lab)[..] {
+        [i] => {
+            leader = i;
+            true
+        }
+        _ => false,
+    });
+    let first = fence(&lab, leader);
+    assert!(first > 0);
+    // The followers are ready, say who leads, and redirect the rest.
+    for i in (0..3).filter(|&i| i != leader) {
+        let (status, _, body) = probe(&lab, &format!("{}/ready", url(i))).unwrap();
+        assert_eq!(status, 200, "{body}");
+        let (status, _, body) = probe(&lab, &format!("{}/leader", url(i))).unwrap();
+        assert_eq!(status, 503);
+        assert!(body.contains(&url(leader)), "{body}");
+        let (status, location, _) =
+            probe(&lab, &format!("{}/v1/sites/s1/status?x=1", url(i))).unwrap();
+        assert_eq!(status, 307);
+        assert_eq!(location, format!("{}/v1/sites/s1/status?x=1", url(leader)));
+    }
+    lab.api = url(leader);
+    lab.until("the shared admin token works", 30, || {
+        lab.cli(&["status", "--site", "s1", "--format", "json"])
+            .status
+            .success()
+    });
+
+    // One agent, through the balancer.
+    let lb = format!("https://127.0.0.1:{}", balancer(ports.to_vec()));
+    let o = lab.cli(&["token", "create", "--role", "agent", "--site", "s1"]);
+    assert!(o.status.success(), "{o:?}");
+    let join = String::from_utf8(o.stdout).unwrap().trim().to_owned();
+    let _agent = lab.agent_with("s1", Some(&join), &["--server", &lb]);
+    lab.until("the agent heard", 60, || {
+        lab.path("cache-s1/enrolment.json").exists()
+            && lab.json(&["status", "--site", "s1"])["held"].is_null()
+    });
+    let cycles = |lab: &Lab, host: &str| {
+        lab.power_log()
+            .iter()
+            .filter(|l| **l == format!("{host} cycle") || **l == format!("{host} on"))
+            .count()
+    };
+    let provision = |lab: &Lab, host: &str, m: &str| {
+        assert!(
+            lab.cli(&["reprovision", host, "--now", "--site", "s1"])
+                .status
+                .success()
+        );
+        lab.until(&format!("{host} power-cycled"), 60, || {
+            cycles(lab, host) == 1
+        });
+        lab.until(&format!("{host} installs"), 60, || {
+            boot(lab.http[0], m, false).contains("vmlinuz")
+        });
+        boot(lab.http[0], m, true);
+        lab.until(&format!("{host} done"), 60, || {
+            lab.phase("s1", host) == "done"
+        });
+    };
+    provision(&lab, "s1-h1", &mac(0, 1));
+
+    // kill -9 of the leader: another leads, with a higher fencing number.
+    replicas[leader].kill();
+    let killed = leader;
+    let t = Instant::now();
+    lab.until("another replica leads", 60, || match leaders(&lab)[..] {
+        [i] if i != killed => {
+            leader = i;
+            true
+        }
+        _ => false,
+    });
+    eprintln!("failover after kill -9: {:?}", t.elapsed());
+    let second = fence(&lab, leader);
+    assert!(second > first, "{second} after {first}");
+    lab.api = url(leader);
+    provision(&lab, "s1-h2", &mac(0, 2));
+    replicas[killed] = start(&lab, killed);
+
+    // SIGSTOP of the leader past its lease: a third leads; woken, the
+    // paused one does not act, and follows.
+    let paused = leader;
+    let pid = replicas[paused].0.id().to_string();
+    support::sh(&["kill", "-STOP", &pid], None);
+    lab.until(
+        "a replica leads while the leader is paused",
+        60,
+        || match leaders(&lab)[..] {
+            [i] if i != paused => {
+                leader = i;
+                true
+            }
+            _ => false,
+        },
+    );
+    assert!(fence(&lab, leader) > second);
+    support::sh(&["kill", "-CONT", &pid], None);
+    lab.until("the woken replica follows", 30, || {
+        probe(&lab, &format!("{}/leader", url(paused))).is_some_and(|r| r.0 == 503)
+    });
+    lab.api = url(leader);
+    assert_eq!(lab.phase("s1", "s1-h1"), "done");
+    assert_eq!(lab.phase("s1", "s1-h2"), "done");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(cycles(&lab, "s1-h1"), 1, "{:?}", lab.power_log());
+    assert_eq!(cycles(&lab, "s1-h2"), 1, "{:?}", lab.power_log());
+    let log = std::fs::read_to_string(lab.path(&format!("server-{paused}.log"))).unwrap();
+    assert!(
+        log.contains("not acting") || log.contains("stepping down"),
+        "the paused leader did not notice it lost its lease"
+    );
+    drop(replicas);
 }

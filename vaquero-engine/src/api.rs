@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | GET | `/live` | 200 while the process runs |
 //! | GET | `/ready` | 200 once a model is served |
+//! | GET | `/leader` | 200 from the process that leads (a replicated server's follower answers 503) |
 //! | GET | `/metrics` | Prometheus text |
 //! | GET | `/v1/openapi.json` | this API as OpenAPI 3.1 |
 //! | GET | `/v1/status` | site, revision served, refused revision, pending plan, rollout progress |
@@ -17,7 +18,7 @@
 //! | POST | `/v1/pause`, `/v1/resume` | hold back new hosts / start them again |
 //! | GET | `/v1/executions?host=H` | execution records with their steps and logs |
 //!
-//! Everything but `/live`, `/ready` and `/metrics` needs
+//! Everything but `/live`, `/ready`, `/leader` and `/metrics` needs
 //! `Authorization: Bearer <token>`; a missing or wrong token gets 401 with
 //! a JSON error. Errors are `{"error": {"kind", "message"}}`.
 //!
@@ -85,6 +86,17 @@ pub struct Shared {
     pub agents: Option<crate::server::routes::AgentApi>,
     /// `POST /v1/webhook/github` (`None`: no secret configured).
     pub webhook: Option<std::sync::Arc<crate::webhook::Webhook>>,
+    /// What `GET /leader` says: this process leads (it serves the API).
+    pub leader: Leader,
+}
+
+/// Who leads, for `GET /leader`, as the process serving the API says it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Leader {
+    /// The leader's URL (a replicated server's `--advertise`).
+    pub leader: Option<String>,
+    /// The term's fencing number (0: not replicated).
+    pub fence: u64,
 }
 
 impl std::fmt::Debug for Shared {
@@ -262,6 +274,18 @@ pub async fn serve(
     tls: Option<&Tls>,
     shared: Shared,
 ) -> Result<ApiServer, StandaloneError> {
+    let (_, routes) = tokio::sync::watch::channel(router(shared));
+    serve_routes(addr, tls, routes).await
+}
+
+/// As [`serve`], with the routes `routes` holds at each request: a
+/// replicated server switches between a leader's and a follower's on
+/// one listener.
+pub async fn serve_routes(
+    addr: SocketAddr,
+    tls: Option<&Tls>,
+    routes: tokio::sync::watch::Receiver<Router>,
+) -> Result<ApiServer, StandaloneError> {
     check(addr, tls)?;
     let api_err = |addr, msg: String| StandaloneError::Api {
         addr,
@@ -277,9 +301,8 @@ pub async fn serve(
     let addr = listener
         .local_addr()
         .map_err(|source| StandaloneError::Api { addr, source })?;
-    let app = router(shared);
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(serve_conns(listener, acceptor, app, stopped));
+    let task = tokio::spawn(serve_conns(listener, acceptor, routes, stopped));
     Ok(ApiServer { addr, stop, task })
 }
 
@@ -292,7 +315,7 @@ pub const MAX_HEAD: usize = 16 * 1024;
 /// closes.
 async fn serve_http<IO>(
     io: IO,
-    app: Router,
+    app: tokio::sync::watch::Receiver<Router>,
     peer: Option<PeerCert>,
     mut closing: tokio::sync::watch::Receiver<()>,
 ) where
@@ -303,7 +326,8 @@ async fn serve_http<IO>(
         if let Some(p) = &peer {
             req.extensions_mut().insert(p.clone());
         }
-        tower_service::Service::call(&mut app.clone(), req)
+        let mut app = app.borrow().clone();
+        tower_service::Service::call(&mut app, req)
     });
     let mut http = hyper::server::conn::http1::Builder::new();
     http.max_buf_size(MAX_HEAD);
@@ -321,7 +345,7 @@ async fn serve_http<IO>(
 async fn serve_conns(
     listener: tokio::net::TcpListener,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
-    app: Router,
+    app: tokio::sync::watch::Receiver<Router>,
     mut stopped: oneshot::Receiver<()>,
 ) {
     let mut conns = tokio::task::JoinSet::new();
@@ -403,6 +427,7 @@ pub fn router(shared: Shared) -> Router {
     let mut app = Router::new()
         .route("/live", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
+        .route("/leader", get(leader))
         .route("/metrics", get(metrics))
         .route(
             "/v1/webhook/github",
@@ -671,6 +696,12 @@ async fn token_revoke(State(s): State<Shared>, Path(id): Path<String>) -> Respon
 
 async fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+/// `GET /leader`: 200, this process leads.
+async fn leader(State(s): State<Shared>) -> Response {
+    Json(serde_json::json!({"leader": s.leader.leader, "fence": s.leader.fence, "this": true}))
+        .into_response()
 }
 
 async fn ready(State(s): State<Shared>) -> Response {

@@ -236,6 +236,7 @@ pub async fn run(
         metrics: config.metrics.clone(),
         agents: None,
         webhook: None,
+        leader: crate::api::Leader::default(),
     };
     let api = crate::api::serve(config.api, config.tls.as_ref(), shared).await?;
     tracing::info!(api = %api.addr, data = %data.display(), "standalone: API listening");

@@ -28,7 +28,7 @@ use crate::engine::EngineConfig;
 use crate::runner::Runner;
 use crate::server::hub::{HubConfig, RemoteSite, SiteHub};
 use crate::server::routes::{AgentApi, Ca};
-use crate::store::RedbStore;
+use crate::store::{RedbStore, Store};
 
 /// How `vaquero server` runs.
 #[derive(Debug, Clone)]
@@ -75,6 +75,11 @@ pub struct ServerConfig {
     pub watch: bool,
     /// The secret of `POST /v1/webhook/github` (`None`: no webhook).
     pub webhook_secret: Option<Vec<u8>>,
+    /// Replicated: the state on this etcd cluster, one replica leading
+    /// (`None`: alone, on the redb file in the data directory).
+    pub etcd: Option<crate::etcd::EtcdConfig>,
+    /// A replica's lease TTL in the election (default 2 s).
+    pub ttl: Duration,
 }
 
 impl ServerConfig {
@@ -100,6 +105,8 @@ impl ServerConfig {
             retention: crate::record::Retention::default(),
             webhook_secret: None,
             watch: true,
+            etcd: None,
+            ttl: Duration::from_secs(2),
         }
     }
 }
@@ -112,7 +119,27 @@ enum SiteMsg {
     Refuse(String, Vec<String>),
 }
 
-/// Runs the server until `shutdown` completes.
+/// What every term of a server shares, read once at start.
+struct Base {
+    config: ServerConfig,
+    ca_cert: String,
+    ca_key: String,
+    fingerprint: String,
+    token: Arc<str>,
+    source: Arc<dyn vaquero_model::SotSource>,
+}
+
+/// Why [`lead`] returned.
+enum Ended {
+    /// The server is stopping.
+    Shutdown,
+    /// The term is suspended or lost: stop acting.
+    Inactive,
+}
+
+/// Runs the server until `shutdown` completes: alone on its redb file,
+/// or, with [`ServerConfig::etcd`], as one replica of several, acting
+/// only while it leads.
 pub async fn run(
     config: ServerConfig,
     shutdown: impl std::future::Future<Output = ()>,
@@ -137,17 +164,176 @@ pub async fn run(
             source: std::io::Error::other("no certificate in it"),
         })?;
     let token: Arc<str> = secret(&data, TOKEN_FILE)?.into();
-
     let source = open_source(&config.sot, config.branch.as_deref(), &data)?;
+    // A SoT that does not load fails the start.
     let loaded = vaquero_model::load_source(source.as_ref())?;
     for w in loaded.warnings.0.iter() {
         tracing::warn!("{w}");
     }
-    let mut head = loaded.head.revision.clone().unwrap_or_default();
-    let store = Arc::new(
-        RedbStore::open(&data.join(STATE_FILE))
-            .map_err(|e| StandaloneError::Store(e.to_string()))?,
+    let tls = Tls {
+        cert: config.cert.clone(),
+        key: config.key.clone(),
+        client_ca: Some(config.ca_cert.clone()),
+    };
+    let (routes_tx, routes) = watch::channel(waiting_router(config.metrics.clone()));
+    let listen = config.listen;
+    let mut base = Base {
+        config,
+        ca_cert,
+        ca_key,
+        fingerprint,
+        token,
+        source,
+    };
+    let (store, replica) = match base.config.etcd.clone() {
+        None => {
+            let store: Arc<dyn Store> = Arc::new(
+                RedbStore::open(&data.join(STATE_FILE))
+                    .map_err(|e| StandaloneError::Store(e.to_string()))?,
+            );
+            (store, None)
+        }
+        Some(etcd) => {
+            let Some(id) = base.config.advertise.clone() else {
+                return Err(StandaloneError::Site(
+                    "a replicated server (--etcd) needs --advertise: the URL other replicas send clients to"
+                        .into(),
+                ));
+            };
+            let store = crate::etcd::EtcdStore::connect(&etcd)
+                .await
+                .map_err(|e| StandaloneError::Store(e.to_string()))?;
+            base.token = shared_token(&store, &base.token, &data).await?;
+            let election = crate::leader::Election::new(&etcd, &id, base.config.ttl)
+                .await
+                .map_err(|e| StandaloneError::Store(e.to_string()))?;
+            let follower: Arc<dyn Store> = Arc::new(store.clone());
+            (follower, Some((store, Arc::new(election))))
+        }
+    };
+    let api = crate::api::serve_routes(listen, Some(&tls), routes).await?;
+    tracing::info!(
+        listen = %api.addr,
+        data = %data.display(),
+        ca = %base.fingerprint,
+        replicated = replica.is_some(),
+        "server: listening"
     );
+    tokio::pin!(shutdown);
+    let result = match replica {
+        None => lead(&base, store, None, &routes_tx, shutdown.as_mut())
+            .await
+            .map(|_| ()),
+        Some((store, election)) => {
+            replicate(&base, store, election, &routes_tx, shutdown.as_mut()).await
+        }
+    };
+    tracing::info!("server: stopping");
+    api.stop().await;
+    result
+}
+
+/// The admin token every replica shares: the first replica's, kept in
+/// etcd, and written to this replica's `DATA/admin.token` so an operator
+/// finds it on any of them.
+async fn shared_token(
+    store: &crate::etcd::EtcdStore,
+    local: &str,
+    data: &std::path::Path,
+) -> Result<Arc<str>, StandaloneError> {
+    const KEY: &str = "v1/admin-token";
+    let store_err = |e: crate::store::StoreError| StandaloneError::Store(e.to_string());
+    store
+        .compare_and_swap(KEY, None, local.as_bytes().to_vec())
+        .await
+        .map_err(store_err)?;
+    let kv = store
+        .get(KEY)
+        .await
+        .map_err(store_err)?
+        .ok_or_else(|| StandaloneError::Store("the shared admin token vanished".into()))?;
+    let token = String::from_utf8_lossy(&kv.value).into_owned();
+    if token != local {
+        let path = data.join(TOKEN_FILE);
+        std::fs::write(&path, format!("{token}\n"))
+            .map_err(|source| StandaloneError::Data { path, source })?;
+    }
+    Ok(token.into())
+}
+
+/// One replica of several: campaigns, leads while its term is active,
+/// and serves as a follower otherwise.
+async fn replicate(
+    base: &Base,
+    store: crate::etcd::EtcdStore,
+    election: Arc<crate::leader::Election>,
+    routes: &watch::Sender<axum::Router>,
+    mut shutdown: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) -> Result<(), StandaloneError> {
+    let follow = || follower_router(store.clone(), election.clone(), base.config.metrics.clone());
+    loop {
+        let _ = routes.send_replace(follow());
+        let mut term = tokio::select! {
+            () = shutdown.as_mut() => return Ok(()),
+            t = election.lead() => t,
+        };
+        // Lead while the term is active; wait while it is suspended.
+        loop {
+            let fenced: Arc<dyn Store> = Arc::new(term.store(&store));
+            match lead(base, fenced, Some(&mut term), routes, shutdown.as_mut()).await {
+                Ok(Ended::Shutdown) => {
+                    let _ = routes.send_replace(follow());
+                    term.resign().await;
+                    return Ok(());
+                }
+                Ok(Ended::Inactive) => {}
+                Err(e) => {
+                    // Fenced, or etcd unreachable mid-step: a successor
+                    // (or this replica, once etcd answers) leads.
+                    tracing::warn!(error = %e, fence = term.fence(), "server: stepping down");
+                    let _ = routes.send_replace(follow());
+                    term.resign().await;
+                    break;
+                }
+            }
+            let _ = routes.send_replace(follow());
+            let state = tokio::select! {
+                () = shutdown.as_mut() => return Ok(()),
+                s = term.settled() => s,
+            };
+            if state != crate::leader::TermState::Active {
+                tracing::warn!(fence = term.fence(), "server: the term is over");
+                break;
+            }
+            tracing::info!(
+                fence = term.fence(),
+                "server: the term goes on; leading again"
+            );
+        }
+    }
+}
+
+/// Completes when `term` is no longer active; never without a term.
+async fn inactive(term: Option<&mut crate::leader::Term>) {
+    match term {
+        Some(t) => t.inactive().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Serves every site of the SoT from `store` until `shutdown` completes
+/// or `term` (a replica's) is no longer active.
+async fn lead(
+    base: &Base,
+    store: Arc<dyn Store>,
+    mut term: Option<&mut crate::leader::Term>,
+    routes: &watch::Sender<axum::Router>,
+    mut shutdown: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) -> Result<Ended, StandaloneError> {
+    let config = &base.config;
+    let source = &base.source;
+    let loaded = vaquero_model::load_source(source.as_ref())?;
+    let mut head = loaded.head.revision.clone().unwrap_or_default();
     let now = Timestamp::now();
     let mut hubs = BTreeMap::new();
     let mut sites = BTreeMap::new();
@@ -207,9 +393,9 @@ pub async fn run(
     let agents = AgentApi {
         hubs: Arc::new(hubs),
         ca: Arc::new(Ca {
-            cert: ca_cert,
-            key: ca_key,
-            fingerprint: fingerprint.clone(),
+            cert: base.ca_cert.clone(),
+            key: base.ca_key.clone(),
+            fingerprint: base.fingerprint.clone(),
         }),
         tokens: tokens.clone(),
         store: store.clone(),
@@ -225,25 +411,18 @@ pub async fn run(
     let shared = Shared {
         sites: Arc::new(sites),
         store: store.clone(),
-        token,
+        token: base.token.clone(),
         tokens,
         metrics: config.metrics.clone(),
         agents: Some(agents),
         webhook,
+        leader: crate::api::Leader {
+            leader: config.advertise.clone(),
+            fence: term.as_ref().map_or(0, |t| t.fence()),
+        },
     };
-    let tls = Tls {
-        cert: config.cert.clone(),
-        key: config.key.clone(),
-        client_ca: Some(config.ca_cert.clone()),
-    };
-    let api = crate::api::serve(config.listen, Some(&tls), shared).await?;
-    tracing::info!(
-        listen = %api.addr,
-        data = %data.display(),
-        ca = %fingerprint,
-        sites = inboxes.len(),
-        "server: listening"
-    );
+    let _ = routes.send_replace(crate::api::router(shared));
+    tracing::info!(sites = inboxes.len(), "server: serving its sites");
 
     let mut poll = tokio::time::interval(config.poll);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -255,15 +434,15 @@ pub async fn run(
     let mut settled: Option<tokio::time::Instant> = None;
     let mut refused: Option<String> = None;
     let mut fetcher = Fetcher::new(&config.sot, config.fetch);
-    tokio::pin!(shutdown);
     let result = loop {
         // Whether to read the SoT's head now, and whether a push said so.
         let (check, push) = tokio::select! {
-            () = &mut shutdown => break Ok(()),
+            () = shutdown.as_mut() => break Ok(Ended::Shutdown),
+            () = inactive(term.as_deref_mut()) => break Ok(Ended::Inactive),
             Some(r) = tasks.join_next() => {
                 break match r {
                     Ok(Err(e)) => Err(e),
-                    Ok(Ok(())) => Ok(()),
+                    Ok(Ok(())) => Ok(Ended::Shutdown),
                     Err(e) => Err(StandaloneError::Site(format!("a site's loop panicked: {e}"))),
                 };
             }
@@ -282,7 +461,7 @@ pub async fn run(
         if !check {
             continue;
         }
-        fetcher.fetch(&source, push).await;
+        fetcher.fetch(source, push).await;
         let new = match source.head() {
             Ok(h) => h,
             Err(e) => {
@@ -326,20 +505,135 @@ pub async fn run(
             }
         }
     };
-    tracing::info!("server: stopping");
+    // A replica that stops acting stops at once: its site loops are
+    // aborted, not waited for.
     let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+    if matches!(result, Ok(Ended::Shutdown)) {
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+    } else {
+        tasks.abort_all();
         while tasks.join_next().await.is_some() {}
-    })
-    .await;
-    api.stop().await;
+    }
     result
+}
+
+/// A JSON error response.
+fn error_response(
+    status: axum::http::StatusCode,
+    kind: &str,
+    message: &str,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        status,
+        axum::Json(serde_json::json!({"error": {"kind": kind, "message": message}})),
+    )
+        .into_response()
+}
+
+/// The routes before the sites are served: `/live`, `/metrics`, and 503
+/// for the rest.
+fn waiting_router(metrics: Option<MetricsRender>) -> axum::Router {
+    use axum::routing::get;
+    axum::Router::new()
+        .route("/live", get(|| async { "ok\n" }))
+        .route(
+            "/metrics",
+            get(move || {
+                let m = metrics.clone();
+                async move { m.map(|m| (m.0)()).unwrap_or_default() }
+            }),
+        )
+        .fallback(|| async {
+            error_response(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the server is starting",
+            )
+        })
+}
+
+/// A follower's routes: `/live`; `/ready` (200 while etcd answers, so a
+/// load balancer may send requests to any replica); `/leader` (503: not
+/// the leader, with the leader's URL); `/metrics`; every other request is
+/// redirected to the leader with 307 (method and body kept), or 503 when
+/// no replica leads.
+fn follower_router(
+    store: crate::etcd::EtcdStore,
+    election: Arc<crate::leader::Election>,
+    metrics: Option<MetricsRender>,
+) -> axum::Router {
+    use axum::http::{StatusCode, Uri, header};
+    use axum::response::IntoResponse;
+    use axum::routing::get;
+    let e1 = election.clone();
+    axum::Router::new()
+        .route("/live", get(|| async { "ok\n" }))
+        .route(
+            "/ready",
+            get(move || {
+                let store = store.clone();
+                async move {
+                    match store.revision().await {
+                        Ok(_) => "ready (follower)\n".into_response(),
+                        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("etcd: {e}\n"))
+                            .into_response(),
+                    }
+                }
+            }),
+        )
+        .route(
+            "/leader",
+            get(move || {
+                let e = e1.clone();
+                async move {
+                    let leader = e.leader().await.ok().flatten();
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        axum::Json(serde_json::json!({"leader": leader, "this": false})),
+                    )
+                        .into_response()
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let m = metrics.clone();
+                async move { m.map(|m| (m.0)()).unwrap_or_default() }
+            }),
+        )
+        .fallback(move |uri: Uri| {
+            let e = election.clone();
+            async move {
+                match e.leader().await {
+                    Ok(Some(leader)) => {
+                        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+                        let to = format!("{}{path}", leader.trim_end_matches('/'));
+                        (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, to)]).into_response()
+                    }
+                    Ok(None) => error_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "unavailable",
+                        "no replica leads right now; try again",
+                    ),
+                    Err(err) => error_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "unavailable",
+                        &format!("cannot tell who leads: {err}"),
+                    ),
+                }
+            }
+        })
 }
 
 /// One site's loop: steps, commands, new models, pruning.
 #[allow(clippy::too_many_arguments)]
 async fn site_loop(
-    mut runner: Runner<RedbStore, RemoteSite>,
+    mut runner: Runner<dyn Store, RemoteSite>,
     hub: Arc<SiteHub>,
     mut publish: Publisher,
     mut commands: mpsc::Receiver<CommandMsg>,
