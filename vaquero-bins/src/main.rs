@@ -3,6 +3,7 @@
 mod client;
 mod commands;
 mod json;
+mod migrate;
 mod plan;
 mod power;
 mod remote;
@@ -165,6 +166,9 @@ enum Command {
         #[command(flatten)]
         api: client::Api,
     },
+    /// Copy Vaquero's state between stores (redb file, etcd cluster),
+    /// checked by count and checksum: a lab onto HA, a backup, a restore.
+    Migrate(migrate::Args),
     /// Certificates: a CA of your own and a server certificate.
     Certs {
         #[command(subcommand)]
@@ -362,6 +366,7 @@ impl Command {
             | Command::Server(_)
             | Command::Agent(_)
             | Command::Certs { .. }
+            | Command::Migrate(_)
             | Command::Completions { .. }
             | Command::Man => Format::Text,
         }
@@ -449,6 +454,7 @@ fn main() -> ExitCode {
         Command::Standalone(args) => standalone::run(args),
         Command::Server(args) => remote::server(*args),
         Command::Agent(args) => remote::agent(args),
+        Command::Migrate(args) => migrate::run(&args),
         Command::Status(api) => client::status(&api),
         Command::Hosts { sot: None, api, .. } => client::hosts(&api),
         Command::Hosts {

@@ -1086,4 +1086,42 @@ fn replicated_servers_on_etcd_fail_over() {
         "the paused leader did not notice it lost its lease"
     );
     drop(replicas);
+
+    // vaquero migrate: etcd -> redb -> etcd (another prefix) -> redb, the
+    // same keys and bytes at every step (the checksum is over every key
+    // and value); a second copy into a store that has the keys is refused.
+    let migrate = |from: &str, to: &str, extra: &[&str]| -> Output {
+        vaquero()
+            .args(["migrate", "--from", from, "--to", to])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let sum = |o: &Output| -> String {
+        assert!(o.status.success(), "{o:?}");
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        let keys: usize = out
+            .split_whitespace()
+            .skip_while(|w| *w != "checked:")
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        assert!(keys > 10, "{out}");
+        out.split("sha256 ").nth(1).unwrap().trim().to_owned()
+    };
+    let (a, b) = (lab.path("a.redb"), lab.path("b.redb"));
+    let (a, b) = (
+        format!("redb:{}", a.display()),
+        format!("redb:{}", b.display()),
+    );
+    let e = format!("etcd:{etcd}");
+    let first = sum(&migrate(&e, &a, &[]));
+    assert_eq!(sum(&migrate(&a, &e, &["--etcd-prefix", "/copy/"])), first);
+    assert_eq!(sum(&migrate(&e, &b, &["--etcd-prefix", "/copy/"])), first);
+    let o = migrate(&a, &b, &[]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("already exist"),
+        "{o:?}"
+    );
 }

@@ -96,6 +96,7 @@ pub mod event;
 pub mod job;
 #[cfg(feature = "etcd")]
 pub mod leader;
+pub mod migrate;
 pub mod observe;
 pub mod persist;
 #[cfg(any(feature = "server", feature = "agent"))]

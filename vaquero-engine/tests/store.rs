@@ -371,3 +371,53 @@ fn redb_syncs_the_file_before_each_acknowledgement() {
     }
     assert_eq!(seen, writes, "acknowledgements seen in the trace");
 }
+
+/// `migrate`: every key of the state copied and checked; keys existing
+/// at the destination refused unless overwritten; a dry run writes
+/// nothing; keys outside the state are left.
+#[tokio::test]
+async fn migrate_copies_the_state_and_refuses_to_overwrite() {
+    use vaquero_engine::migrate::{MigrateError, checksum, migrate};
+    let dir = tempfile::tempdir().unwrap();
+    let from = MemoryStore::new();
+    for i in 0..250 {
+        from.put(
+            &format!("v1/sites/s/hosts/h{i:03}"),
+            format!("state {i}").into_bytes(),
+        )
+        .await
+        .unwrap();
+    }
+    from.put("leader/1234", b"not state".to_vec())
+        .await
+        .unwrap();
+    let to = RedbStore::open(&dir.path().join("to.redb")).unwrap();
+
+    let dry = migrate(&from, &to, false, true).await.unwrap();
+    assert_eq!((dry.keys, dry.written), (250, false));
+    assert!(to.list("").await.unwrap().is_empty(), "a dry run wrote");
+
+    let done = migrate(&from, &to, false, false).await.unwrap();
+    assert_eq!((done.keys, done.existing, done.written), (250, 0, true));
+    assert_eq!(done.checksum, dry.checksum);
+    let copied = to.list("").await.unwrap();
+    assert_eq!(copied.len(), 250, "only the state is copied");
+    assert_eq!(checksum(&copied), done.checksum);
+
+    // Again: every key exists now.
+    let e = migrate(&from, &to, false, false).await.unwrap_err();
+    assert!(matches!(e, MigrateError::Exists { count: 250, .. }), "{e}");
+    from.put("v1/sites/s/hosts/h000", b"newer".to_vec())
+        .await
+        .unwrap();
+    let again = migrate(&from, &to, true, false).await.unwrap();
+    assert_eq!(again.existing, 250);
+    assert_eq!(
+        to.get("v1/sites/s/hosts/h000")
+            .await
+            .unwrap()
+            .unwrap()
+            .value,
+        b"newer"
+    );
+}

@@ -1,0 +1,143 @@
+//! Copying every key of one [`Store`] into another: moving a lab's redb
+//! file onto etcd, a backup of etcd into a redb file, and its restore
+//! (`vaquero migrate`).
+//!
+//! Every key of the engine's state is under [`STATE`] (`v1/`): those are
+//! copied, and nothing else (an etcd store's election keys are not
+//! state). Keys and values are copied as they are; revisions are the destination's
+//! own (nothing the engine stores depends on a store's revision numbers).
+//! A key that already exists at the destination is refused unless the
+//! caller overwrites. Writes go in transactions of [`BATCH`] keys (under
+//! etcd's default `--max-txn-ops`). Afterwards every copied key is read
+//! back: the count and a SHA-256 over the keys and values must match the
+//! source's.
+
+use sha2::{Digest, Sha256};
+
+use crate::store::{KeyValue, Store, StoreError, TxnOp, TxnResult};
+
+/// The prefix of every key of Vaquero's state.
+pub const STATE: &str = "v1/";
+
+/// Keys written per transaction.
+pub const BATCH: usize = 100;
+
+/// What a copy did (or would do, dry).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Copied {
+    /// Keys at the source.
+    pub keys: usize,
+    /// Bytes of values at the source.
+    pub bytes: u64,
+    /// SHA-256 (hex) over every key and value at the source, in key order.
+    pub checksum: String,
+    /// Source keys that already existed at the destination.
+    pub existing: usize,
+    /// Whether anything was written (not a dry run).
+    pub written: bool,
+}
+
+/// Why a copy failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MigrateError {
+    /// A store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Keys exist at the destination, and overwriting was not asked for.
+    #[error(
+        "{count} of the keys already exist at the destination (the first: {first}); nothing was written (overwrite them on purpose, or migrate into an empty store)"
+    )]
+    Exists {
+        /// How many.
+        count: usize,
+        /// The first, in key order.
+        first: String,
+    },
+    /// The destination does not hold what was copied.
+    #[error("the copy does not match its source: {0}")]
+    Mismatch(String),
+}
+
+/// The SHA-256 (hex) of `kvs` (keys and values, in the order given).
+pub fn checksum(kvs: &[KeyValue]) -> String {
+    let mut h = Sha256::new();
+    for kv in kvs {
+        h.update((kv.key.len() as u64).to_be_bytes());
+        h.update(kv.key.as_bytes());
+        h.update((kv.value.len() as u64).to_be_bytes());
+        h.update(&kv.value);
+    }
+    hex::encode(h.finalize())
+}
+
+/// Copies every key of the state in `from` into `to` (nothing when `dry_run`), then
+/// checks the copy.
+pub async fn migrate(
+    from: &dyn Store,
+    to: &dyn Store,
+    overwrite: bool,
+    dry_run: bool,
+) -> Result<Copied, MigrateError> {
+    let source = from.list(STATE).await?;
+    let target = to.list(STATE).await?;
+    let present: std::collections::HashSet<&str> =
+        target.iter().map(|kv| kv.key.as_str()).collect();
+    let existing: Vec<&str> = source
+        .iter()
+        .map(|kv| kv.key.as_str())
+        .filter(|k| present.contains(k))
+        .collect();
+    let copied = Copied {
+        keys: source.len(),
+        bytes: source.iter().map(|kv| kv.value.len() as u64).sum(),
+        checksum: checksum(&source),
+        existing: existing.len(),
+        written: !dry_run,
+    };
+    if let Some(first) = existing.first()
+        && !overwrite
+    {
+        return Err(MigrateError::Exists {
+            count: existing.len(),
+            first: (*first).to_owned(),
+        });
+    }
+    if dry_run {
+        return Ok(copied);
+    }
+    for chunk in source.chunks(BATCH) {
+        let ops = chunk
+            .iter()
+            .map(|kv| TxnOp::Put(kv.key.clone(), kv.value.clone()))
+            .collect();
+        if to.txn(Vec::new(), ops).await? == TxnResult::Conflict {
+            return Err(MigrateError::Mismatch(
+                "a write without conditions conflicted".into(),
+            ));
+        }
+    }
+    // Read back exactly the source's keys.
+    let keys: std::collections::HashSet<&str> = source.iter().map(|kv| kv.key.as_str()).collect();
+    let back: Vec<KeyValue> = to
+        .list(STATE)
+        .await?
+        .into_iter()
+        .filter(|kv| keys.contains(kv.key.as_str()))
+        .collect();
+    if back.len() != source.len() {
+        return Err(MigrateError::Mismatch(format!(
+            "{} keys read back, {} copied",
+            back.len(),
+            source.len()
+        )));
+    }
+    let sum = checksum(&back);
+    if sum != copied.checksum {
+        return Err(MigrateError::Mismatch(format!(
+            "checksum {sum} read back, {} copied",
+            copied.checksum
+        )));
+    }
+    Ok(copied)
+}
