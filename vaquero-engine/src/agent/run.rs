@@ -709,30 +709,66 @@ async fn work_loop(
         let mut h = held.lock().unwrap_or_else(|e| e.into_inner());
         for lease in w.tasks {
             let key = TaskKey::of(&lease.task);
-            if lease.fencing < h.fencing {
-                tracing::warn!(host = %key.host, seq = key.seq, fencing = lease.fencing, seen = h.fencing, "agent: task of a deposed leader refused");
-                continue;
+            match h.admit(&lease, now) {
+                Admit::Start => {
+                    let _ = leases.send(lease);
+                }
+                Admit::Held | Admit::Resend => {}
+                Admit::Deposed => tracing::warn!(
+                    host = %key.host, seq = key.seq, fencing = lease.fencing, seen = h.fencing,
+                    "agent: task of a deposed leader refused"
+                ),
+                Admit::Late => tracing::warn!(
+                    host = %key.host, seq = key.seq,
+                    "agent: task whose lease expired refused"
+                ),
             }
-            h.fencing = lease.fencing;
-            if h.running.contains(&key) || h.done.contains_key(&key) {
-                continue;
-            }
-            if let Some((r, _)) = h.confirmed.remove(&key) {
-                tracing::info!(host = %key.host, seq = key.seq, "agent: a task done already is leased again: its result is sent again");
-                h.done.insert(key, r);
-                continue;
-            }
-            let late = lease
-                .expires
-                .checked_add(wire::CLOCK_SKEW)
-                .is_ok_and(|t| t < now);
-            if late {
-                tracing::warn!(host = %key.host, seq = key.seq, "agent: task whose lease expired refused");
-                continue;
-            }
-            h.running.insert(key);
-            let _ = leases.send(lease);
         }
+    }
+}
+
+/// What the agent does with a leased task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admit {
+    /// Run it (it is now held as running).
+    Start,
+    /// Running or finished already: nothing.
+    Held,
+    /// Done and confirmed lately: its result is sent again, not run.
+    Resend,
+    /// From a leader older than one heard since: refused.
+    Deposed,
+    /// Its lease ended (beyond the clock skew): refused.
+    Late,
+}
+
+impl Held {
+    /// Decides on a leased task at `now` (pure but for the held state it
+    /// updates): a task runs at most once per agent, and never for a
+    /// leader whose fencing number is behind one already heard.
+    fn admit(&mut self, lease: &Lease, now: Timestamp) -> Admit {
+        let key = TaskKey::of(&lease.task);
+        if lease.fencing < self.fencing {
+            return Admit::Deposed;
+        }
+        self.fencing = lease.fencing;
+        if self.running.contains(&key) || self.done.contains_key(&key) {
+            return Admit::Held;
+        }
+        if let Some((r, _)) = self.confirmed.remove(&key) {
+            tracing::info!(host = %key.host, seq = key.seq, "agent: a task done already is leased again: its result is sent again");
+            self.done.insert(key, r);
+            return Admit::Resend;
+        }
+        let late = lease
+            .expires
+            .checked_add(wire::CLOCK_SKEW)
+            .is_ok_and(|t| t < now);
+        if late {
+            return Admit::Late;
+        }
+        self.running.insert(key);
+        Admit::Start
     }
 }
 
@@ -912,5 +948,70 @@ async fn spool_loop(
                 backoff = Some(tokio::time::Instant::now() + RETRY);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Action, ActionKind, Outcome};
+
+    fn lease(seq: u64, fencing: u64, expires: Timestamp) -> Lease {
+        Lease {
+            task: crate::act::Task {
+                site: "s".into(),
+                action: Action {
+                    host: "h".into(),
+                    seq,
+                    rollout: Some(1),
+                    stage: 0,
+                    attempt: 1,
+                    kind: ActionKind::PowerCycle,
+                },
+            },
+            expires,
+            fencing,
+        }
+    }
+
+    #[test]
+    fn a_task_runs_once_and_never_for_a_deposed_leader() {
+        let now = Timestamp::UNIX_EPOCH + jiff::SignedDuration::from_hours(1000);
+        let later = now + jiff::SignedDuration::from_mins(1);
+        let mut h = Held::default();
+        assert_eq!(h.admit(&lease(1, 5, later), now), Admit::Start);
+        // The same lease again (a poll crossed its start): held.
+        assert_eq!(h.admit(&lease(1, 5, later), now), Admit::Held);
+        // A new leader (higher fencing number) leases it again: still held,
+        // and from now on leader 5's tasks are refused.
+        assert_eq!(h.admit(&lease(1, 9, later), now), Admit::Held);
+        assert_eq!(h.admit(&lease(2, 5, later), now), Admit::Deposed);
+        assert!(!h.running.contains(&TaskKey {
+            host: "h".into(),
+            seq: 2
+        }));
+        assert_eq!(h.admit(&lease(2, 9, later), now), Admit::Start);
+        // A lease that ended beyond the clock skew: refused.
+        let ended = now - wire::CLOCK_SKEW - jiff::SignedDuration::from_secs(1);
+        assert_eq!(h.admit(&lease(3, 9, ended), now), Admit::Late);
+        // A task whose result the server confirmed: its result is sent
+        // again, it is not run.
+        let key = TaskKey {
+            host: "h".into(),
+            seq: 4,
+        };
+        let result = TaskResult {
+            site: "s".into(),
+            host: "h".into(),
+            seq: 4,
+            outcome: Outcome::Ok {
+                output: String::new(),
+            },
+            steps: Vec::new(),
+            ended: now,
+        };
+        h.confirmed.insert(key.clone(), (result, now));
+        assert_eq!(h.admit(&lease(4, 9, later), now), Admit::Resend);
+        assert!(h.done.contains_key(&key) && !h.running.contains(&key));
     }
 }

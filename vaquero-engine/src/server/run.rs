@@ -340,9 +340,16 @@ async fn lead(
     let mut inboxes: BTreeMap<String, mpsc::UnboundedSender<SiteMsg>> = BTreeMap::new();
     let mut tasks = tokio::task::JoinSet::new();
     let (stop_tx, stop) = watch::channel(false);
+    // Every task carries the term's fencing number: an agent that heard a
+    // newer leader refuses this one's.
+    let fence = term.as_ref().map_or(0, |t| t.fence());
+    let hub_config = HubConfig {
+        fencing: fence,
+        ..config.hub
+    };
     for (id, model) in loaded.sites {
         let model = Arc::new(model);
-        let hub = SiteHub::open(&id, store.clone(), config.hub, now)
+        let hub = SiteHub::open(&id, store.clone(), hub_config, now)
             .await
             .map_err(|e| StandaloneError::Store(e.to_string()))?;
         let mut runner = Runner::open(
@@ -418,7 +425,7 @@ async fn lead(
         webhook,
         leader: crate::api::Leader {
             leader: config.advertise.clone(),
-            fence: term.as_ref().map_or(0, |t| t.fence()),
+            fence,
         },
     };
     let _ = routes.send_replace(crate::api::router(shared));
