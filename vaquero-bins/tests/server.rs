@@ -919,7 +919,7 @@ fn probe(lab: &Lab, url: &str) -> Option<(u16, String, String)> {
 fn replicated_servers_on_etcd_fail_over() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let mut lab = Lab::new();
-    let cluster = support::EtcdCluster::start(&lab.path("etcd"), 3);
+    let mut cluster = support::EtcdCluster::start(&lab.path("etcd"), 3);
     let etcd = cluster.endpoints().join(",");
     let ports = [free_port(), free_port(), free_port()];
     let url = |i: usize| format!("https://127.0.0.1:{}", ports[i]);
@@ -1161,6 +1161,66 @@ fn replicated_servers_on_etcd_fail_over() {
             failovers[failovers.len() - 1]
         );
     }
+
+    // One etcd member of three lost: the same replica goes on leading.
+    let before = leader;
+    cluster.kill(0);
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(
+        leaders(&lab),
+        [before],
+        "one etcd member lost changed the leader"
+    );
+    cluster.restart(0);
+    cluster.wait_healthy(Duration::from_secs(60));
+
+    // etcd's quorum lost: every replica stops acting within the TTL (and
+    // etcd's own election timeout, see docs/ha.md); the agent serves boots
+    // from what it has. Quorum back: a replica leads and the site goes on.
+    cluster.kill(0);
+    cluster.kill(1);
+    let t = Instant::now();
+    lab.until("no replica leads without quorum", 30, || {
+        leaders(&lab).is_empty()
+    });
+    eprintln!(
+        "every replica stopped acting {:?} after quorum loss",
+        t.elapsed()
+    );
+    // (boot asserts a 200: s1-h1, done, boots from its disk.)
+    assert!(!boot(lab.http[0], &mac(0, 1), false).contains("vmlinuz"));
+    cluster.restart(0);
+    cluster.restart(1);
+    cluster.wait_healthy(Duration::from_secs(60));
+    lab.until(
+        "a replica leads once quorum is back",
+        60,
+        || match leaders(&lab)[..] {
+            [i] => {
+                leader = i;
+                true
+            }
+            _ => false,
+        },
+    );
+    lab.api = url(leader);
+    let (h1, h2) = (cycles(&lab, "s1-h1"), cycles(&lab, "s1-h2"));
+    assert!(
+        lab.cli(&["reprovision", "s1-h1", "--now", "--site", "s1"])
+            .status
+            .success()
+    );
+    lab.until("s1-h1 power-cycled after quorum came back", 60, || {
+        cycles(&lab, "s1-h1") == h1 + 1
+    });
+    lab.until("s1-h1 installs after quorum came back", 60, || {
+        boot(lab.http[0], &mac(0, 1), false).contains("vmlinuz")
+    });
+    boot(lab.http[0], &mac(0, 1), true);
+    lab.until("s1-h1 done after quorum came back", 60, || {
+        lab.phase("s1", "s1-h1") == "done"
+    });
+    assert_eq!(cycles(&lab, "s1-h2"), h2);
     drop(replicas);
 
     // vaquero migrate: etcd -> redb -> etcd (another prefix) -> redb, the
