@@ -1,5 +1,6 @@
 //! Leader election and fencing on a real 3-member etcd cluster (Debian's
 //! etcd-server on loopback), one cluster for the whole binary.
+#![cfg(feature = "etcd")]
 #![allow(clippy::unwrap_used)]
 
 #[path = "../../testkit/src/support.rs"]

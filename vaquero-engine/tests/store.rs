@@ -17,9 +17,9 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use vaquero_engine::{
-    Compare, EtcdConfig, EtcdStore, MemoryStore, RedbStore, Store, StoreError, TxnOp, TxnResult,
-};
+use vaquero_engine::{Compare, MemoryStore, RedbStore, Store, TxnOp, TxnResult};
+#[cfg(feature = "etcd")]
+use vaquero_engine::{EtcdConfig, EtcdStore, StoreError};
 
 /// The contract every store keeps. Revisions are compared with each
 /// other, not with constants: etcd's revision is its cluster's, and starts
@@ -176,6 +176,7 @@ async fn redb_store_keeps_the_contract_and_survives_reopening() {
 /// down tolerated; quorum lost is `Unavailable` within the timeout, and
 /// every acknowledged write is there once the cluster is back, even after
 /// every member was killed.
+#[cfg(feature = "etcd")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_store_keeps_the_contract_on_a_real_cluster() {
     let dir = tempfile::tempdir().unwrap();
