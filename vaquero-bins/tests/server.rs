@@ -994,6 +994,10 @@ fn replicated_servers_on_etcd_fail_over() {
         assert_eq!(location, format!("{}/v1/sites/s1/status?x=1", url(leader)));
     }
     lab.api = url(leader);
+    // The leader's metrics say so.
+    assert_eq!(metric(&lab, "vaquero_server_leader "), 1.0);
+    assert_eq!(metric(&lab, "vaquero_server_fence "), first as f64);
+    assert!(metric(&lab, "vaquero_server_leader_changes_total ") >= 1.0);
     lab.until("the shared admin token works", 30, || {
         lab.cli(&["status", "--site", "s1", "--format", "json"])
             .status
