@@ -128,6 +128,9 @@ impl Drop for GitDaemon {
 pub struct EtcdCluster {
     dir: std::path::PathBuf,
     members: Vec<EtcdMember>,
+    /// The members' certificate, key and the CA clients trust: HTTPS on
+    /// the client URLs.
+    tls: Option<[std::path::PathBuf; 3]>,
 }
 
 struct EtcdMember {
@@ -148,6 +151,13 @@ impl EtcdCluster {
     /// Starts `n` members under `dir` and waits (bounded) until the
     /// cluster has a leader and answers.
     pub fn start(dir: &Path, n: usize) -> EtcdCluster {
+        Self::start_with(dir, n, None)
+    }
+
+    /// [`EtcdCluster::start`], with HTTPS on the client URLs when `tls`
+    /// (the members' certificate and key, and the CA that signed them)
+    /// is given.
+    pub fn start_with(dir: &Path, n: usize, tls: Option<[std::path::PathBuf; 3]>) -> EtcdCluster {
         std::fs::create_dir_all(dir).expect("the cluster's directory");
         let members = (0..n)
             .map(|i| EtcdMember {
@@ -160,6 +170,7 @@ impl EtcdCluster {
         let mut c = EtcdCluster {
             dir: dir.to_owned(),
             members,
+            tls,
         };
         for i in 0..n {
             c.spawn(i, "new");
@@ -174,6 +185,18 @@ impl EtcdCluster {
             .iter()
             .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer))
             .collect();
+        let scheme = self.scheme();
+        let tls: Vec<String> = match &self.tls {
+            // Server TLS only: with --trusted-ca-file etcd would also
+            // demand client certificates.
+            Some([cert, key, _]) => vec![
+                "--cert-file".into(),
+                cert.display().to_string(),
+                "--key-file".into(),
+                key.display().to_string(),
+            ],
+            None => Vec::new(),
+        };
         let m = &mut self.members[i];
         let log = std::fs::File::create(self.dir.join(format!("{}.log", m.name)))
             .expect("the member's log file");
@@ -184,9 +207,9 @@ impl EtcdCluster {
                 "--data-dir",
                 &self.dir.join(&m.name).display().to_string(),
                 "--listen-client-urls",
-                &format!("http://127.0.0.1:{}", m.client),
+                &format!("{scheme}://127.0.0.1:{}", m.client),
                 "--advertise-client-urls",
-                &format!("http://127.0.0.1:{}", m.client),
+                &format!("{scheme}://127.0.0.1:{}", m.client),
                 "--listen-peer-urls",
                 &format!("http://127.0.0.1:{}", m.peer),
                 "--initial-advertise-peer-urls",
@@ -206,6 +229,7 @@ impl EtcdCluster {
                 "--log-level",
                 "warn",
             ])
+            .args(&tls)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("the log file"))
             .stderr(log)
@@ -214,11 +238,15 @@ impl EtcdCluster {
         m.child = Some(child);
     }
 
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
     /// The client URLs of every member.
     pub fn endpoints(&self) -> Vec<String> {
         self.members
             .iter()
-            .map(|m| format!("http://127.0.0.1:{}", m.client))
+            .map(|m| format!("{}://127.0.0.1:{}", self.scheme(), m.client))
             .collect()
     }
 
@@ -229,10 +257,17 @@ impl EtcdCluster {
 
     /// Whether member `i` answers `/health` as healthy (it has a leader).
     pub fn healthy(&self, i: usize) -> bool {
-        let url = format!("http://127.0.0.1:{}/health", self.members[i].client);
-        Command::new("curl")
-            .args(["-s", "--max-time", "1", &url])
-            .output()
+        let url = format!(
+            "{}://127.0.0.1:{}/health",
+            self.scheme(),
+            self.members[i].client
+        );
+        let mut curl = Command::new("curl");
+        curl.args(["-s", "--max-time", "1", &url]);
+        if let Some([_, _, ca]) = &self.tls {
+            curl.arg("--cacert").arg(ca);
+        }
+        curl.output()
             .map(|o| String::from_utf8_lossy(&o.stdout).contains("\"health\":\"true\""))
             .unwrap_or(false)
     }

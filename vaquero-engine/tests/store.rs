@@ -422,3 +422,57 @@ async fn migrate_copies_the_state_and_refuses_to_overwrite() {
         b"newer"
     );
 }
+
+/// The etcd store over TLS (the members' certificate signed by a CA of
+/// `vaquero certs init`'s, pinned by the client) with authentication on:
+/// the contract holds as the user with the right password; a wrong
+/// password, or no CA, is refused.
+#[cfg(all(feature = "etcd", feature = "server"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_store_over_tls_as_a_user() {
+    use vaquero_engine::pki;
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    pki::init(&certs, &["127.0.0.1".to_owned()], jiff::Timestamp::now()).unwrap();
+    let tls = [
+        certs.join(pki::SERVER_CERT),
+        certs.join(pki::SERVER_KEY),
+        certs.join(pki::CA_CERT),
+    ];
+    let cluster = support::EtcdCluster::start_with(&dir.path().join("etcd"), 1, Some(tls));
+    let mut config = EtcdConfig::new(cluster.endpoints());
+    config.ca = Some(certs.join(pki::CA_CERT));
+    config.prefix = "/tls/".into();
+
+    // Authentication on: a root user with a password.
+    let admin_tls = etcd_client::TlsOptions::new().ca_certificate(
+        etcd_client::Certificate::from_pem(std::fs::read(certs.join(pki::CA_CERT)).unwrap()),
+    );
+    let mut admin = etcd_client::Client::connect(
+        cluster.endpoints(),
+        Some(etcd_client::ConnectOptions::new().with_tls(admin_tls)),
+    )
+    .await
+    .unwrap();
+    admin.user_add("root", "s3cret", None).await.unwrap();
+    admin.user_grant_role("root", "root").await.unwrap();
+    admin.auth_enable().await.unwrap();
+
+    config.user = Some(("root".into(), "s3cret".into()));
+    let s = EtcdStore::connect(&config).await.unwrap();
+    contract(&s).await;
+
+    let mut wrong = config.clone();
+    wrong.user = Some(("root".into(), "guess".into()));
+    assert!(
+        EtcdStore::connect(&wrong).await.is_err(),
+        "a wrong password was taken"
+    );
+    let mut no_ca = config.clone();
+    no_ca.ca = None;
+    let refused = match EtcdStore::connect(&no_ca).await {
+        Err(_) => true,
+        Ok(s) => s.get("hosts/a").await.is_err(),
+    };
+    assert!(refused, "a member's certificate was trusted without its CA");
+}
