@@ -1038,6 +1038,10 @@ fn replicated_servers_on_etcd_fail_over() {
         });
     };
     provision(&lab, "s1-h1", &mac(0, 1));
+    // The agent keeps the fencing number it heard on disk.
+    let fencing = lab.path("cache-s1/fencing.json");
+    let heard = || std::fs::read_to_string(&fencing).unwrap_or_default();
+    assert!(heard().contains(&first.to_string()), "{}", heard());
 
     // kill -9 of the leader: another leads, with a higher fencing number.
     replicas[leader].kill();
@@ -1055,6 +1059,7 @@ fn replicated_servers_on_etcd_fail_over() {
     assert!(second > first, "{second} after {first}");
     lab.api = url(leader);
     provision(&lab, "s1-h2", &mac(0, 2));
+    assert!(heard().contains(&second.to_string()), "{}", heard());
     replicas[killed] = start(&lab, killed);
 
     // SIGSTOP of the leader past its lease: a third leads; woken, the

@@ -114,6 +114,9 @@ const BOOT: &str = "boot.json";
 /// a task done before a crash is not done again when leased again.
 const RESULTS: &str = "results.json";
 const KEY_FILE: &str = "checkpoint.key";
+/// The highest fencing number heard: kept across a restart, so that a
+/// restarted agent still refuses a deposed leader's tasks.
+const FENCING: &str = "fencing.json";
 
 fn enrol_err(e: impl std::fmt::Display) -> AgentError {
     AgentError::Enrol(e.to_string())
@@ -387,6 +390,9 @@ pub async fn run(
     let spool_id = crate::compose::secret(&config.cache, "spool.id").map_err(enrol_err)?;
 
     let mut h = Held::default();
+    if let Ok(Some(f)) = cache.load_other::<u64>(FENCING) {
+        h.fencing = f;
+    }
     if let Ok(Some(done)) = cache.load_other::<Vec<TaskResult>>(RESULTS) {
         for r in done {
             h.done.insert(TaskKey::of_result(&r), r);
@@ -707,6 +713,7 @@ async fn work_loop(
         }
         let now = Timestamp::now();
         let mut h = held.lock().unwrap_or_else(|e| e.into_inner());
+        let heard = h.fencing;
         for lease in w.tasks {
             let key = TaskKey::of(&lease.task);
             match h.admit(&lease, now) {
@@ -723,6 +730,11 @@ async fn work_loop(
                     "agent: task whose lease expired refused"
                 ),
             }
+        }
+        if h.fencing > heard
+            && let Err(e) = cache.store_other(FENCING, &h.fencing)
+        {
+            tracing::warn!(error = %e, "agent: the fencing number is not kept on disk");
         }
     }
 }
