@@ -454,7 +454,7 @@ fn main() -> ExitCode {
         Command::Standalone(args) => standalone::run(args),
         Command::Server(args) => remote::server(*args),
         Command::Agent(args) => remote::agent(args),
-        Command::Migrate(args) => migrate::run(&args),
+        Command::Migrate(args) => migrate::run(args),
         Command::Status(api) => client::status(&api),
         Command::Hosts { sot: None, api, .. } => client::hosts(&api),
         Command::Hosts {

@@ -1,12 +1,11 @@
 //! `vaquero migrate`: every key of Vaquero's state from one store into
 //! another (redb file or etcd cluster), checked afterwards.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use vaquero_engine::{EtcdConfig, EtcdStore, RedbStore, Store};
+use vaquero_engine::{EtcdStore, RedbStore, Store};
 
 /// `vaquero migrate` flags.
 #[derive(Debug, clap::Args)]
@@ -25,21 +24,11 @@ pub struct Args {
     /// copy is refused and nothing is written).
     #[arg(long)]
     overwrite: bool,
-    /// The prefix of the keys in etcd (default /vaquero/).
-    #[arg(long, value_name = "PREFIX")]
-    etcd_prefix: Option<String>,
-    /// The CA of the etcd members' certificates (PEM).
-    #[arg(long, value_name = "FILE")]
-    etcd_ca: Option<PathBuf>,
-    /// A client certificate for etcd (PEM), with --etcd-key.
-    #[arg(long, value_name = "FILE", requires = "etcd_key")]
-    etcd_cert: Option<PathBuf>,
-    /// The key of --etcd-cert (PEM).
-    #[arg(long, value_name = "FILE", requires = "etcd_cert")]
-    etcd_key: Option<PathBuf>,
+    #[command(flatten)]
+    etcd: crate::remote::EtcdArgs,
 }
 
-async fn open(spec: &str, args: &Args) -> anyhow::Result<Arc<dyn Store>> {
+async fn open(spec: &str, etcd: crate::remote::EtcdArgs) -> anyhow::Result<Arc<dyn Store>> {
     if let Some(path) = spec.strip_prefix("redb:") {
         let store = RedbStore::open(std::path::Path::new(path)).with_context(|| {
             format!("opening {path} (a running server or standalone holds it: stop it first)")
@@ -47,14 +36,7 @@ async fn open(spec: &str, args: &Args) -> anyhow::Result<Arc<dyn Store>> {
         return Ok(Arc::new(store));
     }
     if let Some(urls) = spec.strip_prefix("etcd:") {
-        let mut config = EtcdConfig::new(urls.split(',').map(str::to_owned).collect());
-        if let Some(p) = &args.etcd_prefix {
-            config.prefix.clone_from(p);
-        }
-        config.ca.clone_from(&args.etcd_ca);
-        if let (Some(c), Some(k)) = (&args.etcd_cert, &args.etcd_key) {
-            config.identity = Some((c.clone(), k.clone()));
-        }
+        let config = etcd.config(urls.split(',').map(str::to_owned).collect())?;
         let store = EtcdStore::connect(&config)
             .await
             .with_context(|| format!("connecting to etcd at {urls}"))?;
@@ -64,14 +46,14 @@ async fn open(spec: &str, args: &Args) -> anyhow::Result<Arc<dyn Store>> {
 }
 
 /// `vaquero migrate`.
-pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let from = open(&args.from, args).await?;
-        let to = open(&args.to, args).await?;
+        let from = open(&args.from, args.etcd.clone()).await?;
+        let to = open(&args.to, args.etcd.clone()).await?;
         let c = vaquero_engine::migrate::migrate(
             from.as_ref(),
             to.as_ref(),

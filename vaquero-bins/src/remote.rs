@@ -48,6 +48,66 @@ struct ServerFile {
     lease_ttl: Option<u64>,
 }
 
+/// How to reach etcd, beside its URLs (`vaquero server`, `vaquero
+/// migrate`).
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct EtcdArgs {
+    /// The prefix of every key in etcd (default /vaquero/).
+    #[arg(long, value_name = "PREFIX")]
+    etcd_prefix: Option<String>,
+    /// The CA of the etcd members' certificates (PEM): TLS to etcd.
+    #[arg(long, value_name = "FILE")]
+    etcd_ca: Option<PathBuf>,
+    /// A client certificate for etcd (PEM), with --etcd-key.
+    #[arg(long, value_name = "FILE", requires = "etcd_key")]
+    etcd_cert: Option<PathBuf>,
+    /// The key of --etcd-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "etcd_cert")]
+    etcd_key: Option<PathBuf>,
+    /// An etcd user (with --etcd-password-file), for a cluster with
+    /// authentication on.
+    #[arg(long, value_name = "NAME", requires = "etcd_password_file")]
+    etcd_user: Option<String>,
+    /// The file holding the etcd user's password.
+    #[arg(long, value_name = "FILE")]
+    etcd_password_file: Option<PathBuf>,
+}
+
+impl EtcdArgs {
+    /// Each option from `self`, else from `other`.
+    fn or(self, other: EtcdArgs) -> EtcdArgs {
+        EtcdArgs {
+            etcd_prefix: self.etcd_prefix.or(other.etcd_prefix),
+            etcd_ca: self.etcd_ca.or(other.etcd_ca),
+            etcd_cert: self.etcd_cert.or(other.etcd_cert),
+            etcd_key: self.etcd_key.or(other.etcd_key),
+            etcd_user: self.etcd_user.or(other.etcd_user),
+            etcd_password_file: self.etcd_password_file.or(other.etcd_password_file),
+        }
+    }
+
+    /// The configuration of the cluster at `endpoints`.
+    pub fn config(self, endpoints: Vec<String>) -> anyhow::Result<vaquero_engine::EtcdConfig> {
+        let mut etcd = vaquero_engine::EtcdConfig::new(endpoints);
+        if let Some(p) = self.etcd_prefix {
+            etcd.prefix = p;
+        }
+        etcd.ca = self.etcd_ca;
+        if let (Some(c), Some(k)) = (self.etcd_cert, self.etcd_key) {
+            etcd.identity = Some((c, k));
+        }
+        if let Some(user) = self.etcd_user {
+            let f = self
+                .etcd_password_file
+                .context("give --etcd-password-file with --etcd-user")?;
+            let password = std::fs::read_to_string(&f)
+                .with_context(|| format!("reading the etcd password {}", f.display()))?;
+            etcd.user = Some((user, password.trim().to_owned()));
+        }
+        Ok(etcd)
+    }
+}
+
 /// `vaquero server` flags (each overrides the config file).
 #[derive(Debug, clap::Args)]
 pub struct ServerArgs {
@@ -116,25 +176,8 @@ pub struct ServerArgs {
     /// same cluster and its own --advertise URL; one leads at a time.
     #[arg(long, value_name = "URL,URL,URL", value_delimiter = ',')]
     etcd: Option<Vec<String>>,
-    /// The prefix of every key in etcd (default /vaquero/).
-    #[arg(long, value_name = "PREFIX")]
-    etcd_prefix: Option<String>,
-    /// The CA of the etcd members' certificates (PEM): TLS to etcd.
-    #[arg(long, value_name = "FILE")]
-    etcd_ca: Option<PathBuf>,
-    /// A client certificate for etcd (PEM), with --etcd-key.
-    #[arg(long, value_name = "FILE", requires = "etcd_key")]
-    etcd_cert: Option<PathBuf>,
-    /// The key of --etcd-cert (PEM).
-    #[arg(long, value_name = "FILE", requires = "etcd_cert")]
-    etcd_key: Option<PathBuf>,
-    /// An etcd user (with --etcd-password-file), for a cluster with
-    /// authentication on.
-    #[arg(long, value_name = "NAME", requires = "etcd_password_file")]
-    etcd_user: Option<String>,
-    /// The file holding the etcd user's password.
-    #[arg(long, value_name = "FILE")]
-    etcd_password_file: Option<PathBuf>,
+    #[command(flatten)]
+    etcd_with: EtcdArgs,
     /// A replica's lease in the election, in seconds (default 2): a
     /// leader that dies is replaced about this long after.
     #[arg(long, value_name = "SECONDS")]
@@ -200,27 +243,15 @@ pub fn server(args: ServerArgs) -> anyhow::Result<ExitCode> {
         args.keep_attempts.or(file.keep_attempts),
     );
     if let Some(endpoints) = args.etcd.or(file.etcd) {
-        let mut etcd = vaquero_engine::EtcdConfig::new(endpoints);
-        if let Some(p) = args.etcd_prefix.or(file.etcd_prefix) {
-            etcd.prefix = p;
-        }
-        etcd.ca = args.etcd_ca.or(file.etcd_ca);
-        if let (Some(c), Some(k)) = (
-            args.etcd_cert.or(file.etcd_cert),
-            args.etcd_key.or(file.etcd_key),
-        ) {
-            etcd.identity = Some((c, k));
-        }
-        if let Some(user) = args.etcd_user.or(file.etcd_user) {
-            let f = args
-                .etcd_password_file
-                .or(file.etcd_password_file)
-                .context("give --etcd-password-file with --etcd-user")?;
-            let password = std::fs::read_to_string(&f)
-                .with_context(|| format!("reading the etcd password {}", f.display()))?;
-            etcd.user = Some((user, password.trim().to_owned()));
-        }
-        config.etcd = Some(etcd);
+        let from_file = EtcdArgs {
+            etcd_prefix: file.etcd_prefix,
+            etcd_ca: file.etcd_ca,
+            etcd_cert: file.etcd_cert,
+            etcd_key: file.etcd_key,
+            etcd_user: file.etcd_user,
+            etcd_password_file: file.etcd_password_file,
+        };
+        config.etcd = Some(args.etcd_with.or(from_file).config(endpoints)?);
     }
     if let Some(t) = args.lease_ttl.or(file.lease_ttl) {
         config.ttl = std::time::Duration::from_secs(t.max(1));

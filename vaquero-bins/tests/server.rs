@@ -180,12 +180,18 @@ impl Lab {
 
     /// [`Lab::server_with`] on the SoT `sot`.
     fn server_on(&self, sot: &str, extra: &[&str]) -> Proc {
-        let log = self.path("server.log");
+        self.server_at(sot, "data", self.port, "server.log", extra)
+    }
+
+    /// A server on the SoT `sot`, with its data in `data` (under the
+    /// lab), listening on `port`, logging to `log`.
+    fn server_at(&self, sot: &str, data: &str, port: u16, log: &str, extra: &[&str]) -> Proc {
+        let log = self.path(log);
         let child = vaquero()
             .args(["server", "--sot", sot])
             .arg("--data")
-            .arg(self.path("data"))
-            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .arg(self.path(data))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
             .arg("--tls-cert")
             .arg(self.path("certs/server.pem"))
             .arg("--tls-key")
@@ -933,30 +939,14 @@ fn replicated_servers_on_etcd_fail_over() {
         }
     };
     let start = |lab: &Lab, i: usize| {
-        let log = lab.path(&format!("server-{i}.log"));
-        let child = vaquero()
-            .args(["server", "--sot", lab.path("sot").to_str().unwrap()])
-            .arg("--data")
-            .arg(lab.path(&data(i)))
-            .args(["--listen", &format!("127.0.0.1:{}", ports[i])])
-            .arg("--tls-cert")
-            .arg(lab.path("certs/server.pem"))
-            .arg("--tls-key")
-            .arg(lab.path("certs/server.key"))
-            .args(["--silence", "3", "--etcd", &etcd, "--advertise", &url(i)])
-            .args(["--lease-ttl", "2"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(
-                std::fs::File::options()
-                    .create(true)
-                    .append(true)
-                    .open(&log)
-                    .unwrap(),
-            )
-            .spawn()
-            .unwrap();
-        Proc(child, log)
+        let sot = lab.path("sot");
+        lab.server_at(
+            sot.to_str().unwrap(),
+            &data(i),
+            ports[i],
+            &format!("server-{i}.log"),
+            &["--etcd", &etcd, "--advertise", &url(i), "--lease-ttl", "2"],
+        )
     };
     let mut replicas: Vec<Proc> = (0..3).map(|i| start(&lab, i)).collect();
     // Who leads: the replicas answering /leader with 200.
@@ -965,20 +955,26 @@ fn replicated_servers_on_etcd_fail_over() {
             .filter(|&i| probe(lab, &format!("{}/leader", url(i))).is_some_and(|r| r.0 == 200))
             .collect()
     };
+    // Waits until one replica other than `not` leads; returns it.
+    let other_leader = |lab: &Lab, not: usize, what: &str| -> usize {
+        let mut found = usize::MAX;
+        lab.until(what, 90, || match leaders(lab)[..] {
+            [i] if i != not => {
+                found = i;
+                true
+            }
+            _ => false,
+        });
+        found
+    };
     let fence = |lab: &Lab, i: usize| -> u64 {
         let (_, _, body) = probe(lab, &format!("{}/leader", url(i))).unwrap();
         serde_json::from_str::<Value>(&body).unwrap()["fence"]
             .as_u64()
             .unwrap()
     };
-    let mut leader = usize::MAX;
-    lab.until("one replica leads", 90, || match leaders(&lab)[..] {
-        [i] => {
-            leader = i;
-            true
-        }
-        _ => false,
-    });
+    // (usize::MAX: no replica is excluded.)
+    let mut leader = other_leader(&lab, usize::MAX, "one replica leads");
     let first = fence(&lab, leader);
     assert!(first > 0);
     // The followers are ready, say who leads, and redirect the rest.
@@ -1047,13 +1043,7 @@ fn replicated_servers_on_etcd_fail_over() {
     replicas[leader].kill();
     let killed = leader;
     let t = Instant::now();
-    lab.until("another replica leads", 60, || match leaders(&lab)[..] {
-        [i] if i != killed => {
-            leader = i;
-            true
-        }
-        _ => false,
-    });
+    leader = other_leader(&lab, killed, "another replica leads");
     eprintln!("failover after kill -9: {:?}", t.elapsed());
     let second = fence(&lab, leader);
     assert!(second > first, "{second} after {first}");
@@ -1067,17 +1057,7 @@ fn replicated_servers_on_etcd_fail_over() {
     let paused = leader;
     let pid = replicas[paused].0.id().to_string();
     support::sh(&["kill", "-STOP", &pid], None);
-    lab.until(
-        "a replica leads while the leader is paused",
-        60,
-        || match leaders(&lab)[..] {
-            [i] if i != paused => {
-                leader = i;
-                true
-            }
-            _ => false,
-        },
-    );
+    leader = other_leader(&lab, paused, "a replica leads while the leader is paused");
     assert!(fence(&lab, leader) > second);
     support::sh(&["kill", "-CONT", &pid], None);
     lab.until("the woken replica follows", 30, || {
@@ -1126,13 +1106,7 @@ fn replicated_servers_on_etcd_fail_over() {
         let killed = leader;
         replicas[killed].kill();
         let t = Instant::now();
-        lab.until("another replica leads", 60, || match leaders(&lab)[..] {
-            [i] if i != killed => {
-                leader = i;
-                true
-            }
-            _ => false,
-        });
+        leader = other_leader(&lab, killed, "another replica leads");
         failovers.push(t.elapsed());
         lab.api = url(leader);
         replicas[killed] = start(&lab, killed);
@@ -1201,17 +1175,7 @@ fn replicated_servers_on_etcd_fail_over() {
     cluster.restart(0);
     cluster.restart(1);
     cluster.wait_healthy(Duration::from_secs(60));
-    lab.until(
-        "a replica leads once quorum is back",
-        60,
-        || match leaders(&lab)[..] {
-            [i] => {
-                leader = i;
-                true
-            }
-            _ => false,
-        },
-    );
+    leader = other_leader(&lab, usize::MAX, "a replica leads once quorum is back");
     lab.api = url(leader);
     let (h1, h2) = (cycles(&lab, "s1-h1"), cycles(&lab, "s1-h2"));
     assert!(
