@@ -1075,13 +1075,14 @@ fn replicated_servers_on_etcd_fail_over() {
         "the paused leader did not notice it lost its lease"
     );
 
-    // kill -9 of the leader at a random moment of a host's provisioning,
-    // again and again (VAQUERO_HA_KILLS, default 20), the killed replica
-    // restarted each time. Every time another replica leads; the host's
-    // power cycle runs exactly once (an action whose outcome was committed
-    // never runs again); no other host is touched (max_concurrent 1); its
-    // checkpoint, sent during or after the failover, is not lost: the host
-    // is done.
+    // kill -9 of the leader at a random moment of a rollout of both hosts
+    // (max_concurrent 1: one at a time), again and again
+    // (VAQUERO_HA_KILLS, default 20), the killed replica restarted each
+    // time. Every time another replica leads; the second host is not
+    // touched before the first is done (max_concurrent holds across the
+    // failover); each host's power cycle runs exactly once (an action
+    // whose outcome was committed never runs again); their checkpoints,
+    // sent during or after the failover, are not lost: both are done.
     let kills: usize = std::env::var("VAQUERO_HA_KILLS")
         .ok()
         .and_then(|k| k.parse().ok())
@@ -1090,15 +1091,11 @@ fn replicated_servers_on_etcd_fail_over() {
     eprintln!("kills: {kills}, seed {seed}");
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut failovers = Vec::new();
+    let hosts = [("s1-h1", mac(0, 1)), ("s1-h2", mac(0, 2))];
     for round in 0..kills {
-        let (host, other, m) = if round % 2 == 0 {
-            ("s1-h1", "s1-h2", mac(0, 1))
-        } else {
-            ("s1-h2", "s1-h1", mac(0, 2))
-        };
-        let (before, others) = (cycles(&lab, host), cycles(&lab, other));
+        let before: Vec<usize> = hosts.iter().map(|(h, _)| cycles(&lab, h)).collect();
         assert!(
-            lab.cli(&["reprovision", host, "--now", "--site", "s1"])
+            lab.cli(&["reprovision", "s1-h1", "s1-h2", "--now", "--site", "s1"])
                 .status
                 .success()
         );
@@ -1110,28 +1107,42 @@ fn replicated_servers_on_etcd_fail_over() {
         failovers.push(t.elapsed());
         lab.api = url(leader);
         replicas[killed] = start(&lab, killed);
-        lab.until(&format!("round {round}: {host} power-cycled"), 60, || {
-            cycles(&lab, host) > before
-        });
-        lab.until(&format!("round {round}: {host} installs"), 60, || {
-            boot(lab.http[0], &m, false).contains("vmlinuz")
-        });
-        boot(lab.http[0], &m, true);
-        lab.until(&format!("round {round}: {host} done"), 60, || {
-            lab.phase("s1", host) == "done"
-        });
-        assert_eq!(
-            cycles(&lab, host),
-            before + 1,
-            "round {round}: {:?}",
-            lab.power_log()
-        );
-        assert_eq!(
-            cycles(&lab, other),
-            others,
-            "round {round}: {:?}",
-            lab.power_log()
-        );
+        // The machines, one after the other, as the rollout starts them.
+        let mut left = vec![0, 1];
+        while !left.is_empty() {
+            let mut started = Vec::new();
+            lab.until(&format!("round {round}: a host power-cycled"), 60, || {
+                started = left
+                    .iter()
+                    .copied()
+                    .filter(|&k| cycles(&lab, hosts[k].0) > before[k])
+                    .collect();
+                !started.is_empty()
+            });
+            assert_eq!(
+                started.len(),
+                1,
+                "round {round}: both hosts in flight under max_concurrent 1: {:?}",
+                lab.power_log()
+            );
+            let (host, m) = &hosts[started[0]];
+            lab.until(&format!("round {round}: {host} installs"), 60, || {
+                boot(lab.http[0], m, false).contains("vmlinuz")
+            });
+            boot(lab.http[0], m, true);
+            lab.until(&format!("round {round}: {host} done"), 60, || {
+                lab.phase("s1", host) == "done"
+            });
+            left.retain(|&k| k != started[0]);
+        }
+        for (k, (host, _)) in hosts.iter().enumerate() {
+            assert_eq!(
+                cycles(&lab, host),
+                before[k] + 1,
+                "round {round}: {host}: {:?}",
+                lab.power_log()
+            );
+        }
     }
     if !failovers.is_empty() {
         failovers.sort();
