@@ -744,7 +744,12 @@ async fn sites(State(s): State<Shared>) -> Response {
 }
 
 async fn metrics(State(s): State<Shared>) -> Response {
-    match &s.metrics {
+    metrics_response(s.metrics.as_ref())
+}
+
+/// `GET /metrics` from `render` (404 without an exporter).
+pub(crate) fn metrics_response(render: Option<&MetricsRender>) -> Response {
+    match render {
         Some(render) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
             (render.0)(),

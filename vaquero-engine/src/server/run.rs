@@ -527,18 +527,12 @@ async fn lead(
     result
 }
 
-/// A JSON error response.
-fn error_response(
-    status: axum::http::StatusCode,
-    kind: &str,
-    message: &str,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    (
-        status,
-        axum::Json(serde_json::json!({"error": {"kind": kind, "message": message}})),
-    )
-        .into_response()
+/// `GET /metrics` outside the sites' API (a follower, a server starting).
+fn metrics_route(metrics: Option<MetricsRender>) -> axum::routing::MethodRouter {
+    axum::routing::get(move || {
+        let m = metrics.clone();
+        async move { crate::api::metrics_response(m.as_ref()) }
+    })
 }
 
 /// The routes before the sites are served: `/live`, `/metrics`, and 503
@@ -547,15 +541,9 @@ fn waiting_router(metrics: Option<MetricsRender>) -> axum::Router {
     use axum::routing::get;
     axum::Router::new()
         .route("/live", get(|| async { "ok\n" }))
-        .route(
-            "/metrics",
-            get(move || {
-                let m = metrics.clone();
-                async move { m.map(|m| (m.0)()).unwrap_or_default() }
-            }),
-        )
+        .route("/metrics", metrics_route(metrics))
         .fallback(|| async {
-            error_response(
+            crate::api::error(
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
                 "the server is starting",
@@ -606,13 +594,7 @@ fn follower_router(
                 }
             }),
         )
-        .route(
-            "/metrics",
-            get(move || {
-                let m = metrics.clone();
-                async move { m.map(|m| (m.0)()).unwrap_or_default() }
-            }),
-        )
+        .route("/metrics", metrics_route(metrics))
         .fallback(move |uri: Uri| {
             let e = election.clone();
             async move {
@@ -622,15 +604,15 @@ fn follower_router(
                         let to = format!("{}{path}", leader.trim_end_matches('/'));
                         (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, to)]).into_response()
                     }
-                    Ok(None) => error_response(
+                    Ok(None) => crate::api::error(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "unavailable",
                         "no replica leads right now; try again",
                     ),
-                    Err(err) => error_response(
+                    Err(err) => crate::api::error(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "unavailable",
-                        &format!("cannot tell who leads: {err}"),
+                        format!("cannot tell who leads: {err}"),
                     ),
                 }
             }
