@@ -36,6 +36,11 @@ pub struct ServerConfig {
     /// Watch the client port for other servers' replies (rogue DHCP);
     /// on by default in server mode, where this server owns the segment.
     pub watch_rogue: bool,
+    /// Hold the server ports alone (no `SO_REUSEADDR`), so that a second
+    /// DHCP server on the same interface — another Vaquero, dnsmasq —
+    /// fails to bind instead of answering beside this one. On by default;
+    /// off only to share a port on purpose (a test's relay on loopback).
+    pub exclusive: bool,
 }
 
 impl ServerConfig {
@@ -49,6 +54,7 @@ impl ServerConfig {
             pxe_port: (mode == DhcpMode::Proxy).then_some(4011),
             client_port: 68,
             watch_rogue: mode == DhcpMode::Server,
+            exclusive: true,
         }
     }
 }
@@ -155,10 +161,15 @@ pub struct Server {
     stats: Arc<Stats>,
 }
 
-fn socket(config: &ServerConfig, port: u16) -> std::io::Result<UdpSocket> {
+/// A UDP socket on `port` of every address, bound to the configured
+/// interface. Serving sockets are exclusive unless configured otherwise
+/// ([`ServerConfig::exclusive`]); sockets bound to other interfaces do
+/// not conflict. The watch of the client port always shares it (a local
+/// DHCP client may hold it).
+fn socket(config: &ServerConfig, port: u16, shared: bool) -> std::io::Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-    s.set_reuse_address(true)?;
+    s.set_reuse_address(shared)?;
     s.set_broadcast(true)?;
     // A boot storm arrives in bursts: room for them while the task is
     // descheduled (best effort; the kernel caps it at rmem_max).
@@ -173,20 +184,23 @@ fn socket(config: &ServerConfig, port: u16) -> std::io::Result<UdpSocket> {
 
 impl Server {
     /// Binds the server's sockets. `model` is the model to answer from;
-    /// send a new one through its `watch::Sender` to swap it.
+    /// send a new one through its `watch::Sender` to swap it. Fails with
+    /// "address in use" when another DHCP server already listens on the
+    /// interface (or on every interface).
     pub fn bind(
         config: ServerConfig,
         model: watch::Receiver<Arc<SiteModel>>,
         events: Option<mpsc::Sender<DhcpEvent>>,
     ) -> std::io::Result<Server> {
-        let mut sockets = vec![(Arc::new(socket(&config, config.port)?), false)];
+        let shared = !config.exclusive;
+        let mut sockets = vec![(Arc::new(socket(&config, config.port, shared)?), false)];
         if let Some(p) = config.pxe_port {
-            sockets.push((Arc::new(socket(&config, p)?), true));
+            sockets.push((Arc::new(socket(&config, p, shared)?), true));
         }
         // A local DHCP client may hold port 68 without SO_REUSEADDR:
         // serving matters more than watching, so that is a warning.
         let rogue = if config.watch_rogue {
-            match socket(&config, config.client_port) {
+            match socket(&config, config.client_port, true) {
                 Ok(s) => Some(Arc::new(s)),
                 Err(e) => {
                     warn!(error = %e, port = config.client_port, "cannot watch for rogue DHCP servers");

@@ -291,6 +291,46 @@ fn udhcpc_gets_exactly_what_the_sot_says() {
     assert_eq!(env.get("siaddr").map(String::as_str), Some("10.99.0.2"));
 }
 
+/// Two DHCP servers on one segment hand out conflicting answers: a second
+/// server on an interface one already serves fails to start, saying the
+/// address is in use; on another interface of the same machine it starts.
+#[test]
+fn a_second_server_on_a_served_interface_fails_to_start() {
+    let mut lab = Lab::new("t");
+    start_server(&mut lab);
+    for mode in ["server", "proxy"] {
+        let out = server_command(&lab.server_ns, &lab.server_if, mode)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = wait_bounded(out, Duration::from_secs(30));
+        assert_eq!(out.status.code(), Some(3), "{mode}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("cannot bind") && err.contains("in use"),
+            "{mode}: {err}"
+        );
+    }
+    // Another interface (loopback of the same namespace) is another segment.
+    lab.exec_s(&["ip", "link", "set", "lo", "up"]);
+    let (ns, children) = (lab.server_ns.clone(), &mut lab.children);
+    start_server_in(children, &ns, "lo", "server");
+}
+
+/// Waits for `child` to exit, killing it (by PID) after `limit`.
+fn wait_bounded(mut child: Child, limit: Duration) -> std::process::Output {
+    let deadline = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
 /// A lossy provisioning network: nftables in the server's namespace drops
 /// the first DHCP request it receives and every 20th after (5 %, input
 /// hook), and the second reply it sends and every 20th after (output hook:

@@ -96,6 +96,8 @@ fn start(m: Arc<SiteModel>) -> Running {
     let mut config = ServerConfig::new(None, Ipv4Addr::LOCALHOST, DhcpMode::Server);
     config.port = port;
     config.client_port = client_port;
+    // The test's relay shares the server's port on another address.
+    config.exclusive = false;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -273,4 +275,30 @@ fn another_servers_offer_on_the_client_port_is_reported() {
         e => panic!("{e:?}"),
     }
     eventually(|| r.stats.rogue() == 1);
+}
+
+/// By default a server holds its port alone: a second one (or any other
+/// program) on the same port and interface cannot bind it.
+#[tokio::test]
+async fn a_second_server_on_the_same_port_cannot_bind() {
+    let (port, client_port) = (free_port(), free_port());
+    let config = || {
+        let mut c = ServerConfig::new(None, Ipv4Addr::LOCALHOST, DhcpMode::Server);
+        c.port = port;
+        c.client_port = client_port;
+        c
+    };
+    let (_swap, rx) = watch::channel(model(MAC, "127.0.0.1"));
+    let first = Server::bind(config(), rx.clone(), None).unwrap();
+    let second = Server::bind(config(), rx.clone(), None).map(|_| ());
+    assert_eq!(
+        second.map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::AddrInUse)
+    );
+    // Nor can a program that asks to share the port.
+    let mut sharing = config();
+    sharing.exclusive = false;
+    assert!(Server::bind(sharing, rx.clone(), None).is_err());
+    drop(first);
+    assert!(Server::bind(config(), rx, None).is_ok(), "free again");
 }

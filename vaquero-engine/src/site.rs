@@ -130,6 +130,14 @@ pub enum SiteError {
         /// The address.
         addr: String,
     },
+    /// Another DHCP server already serves an interface of the agent.
+    #[error(
+        "DHCP: {addr} is already served by another DHCP server on this machine (another vaquero, dnsmasq, isc-dhcp-server, kea): two DHCP servers on one segment give conflicting answers; stop the other one, or set the agent's dhcp_mode to proxy or off"
+    )]
+    DhcpTaken {
+        /// The interface, address and port.
+        addr: String,
+    },
     /// Not allowed to bind a privileged port or an interface.
     #[error(
         "{service}: not allowed to bind {addr}: run as root, or grant CAP_NET_BIND_SERVICE and CAP_NET_RAW (setcap cap_net_bind_service,cap_net_raw+ep vaquero)"
@@ -204,14 +212,19 @@ pub fn interface_addresses(agent: &Agent) -> Result<BTreeMap<String, Ipv4Addr>, 
 /// binaries where the root lacks them. Says which came from where.
 fn tftp_source(
     root: Option<&Path>,
+    links_to: &[String],
     ipxe_dirs: &[PathBuf],
 ) -> Result<(TftpRoot, Vec<String>), SiteError> {
     let dir = match root {
-        Some(r) => Some(vaquero_tftp::Directory::new(r).map_err(|e| SiteError::Io {
-            service: "TFTP",
-            addr: r.display().to_string(),
-            source: e,
-        })?),
+        Some(r) => Some(
+            vaquero_tftp::Directory::new(r)
+                .and_then(|d| d.allow_links_to(links_to))
+                .map_err(|e| SiteError::Io {
+                    service: "TFTP",
+                    addr: format!("{} (or its allow_links_to)", r.display()),
+                    source: e,
+                })?,
+        ),
         None => None,
     };
     let mut fallback = vaquero_tftp::Memory::new();
@@ -330,6 +343,7 @@ impl SiteServices {
                 // once per step: a request never wakes this task.
                 let mut tick = tokio::time::interval(std::time::Duration::from_millis(10));
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut refused = Refusals::default();
                 loop {
                     tokio::select! {
                         _ = &mut stop => break,
@@ -342,10 +356,14 @@ impl SiteServices {
                     let tftp = {
                         let model = model.borrow();
                         drain(&mut tftp_rx, |e| {
+                            refused.tftp(&e);
                             out.extend(from_tftp(&model, &e).map(|o| (o, None)));
                         })
                     };
-                    let http = drain(&mut http_rx, |e| out.extend(from_http(e)));
+                    let http = drain(&mut http_rx, |e| {
+                        refused.http(&e);
+                        out.extend(from_http(e));
+                    });
                     for o in out {
                         if observer.send(o).is_err() {
                             return Ok(());
@@ -371,11 +389,12 @@ impl SiteServices {
                 let server =
                     vaquero_dhcp::Server::bind(config, model_rx.clone(), Some(dhcp_tx.clone()))
                         .map_err(|e| {
-                            bind_error(
-                                "DHCP",
-                                format!("{name} ({ip}) port {}", options.dhcp_port),
-                                e,
-                            )
+                            let addr = format!("{name} ({ip}) port {}", options.dhcp_port);
+                            if e.kind() == std::io::ErrorKind::AddrInUse {
+                                SiteError::DhcpTaken { addr }
+                            } else {
+                                bind_error("DHCP", addr, e)
+                            }
                         })?;
                 let stop = stopped();
                 let at = format!("{name} ({ip})");
@@ -398,7 +417,12 @@ impl SiteServices {
         let mut tftp = Vec::new();
         let tftp_addrs: Vec<Ipv4Addr> = addresses.values().copied().collect();
         if !tftp_addrs.is_empty() {
-            let (source, notes) = tftp_source(root.as_deref(), &options.ipxe_dirs)?;
+            let links = agent
+                .tftp_server
+                .as_ref()
+                .map(|t| t.allow_links_to.as_slice())
+                .unwrap_or_default();
+            let (source, notes) = tftp_source(root.as_deref(), links, &options.ipxe_dirs)?;
             for n in &notes {
                 tracing::info!("TFTP serves {n} (not in the TFTP root)");
             }
@@ -424,7 +448,7 @@ impl SiteServices {
 
         // HTTP.
         let listen = match options.http_listen {
-            Some(a) => a,
+            Some(a) => vec![a],
             None => {
                 let url = agent
                     .asset_server
@@ -436,19 +460,31 @@ impl SiteServices {
                             agent.id
                         ))
                     })?;
-                SocketAddr::from((Ipv4Addr::UNSPECIFIED, url_port(url)))
+                http_addresses(url, &addresses)
             }
         };
-        let files = agent
-            .asset_server
-            .as_ref()
-            .and_then(|a| a.base_dir.as_deref())
-            .map(PathBuf::from);
-        let config = ServiceConfig::new(files, options.token_key.clone());
+        let asset = agent.asset_server.clone();
+        let mut config = ServiceConfig::new(
+            asset
+                .as_ref()
+                .and_then(|a| a.base_dir.as_deref())
+                .map(PathBuf::from),
+            options.token_key.clone(),
+        );
+        if let Some(a) = &asset {
+            config.check_client_address =
+                agent.dhcp_mode == DhcpMode::Server && a.check_client_address;
+            if let Some(n) = a.max_client_connections {
+                config.max_client_connections = usize::try_from(n).ok().and_then(NonZeroUsize::new);
+            }
+            config.allow_links_to = a.allow_links_to.iter().map(PathBuf::from).collect();
+        }
         let service = BootService::new(model_rx.clone(), state, config, Some(http_tx))
             .map_err(|e| SiteError::Service(e.to_string()))?;
-        let listeners = Listeners::bind(listen, options.http_threads)
-            .map_err(|e| bind_error("HTTP", listen, e))?;
+        let listeners = Listeners::bind_all(&listen, options.http_threads).map_err(|e| {
+            let at = listen.iter().map(ToString::to_string).collect::<Vec<_>>();
+            bind_error("HTTP", at.join(", "), e)
+        })?;
         let http = listeners.local_addr();
         let stop = stopped();
         tasks.spawn(async move {
@@ -525,6 +561,48 @@ impl SiteServices {
 }
 
 /// The port of a URL (`http://10.0.0.2:8080/x` → 8080; 80 or 443 by scheme).
+/// Where the boot service listens: on the port of `url`, at each address
+/// the agent serves DHCP and TFTP on, and at the URL's own address when it
+/// is one of this machine's — not on every address. On every address
+/// (with a warning) only when that leaves none: an agent with no
+/// interfaces and no DHCP whose URL names a host, or an address this
+/// machine does not have (NAT).
+fn http_addresses(url: &str, interfaces: &BTreeMap<String, Ipv4Addr>) -> Vec<SocketAddr> {
+    let port = url_port(url);
+    let mut ips: Vec<IpAddr> = interfaces.values().map(|ip| IpAddr::V4(*ip)).collect();
+    if let Some(ip) = url_ip(url)
+        && !ips.contains(&ip)
+    {
+        let local = if_addrs::get_if_addrs()
+            .map(|all| all.iter().any(|i| i.ip() == ip))
+            .unwrap_or(false);
+        if local {
+            ips.push(ip);
+        }
+    }
+    if ips.is_empty() {
+        tracing::warn!(
+            url,
+            "the boot service listens on every address: the agent names no interfaces, and its asset_server.url names no address of this machine"
+        );
+        ips.push(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    }
+    ips.into_iter()
+        .map(|ip| SocketAddr::new(ip, port))
+        .collect()
+}
+
+/// The address in `url`'s authority, when it is one (not a name).
+fn url_ip(url: &str) -> Option<IpAddr> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next()?;
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next()?,
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    host.parse().ok()
+}
+
 fn url_port(url: &str) -> u16 {
     let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
     let authority = rest.split('/').next().unwrap_or_default();
@@ -581,6 +659,66 @@ fn from_dhcp(e: &vaquero_dhcp::DhcpEvent) -> Option<Observation> {
 
 /// A TFTP transfer as an observation, tied to its host by the client's
 /// address (the address DHCP gave it).
+/// Files refused to machines, logged at WARN once per file and reason in
+/// ten minutes: a machine that cannot load its kernel retries it in a
+/// loop, and the operator needs the reason once, not each time.
+#[derive(Default)]
+struct Refusals {
+    logged: std::collections::HashMap<String, std::time::Instant>,
+}
+
+impl Refusals {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
+    /// Whether `key` was not logged within [`Refusals::EVERY`] (and now is).
+    fn first(&mut self, key: &str) -> bool {
+        let now = std::time::Instant::now();
+        if self.logged.len() >= 4096 {
+            self.logged
+                .retain(|_, at| now.duration_since(*at) < Self::EVERY);
+        }
+        match self.logged.get(key) {
+            Some(at) if now.duration_since(*at) < Self::EVERY => false,
+            _ => {
+                self.logged.insert(key.to_owned(), now);
+                true
+            }
+        }
+    }
+
+    /// A `/files` request refused (403), or missing (404) for a machine
+    /// of the model: the event's detail says which file, why, and the fix.
+    fn http(&mut self, e: &BootEvent) {
+        let refused = e.status == 403 || (e.status == 404 && e.host.is_some());
+        if e.route == Route::Files && refused && self.first(&e.detail) {
+            tracing::warn!(
+                host = e.host.as_deref().unwrap_or("-"),
+                client = ?e.client,
+                "HTTP file not served: {}", e.detail
+            );
+        }
+    }
+
+    /// A TFTP read request refused (not merely missing).
+    fn tftp(&mut self, e: &vaquero_tftp::TftpEvent) {
+        if e.outcome != "refused" {
+            return;
+        }
+        let why = e.reason.as_deref().unwrap_or("access violation");
+        if self.first(&format!("tftp {} {why}", e.file)) {
+            tracing::warn!(
+                client = %e.client,
+                "TFTP file not served: `{}`: {why}{}", e.file,
+                if why.contains("leaves the root") {
+                    ": move or copy the file under the root, or list its directory in tftp_server.allow_links_to"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+}
+
 fn from_tftp(model: &SiteModel, e: &vaquero_tftp::TftpEvent) -> Option<Observation> {
     let IpAddr::V4(ip) = e.client.ip() else {
         return None;
@@ -593,13 +731,16 @@ fn from_tftp(model: &SiteModel, e: &vaquero_tftp::TftpEvent) -> Option<Observati
         kind: ObservationKind::Tftp,
         // OVMF asks for the size first and aborts: still a netboot.
         ok: matches!(e.outcome, "completed" | "aborted"),
-        detail: format!(
-            "{} {} ({} bytes, {} ms)",
-            e.file,
-            e.outcome,
-            e.bytes,
-            e.duration.as_millis()
-        ),
+        detail: match &e.reason {
+            Some(why) => format!("{} {}: {why}", e.file, e.outcome),
+            None => format!(
+                "{} {} ({} bytes, {} ms)",
+                e.file,
+                e.outcome,
+                e.bytes,
+                e.duration.as_millis()
+            ),
+        },
     })
 }
 
@@ -647,5 +788,45 @@ mod tests {
         assert_eq!(url_port("http://10.0.0.2:8080/boot"), 8080);
         assert_eq!(url_port("http://10.0.0.2"), 80);
         assert_eq!(url_port("https://boot.example"), 443);
+        assert_eq!(url_ip("http://10.0.0.2:8080/x"), Some([10, 0, 0, 2].into()));
+        assert_eq!(url_ip("http://10.0.0.2"), Some([10, 0, 0, 2].into()));
+        assert_eq!(
+            url_ip("http://[fd00::2]:8080"),
+            Some(
+                "fd00::2"
+                    .parse()
+                    .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+            )
+        );
+        assert_eq!(url_ip("http://boot.example:8080"), None);
+    }
+
+    #[test]
+    fn the_boot_service_listens_on_the_site_addresses() {
+        let lo = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+        let ifs = BTreeMap::from([("lo".to_owned(), Ipv4Addr::LOCALHOST)]);
+        // The interfaces' addresses; the URL's when it is local too.
+        assert_eq!(
+            http_addresses("http://127.0.0.1:8080", &ifs),
+            vec![lo(8080)]
+        );
+        assert_eq!(http_addresses("http://boot.example:81", &ifs), vec![lo(81)]);
+        // A URL address that is not this machine's (behind NAT) is not bound.
+        assert_eq!(
+            http_addresses("http://192.0.2.1:8080", &ifs),
+            vec![lo(8080)]
+        );
+        // No interfaces: where the URL says; every address when it names
+        // a host, or an address that is not this machine's.
+        let none = BTreeMap::new();
+        assert_eq!(http_addresses("http://127.0.0.1:80", &none), vec![lo(80)]);
+        assert_eq!(
+            http_addresses("http://boot.example", &none),
+            vec![SocketAddr::from(([0, 0, 0, 0], 80))]
+        );
+        assert_eq!(
+            http_addresses("http://192.0.2.1:80", &none),
+            vec![SocketAddr::from(([0, 0, 0, 0], 80))]
+        );
     }
 }

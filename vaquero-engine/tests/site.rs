@@ -155,3 +155,49 @@ async fn start_up_refusals_name_the_fix() {
     );
     s.stop().await;
 }
+
+/// The boot service listens on the agent's interface addresses, not on
+/// every address; a second agent serving DHCP on an interface one already
+/// serves fails to start, saying so.
+#[tokio::test]
+async fn listens_on_the_site_addresses_and_one_dhcp_server_per_interface() {
+    let dir = tempfile::tempdir().unwrap();
+    let ipxe = dir.path().join("ipxe");
+    std::fs::create_dir_all(&ipxe).unwrap();
+    for f in vaquero_engine::site::IPXE_FILES {
+        std::fs::write(ipxe.join(f), format!("{f} bytes")).unwrap();
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let m = model(
+        dir.path(),
+        &format!(
+            "{{id: a, dhcp_mode: server, interfaces: [lo], asset_server: {{url: \"http://127.0.0.1:{port}\"}}}}"
+        ),
+    );
+    let options = |dhcp: u16| {
+        let mut o = options(&ipxe, free_udp_port());
+        o.http_listen = None;
+        o.dhcp_port = dhcp;
+        o
+    };
+    let dhcp = free_udp_port();
+    let s = start(m.clone(), options(dhcp)).await.unwrap();
+    assert_eq!(s.http_addr(), format!("127.0.0.1:{port}").parse().unwrap());
+    // Another address of this machine is not listened on.
+    let other = std::net::TcpStream::connect(("127.0.0.2", port));
+    assert!(other.is_err(), "listening beyond the interface's address");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+
+    let e = start(m.clone(), options(dhcp)).await.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "DHCP: lo (127.0.0.1) port {dhcp} is already served by another DHCP server on this machine (another vaquero, dnsmasq, isc-dhcp-server, kea): two DHCP servers on one segment give conflicting answers; stop the other one, or set the agent's dhcp_mode to proxy or off"
+        )
+    );
+    s.stop().await;
+}

@@ -65,6 +65,7 @@ fn check_relative(rel: &str) -> Result<(), PathError> {
 pub struct FileRoot {
     root: PathBuf,
     dir: Arc<OwnedFd>,
+    links_to: Arc<[PathBuf]>,
 }
 
 impl FileRoot {
@@ -79,7 +80,60 @@ impl FileRoot {
         Ok(FileRoot {
             root,
             dir: Arc::new(fd),
+            links_to: Arc::new([]),
         })
+    }
+
+    /// Lets symbolic links under the root resolve into `dirs` too (each
+    /// must exist). Every file under them becomes readable by anyone who
+    /// can reach the service: name only directories meant to be served.
+    pub fn allow_links_to<P: AsRef<Path>>(
+        mut self,
+        dirs: impl IntoIterator<Item = P>,
+    ) -> std::io::Result<Self> {
+        self.links_to = dirs
+            .into_iter()
+            .map(|d| std::fs::canonicalize(d.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?
+            .into();
+        Ok(self)
+    }
+
+    /// The canonical root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Whether a resolved path may be served.
+    fn allowed(&self, real: &Path) -> bool {
+        real.starts_with(&self.root) || self.links_to.iter().any(|d| real.starts_with(d))
+    }
+
+    /// Why `rel` is refused (403) or missing (404), for the operator's log
+    /// and the host's timeline: where a link leads, and what to do. Not on
+    /// the serving path: called once a request has failed.
+    pub fn explain(&self, rel: &str, status: StatusCode) -> String {
+        let Ok(path) = join_safely(&self.root, rel) else {
+            return format!("`{rel}` is not a plain relative path");
+        };
+        match std::fs::canonicalize(&path) {
+            Ok(real) if !self.allowed(&real) => format!(
+                "`{rel}` is a link to `{}`, which leaves the root `{}`: move or copy the file under the root, or list its directory in allow_links_to",
+                real.display(),
+                self.root.display()
+            ),
+            Ok(real) if real.is_dir() => format!("`{}` is a directory", real.display()),
+            Ok(real) if status == StatusCode::FORBIDDEN => format!(
+                "`{}` cannot be read by this process: make it readable (chmod o+r, or the service's group)",
+                real.display()
+            ),
+            Ok(real) => format!("`{}`: {status}", real.display()),
+            Err(_) if path.symlink_metadata().is_ok() => format!(
+                "`{rel}` is a link to a file that does not exist (`{}`)",
+                path.display()
+            ),
+            Err(_) => format!("`{}` does not exist", path.display()),
+        }
     }
 
     /// Opens `rel` for reading if it is inside the root (blocking).
@@ -95,6 +149,8 @@ impl FileRoot {
         ) {
             Ok(fd) => Ok(std::fs::File::from(fd)),
             Err(rustix::io::Errno::NOSYS) => self.open_checked(rel),
+            // A link out of the root, where the operator lets links lead.
+            Err(rustix::io::Errno::XDEV) if !self.links_to.is_empty() => self.open_checked(rel),
             // The path would leave the root.
             Err(rustix::io::Errno::XDEV | rustix::io::Errno::ACCESS) => Err(StatusCode::FORBIDDEN),
             Err(_) => Err(StatusCode::NOT_FOUND),
@@ -105,10 +161,25 @@ impl FileRoot {
     fn open_checked(&self, rel: &str) -> Result<std::fs::File, StatusCode> {
         let p = join_safely(&self.root, rel).map_err(|_| StatusCode::BAD_REQUEST)?;
         let real = std::fs::canonicalize(&p).map_err(|_| StatusCode::NOT_FOUND)?;
-        if !real.starts_with(&self.root) {
+        if !self.allowed(&real) {
             return Err(StatusCode::FORBIDDEN);
         }
-        std::fs::File::open(real).map_err(|_| StatusCode::NOT_FOUND)
+        // The resolved path holds no link; one put there since is refused.
+        let how = ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+        match rustix::fs::openat2(
+            rustix::fs::CWD,
+            &real,
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+            how,
+        ) {
+            Ok(fd) => Ok(std::fs::File::from(fd)),
+            Err(rustix::io::Errno::NOSYS) => {
+                std::fs::File::open(real).map_err(|_| StatusCode::NOT_FOUND)
+            }
+            Err(rustix::io::Errno::LOOP | rustix::io::Errno::ACCESS) => Err(StatusCode::FORBIDDEN),
+            Err(_) => Err(StatusCode::NOT_FOUND),
+        }
     }
 
     /// The response to `GET`/`HEAD` of `rel`.

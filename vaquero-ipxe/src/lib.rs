@@ -29,6 +29,7 @@
 mod cdn;
 pub mod files;
 mod idle;
+mod limit;
 mod metrics_layer;
 mod script;
 mod sendfile;

@@ -88,6 +88,13 @@ pub async fn serve(
             c = axum::serve::Listener::accept(&mut listener) => c,
             () = &mut shutdown => break,
         };
+        // One client may not hold every connection the service can keep.
+        let Some(slot) = service.inner.clients.admit(peer.ip()) else {
+            metrics::counter!("http_connections_refused_total").increment(1);
+            debug!(%peer, "connection closed: the client holds the most it may");
+            drop(io);
+            continue;
+        };
         let (id, activity) = reaper.register();
         io.watch(activity.clone());
         let conn = http.serve_connection(
@@ -112,7 +119,7 @@ pub async fn serve(
             if let Err(e) = r {
                 debug!(%peer, error = %e, "connection ended");
             }
-            drop(done);
+            drop((slot, done));
         });
         reaper.watch(id, task.abort_handle());
     }
@@ -193,13 +200,14 @@ impl Future for Answer {
     }
 }
 
-/// Listening sockets for [`Listeners::serve`], one per event loop, all on
-/// the same address (`SO_REUSEPORT`): the kernel spreads connections
-/// across them, as it does across nginx's worker processes.
+/// Listening sockets for [`Listeners::serve`], one set per event loop,
+/// each set on the same addresses (`SO_REUSEPORT`): the kernel spreads
+/// connections across them, as it does across nginx's worker processes.
 #[derive(Debug)]
 pub struct Listeners {
-    sockets: Vec<std::net::TcpListener>,
-    addr: SocketAddr,
+    /// Per event loop, a listener on each address.
+    sockets: Vec<Vec<std::net::TcpListener>>,
+    addrs: Vec<SocketAddr>,
 }
 
 impl Listeners {
@@ -208,26 +216,52 @@ impl Listeners {
     /// also another process's `SO_REUSEPORT` listeners, which would
     /// otherwise silently share the connections.
     pub fn bind(addr: SocketAddr, threads: NonZeroUsize) -> std::io::Result<Listeners> {
-        // Without SO_REUSEPORT, binding fails if the port is taken.
-        let mut at = std::net::TcpListener::bind(addr)?.local_addr()?;
-        let mut sockets = Vec::with_capacity(threads.get());
-        for _ in 0..threads.get() {
-            let s = Socket::new(Domain::for_address(at), Type::STREAM, Some(Protocol::TCP))?;
-            s.set_reuse_address(true)?;
-            s.set_reuse_port(true)?;
-            s.set_nonblocking(true)?;
-            s.bind(&at.into())?;
-            s.listen(1024)?;
-            let l = std::net::TcpListener::from(s);
-            at = l.local_addr()?;
-            sockets.push(l);
-        }
-        Ok(Listeners { sockets, addr: at })
+        Listeners::bind_all(&[addr], threads)
     }
 
-    /// The address they listen on.
+    /// As [`Listeners::bind`], on each of `addrs` (the addresses of a
+    /// site's interfaces rather than every address of the machine); each
+    /// event loop answers all of them.
+    pub fn bind_all(addrs: &[SocketAddr], threads: NonZeroUsize) -> std::io::Result<Listeners> {
+        if addrs.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "no address to listen on",
+            ));
+        }
+        let mut sockets: Vec<Vec<std::net::TcpListener>> =
+            (0..threads.get()).map(|_| Vec::new()).collect();
+        let mut bound = Vec::with_capacity(addrs.len());
+        for addr in addrs {
+            // Without SO_REUSEPORT, binding fails if the port is taken.
+            let mut at = std::net::TcpListener::bind(addr)?.local_addr()?;
+            for set in &mut sockets {
+                let s = Socket::new(Domain::for_address(at), Type::STREAM, Some(Protocol::TCP))?;
+                s.set_reuse_address(true)?;
+                s.set_reuse_port(true)?;
+                s.set_nonblocking(true)?;
+                s.bind(&at.into())?;
+                s.listen(1024)?;
+                let l = std::net::TcpListener::from(s);
+                at = l.local_addr()?;
+                set.push(l);
+            }
+            bound.push(at);
+        }
+        Ok(Listeners {
+            sockets,
+            addrs: bound,
+        })
+    }
+
+    /// The (first) address they listen on.
     pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+        self.addrs[0]
+    }
+
+    /// Every address they listen on.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
     }
 
     /// Serves `service` with one event loop per listener — a
@@ -250,7 +284,7 @@ impl Listeners {
         let mut result = Ok(());
         for socket in self.sockets {
             let service = service.clone();
-            let mut stop = stop_rx.clone();
+            let stop = stop_rx.clone();
             let done = done_tx.clone();
             let spawned = std::thread::Builder::new()
                 .name("vaquero-http".into())
@@ -260,11 +294,22 @@ impl Listeners {
                             .enable_all()
                             .build()?;
                         rt.block_on(async move {
-                            let listener = TcpListener::from_std(socket)?;
-                            serve(listener, service, async move {
-                                let _ = stop.changed().await;
-                            })
-                            .await
+                            let mut each = tokio::task::JoinSet::new();
+                            for socket in socket {
+                                let listener = TcpListener::from_std(socket)?;
+                                let mut stop = stop.clone();
+                                let service = service.clone();
+                                each.spawn(serve(listener, service, async move {
+                                    let _ = stop.changed().await;
+                                }));
+                            }
+                            drop(stop);
+                            // They end together at shutdown; one that
+                            // fails ends the loop (the others dropped).
+                            while let Some(r) = each.join_next().await {
+                                r.map_err(std::io::Error::other).and_then(|r| r)?;
+                            }
+                            Ok(())
                         })
                     };
                     let _ = done.send(run());
@@ -318,6 +363,7 @@ mod tests {
             first
                 .sockets
                 .iter()
+                .flatten()
                 .all(|s| s.local_addr().ok() == Some(at))
         );
         // A second server on the same port is refused, not let in.

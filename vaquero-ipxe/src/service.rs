@@ -35,6 +35,7 @@ use vaquero_model::{AssetType, HostRef, InterfaceType, MacAddr, SiteModel, Uuid}
 
 use crate::cdn::Cdn;
 use crate::files::FileRoot;
+use crate::limit::ClientLimit;
 use crate::metrics_layer::{MetricsLayer, RouteMetrics};
 use crate::sendfile::Conn;
 use crate::state::{BootState, Current};
@@ -54,6 +55,20 @@ pub enum Route {
     Files,
     /// `/checkpoint/{token}`.
     Checkpoint,
+}
+
+impl Route {
+    /// The route's name in metrics and messages: `chain`, `script`,
+    /// `config`, `files`, `checkpoint`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Route::Chain => "chain",
+            Route::Script => "script",
+            Route::Config => "config",
+            Route::Files => "files",
+            Route::Checkpoint => "checkpoint",
+        }
+    }
 }
 
 /// One request, for the boot timeline.
@@ -149,7 +164,23 @@ pub struct ServiceConfig {
     /// its request or reading the response (nginx's `keepalive_timeout`,
     /// `client_header_timeout`, `send_timeout`). Rounded up to seconds.
     pub idle_timeout: Duration,
+    /// Serve a host's per-host script (`/ipxe`) and unattended config
+    /// (`/config/{mac}`) only to an address the model gives that host;
+    /// any other client gets 403 (`http_client_address_refused_total`).
+    /// Meant for DHCP server mode, where the model's addresses are the
+    /// ones hosts use; off behind NAT or a proxy. Default off.
+    pub check_client_address: bool,
+    /// How many connections [`crate::serve`] keeps open per client
+    /// address; past it, new ones are closed at once
+    /// (`http_connections_refused_total`). Default 64; `None`: no cap.
+    pub max_client_connections: Option<std::num::NonZeroUsize>,
+    /// Directories that symbolic links under `files` may resolve into
+    /// ([`FileRoot::allow_links_to`]). Default none.
+    pub allow_links_to: Vec<PathBuf>,
 }
+
+/// The default of [`ServiceConfig::max_client_connections`].
+pub const MAX_CLIENT_CONNECTIONS: usize = 64;
 
 impl ServiceConfig {
     /// Files from `files`, tokens signed with `key`, valid for a day;
@@ -161,6 +192,9 @@ impl ServiceConfig {
             token_key: key,
             token_ttl: Duration::from_secs(24 * 3600),
             idle_timeout: Duration::from_secs(60),
+            check_client_address: false,
+            max_client_connections: std::num::NonZeroUsize::new(MAX_CLIENT_CONNECTIONS),
+            allow_links_to: Vec::new(),
         }
     }
 }
@@ -191,6 +225,8 @@ pub(crate) struct Inner {
     events: Option<mpsc::Sender<BootEvent>>,
     pub(crate) metrics: Arc<RouteMetrics>,
     pub(crate) idle_timeout: Duration,
+    pub(crate) clients: Arc<ClientLimit>,
+    check_address: bool,
 }
 
 type Shared = Arc<Inner>;
@@ -251,10 +287,14 @@ impl BootService {
         events: Option<mpsc::Sender<BootEvent>>,
     ) -> Result<BootService, ServiceError> {
         let files = match &config.files {
-            Some(p) => Some(FileRoot::new(p).map_err(|source| ServiceError::Files {
-                path: p.clone(),
-                source,
-            })?),
+            Some(p) => Some(
+                FileRoot::new(p)
+                    .and_then(|r| r.allow_links_to(&config.allow_links_to))
+                    .map_err(|source| ServiceError::Files {
+                        path: p.clone(),
+                        source,
+                    })?,
+            ),
             None => None,
         };
         let cdn = match &config.cdn {
@@ -272,6 +312,8 @@ impl BootService {
             cdn,
             events,
             metrics: Arc::default(),
+            clients: ClientLimit::new(config.max_client_connections),
+            check_address: config.check_client_address,
         });
         let router = Router::new()
             .route("/boot.ipxe", get(chain))
@@ -342,20 +384,58 @@ impl Inner {
 
     /// The event of a `/files` request. Tying a file to its host is only
     /// worth it when someone takes events.
+    ///
+    /// A refused or missing file says why in the event's detail (where a
+    /// link leads, what to do), for the host's timeline and the log.
     pub(crate) fn file_served(&self, ip: Option<IpAddr>, path: &str, status: StatusCode) {
         if self.observed() {
             let m = self.model.borrow().clone();
             let host = host_of_ip(&m, ip).map(|h| h.host.name.clone());
             let attempt = host.as_deref().and_then(|h| self.attempt_of(h));
-            self.emit(
-                Route::Files,
-                host.as_deref(),
-                attempt,
-                ip,
-                status,
-                path.to_owned(),
-            );
+            let detail = match (&self.files, status) {
+                (Some(root), StatusCode::FORBIDDEN | StatusCode::NOT_FOUND)
+                    if self.cdn.is_none() =>
+                {
+                    format!("{path} {}: {}", status.as_u16(), root.explain(path, status))
+                }
+                _ => path.to_owned(),
+            };
+            self.emit(Route::Files, host.as_deref(), attempt, ip, status, detail);
         }
+    }
+
+    /// Whether `ip` may have `h`'s per-host script or config: always,
+    /// unless addresses are checked; then only from an address the model
+    /// gives `h`. A refusal is counted and becomes `h`'s event.
+    fn address_refused(
+        &self,
+        route: Route,
+        m: &SiteModel,
+        h: HostRef<'_>,
+        ip: Option<IpAddr>,
+    ) -> Option<Response> {
+        if !self.check_address {
+            return None;
+        }
+        let name = h.host.name.as_str();
+        if host_of_ip(m, ip).is_some_and(|o| o.host.name == name) {
+            return None;
+        }
+        let from = ip.map_or_else(|| "an unknown address".to_owned(), |ip| ip.to_string());
+        metrics::counter!("http_client_address_refused_total", "route" => route.label())
+            .increment(1);
+        let why = format!(
+            "{name}'s {} asked from {from}, not an address of {name}",
+            route.label()
+        );
+        debug!(host = name, %from, "refused: not the host's address");
+        self.emit(route, Some(name), None, ip, StatusCode::FORBIDDEN, why);
+        Some(text(
+            StatusCode::FORBIDDEN,
+            format!(
+                "{from} is not an address of this host: per-host scripts and configs are served to the host's own address\n"
+            ),
+        ))
     }
 
     /// The local file root, when `/files` is served from a directory
@@ -556,6 +636,9 @@ pub(crate) fn script_response(s: &Inner, ip: Option<IpAddr>, query: Option<&str>
         return local(None, format!("{who} is not in the model"));
     };
     let name = h.host.name.as_str();
+    if let Some(refused) = s.address_refused(Route::Script, &m, h, ip) {
+        return refused;
+    }
     if h.interface.kind == InterfaceType::Bmc {
         return local(
             Some(name),
@@ -717,6 +800,9 @@ async fn config_handler(
             format!("{mac} is not in the model\n"),
         );
     };
+    if let Some(refused) = s.address_refused(Route::Config, &m, h, ip) {
+        return refused;
+    }
     let name = h.host.name.clone();
     let current = s.state.current(&name);
     let attempt = match &current {

@@ -393,6 +393,143 @@ fn a_host_cannot_report_with_another_hosts_token() {
     assert!(s.state.checkpointed("a", 1));
 }
 
+every_way!(scripts_and_configs_only_to_the_hosts_address);
+/// With `check_client_address` (DHCP server mode), a host's script and
+/// config go to its own address only: another host, or anyone else,
+/// gets 403, counted and reported as the host's event.
+fn scripts_and_configs_only_to_the_hosts_address(via: Via) {
+    let mut s = start_custom(
+        loopback_site(),
+        None,
+        tempfile::tempdir().unwrap(),
+        via,
+        |c| c.check_client_address = true,
+    );
+    stage0(&s, "a", "b", 3);
+    let script = "/ipxe?mac=02:00:00:00:00:0a";
+    let config = "/config/02:00:00:00:00:0a?boot=b";
+    for (path, route) in [(script, Route::Script), (config, Route::Config)] {
+        for from in ["127.0.0.11", "127.0.0.1"] {
+            let g = curl(&s, path, &["--interface", from]);
+            assert_eq!(g.status, 403, "{path} from {from}: {}", g.text());
+            assert!(!g.text().contains("checkpoint"), "no token leaks");
+            let ev = events(&mut s, 1);
+            assert_eq!(ev.len(), 1, "{path} from {from}");
+            assert_eq!(ev[0].route, route);
+            assert_eq!(ev[0].host.as_deref(), Some("a"));
+            assert_eq!(ev[0].status, 403);
+            assert!(ev[0].detail.contains(from), "{}", ev[0].detail);
+        }
+    }
+    // The host itself gets its script; the config route answers it too
+    // (404: this OS has no unattended config, not 403).
+    let g = curl(&s, script, &["--interface", "127.0.0.10"]);
+    assert_eq!(g.status, 200, "{}", g.text());
+    assert!(g.text().contains("attempt 3"), "{}", g.text());
+    let g = curl(&s, config, &["--interface", "127.0.0.10"]);
+    assert_eq!(g.status, 404, "{}", g.text());
+    // Off (the default): anyone may ask, as behind NAT.
+    let open = start_via(loopback_site(), None, tempfile::tempdir().unwrap(), via);
+    stage0(&open, "a", "b", 3);
+    assert_eq!(
+        curl(&open, script, &["--interface", "127.0.0.11"]).status,
+        200
+    );
+}
+
+/// A refused file says why in its event (for the timeline and the log):
+/// where the link leads and what to do; `allow_links_to` lets links lead
+/// into the directories named, and nowhere else.
+#[test]
+fn refused_files_say_why_and_links_may_lead_where_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = files(dir.path());
+    let kernels = dir.path().join("kernels");
+    std::fs::create_dir(&kernels).unwrap();
+    std::fs::write(kernels.join("vmlinuz"), "a kernel\n").unwrap();
+    std::os::unix::fs::symlink(kernels.join("vmlinuz"), root.join("vmlinuz")).unwrap();
+    let mut s = start(lab(), Some(root.clone()), dir);
+    let g = curl(&s, "/files/vmlinuz", &[]);
+    assert_eq!(g.status, 403);
+    assert!(
+        !g.text().contains("kernels"),
+        "the client is not told where"
+    );
+    let ev = events(&mut s, 1);
+    let d = &ev[0].detail;
+    assert!(
+        d.contains("leaves the root")
+            && d.contains("kernels/vmlinuz")
+            && d.contains("allow_links_to"),
+        "{d}"
+    );
+    assert_eq!(curl(&s, "/files/nothing-here", &[]).status, 404);
+    let ev = events(&mut s, 1);
+    assert!(ev[0].detail.contains("does not exist"), "{}", ev[0].detail);
+    drop(s);
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = files(dir.path());
+    std::fs::create_dir(dir.path().join("kernels")).unwrap();
+    std::fs::write(dir.path().join("kernels/vmlinuz"), "a kernel\n").unwrap();
+    std::os::unix::fs::symlink(dir.path().join("kernels/vmlinuz"), root.join("vmlinuz")).unwrap();
+    let allowed = dir.path().join("kernels");
+    let s = start_custom(lab(), Some(root), dir, Via::Serve, |c| {
+        c.allow_links_to = vec![allowed];
+    });
+    let g = curl(&s, "/files/vmlinuz", &[]);
+    assert_eq!((g.status, g.text().as_str()), (200, "a kernel\n"));
+    assert_eq!(
+        curl(&s, "/files/escape", &[]).status,
+        403,
+        "other links still refused"
+    );
+}
+
+/// One client address holds at most `max_client_connections`; past it,
+/// new connections are closed at once, and freed slots are given back.
+#[test]
+fn connections_per_client_are_capped() {
+    use std::io::{Read, Write};
+    let s = start_custom(lab(), None, tempfile::tempdir().unwrap(), Via::Serve, |c| {
+        c.max_client_connections = std::num::NonZeroUsize::new(2);
+    });
+    let get = |c: &mut std::net::TcpStream| -> String {
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = c.write_all(b"GET /boot.ipxe HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut buf = [0u8; 4096];
+        match c.read(&mut buf) {
+            Ok(n) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+            Err(_) => String::new(),
+        }
+    };
+    let mut one = std::net::TcpStream::connect(s.addr).unwrap();
+    let mut two = std::net::TcpStream::connect(s.addr).unwrap();
+    assert!(get(&mut one).starts_with("HTTP/1.1 200"));
+    assert!(get(&mut two).starts_with("HTTP/1.1 200"));
+    let mut three = std::net::TcpStream::connect(s.addr).unwrap();
+    assert_eq!(
+        get(&mut three),
+        "",
+        "a third connection is closed unanswered"
+    );
+    // Another address of the same machine is another client.
+    let g = curl(&s, "/boot.ipxe", &["--interface", "127.0.0.2"]);
+    assert_eq!(g.status, 200);
+    drop(one);
+    // Closed by the server once it sees the close: bounded retries.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut again = std::net::TcpStream::connect(s.addr).unwrap();
+        if get(&mut again).starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the slot was never given back");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(two);
+}
+
 every_way!(files_ranges_validators_and_head);
 fn files_ranges_validators_and_head(via: Via) {
     let s = lab_server_via(via);

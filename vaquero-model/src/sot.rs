@@ -903,6 +903,40 @@ impl Loader {
                     "https:// is refused: the boot service has no TLS, and would serve plain HTTP on this URL's port; write http://",
                 );
             }
+            if a.asset_server
+                .as_ref()
+                .and_then(|s| s.max_client_connections)
+                == Some(0)
+            {
+                self.err(
+                    n,
+                    &format!("agents[{i}].asset_server.max_client_connections"),
+                    "0 would refuse every connection: give at least 1, or leave it out for the default (64)",
+                );
+            }
+            let links = [
+                (
+                    "asset_server",
+                    a.asset_server.as_ref().map(|s| &s.allow_links_to),
+                ),
+                (
+                    "tftp_server",
+                    a.tftp_server.as_ref().map(|s| &s.allow_links_to),
+                ),
+            ];
+            for (what, dirs) in links {
+                for (j, d) in dirs.into_iter().flatten().enumerate() {
+                    if !d.starts_with('/') || d.split('/').any(|c| c == "..") || d == "/" {
+                        self.err(
+                            n,
+                            &format!("agents[{i}].{what}.allow_links_to[{j}]"),
+                            format!(
+                                "`{d}` must be an absolute directory other than `/`, without `..`"
+                            ),
+                        );
+                    }
+                }
+            }
         }
         let mut ids = HashSet::new();
         for (i, s) in site.subnets.iter().enumerate() {

@@ -154,6 +154,19 @@ pub struct AssetServer {
     pub base_dir: Option<String>,
     /// Upstream base URL proxied and cached under `/files/`.
     pub cdn: Option<String>,
+    /// In DHCP server mode, serve a host's per-host script and unattended
+    /// config only to the address the SoT gives it (403 to any other).
+    /// Default `true`; turn it off when requests reach the agent through
+    /// NAT or a proxy, where the source address is not the host's.
+    pub check_client_address: bool,
+    /// How many connections one client address may hold open at once
+    /// (default 64); past it new ones are closed at once.
+    pub max_client_connections: Option<u32>,
+    /// Directories that symbolic links inside `base_dir` may resolve
+    /// into (default none: a link that leaves `base_dir` is refused).
+    /// Every file under them becomes readable by anyone who can reach
+    /// the boot service.
+    pub allow_links_to: Vec<String>,
 }
 
 /// An asset server as written, in either format.
@@ -166,6 +179,12 @@ struct AssetServerSpec {
     base_dir: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     cdn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    check_client_address: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_client_connections: Option<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    allow_links_to: Vec<String>,
     #[serde(default, skip_serializing)]
     addr: Option<String>,
     #[serde(default, skip_serializing)]
@@ -221,6 +240,9 @@ impl TryFrom<AssetServerSpec> for AssetServer {
             url: s.url.or(joined),
             base_dir: s.base_dir,
             cdn: s.cdn.or(cdn_joined),
+            check_client_address: s.check_client_address.unwrap_or(true),
+            max_client_connections: s.max_client_connections,
+            allow_links_to: s.allow_links_to,
         })
     }
 }
@@ -231,6 +253,9 @@ impl From<AssetServer> for AssetServerSpec {
             url: a.url,
             base_dir: a.base_dir,
             cdn: a.cdn,
+            check_client_address: (!a.check_client_address).then_some(false),
+            max_client_connections: a.max_client_connections,
+            allow_links_to: a.allow_links_to,
             ..AssetServerSpec::default()
         }
     }
@@ -243,6 +268,10 @@ pub struct TftpServer {
     /// Directory served over TFTP.
     #[serde(default)]
     pub base_dir: Option<String>,
+    /// Directories that symbolic links inside `base_dir` may resolve
+    /// into (default none), as `asset_server.allow_links_to`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_links_to: Vec<String>,
 }
 
 /// A subnet of a site.

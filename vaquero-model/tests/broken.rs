@@ -711,6 +711,29 @@ fn an_https_asset_server_url_is_refused() {
     );
 }
 
+/// Boot service limits that would refuse everything, or links let out
+/// into relative or root directories: each at its line.
+#[test]
+fn boot_service_limits_and_link_directories_are_checked() {
+    check(
+        &[
+            (
+                "sites/lab/env.yml",
+                "      base_dir: /var/lib/vaquero/files\n",
+                "      base_dir: /var/lib/vaquero/files\n      max_client_connections: 0\n      allow_links_to: [/srv/kernels, boot]\n",
+            ),
+            (
+                "sites/lab/env.yml",
+                "      base_dir: /var/lib/vaquero/tftp\n",
+                "      base_dir: /var/lib/vaquero/tftp\n      allow_links_to: [/]\n",
+            ),
+        ],
+        "sites/lab/env.yml:10:31: agents[0].asset_server.max_client_connections: 0 would refuse every connection: give at least 1, or leave it out for the default (64)
+sites/lab/env.yml:11:38: agents[0].asset_server.allow_links_to[1]: `boot` must be an absolute directory other than `/`, without `..`
+sites/lab/env.yml:14:24: agents[0].tftp_server.allow_links_to[0]: `/` must be an absolute directory other than `/`, without `..`",
+    );
+}
+
 /// A host document with a structural error is still cross-checked: its
 /// address, MAC and name against the others, in the same run.
 #[test]

@@ -211,6 +211,9 @@ pub struct TftpEvent {
     pub bytes: u64,
     /// How long it took.
     pub duration: Duration,
+    /// Why it was refused or not found, for the operator (more than the
+    /// client is told).
+    pub reason: Option<String>,
 }
 
 /// A bound TFTP server.
@@ -518,6 +521,16 @@ struct Job {
 
 impl Job {
     fn emit(&self, outcome: &'static str, bytes: u64, started: Instant) {
+        self.emit_why(outcome, bytes, started, None);
+    }
+
+    fn emit_why(
+        &self,
+        outcome: &'static str,
+        bytes: u64,
+        started: Instant,
+        reason: Option<String>,
+    ) {
         self.slot.release();
         if let Some(tx) = &self.events {
             let _ = tx.try_send(TftpEvent {
@@ -527,6 +540,7 @@ impl Job {
                 outcome,
                 bytes,
                 duration: started.elapsed(),
+                reason,
             });
         }
     }
@@ -570,7 +584,7 @@ impl Job {
                 Stats::inc(counter);
                 metrics::counter!("tftp_refused_total", "reason" => reason(&e)).increment(1);
                 debug!(error = %e, "request refused");
-                self.emit(
+                self.emit_why(
                     if e.code() == ErrorCode::FileNotFound {
                         "not_found"
                     } else {
@@ -578,8 +592,9 @@ impl Job {
                     },
                     0,
                     started,
+                    Some(e.to_string()),
                 );
-                let msg = e.to_string();
+                let msg = e.client_message();
                 let _ = link.send(&error_packet(e.code(), &msg)).await;
                 return;
             }
@@ -630,7 +645,9 @@ impl Job {
                 });
                 metrics::counter!("tftp_refused_total", "reason" => reason(&e)).increment(1);
                 debug!(error = %e, "write refused");
-                let _ = sock.send(&error_packet(e.code(), &e.to_string())).await;
+                let _ = sock
+                    .send(&error_packet(e.code(), &e.client_message()))
+                    .await;
                 return;
             }
         };
@@ -1013,6 +1030,7 @@ fn reason(e: &OpenError) -> &'static str {
     match e {
         OpenError::NotFound => "not_found",
         OpenError::AccessViolation(_) => "access",
+        OpenError::Outside { .. } => "outside",
         _ => "io",
     }
 }

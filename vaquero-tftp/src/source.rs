@@ -35,6 +35,18 @@ pub enum OpenError {
     /// regular file.
     #[error("access violation: {0}")]
     AccessViolation(&'static str),
+    /// The name resolves (through a symbolic link) to a file outside
+    /// the root and outside every directory links may lead to. The
+    /// client is told "access violation" only.
+    #[error("`{name}` is a link to `{target}`, which leaves the root `{root}`")]
+    Outside {
+        /// The name asked for, relative to the root.
+        name: String,
+        /// Where it resolves to.
+        target: PathBuf,
+        /// The root.
+        root: PathBuf,
+    },
     /// A write request for a file that exists.
     #[error("file already exists")]
     Exists,
@@ -44,11 +56,20 @@ pub enum OpenError {
 }
 
 impl OpenError {
+    /// What the client is told: no more than the code says for a file
+    /// outside the root (its target is the operator's business).
+    pub fn client_message(&self) -> String {
+        match self {
+            OpenError::Outside { .. } => "access violation: the file is outside the root".into(),
+            e => e.to_string(),
+        }
+    }
+
     /// The TFTP error code to answer with.
     pub fn code(&self) -> ErrorCode {
         match self {
             OpenError::NotFound => ErrorCode::FileNotFound,
-            OpenError::AccessViolation(_) => ErrorCode::AccessViolation,
+            OpenError::AccessViolation(_) | OpenError::Outside { .. } => ErrorCode::AccessViolation,
             OpenError::Exists => ErrorCode::FileExists,
             OpenError::Io(e) if e.kind() == std::io::ErrorKind::StorageFull => ErrorCode::DiskFull,
             OpenError::Io(e) if e.kind() == std::io::ErrorKind::NotFound => ErrorCode::FileNotFound,
@@ -119,6 +140,7 @@ pub fn normalize(name: &str) -> Result<String, OpenError> {
 pub struct Directory {
     root: PathBuf,
     create: bool,
+    links_to: Vec<PathBuf>,
 }
 
 impl Directory {
@@ -127,7 +149,27 @@ impl Directory {
         Ok(Directory {
             root: root.as_ref().canonicalize()?,
             create: false,
+            links_to: Vec::new(),
         })
+    }
+
+    /// Let symbolic links under the root resolve into `dirs` too (each
+    /// must exist). Every file under them becomes readable by any
+    /// client: name only directories meant to be served.
+    pub fn allow_links_to<P: AsRef<Path>>(
+        mut self,
+        dirs: impl IntoIterator<Item = P>,
+    ) -> std::io::Result<Self> {
+        self.links_to = dirs
+            .into_iter()
+            .map(|d| d.as_ref().canonicalize())
+            .collect::<Result<_, _>>()?;
+        Ok(self)
+    }
+
+    /// Whether a resolved path may be served.
+    fn allowed(&self, real: &Path) -> bool {
+        real.starts_with(&self.root) || self.links_to.iter().any(|d| real.starts_with(d))
     }
 
     /// Accept write requests for files that do not exist yet, in
@@ -214,8 +256,12 @@ impl FileSource for Directory {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(OpenError::NotFound),
             Err(e) => return Err(e.into()),
         };
-        if !real.starts_with(&self.root) {
-            return Err(OpenError::AccessViolation("the file is outside the root"));
+        if !self.allowed(&real) {
+            return Err(OpenError::Outside {
+                name: rel,
+                target: real,
+                root: self.root.clone(),
+            });
         }
         let file = std::fs::File::open(&real)?;
         let meta = file.metadata()?;
@@ -394,8 +440,37 @@ mod tests {
             5,
             "a symlink inside the root is fine"
         );
+        let Err(OpenError::Outside {
+            name,
+            target,
+            root: r,
+        }) = d.open("out", client())
+        else {
+            panic!("a link out of the root is refused as such");
+        };
+        assert_eq!(name, "out");
+        assert_eq!(target, dir.path().canonicalize().unwrap().join("secret"));
+        assert_eq!(r, root.canonicalize().unwrap());
+        // Allowed where the operator says links may lead, and nowhere else.
+        let kernels = dir.path().join("kernels");
+        std::fs::create_dir(&kernels).unwrap();
+        std::fs::write(kernels.join("vmlinuz"), b"kernel").unwrap();
+        std::os::unix::fs::symlink(kernels.join("vmlinuz"), root.join("vmlinuz")).unwrap();
+        assert!(matches!(
+            d.open("vmlinuz", client()),
+            Err(OpenError::Outside { .. })
+        ));
+        let linked = d.clone().allow_links_to([&kernels]).unwrap();
+        assert_eq!(linked.open("vmlinuz", client()).unwrap().len(), 6);
+        assert!(
+            matches!(linked.open("out", client()), Err(OpenError::Outside { .. })),
+            "only the named directories"
+        );
+        assert!(
+            linked.open("../kernels/vmlinuz", client()).is_err(),
+            "names still stay beneath the root"
+        );
         for bad in [
-            "out",
             "../secret",
             "sub/../../secret",
             "sub\\..\\..\\secret",

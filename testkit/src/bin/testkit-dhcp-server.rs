@@ -3,6 +3,7 @@
 //! `ROGUE <server id> <client MAC>`.
 //!
 //! `VAQUERO_DHCP_TEST_SERVE=<interface>`, `VAQUERO_DHCP_TEST_MODE=server|proxy`.
+//! Exits with 3 and `cannot bind: …` on stderr when it cannot bind.
 #![allow(clippy::unwrap_used)] // a test helper: a panic fails the test
 
 use std::io::Write;
@@ -24,7 +25,13 @@ fn main() {
         let config =
             vaquero_dhcp::ServerConfig::new(Some(iface), "10.99.0.2".parse().unwrap(), mode);
         let (etx, mut erx) = tokio::sync::mpsc::channel(64);
-        let server = vaquero_dhcp::Server::bind(config, rx, Some(etx)).unwrap();
+        let server = match vaquero_dhcp::Server::bind(config, rx, Some(etx)) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("cannot bind: {e}");
+                std::process::exit(3);
+            }
+        };
         tokio::spawn(async move {
             while let Some(e) = erx.recv().await {
                 if let vaquero_dhcp::DhcpEvent::Rogue(r) = e {
