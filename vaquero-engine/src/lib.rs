@@ -83,6 +83,8 @@ pub mod agent;
 #[cfg(feature = "server")]
 pub mod api;
 pub mod auth;
+#[cfg(feature = "agent")]
+pub mod boot_files;
 #[cfg(feature = "server")]
 pub mod boot_state;
 #[cfg(any(feature = "server", feature = "agent"))]

@@ -28,6 +28,7 @@ use vaquero_lom::{Lom, LomConfig};
 use vaquero_model::{LoadedSot, ModelError, SiteModel, SotSource};
 
 use crate::act::Actor;
+use crate::boot_files::check_boot_files;
 use crate::boot_state::EngineBootState;
 use crate::compose::{
     Fetcher, PRUNE, SETTLE, STATE_FILE, drivers, open_source, secret, until, watch_sot,
@@ -124,15 +125,26 @@ struct Loop {
     fetcher: Fetcher,
     head: String,
     publish: Publisher,
+    agent: Option<String>,
 }
 
 /// Compiles `site` of the source's head: the model, the head revision.
-fn load(source: &dyn SotSource, site: &str) -> Result<(Arc<SiteModel>, String), ModelError> {
-    take(vaquero_model::load_source(source)?, site)
+fn load(
+    source: &dyn SotSource,
+    site: &str,
+    agent: Option<&str>,
+) -> Result<(Arc<SiteModel>, String), ModelError> {
+    take(vaquero_model::load_source(source)?, site, agent)
 }
 
-/// `site`'s model of a loaded SoT and the head revision (warnings logged).
-fn take(loaded: LoadedSot, site: &str) -> Result<(Arc<SiteModel>, String), ModelError> {
+/// `site`'s model of a loaded SoT and the head revision. Warnings are
+/// logged: the SoT's, and the files its boots need that `agent` would
+/// not serve ([`check_boot_files`]), before any machine is powered on.
+fn take(
+    loaded: LoadedSot,
+    site: &str,
+    agent: Option<&str>,
+) -> Result<(Arc<SiteModel>, String), ModelError> {
     let head = loaded.head.revision.clone().unwrap_or_default();
     for w in loaded.warnings.0.iter() {
         tracing::warn!("{w}");
@@ -141,6 +153,11 @@ fn take(loaded: LoadedSot, site: &str) -> Result<(Arc<SiteModel>, String), Model
     let model = sites
         .remove(site)
         .ok_or_else(|| ModelError::UnknownSite(site.to_owned()))?;
+    if let Ok(a) = crate::compose::agent(&model, agent) {
+        for w in check_boot_files(&model, a, Some(&loaded.head)) {
+            tracing::warn!("{w}");
+        }
+    }
     Ok((Arc::new(model), head))
 }
 
@@ -186,7 +203,7 @@ pub async fn run(
             )));
         }
     };
-    let (model, head) = take(loaded, &site)?;
+    let (model, head) = take(loaded, &site, config.agent.as_deref())?;
 
     let store = Arc::new(
         RedbStore::open(&data.join(STATE_FILE))
@@ -247,6 +264,7 @@ pub async fn run(
         fetcher: Fetcher::new(&config.sot, config.fetch),
         head,
         publish,
+        agent: config.agent.clone(),
     };
     // The head validated at start: a revision refused before is old news.
     lp.runner.refused_unless(&lp.head).await;
@@ -331,7 +349,7 @@ impl Loop {
             return;
         }
         let site = control.site().to_owned();
-        match load(self.source.as_ref(), &site) {
+        match load(self.source.as_ref(), &site, self.agent.as_deref()) {
             Ok((model, rev)) => {
                 self.head = rev;
                 if let Err(e) = self.adopt(Some(model)).await {

@@ -201,3 +201,53 @@ async fn listens_on_the_site_addresses_and_one_dhcp_server_per_interface() {
     );
     s.stop().await;
 }
+
+/// The files a site's boots need are checked before any machine boots:
+/// a kernel linked out of the root and a missing initrd are warnings at
+/// the OS file's lines; `allow_links_to` lets the kernel through.
+#[test]
+fn boot_files_that_would_not_be_served_are_warnings_at_their_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("files");
+    let kernels = dir.path().join("kernels");
+    std::fs::create_dir_all(&files).unwrap();
+    std::fs::create_dir_all(&kernels).unwrap();
+    std::fs::write(kernels.join("vmlinuz"), "kernel").unwrap();
+    std::os::unix::fs::symlink(kernels.join("vmlinuz"), files.join("vmlinuz")).unwrap();
+    let agent = |links: &str| {
+        format!(
+            "{{id: a, dhcp_mode: off, asset_server: {{url: \"http://10.0.0.2:8080\", base_dir: {}{links}}}}}",
+            files.display()
+        )
+    };
+    let check = |sot_dir: &Path, links: &str| {
+        model(sot_dir, &agent(links));
+        let sot = Sot::load_dir(sot_dir).unwrap();
+        let m = sot.compile().unwrap().remove("s").unwrap();
+        let a = m.site().agents[0].clone();
+        vaquero_engine::boot_files::check_boot_files(&m, &a, Some(&sot))
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+    };
+    let got = check(&dir.path().join("a"), "");
+    let root = files.canonicalize().unwrap();
+    let target = kernels.canonicalize().unwrap().join("vmlinuz");
+    assert_eq!(
+        got,
+        [
+            format!(
+                "os/linux.yml:5:11: warning: boot.kernel: the kernel `vmlinuz` of boot b (1 host) would not be served (403): `vmlinuz` is a link to `{}`, which leaves the root `{}`: move or copy the file under the root, or list its directory in allow_links_to",
+                target.display(),
+                root.display()
+            ),
+            format!(
+                "os/linux.yml:6:12: warning: boot.initrd[0]: the initrd `initrd` of boot b (1 host) would not be served (404): `{}` does not exist",
+                root.join("initrd").display()
+            ),
+        ]
+    );
+    std::fs::write(files.join("initrd"), "initrd").unwrap();
+    let links = format!(", allow_links_to: [{}]", kernels.display());
+    assert_eq!(check(&dir.path().join("b"), &links), Vec::<String>::new());
+}

@@ -57,6 +57,25 @@ impl Diagnostic {
     }
 }
 
+/// Where a value is in the SoT: kept after loading for checks made later
+/// (the boot files an agent serves), so that they too point at a line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// Path of the file, relative to the SoT root.
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+}
+
+impl Origin {
+    /// A warning at this position.
+    pub fn warning(&self, path: &str, message: impl Into<String>) -> Diagnostic {
+        Diagnostic::error(&self.file, self.line, self.column, path, message).into_warning()
+    }
+}
+
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;

@@ -63,7 +63,7 @@ pub use minijinja;
 pub use serde_json;
 
 pub use compiled::{HostContext, HostRef, RenderError, RenderedBoot, SiteData, SiteModel, Urls};
-pub use diag::{Diagnostic, Diagnostics, Severity};
+pub use diag::{Diagnostic, Diagnostics, Origin, Severity};
 pub use diff::{HostChange, ModelDiff, SiteDiffs, diff, diff_sites};
 pub use files::SotFiles;
 pub use render::{FormatProblem, RenderedJob, TemplateError, check_unattended};

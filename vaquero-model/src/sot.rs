@@ -45,6 +45,9 @@ pub struct Sot {
     pub sites: BTreeMap<String, SiteSot>,
     /// Warnings found while loading (the SoT is usable).
     pub warnings: Diagnostics,
+    /// Where each operating system's kernel and initrds are written, by
+    /// `(os id, key path)` (`boot.kernel`, `boot.initrd[0]`, …).
+    pub origins: BTreeMap<(String, String), crate::diag::Origin>,
 }
 
 impl Sot {
@@ -594,6 +597,22 @@ impl Loader {
             }
         }
         if self.unique("os", &os.id, &e.node, "id") {
+            let paths = std::iter::once("boot.kernel".to_owned())
+                .chain((0..os.boot.initrd.len()).map(|i| format!("boot.initrd[{i}]")));
+            for path in paths {
+                if let Some(l) = self.loc_of(&e.node, &path) {
+                    let origin = crate::diag::Origin {
+                        file: self
+                            .map
+                            .file(l.source as usize)
+                            .unwrap_or("<unknown>")
+                            .to_owned(),
+                        line: l.line as usize,
+                        column: l.column as usize,
+                    };
+                    self.sot.origins.insert((os.id.clone(), path), origin);
+                }
+            }
             self.os_nodes.insert(os.id.clone(), e.node);
             self.sot.os.insert(os.id.clone(), os);
         }

@@ -380,6 +380,15 @@ pub async fn run(
     options.http_listen = config.ports.http;
     options.ipxe_dirs = config.ports.ipxe_dirs.clone();
     let (observe_tx, observe_rx) = mpsc::unbounded_channel::<Observed>();
+    let agent_id = enrolment.agent.clone();
+    let check_files = move |m: &SiteModel| {
+        if let Ok(a) = crate::compose::agent(m, Some(&agent_id)) {
+            for w in crate::boot_files::check_boot_files(m, a, None) {
+                tracing::warn!("{w}");
+            }
+        }
+    };
+    check_files(&model);
     let mut services =
         SiteServices::start(model.clone(), boot.clone(), options, observe_tx).await?;
     tracing::info!(http = %services.http_addr(), site = %config.site, "agent: serving boots");
@@ -456,6 +465,7 @@ pub async fn run(
             e = services.failed() => break Err(e.into()),
             Some(m) = models.recv() => {
                 actor.replace_drivers(crate::compose::drivers(&m, &lom));
+                check_files(&m);
                 swap.send_replace(m);
             }
             Some(lease) = leases.recv() => {
