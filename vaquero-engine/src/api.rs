@@ -416,7 +416,6 @@ pub fn router(shared: Shared) -> Router {
             .route("/agents/{agent}", axum::routing::delete(agent_revoke))
     };
     let v1 = Router::new()
-        .route("/v1/openapi.json", get(openapi))
         .route("/v1/sites", get(sites))
         .route("/v1/tokens", get(token_list).post(token_create))
         .route("/v1/tokens/{id}", axum::routing::delete(token_revoke))
@@ -429,6 +428,8 @@ pub fn router(shared: Shared) -> Router {
         .route("/ready", get(ready))
         .route("/leader", get(leader))
         .route("/metrics", get(metrics))
+        // No token: it holds no secret, and clients are generated from it.
+        .route("/v1/openapi.json", get(openapi))
         .route(
             "/v1/webhook/github",
             post(crate::webhook::github).layer(axum::extract::DefaultBodyLimit::max(
