@@ -8,12 +8,15 @@
 //!
 //! One lab, one test, in order:
 //! 1. the first rollout: every VM through both stages, one at a time; the
-//!    API (every endpoint, 401s, OpenAPI) and the CLI against it;
+//!    API (every endpoint, 401s, OpenAPI without a token) and the CLI
+//!    against it;
 //! 2. a VM that is done netboots again and gets exit-to-disk;
 //! 3. an invalid commit is refused, its errors show in the API, and the
 //!    previous revision keeps serving;
 //! 4. a commit that changes all three VMs waits for approval (the plan in
-//!    the API), is approved with the CLI, and rolls out one VM at a time;
+//!    the API); standalone is killed with SIGKILL while it waits, and the
+//!    plan (id, text), the timelines and the waiting survive; the plan is
+//!    approved with the CLI, and rolls out one VM at a time;
 //!    standalone is killed with SIGKILL mid-rollout and restarted: the
 //!    rollout finishes, and no VM is power-cycled twice for one stage;
 //! 5. the same site under `vaquero server` and `vaquero agent` (mTLS, a
@@ -667,6 +670,35 @@ fn standalone_provisions_qemu_vms_end_to_end() {
     assert!(
         lab.phases().iter().all(|(_, p)| p == "queued"),
         "nothing starts before approval: {:?}",
+        lab.phases()
+    );
+    // A kill -9 while the plan waits loses nothing an operator relies on:
+    // the plan (id, text, JSON), the host timelines, and the waiting.
+    let pending = |lab: &Lab| {
+        lab.json(&["plans"])["plans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["status"] == "pending")
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let plan = pending(&lab);
+    let timeline = lab.json(&["host", "vm-bios-1"])["attempts"].clone();
+    assert!(!timeline.as_array().unwrap().is_empty(), "{timeline}");
+    stop(&mut lab.standalone);
+    lab.start();
+    assert_eq!(pending(&lab), plan, "the waiting plan after kill -9");
+    assert!(lab.cli(&["plans"]).contains("3 to reprovision"));
+    let after = lab.json(&["host", "vm-bios-1"])["attempts"].clone();
+    let (was, is) = (timeline.as_array().unwrap(), after.as_array().unwrap());
+    assert!(
+        is.len() >= was.len() && is[..was.len()] == was[..],
+        "the timeline after kill -9: {after} (was {timeline})"
+    );
+    assert!(
+        lab.phases().iter().all(|(_, p)| p == "queued"),
+        "still nothing starts before approval: {:?}",
         lab.phases()
     );
     let from = lab.power_log().len();
