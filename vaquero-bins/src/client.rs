@@ -473,6 +473,47 @@ pub fn agents(api: &Api) -> anyhow::Result<ExitCode> {
     )
 }
 
+/// `vaquero backup --to FILE`: every key of the running Vaquero's state
+/// at one moment (`GET /v1/backup`, admin), checked by count and checksum
+/// and written into a new redb file — the form `vaquero migrate --from
+/// redb:FILE` restores.
+pub fn backup(api: &Api, to: &std::path::Path) -> anyhow::Result<ExitCode> {
+    if to.exists() {
+        bail!(
+            "{} exists: a backup goes to a new file (move the old one away, or name another)",
+            to.display()
+        );
+    }
+    let v = api.call("GET", "/v1/backup", None)?;
+    let snap: vaquero_engine::migrate::Snapshot =
+        serde_json::from_value(v).context("the API's backup is not a state snapshot")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let copied = runtime.block_on(async {
+        let store = vaquero_engine::RedbStore::open(to)
+            .with_context(|| format!("creating {}", to.display()))?;
+        snap.write_into(&store, false)
+            .await
+            .with_context(|| format!("writing {}", to.display()))
+    });
+    let copied = match copied {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = std::fs::remove_file(to);
+            return Err(e);
+        }
+    };
+    println!(
+        "backed up and checked: {} keys, {} bytes, sha256 {} in {}",
+        copied.keys,
+        copied.bytes,
+        copied.checksum,
+        to.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -169,6 +169,32 @@ enum Command {
     /// Copy Vaquero's state between stores (redb file, etcd cluster),
     /// checked by count and checksum: a lab onto HA, a backup, a restore.
     Migrate(migrate::Args),
+    /// Back up the state of a running standalone or server through its
+    /// API (admin token): every key at one moment, checked, written to a
+    /// new redb file. Restore it with `vaquero migrate --from redb:FILE`.
+    Backup {
+        /// The file to write (it must not exist).
+        #[arg(long, value_name = "FILE")]
+        to: PathBuf,
+        #[command(flatten)]
+        api: client::Api,
+    },
+    /// Replace a secret of a data directory, with Vaquero stopped: the
+    /// first admin token (the old one is refused from the next start) or
+    /// the key that signs checkpoint tokens (tokens in flight are refused).
+    Rotate {
+        /// Which secret.
+        #[arg(value_enum)]
+        secret: migrate::Secret,
+        /// The data directory.
+        #[arg(
+            long,
+            value_name = "DIR",
+            env = "VAQUERO_DATA",
+            default_value = "vaquero-data"
+        )]
+        data: PathBuf,
+    },
     /// Certificates: a CA of your own and a server certificate.
     Certs {
         #[command(subcommand)]
@@ -367,6 +393,8 @@ impl Command {
             | Command::Agent(_)
             | Command::Certs { .. }
             | Command::Migrate(_)
+            | Command::Backup { .. }
+            | Command::Rotate { .. }
             | Command::Completions { .. }
             | Command::Man => Format::Text,
         }
@@ -455,6 +483,8 @@ fn main() -> ExitCode {
         Command::Server(args) => remote::server(*args),
         Command::Agent(args) => remote::agent(args),
         Command::Migrate(args) => migrate::run(args),
+        Command::Backup { to, api } => client::backup(&api, &to),
+        Command::Rotate { secret, data } => migrate::rotate(secret, &data),
         Command::Status(api) => client::status(&api),
         Command::Hosts { sot: None, api, .. } => client::hosts(&api),
         Command::Hosts {

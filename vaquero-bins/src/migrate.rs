@@ -81,3 +81,32 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Ok(ExitCode::SUCCESS)
     })
 }
+
+/// The secrets `vaquero rotate` replaces.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Secret {
+    /// `admin.token`, the first admin token (tokens made with `vaquero
+    /// token create` are revoked one by one with `vaquero token revoke`).
+    AdminToken,
+    /// `checkpoint.key`, which signs the checkpoint tokens in per-host
+    /// scripts and configs.
+    CheckpointKey,
+}
+
+/// `vaquero rotate`.
+pub fn rotate(secret: Secret, data: &std::path::Path) -> anyhow::Result<ExitCode> {
+    use vaquero_engine::standalone::{Secret as S, rotate};
+    let (which, after) = match secret {
+        Secret::AdminToken => (
+            S::AdminToken,
+            "the old token is refused once vaquero starts again",
+        ),
+        Secret::CheckpointKey => (
+            S::CheckpointKey,
+            "checkpoint tokens signed with the old key are refused once vaquero starts again: an install in flight cannot check in, and its attempt times out",
+        ),
+    };
+    let path = rotate(data, which)?;
+    println!("{} replaced: {after}", path.display());
+    Ok(ExitCode::SUCCESS)
+}

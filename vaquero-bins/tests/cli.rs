@@ -802,6 +802,87 @@ fn standalone_api_over_https_and_the_cli() {
     // Without the CA, the certificate is not trusted.
     let o = cli(&["status"], false);
     assert!(!o.status.success(), "{o:?}");
+
+    // Operations. A backup while it runs: every key, checked.
+    let backup = tmp.path().join("backup.redb");
+    let o = cli(&["backup", "--to", backup.to_str().unwrap()], true);
+    let said = stdout(&o);
+    assert!(said.starts_with("backed up and checked: "), "{o:?}");
+    let sum = said
+        .split("sha256 ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_owned();
+    let o = cli(&["backup", "--to", backup.to_str().unwrap()], true);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("exists"),
+        "a backup never overwrites: {o:?}"
+    );
+    let rotate = |what: &str| {
+        Command::new(env!("CARGO_BIN_EXE_vaquero"))
+            .args(["rotate", what, "--data"])
+            .arg(&data)
+            .output()
+            .unwrap()
+    };
+    // Rotation needs it stopped: the running process keeps its secrets.
+    let o = rotate("admin-token");
+    assert!(!o.status.success(), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("stop it"),
+        "{o:?}"
+    );
+    drop(_child);
+    let old = std::fs::read_to_string(&token).unwrap();
+    let o = rotate("admin-token");
+    assert!(o.status.success(), "{o:?}");
+    let new = std::fs::read_to_string(&token).unwrap();
+    assert_ne!(old, new);
+    assert_eq!(new.trim().len(), 64);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&token).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the token is the owner's alone");
+    }
+    let key = data.join("checkpoint.key");
+    let old_key = std::fs::read_to_string(&key).unwrap();
+    assert!(rotate("checkpoint-key").status.success());
+    assert_ne!(std::fs::read_to_string(&key).unwrap(), old_key);
+    // Restore: the backup into the data directory, its store moved away.
+    std::fs::rename(data.join("state.redb"), data.join("state.redb.old")).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_vaquero"))
+        .args(["migrate", "--from"])
+        .arg(format!("redb:{}", backup.display()))
+        .arg("--to")
+        .arg(format!("redb:{}", data.join("state.redb").display()))
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&o).starts_with("copied and checked: ") && stdout(&o).contains(&sum),
+        "{o:?}"
+    );
+    // Started again: the restored plans; the new token, not the old.
+    let _child = Killed(
+        standalone(&format!("127.0.0.1:{port}"), true)
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !cli(&["status"], true).status.success() {
+        assert!(std::time::Instant::now() < deadline, "restarted");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    let o = cli(&["plans"], true);
+    assert!(stdout(&o).contains("rollout 1 (applied"), "{o:?}");
+    std::fs::write(&read_file, &old).unwrap();
+    let o = as_read(&["status"]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("wrong or revoked token"),
+        "the rotated token is refused: {o:?}"
+    );
 }
 
 /// Without the privilege to bind a port below 1024, standalone refuses at

@@ -17,8 +17,10 @@
 //! | POST | `/v1/approve` | approve the waiting plan (`{"rollout": N}` optional) |
 //! | POST | `/v1/pause`, `/v1/resume` | hold back new hosts / start them again |
 //! | GET | `/v1/executions?host=H` | execution records with their steps and logs |
+//! | GET | `/v1/backup` | every key of the state at one moment (admin), for `vaquero backup` |
 //!
-//! Everything but `/live`, `/ready`, `/leader` and `/metrics` needs
+//! Everything but `/live`, `/ready`, `/leader`, `/metrics` and
+//! `/v1/openapi.json` needs
 //! `Authorization: Bearer <token>`; a missing or wrong token gets 401 with
 //! a JSON error. Errors are `{"error": {"kind", "message"}}`.
 //!
@@ -419,6 +421,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/v1/sites", get(sites))
         .route("/v1/tokens", get(token_list).post(token_create))
         .route("/v1/tokens/{id}", axum::routing::delete(token_revoke))
+        .route("/v1/backup", get(backup))
         .nest("/v1", site())
         .nest("/v1/sites/{site}", site())
         .fallback(not_found)
@@ -692,6 +695,32 @@ async fn token_revoke(State(s): State<Shared>, Path(id): Path<String>) -> Respon
             Json(json!({ "ok": true, "message": format!("token {id} revoked") })).into_response()
         }
         Err(e) => auth_error(e),
+    }
+}
+
+/// `GET /v1/backup`: every key of the state at one moment (admin only).
+async fn backup(State(s): State<Shared>, role: axum::Extension<Role>) -> Response {
+    if role.0 != Role::Admin {
+        return error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "a backup needs the admin role",
+        );
+    }
+    match crate::migrate::Snapshot::take(s.store.as_ref()).await {
+        Ok(snap) => {
+            tracing::info!(
+                keys = snap.keys,
+                bytes = snap.bytes,
+                "state backed up through the API"
+            );
+            Json(snap).into_response()
+        }
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("the store: {e}"),
+        ),
     }
 }
 

@@ -67,30 +67,43 @@ pub(crate) const STATE_FILE: &str = "state.redb";
 /// Reads `data/name`, or writes 32 random bytes (hex) there with mode 0600.
 pub(crate) fn secret(data: &Path, name: &str) -> Result<String, StandaloneError> {
     let path = data.join(name);
-    let err = |source| StandaloneError::Data {
-        path: path.clone(),
-        source,
-    };
     match std::fs::read_to_string(&path) {
         Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_owned()),
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(err(e)),
+        Err(source) => return Err(StandaloneError::Data { path, source }),
     }
+    write_secret(data, name)
+}
+
+/// Writes 32 new random bytes (hex) to `data/name` with mode 0600,
+/// atomically: beside it, synced, then renamed over it (a crash leaves
+/// the old secret or the new one, never half of one). The new secret.
+pub(crate) fn write_secret(data: &Path, name: &str) -> Result<String, StandaloneError> {
+    let path = data.join(name);
+    let err = |source| StandaloneError::Data {
+        path: path.clone(),
+        source,
+    };
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| err(std::io::Error::other(e.to_string())))?;
     let text: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
+    let tmp = data.join(format!(".{name}.new"));
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(&path)
+        .open(&tmp)
         .map_err(err)?;
     f.write_all(format!("{text}\n").as_bytes()).map_err(err)?;
     f.sync_all().map_err(err)?;
+    std::fs::rename(&tmp, &path).map_err(err)?;
+    if let Ok(dir) = std::fs::File::open(data) {
+        let _ = dir.sync_all();
+    }
     Ok(text)
 }
 

@@ -141,3 +141,107 @@ pub async fn migrate(
     }
     Ok(copied)
 }
+
+/// The format name of a [`Snapshot`].
+pub const SNAPSHOT_FORMAT: &str = "vaquero-state/1";
+
+/// Every key of the state at one moment, as `GET /v1/backup` hands it out
+/// (`vaquero backup` writes it into a redb file): keys and values as
+/// stored, with their count, size and checksum ([`checksum`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Snapshot {
+    /// [`SNAPSHOT_FORMAT`].
+    pub format: String,
+    /// How many keys.
+    pub keys: usize,
+    /// Bytes of values.
+    pub bytes: u64,
+    /// SHA-256 (hex) over every key and value, in key order.
+    pub checksum: String,
+    /// The keys and values, in key order.
+    pub entries: Vec<Entry>,
+}
+
+/// One key of a [`Snapshot`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Entry {
+    /// The key.
+    pub key: String,
+    /// The value, base64 (standard alphabet, padded).
+    #[serde(with = "b64")]
+    pub value: Vec<u8>,
+}
+
+mod b64 {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+
+    pub(super) fn serialize<S: serde::Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(v))
+    }
+
+    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = <String as serde::Deserialize>::deserialize(d)?;
+        STANDARD.decode(text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Snapshot {
+    /// The state in `store` now (one consistent read: one read
+    /// transaction of redb, one revision of etcd).
+    pub async fn take(store: &dyn Store) -> Result<Snapshot, StoreError> {
+        let kvs = store.list(STATE).await?;
+        Ok(Snapshot {
+            format: SNAPSHOT_FORMAT.to_owned(),
+            keys: kvs.len(),
+            bytes: kvs.iter().map(|kv| kv.value.len() as u64).sum(),
+            checksum: checksum(&kvs),
+            entries: kvs
+                .into_iter()
+                .map(|kv| Entry {
+                    key: kv.key,
+                    value: kv.value,
+                })
+                .collect(),
+        })
+    }
+
+    /// Writes the snapshot into `to` as [`migrate`] does (refusing keys
+    /// that exist unless `overwrite`), after checking that it is whole:
+    /// its format, count and checksum.
+    pub async fn write_into(self, to: &dyn Store, overwrite: bool) -> Result<Copied, MigrateError> {
+        if self.format != SNAPSHOT_FORMAT {
+            return Err(MigrateError::Mismatch(format!(
+                "format `{}`, not `{SNAPSHOT_FORMAT}`",
+                self.format
+            )));
+        }
+        let kvs: Vec<KeyValue> = self
+            .entries
+            .into_iter()
+            .map(|e| KeyValue {
+                key: e.key,
+                value: e.value,
+                mod_revision: 0,
+            })
+            .collect();
+        let sum = checksum(&kvs);
+        if kvs.len() != self.keys || sum != self.checksum {
+            return Err(MigrateError::Mismatch(format!(
+                "the snapshot is damaged: {} keys with sha256 {sum}, it says {} with {}",
+                kvs.len(),
+                self.keys,
+                self.checksum
+            )));
+        }
+        let from = crate::store::MemoryStore::new();
+        for chunk in kvs.chunks(BATCH) {
+            let ops = chunk
+                .iter()
+                .map(|kv| TxnOp::Put(kv.key.clone(), kv.value.clone()))
+                .collect();
+            from.txn(Vec::new(), ops).await?;
+        }
+        migrate(&from, to, overwrite, false).await
+    }
+}

@@ -107,7 +107,46 @@ impl StandaloneConfig {
 pub use crate::compose::{MetricsRender, StandaloneError, TOKEN_FILE};
 
 /// The checkpoint token key's file in the data directory.
-const KEY_FILE: &str = "checkpoint.key";
+/// The key that signs checkpoint tokens, in the data directory.
+pub const KEY_FILE: &str = "checkpoint.key";
+
+/// A secret of the data directory that [`rotate`] replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Secret {
+    /// `admin.token`: the first admin token.
+    AdminToken,
+    /// `checkpoint.key`: signs checkpoint tokens.
+    CheckpointKey,
+}
+
+/// Replaces a secret of the data directory `data` with a new random one
+/// (atomically, mode 0600). Refused while a process holds the
+/// directory's store: the running process would keep the old secret.
+/// Returns the file written.
+pub fn rotate(data: &std::path::Path, secret: Secret) -> Result<PathBuf, StandaloneError> {
+    let state = data.join(STATE_FILE);
+    if !data.is_dir() {
+        return Err(StandaloneError::Data {
+            path: data.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such data directory"),
+        });
+    }
+    if state.exists() {
+        // Opening the store takes its lock: held, a process runs.
+        RedbStore::open(&state).map_err(|e| {
+            StandaloneError::Store(format!(
+                "{}: {e} (a running vaquero holds it: stop it, rotate, start it again)",
+                state.display()
+            ))
+        })?;
+    }
+    let name = match secret {
+        Secret::AdminToken => TOKEN_FILE,
+        Secret::CheckpointKey => KEY_FILE,
+    };
+    crate::compose::write_secret(data, name)?;
+    Ok(data.join(name))
+}
 pub use crate::site::Ports;
 
 pub use crate::control::{

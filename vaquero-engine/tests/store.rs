@@ -423,6 +423,44 @@ async fn migrate_copies_the_state_and_refuses_to_overwrite() {
     );
 }
 
+/// A snapshot (what `GET /v1/backup` hands out) goes through JSON and
+/// into a redb file whole; one damaged on the way is refused, nothing
+/// written.
+#[tokio::test]
+async fn a_snapshot_round_trips_and_a_damaged_one_is_refused() {
+    use vaquero_engine::migrate::{MigrateError, Snapshot};
+    let dir = tempfile::tempdir().unwrap();
+    let from = MemoryStore::new();
+    for i in 0..150u8 {
+        from.put(&format!("v1/k{i:03}"), vec![i, 0, 255, i])
+            .await
+            .unwrap();
+    }
+    from.put("leader/x", b"not state".to_vec()).await.unwrap();
+    let snap = Snapshot::take(&from).await.unwrap();
+    assert_eq!((snap.keys, snap.bytes), (150, 600));
+    let json = serde_json::to_string(&snap).unwrap();
+    let back: Snapshot = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, snap);
+
+    let mut damaged = back.clone();
+    damaged.entries[7].value[1] = 1;
+    let to = RedbStore::open(&dir.path().join("a.redb")).unwrap();
+    let e = damaged.write_into(&to, false).await.unwrap_err();
+    assert!(matches!(e, MigrateError::Mismatch(_)), "{e}");
+    assert!(to.list("").await.unwrap().is_empty(), "nothing written");
+    let mut short = back.clone();
+    short.entries.pop();
+    assert!(short.write_into(&to, false).await.is_err());
+
+    let done = back.write_into(&to, false).await.unwrap();
+    assert_eq!(
+        (done.keys, done.checksum.as_str()),
+        (150, snap.checksum.as_str())
+    );
+    assert_eq!(to.list("").await.unwrap().len(), 150);
+}
+
 /// The etcd store over TLS (the members' certificate signed by a CA of
 /// `vaquero certs init`'s, pinned by the client) with authentication on:
 /// the contract holds as the user with the right password; a wrong
