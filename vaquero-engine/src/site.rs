@@ -669,13 +669,19 @@ struct Refusals {
 
 impl Refusals {
     const EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+    const CAP: usize = 4096;
 
     /// Whether `key` was not logged within [`Refusals::EVERY`] (and now is).
     fn first(&mut self, key: &str) -> bool {
         let now = std::time::Instant::now();
-        if self.logged.len() >= 4096 {
+        if self.logged.len() >= Self::CAP {
             self.logged
                 .retain(|_, at| now.duration_since(*at) < Self::EVERY);
+            if self.logged.len() >= Self::CAP {
+                // A flood of distinct names: forget them all (some lines
+                // repeat) rather than grow without bound.
+                self.logged.clear();
+            }
         }
         match self.logged.get(key) {
             Some(at) if now.duration_since(*at) < Self::EVERY => false,
@@ -799,6 +805,34 @@ mod tests {
             )
         );
         assert_eq!(url_ip("http://boot.example:8080"), None);
+    }
+
+    #[test]
+    fn a_refused_file_is_logged_once_per_file_and_reason() {
+        let mut r = Refusals::default();
+        assert!(r.first("vmlinuz 403: a link out of the root"));
+        assert!(
+            !r.first("vmlinuz 403: a link out of the root"),
+            "again: quiet"
+        );
+        assert!(r.first("vmlinuz 404: missing"), "another reason");
+        assert!(
+            r.first("initrd 403: a link out of the root"),
+            "another file"
+        );
+        // Past the window, once more.
+        let long_ago = std::time::Instant::now()
+            .checked_sub(Refusals::EVERY + std::time::Duration::from_secs(1));
+        if let Some(t) = long_ago {
+            r.logged
+                .insert("vmlinuz 403: a link out of the root".into(), t);
+            assert!(r.first("vmlinuz 403: a link out of the root"));
+        }
+        // Bounded: a flood of distinct names does not grow it past its cap.
+        for i in 0..10_000 {
+            r.first(&format!("scan-{i}"));
+        }
+        assert!(r.logged.len() <= Refusals::CAP);
     }
 
     #[test]
