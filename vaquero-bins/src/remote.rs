@@ -145,11 +145,12 @@ pub struct ServerArgs {
     /// A TOML file with the same keys.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Execution records that ended longer ago are deleted (default 90).
+    /// Execution records that ended, and timeline entries seen, longer
+    /// ago are deleted (default 90).
     #[arg(long, value_name = "DAYS")]
     keep_days: Option<u64>,
-    /// A host's records of its newest N boot attempts are kept (default
-    /// 20).
+    /// A host's records and timeline entries of its newest N boot
+    /// attempts are kept (default 20).
     #[arg(long, value_name = "N")]
     keep_attempts: Option<usize>,
     /// How long a site's agents may be silent before no new host starts

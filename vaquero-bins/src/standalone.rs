@@ -82,11 +82,12 @@ pub struct Args {
     /// Where iPXE binaries missing from the TFTP root are taken from.
     #[arg(long, value_name = "DIR")]
     pub ipxe_dir: Option<PathBuf>,
-    /// Execution records that ended longer ago are deleted (default 90).
+    /// Execution records that ended, and timeline entries seen, longer ago
+    /// are deleted (default 90).
     #[arg(long, value_name = "DAYS")]
     pub keep_days: Option<u64>,
-    /// A host's records of its newest N boot attempts are kept, older ones
-    /// deleted (default 20).
+    /// A host's records and timeline entries of its newest N boot attempts
+    /// are kept, older ones deleted (default 20).
     #[arg(long, value_name = "N")]
     pub keep_attempts: Option<usize>,
     /// How often a remote SoT is fetched, in seconds (default 60).

@@ -140,6 +140,7 @@ fn main() {
         let db = dir.path().join("state.redb");
         let boot_state = Arc::new(EngineBootState::new());
         let store = Arc::new(RedbStore::open(&db).unwrap());
+        let reader: Arc<dyn vaquero_engine::Store> = store.clone();
         let all = drivers.clone();
         let link = LocalSite::new(
             Actor::new(drivers, JobRunner::new()),
@@ -161,13 +162,13 @@ fn main() {
         retention.attempts = keep;
         let names: Vec<String> = model.hosts().iter().map(|h| h.name.clone()).collect();
         let mut seen = HashMap::new();
-        let mut first = 0u64;
+        let (mut first, mut first_data) = (0u64, 0u64);
         println!(
             "state-growth: {hosts} hosts, {rounds} rounds, records of the last {keep} attempts kept"
         );
         println!(
-            "{:>5} {:>9} {:>12} {:>10}",
-            "round", "seconds", "state.redb", "growth"
+            "{:>5} {:>9} {:>12} {:>8} {:>12} {:>8}",
+            "round", "seconds", "state.redb", "growth", "data", "growth"
         );
         for round in 1..=rounds {
             let t = Instant::now();
@@ -203,15 +204,41 @@ fn main() {
                 .await
                 .unwrap();
             let size = std::fs::metadata(&db).unwrap().len();
+            // What is stored: every key and value (the file also holds
+            // free pages redb reuses, and never gives back).
+            let data: u64 = reader
+                .list("")
+                .await
+                .unwrap()
+                .iter()
+                .map(|kv| (kv.key.len() + kv.value.len()) as u64)
+                .sum();
             if round == 1 {
-                first = size;
+                (first, first_data) = (size, data);
             }
-            let growth = (size as f64 / first as f64 - 1.0) * 100.0;
+            if std::env::var_os("VAQUERO_BENCH_BREAKDOWN").is_some() {
+                let mut by: std::collections::BTreeMap<String, (usize, u64)> = Default::default();
+                for kv in reader.list("").await.unwrap() {
+                    let k: Vec<&str> = kv.key.split('/').collect();
+                    let class = k.iter().take(4).copied().collect::<Vec<_>>().join("/");
+                    let class = class.split("host-").next().unwrap_or_default().to_owned();
+                    let e = by.entry(class).or_default();
+                    e.0 += 1;
+                    e.1 += (kv.key.len() + kv.value.len()) as u64;
+                }
+                for (class, (n, b)) in by {
+                    println!("      {class:<40} {n:>8} keys {:>10} bytes", b);
+                }
+            }
+            let mib = |b: u64| b as f64 / (1 << 20) as f64;
+            let pct = |b: u64, of: u64| (b as f64 / of as f64 - 1.0) * 100.0;
             println!(
-                "{round:>5} {:>9.1} {:>8.1} MiB {:>9.1}%",
+                "{round:>5} {:>9.1} {:>8.1} MiB {:>7.1}% {:>8.1} MiB {:>7.1}%",
                 t.elapsed().as_secs_f64(),
-                size as f64 / (1 << 20) as f64,
-                growth
+                mib(size),
+                pct(size, first),
+                mib(data),
+                pct(data, first_data)
             );
         }
     });

@@ -258,6 +258,43 @@ impl Timelines {
     pub fn last(&self, host: &str) -> Option<Observation> {
         self.hosts.get(host)?.back().map(|(_, o)| o.clone())
     }
+
+    /// Drops, from the front of each host's timeline, what retention lets
+    /// go: entries seen before `cutoff`, and those of boot attempts older
+    /// than the host's newest `attempts` (with the DHCP and TFTP entries,
+    /// which know no attempt, that came before them). Returns the hosts
+    /// and numbers dropped. Pure: the caller deletes them from the store.
+    pub fn expire(&mut self, attempts: usize, cutoff: Timestamp) -> Vec<(String, u64)> {
+        let mut gone = Vec::new();
+        for (host, t) in &mut self.hosts {
+            let mut seen: Vec<u64> = t.iter().filter_map(|(_, o)| o.attempt).collect();
+            seen.sort_unstable();
+            seen.dedup();
+            let oldest_kept = seen
+                .len()
+                .checked_sub(attempts.max(1))
+                .and_then(|i| seen.get(i).copied());
+            // The first entry to keep: of a kept attempt (or later), and
+            // not older than the cutoff.
+            let keep_from = t
+                .iter()
+                .position(|(_, o)| {
+                    let young = o.at >= cutoff;
+                    let kept = match (oldest_kept, o.attempt) {
+                        (Some(k), Some(a)) => a >= k,
+                        (Some(_), None) => false,
+                        (None, _) => true,
+                    };
+                    young && kept
+                })
+                .unwrap_or(t.len());
+            for (n, _) in t.drain(..keep_from) {
+                gone.push((host.clone(), n));
+            }
+        }
+        self.hosts.retain(|_, t| !t.is_empty());
+        gone
+    }
 }
 
 /// Holds every queued host back while an operator paused the site, or
@@ -511,8 +548,31 @@ impl<S: Store + ?Sized + 'static> Control<S> {
             .records()
             .prune_retained(retention, now)
             .await?;
-        if n > 0 {
-            tracing::info!(site = %self.site, records = n, "execution records pruned");
+        // Timelines by the same retention: age and attempts per host.
+        let cutoff = now
+            .checked_sub(
+                jiff::SignedDuration::try_from(retention.max_age)
+                    .unwrap_or(jiff::SignedDuration::MAX),
+            )
+            .unwrap_or(Timestamp::MIN);
+        let gone = self
+            .timelines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .expire(retention.attempts, cutoff);
+        let prefix = timeline_prefix(&self.site);
+        for chunk in gone.chunks(crate::migrate::BATCH) {
+            let ops = chunk
+                .iter()
+                .map(|(host, n)| TxnOp::Delete(format!("{prefix}{host}/{n:020}")))
+                .collect();
+            self.store
+                .txn(Vec::new(), ops)
+                .await
+                .map_err(crate::persist::PersistError::from)?;
+        }
+        if n > 0 || !gone.is_empty() {
+            tracing::info!(site = %self.site, records = n, timeline_entries = gone.len(), "execution records and timelines pruned");
         }
         Ok(n)
     }
@@ -865,4 +925,61 @@ fn issued_as(t: &Task) -> (String, u64) {
         k => k.name().to_owned(),
     };
     (what, t.action.attempt)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obs(host: &str, attempt: Option<u64>, at: i64) -> Observation {
+        Observation {
+            at: Timestamp::from_second(at).unwrap_or(Timestamp::UNIX_EPOCH),
+            host: host.into(),
+            attempt,
+            kind: crate::observe::ObservationKind::Script,
+            ok: true,
+            detail: String::new(),
+        }
+    }
+
+    #[test]
+    fn timelines_expire_by_attempts_and_age() {
+        let mut t = Timelines::default();
+        // Three boots of h: an action, then DHCP (no attempt), then script.
+        for (a, at) in [(1, 100), (2, 200), (3, 300)] {
+            t.push(obs("h", Some(a), at));
+            t.push(obs("h", None, at + 1));
+            t.push(obs("h", Some(a), at + 2));
+        }
+        t.push(obs("g", None, 50));
+        let epoch = Timestamp::UNIX_EPOCH;
+        // Two attempts kept: attempt 1 and its DHCP go.
+        let gone = t.expire(2, epoch);
+        assert_eq!(
+            gone,
+            vec![
+                ("h".to_owned(), 1),
+                ("h".to_owned(), 2),
+                ("h".to_owned(), 3)
+            ]
+        );
+        let left: Vec<Option<u64>> = t.of("h").iter().map(|o| o.attempt).collect();
+        assert_eq!(left, [Some(2), None, Some(2), Some(3), None, Some(3)]);
+        assert_eq!(
+            t.of("g").len(),
+            1,
+            "a host with no attempt keeps its entries"
+        );
+        // Nothing more to drop at the same retention.
+        assert!(t.expire(2, epoch).is_empty());
+        // By age: what was seen before the cutoff.
+        let cutoff = Timestamp::from_second(250).unwrap_or(epoch);
+        let gone = t.expire(20, cutoff);
+        assert_eq!(gone.len(), 4, "{gone:?}");
+        assert_eq!(t.of("h").len(), 3);
+        assert!(t.of("g").is_empty());
+        // New entries number on from the last.
+        let (n, _) = t.push(obs("h", Some(4), 400));
+        assert_eq!(n, 10);
+    }
 }
