@@ -536,8 +536,8 @@ impl<S: Store + ?Sized + 'static> Control<S> {
         }
     }
 
-    /// Deletes the execution records `retention` lets go; returns how
-    /// many.
+    /// Deletes the execution records and timeline entries `retention`
+    /// lets go, then compacts the store; returns how many records.
     pub async fn prune(
         &self,
         retention: &crate::record::Retention,
@@ -573,6 +573,13 @@ impl<S: Store + ?Sized + 'static> Control<S> {
         }
         if n > 0 || !gone.is_empty() {
             tracing::info!(site = %self.site, records = n, timeline_entries = gone.len(), "execution records and timelines pruned");
+        }
+        // What was pruned, and the pages copy-on-write commits freed, go
+        // back to the file system.
+        match self.store.compact().await {
+            Ok(true) => tracing::debug!(site = %self.site, "store compacted"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(site = %self.site, error = %e, "store not compacted"),
         }
         Ok(n)
     }

@@ -147,6 +147,13 @@ pub trait Store: Send + Sync {
         .await
     }
 
+    /// Gives space the store no longer uses back to the file system,
+    /// where it can (redb: [`RedbStore::compact`]); whether it did. Other
+    /// calls wait meanwhile. The default does nothing.
+    async fn compact(&self) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+
     /// Remove `key`; returns the revision of the write.
     async fn delete(&self, key: &str) -> Result<Revision, StoreError> {
         match self
@@ -244,7 +251,9 @@ const REVISION: &str = "revision";
 /// commit leaves the file consistent whatever instant the crash hits.
 #[derive(Debug, Clone)]
 pub struct RedbStore {
-    db: Arc<Database>,
+    // Every call reads the lock; compaction alone writes it (redb
+    // compacts through `&mut Database`).
+    db: Arc<std::sync::RwLock<Database>>,
 }
 
 impl RedbStore {
@@ -257,7 +266,9 @@ impl RedbStore {
             tx.open_table(META).map_err(backend)?;
         }
         tx.commit().map_err(backend)?;
-        Ok(RedbStore { db: Arc::new(db) })
+        Ok(RedbStore {
+            db: Arc::new(std::sync::RwLock::new(db)),
+        })
     }
 
     async fn blocking<T: Send + 'static>(
@@ -265,14 +276,35 @@ impl RedbStore {
         f: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || f(&db))
-            .await
-            .map_err(|e| StoreError::Backend(format!("store worker: {e}")))?
+        tokio::task::spawn_blocking(move || {
+            let db = db.read().unwrap_or_else(|p| p.into_inner());
+            f(&db)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("store worker: {e}")))?
+    }
+
+    /// Rewrites the file without the pages it no longer uses, and gives
+    /// them back to the file system (redb's compaction: a copy-on-write
+    /// store keeps freed pages for reuse, and its file never shrinks by
+    /// itself). Every other call waits until it is done.
+    pub async fn compact(&self) -> Result<bool, StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut db = db.write().unwrap_or_else(|p| p.into_inner());
+            db.compact().map_err(backend)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("store worker: {e}")))?
     }
 }
 
 #[async_trait]
 impl Store for RedbStore {
+    async fn compact(&self) -> Result<bool, StoreError> {
+        RedbStore::compact(self).await
+    }
+
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
         let key = key.to_owned();
         self.blocking(move |db| {

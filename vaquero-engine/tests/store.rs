@@ -423,6 +423,38 @@ async fn migrate_copies_the_state_and_refuses_to_overwrite() {
     );
 }
 
+/// Compaction gives what was deleted back to the file system; the store
+/// keeps what it holds, and works on.
+#[tokio::test]
+async fn redb_compaction_shrinks_the_file_and_keeps_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    let store = RedbStore::open(&path).unwrap();
+    for chunk in 0..20 {
+        let ops = (0..250)
+            .map(|i| TxnOp::Put(format!("v1/k{chunk:02}-{i:03}"), vec![7u8; 1024]))
+            .collect();
+        store.txn(Vec::new(), ops).await.unwrap();
+    }
+    for chunk in 1..20 {
+        let ops = (0..250)
+            .map(|i| TxnOp::Delete(format!("v1/k{chunk:02}-{i:03}")))
+            .collect();
+        store.txn(Vec::new(), ops).await.unwrap();
+    }
+    let before = std::fs::metadata(&path).unwrap().len();
+    let kept = store.list("v1/").await.unwrap();
+    assert_eq!(kept.len(), 250);
+    assert!(Store::compact(&store).await.unwrap());
+    let after = std::fs::metadata(&path).unwrap().len();
+    assert!(after < before, "{after} bytes after, {before} before");
+    assert_eq!(store.list("v1/").await.unwrap(), kept);
+    store.put("v1/after", b"x".to_vec()).await.unwrap();
+    assert_eq!(store.list("v1/").await.unwrap().len(), 251);
+    // The memory store has nothing to give back.
+    assert!(!MemoryStore::new().compact().await.unwrap());
+}
+
 /// A snapshot (what `GET /v1/backup` hands out) goes through JSON and
 /// into a redb file whole; one damaged on the way is refused, nothing
 /// written.
