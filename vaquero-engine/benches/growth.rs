@@ -13,6 +13,9 @@
 //! remaining rounds.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+#[path = "../tests/machines/mod.rs"]
+mod machines;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -22,11 +25,10 @@ use jiff::Timestamp;
 use vaquero_engine::record::Retention;
 use vaquero_engine::transport::LocalSite;
 use vaquero_engine::{
-    Actor, Command, EngineBootState, EngineConfig, JobRunner, Observation, ObservationKind, Phase,
-    RedbStore, Runner,
+    Actor, Command, EngineBootState, EngineConfig, JobRunner, ObservationKind, Phase, RedbStore,
+    Runner,
 };
-use vaquero_ipxe::{BootState, Current};
-use vaquero_lom::{FakeCall, FakeDriver, PowerDriver};
+use vaquero_lom::{FakeDriver, PowerDriver};
 use vaquero_model::{SiteModel, Sot};
 
 fn env(name: &str, default: usize) -> usize {
@@ -70,49 +72,19 @@ fn sot(dir: &Path, hosts: usize) {
     w("sites/s/hosts.yml", &text);
 }
 
-/// Each machine power-cycled onto the network since the last call boots:
-/// the observations the boot services would send, in order.
-fn boot(
-    fakes: &HashMap<String, FakeDriver>,
-    state: &EngineBootState,
-    observer: &tokio::sync::mpsc::UnboundedSender<vaquero_engine::observe::Observed>,
-    seen: &mut HashMap<String, usize>,
-) {
-    for (name, f) in fakes {
-        let cycles = f
-            .calls()
-            .iter()
-            .filter(|c| matches!(c, FakeCall::Power(_)))
-            .count();
-        let before = seen.insert(name.clone(), cycles).unwrap_or(0);
-        if cycles > before
-            && let Current::Stage { attempt, .. } = state.current(name)
-        {
-            for (kind, detail) in [
-                (ObservationKind::Dhcp, "Discover → offer, boot ipxe.efi"),
-                (
-                    ObservationKind::Tftp,
-                    "ipxe.efi completed (1048576 bytes, 120 ms)",
-                ),
-                (ObservationKind::Chain, "boot.ipxe"),
-                (ObservationKind::Script, "install (stage 0) for x86_64 efi"),
-                (ObservationKind::File, "vmlinuz"),
-                (ObservationKind::File, "initrd.img"),
-                (ObservationKind::Checkpoint, "install body: ok"),
-            ] {
-                let o = Observation {
-                    at: Timestamp::now(),
-                    host: name.clone(),
-                    attempt: Some(attempt),
-                    kind,
-                    ok: true,
-                    detail: detail.into(),
-                };
-                let _ = observer.send((o, None));
-            }
-        }
-    }
-}
+/// What a machine sends as it boots, as the boot services would.
+const BOOT: [(ObservationKind, &str); 7] = [
+    (ObservationKind::Dhcp, "Discover → offer, boot ipxe.efi"),
+    (
+        ObservationKind::Tftp,
+        "ipxe.efi completed (1048576 bytes, 120 ms)",
+    ),
+    (ObservationKind::Chain, "boot.ipxe"),
+    (ObservationKind::Script, "install (stage 0) for x86_64 efi"),
+    (ObservationKind::File, "vmlinuz"),
+    (ObservationKind::File, "initrd.img"),
+    (ObservationKind::Checkpoint, "install body: ok"),
+];
 
 fn main() {
     let hosts = env("VAQUERO_BENCH_HOSTS", 10_000);
@@ -196,7 +168,7 @@ fn main() {
                     "round {round} not done in 30 min: {:?}",
                     state.phase_counts()
                 );
-                boot(&fakes, &boot_state, &r.link().observer(), &mut seen);
+                machines::boot(&fakes, &boot_state, &r.link().observer(), &mut seen, &BOOT);
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             r.control()

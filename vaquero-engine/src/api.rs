@@ -674,13 +674,20 @@ async fn join_create(s: &Shared, headers: &axum::http::HeaderMap, b: NewToken) -
     }
 }
 
-async fn token_list(State(s): State<Shared>, role: axum::Extension<Role>) -> Response {
-    if role.0 != Role::Admin {
-        return error(
+/// The 403 a role other than admin gets: `what` needs the admin role.
+fn refused_unless_admin(role: Role, what: &str) -> Option<Response> {
+    (role != Role::Admin).then(|| {
+        error(
             StatusCode::FORBIDDEN,
             "forbidden",
-            "listing tokens needs the admin role",
-        );
+            format!("{what} needs the admin role"),
+        )
+    })
+}
+
+async fn token_list(State(s): State<Shared>, role: axum::Extension<Role>) -> Response {
+    if let Some(refused) = refused_unless_admin(role.0, "listing tokens") {
+        return refused;
     }
     match s.tokens.list().await {
         Ok(list) => Json(json!({ "tokens": list })).into_response(),
@@ -700,12 +707,8 @@ async fn token_revoke(State(s): State<Shared>, Path(id): Path<String>) -> Respon
 
 /// `GET /v1/backup`: every key of the state at one moment (admin only).
 async fn backup(State(s): State<Shared>, role: axum::Extension<Role>) -> Response {
-    if role.0 != Role::Admin {
-        return error(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "a backup needs the admin role",
-        );
+    if let Some(refused) = refused_unless_admin(role.0, "a backup") {
+        return refused;
     }
     match crate::migrate::Snapshot::take(s.store.as_ref()).await {
         Ok(snap) => {

@@ -57,23 +57,13 @@ pub fn check_boot_files(model: &SiteModel, agent: &Agent, sot: Option<&Sot>) -> 
         // file -> (os, key path, boots, hosts), in a stable order.
         let mut wanted: BTreeMap<String, (String, String, BTreeSet<String>, usize)> =
             BTreeMap::new();
-        let mut rendered = BTreeSet::new();
         for h in model.hosts() {
-            if h.never_provision {
-                continue;
-            }
-            let Some(href) = model.by_name(&h.name) else {
+            let Some(href) = model.by_name(&h.name).filter(|_| !h.never_provision) else {
                 continue;
             };
+            // The files of this host's stages, each counted once per host.
+            let mut mine = BTreeSet::new();
             for boot in model.stages(h) {
-                let Some(os) = model
-                    .data()
-                    .boots
-                    .get(boot)
-                    .map(|b| b.operating_system.clone())
-                else {
-                    continue;
-                };
                 let Some(urls) = model.urls(href, boot, "check") else {
                     continue;
                 };
@@ -95,13 +85,17 @@ pub fn check_boot_files(model: &SiteModel, agent: &Agent, sot: Option<&Sot>) -> 
                     let rel = percent_encoding::percent_decode_str(rel)
                         .decode_utf8_lossy()
                         .into_owned();
-                    let e = wanted
+                    wanted
                         .entry(rel.clone())
-                        .or_insert_with(|| (os.clone(), path.clone(), BTreeSet::new(), 0));
-                    e.2.insert(boot.to_owned());
-                    if rendered.insert((h.name.clone(), boot.to_owned(), rel)) {
-                        e.3 += 1;
-                    }
+                        .or_insert_with(|| (r.os.clone(), path, BTreeSet::new(), 0))
+                        .2
+                        .insert(boot.to_owned());
+                    mine.insert(rel);
+                }
+            }
+            for rel in mine {
+                if let Some(e) = wanted.get_mut(&rel) {
+                    e.3 += 1;
                 }
             }
         }

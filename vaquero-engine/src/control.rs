@@ -549,12 +549,7 @@ impl<S: Store + ?Sized + 'static> Control<S> {
             .prune_retained(retention, now)
             .await?;
         // Timelines by the same retention: age and attempts per host.
-        let cutoff = now
-            .checked_sub(
-                jiff::SignedDuration::try_from(retention.max_age)
-                    .unwrap_or(jiff::SignedDuration::MAX),
-            )
-            .unwrap_or(Timestamp::MIN);
+        let cutoff = retention.cutoff(now);
         let gone = self
             .timelines
             .lock()

@@ -47,6 +47,11 @@ impl Retention {
     pub fn new(max_age: std::time::Duration, attempts: usize) -> Self {
         Retention { max_age, attempts }
     }
+
+    /// What ended (or was seen) before this instant is let go.
+    pub fn cutoff(&self, now: Timestamp) -> Timestamp {
+        now.checked_sub(self.max_age).unwrap_or(Timestamp::MIN)
+    }
 }
 
 /// An action and its outcome.
@@ -245,8 +250,7 @@ impl<S: Store + ?Sized> Records<S> {
         retention: &Retention,
         now: Timestamp,
     ) -> Result<usize, PersistError> {
-        let cutoff = now.checked_sub(retention.max_age).unwrap_or(Timestamp::MIN);
-        self.prune_where(cutoff, Some(retention.attempts.max(1)))
+        self.prune_where(retention.cutoff(now), Some(retention.attempts.max(1)))
             .await
     }
 

@@ -5,6 +5,8 @@
 //! from the same file.
 #![allow(clippy::unwrap_used)]
 
+mod machines;
+
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -14,8 +16,8 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use vaquero_engine::transport::LocalSite;
 use vaquero_engine::{
-    Actor, EngineBootState, EngineConfig, JobRunner, Observation, ObservationKind, Phase,
-    RecordStatus, RedbStore, Runner,
+    Actor, EngineBootState, EngineConfig, JobRunner, ObservationKind, Phase, RecordStatus,
+    RedbStore, Runner,
 };
 use vaquero_ipxe::{BootState, Current};
 use vaquero_lom::{FakeCall, FakeDriver, LomError, PowerDriver};
@@ -75,43 +77,12 @@ fn config() -> EngineConfig {
     c
 }
 
-/// The machines: each power cycle with a network-boot override makes the
-/// machine fetch what the boot service serves and report its checkpoint.
-fn machines(
-    fakes: &HashMap<String, FakeDriver>,
-    boot: &EngineBootState,
-    observer: &tokio::sync::mpsc::UnboundedSender<vaquero_engine::observe::Observed>,
-    seen: &mut HashMap<String, usize>,
-) {
-    for (name, f) in fakes {
-        let cycles = f
-            .calls()
-            .iter()
-            .filter(|c| matches!(c, FakeCall::Power(_)))
-            .count();
-        let before = seen.insert(name.clone(), cycles).unwrap_or(0);
-        if cycles > before
-            && matches!(f.booted_from(), Some(Some(o)) if o.device == vaquero_lom::BootDevice::Pxe)
-            && let Current::Stage { attempt, .. } = boot.current(name)
-        {
-            for kind in [
-                ObservationKind::Script,
-                ObservationKind::Config,
-                ObservationKind::Checkpoint,
-            ] {
-                let o = Observation {
-                    at: Timestamp::now(),
-                    host: name.clone(),
-                    attempt: Some(attempt),
-                    kind,
-                    ok: true,
-                    detail: String::new(),
-                };
-                let _ = observer.send((o, None));
-            }
-        }
-    }
-}
+/// What a machine sends as it boots: its script, config and checkpoint.
+const BOOT: [(ObservationKind, &str); 3] = [
+    (ObservationKind::Script, ""),
+    (ObservationKind::Config, ""),
+    (ObservationKind::Checkpoint, ""),
+];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runner_rolls_out_and_restarts_from_redb() {
@@ -193,7 +164,7 @@ async fn runner_rolls_out_and_restarts_from_redb() {
                 .filter(|h| h.phase.in_flight())
                 .count(),
         );
-        machines(&fakes, &boot, &r.link().observer(), &mut seen);
+        machines::boot(&fakes, &boot, &r.link().observer(), &mut seen, &BOOT);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(max_in_flight <= 2, "max_concurrent 2, saw {max_in_flight}");
