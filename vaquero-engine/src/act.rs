@@ -25,6 +25,7 @@ use crate::job::JobRunner;
 
 /// Where a record stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RecordStatus {
     /// Issued, no outcome yet.
@@ -37,6 +38,7 @@ pub enum RecordStatus {
 
 /// One step of a record (a try of a job, a BMC operation).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct RecordStep {
     /// What it was.
     pub name: String,

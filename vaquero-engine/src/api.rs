@@ -22,27 +22,46 @@
 //! Everything but `/live`, `/ready`, `/leader`, `/metrics` and
 //! `/v1/openapi.json` needs
 //! `Authorization: Bearer <token>`; a missing or wrong token gets 401 with
-//! a JSON error. Errors are `{"error": {"kind", "message"}}`.
+//! a JSON error. Errors are `{"error": {"kind", "message"}}`, extractor
+//! rejections (400, 415, 422) and 405 included.
+//!
+//! The OpenAPI document is generated from the handlers (`#[utoipa::path]`)
+//! and the bodies' types (`ToSchema`) as the routes are registered
+//! ([`openapi`]); `scripts/api-contract` holds the live API to it with
+//! schemathesis.
 //!
 //! Each site's route (`/v1/status` to `/v1/agents/{agent}`) is also at
 //! `/v1/sites/{site}/…`. The short form answers for the only site; a
 //! server with several answers it 400, naming them, and an unknown
 //! `{site}` gets 404.
 
+mod body;
+mod doc;
+mod extract;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use tokio::sync::oneshot;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub(crate) use body::ErrorBody;
+pub use body::HostRow;
+use body::{
+    AgentsBody, ApproveBody, Attempt, AttemptEvent, Done, ErrorDetail, ExecQuery, ExecutionsBody,
+    HostBody, HostsBody, LeaderBody, NewToken, PendingPlan, PlansBody, ReprovisionMany,
+    ReprovisionOne, SiteRow, SitesBody, StatusBody, TokenMade, TokensBody,
+};
+use extract::{Body, MaybeBody, Path, Query};
 
 use crate::auth::{AuthError, Role};
 use crate::compose::{MetricsRender, StandaloneError};
@@ -400,59 +419,132 @@ async fn serve_conns(
 
 /// The API's routes.
 pub fn router(shared: Shared) -> Router {
-    // A site's routes: at `/v1/…` for the only site, and at
-    // `/v1/sites/{site}/…` for any.
-    let site = || {
-        Router::new()
-            .route("/status", get(status))
-            .route("/hosts", get(hosts))
-            .route("/hosts/{name}", get(host))
-            .route("/hosts/{name}/reprovision", post(reprovision))
-            .route("/reprovision", post(reprovision_many))
-            .route("/plans", get(plans))
-            .route("/approve", post(approve))
-            .route("/pause", post(pause))
-            .route("/resume", post(resume))
-            .route("/executions", get(executions))
-            .route("/agents", get(agents))
-            .route("/agents/{agent}", axum::routing::delete(agent_revoke))
-    };
-    let v1 = Router::new()
-        .route("/v1/sites", get(sites))
-        .route("/v1/tokens", get(token_list).post(token_create))
-        .route("/v1/tokens/{id}", axum::routing::delete(token_revoke))
-        .route("/v1/backup", get(backup))
-        .nest("/v1", site())
-        .nest("/v1/sites/{site}", site())
+    let (public, v1, document) = documented(shared.agents.is_some());
+    let document = OpenApiJson(std::sync::Arc::from(
+        document
+            .to_pretty_json()
+            .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}")),
+    ));
+    let v1 = v1
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(shared.clone(), auth));
-    let mut app = Router::new()
-        .route("/live", get(|| async { "ok\n" }))
-        .route("/ready", get(ready))
-        .route("/leader", get(leader))
-        .route("/metrics", get(metrics))
-        // No token: it holds no secret, and clients are generated from it.
-        .route("/v1/openapi.json", get(openapi))
-        .route(
-            "/v1/webhook/github",
-            post(crate::webhook::github).layer(axum::extract::DefaultBodyLimit::max(
-                crate::webhook::MAX_BODY,
-            )),
-        )
-        .merge(v1);
+    let mut app = public
+        .method_not_allowed_fallback(method_not_allowed)
+        .merge(v1)
+        .layer(axum::Extension(document));
     if let Some(agents) = &shared.agents {
         app = app.merge(crate::server::routes::router(agents.clone()));
     }
     app.with_state(shared)
 }
 
-/// A JSON error.
-pub(crate) fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
+/// The OpenAPI document of the API a process serves: with the agents'
+/// routes of a server's sites (`with_agents`) or without (standalone).
+pub fn openapi(with_agents: bool) -> utoipa::openapi::OpenApi {
+    documented(with_agents).2
+}
+
+/// The routes anyone may call, those behind the token check, and the
+/// OpenAPI document of both, registered together: a route cannot be
+/// served without its document.
+fn documented(with_agents: bool) -> (Router<Shared>, Router<Shared>, utoipa::openapi::OpenApi) {
+    use utoipa::OpenApi as _;
+    // A site's routes: at `/v1/…` for the only site, and at
+    // `/v1/sites/{site}/…` for any.
+    let site = || {
+        let routes = OpenApiRouter::new()
+            .routes(routes!(status))
+            .routes(routes!(hosts))
+            .routes(routes!(host))
+            .routes(routes!(reprovision))
+            .routes(routes!(reprovision_many))
+            .routes(routes!(plans))
+            .routes(routes!(approve))
+            .routes(routes!(pause))
+            .routes(routes!(resume))
+            .routes(routes!(executions));
+        if with_agents {
+            routes.routes(routes!(agents)).routes(routes!(agent_revoke))
+        } else {
+            routes
+        }
+    };
+    let mut only = OpenApiRouter::new().nest("/v1", site());
+    doc::only_site(only.get_openapi_mut());
+    let mut any = OpenApiRouter::new().nest("/v1/sites/{site}", site());
+    doc::any_site(any.get_openapi_mut());
+    let mut v1 = OpenApiRouter::new()
+        .routes(routes!(sites))
+        .routes(routes!(token_list, token_create))
+        .routes(routes!(token_revoke))
+        .routes(routes!(backup))
+        .merge(only)
+        .merge(any);
+    doc::behind_tokens(v1.get_openapi_mut());
+    let mut public = OpenApiRouter::with_openapi(doc::ApiDoc::openapi())
+        .routes(routes!(live))
+        .routes(routes!(ready))
+        .routes(routes!(leader))
+        .routes(routes!(metrics))
+        // No token: it holds no secret, and clients are generated from it.
+        .routes(routes!(openapi_json));
+    let (schemas, paths, method) = routes!(crate::webhook::github);
+    let limit = axum::extract::DefaultBodyLimit::max(crate::webhook::MAX_BODY);
+    public = public.routes((schemas, paths, method.layer(limit)));
+    doc::public(public.get_openapi_mut());
+    let (v1, v1_doc) = v1.split_for_parts();
+    let (public, mut document) = public.split_for_parts();
+    document.merge(v1_doc);
+    (public, v1, document)
+}
+
+/// The document `GET /v1/openapi.json` serves.
+#[derive(Clone)]
+struct OpenApiJson(std::sync::Arc<str>);
+
+/// This API as OpenAPI 3.1.
+#[utoipa::path(
+    get,
+    path = "/v1/openapi.json",
+    responses((status = 200, description = "The document", body = Object, content_type = "application/json"))
+)]
+async fn openapi_json(axum::Extension(doc): axum::Extension<OpenApiJson>) -> Response {
     (
-        status,
-        Json(json!({ "error": { "kind": kind, "message": message.into() } })),
+        [(header::CONTENT_TYPE, "application/json")],
+        doc.0.to_string(),
     )
         .into_response()
+}
+
+/// A method a path does not serve: 405, with `Allow` (set by the
+/// router) and the API's JSON error.
+async fn method_not_allowed() -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this path does not serve that method",
+    )
+}
+
+/// A JSON error.
+pub(crate) fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
+    let body = ErrorBody {
+        error: ErrorDetail {
+            kind: kind.to_owned(),
+            message: message.into(),
+        },
+    };
+    (status, Json(body)).into_response()
+}
+
+/// A change carried out, as `{"ok": true, "message"}`.
+fn done(message: impl Into<String>) -> Response {
+    Json(Done {
+        ok: true,
+        message: message.into(),
+    })
+    .into_response()
 }
 
 async fn auth(State(s): State<Shared>, mut req: Request, next: Next) -> Response {
@@ -525,13 +617,21 @@ async fn auth(State(s): State<Shared>, mut req: Request, next: Next) -> Response
 }
 
 /// The agents of a site: those its SoT names and those enrolled, with
-/// when each enrolled and last called.
+/// when each enrolled and last called (a server's).
+#[utoipa::path(
+    get,
+    path = "/agents",
+    responses(
+        (status = 200, description = "The site's agents", body = AgentsBody),
+        (status = 500, description = "The store failed", body = ErrorBody),
+    )
+)]
 async fn agents(State(s): State<Shared>, SiteName(site): SiteName) -> Response {
     let Some(api) = &s.agents else {
         return no_agents();
     };
     match api.agents(&site).await {
-        Ok(rows) => Json(json!({ "site": site, "agents": rows })).into_response(),
+        Ok(agents) => Json(AgentsBody { site, agents }).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()),
     }
 }
@@ -542,8 +642,18 @@ struct AgentName {
     agent: String,
 }
 
-/// Revokes an agent's enrolment: its certificates are refused at once;
-/// it needs a new join token.
+/// Revoke an agent's enrolment: its certificates are refused at once; it
+/// needs a new join token.
+#[utoipa::path(
+    delete,
+    path = "/agents/{agent}",
+    params(("agent" = String, Path, description = "The agent")),
+    responses(
+        (status = 200, description = "Revoked", body = Done),
+        (status = 404, description = "No such site, or the agent is not enrolled", body = ErrorBody),
+        (status = 500, description = "The store failed", body = ErrorBody),
+    )
+)]
 async fn agent_revoke(
     State(s): State<Shared>,
     SiteName(site): SiteName,
@@ -555,8 +665,9 @@ async fn agent_revoke(
     match api.revoke(&site, &agent).await {
         Ok(true) => {
             tracing::info!(%site, %agent, "agent revoked");
-            Json(json!({ "ok": true, "message": format!("agent {agent} of site {site} revoked: enrol it again with a new join token") }))
-                .into_response()
+            done(format!(
+                "agent {agent} of site {site} revoked: enrol it again with a new join token"
+            ))
         }
         Ok(false) => error(
             StatusCode::NOT_FOUND,
@@ -575,20 +686,6 @@ fn no_agents() -> Response {
     )
 }
 
-/// The body of `POST /v1/tokens`.
-#[derive(Debug, Deserialize)]
-struct NewToken {
-    role: Role,
-    #[serde(default)]
-    note: String,
-    /// A join token's site.
-    #[serde(default)]
-    site: Option<String>,
-    /// A join token's agent (default: the site's only agent).
-    #[serde(default)]
-    agent: Option<String>,
-}
-
 fn auth_error(e: AuthError) -> Response {
     match e {
         AuthError::NotFound(_) => error(StatusCode::NOT_FOUND, "not_found", e.to_string()),
@@ -596,10 +693,29 @@ fn auth_error(e: AuthError) -> Response {
     }
 }
 
+/// Make a token (admin role); its secret is in this answer only, its
+/// hash is kept.
+///
+/// Role `agent` makes a join token for an agent of a server's site.
+#[utoipa::path(
+    post,
+    path = "/v1/tokens",
+    request_body = NewToken,
+    responses(
+        (status = 200, description = "The token and its record", body = TokenMade),
+        (status = 400, description = "Malformed JSON; or a join token without `site`, or of an agent the site does not have", body = ErrorBody),
+        (status = 404, description = "A join token's site is not served (standalone serves no agents)", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`", body = ErrorBody),
+        (status = 422, description = "The JSON is not a `NewToken`", body = ErrorBody),
+        (status = 500, description = "The store failed", body = ErrorBody),
+        (status = 503, description = "A join token's site has no model yet", body = ErrorBody),
+    )
+)]
 async fn token_create(
     State(s): State<Shared>,
     headers: axum::http::HeaderMap,
-    Json(b): Json<NewToken>,
+    Body(b): Body<NewToken>,
 ) -> Response {
     if b.role == Role::Agent {
         return join_create(&s, &headers, b).await;
@@ -607,7 +723,7 @@ async fn token_create(
     match s.tokens.create(b.role, &b.note, Timestamp::now()).await {
         Ok((token, record)) => {
             tracing::info!(id = %record.id, role = record.role.as_str(), "token created");
-            Json(json!({ "token": token, "record": record })).into_response()
+            Json(TokenMade { token, record }).into_response()
         }
         Err(e) => auth_error(e),
     }
@@ -617,9 +733,9 @@ async fn token_create(
 async fn join_create(s: &Shared, headers: &axum::http::HeaderMap, b: NewToken) -> Response {
     let Some(agents) = &s.agents else {
         return error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "join tokens enrol agents of `vaquero server`; standalone has none",
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "join tokens enrol agents of `vaquero server`'s sites; standalone has none",
         );
     };
     let Some(site) = b.site else {
@@ -668,7 +784,11 @@ async fn join_create(s: &Shared, headers: &axum::http::HeaderMap, b: NewToken) -
         Ok((token, record)) => {
             tracing::info!(id = %record.id, %site, %agent, "join token created");
             let join = crate::auth::join_token(&token, &agents.ca.fingerprint, &server);
-            Json(json!({ "token": join, "record": record })).into_response()
+            Json(TokenMade {
+                token: join,
+                record,
+            })
+            .into_response()
         }
         Err(e) => auth_error(e),
     }
@@ -685,27 +805,59 @@ fn refused_unless_admin(role: Role, what: &str) -> Option<Response> {
     })
 }
 
+/// Every token (admin role): id, role, note, created, revoked; never a
+/// secret.
+#[utoipa::path(
+    get,
+    path = "/v1/tokens",
+    responses(
+        (status = 200, description = "Every token", body = TokensBody),
+        (status = 403, description = "Not the admin role", body = ErrorBody),
+        (status = 500, description = "The store failed", body = ErrorBody),
+    )
+)]
 async fn token_list(State(s): State<Shared>, role: axum::Extension<Role>) -> Response {
     if let Some(refused) = refused_unless_admin(role.0, "listing tokens") {
         return refused;
     }
     match s.tokens.list().await {
-        Ok(list) => Json(json!({ "tokens": list })).into_response(),
+        Ok(tokens) => Json(TokensBody { tokens }).into_response(),
         Err(e) => auth_error(e),
     }
 }
 
+/// Revoke a token: refused at once.
+#[utoipa::path(
+    delete,
+    path = "/v1/tokens/{id}",
+    params(("id" = String, Path, description = "The token's id")),
+    responses(
+        (status = 200, description = "Revoked (or revoked already)", body = Done),
+        (status = 404, description = "No such token", body = ErrorBody),
+        (status = 500, description = "The store failed", body = ErrorBody),
+    )
+)]
 async fn token_revoke(State(s): State<Shared>, Path(id): Path<String>) -> Response {
     match s.tokens.revoke(&id, Timestamp::now()).await {
         Ok(record) => {
             tracing::info!(id = %record.id, "token revoked");
-            Json(json!({ "ok": true, "message": format!("token {id} revoked") })).into_response()
+            done(format!("token {id} revoked"))
         }
         Err(e) => auth_error(e),
     }
 }
 
-/// `GET /v1/backup`: every key of the state at one moment (admin only).
+/// Every key of the state at one moment (admin role), for `vaquero
+/// backup`.
+#[utoipa::path(
+    get,
+    path = "/v1/backup",
+    responses(
+        (status = 200, description = "The state, with its count and checksum", body = crate::migrate::Snapshot),
+        (status = 403, description = "Not the admin role", body = ErrorBody),
+        (status = 503, description = "The store failed", body = ErrorBody),
+    )
+)]
 async fn backup(State(s): State<Shared>, role: axum::Extension<Role>) -> Response {
     if let Some(refused) = refused_unless_admin(role.0, "a backup") {
         return refused;
@@ -731,12 +883,44 @@ async fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
 }
 
-/// `GET /leader`: 200, this process leads.
-async fn leader(State(s): State<Shared>) -> Response {
-    Json(serde_json::json!({"leader": s.leader.leader, "fence": s.leader.fence, "this": true}))
-        .into_response()
+/// 200 while the process runs.
+#[utoipa::path(
+    get,
+    path = "/live",
+    responses((status = 200, description = "The process runs", body = String, content_type = "text/plain"))
+)]
+async fn live() -> &'static str {
+    "ok\n"
 }
 
+/// 200 from the process that leads (a replicated server's follower
+/// answers 503).
+#[utoipa::path(
+    get,
+    path = "/leader",
+    responses(
+        (status = 200, description = "This process leads", body = LeaderBody),
+        (status = 503, description = "A follower: the leader is elsewhere", body = Object),
+    )
+)]
+async fn leader(State(s): State<Shared>) -> Response {
+    Json(LeaderBody {
+        leader: s.leader.leader.clone(),
+        fence: s.leader.fence,
+        this: true,
+    })
+    .into_response()
+}
+
+/// 200 once every site has a model to serve.
+#[utoipa::path(
+    get,
+    path = "/ready",
+    responses(
+        (status = 200, description = "Ready", body = String, content_type = "text/plain"),
+        (status = 503, description = "A site has no model yet (or a follower cannot read etcd)", body = String, content_type = "text/plain"),
+    )
+)]
 async fn ready(State(s): State<Shared>) -> Response {
     let waiting: Vec<&str> = s
         .sites
@@ -755,27 +939,41 @@ async fn ready(State(s): State<Shared>) -> Response {
     }
 }
 
-/// `GET /v1/sites`: every site served, in brief.
+/// Every site served, in brief.
+#[utoipa::path(
+    get,
+    path = "/v1/sites",
+    responses((status = 200, description = "The sites", body = SitesBody))
+)]
 async fn sites(State(s): State<Shared>) -> Response {
-    let list: Vec<Value> = s
+    let sites = s
         .sites
         .values()
         .map(|site| {
             let snap = site.snapshot.borrow().clone();
-            json!({
-                "site": snap.site,
-                "revision": snap.revision,
-                "version": snap.version,
-                "paused": snap.paused,
-                "held": snap.held,
-                "rollout": snap.state.rollout.as_ref().map(|r| r.id),
-                "hosts": snap.state.hosts.len(),
-            })
+            SiteRow {
+                site: snap.site.clone(),
+                revision: snap.revision.clone(),
+                version: snap.version.clone(),
+                paused: snap.paused,
+                held: snap.held.clone(),
+                rollout: snap.state.rollout.as_ref().map(|r| r.id),
+                hosts: snap.state.hosts.len(),
+            }
         })
         .collect();
-    Json(json!({ "sites": list })).into_response()
+    Json(SitesBody { sites }).into_response()
 }
 
+/// Prometheus metrics, in its text format.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    responses(
+        (status = 200, description = "The metrics", body = String, content_type = "text/plain"),
+        (status = 404, description = "No metrics exporter in this process", body = ErrorBody),
+    )
+)]
 async fn metrics(State(s): State<Shared>) -> Response {
     metrics_response(s.metrics.as_ref())
 }
@@ -788,39 +986,8 @@ pub(crate) fn metrics_response(render: Option<&MetricsRender>) -> Response {
             (render.0)(),
         )
             .into_response(),
-        None => (StatusCode::NOT_FOUND, "no metrics exporter\n").into_response(),
+        None => error(StatusCode::NOT_FOUND, "not_found", "no metrics exporter"),
     }
-}
-
-async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
-}
-
-/// A host as listed.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct HostRow {
-    /// Its name.
-    pub name: String,
-    /// Its site.
-    pub site: String,
-    /// Its workflow.
-    pub workflow: String,
-    /// The engine's phase (`idle`, `queued`, …, `done`, `failed`).
-    pub phase: String,
-    /// The stage (0-based).
-    pub stage: usize,
-    /// The boot id of that stage.
-    pub boot: Option<String>,
-    /// Its title (the boot's `name`), when it has one.
-    pub boot_name: Option<String>,
-    /// The boot attempt.
-    pub attempt: u64,
-    /// When it entered the phase.
-    pub since: Timestamp,
-    /// Why it is where it is (waiting, failed), if said.
-    pub reason: Option<String>,
-    /// Its newest observation.
-    pub last_event: Option<Observation>,
 }
 
 fn row(snap: &Snapshot, h: &HostState, last: Option<Observation>) -> HostRow {
@@ -836,7 +1003,7 @@ fn row(snap: &Snapshot, h: &HostState, last: Option<Observation>) -> HostRow {
         name: h.name.clone(),
         site: site.to_owned(),
         workflow: h.workflow.clone(),
-        phase: h.phase.as_str().to_owned(),
+        phase: h.phase,
         stage: h.stage,
         boot: boot.map(str::to_owned),
         boot_name,
@@ -847,55 +1014,62 @@ fn row(snap: &Snapshot, h: &HostState, last: Option<Observation>) -> HostRow {
     }
 }
 
+/// The site, the revision served, a refused revision, the plan that
+/// waits, and the rollout's progress.
+#[utoipa::path(
+    get,
+    path = "/status",
+    responses((status = 200, description = "The site's status", body = StatusBody))
+)]
 async fn status(Site(s): Site) -> Response {
     let snap = s.snapshot.borrow().clone();
-    let counts: BTreeMap<&str, usize> = snap
+    let phases = snap
         .state
         .phase_counts()
         .into_iter()
-        .map(|(p, n)| (p.as_str(), n))
+        .map(|(p, n)| (p.as_str().to_owned(), n))
         .collect();
-    let pending = snap
+    let pending_plan = snap
         .plans
         .iter()
         .rev()
-        .find(|p| p.status == crate::control::PlanStatus::Pending);
-    Json(json!({
-        "site": snap.site,
-        "source": snap.source,
-        "revision": snap.revision,
-        "version": snap.version,
-        "paused": snap.paused,
-        "held": snap.held,
-        "refused": snap.refused,
-        "rollout": snap.state.rollout,
-        "pending_plan": pending.map(|p| json!({"rollout": p.rollout, "text": p.text})),
-        "hosts": snap.state.hosts.len(),
-        "phases": counts,
-    }))
+        .find(|p| p.status == crate::control::PlanStatus::Pending)
+        .map(|p| PendingPlan {
+            rollout: p.rollout,
+            text: p.text.clone(),
+        });
+    Json(StatusBody {
+        site: snap.site.clone(),
+        source: snap.source.clone(),
+        revision: snap.revision.clone(),
+        version: snap.version.clone(),
+        paused: snap.paused,
+        held: snap.held.clone(),
+        refused: snap.refused.clone(),
+        rollout: snap.state.rollout.clone(),
+        pending_plan,
+        hosts: snap.state.hosts.len(),
+        phases,
+    })
     .into_response()
 }
 
+/// Every host: phase, stage, attempt, since, last event.
+#[utoipa::path(
+    get,
+    path = "/hosts",
+    responses((status = 200, description = "The site's hosts", body = HostsBody))
+)]
 async fn hosts(Site(s): Site) -> Response {
     let snap = s.snapshot.borrow().clone();
     let t = s.timelines.lock().unwrap_or_else(|p| p.into_inner());
-    let rows: Vec<HostRow> = snap
+    let hosts = snap
         .state
         .hosts
         .values()
         .map(|h| row(&snap, h, t.last(&h.name)))
         .collect();
-    Json(json!({ "hosts": rows })).into_response()
-}
-
-/// The observations of one boot attempt, with the time since its first.
-#[derive(Debug, Clone, Serialize)]
-struct Attempt {
-    attempt: Option<u64>,
-    started: Timestamp,
-    ended: Timestamp,
-    seconds: f64,
-    events: Vec<Value>,
+    Json(HostsBody { hosts }).into_response()
 }
 
 /// Groups a host's observations into boot attempts. DHCP and TFTP carry
@@ -930,18 +1104,28 @@ fn attempts(obs: &[Observation]) -> Vec<Attempt> {
             let since = (o.at.as_millisecond() - a.started.as_millisecond()) as f64 / 1000.0;
             a.ended = o.at;
             a.seconds = since;
-            a.events.push(json!({
-                "at": o.at,
-                "after_seconds": since,
-                "kind": o.kind.name(),
-                "ok": o.ok,
-                "detail": o.detail,
-            }));
+            a.events.push(AttemptEvent {
+                at: o.at,
+                after_seconds: since,
+                kind: o.kind,
+                ok: o.ok,
+                detail: o.detail.clone(),
+            });
         }
     }
     out
 }
 
+/// One host, with the timeline of each boot attempt.
+#[utoipa::path(
+    get,
+    path = "/hosts/{name}",
+    params(("name" = String, Path, description = "The host")),
+    responses(
+        (status = 200, description = "The host", body = HostBody),
+        (status = 404, description = "No such host (or site)", body = ErrorBody),
+    )
+)]
 async fn host(Site(s): Site, Path(HostName { name }): Path<HostName>) -> Response {
     let snap = s.snapshot.borrow().clone();
     let Some(h) = snap.state.hosts.get(&name) else {
@@ -956,18 +1140,26 @@ async fn host(Site(s): Site, Path(HostName { name }): Path<HostName>) -> Respons
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .of(&name);
-    let row = row(&snap, h, obs.last().cloned());
-    Json(json!({
-        "host": row,
-        "state": h,
-        "attempts": attempts(&obs),
-    }))
+    Json(HostBody {
+        host: row(&snap, h, obs.last().cloned()),
+        state: h.clone(),
+        attempts: attempts(&obs),
+    })
     .into_response()
 }
 
+/// Plans, pending, applied or superseded, with their text and JSON.
+#[utoipa::path(
+    get,
+    path = "/plans",
+    responses((status = 200, description = "The site's plans, newest last", body = PlansBody))
+)]
 async fn plans(Site(s): Site) -> Response {
     let snap = s.snapshot.borrow().clone();
-    Json(json!({ "plans": snap.plans })).into_response()
+    Json(PlansBody {
+        plans: snap.plans.clone(),
+    })
+    .into_response()
 }
 
 async fn send(s: &SiteApi, cmd: Command) -> Response {
@@ -980,7 +1172,7 @@ async fn send(s: &SiteApi, cmd: Command) -> Response {
         );
     }
     match rx.await {
-        Ok(Ok(msg)) => Json(json!({ "ok": true, "message": msg })).into_response(),
+        Ok(Ok(msg)) => done(msg),
         Ok(Err(e @ CommandError::NotFound(_))) => {
             error(StatusCode::NOT_FOUND, "not_found", e.to_string())
         }
@@ -999,31 +1191,52 @@ async fn send(s: &SiteApi, cmd: Command) -> Response {
     }
 }
 
-/// The body of `POST /v1/approve`.
-#[derive(Debug, Default, Deserialize)]
-struct ApproveBody {
-    rollout: Option<u64>,
-}
-
-async fn approve(Site(s): Site, body: Option<Json<ApproveBody>>) -> Response {
-    let id = body.and_then(|b| b.0.rollout);
+/// Approve the plan that waits (the body is optional).
+#[utoipa::path(
+    post,
+    path = "/approve",
+    request_body(content = Option<ApproveBody>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Approved", body = Done),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 409, description = "No plan waits, or another rollout than `rollout` does", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 415, description = "A body that is not `application/json`", body = ErrorBody),
+        (status = 422, description = "The JSON is not an `ApproveBody`", body = ErrorBody),
+        (status = 500, description = "The store failed", body = ErrorBody),
+        (status = 503, description = "The control loop is stopping", body = ErrorBody),
+    )
+)]
+async fn approve(Site(s): Site, MaybeBody(body): MaybeBody<ApproveBody>) -> Response {
+    let id = body.and_then(|b| b.rollout);
     send(&s, Command::Approve(id)).await
 }
 
-/// The body of `POST /v1/hosts/{name}/reprovision`.
-#[derive(Debug, Default, Deserialize)]
-struct ReprovisionOne {
-    /// Skip the site's reboot windows.
-    #[serde(default)]
-    now: bool,
-}
-
+/// Reprovision the host, under its workflow's policies (the body is
+/// optional; `{"now": true}` skips the reboot windows).
+#[utoipa::path(
+    post,
+    path = "/hosts/{name}/reprovision",
+    params(("name" = String, Path, description = "The host")),
+    request_body(content = Option<ReprovisionOne>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Started (or in flight already)", body = Done),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 404, description = "No such host (or site)", body = ErrorBody),
+        (status = 409, description = "Refused by the engine (the host is never provisioned, say)", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 415, description = "A body that is not `application/json`", body = ErrorBody),
+        (status = 422, description = "The JSON is not a `ReprovisionOne`", body = ErrorBody),
+        (status = 500, description = "The store failed", body = ErrorBody),
+        (status = 503, description = "The control loop is stopping", body = ErrorBody),
+    )
+)]
 async fn reprovision(
     Site(s): Site,
     Path(HostName { name }): Path<HostName>,
-    body: Option<Json<ReprovisionOne>>,
+    MaybeBody(body): MaybeBody<ReprovisionOne>,
 ) -> Response {
-    let now = body.is_some_and(|b| b.0.now);
+    let now = body.is_some_and(|b| b.now);
     send(
         &s,
         Command::Reprovision {
@@ -1034,17 +1247,25 @@ async fn reprovision(
     .await
 }
 
-/// The body of `POST /v1/reprovision`.
-#[derive(Debug, Deserialize)]
-struct ReprovisionMany {
-    /// The hosts: exactly these start, no others.
-    hosts: Vec<String>,
-    /// Skip the site's reboot windows.
-    #[serde(default)]
-    now: bool,
-}
-
-async fn reprovision_many(Site(s): Site, Json(b): Json<ReprovisionMany>) -> Response {
+/// Reprovision exactly the hosts named, no others, under their
+/// workflows' policies.
+#[utoipa::path(
+    post,
+    path = "/reprovision",
+    request_body = ReprovisionMany,
+    responses(
+        (status = 200, description = "Started (or in flight already)", body = Done),
+        (status = 400, description = "Malformed JSON, or no host named", body = ErrorBody),
+        (status = 404, description = "A host named does not exist (or the site)", body = ErrorBody),
+        (status = 409, description = "Refused by the engine (a host is never provisioned, say)", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`", body = ErrorBody),
+        (status = 422, description = "The JSON is not a `ReprovisionMany`", body = ErrorBody),
+        (status = 500, description = "The store failed", body = ErrorBody),
+        (status = 503, description = "The control loop is stopping", body = ErrorBody),
+    )
+)]
+async fn reprovision_many(Site(s): Site, Body(b): Body<ReprovisionMany>) -> Response {
     if b.hosts.is_empty() {
         return error(StatusCode::BAD_REQUEST, "bad_request", "no host named");
     }
@@ -1058,26 +1279,60 @@ async fn reprovision_many(Site(s): Site, Json(b): Json<ReprovisionMany>) -> Resp
     .await
 }
 
+/// Hold back new hosts (those in flight finish).
+#[utoipa::path(
+    post,
+    path = "/pause",
+    responses(
+        (status = 200, description = "Paused", body = Done),
+        (status = 500, description = "The store failed", body = ErrorBody),
+        (status = 503, description = "The control loop is stopping", body = ErrorBody),
+    )
+)]
 async fn pause(Site(s): Site) -> Response {
     send(&s, Command::Pause).await
 }
 
+/// Start new hosts again.
+#[utoipa::path(
+    post,
+    path = "/resume",
+    responses(
+        (status = 200, description = "Resumed", body = Done),
+        (status = 500, description = "The store failed", body = ErrorBody),
+        (status = 503, description = "The control loop is stopping", body = ErrorBody),
+    )
+)]
 async fn resume(Site(s): Site) -> Response {
     send(&s, Command::Resume).await
 }
 
-/// The query of `GET /v1/executions`.
-#[derive(Debug, Deserialize)]
-struct ExecQuery {
-    host: Option<String>,
-    rollout: Option<u64>,
-}
-
+/// Execution records with their steps and logs: one host's, one
+/// rollout's, or (by default) the current rollout's.
+#[utoipa::path(
+    get,
+    path = "/executions",
+    params(ExecQuery),
+    responses(
+        (status = 200, description = "The records", body = ExecutionsBody),
+        (status = 400, description = "A malformed query", body = ErrorBody),
+        (status = 500, description = "The store failed", body = ErrorBody),
+    )
+)]
 async fn executions(
     State(shared): State<Shared>,
     Site(s): Site,
     Query(q): Query<ExecQuery>,
 ) -> Response {
+    // Rollout ids are documented as int64 (JSON Schema has no wider
+    // integer): larger ones are refused, not read.
+    if q.rollout.is_some_and(|r| i64::try_from(r).is_err()) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "`rollout` is past the largest rollout id (2^63 - 1)",
+        );
+    }
     let snap = s.snapshot.borrow().clone();
     let records = Records::new(shared.store.clone(), &snap.site);
     let r = match (&q.host, q.rollout) {
@@ -1089,13 +1344,10 @@ async fn executions(
         },
     };
     match r {
-        Ok(list) => Json(json!({ "executions": list })).into_response(),
+        Ok(executions) => Json(ExecutionsBody { executions }).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()),
     }
 }
-
-/// The OpenAPI document of this API.
-pub const OPENAPI: &str = include_str!("openapi.json");
 
 #[cfg(test)]
 mod tests {
@@ -1106,7 +1358,7 @@ mod tests {
     /// (404 for a site the server does not run), with the same methods.
     #[test]
     fn the_openapi_document_has_every_site_route_both_ways() {
-        let doc: serde_json::Value = serde_json::from_str(super::OPENAPI).unwrap();
+        let doc = serde_json::to_value(super::openapi(true)).unwrap();
         let paths = doc["paths"].as_object().unwrap();
         let scoped: Vec<&String> = paths
             .keys()
@@ -1123,6 +1375,7 @@ mod tests {
                 assert!(op["responses"]["404"].is_object(), "{m} {p}: 404");
                 assert_eq!(op["parameters"][0]["name"], "site", "{m} {p}");
                 assert!(b[m]["responses"]["400"].is_object(), "{m} {plain}: 400");
+                assert_ne!(op["operationId"], b[m]["operationId"], "{m} {p}");
             }
         }
     }

@@ -16,6 +16,7 @@ use crate::store::{Store, StoreError};
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Everything the user API offers.
@@ -52,6 +53,7 @@ impl std::str::FromStr for Role {
 
 /// A token as stored: never its secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct TokenRecord {
     /// Its id (the part of the token that finds this record).
     pub id: String,
@@ -75,6 +77,7 @@ pub struct TokenRecord {
     /// When a join token was used, and the fingerprint of the key it
     /// enrolled: the same key may enrol again (a lost answer), no other.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "server", schema(value_type = Option<Vec<String>>))]
     pub used: Option<(Timestamp, String)>,
 }
 

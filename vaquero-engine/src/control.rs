@@ -84,6 +84,7 @@ pub type CommandMsg = (
 
 /// Where a plan stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum PlanStatus {
     /// Waits for approval.
@@ -96,6 +97,7 @@ pub enum PlanStatus {
 
 /// What made a plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum PlanKind {
     /// A new SoT revision.
@@ -106,6 +108,7 @@ pub enum PlanKind {
 
 /// A plan the control half made, for the API.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct PlanEntry {
     /// The rollout it became; for a reprovision, the site's rollout at
     /// the time (which it leaves as it was).
@@ -121,11 +124,13 @@ pub struct PlanEntry {
     /// The text `vaquero plan` prints.
     pub text: String,
     /// The stable JSON form (a `PlanSet`).
+    #[cfg_attr(feature = "server", schema(value_type = Object))]
     pub plan: serde_json::Value,
 }
 
 /// A revision that was refused, for the API.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Refused {
     /// The revision.
     pub revision: String,
@@ -340,6 +345,27 @@ fn key(site: &str, what: &str) -> String {
     format!("v1/standalone/{site}/{what}")
 }
 
+/// Plan number `n`'s key (numbers rise: keys sort oldest first).
+fn plan_key(site: &str, n: u64) -> String {
+    key(site, &format!("plan/{n:020}"))
+}
+
+/// A plan as stored: its JSON, compressed with zstd. A plan lists every
+/// host it touches, in its JSON and again in its text (about 2.7 MiB at
+/// 10,000 hosts); compressed, a tenth of that or less.
+fn encode_plan(p: &PlanEntry) -> Result<Vec<u8>, String> {
+    let json = serde_json::to_vec(p).map_err(|e| e.to_string())?;
+    zstd::bulk::compress(&json, 3).map_err(|e| e.to_string())
+}
+
+/// The plan `bytes` store (see [`encode_plan`]).
+fn decode_plan(bytes: &[u8]) -> Result<PlanEntry, String> {
+    // Bounded: a plan of 100,000 hosts is far below it.
+    const MAX: usize = 1 << 30;
+    let json = zstd::bulk::decompress(bytes, MAX).map_err(|e| e.to_string())?;
+    serde_json::from_slice(&json).map_err(|e| e.to_string())
+}
+
 /// One site's control half.
 pub struct Control<S: Store + ?Sized + 'static> {
     site: String,
@@ -352,6 +378,8 @@ pub struct Control<S: Store + ?Sized + 'static> {
     held: Arc<Mutex<Option<String>>>,
     refused: Option<Refused>,
     plans: Vec<PlanEntry>,
+    /// Each plan's number (its key), beside it.
+    plan_numbers: Vec<u64>,
     /// The tasks out, by (host, seq): what each was and for which boot
     /// attempt, for the timeline entry of its result.
     issued: HashMap<(String, u64), (String, u64)>,
@@ -364,6 +392,74 @@ impl<S: Store + ?Sized + 'static> std::fmt::Debug for Control<S> {
             .field("site", &self.site)
             .finish_non_exhaustive()
     }
+}
+
+/// The site's plans (at most [`PLANS`], oldest first) and their
+/// numbers. Plans stored by earlier versions under the one key `plans`
+/// are moved to keys of their own. A plan that cannot be read is left
+/// out, with a warning; so is a plan pending behind a newer one (a crash
+/// between two writes can leave one).
+async fn load_plans<S: Store + ?Sized>(
+    store: &S,
+    site: &str,
+) -> Result<(Vec<PlanEntry>, Vec<u64>), ControlError> {
+    let failed =
+        |e: crate::store::StoreError| ControlError::from(crate::persist::PersistError::from(e));
+    let mut plans: Vec<(u64, PlanEntry)> = Vec::new();
+    for kv in store.list(&key(site, "plan/")).await.map_err(failed)? {
+        let n = kv
+            .key
+            .rsplit('/')
+            .next()
+            .and_then(|n| n.parse::<u64>().ok());
+        match (n, decode_plan(&kv.value)) {
+            (Some(n), Ok(p)) => {
+                plans.push((n, p));
+            }
+            (_, Err(e)) => {
+                tracing::warn!(key = %kv.key, error = %e, "a stored plan is unreadable; left out")
+            }
+            (None, _) => {
+                tracing::warn!(key = %kv.key, "a stored plan's key has no number; left out")
+            }
+        }
+    }
+    let old = key(site, "plans");
+    if let Some(kv) = store.get(&old).await.map_err(failed)? {
+        match serde_json::from_slice::<Vec<PlanEntry>>(&kv.value) {
+            Ok(list) => {
+                let mut n = plans.last().map_or(0, |(n, _)| *n);
+                for p in list {
+                    n += 1;
+                    let bytes = encode_plan(&p).map_err(|e| {
+                        ControlError::from(crate::persist::PersistError::Corrupt {
+                            key: old.clone(),
+                            error: e,
+                        })
+                    })?;
+                    store.put(&plan_key(site, n), bytes).await.map_err(failed)?;
+                    plans.push((n, p));
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "stored plans unreadable; starting without them"),
+        }
+        store.delete(&old).await.map_err(failed)?;
+    }
+    plans.sort_by_key(|(n, _)| *n);
+    while plans.len() > PLANS {
+        let (n, _) = plans.remove(0);
+        store.delete(&plan_key(site, n)).await.map_err(failed)?;
+    }
+    let newest_pending = plans
+        .iter()
+        .rposition(|(_, p)| p.status == PlanStatus::Pending);
+    for (i, (_, p)) in plans.iter_mut().enumerate() {
+        if p.status == PlanStatus::Pending && Some(i) != newest_pending {
+            p.status = PlanStatus::Superseded;
+        }
+    }
+    let (numbers, plans) = plans.into_iter().unzip();
+    Ok((plans, numbers))
 }
 
 impl<S: Store + ?Sized + 'static> Control<S> {
@@ -390,13 +486,7 @@ impl<S: Store + ?Sized + 'static> Control<S> {
         let paused = Arc::new(AtomicBool::new(
             read("paused").await?.is_some_and(|v| v == b"true"),
         ));
-        let plans: Vec<PlanEntry> = match read("plans").await? {
-            Some(v) => serde_json::from_slice(&v).unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "stored plans unreadable; starting without them");
-                Vec::new()
-            }),
-            None => Vec::new(),
-        };
+        let (plans, plan_numbers) = load_plans(store.as_ref(), &site).await?;
         let refused: Option<Refused> = read("refused")
             .await?
             .and_then(|v| serde_json::from_slice(&v).ok());
@@ -433,6 +523,7 @@ impl<S: Store + ?Sized + 'static> Control<S> {
             held,
             refused,
             plans,
+            plan_numbers,
             issued: HashMap::new(),
             timelines: Arc::new(Mutex::new(timelines)),
         };
@@ -681,10 +772,12 @@ impl<S: Store + ?Sized + 'static> Control<S> {
         let text = plan.to_string();
         tracing::info!("plan for site {}:\n{text}", self.site);
         let rollout = self.decider.state().rollout.as_ref().map_or(0, |r| r.id);
+        let mut changed = Vec::new();
         if kind == PlanKind::Revision {
-            for p in &mut self.plans {
+            for (p, n) in self.plans.iter_mut().zip(&self.plan_numbers) {
                 if p.status == PlanStatus::Pending {
                     p.status = PlanStatus::Superseded;
+                    changed.push(*n);
                 }
             }
         }
@@ -698,10 +791,38 @@ impl<S: Store + ?Sized + 'static> Control<S> {
             text,
             plan: serde_json::to_value(&set).unwrap_or_default(),
         });
-        if self.plans.len() > PLANS {
+        let n = self.plan_numbers.last().map_or(1, |n| n + 1);
+        self.plan_numbers.push(n);
+        changed.push(n);
+        self.store_plans(&changed).await;
+        while self.plans.len() > PLANS {
             self.plans.remove(0);
+            let n = self.plan_numbers.remove(0);
+            if let Err(e) = self.store.delete(&plan_key(&self.site, n)).await {
+                tracing::warn!(error = %e, plan = n, "an old plan not deleted");
+            }
         }
-        self.put_json("plans", &self.plans).await;
+    }
+
+    /// Stores the plans numbered `changed` (new, or superseded or
+    /// applied since stored), each under its own key.
+    async fn store_plans(&self, changed: &[u64]) {
+        for (p, n) in self.plans.iter().zip(&self.plan_numbers) {
+            if !changed.contains(n) {
+                continue;
+            }
+            let r = match encode_plan(p) {
+                Ok(bytes) => self
+                    .store
+                    .put(&plan_key(&self.site, *n), bytes)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = r {
+                tracing::warn!(error = %e, plan = n, "plan not stored");
+            }
+        }
     }
 
     async fn start(&mut self, plan: Plan, now: Timestamp) -> Result<(), ControlError> {
@@ -748,12 +869,14 @@ impl<S: Store + ?Sized + 'static> Control<S> {
                     )));
                 }
                 self.decider.approve(w).await.map_err(|e| store(&e))?;
-                for p in &mut self.plans {
+                let mut changed = Vec::new();
+                for (p, n) in self.plans.iter_mut().zip(&self.plan_numbers) {
                     if p.rollout == w && p.status == PlanStatus::Pending {
                         p.status = PlanStatus::Applied;
+                        changed.push(*n);
                     }
                 }
-                self.put_json("plans", &self.plans).await;
+                self.store_plans(&changed).await;
                 tracing::info!(rollout = w, "approved");
                 Ok(format!("rollout {w} approved"))
             }
@@ -983,5 +1106,79 @@ mod tests {
         // New entries number on from the last.
         let (n, _) = t.push(obs("h", Some(4), 400));
         assert_eq!(n, 10);
+    }
+
+    fn entry(rollout: u64, status: PlanStatus) -> PlanEntry {
+        PlanEntry {
+            rollout,
+            kind: PlanKind::Revision,
+            status,
+            created: Timestamp::UNIX_EPOCH,
+            revision: Some(format!("r{rollout}")),
+            text: format!("plan {rollout}\n").repeat(1000),
+            plan: serde_json::json!({"rollout": rollout}),
+        }
+    }
+
+    /// Plans live under a key each, compressed; the single key of earlier
+    /// versions is moved to them; only the newest pending plan stays
+    /// pending; no more than PLANS are kept.
+    #[tokio::test]
+    async fn plans_load_from_keys_of_their_own() {
+        #![allow(clippy::unwrap_used)]
+        let store = crate::store::MemoryStore::new();
+        // The layout of earlier versions: every plan in one JSON value.
+        let old = vec![entry(1, PlanStatus::Applied), entry(2, PlanStatus::Pending)];
+        store
+            .put(&key("lab", "plans"), serde_json::to_vec(&old).unwrap())
+            .await
+            .unwrap();
+        // And one stored the new way, pending too, made after a crash
+        // between two writes.
+        let newer = entry(3, PlanStatus::Pending);
+        let bytes = encode_plan(&newer).unwrap();
+        assert!(
+            bytes.len() * 10 < serde_json::to_vec(&newer).unwrap().len(),
+            "compressed: {} bytes",
+            bytes.len()
+        );
+        store.put(&plan_key("lab", 7), bytes).await.unwrap();
+        let (plans, numbers) = load_plans(&store, "lab").await.unwrap();
+        assert_eq!(numbers, [7, 8, 9]);
+        let rollouts: Vec<u64> = plans.iter().map(|p| p.rollout).collect();
+        assert_eq!(rollouts, [3, 1, 2]);
+        let statuses: Vec<PlanStatus> = plans.iter().map(|p| p.status).collect();
+        assert_eq!(
+            statuses,
+            [
+                PlanStatus::Superseded,
+                PlanStatus::Applied,
+                PlanStatus::Pending
+            ]
+        );
+        assert!(store.get(&key("lab", "plans")).await.unwrap().is_none());
+        // Read again: the same, from the new keys alone.
+        let (again, numbers) = load_plans(&store, "lab").await.unwrap();
+        assert_eq!(numbers, [7, 8, 9]);
+        assert_eq!(again[1], plans[1]);
+        // Past PLANS, the oldest go, from the store too.
+        for n in 10..10 + PLANS as u64 {
+            let bytes = encode_plan(&entry(n, PlanStatus::Applied)).unwrap();
+            store.put(&plan_key("lab", n), bytes).await.unwrap();
+        }
+        let (plans, numbers) = load_plans(&store, "lab").await.unwrap();
+        assert_eq!(plans.len(), PLANS);
+        assert_eq!(
+            numbers.first(),
+            Some(&(numbers[PLANS - 1] + 1 - PLANS as u64))
+        );
+        assert_eq!(store.list(&key("lab", "plan/")).await.unwrap().len(), PLANS);
+        // An unreadable plan is left out, not fatal.
+        store
+            .put(&plan_key("lab", 100), b"garbage".to_vec())
+            .await
+            .unwrap();
+        let (plans, _) = load_plans(&store, "lab").await.unwrap();
+        assert_eq!(plans.len(), PLANS);
     }
 }

@@ -149,6 +149,7 @@ pub const SNAPSHOT_FORMAT: &str = "vaquero-state/1";
 /// (`vaquero backup` writes it into a redb file): keys and values as
 /// stored, with their count, size and checksum ([`checksum`]).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Snapshot {
     /// [`SNAPSHOT_FORMAT`].
     pub format: String,
@@ -164,11 +165,13 @@ pub struct Snapshot {
 
 /// One key of a [`Snapshot`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Entry {
     /// The key.
     pub key: String,
     /// The value, base64 (standard alphabet, padded).
     #[serde(with = "b64")]
+    #[cfg_attr(feature = "server", schema(value_type = String, content_encoding = "base64"))]
     pub value: Vec<u8>,
 }
 

@@ -41,6 +41,7 @@ pub type Observed = (Observation, Option<Kept>);
 
 /// What kind of request a site service answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ObservationKind {
     /// A DHCP request (DISCOVER, REQUEST) of one of the host's NICs.
@@ -81,6 +82,7 @@ impl ObservationKind {
 
 /// One thing a site service saw of a host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Observation {
     /// When it was seen.
     pub at: Timestamp,

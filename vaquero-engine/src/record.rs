@@ -56,6 +56,7 @@ impl Retention {
 
 /// An action and its outcome.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Record {
     /// `{host}/{seq}`: unique per site.
     pub id: String,

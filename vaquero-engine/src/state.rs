@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 /// `failed`, `halted` (its rollout stopped before it started) and
 /// `skipped` (`never_provision`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     /// Nothing to do: the host runs what it has.
@@ -119,6 +120,7 @@ impl std::fmt::Display for Phase {
 /// The action a host is waiting on: recorded (write-ahead) before the
 /// action is carried out, cleared when its outcome arrives.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Pending {
     /// The action's sequence number for this host.
     pub seq: u64,
@@ -130,6 +132,7 @@ pub struct Pending {
 
 /// One host as the engine keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct HostState {
     /// The host's name.
     pub name: String,
@@ -182,6 +185,7 @@ pub struct HostState {
 
 /// An operator's request to reprovision one host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Requested {
     /// When it was asked for.
     pub at: Timestamp,
@@ -217,6 +221,7 @@ impl HostState {
 
 /// Whether a rollout may proceed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Approval {
     /// Waiting for an operator's approval.
@@ -229,6 +234,7 @@ pub enum Approval {
 
 /// A plan being carried out: model `from` → `to` of one site.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct Rollout {
     /// Its id (raised for every new plan of the site).
     pub id: u64,

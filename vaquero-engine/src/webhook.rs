@@ -18,7 +18,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hmac::{Hmac, KeyInit, Mac};
-use serde_json::json;
 use sha2::Sha256;
 use tokio::sync::mpsc;
 
@@ -89,13 +88,45 @@ impl Webhook {
     }
 }
 
-/// `POST /v1/webhook/github`.
+/// What a delivery did.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct Delivery {
+    /// Whether it was acted on (a new push; not a repeated delivery or
+    /// another event).
+    pub accepted: bool,
+    /// Its `X-GitHub-Delivery` id.
+    pub delivery: String,
+    /// What was done.
+    pub message: String,
+}
+
+/// A GitHub delivery: on a push, the SoT's branch tip is read now.
+///
+/// Signed with the webhook secret (`X-Hub-Signature-256`); no bearer
+/// token. Without a secret configured (`--webhook-secret-file`), every
+/// delivery is refused (401).
+#[utoipa::path(
+    post,
+    path = "/v1/webhook/github",
+    params(
+        ("X-Hub-Signature-256" = String, Header, description = "`sha256=` and the body's HMAC-SHA256 with the secret, in hex", pattern = "^sha256=[0-9a-f]{64}$"),
+        ("X-GitHub-Event" = Option<String>, Header, description = "The event: only `push` is acted on"),
+        ("X-GitHub-Delivery" = Option<String>, Header, description = "The delivery's id: a repeated one is not acted on again"),
+    ),
+    request_body(content = Object, description = "GitHub's payload (only its signature is read)", content_type = "application/json"),
+    responses(
+        (status = 202, description = "Accepted: acted on for a new push", body = Delivery),
+        (status = 401, description = "Missing or wrong signature, or no webhook secret is configured", body = crate::api::ErrorBody),
+        (status = 413, description = "Body over 25 MiB", body = crate::api::ErrorBody),
+    )
+)]
 pub(crate) async fn github(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     let Some(hook) = &s.webhook else {
+        // Nothing can be verified: every delivery is refused, saying why.
         return error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no webhook secret is configured (--webhook-secret-file)",
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "no webhook secret is configured (--webhook-secret-file): deliveries are refused",
         );
     };
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
@@ -113,7 +144,11 @@ pub(crate) async fn github(State(s): State<Shared>, headers: HeaderMap, body: By
         metrics::counter!("webhook_deliveries_total", "outcome" => "duplicate").increment(1);
         return (
             StatusCode::ACCEPTED,
-            Json(json!({ "accepted": false, "delivery": delivery, "message": "delivery seen already" })),
+            Json(Delivery {
+                accepted: false,
+                delivery,
+                message: "delivery seen already".into(),
+            }),
         )
             .into_response();
     }
@@ -131,7 +166,11 @@ pub(crate) async fn github(State(s): State<Shared>, headers: HeaderMap, body: By
     };
     (
         StatusCode::ACCEPTED,
-        Json(json!({ "accepted": acted, "delivery": delivery, "message": message })),
+        Json(Delivery {
+            accepted: acted,
+            delivery,
+            message: message.into(),
+        }),
     )
         .into_response()
 }

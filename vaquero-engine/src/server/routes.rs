@@ -159,7 +159,7 @@ impl AgentApi {
 }
 
 /// One agent of a site, as `GET /v1/sites/{site}/agents` lists it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[non_exhaustive]
 pub struct AgentRow {
     /// Its id.
