@@ -1157,7 +1157,7 @@ async fn host(Site(s): Site, Path(HostName { name }): Path<HostName>) -> Respons
 async fn plans(Site(s): Site) -> Response {
     let snap = s.snapshot.borrow().clone();
     Json(PlansBody {
-        plans: snap.plans.clone(),
+        plans: snap.plans.to_vec(),
     })
     .into_response()
 }

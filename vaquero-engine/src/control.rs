@@ -159,7 +159,7 @@ pub struct Snapshot {
     /// The last revision refused, if it is still the newest.
     pub refused: Option<Refused>,
     /// Plans, newest last.
-    pub plans: Vec<PlanEntry>,
+    pub plans: Arc<Vec<PlanEntry>>,
     /// The engine's state.
     pub state: SiteState,
     /// The model served (boot ids and names of each host's stages).
@@ -377,7 +377,7 @@ pub struct Control<S: Store + ?Sized + 'static> {
     paused: Arc<AtomicBool>,
     held: Arc<Mutex<Option<String>>>,
     refused: Option<Refused>,
-    plans: Vec<PlanEntry>,
+    plans: Arc<Vec<PlanEntry>>,
     /// Each plan's number (its key), beside it.
     plan_numbers: Vec<u64>,
     /// The tasks out, by (host, seq): what each was and for which boot
@@ -522,7 +522,7 @@ impl<S: Store + ?Sized + 'static> Control<S> {
             paused,
             held,
             refused,
-            plans,
+            plans: Arc::new(plans),
             plan_numbers,
             issued: HashMap::new(),
             timelines: Arc::new(Mutex::new(timelines)),
@@ -774,7 +774,10 @@ impl<S: Store + ?Sized + 'static> Control<S> {
         let rollout = self.decider.state().rollout.as_ref().map_or(0, |r| r.id);
         let mut changed = Vec::new();
         if kind == PlanKind::Revision {
-            for (p, n) in self.plans.iter_mut().zip(&self.plan_numbers) {
+            for (p, n) in Arc::make_mut(&mut self.plans)
+                .iter_mut()
+                .zip(&self.plan_numbers)
+            {
                 if p.status == PlanStatus::Pending {
                     p.status = PlanStatus::Superseded;
                     changed.push(*n);
@@ -782,7 +785,7 @@ impl<S: Store + ?Sized + 'static> Control<S> {
             }
         }
         let set = PlanSet::new(None, plan.revision.clone(), vec![plan.clone()]);
-        self.plans.push(PlanEntry {
+        Arc::make_mut(&mut self.plans).push(PlanEntry {
             rollout,
             kind,
             status,
@@ -796,7 +799,7 @@ impl<S: Store + ?Sized + 'static> Control<S> {
         changed.push(n);
         self.store_plans(&changed).await;
         while self.plans.len() > PLANS {
-            self.plans.remove(0);
+            Arc::make_mut(&mut self.plans).remove(0);
             let n = self.plan_numbers.remove(0);
             if let Err(e) = self.store.delete(&plan_key(&self.site, n)).await {
                 tracing::warn!(error = %e, plan = n, "an old plan not deleted");
@@ -870,7 +873,10 @@ impl<S: Store + ?Sized + 'static> Control<S> {
                 }
                 self.decider.approve(w).await.map_err(|e| store(&e))?;
                 let mut changed = Vec::new();
-                for (p, n) in self.plans.iter_mut().zip(&self.plan_numbers) {
+                for (p, n) in Arc::make_mut(&mut self.plans)
+                    .iter_mut()
+                    .zip(&self.plan_numbers)
+                {
                     if p.rollout == w && p.status == PlanStatus::Pending {
                         p.status = PlanStatus::Applied;
                         changed.push(*n);

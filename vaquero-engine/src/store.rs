@@ -252,13 +252,38 @@ const REVISION: &str = "revision";
 #[derive(Debug, Clone)]
 pub struct RedbStore {
     // Every call reads the lock; compaction alone writes it (redb
-    // compacts through `&mut Database`).
+    // compacts through `&mut Database`, and a rewrite replaces it).
     db: Arc<std::sync::RwLock<Database>>,
+    path: Arc<std::path::PathBuf>,
+}
+
+/// A file this many times larger than what it holds (and past
+/// [`REWRITE_FLOOR`]) is rewritten at compaction.
+const REWRITE_RATIO: u64 = 2;
+
+/// Files smaller than this are never rewritten.
+const REWRITE_FLOOR: u64 = 16 << 20;
+
+/// Keys copied per transaction of a rewrite.
+const REWRITE_BATCH: usize = 20_000;
+
+/// Where a rewrite builds the new file, beside the store's.
+fn rewrite_path(path: &Path) -> std::path::PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".rewrite");
+    path.with_file_name(name)
 }
 
 impl RedbStore {
-    /// Open (or create) the store in `path`.
+    /// Open (or create) the store in `path`. A rewrite's file left by a
+    /// crash (`path` + `.rewrite`) is removed: the store's own file is
+    /// whole until a rewrite's rename replaces it.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        match std::fs::remove_file(rewrite_path(path)) {
+            Ok(()) => tracing::info!(path = %path.display(), "an unfinished rewrite removed"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(backend(e)),
+        }
         let db = Database::create(path).map_err(backend)?;
         let tx = db.begin_write().map_err(backend)?;
         {
@@ -268,7 +293,90 @@ impl RedbStore {
         tx.commit().map_err(backend)?;
         Ok(RedbStore {
             db: Arc::new(std::sync::RwLock::new(db)),
+            path: Arc::new(path.to_owned()),
         })
+    }
+
+    /// The bytes the file holds (keys, values, and the B-trees' own),
+    /// beside the file's size.
+    fn occupancy(db: &Database, path: &Path) -> Result<(u64, u64), StoreError> {
+        let tx = db.begin_write().map_err(backend)?;
+        let stats = tx.stats().map_err(backend)?;
+        tx.abort().map_err(backend)?;
+        let held = stats.stored_bytes() + stats.metadata_bytes();
+        let file = std::fs::metadata(path).map_err(backend)?.len();
+        Ok((held, file))
+    }
+
+    /// Copies every key of `db` into a new file at `path` + `.rewrite`,
+    /// then renames it over `path` and opens it: keys written in order
+    /// fill the B-trees' pages, where years of deletes and inserts in
+    /// the middle leave them half empty (which compaction cannot undo).
+    /// SQLite's VACUUM does the same. A crash before the rename leaves
+    /// the old file whole; after it, the new one.
+    fn rewrite_file(db: &mut Database, path: &Path) -> Result<(), StoreError> {
+        let tmp = rewrite_path(path);
+        let _ = std::fs::remove_file(&tmp);
+        {
+            let new = Database::create(&tmp).map_err(backend)?;
+            let read = db.begin_read().map_err(backend)?;
+            let meta = read.open_table(META).map_err(backend)?;
+            let tx = new.begin_write().map_err(backend)?;
+            {
+                let mut t = tx.open_table(META).map_err(backend)?;
+                for row in meta.iter().map_err(backend)? {
+                    let (k, v) = row.map_err(backend)?;
+                    t.insert(k.value(), v.value()).map_err(backend)?;
+                }
+                tx.open_table(DATA).map_err(backend)?;
+            }
+            tx.commit().map_err(backend)?;
+            let data = read.open_table(DATA).map_err(backend)?;
+            let mut rows = data.iter().map_err(backend)?.peekable();
+            while rows.peek().is_some() {
+                let tx = new.begin_write().map_err(backend)?;
+                {
+                    let mut t = tx.open_table(DATA).map_err(backend)?;
+                    for row in rows.by_ref().take(REWRITE_BATCH) {
+                        let (k, v) = row.map_err(backend)?;
+                        t.insert(k.value(), v.value()).map_err(backend)?;
+                    }
+                }
+                tx.commit().map_err(backend)?;
+            }
+        }
+        std::fs::rename(&tmp, path).map_err(backend)?;
+        if let Some(dir) = path.parent() {
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(backend)?;
+        }
+        // The new file is opened before the old one closes: the old
+        // (now unlinked) keeps the lock until then. Compacted, it is cut
+        // to what it uses (redb grows a file by whole regions).
+        *db = Database::create(path).map_err(backend)?;
+        db.compact().map_err(backend)?;
+        Ok(())
+    }
+
+    /// Rewrites the file now: every key copied in order into a new file
+    /// that replaces it (compaction does this by itself when a file
+    /// stays more than twice what it holds). Every other call waits
+    /// until it is done.
+    pub async fn rewrite(&self) -> Result<(), StoreError> {
+        let db = self.db.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut db = db.write().unwrap_or_else(|p| p.into_inner());
+            Self::rewrite_file(&mut db, &path)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("store worker: {e}")))?
     }
 
     async fn blocking<T: Send + 'static>(
@@ -288,11 +396,30 @@ impl RedbStore {
     /// them back to the file system (redb's compaction: a copy-on-write
     /// store keeps freed pages for reuse, and its file never shrinks by
     /// itself). Every other call waits until it is done.
+    ///
+    /// A file still more than twice the size of what it holds is then
+    /// rewritten: its keys copied in order into a new file that replaces it.
     pub async fn compact(&self) -> Result<bool, StoreError> {
         let db = self.db.clone();
+        let path = self.path.clone();
         tokio::task::spawn_blocking(move || {
             let mut db = db.write().unwrap_or_else(|p| p.into_inner());
-            db.compact().map_err(backend)
+            let compacted = db.compact().map_err(backend)?;
+            let (held, file) = Self::occupancy(&db, &path)?;
+            if file < REWRITE_FLOOR || file <= REWRITE_RATIO * held {
+                return Ok(compacted);
+            }
+            let started = std::time::Instant::now();
+            Self::rewrite_file(&mut db, &path)?;
+            let (_, after) = Self::occupancy(&db, &path)?;
+            tracing::info!(
+                before = file,
+                after,
+                held,
+                ms = started.elapsed().as_millis() as u64,
+                "store file rewritten"
+            );
+            Ok(true)
         })
         .await
         .map_err(|e| StoreError::Backend(format!("store worker: {e}")))?
