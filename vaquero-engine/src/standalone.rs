@@ -58,8 +58,8 @@ pub struct StandaloneConfig {
     pub api: SocketAddr,
     /// The API's certificate and key: HTTPS (needed off loopback).
     pub tls: Option<crate::api::Tls>,
-    /// The site services' options (agent, ports, iPXE directories); the
-    /// token key is read from `data`.
+    /// The agent of the site's SoT whose site services this process runs
+    /// (default: the site's only agent).
     pub agent: Option<String>,
     /// Overrides for tests and unusual labs.
     pub ports: Ports,
