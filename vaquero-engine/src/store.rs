@@ -317,8 +317,40 @@ impl RedbStore {
     fn rewrite_file(db: &mut Database, path: &Path) -> Result<(), StoreError> {
         let tmp = rewrite_path(path);
         let _ = std::fs::remove_file(&tmp);
+        let new = match Self::copy_into(db, &tmp) {
+            Ok(new) => new,
+            Err(e) => {
+                // The store's own file is untouched.
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        std::fs::rename(&tmp, path).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            backend(e)
+        })?;
+        // The new file, open already, replaces the old one at once: from
+        // the rename on, `path` is the new file (the old one, unlinked,
+        // closes here).
+        *db = new;
+        if let Some(dir) = path.parent() {
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(backend)?;
+        }
+        Ok(())
+    }
+
+    /// A new store at `tmp` with every key of `db`, written in order and
+    /// committed, then compacted (redb grows a file by whole regions).
+    fn copy_into(db: &Database, tmp: &Path) -> Result<Database, StoreError> {
+        let mut new = Database::create(tmp).map_err(backend)?;
         {
-            let new = Database::create(&tmp).map_err(backend)?;
             let read = db.begin_read().map_err(backend)?;
             let meta = read.open_table(META).map_err(backend)?;
             let tx = new.begin_write().map_err(backend)?;
@@ -345,23 +377,8 @@ impl RedbStore {
                 tx.commit().map_err(backend)?;
             }
         }
-        std::fs::rename(&tmp, path).map_err(backend)?;
-        if let Some(dir) = path.parent() {
-            let dir = if dir.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                dir
-            };
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(backend)?;
-        }
-        // The new file is opened before the old one closes: the old
-        // (now unlinked) keeps the lock until then. Compacted, it is cut
-        // to what it uses (redb grows a file by whole regions).
-        *db = Database::create(path).map_err(backend)?;
-        db.compact().map_err(backend)?;
-        Ok(())
+        new.compact().map_err(backend)?;
+        Ok(new)
     }
 
     /// Rewrites the file now: every key copied in order into a new file
