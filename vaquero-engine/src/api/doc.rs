@@ -64,8 +64,24 @@ impl utoipa::Modify for Frame {
             "NoSuchSite".into(),
             RefOr::T(error("No such site, or no such resource of it")),
         );
+        for (_, name, what) in BODY_REJECTIONS {
+            c.responses.insert(name.into(), RefOr::T(error(what)));
+        }
     }
 }
+
+/// What the API's body extractors (`Body`, `MaybeBody`) answer when a
+/// request body will not do: status, shared response, description.
+const BODY_REJECTIONS: [(&str, &str, &str); 4] = [
+    ("400", "BadJson", "Malformed JSON"),
+    ("413", "TooLarge", "The body is too large"),
+    ("415", "NotJson", "The body is not `application/json`"),
+    (
+        "422",
+        "WrongShape",
+        "The JSON is not an object of the documented shape",
+    ),
+];
 
 /// Every operation of `doc`, with its method.
 fn operations(doc: &mut OpenApi) -> impl Iterator<Item = (&'static str, &mut Operation)> {
@@ -93,12 +109,18 @@ fn add_response(op: &mut Operation, status: &str, name: &str) {
 }
 
 /// The routes behind the token check: 401 without a valid token, 403
-/// for a read token's change.
+/// for a read token's change; and, where a route takes a body (read by
+/// the API's extractors), their rejections.
 pub(super) fn behind_tokens(doc: &mut OpenApi) {
     for (method, op) in operations(doc) {
         add_response(op, "401", "Unauthorized");
         if !matches!(method, "get" | "head") {
             add_response(op, "403", "Forbidden");
+        }
+        if op.request_body.is_some() {
+            for (status, name, _) in BODY_REJECTIONS {
+                add_response(op, status, name);
+            }
         }
     }
 }

@@ -38,13 +38,17 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
         let axum::Json(value) = axum::Json::<serde_json::Value>::from_request(req, state)
             .await
             .map_err(rejected)?;
-        if !value.is_object() {
-            return Err(invalid("the body must be a JSON object"));
-        }
-        serde_json::from_value(value)
-            .map(Body)
-            .map_err(|e| invalid(format!("the body: {e}")))
+        object(value).map(Body).map_err(invalid)
     }
+}
+
+/// `value` as `T`, when it is a JSON object of `T`'s shape; otherwise
+/// what is wrong with it.
+fn object<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, String> {
+    if !value.is_object() {
+        return Err("the body must be a JSON object".into());
+    }
+    serde_json::from_value(value).map_err(|e| format!("the body: {e}"))
 }
 
 /// 422: JSON of the wrong shape.
@@ -66,13 +70,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for MaybeBody<T> {
             let axum::Json(value) = axum::Json::<serde_json::Value>::from_request(req, state)
                 .await
                 .map_err(rejected)?;
-            return match value {
-                serde_json::Value::Null => Ok(MaybeBody(None)),
-                serde_json::Value::Object(_) => serde_json::from_value(value)
-                    .map(|v| MaybeBody(Some(v)))
-                    .map_err(|e| invalid(format!("the body: {e}"))),
-                _ => Err(invalid("the body must be a JSON object (or null)")),
-            };
+            if value.is_null() {
+                return Ok(MaybeBody(None));
+            }
+            return object(value).map(|v| MaybeBody(Some(v))).map_err(invalid);
         }
         let bytes = axum::body::Bytes::from_request(req, state)
             .await
