@@ -66,7 +66,7 @@ use extract::{Body, MaybeBody, Path, Query};
 use crate::auth::{AuthError, Role};
 use crate::compose::{MetricsRender, StandaloneError};
 use crate::control::{Command, Snapshot};
-use crate::control::{CommandError, CommandMsg, Timelines};
+use crate::control::{CommandError, Timelines};
 use crate::observe::Observation;
 use crate::record::Records;
 use crate::server::routes::PeerCert;
@@ -81,7 +81,7 @@ pub struct SiteApi {
     /// Timelines.
     pub timelines: std::sync::Arc<std::sync::Mutex<Timelines>>,
     /// Commands to the site's control loop.
-    pub commands: tokio::sync::mpsc::Sender<CommandMsg>,
+    pub commands: crate::control::Commands,
 }
 
 impl std::fmt::Debug for SiteApi {
@@ -1160,31 +1160,16 @@ async fn plans(Site(s): Site) -> Response {
 }
 
 async fn send(s: &SiteApi, cmd: Command) -> Response {
-    let (tx, rx) = oneshot::channel();
-    if s.commands.send((cmd, tx)).await.is_err() {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "stopping",
-            "the control loop is stopping",
-        );
-    }
-    match rx.await {
-        Ok(Ok(msg)) => done(msg),
-        Ok(Err(e @ CommandError::NotFound(_))) => {
+    match s.commands.send(cmd).await {
+        Ok(msg) => done(msg),
+        Err(e @ CommandError::NotFound(_)) => {
             error(StatusCode::NOT_FOUND, "not_found", e.to_string())
         }
-        Ok(Err(e @ CommandError::Refused(_))) => {
-            error(StatusCode::CONFLICT, "refused", e.to_string())
-        }
-        Ok(Err(e @ CommandError::Store(_))) => {
+        Err(e @ CommandError::Refused(_)) => error(StatusCode::CONFLICT, "refused", e.to_string()),
+        Err(e @ CommandError::Store(_)) => {
             error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string())
         }
-        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, "stopping", e.to_string()),
-        Err(_) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "stopping",
-            "the control loop is stopping",
-        ),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "stopping", e.to_string()),
     }
 }
 

@@ -38,9 +38,9 @@ pub enum StandaloneError {
         /// What went wrong.
         source: std::io::Error,
     },
-    /// The store.
+    /// The store, or the state kept in it.
     #[error("store: {0}")]
-    Store(String),
+    Store(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The site services.
     #[cfg(feature = "agent")]
     #[error(transparent)]
@@ -219,13 +219,14 @@ pub fn agent<'m>(model: &'m SiteModel, id: Option<&str>) -> Result<&'m Agent, St
 pub(crate) fn drivers(
     model: &SiteModel,
     lom: &vaquero_lom::Lom,
+    have: &vaquero_lom::PowerDrivers,
 ) -> std::collections::HashMap<String, Arc<dyn vaquero_lom::PowerDriver>> {
     let mut out = std::collections::HashMap::new();
     for h in model.hosts() {
         if h.interfaces.iter().all(|i| i.bmc.is_none()) {
             continue;
         }
-        match vaquero_lom::driver_for(h, &vaquero_lom::DriverOptions::default()) {
+        match have.driver_for(h) {
             Ok(d) => {
                 out.insert(
                     h.name.clone(),

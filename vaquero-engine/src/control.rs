@@ -82,6 +82,32 @@ pub type CommandMsg = (
     tokio::sync::oneshot::Sender<Result<String, CommandError>>,
 );
 
+/// Sends operators' commands to a site's control loop, each answered by
+/// the loop: the typed way in for the API and for programs that embed
+/// the engine.
+#[derive(Debug, Clone)]
+pub struct Commands(tokio::sync::mpsc::Sender<CommandMsg>);
+
+impl Commands {
+    /// A handle, and the receiver the control loop reads its commands
+    /// from (at most `capacity` wait).
+    pub fn channel(capacity: usize) -> (Commands, tokio::sync::mpsc::Receiver<CommandMsg>) {
+        let (tx, rx) = tokio::sync::mpsc::channel(capacity);
+        (Commands(tx), rx)
+    }
+
+    /// Carries out `cmd`: what was done, or why not
+    /// ([`CommandError::Stopping`] when the loop is gone).
+    pub async fn send(&self, cmd: Command) -> Result<String, CommandError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.0
+            .send((cmd, tx))
+            .await
+            .map_err(|_| CommandError::Stopping)?;
+        rx.await.map_err(|_| CommandError::Stopping)?
+    }
+}
+
 /// Where a plan stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
@@ -374,6 +400,8 @@ pub struct Control<S: Store + ?Sized + 'static> {
     decider: Decider<S>,
     model: Arc<SiteModel>,
     engine_config: EngineConfig,
+    /// Policies beside the built-in ones, for every model.
+    policies: Vec<Arc<dyn crate::policy::Policy>>,
     paused: Arc<AtomicBool>,
     held: Arc<Mutex<Option<String>>>,
     refused: Option<Refused>,
@@ -519,6 +547,7 @@ impl<S: Store + ?Sized + 'static> Control<S> {
             decider,
             model,
             engine_config,
+            policies: Vec::new(),
             paused,
             held,
             refused,
@@ -751,12 +780,26 @@ impl<S: Store + ?Sized + 'static> Control<S> {
         Ok(switched.then_some(model))
     }
 
+    /// Adds `policies` to the built-in ones, for the model served and
+    /// every later one: a task starts only when every policy allows it.
+    pub fn add_policies(
+        &mut self,
+        policies: impl IntoIterator<Item = Arc<dyn crate::policy::Policy>>,
+    ) -> Result<(), ControlError> {
+        self.policies.extend(policies);
+        self.switch(self.model.clone())
+    }
+
     /// Serves `model` from now on (the engine and what follows it).
     fn switch(&mut self, model: Arc<SiteModel>) -> Result<(), ControlError> {
-        let engine = Engine::new(model.clone(), self.engine_config)?.with_policy(Arc::new(Pause {
-            paused: self.paused.clone(),
-            held: self.held.clone(),
-        }));
+        let mut engine =
+            Engine::new(model.clone(), self.engine_config)?.with_policy(Arc::new(Pause {
+                paused: self.paused.clone(),
+                held: self.held.clone(),
+            }));
+        for p in &self.policies {
+            engine = engine.with_policy(p.clone());
+        }
         self.decider.replace_engine(engine);
         self.model = model;
         Ok(())

@@ -59,6 +59,14 @@ impl<S: Store + ?Sized + 'static, L: SiteLink> Runner<S, L> {
         &self.control
     }
 
+    /// Adds `policies` to the built-in ones ([`Control::add_policies`]).
+    pub fn add_policies(
+        &mut self,
+        policies: impl IntoIterator<Item = Arc<dyn crate::policy::Policy>>,
+    ) -> Result<(), ControlError> {
+        self.control.add_policies(policies)
+    }
+
     /// The link to the site.
     pub fn link(&self) -> &L {
         &self.link

@@ -22,23 +22,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use tokio::sync::mpsc;
 use vaquero_ipxe::TokenKey;
 use vaquero_lom::{Lom, LomConfig};
-use vaquero_model::{LoadedSot, ModelError, SiteModel, SotSource};
+use vaquero_model::{Diagnostics, LoadedSot, ModelError, SiteModel, SotSource};
 
 use crate::act::Actor;
 use crate::boot_files::check_boot_files;
 use crate::boot_state::EngineBootState;
 use crate::compose::{
-    Fetcher, PRUNE, SETTLE, STATE_FILE, drivers, open_source, secret, until, watch_sot,
+    Fetcher, PRUNE, SETTLE, STATE_FILE, drivers as drivers_of, open_source, secret, until,
+    watch_sot,
 };
 use crate::engine::EngineConfig;
+use crate::job::Job;
 use crate::job::JobRunner;
+use crate::policy::Policy;
 use crate::runner::Runner;
 use crate::site::{SiteOptions, SiteServices};
 use crate::store::RedbStore;
+use crate::store::Store;
 use crate::transport::LocalSite;
+use vaquero_model::types::JobType;
 
 /// How `vaquero standalone` runs.
 #[derive(Debug, Clone)]
@@ -134,10 +138,13 @@ pub fn rotate(data: &std::path::Path, secret: Secret) -> Result<PathBuf, Standal
     if state.exists() {
         // Opening the store takes its lock: held, a process runs.
         RedbStore::open(&state).map_err(|e| {
-            StandaloneError::Store(format!(
-                "{}: {e} (a running vaquero holds it: stop it, rotate, start it again)",
-                state.display()
-            ))
+            StandaloneError::Store(
+                format!(
+                    "{}: {e} (a running vaquero holds it: stop it, rotate, start it again)",
+                    state.display()
+                )
+                .into(),
+            )
         })?;
     }
     let name = match secret {
@@ -150,21 +157,23 @@ pub fn rotate(data: &std::path::Path, secret: Secret) -> Result<PathBuf, Standal
 pub use crate::site::Ports;
 
 pub use crate::control::{
-    Command, CommandError, CommandMsg, PlanEntry, PlanKind, PlanStatus, Publisher, Refused,
-    Snapshot, Timelines,
+    Command, CommandError, CommandMsg, Commands, PlanEntry, PlanKind, PlanStatus, Publisher,
+    Refused, Snapshot, Timelines,
 };
 
 pub use crate::api::{Shared, SiteApi};
+pub use vaquero_lom::{DriverFactory, DriverOptions, PowerDrivers};
 
 /// The loop's own state: the control half joined in-process to the site
 /// half (services, actor, drivers).
 struct Loop {
-    runner: Runner<RedbStore, LocalSite>,
+    runner: Runner<dyn Store, LocalSite>,
     source: Arc<dyn SotSource>,
     fetcher: Fetcher,
     head: String,
     publish: Publisher,
     agent: Option<String>,
+    drivers: Arc<PowerDrivers>,
 }
 
 /// Compiles `site` of the source's head: the model, the head revision.
@@ -172,18 +181,26 @@ fn load(
     source: &dyn SotSource,
     site: &str,
     agent: Option<&str>,
+    drivers: &PowerDrivers,
 ) -> Result<(Arc<SiteModel>, String), ModelError> {
-    take(vaquero_model::load_source(source)?, site, agent)
+    take(vaquero_model::load_source(source)?, site, agent, drivers)
 }
 
-/// `site`'s model of a loaded SoT and the head revision. Warnings are
-/// logged: the SoT's, and the files its boots need that `agent` would
-/// not serve ([`check_boot_files`]), before any machine is powered on.
+/// `site`'s model of a loaded SoT and the head revision. The custom BMCs
+/// are checked by their drivers (a driver the process does not have, or
+/// `params` it refuses, is an error at file:line). Warnings are logged:
+/// the SoT's, and the files its boots need that `agent` would not serve
+/// ([`check_boot_files`]), before any machine is powered on.
 fn take(
     loaded: LoadedSot,
     site: &str,
     agent: Option<&str>,
+    drivers: &PowerDrivers,
 ) -> Result<(Arc<SiteModel>, String), ModelError> {
+    let errors = drivers.check(&loaded.head);
+    if !errors.is_empty() {
+        return Err(ModelError::Invalid(Diagnostics(errors)));
+    }
     let head = loaded.head.revision.clone().unwrap_or_default();
     for w in loaded.warnings.0.iter() {
         tracing::warn!("{w}");
@@ -200,163 +217,346 @@ fn take(
     Ok((Arc::new(model), head))
 }
 
-/// Runs standalone until `shutdown` completes.
+/// Runs standalone until `shutdown` completes: [`Standalone::builder`]
+/// with the built-in parts (the redb store in the data directory, the
+/// built-in power drivers and jobs).
 pub async fn run(
     config: StandaloneConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), StandaloneError> {
-    crate::api::check(config.api, config.tls.as_ref())?;
-    let data = config.data.clone();
-    std::fs::create_dir_all(&data).map_err(|source| StandaloneError::Data {
-        path: data.clone(),
-        source,
-    })?;
-    let token: Arc<str> = secret(&data, TOKEN_FILE)?.into();
-    let key = TokenKey::new(secret(&data, KEY_FILE)?.into_bytes());
+    Standalone::builder(config).build()?.run(shutdown).await
+}
 
-    let source = open_source(&config.sot, config.branch.as_deref(), &data)?;
-    // Loaded and validated once: the site is picked from it.
-    let loaded = vaquero_model::load_source(source.as_ref())?;
-    let site = match (
-        &config.site,
-        loaded.sites.keys().collect::<Vec<_>>().as_slice(),
-    ) {
-        (Some(s), _) if loaded.sites.contains_key(s) => s.clone(),
-        (Some(s), ids) => {
-            return Err(StandaloneError::Site(format!(
-                "the SoT has no site `{s}` (its sites: {})",
-                ids.iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
+/// Puts a standalone together from parts an embedding program chooses:
+/// its store, custom power drivers, jobs, policies and metrics. What is
+/// not given is the built-in part. See `examples/custom_power.rs`.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), vaquero_engine::standalone::StandaloneError> {
+/// use vaquero_engine::standalone::{Standalone, StandaloneConfig};
+/// let config = StandaloneConfig::new("./sot");
+/// Standalone::builder(config)
+///     .build()?
+///     .run(async { let _ = tokio::signal::ctrl_c().await; })
+///     .await
+/// # }
+/// ```
+#[must_use = "a builder does nothing until it is built and run"]
+pub struct StandaloneBuilder {
+    config: StandaloneConfig,
+    store: Option<Arc<dyn Store>>,
+    drivers: PowerDrivers,
+    jobs: JobRunner,
+    policies: Vec<Arc<dyn Policy>>,
+}
+
+impl std::fmt::Debug for StandaloneBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StandaloneBuilder")
+            .field("config", &self.config)
+            .field("drivers", &self.drivers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StandaloneBuilder {
+    /// Keeps the state in `store` instead of `state.redb` in the data
+    /// directory. The store must be this process's alone, and durable:
+    /// what it acknowledges is what a restart resumes from.
+    pub fn store(mut self, store: impl Store + 'static) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// Registers the power driver of hosts whose BMC is
+    /// `{type: custom, driver: NAME, params: {…}}`. Its
+    /// [`check`](DriverFactory::check) validates each such entry's
+    /// `params` with the rest of the SoT, at file and line.
+    pub fn power_driver(
+        mut self,
+        name: impl Into<String>,
+        factory: impl DriverFactory + 'static,
+    ) -> Self {
+        self.drivers.register(name, Arc::new(factory));
+        self
+    }
+
+    /// Bounds of the built-in power drivers (IPMI retransmission, HTTP
+    /// and command timeouts).
+    pub fn driver_options(mut self, options: DriverOptions) -> Self {
+        self.drivers.options = options;
+        self
+    }
+
+    /// Runs the workflow jobs of `kind` with `job` instead of the
+    /// built-in runner.
+    pub fn job(mut self, kind: JobType, job: impl Job + 'static) -> Self {
+        self.jobs = self.jobs.with(kind, Arc::new(job));
+        self
+    }
+
+    /// Adds a rollout policy: a host starts only when every policy, the
+    /// built-in ones included, allows it.
+    pub fn policy(mut self, policy: impl Policy + 'static) -> Self {
+        self.policies.push(Arc::new(policy));
+        self
+    }
+
+    /// What `/metrics` serves: the process's recorder, rendered (the
+    /// engine reports through the `metrics` facade to the process's
+    /// recorder; install one, e.g. a Prometheus exporter, before
+    /// [`Standalone::run`]).
+    pub fn metrics(mut self, render: MetricsRender) -> Self {
+        self.config.metrics = Some(render);
+        self
+    }
+
+    /// Checks the configuration, opens the data directory, the store and
+    /// the SoT, and validates the SoT (custom BMCs by their drivers): a
+    /// SoT this process cannot serve is refused here, with every error.
+    pub fn build(self) -> Result<Standalone, StandaloneError> {
+        let config = self.config;
+        crate::api::check(config.api, config.tls.as_ref())?;
+        let data = config.data.clone();
+        std::fs::create_dir_all(&data).map_err(|source| StandaloneError::Data {
+            path: data.clone(),
+            source,
+        })?;
+        let token: Arc<str> = secret(&data, TOKEN_FILE)?.into();
+        let key = TokenKey::new(secret(&data, KEY_FILE)?.into_bytes());
+        let source = open_source(&config.sot, config.branch.as_deref(), &data)?;
+        // Loaded and validated once: the site is picked from it.
+        let loaded = vaquero_model::load_source(source.as_ref())?;
+        let site = pick_site(config.site.as_deref(), loaded.sites.keys())?;
+        let (model, head) = take(loaded, &site, config.agent.as_deref(), &self.drivers)?;
+        let store = match self.store {
+            Some(s) => s,
+            None => Arc::new(
+                RedbStore::open(&data.join(STATE_FILE))
+                    .map_err(|e| StandaloneError::Store(e.into()))?,
+            ),
+        };
+        Ok(Standalone {
+            config,
+            store,
+            drivers: Arc::new(self.drivers),
+            jobs: self.jobs,
+            policies: self.policies,
+            token,
+            key,
+            source,
+            site,
+            model,
+            head,
+        })
+    }
+}
+
+/// The site to serve: the one named, else the SoT's only one.
+fn pick_site<'a>(
+    named: Option<&str>,
+    ids: impl Iterator<Item = &'a String>,
+) -> Result<String, StandaloneError> {
+    let ids: Vec<&String> = ids.collect();
+    let list = || {
+        ids.iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match (named, ids.as_slice()) {
+        (Some(s), _) if ids.iter().any(|i| *i == s) => Ok(s.to_owned()),
+        (Some(s), _) => Err(StandaloneError::Site(format!(
+            "the SoT has no site `{s}` (its sites: {})",
+            list()
+        ))),
+        (None, [one]) => Ok((*one).clone()),
+        (None, _) => Err(StandaloneError::Site(format!(
+            "the SoT has several sites ({}): name one with --site",
+            list()
+        ))),
+    }
+}
+
+/// A standalone, built ([`Standalone::builder`]) and ready to run.
+pub struct Standalone {
+    config: StandaloneConfig,
+    store: Arc<dyn Store>,
+    drivers: Arc<PowerDrivers>,
+    jobs: JobRunner,
+    policies: Vec<Arc<dyn Policy>>,
+    token: Arc<str>,
+    key: TokenKey,
+    source: Arc<dyn SotSource>,
+    site: String,
+    model: Arc<SiteModel>,
+    head: String,
+}
+
+impl std::fmt::Debug for Standalone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Standalone")
+            .field("site", &self.site)
+            .field("head", &self.head)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Standalone {
+    /// A builder for `config`, with the built-in parts until others are
+    /// given.
+    pub fn builder(config: StandaloneConfig) -> StandaloneBuilder {
+        StandaloneBuilder {
+            config,
+            store: None,
+            drivers: PowerDrivers::default(),
+            jobs: JobRunner::new(),
+            policies: Vec::new(),
         }
-        (None, [one]) => (*one).clone(),
-        (None, ids) => {
-            return Err(StandaloneError::Site(format!(
-                "the SoT has several sites ({}): name one with --site",
-                ids.iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
+    }
+
+    /// The site it serves.
+    pub fn site(&self) -> &str {
+        &self.site
+    }
+
+    /// Runs until `shutdown` completes: the site services, the user API
+    /// and the control loop.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), StandaloneError> {
+        let Standalone {
+            config,
+            store,
+            drivers,
+            jobs,
+            policies,
+            token,
+            key,
+            source,
+            site,
+            model,
+            head,
+        } = self;
+        let data = config.data.clone();
+        let boot = Arc::new(EngineBootState::new());
+        let mut options = SiteOptions::new(key);
+        options.agent = config.agent.clone();
+        options.dhcp_port = config.ports.dhcp;
+        options.tftp_port = config.ports.tftp;
+        options.http_listen = config.ports.http;
+        options.ipxe_dirs = config.ports.ipxe_dirs.clone();
+        // One Lom for the life of the process: a BMC gets one operation at a
+        // time also across model changes.
+        let lom = Lom::new(LomConfig::default());
+        let actor = Actor::new(drivers_of(&model, &lom, &drivers), jobs);
+        let have = drivers.clone();
+        let site_link = LocalSite::new(actor, Box::new(move |m| drivers_of(m, &lom, &have)));
+        let mut services =
+            SiteServices::start(model.clone(), boot.clone(), options, site_link.observer()).await?;
+        let swap = services.model_handle();
+        let site_link = site_link.on_model(move |m| {
+            swap.send_replace(m.clone());
+        });
+        let mut runner: Runner<dyn Store, LocalSite> = Runner::open(
+            store.clone(),
+            model.clone(),
+            config.engine,
+            boot.clone(),
+            source.describe(),
+            site_link,
+            Timestamp::now(),
+        )
+        .await
+        .map_err(|e| StandaloneError::Store(e.into()))?;
+        if !policies.is_empty() {
+            runner
+                .add_policies(policies)
+                .map_err(|e| StandaloneError::Store(e.into()))?;
         }
-    };
-    let (model, head) = take(loaded, &site, config.agent.as_deref())?;
+        let (publish, snapshot) = Publisher::new(runner.control());
+        let (commands, mut command_rx) = Commands::channel(64);
+        let site_api = SiteApi {
+            snapshot,
+            timelines: runner.control().timelines().clone(),
+            commands,
+        };
+        let shared = Shared {
+            sites: Arc::new([(site.clone(), site_api)].into_iter().collect()),
+            store: store.clone(),
+            tokens: crate::auth::Tokens::new(store.clone()),
+            token,
+            metrics: config.metrics.clone(),
+            agents: None,
+            webhook: None,
+            leader: crate::api::Leader::default(),
+        };
+        let api = crate::api::serve(config.api, config.tls.as_ref(), shared).await?;
+        tracing::info!(api = %api.addr, data = %data.display(), "standalone: API listening");
 
-    let store = Arc::new(
-        RedbStore::open(&data.join(STATE_FILE))
-            .map_err(|e| StandaloneError::Store(e.to_string()))?,
-    );
-    let boot = Arc::new(EngineBootState::new());
-    let mut options = SiteOptions::new(key);
-    options.agent = config.agent.clone();
-    options.dhcp_port = config.ports.dhcp;
-    options.tftp_port = config.ports.tftp;
-    options.http_listen = config.ports.http;
-    options.ipxe_dirs = config.ports.ipxe_dirs.clone();
-    // One Lom for the life of the process: a BMC gets one operation at a
-    // time also across model changes.
-    let lom = Lom::new(LomConfig::default());
-    let actor = Actor::new(drivers(&model, &lom), JobRunner::new());
-    let site_link = LocalSite::new(actor, Box::new(move |m| drivers(m, &lom)));
-    let mut services =
-        SiteServices::start(model.clone(), boot.clone(), options, site_link.observer()).await?;
-    let swap = services.model_handle();
-    let site_link = site_link.on_model(move |m| {
-        swap.send_replace(m.clone());
-    });
-    let runner = Runner::open(
-        store.clone(),
-        model.clone(),
-        config.engine,
-        boot.clone(),
-        source.describe(),
-        site_link,
-        Timestamp::now(),
-    )
-    .await
-    .map_err(|e| StandaloneError::Store(e.to_string()))?;
-    let (publish, snapshot) = Publisher::new(runner.control());
-    let (commands, mut command_rx) = mpsc::channel::<CommandMsg>(64);
-    let site_api = SiteApi {
-        snapshot,
-        timelines: runner.control().timelines().clone(),
-        commands,
-    };
-    let shared = Shared {
-        sites: Arc::new([(site.clone(), site_api)].into_iter().collect()),
-        store: store.clone(),
-        tokens: crate::auth::Tokens::new(store.clone()),
-        token,
-        metrics: config.metrics.clone(),
-        agents: None,
-        webhook: None,
-        leader: crate::api::Leader::default(),
-    };
-    let api = crate::api::serve(config.api, config.tls.as_ref(), shared).await?;
-    tracing::info!(api = %api.addr, data = %data.display(), "standalone: API listening");
+        let mut lp = Loop {
+            runner,
+            source,
+            fetcher: Fetcher::new(&config.sot, config.fetch),
+            head,
+            publish,
+            agent: config.agent.clone(),
+            drivers,
+        };
+        // The head validated at start: a revision refused before is old news.
+        lp.runner.refused_unless(&lp.head).await;
+        // The first plan: against the model the state was last planned for.
+        lp.adopt(None).await?;
+        lp.publish();
 
-    let mut lp = Loop {
-        runner,
-        source,
-        fetcher: Fetcher::new(&config.sot, config.fetch),
-        head,
-        publish,
-        agent: config.agent.clone(),
-    };
-    // The head validated at start: a revision refused before is old news.
-    lp.runner.refused_unless(&lp.head).await;
-    // The first plan: against the model the state was last planned for.
-    lp.adopt(None).await?;
-    lp.publish();
-
-    let mut tick = tokio::time::interval(config.tick);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut prune = tokio::time::interval(PRUNE);
-    prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut poll = tokio::time::interval(config.poll);
-    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let (_watcher, mut changes) = watch_sot(&config.sot);
-    // A change is acted on once the files have been quiet for a moment
-    // (an editor's save or a `git commit` writes several).
-    let mut settled: Option<tokio::time::Instant> = None;
-    tokio::pin!(shutdown);
-    let result = loop {
-        tokio::select! {
-            () = &mut shutdown => break Ok(()),
-            e = services.failed() => break Err(e.into()),
-            _ = tick.tick() => {
-                if let Err(e) = lp.step().await {
-                    break Err(e);
+        let mut tick = tokio::time::interval(config.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut prune = tokio::time::interval(PRUNE);
+        prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut poll = tokio::time::interval(config.poll);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (_watcher, mut changes) = watch_sot(&config.sot);
+        // A change is acted on once the files have been quiet for a moment
+        // (an editor's save or a `git commit` writes several).
+        let mut settled: Option<tokio::time::Instant> = None;
+        tokio::pin!(shutdown);
+        let result = loop {
+            tokio::select! {
+                () = &mut shutdown => break Ok(()),
+                e = services.failed() => break Err(e.into()),
+                _ = tick.tick() => {
+                    if let Err(e) = lp.step().await {
+                        break Err(e);
+                    }
+                }
+                _ = poll.tick() => lp.poll().await,
+                _ = prune.tick() => {
+                    let control = lp.runner.control();
+                    if let Err(e) = control.prune(&config.retention, Timestamp::now()).await {
+                        tracing::warn!(error = %e, "execution records not pruned");
+                    }
+                }
+                () = until(lp.publish.due()) => lp.publish(),
+                Some(()) = changes.recv() => {
+                    settled = Some(tokio::time::Instant::now() + SETTLE);
+                }
+                () = until(settled) => {
+                    settled = None;
+                    lp.poll().await;
+                }
+                Some((cmd, reply)) = command_rx.recv() => {
+                    let r = lp.runner.command(cmd, Timestamp::now()).await;
+                    lp.publish();
+                    let _ = reply.send(r);
                 }
             }
-            _ = poll.tick() => lp.poll().await,
-            _ = prune.tick() => {
-                let control = lp.runner.control();
-                if let Err(e) = control.prune(&config.retention, Timestamp::now()).await {
-                    tracing::warn!(error = %e, "execution records not pruned");
-                }
-            }
-            () = until(lp.publish.due()) => lp.publish(),
-            Some(()) = changes.recv() => {
-                settled = Some(tokio::time::Instant::now() + SETTLE);
-            }
-            () = until(settled) => {
-                settled = None;
-                lp.poll().await;
-            }
-            Some((cmd, reply)) = command_rx.recv() => {
-                let r = lp.runner.command(cmd, Timestamp::now()).await;
-                lp.publish();
-                let _ = reply.send(r);
-            }
-        }
-    };
-    tracing::info!("standalone: stopping");
-    api.stop().await;
-    services.stop().await;
-    result
+        };
+        tracing::info!("standalone: stopping");
+        api.stop().await;
+        services.stop().await;
+        result
+    }
 }
 
 impl Loop {
@@ -366,7 +566,7 @@ impl Loop {
             .runner
             .tick(Timestamp::now())
             .await
-            .map_err(|e| StandaloneError::Store(e.to_string()))?;
+            .map_err(|e| StandaloneError::Store(e.into()))?;
         if changed {
             self.publish.changed(self.runner.control());
         }
@@ -388,7 +588,12 @@ impl Loop {
             return;
         }
         let site = control.site().to_owned();
-        match load(self.source.as_ref(), &site, self.agent.as_deref()) {
+        match load(
+            self.source.as_ref(),
+            &site,
+            self.agent.as_deref(),
+            &self.drivers,
+        ) {
             Ok((model, rev)) => {
                 self.head = rev;
                 if let Err(e) = self.adopt(Some(model)).await {
@@ -418,7 +623,7 @@ impl Loop {
         self.runner
             .adopt(model, files.as_ref(), Timestamp::now())
             .await
-            .map_err(|e| StandaloneError::Store(e.to_string()))
+            .map_err(|e| StandaloneError::Store(e.into()))
     }
 
     fn publish(&mut self) {

@@ -75,7 +75,144 @@ fn ipmi_schedule(bmc: &Bmc, opts: &DriverOptions) -> (Duration, u32) {
     )
 }
 
-/// The driver for `host`'s BMC, as its SoT entry says.
+/// Makes the power drivers of the hosts whose BMC is
+/// `{type: custom, driver: NAME, params: {…}}`, for the name it is
+/// registered under in [`PowerDrivers`].
+///
+/// ```
+/// use std::sync::Arc;
+/// use vaquero_lom::{DriverFactory, FakeDriver, LomError, PowerDriver, serde_json};
+/// use vaquero_model::{Bmc, Host};
+///
+/// struct Lab;
+/// impl DriverFactory for Lab {
+///     fn check(&self, params: &serde_json::Map<String, serde_json::Value>) -> Result<(), String> {
+///         match params.get("outlet") {
+///             Some(v) if v.is_u64() => Ok(()),
+///             _ => Err("`outlet` must be a number".into()),
+///         }
+///     }
+///     fn driver(&self, host: &Host, _bmc: &Bmc) -> Result<Arc<dyn PowerDriver>, LomError> {
+///         Ok(Arc::new(FakeDriver::new(&host.name)))
+///     }
+/// }
+/// let mut drivers = vaquero_lom::PowerDrivers::default();
+/// drivers.register("lab-pdu", Arc::new(Lab));
+/// assert!(drivers.has("lab-pdu"));
+/// ```
+pub trait DriverFactory: Send + Sync {
+    /// Checks a BMC entry's `params`; an error is reported at the entry's
+    /// file and line, and the SoT revision is refused.
+    fn check(&self, params: &serde_json::Map<String, serde_json::Value>) -> Result<(), String> {
+        let _ = params;
+        Ok(())
+    }
+
+    /// The driver of `host`, whose BMC entry is `bmc` (its `params`
+    /// checked).
+    fn driver(&self, host: &Host, bmc: &Bmc) -> Result<Arc<dyn PowerDriver>, LomError>;
+}
+
+/// The power drivers a process has: the built-in ones (ipmi, redfish,
+/// ssh, exec) and the custom ones registered by name.
+#[derive(Clone, Default)]
+pub struct PowerDrivers {
+    /// Bounds for the built-in drivers.
+    pub options: DriverOptions,
+    custom: std::collections::BTreeMap<String, Arc<dyn DriverFactory>>,
+}
+
+impl std::fmt::Debug for PowerDrivers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PowerDrivers")
+            .field("options", &self.options)
+            .field("custom", &self.custom.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl PowerDrivers {
+    /// Registers `factory` for `bmc: {type: custom, driver: NAME}`
+    /// (replacing one registered under the same name).
+    pub fn register(&mut self, name: impl Into<String>, factory: Arc<dyn DriverFactory>) {
+        self.custom.insert(name.into(), factory);
+    }
+
+    /// Whether a custom driver is registered under `name`.
+    pub fn has(&self, name: &str) -> bool {
+        self.custom.contains_key(name)
+    }
+
+    /// The driver for `host`'s BMC, as its SoT entry says.
+    pub fn driver_for(&self, host: &Host) -> Result<Arc<dyn PowerDriver>, LomError> {
+        match host.bmc() {
+            Some((_, bmc)) if bmc.kind == BmcType::Custom => {
+                let name = bmc.driver.as_deref().unwrap_or_default();
+                let factory = self.custom.get(name).ok_or_else(|| {
+                    LomError::Config(format!(
+                        "{}: this process has no power driver `{name}`",
+                        host.name
+                    ))
+                })?;
+                factory.driver(host, bmc)
+            }
+            _ => driver_for(host, &self.options),
+        }
+    }
+
+    /// The errors of `sot`'s custom BMCs, at their file and line: a driver
+    /// this process does not have, `params` its driver refuses.
+    pub fn check(&self, sot: &vaquero_model::Sot) -> Vec<vaquero_model::Diagnostic> {
+        let mut out = Vec::new();
+        for (site_id, site) in &sot.sites {
+            for host in &site.hosts {
+                let Some((_, bmc)) = host.bmc() else { continue };
+                if bmc.kind != BmcType::Custom {
+                    continue;
+                }
+                let path = host
+                    .interfaces
+                    .iter()
+                    .position(|i| i.bmc.is_some())
+                    .map(|i| format!("interfaces[{i}].bmc"))
+                    .unwrap_or_default();
+                let here = |message: String| match sot
+                    .bmc_origins
+                    .get(&(site_id.clone(), host.name.clone()))
+                {
+                    Some(o) => o.error(&path, message),
+                    None => vaquero_model::Diagnostic::error(
+                        &format!("sites/{site_id}"),
+                        0,
+                        0,
+                        &host.name,
+                        message,
+                    ),
+                };
+                let name = bmc.driver.as_deref().unwrap_or_default();
+                match self.custom.get(name) {
+                    None => out.push(here(format!(
+                        "no power driver `{name}` in this process (it has: {})",
+                        if self.custom.is_empty() {
+                            "none registered".to_owned()
+                        } else {
+                            self.custom.keys().cloned().collect::<Vec<_>>().join(", ")
+                        }
+                    ))),
+                    Some(f) => {
+                        if let Err(e) = f.check(&bmc.params) {
+                            out.push(here(format!("params for driver `{name}`: {e}")));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The driver for `host`'s BMC, as its SoT entry says (the built-in
+/// types; a custom one needs [`PowerDrivers`]).
 pub fn driver_for(host: &Host, opts: &DriverOptions) -> Result<Arc<dyn PowerDriver>, LomError> {
     let (iface, bmc) = host
         .bmc()
@@ -172,6 +309,12 @@ pub fn driver_for(host: &Host, opts: &DriverOptions) -> Result<Arc<dyn PowerDriv
                 password,
                 timeout: opts.command_timeout,
             })?)
+        }
+        BmcType::Custom => {
+            return Err(LomError::Config(format!(
+                "{name}: a custom BMC (driver `{}`) needs the process's registered drivers",
+                bmc.driver.as_deref().unwrap_or_default()
+            )));
         }
     })
 }

@@ -101,7 +101,7 @@ pub use driver::{
 pub use exec::{ExecConfig, ExecDriver};
 pub use fake::{FakeCall, FakeDriver};
 #[cfg(feature = "model")]
-pub use from_model::{DriverOptions, driver_for};
+pub use from_model::{DriverFactory, DriverOptions, PowerDrivers, driver_for};
 pub use guard::{Lom, LomConfig, Managed};
 pub use ipmi::{IpmiConfig, IpmiDriver};
 pub use process::{Finished, run as run_program};

@@ -70,6 +70,11 @@ pub struct Origin {
 }
 
 impl Origin {
+    /// An error at this position.
+    pub fn error(&self, path: &str, message: impl Into<String>) -> Diagnostic {
+        Diagnostic::error(&self.file, self.line, self.column, path, message)
+    }
+
     /// A warning at this position.
     pub fn warning(&self, path: &str, message: impl Into<String>) -> Diagnostic {
         Diagnostic::error(&self.file, self.line, self.column, path, message).into_warning()

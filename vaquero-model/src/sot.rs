@@ -48,6 +48,9 @@ pub struct Sot {
     /// Where each operating system's kernel and initrds are written, by
     /// `(os id, key path)` (`boot.kernel`, `boot.initrd[0]`, …).
     pub origins: BTreeMap<(String, String), crate::diag::Origin>,
+    /// Where each custom BMC (`type: custom`) names its `driver`, by
+    /// `(site id, host name)`: the driver's checks report there.
+    pub bmc_origins: BTreeMap<(String, String), crate::diag::Origin>,
 }
 
 impl Sot {
@@ -345,6 +348,19 @@ impl Loader {
         })
     }
 
+    /// A position, as diagnostics name it.
+    fn origin(&self, l: Loc) -> crate::diag::Origin {
+        crate::diag::Origin {
+            file: self
+                .map
+                .file(l.source as usize)
+                .unwrap_or("<unknown>")
+                .to_owned(),
+            line: l.line as usize,
+            column: l.column as usize,
+        }
+    }
+
     /// `file:line:col` of a position.
     fn loc_str(&self, l: Loc) -> String {
         let file = self.map.file(l.source as usize).unwrap_or("<unknown>");
@@ -601,15 +617,7 @@ impl Loader {
                 .chain((0..os.boot.initrd.len()).map(|i| format!("boot.initrd[{i}]")));
             for path in paths {
                 if let Some(l) = self.loc_of(&e.node, &path) {
-                    let origin = crate::diag::Origin {
-                        file: self
-                            .map
-                            .file(l.source as usize)
-                            .unwrap_or("<unknown>")
-                            .to_owned(),
-                        line: l.line as usize,
-                        column: l.column as usize,
-                    };
+                    let origin = self.origin(l);
                     self.sot.origins.insert((os.id.clone(), path), origin);
                 }
             }
@@ -1136,6 +1144,21 @@ impl Loader {
             );
         }
         self.check_identity(site, &host.interfaces, host.uuid, host.location.as_ref(), n);
+        for (i, iface) in host.interfaces.iter().enumerate() {
+            if iface
+                .bmc
+                .as_ref()
+                .is_some_and(|b| b.kind == BmcType::Custom)
+            {
+                let path = format!("interfaces[{i}].bmc.driver");
+                if let Some(l) = self.loc_of(n, &path) {
+                    let origin = self.origin(l);
+                    self.sot
+                        .bmc_origins
+                        .insert((site.id.clone(), host.name.clone()), origin);
+                }
+            }
+        }
     }
 
     /// The checks of a host's interfaces, UUID and location, alone and
@@ -1219,6 +1242,20 @@ impl Loader {
                 }
                 if b.kind == BmcType::Exec && b.command.is_empty() {
                     self.err(n, &format!("{p}.bmc"), "an exec BMC needs a `command`");
+                }
+                if b.kind == BmcType::Custom && b.driver.as_deref().is_none_or(str::is_empty) {
+                    self.err(
+                        n,
+                        &format!("{p}.bmc"),
+                        "a custom BMC needs `driver`: the name of a power driver the process registered",
+                    );
+                }
+                if b.kind != BmcType::Custom && (b.driver.is_some() || !b.params.is_empty()) {
+                    self.err(
+                        n,
+                        &format!("{p}.bmc"),
+                        "`driver` and `params` are for a custom BMC (`type: custom`)",
+                    );
                 }
                 if b.kind != BmcType::Ipmi && (b.retransmit.is_some() || b.tries.is_some()) {
                     self.err(
@@ -1519,6 +1556,7 @@ fn load_host(
         eff
     };
     let md = take_metadata(map, &mut eff, "", diags);
+    let params = yaml::take_bmc_params(map, &mut eff, diags);
     let Some(mut host) = deserialize_all::<Host>(map, &eff, "", diags) else {
         let mut unreported = Diagnostics::default();
         return match deserialize_all::<PartialHost>(map, &eff, "", &mut unreported) {
@@ -1527,6 +1565,11 @@ fn load_host(
         };
     };
     host.metadata = md;
+    for (i, p) in params {
+        if let Some(b) = host.interfaces.get_mut(i).and_then(|i| i.bmc.as_mut()) {
+            b.params = p;
+        }
+    }
     if classes_ok {
         LoadedHost::Host(Box::new(host), eff)
     } else {

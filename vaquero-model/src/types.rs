@@ -726,6 +726,13 @@ pub struct Bmc {
     /// IPMI: copies of each request, the first included (1–10); default 4.
     #[serde(default)]
     pub tries: Option<u32>,
+    /// Custom: the name of the power driver the running process registered
+    /// (`type: custom`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    /// Custom: the driver's parameters, checked by the driver itself.
+    #[serde(default, skip_serializing_if = "Metadata::is_empty")]
+    pub params: Metadata,
 }
 
 /// The protocol a BMC speaks.
@@ -740,6 +747,8 @@ pub enum BmcType {
     Ssh,
     /// An operator-supplied program.
     Exec,
+    /// A driver the embedding program registered, named by `driver`.
+    Custom,
 }
 
 /// An operating system (`os/*.yml`).

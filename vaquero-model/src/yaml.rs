@@ -444,7 +444,19 @@ pub(crate) fn take_metadata(
     path: &str,
     diags: &mut Diagnostics,
 ) -> crate::types::Metadata {
-    let Some(md) = take_key(node, "metadata") else {
+    take_map(map, node, "metadata", path, diags)
+}
+
+/// Reads (and removes) the free-form mapping under `key` of `node` (YAML's
+/// scalar typing kept), reporting a non-map.
+pub(crate) fn take_map(
+    map: &SourceMap,
+    node: &mut Node,
+    key: &str,
+    path: &str,
+    diags: &mut Diagnostics,
+) -> crate::types::Metadata {
+    let Some(md) = take_key(node, key) else {
         return Default::default();
     };
     match to_json(&md) {
@@ -453,12 +465,38 @@ pub(crate) fn take_metadata(
         _ => {
             diags.push(map.diag(
                 md.span(),
-                &join_path(path, "metadata"),
-                "metadata must be a mapping",
+                &join_path(path, key),
+                format!("{key} must be a mapping"),
             ));
             Default::default()
         }
     }
+}
+
+/// Reads (and removes) the `params` of each `interfaces[i].bmc` of a host
+/// document, by interface index.
+pub(crate) fn take_bmc_params(
+    map: &SourceMap,
+    node: &mut Node,
+    diags: &mut Diagnostics,
+) -> Vec<(usize, crate::types::Metadata)> {
+    let Some(ifaces) = node
+        .as_mapping_mut()
+        .and_then(|m| m.get_mut("interfaces"))
+        .and_then(|n| n.as_sequence_mut())
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, n) in ifaces.iter_mut().enumerate() {
+        if let Some(bmc) = n.as_mapping_mut().and_then(|m| m.get_mut("bmc"))
+            && bmc.as_mapping().is_some_and(|m| m.get("params").is_some())
+        {
+            let path = format!("interfaces[{i}].bmc");
+            out.push((i, take_map(map, bmc, "params", &path, diags)));
+        }
+    }
+    out
 }
 
 /// An empty mapping node at `span`.

@@ -394,7 +394,10 @@ pub async fn run(
     tracing::info!(http = %services.http_addr(), site = %config.site, "agent: serving boots");
     let swap = services.model_handle();
     let lom = Lom::new(LomConfig::default());
-    let mut actor = Actor::new(crate::compose::drivers(&model, &lom), JobRunner::new());
+    let mut actor = Actor::new(
+        crate::compose::drivers(&model, &lom, &vaquero_lom::PowerDrivers::default()),
+        JobRunner::new(),
+    );
     let spool = Spool::open(&config.cache.join("spool"), config.spool_bound)?;
     let spool_id = crate::compose::secret(&config.cache, "spool.id").map_err(enrol_err)?;
 
@@ -464,7 +467,7 @@ pub async fn run(
             () = &mut shutdown => break Ok(()),
             e = services.failed() => break Err(e.into()),
             Some(m) = models.recv() => {
-                actor.replace_drivers(crate::compose::drivers(&m, &lom));
+                actor.replace_drivers(crate::compose::drivers(&m, &lom, &vaquero_lom::PowerDrivers::default()));
                 check_files(&m);
                 swap.send_replace(m);
             }

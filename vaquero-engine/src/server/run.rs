@@ -189,7 +189,7 @@ pub async fn run(
         None => {
             let store: Arc<dyn Store> = Arc::new(
                 RedbStore::open(&data.join(STATE_FILE))
-                    .map_err(|e| StandaloneError::Store(e.to_string()))?,
+                    .map_err(|e| StandaloneError::Store(e.into()))?,
             );
             (store, None)
         }
@@ -202,11 +202,11 @@ pub async fn run(
             };
             let store = crate::etcd::EtcdStore::connect(&etcd)
                 .await
-                .map_err(|e| StandaloneError::Store(e.to_string()))?;
+                .map_err(|e| StandaloneError::Store(e.into()))?;
             base.token = shared_token(&store, &base.token, &data).await?;
             let election = crate::leader::Election::new(&etcd, &id, base.config.ttl)
                 .await
-                .map_err(|e| StandaloneError::Store(e.to_string()))?;
+                .map_err(|e| StandaloneError::Store(e.into()))?;
             let follower: Arc<dyn Store> = Arc::new(store.clone());
             (follower, Some((store, Arc::new(election))))
         }
@@ -242,7 +242,7 @@ async fn shared_token(
     data: &std::path::Path,
 ) -> Result<Arc<str>, StandaloneError> {
     const KEY: &str = "v1/admin-token";
-    let store_err = |e: crate::store::StoreError| StandaloneError::Store(e.to_string());
+    let store_err = |e: crate::store::StoreError| StandaloneError::Store(e.into());
     store
         .compare_and_swap(KEY, None, local.as_bytes().to_vec())
         .await
@@ -351,7 +351,7 @@ async fn lead(
         let model = Arc::new(model);
         let hub = SiteHub::open(&id, store.clone(), hub_config, now)
             .await
-            .map_err(|e| StandaloneError::Store(e.to_string()))?;
+            .map_err(|e| StandaloneError::Store(e.into()))?;
         let mut runner = Runner::open(
             store.clone(),
             model.clone(),
@@ -362,18 +362,18 @@ async fn lead(
             now,
         )
         .await
-        .map_err(|e| StandaloneError::Store(e.to_string()))?;
+        .map_err(|e| StandaloneError::Store(e.into()))?;
         runner.refused_unless(&head).await;
         let files = model.revision().and_then(|r| source.files(r).ok());
         runner
             .adopt(None, files.as_ref(), now)
             .await
-            .map_err(|e| StandaloneError::Store(e.to_string()))?;
+            .map_err(|e| StandaloneError::Store(e.into()))?;
         // The agents serve the model planned from.
         let served = runner.control().model().clone();
         crate::transport::SiteLink::send_model(runner.link_mut(), served);
         let (publish, snapshot) = Publisher::new(runner.control());
-        let (commands, command_rx) = mpsc::channel::<CommandMsg>(64);
+        let (commands, command_rx) = crate::control::Commands::channel(64);
         let (inbox, msgs) = mpsc::unbounded_channel();
         sites.insert(
             id.clone(),
@@ -649,7 +649,7 @@ async fn site_loop(
                 let (_, changed) = runner
                     .tick(Timestamp::now())
                     .await
-                    .map_err(|e| StandaloneError::Store(e.to_string()))?;
+                    .map_err(|e| StandaloneError::Store(e.into()))?;
                 if changed {
                     publish.changed(runner.control());
                 }
