@@ -77,7 +77,7 @@ pub struct Args {
     #[arg(long, value_name = "PORT", hide = true)]
     pub tftp_port: Option<u16>,
     /// The boot service's address (default: the port of asset_server.url).
-    #[arg(long, value_name = "ADDR", hide = true)]
+    #[arg(long, value_name = "ADDR")]
     pub http_listen: Option<SocketAddr>,
     /// Where iPXE binaries missing from the TFTP root are taken from.
     #[arg(long, value_name = "DIR")]

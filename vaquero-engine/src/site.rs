@@ -3,9 +3,9 @@
 //! what they see as [`Observation`]s.
 //!
 //! For one `agents` entry of a site:
-//! - DHCP on each of the agent's `interfaces` (all but loopback when it
-//!   names none) in its `dhcp_mode`; the server address is the
-//!   interface's own IPv4 address;
+//! - DHCP on each of the agent's `interfaces` in its `dhcp_mode` (a
+//!   server must name them; a proxy that names none answers on all but
+//!   loopback); the server address is the interface's own IPv4 address;
 //! - TFTP on UDP 69 of those addresses, from `tftp_server.base_dir`; iPXE
 //!   binaries missing there (`undionly.kpxe`, `ipxe.efi`, `snponly.efi`)
 //!   are served from the distribution's build (Debian's `ipxe` package,
@@ -105,6 +105,12 @@ pub enum SiteError {
     /// The site has no such agent, or several and none was named.
     #[error("{0}")]
     Agent(String),
+    /// The agent would be the DHCP server (`dhcp_mode: server`) without
+    /// naming the interfaces to serve on.
+    #[error(
+        "agent `{0}` is a DHCP server (dhcp_mode: server) on no named interface: name the provisioning network's interfaces in its `interfaces` (a DHCP server answering on every interface would hand out leases on networks that have their own), or set dhcp_mode to proxy or off"
+    )]
+    NoInterfaces(String),
     /// An interface the agent names does not exist or has no IPv4 address.
     #[error(
         "interface `{0}` does not exist or has no IPv4 address: fix the agent's `interfaces` in the SoT, or bring the interface up"
@@ -314,6 +320,9 @@ impl SiteServices {
         let agent = crate::compose::agent(&model, options.agent.as_deref())
             .map_err(|e| SiteError::Agent(e.to_string()))?
             .clone();
+        if agent.dhcp_mode == DhcpMode::Server && agent.interfaces.is_empty() {
+            return Err(SiteError::NoInterfaces(agent.id.clone()));
+        }
         let addresses = if agent.dhcp_mode == DhcpMode::Off && agent.interfaces.is_empty() {
             BTreeMap::new()
         } else {
@@ -422,6 +431,7 @@ impl SiteServices {
                 .as_ref()
                 .map(|t| t.allow_links_to.as_slice())
                 .unwrap_or_default();
+            let single_port = agent.tftp_server.as_ref().is_some_and(|t| t.single_port);
             let (source, notes) = tftp_source(root.as_deref(), links, &options.ipxe_dirs)?;
             for n in &notes {
                 tracing::info!("TFTP serves {n} (not in the TFTP root)");
@@ -429,7 +439,8 @@ impl SiteServices {
             let source = Arc::new(source);
             for ip in tftp_addrs {
                 let listen = SocketAddr::from((ip, options.tftp_port));
-                let config = vaquero_tftp::ServerConfig::new(listen);
+                let mut config = vaquero_tftp::ServerConfig::new(listen);
+                config.single_port = single_port;
                 let server = vaquero_tftp::Server::bind(config, SharedSource(source.clone()))
                     .await
                     .map_err(|e| bind_error("TFTP", listen, e))?

@@ -6,6 +6,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use vaquero_engine::site::{SiteError, SiteOptions, SiteServices};
 use vaquero_ipxe::{MemoryBootState, TokenKey};
@@ -74,6 +75,19 @@ async fn start_up_refusals_name_the_fix() {
     assert_eq!(
         e.to_string(),
         "interface `vq-none0` does not exist or has no IPv4 address: fix the agent's `interfaces` in the SoT, or bring the interface up"
+    );
+
+    // A DHCP server that names no interface.
+    let m = model(
+        &dir.path().join("s"),
+        "{id: a, asset_server: {url: \"http://10.0.0.2:8080\"}}",
+    );
+    let e = start(m, options(&ipxe, free_udp_port())).await.unwrap_err();
+    assert!(
+        e.to_string().starts_with(
+            "agent `a` is a DHCP server (dhcp_mode: server) on no named interface: name the provisioning network's interfaces"
+        ),
+        "{e}"
     );
 
     // No iPXE binary in the TFTP root nor in the distribution's directory.
@@ -154,6 +168,35 @@ async fn start_up_refusals_name_the_fix() {
         "after the swap the old MAC is unknown"
     );
     s.stop().await;
+
+    // `tftp_server.single_port`: the transfer answers from the port asked
+    // (RFC 1350's way is a port of its own).
+    for single in [false, true] {
+        let m = model(
+            &dir.path().join(format!("single-{single}")),
+            &format!(
+                "{{id: a, dhcp_mode: off, interfaces: [lo], tftp_server: {{single_port: {single}}}, asset_server: {{url: \"http://10.0.0.2:8080\"}}}}"
+            ),
+        );
+        let tftp_port = free_udp_port();
+        let s = start(m, options(&ipxe, tftp_port)).await.unwrap();
+        let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        client
+            .send_to(b"\x00\x01ipxe.efi\x00octet\x00", ("127.0.0.1", tftp_port))
+            .await
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        let (n, from) = tokio::time::timeout(Duration::from_secs(10), client.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&buf[..4], b"\x00\x03\x00\x01", "DATA block 1");
+        assert_eq!(&buf[4..n], b"ipxe.efi bytes");
+        assert_eq!(from.port() == tftp_port, single, "answered from {from}");
+        // The last block (under 512 bytes), acknowledged: the transfer ends.
+        client.send_to(b"\x00\x04\x00\x01", from).await.unwrap();
+        s.stop().await;
+    }
 }
 
 /// The boot service listens on the agent's interface addresses, not on

@@ -110,7 +110,8 @@ pub struct Agent {
     /// How the agent answers DHCP.
     #[serde(default)]
     pub dhcp_mode: DhcpMode,
-    /// Interface names to serve on; empty means all but loopback.
+    /// Interface names to serve on (required with `dhcp_mode: server`;
+    /// otherwise empty means all but loopback).
     #[serde(default)]
     pub interfaces: Vec<String>,
     /// The HTTP boot service.
@@ -272,6 +273,12 @@ pub struct TftpServer {
     /// into (default none), as `asset_server.allow_links_to`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_links_to: Vec<String>,
+    /// Answer every transfer from port 69 itself, instead of from one
+    /// ephemeral port per transfer (RFC 1350's way): a firewall then
+    /// needs UDP 69 open and nothing else. Some old PXE ROMs insist on
+    /// the RFC's way.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub single_port: bool,
 }
 
 /// A subnet of a site.

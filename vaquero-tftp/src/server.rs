@@ -492,6 +492,19 @@ impl Server {
                     tasks.abort_all();
                     break;
                 }
+                // Single-port transfers get their clients' datagrams from
+                // this loop alone: route them while they finish. New
+                // requests are not taken.
+                r = self.socket.recv_from(&mut buf), if self.config.single_port => {
+                    if let Ok((n, from)) = r
+                        && let Some(tx) = active
+                            .lock()
+                            .ok()
+                            .and_then(|a| a.get(&from).cloned().flatten())
+                    {
+                        let _ = tx.try_send(buf[..n].to_vec());
+                    }
+                }
             }
         }
         Ok(())

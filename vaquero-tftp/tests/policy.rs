@@ -29,6 +29,7 @@ async fn start(
     let mut files = Memory::new();
     files.insert("big", vec![7u8; 1 << 20]).unwrap();
     files.insert("small", b"hello".to_vec()).unwrap();
+    files.insert("three", vec![3u8; 1200]).unwrap();
     let server = Server::bind(config, files).await.unwrap();
     let addr = server.local_addr().unwrap();
     let stats = server.stats();
@@ -193,6 +194,53 @@ async fn shutdown_waits_for_transfers_within_the_grace_period() {
     let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     s.send_to(&rrq("small"), addr).await.unwrap();
     assert!(recv(&s, Duration::from_millis(300)).await.is_none());
+}
+
+/// In single-port mode the transfers' datagrams come through the
+/// listening socket: after shutdown is asked for, they are still routed,
+/// so a running transfer finishes within the grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_port_transfer_finishes_after_shutdown_is_asked() {
+    let (addr, _stats, stop, h) = start({
+        let mut c = config();
+        c.single_port = true;
+        c.shutdown_grace = Duration::from_secs(30);
+        c
+    })
+    .await;
+    let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    c.send_to(&rrq("three"), addr).await.unwrap();
+    let (d, from) = recv(&c, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(from, addr, "single port: answered from the server's port");
+    assert!(matches!(
+        Packet::decode(&d),
+        Ok(Packet::Data { block: 1, .. })
+    ));
+    stop.send(()).unwrap();
+    let mut got = 512;
+    for block in 1u16..=2 {
+        c.send_to(&[0, 4, 0, block as u8], from).await.unwrap();
+        // Retransmissions of the block just acknowledged may come first.
+        loop {
+            let (d, _) = recv(&c, Duration::from_secs(5))
+                .await
+                .unwrap_or_else(|| panic!("no block after ACK {block}"));
+            match Packet::decode(&d).unwrap() {
+                Packet::Data { block: b, data } if b == block + 1 => {
+                    got += data.len();
+                    break;
+                }
+                Packet::Data { .. } => continue,
+                other => panic!("after ACK {block}: {other:?}"),
+            }
+        }
+    }
+    assert_eq!(got, 1200);
+    c.send_to(&[0, 4, 0, 3], from).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(20), h)
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 /// Every read request is reported when it ends: who, which file, how.
