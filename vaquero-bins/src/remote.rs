@@ -257,7 +257,7 @@ pub fn server(args: ServerArgs) -> anyhow::Result<ExitCode> {
     if let Some(t) = args.lease_ttl.or(file.lease_ttl) {
         config.ttl = std::time::Duration::from_secs(t.max(1));
     }
-    config.metrics = Some(metrics()?);
+    config.metrics = Some(metrics("server")?);
     until_signal(|shutdown| vaquero_engine::server::run(config, shutdown))
 }
 

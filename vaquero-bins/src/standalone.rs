@@ -142,7 +142,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         args.keep_days.or(file.keep_days),
         args.keep_attempts.or(file.keep_attempts),
     );
-    config.metrics = Some(metrics()?);
+    config.metrics = Some(metrics("standalone")?);
     until_signal(|shutdown| vaquero_engine::standalone::run(config, shutdown))
 }
 
@@ -178,11 +178,38 @@ pub fn retention(days: Option<u64>, attempts: Option<usize>) -> vaquero_engine::
     )
 }
 
-/// Installs the Prometheus recorder; what renders `/metrics`.
-pub fn metrics() -> anyhow::Result<MetricsRender> {
-    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+/// Installs the Prometheus recorder, with real histograms
+/// ([`vaquero_engine::HISTOGRAM_BUCKETS`]) and every crate's metrics
+/// described; what renders `/metrics`. `mode` is the process's
+/// (`vaquero_build_info`).
+pub fn metrics(mode: &'static str) -> anyhow::Result<MetricsRender> {
+    let mut builder = metrics_exporter_prometheus::PrometheusBuilder::new();
+    for (name, buckets) in vaquero_engine::HISTOGRAM_BUCKETS {
+        builder = builder
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full((*name).to_owned()),
+                buckets,
+            )
+            .with_context(|| format!("the buckets of {name}"))?;
+    }
+    let handle = builder
         .install_recorder()
         .context("installing the metrics recorder")?;
+    vaquero_dhcp::describe_metrics();
+    vaquero_tftp::describe_metrics();
+    vaquero_ipxe::describe_metrics();
+    vaquero_lom::describe_metrics();
+    vaquero_engine::describe_metrics();
+    metrics::describe_gauge!(
+        "vaquero_build_info",
+        "Always 1: the version and the mode (standalone, server, agent) of the process."
+    );
+    metrics::gauge!(
+        "vaquero_build_info",
+        "version" => env!("CARGO_PKG_VERSION"),
+        "mode" => mode
+    )
+    .set(1.0);
     Ok(MetricsRender(Arc::new(move || handle.render())))
 }
 

@@ -590,10 +590,10 @@ fn standalone_provisions_qemu_vms_end_to_end() {
     let (code, metrics) = lab.curl(&[&format!("{api}/metrics")]);
     assert_eq!(code, 200);
     assert!(
-        metrics.contains("engine_hosts{phase=\"done\"} 3"),
+        metrics.contains("vaquero_hosts{site=\"demo\",phase=\"done\"} 3"),
         "{metrics}"
     );
-    assert!(metrics.contains("http_requests_total"), "{metrics}");
+    assert!(metrics.contains("vaquero_http_requests_total"), "{metrics}");
     let (code, _) = lab.curl(&["-H", &auth, &format!("{api}/v1/nope")]);
     assert_eq!(code, 404);
     // Pause and resume through the CLI.

@@ -639,7 +639,7 @@ fn two_sites_from_one_server_and_booting_through_outages() {
     });
     // The reply to the power cycle's result is lost: the server has the
     // result, the agent does not know it.
-    let ignored = metric(&lab, "server_results_ignored_total");
+    let ignored = metric(&lab, "vaquero_server_results_ignored_total");
     proxy.lose_replies(true);
     lab.until("s2-h1's power cycle taken by the server", 60, || {
         lab.phase("s2", "s2-h1") == "netbooting"
@@ -649,7 +649,7 @@ fn two_sites_from_one_server_and_booting_through_outages() {
     proxy.lose_replies(false);
     proxy.cut();
     lab.until("the repeated result ignored", 60, || {
-        metric(&lab, "server_results_ignored_total") > ignored
+        metric(&lab, "vaquero_server_results_ignored_total") > ignored
     });
     let s2h1 = |l: &[String]| l.iter().filter(|l| *l == "s2-h1 cycle").count();
     assert_eq!(s2h1(&lab.power_log()), 1, "{:?}", lab.power_log());

@@ -49,3 +49,35 @@ pub use wire::{MessageType, Reply, Request, WireError};
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// Describes this crate's metrics to the process's `metrics` recorder
+/// (the help text a Prometheus scrape shows), and registers those without
+/// labels at zero so that they are scraped before their first event. Call
+/// it once, after the recorder is installed. The repository's
+/// `docs/metrics.md` lists every metric of Vaquero.
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        "vaquero_dhcp_requests_total",
+        "DHCP requests received, by message type (discover, request, inform, release, decline, …)."
+    );
+    metrics::describe_counter!("vaquero_dhcp_replies_total", "DHCP replies sent.");
+    metrics::describe_counter!(
+        "vaquero_dhcp_dropped_total",
+        "DHCP requests not answered, by reason: malformed, unknown_client, wrong_subnet, other_server, not_for_proxy, ignored, decline, release, …"
+    );
+    metrics::describe_counter!(
+        "vaquero_dhcp_send_lost_total",
+        "DHCP replies the socket refused to send."
+    );
+    metrics::describe_counter!(
+        "vaquero_dhcp_rogue_replies_total",
+        "Offers and acks of another DHCP server seen on a served interface (each server is logged once)."
+    );
+    metrics::describe_histogram!(
+        "vaquero_dhcp_decision_duration_seconds",
+        "Time to decide the answer to one DHCP request, in seconds."
+    );
+    metrics::counter!("vaquero_dhcp_replies_total").increment(0);
+    metrics::counter!("vaquero_dhcp_send_lost_total").increment(0);
+    metrics::counter!("vaquero_dhcp_rogue_replies_total").increment(0);
+}

@@ -259,8 +259,7 @@ impl Server {
                 continue;
             };
             self.stats.rogue.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("dhcp_rogue_replies_total", "server" => r.server_id.to_string())
-                .increment(1);
+            metrics::counter!("vaquero_dhcp_rogue_replies_total").increment(1);
             // Loud once per server, then quiet: a rogue answers every client.
             if seen.len() < 1024 && seen.insert(r.server_id) {
                 warn!(server = %r.server_id, source = %r.source, client = %r.client, offered = %r.yiaddr, boot_file = ?r.boot_file, kind = ?r.msg_type, "another DHCP server is answering on this segment");
@@ -289,14 +288,15 @@ impl Server {
                 Ok(r) => r,
                 Err(e) => {
                     self.stats.malformed.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!("dhcp_dropped_total", "reason" => "malformed").increment(1);
+                    metrics::counter!("vaquero_dhcp_dropped_total", "reason" => "malformed")
+                        .increment(1);
                     debug!(client = %from, error = %e, "malformed datagram dropped");
                     continue;
                 }
             };
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             let kind = req.msg_type.unwrap_or(MessageType::Other(0)).name();
-            metrics::counter!("dhcp_requests_total", "type" => kind).increment(1);
+            metrics::counter!("vaquero_dhcp_requests_total", "kind" => kind).increment(1);
             // The model of this instant; a swap never stalls a packet.
             let model = self.model.borrow().clone();
             let link = Link {
@@ -305,7 +305,8 @@ impl Server {
                 pxe_port,
             };
             let decision = respond(&req, &model, &link);
-            metrics::histogram!("dhcp_decision_seconds").record(started.elapsed().as_secs_f64());
+            metrics::histogram!("vaquero_dhcp_decision_duration_seconds")
+                .record(started.elapsed().as_secs_f64());
             let mut event = Decided {
                 mac: req.chaddr,
                 xid: req.xid,
@@ -318,7 +319,8 @@ impl Server {
             match decision {
                 Decision::Silence(s) => {
                     self.stats.silent.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!("dhcp_dropped_total", "reason" => s.reason()).increment(1);
+                    metrics::counter!("vaquero_dhcp_dropped_total", "reason" => s.reason())
+                        .increment(1);
                     match s {
                         // A client found its address in use: an operator
                         // must look (a duplicate, a stray static address).
@@ -351,11 +353,11 @@ impl Server {
                     match sock.send_to(&bytes, dest).await {
                         Ok(_) => {
                             self.stats.replies.fetch_add(1, Ordering::Relaxed);
-                            metrics::counter!("dhcp_replies_total").increment(1);
+                            metrics::counter!("vaquero_dhcp_replies_total").increment(1);
                         }
                         Err(e) if transient_send(&e) => {
                             self.stats.send_lost.fetch_add(1, Ordering::Relaxed);
-                            metrics::counter!("dhcp_send_lost_total").increment(1);
+                            metrics::counter!("vaquero_dhcp_send_lost_total").increment(1);
                             debug!(error = %e, %dest, "a reply not sent: counted as lost");
                         }
                         Err(e) => warn!(error = %e, %dest, "sending a reply"),

@@ -167,10 +167,10 @@ impl Fetcher {
         let r = tokio::task::spawn_blocking(move || s.refresh()).await;
         match r {
             Ok(Ok(())) => {
-                metrics::counter!("vaquero_sot_fetches_total", "result" => "ok").increment(1)
+                metrics::counter!("vaquero_sot_fetches_total", "outcome" => "ok").increment(1)
             }
             Ok(Err(e)) => {
-                metrics::counter!("vaquero_sot_fetches_total", "result" => "failed").increment(1);
+                metrics::counter!("vaquero_sot_fetches_total", "outcome" => "failed").increment(1);
                 tracing::warn!(error = %e, "SoT: fetch failed; the last fetched revision keeps serving");
             }
             Err(e) => tracing::error!(error = %e, "SoT: the fetch panicked"),

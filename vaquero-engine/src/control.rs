@@ -34,7 +34,7 @@ use crate::event::{ActionKind, Outcome};
 use crate::observe::{Observation, ObservationKind};
 use crate::plan::{Plan, PlanSet};
 use crate::policy::{Decision, Policy, PolicyCtx};
-use crate::state::{HostState, SiteState};
+use crate::state::{HostState, Phase, SiteState};
 use crate::store::{Store, TxnOp};
 use crate::transport::Inbound;
 
@@ -1075,9 +1075,9 @@ impl<S: Store + ?Sized + 'static> Control<S> {
                 .insert((t.action.host.clone(), t.action.seq), issued_as(t));
         }
         let after = self.decider.state().phase_counts();
-        for (phase, n) in &after {
-            metrics::gauge!("engine_hosts", "phase" => phase.as_str()).set(*n as f64);
-        }
+        export_counts(&self.site, self.decider.state());
+        metrics::gauge!("vaquero_sot_refused", "site" => self.site.clone())
+            .set(if self.refused.is_some() { 1.0 } else { 0.0 });
         if before != after {
             let text: Vec<String> = after.iter().map(|(p, n)| format!("{p} {n}")).collect();
             tracing::info!(site = %self.site, "hosts: {}", text.join(", "));
@@ -1086,6 +1086,46 @@ impl<S: Store + ?Sized + 'static> Control<S> {
         // host that is not waiting) change nothing the API shows.
         let changed = stepped || !results.is_empty() || before != after;
         Ok((tasks, changed))
+    }
+}
+
+/// The site's hosts by phase (`vaquero_hosts`), and each workflow's
+/// rollout progress (`vaquero_rollout_hosts`: queued, in flight, done,
+/// failed), as gauges: every phase and state, zeros included, so a count
+/// that falls to zero is seen to.
+fn export_counts(site: &str, state: &SiteState) {
+    let mut phases = [0usize; Phase::ALL.len()];
+    let mut rollout: BTreeMap<&str, [usize; 4]> = BTreeMap::new();
+    for h in state.hosts.values() {
+        if let Some(i) = Phase::ALL.iter().position(|p| *p == h.phase) {
+            phases[i] += 1;
+        }
+        let slot = match h.phase {
+            Phase::Queued => Some(0),
+            p if p.in_flight() => Some(1),
+            Phase::Done => Some(2),
+            Phase::Failed => Some(3),
+            _ => None,
+        };
+        let counts = rollout.entry(h.workflow.as_str()).or_default();
+        if let Some(i) = slot {
+            counts[i] += 1;
+        }
+    }
+    for (phase, n) in Phase::ALL.iter().zip(phases) {
+        metrics::gauge!("vaquero_hosts", "site" => site.to_owned(), "phase" => phase.as_str())
+            .set(n as f64);
+    }
+    for (workflow, counts) in rollout {
+        for (state, n) in ["queued", "in_flight", "done", "failed"].iter().zip(counts) {
+            metrics::gauge!(
+                "vaquero_rollout_hosts",
+                "site" => site.to_owned(),
+                "workflow" => workflow.to_owned(),
+                "state" => *state
+            )
+            .set(n as f64);
+        }
     }
 }
 

@@ -171,7 +171,8 @@ impl<S: Store + ?Sized + 'static> Decider<S> {
         // Write-ahead: the state that says what is being done is durable
         // before anything is done.
         self.commit_with(&step, with).await?;
-        metrics::histogram!("engine_step_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("vaquero_engine_step_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
         let mut tasks = Vec::with_capacity(step.actions.len());
         for a in step.actions {
             tasks.extend(self.issue(a, now).await?);
@@ -183,11 +184,12 @@ impl<S: Store + ?Sized + 'static> Decider<S> {
     async fn issue(&self, a: Action, now: Timestamp) -> Result<Option<Task>, PersistError> {
         if let ActionKind::Notice(n) = &a.kind {
             tracing::info!(site = %self.state.site, host = %a.host, rollout = ?a.rollout, notice = ?n, "host");
-            metrics::counter!("engine_notices_total", "notice" => notice_name(n)).increment(1);
+            metrics::counter!("vaquero_engine_notices_total", "notice" => notice_name(n))
+                .increment(1);
             return Ok(None);
         }
         self.records.begin(&a, now).await?;
-        metrics::counter!("engine_actions_total", "action" => a.kind.name()).increment(1);
+        metrics::counter!("vaquero_engine_actions_total", "action" => a.kind.name()).increment(1);
         Ok(Some(Task {
             site: self.state.site.clone(),
             action: a,

@@ -350,7 +350,7 @@ async fn keep_alive(
         .await;
         match answer {
             Ok(Ok(Some(ttl))) if clock.answered(sent, ttl) => {
-                metrics::histogram!("vaquero_etcd_keepalive_seconds")
+                metrics::histogram!("vaquero_etcd_keepalive_duration_seconds")
                     .record(sent.elapsed().as_secs_f64());
                 if *state.borrow() == TermState::Suspended && clock.valid(Instant::now()) {
                     tracing::info!(lease, "election: the lease lived; acting again");

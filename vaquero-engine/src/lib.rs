@@ -153,3 +153,125 @@ pub use store::{
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// Describes this crate's metrics to the process's `metrics` recorder
+/// (the help text a Prometheus scrape shows), and registers those without
+/// labels at zero so that they are scraped before their first event. Call
+/// it once, after the recorder is installed. The repository's
+/// `docs/metrics.md` lists every metric of Vaquero.
+pub fn describe_metrics() {
+    metrics::describe_gauge!(
+        "vaquero_hosts",
+        "Hosts by phase (idle, queued, waiting, draining, set_boot, power_cycle, netbooting, installing, awaiting_checkpoint, validating, done, failed, halted, skipped), every phase exported, zeros included."
+    );
+    metrics::describe_gauge!(
+        "vaquero_rollout_hosts",
+        "Rollout progress by workflow: hosts queued, in_flight, done and failed."
+    );
+    metrics::describe_histogram!(
+        "vaquero_engine_step_duration_seconds",
+        "Time one engine step took (decide and commit), in seconds."
+    );
+    metrics::describe_counter!(
+        "vaquero_engine_actions_total",
+        "Actions the engine issued, by action: set_boot_network, power_cycle, before_shutdown and validate (jobs), notice."
+    );
+    metrics::describe_counter!(
+        "vaquero_engine_notices_total",
+        "Host milestones, by notice: started, stage_done, done, failed, halted, retry."
+    );
+    metrics::describe_gauge!(
+        "vaquero_sot_refused",
+        "1 while the site's newest SoT revision is refused (invalid), the previous one serving; else 0."
+    );
+    metrics::describe_counter!(
+        "vaquero_sot_fetches_total",
+        "Fetches of a remote SoT, by outcome: ok, failed."
+    );
+    metrics::describe_counter!(
+        "vaquero_webhook_deliveries_total",
+        "GitHub webhook deliveries, by outcome: push, ignored, duplicate, refused."
+    );
+    metrics::describe_counter!(
+        "vaquero_server_observations_total",
+        "Observations received from agents (repeats excluded)."
+    );
+    metrics::describe_counter!(
+        "vaquero_server_observations_repeated_total",
+        "Observations agents sent again that were already taken (idempotent)."
+    );
+    metrics::describe_counter!(
+        "vaquero_server_results_ignored_total",
+        "Task results from agents that match no task out (late or repeated)."
+    );
+    metrics::describe_gauge!(
+        "vaquero_server_leader",
+        "1 while this replica leads, else 0."
+    );
+    metrics::describe_gauge!(
+        "vaquero_server_fence",
+        "The fencing number of the term this replica leads."
+    );
+    metrics::describe_counter!(
+        "vaquero_server_leader_changes_total",
+        "Terms this replica started leading."
+    );
+    metrics::describe_counter!(
+        "vaquero_server_fenced_writes_total",
+        "Writes refused because another replica leads now."
+    );
+    metrics::describe_histogram!(
+        "vaquero_etcd_keepalive_duration_seconds",
+        "Round trip of the leader's lease keepalive to etcd, in seconds."
+    );
+    metrics::describe_counter!(
+        "vaquero_agent_server_errors_total",
+        "Calls to the server that failed, by call (renew, model, work, results, observations)."
+    );
+    metrics::describe_gauge!(
+        "vaquero_agent_spool_bytes",
+        "Bytes of observations and results spooled on disk for the server."
+    );
+    metrics::describe_counter!(
+        "vaquero_agent_spool_dropped_total",
+        "Spooled observations dropped because the spool was full."
+    );
+}
+
+/// The bucket boundaries (in seconds) of Vaquero's histograms, by metric
+/// name, chosen for what each times: a Prometheus exporter given them
+/// exports real histograms (aggregatable across instances) instead of
+/// summaries.
+pub const HISTOGRAM_BUCKETS: &[(&str, &[f64])] = &[
+    // A DHCP decision is microseconds; a slow one is a model swap.
+    (
+        "vaquero_dhcp_decision_duration_seconds",
+        &[
+            0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.005, 0.025,
+        ],
+    ),
+    // Scripts and configs in milliseconds; kernels and initrds over a
+    // slow link in tens of seconds.
+    (
+        "vaquero_http_request_duration_seconds",
+        &[0.001, 0.005, 0.025, 0.1, 0.25, 1.0, 5.0, 15.0, 60.0, 300.0],
+    ),
+    // One engine step, commit included: milliseconds at 10,000 hosts.
+    (
+        "vaquero_engine_step_duration_seconds",
+        &[
+            0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+        ],
+    ),
+    // A BMC answers in a second or so; Redfish tasks and retries take
+    // minutes.
+    (
+        "vaquero_lom_operation_duration_seconds",
+        &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0],
+    ),
+    // The leader's keepalive must come back well within the lease's TTL.
+    (
+        "vaquero_etcd_keepalive_duration_seconds",
+        &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0],
+    ),
+];

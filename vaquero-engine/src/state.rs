@@ -54,6 +54,24 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// Every phase, in the order of a host's way through a rollout.
+    pub const ALL: [Phase; 14] = [
+        Phase::Idle,
+        Phase::Queued,
+        Phase::Waiting,
+        Phase::Draining,
+        Phase::SetBoot,
+        Phase::PowerCycle,
+        Phase::Netbooting,
+        Phase::Installing,
+        Phase::AwaitingCheckpoint,
+        Phase::Validating,
+        Phase::Done,
+        Phase::Failed,
+        Phase::Halted,
+        Phase::Skipped,
+    ];
+
     /// Whether the host is taken out of service by a rollout (counts
     /// against `max_concurrent` and `min_standing`).
     pub fn in_flight(self) -> bool {

@@ -131,7 +131,7 @@ pub(crate) async fn github(State(s): State<Shared>, headers: HeaderMap, body: By
     };
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if !hook.verify(header("x-hub-signature-256"), &body) {
-        metrics::counter!("webhook_deliveries_total", "outcome" => "refused").increment(1);
+        metrics::counter!("vaquero_webhook_deliveries_total", "outcome" => "refused").increment(1);
         return error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -141,7 +141,8 @@ pub(crate) async fn github(State(s): State<Shared>, headers: HeaderMap, body: By
     let event = header("x-github-event").unwrap_or("");
     let delivery = header("x-github-delivery").unwrap_or("").to_owned();
     if !delivery.is_empty() && !hook.first(&delivery) {
-        metrics::counter!("webhook_deliveries_total", "outcome" => "duplicate").increment(1);
+        metrics::counter!("vaquero_webhook_deliveries_total", "outcome" => "duplicate")
+            .increment(1);
         return (
             StatusCode::ACCEPTED,
             Json(Delivery {
@@ -156,7 +157,7 @@ pub(crate) async fn github(State(s): State<Shared>, headers: HeaderMap, body: By
     if acted {
         let _ = hook.pushed.send(());
     }
-    metrics::counter!("webhook_deliveries_total", "outcome" => if acted { "push" } else { "ignored" })
+    metrics::counter!("vaquero_webhook_deliveries_total", "outcome" => if acted { "push" } else { "ignored" })
         .increment(1);
     tracing::info!(%event, %delivery, acted, "webhook delivery");
     let message = if acted {

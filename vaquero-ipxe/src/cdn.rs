@@ -91,11 +91,11 @@ impl Cdn {
         let key = hex::encode(Sha256::digest(url.as_str().as_bytes()));
         let path = self.objects.join(&key);
         if tokio::fs::metadata(&path).await.is_ok() {
-            metrics::counter!("cdn_cache_total", "result" => "hit").increment(1);
+            metrics::counter!("vaquero_cdn_cache_lookups_total", "outcome" => "hit").increment(1);
             touch(&path);
             return serve_path(&path, headers, head, zero_copy).await;
         }
-        metrics::counter!("cdn_cache_total", "result" => "miss").increment(1);
+        metrics::counter!("vaquero_cdn_cache_lookups_total", "outcome" => "miss").increment(1);
         match self.fetch_once(key, url).await {
             Ok(p) => serve_path(&p, headers, head, zero_copy).await,
             Err(Miss::NotFound) => (StatusCode::NOT_FOUND, "Not Found").into_response(),
@@ -155,7 +155,7 @@ impl Job {
         if tokio::fs::metadata(&self.dest).await.is_ok() {
             return Ok(self.dest);
         }
-        metrics::counter!("cdn_upstream_fetches_total").increment(1);
+        metrics::counter!("vaquero_cdn_upstream_fetches_total").increment(1);
         let r = self.download().await;
         if r.is_err() {
             let _ = tokio::fs::remove_file(&self.tmp).await;
@@ -230,7 +230,7 @@ fn evict(objects: &Path, max_bytes: u64, keep: &Path) {
         match std::fs::remove_file(&p) {
             Ok(()) => {
                 total -= len;
-                metrics::counter!("cdn_evictions_total").increment(1);
+                metrics::counter!("vaquero_cdn_evictions_total").increment(1);
             }
             Err(e) => warn!(path = %p.display(), error = %e, "evicting a cached object"),
         }

@@ -58,3 +58,44 @@ pub use token::{Claims, TokenError, TokenKey};
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// Describes this crate's metrics to the process's `metrics` recorder
+/// (the help text a Prometheus scrape shows), and registers those without
+/// labels at zero so that they are scraped before their first event. Call
+/// it once, after the recorder is installed. The repository's
+/// `docs/metrics.md` lists every metric of Vaquero.
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        "vaquero_http_requests_total",
+        "Boot service requests answered, by route (chain, script, config, files, checkpoint, …) and HTTP status."
+    );
+    metrics::describe_counter!(
+        "vaquero_http_response_bytes_total",
+        "Boot service response bytes (as announced by Content-Length), by route."
+    );
+    metrics::describe_histogram!(
+        "vaquero_http_request_duration_seconds",
+        "Boot service time to answer, by route, in seconds."
+    );
+    metrics::describe_counter!(
+        "vaquero_http_connections_refused_total",
+        "Boot service connections refused because the connection limit was reached."
+    );
+    metrics::describe_counter!(
+        "vaquero_http_client_address_refused_total",
+        "Boot service requests refused because they came from another address than the host's own (dhcp_mode: server), by route."
+    );
+    metrics::describe_counter!(
+        "vaquero_cdn_cache_lookups_total",
+        "Lookups in the caching proxy of asset_server.cdn, by outcome: hit, miss."
+    );
+    metrics::describe_counter!(
+        "vaquero_cdn_upstream_fetches_total",
+        "Files the caching proxy fetched from its upstream."
+    );
+    metrics::describe_counter!(
+        "vaquero_cdn_evictions_total",
+        "Files the caching proxy evicted to stay within its size."
+    );
+    metrics::counter!("vaquero_http_connections_refused_total").increment(0);
+}

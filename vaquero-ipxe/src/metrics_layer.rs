@@ -18,8 +18,8 @@ use axum::http::header;
 use axum::response::Response;
 use metrics::{Counter, Histogram};
 
-/// Layer recording `http_requests_total{route,status}`,
-/// `http_response_bytes_total{route}` and `http_request_seconds{route}`.
+/// Layer recording `vaquero_http_requests_total{route,status}`,
+/// `vaquero_http_response_bytes_total{route}` and `vaquero_http_request_duration_seconds{route}`.
 #[derive(Debug, Clone)]
 pub(crate) struct MetricsLayer {
     metrics: Arc<RouteMetrics>,
@@ -189,7 +189,7 @@ impl RouteMetrics {
         let route = route.as_str();
         requests
             .get_or_init(
-                || metrics::counter!("http_requests_total", "route" => route, "status" => status),
+                || metrics::counter!("vaquero_http_requests_total", "route" => route, "status" => status),
             )
             .increment(1);
         if let Some(n) = resp
@@ -199,11 +199,15 @@ impl RouteMetrics {
             .and_then(|v| v.parse::<u64>().ok())
         {
             bytes
-                .get_or_init(|| metrics::counter!("http_response_bytes_total", "route" => route))
+                .get_or_init(
+                    || metrics::counter!("vaquero_http_response_bytes_total", "route" => route),
+                )
                 .increment(n);
         }
         seconds
-            .get_or_init(|| metrics::histogram!("http_request_seconds", "route" => route))
+            .get_or_init(
+                || metrics::histogram!("vaquero_http_request_duration_seconds", "route" => route),
+            )
             .record(started.elapsed().as_secs_f64());
     }
 }

@@ -90,7 +90,7 @@ pub async fn serve(
         };
         // One client may not hold every connection the service can keep.
         let Some(slot) = service.inner.clients.admit(peer.ip()) else {
-            metrics::counter!("http_connections_refused_total").increment(1);
+            metrics::counter!("vaquero_http_connections_refused_total").increment(1);
             debug!(%peer, "connection closed: the client holds the most it may");
             drop(io);
             continue;

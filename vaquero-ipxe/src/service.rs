@@ -12,8 +12,8 @@
 //! channel (the agent swaps models at run time), asks a [`BootState`] what
 //! each host boots now, emits a [`BootEvent`] per request (file events
 //! only when someone takes events), and records metrics
-//! (`http_requests_total{route,status}`, `http_response_bytes_total{route}`,
-//! `http_request_seconds{route}`) — the same whether a request is answered
+//! (`vaquero_http_requests_total{route,status}`, `vaquero_http_response_bytes_total{route}`,
+//! `vaquero_http_request_duration_seconds{route}`) — the same whether a request is answered
 //! by [`crate::serve`]'s direct paths or by the router.
 
 use std::borrow::Cow;
@@ -166,13 +166,13 @@ pub struct ServiceConfig {
     pub idle_timeout: Duration,
     /// Serve a host's per-host script (`/ipxe`) and unattended config
     /// (`/config/{mac}`) only to an address the model gives that host;
-    /// any other client gets 403 (`http_client_address_refused_total`).
+    /// any other client gets 403 (`vaquero_http_client_address_refused_total`).
     /// Meant for DHCP server mode, where the model's addresses are the
     /// ones hosts use; off behind NAT or a proxy. Default off.
     pub check_client_address: bool,
     /// How many connections [`crate::serve`] keeps open per client
     /// address; past it, new ones are closed at once
-    /// (`http_connections_refused_total`). Default 64; `None`: no cap.
+    /// (`vaquero_http_connections_refused_total`). Default 64; `None`: no cap.
     pub max_client_connections: Option<std::num::NonZeroUsize>,
     /// Directories that symbolic links under `files` may resolve into
     /// ([`FileRoot::allow_links_to`]). Default none.
@@ -422,7 +422,7 @@ impl Inner {
             return None;
         }
         let from = ip.map_or_else(|| "an unknown address".to_owned(), |ip| ip.to_string());
-        metrics::counter!("http_client_address_refused_total", "route" => route.label())
+        metrics::counter!("vaquero_http_client_address_refused_total", "route" => route.label())
             .increment(1);
         let why = format!(
             "{name}'s {} asked from {from}, not an address of {name}",

@@ -72,28 +72,31 @@ fn requests_are_counted_by_route_and_status() {
             .sum()
     };
     let files_ok = [("route", "files"), ("status", "200")];
-    assert_eq!(counter("http_requests_total", &files_ok), 2);
+    assert_eq!(counter("vaquero_http_requests_total", &files_ok), 2);
     assert_eq!(
         counter(
-            "http_requests_total",
+            "vaquero_http_requests_total",
             &[("route", "files"), ("status", "404")]
         ),
         1
     );
     assert_eq!(
         counter(
-            "http_requests_total",
+            "vaquero_http_requests_total",
             &[("route", "boot.ipxe"), ("status", "200")]
         ),
         1
     );
     // An unrouted path never reaches a route's layer: not counted as one.
-    assert_eq!(counter("http_requests_total", &[("route", "files")]), 3);
+    assert_eq!(
+        counter("vaquero_http_requests_total", &[("route", "files")]),
+        3
+    );
     // Two 6-byte bodies (and the 404's text).
-    assert!(counter("http_response_bytes_total", &[("route", "files")]) >= 12);
+    assert!(counter("vaquero_http_response_bytes_total", &[("route", "files")]) >= 12);
     let latencies: usize = snapshot
         .iter()
-        .filter(|(k, ..)| k.key().name() == "http_request_seconds")
+        .filter(|(k, ..)| k.key().name() == "vaquero_http_request_duration_seconds")
         .filter(|(k, ..)| labels(k).iter().any(|(a, b)| a == "route" && b == "files"))
         .map(|(.., v)| match v {
             DebugValue::Histogram(h) => h.len(),

@@ -171,19 +171,19 @@ impl Managed {
                         .acquire()
                         .await
                         .map_err(|_| LomError::Busy("shutting down".into()))?;
-                    metrics::gauge!("lom_operations_in_flight").increment(1.0);
+                    metrics::gauge!("vaquero_lom_operations_in_flight").increment(1.0);
                     let r = match tokio::time::timeout(config.timeout, attempt()).await {
                         Ok(r) => r,
                         Err(_) => Err(LomError::Timeout(config.timeout)),
                     };
-                    metrics::gauge!("lom_operations_in_flight").decrement(1.0);
+                    metrics::gauge!("vaquero_lom_operations_in_flight").decrement(1.0);
                     r
                 };
                 match outcome {
                     Err(e) if e.is_transient() && n < attempts => {
                         let wait = config.backoff_for(n);
                         tracing::warn!(attempt = n, error = %e, ?wait, "BMC operation failed; retrying");
-                        metrics::counter!("lom_retries_total", "kind" => kind, "op" => op)
+                        metrics::counter!("vaquero_lom_retries_total", "kind" => kind, "op" => op)
                             .increment(1);
                         tokio::time::sleep(wait).await;
                     }
@@ -194,9 +194,9 @@ impl Managed {
                 Ok(_) => "ok",
                 Err(e) => e.label(),
             };
-            metrics::counter!("lom_operations_total", "kind" => kind, "op" => op, "result" => label)
+            metrics::counter!("vaquero_lom_operations_total", "kind" => kind, "op" => op, "outcome" => label)
                 .increment(1);
-            metrics::histogram!("lom_operation_seconds", "kind" => kind, "op" => op)
+            metrics::histogram!("vaquero_lom_operation_duration_seconds", "kind" => kind, "op" => op)
                 .record(started.elapsed().as_secs_f64());
             match &result {
                 Ok(_) => tracing::debug!(attempts = n, elapsed = ?started.elapsed(), "done"),

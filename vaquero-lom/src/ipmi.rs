@@ -152,7 +152,7 @@ impl IpmiDriver {
             relay.shared.dropped.load(Ordering::Relaxed),
         );
         if resent > 0 {
-            metrics::counter!("lom_ipmi_retransmits_total").increment(resent);
+            metrics::counter!("vaquero_lom_ipmi_retransmits_total").increment(resent);
         }
         if resent > 0 || dropped > 0 {
             tracing::debug!(

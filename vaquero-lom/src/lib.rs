@@ -4,9 +4,9 @@
 //! a [fake] — and [`Lom`], the wrapper every driver goes through:
 //! one operation at a time per BMC, a global cap on operations in flight,
 //! a timeout on every attempt, bounded retries with backoff for transient
-//! errors, and metrics (`lom_operations_total{kind,op,result}`,
-//! `lom_operation_seconds`, `lom_retries_total`,
-//! `lom_operations_in_flight`) and a tracing span per operation.
+//! errors, and metrics (`vaquero_lom_operations_total{kind,op,result}`,
+//! `vaquero_lom_operation_duration_seconds`, `vaquero_lom_retries_total`,
+//! `vaquero_lom_operations_in_flight`) and a tracing span per operation.
 //!
 //! `driver_for` makes the driver a SoT host's `bmc` entry describes,
 //! reading its secret from the environment or a file (feature `model`, on
@@ -115,3 +115,33 @@ pub use ssh::{SshConfig, SshDriver};
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// Describes this crate's metrics to the process's `metrics` recorder
+/// (the help text a Prometheus scrape shows), and registers those without
+/// labels at zero so that they are scraped before their first event. Call
+/// it once, after the recorder is installed. The repository's
+/// `docs/metrics.md` lists every metric of Vaquero.
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        "vaquero_lom_operations_total",
+        "BMC operations ended, by driver kind (ipmi, redfish, ssh, exec, or a custom driver's), operation and outcome (ok, unreachable, auth, timeout, busy, protocol, unsupported, command, config)."
+    );
+    metrics::describe_histogram!(
+        "vaquero_lom_operation_duration_seconds",
+        "Time a BMC operation took, retries included, by driver kind and operation, in seconds."
+    );
+    metrics::describe_counter!(
+        "vaquero_lom_retries_total",
+        "BMC operations tried again after a transient failure, by driver kind and operation."
+    );
+    metrics::describe_gauge!(
+        "vaquero_lom_operations_in_flight",
+        "BMC operations running now."
+    );
+    metrics::describe_counter!(
+        "vaquero_lom_ipmi_retransmits_total",
+        "IPMI requests sent again for want of an answer."
+    );
+    metrics::gauge!("vaquero_lom_operations_in_flight").increment(0.0);
+    metrics::counter!("vaquero_lom_ipmi_retransmits_total").increment(0);
+}

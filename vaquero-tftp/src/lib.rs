@@ -52,3 +52,43 @@ pub use transfer::{Outcome, Transfer, TransferConfig, TransferStats, Transmit};
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// Describes this crate's metrics to the process's `metrics` recorder
+/// (the help text a Prometheus scrape shows), and registers those without
+/// labels at zero so that they are scraped before their first event. Call
+/// it once, after the recorder is installed. The repository's
+/// `docs/metrics.md` lists every metric of Vaquero.
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        "vaquero_tftp_requests_total",
+        "TFTP read and write requests received."
+    );
+    metrics::describe_counter!(
+        "vaquero_tftp_transfers_total",
+        "TFTP transfers ended, by outcome: completed, aborted (by the client), timed_out, failed."
+    );
+    metrics::describe_counter!(
+        "vaquero_tftp_refused_total",
+        "TFTP requests refused, by reason: not_found, access, outside (a link out of the root), io, busy, write."
+    );
+    metrics::describe_counter!(
+        "vaquero_tftp_dropped_total",
+        "TFTP datagrams dropped, by reason: malformed, rate_limited, unexpected."
+    );
+    metrics::describe_counter!(
+        "vaquero_tftp_sent_bytes_total",
+        "File bytes sent over TFTP."
+    );
+    metrics::describe_counter!(
+        "vaquero_tftp_retransmits_total",
+        "TFTP blocks sent again after a timeout."
+    );
+    metrics::describe_counter!(
+        "vaquero_tftp_send_lost_total",
+        "TFTP datagrams the socket refused to send."
+    );
+    metrics::counter!("vaquero_tftp_requests_total").increment(0);
+    metrics::counter!("vaquero_tftp_sent_bytes_total").increment(0);
+    metrics::counter!("vaquero_tftp_retransmits_total").increment(0);
+    metrics::counter!("vaquero_tftp_send_lost_total").increment(0);
+}

@@ -180,7 +180,7 @@ impl Stats {
         match r {
             Err(e) if transient_send(&e) => {
                 Stats::inc(&self.send_lost);
-                metrics::counter!("tftp_send_lost_total").increment(1);
+                metrics::counter!("vaquero_tftp_send_lost_total").increment(1);
                 tracing::debug!(error = %e, "a datagram not sent: counted as lost");
                 Ok(())
             }
@@ -190,7 +190,7 @@ impl Stats {
 
     fn malformed_in_transfer(&self) {
         Stats::inc(&self.malformed);
-        metrics::counter!("tftp_dropped_total", "reason" => "malformed").increment(1);
+        metrics::counter!("vaquero_tftp_dropped_total", "reason" => "malformed").increment(1);
     }
 }
 
@@ -389,7 +389,8 @@ impl Server {
                 Ok(p) => p,
                 Err(e) => {
                     Stats::inc(&self.stats.malformed);
-                    metrics::counter!("tftp_dropped_total", "reason" => "malformed").increment(1);
+                    metrics::counter!("vaquero_tftp_dropped_total", "reason" => "malformed")
+                        .increment(1);
                     debug!(client = %from, error = %e, "malformed datagram dropped");
                     continue;
                 }
@@ -397,7 +398,8 @@ impl Server {
             match packet {
                 Packet::Wrq(_) if self.config.single_port => {
                     Stats::inc(&self.stats.refused);
-                    metrics::counter!("tftp_refused_total", "reason" => "write").increment(1);
+                    metrics::counter!("vaquero_tftp_refused_total", "reason" => "write")
+                        .increment(1);
                     self.reply_error(
                         from,
                         ErrorCode::AccessViolation,
@@ -408,7 +410,7 @@ impl Server {
                 Packet::Rrq(req) | Packet::Wrq(req) => {
                     let write = matches!(packet, Packet::Wrq(_));
                     Stats::inc(&self.stats.requests);
-                    metrics::counter!("tftp_requests_total").increment(1);
+                    metrics::counter!("vaquero_tftp_requests_total").increment(1);
                     if active.lock().is_ok_and(|a| a.contains_key(&from)) {
                         // The client repeated its request (our first
                         // answer was lost or slow): the transfer is running.
@@ -416,13 +418,14 @@ impl Server {
                     }
                     if !limiter.allow(from.ip(), Instant::now()) {
                         Stats::inc(&self.stats.rate_limited);
-                        metrics::counter!("tftp_dropped_total", "reason" => "rate_limited")
+                        metrics::counter!("vaquero_tftp_dropped_total", "reason" => "rate_limited")
                             .increment(1);
                         continue;
                     }
                     if tasks.len() >= self.config.max_transfers {
                         Stats::inc(&self.stats.busy);
-                        metrics::counter!("tftp_refused_total", "reason" => "busy").increment(1);
+                        metrics::counter!("vaquero_tftp_refused_total", "reason" => "busy")
+                            .increment(1);
                         self.reply_error(from, ErrorCode::NotDefined, "server busy, try again")
                             .await;
                         continue;
@@ -477,7 +480,8 @@ impl Server {
                 _ => {
                     // Not a request, and not part of a transfer we know.
                     Stats::inc(&self.stats.malformed);
-                    metrics::counter!("tftp_dropped_total", "reason" => "unexpected").increment(1);
+                    metrics::counter!("vaquero_tftp_dropped_total", "reason" => "unexpected")
+                        .increment(1);
                 }
             }
         }
@@ -595,7 +599,8 @@ impl Job {
                     _ => &self.stats.failed,
                 };
                 Stats::inc(counter);
-                metrics::counter!("tftp_refused_total", "reason" => reason(&e)).increment(1);
+                metrics::counter!("vaquero_tftp_refused_total", "reason" => reason(&e))
+                    .increment(1);
                 debug!(error = %e, "request refused");
                 self.emit_why(
                     if e.code() == ErrorCode::FileNotFound {
@@ -656,7 +661,8 @@ impl Job {
                 } else {
                     &self.stats.failed
                 });
-                metrics::counter!("tftp_refused_total", "reason" => reason(&e)).increment(1);
+                metrics::counter!("vaquero_tftp_refused_total", "reason" => reason(&e))
+                    .increment(1);
                 debug!(error = %e, "write refused");
                 let _ = sock
                     .send(&error_packet(e.code(), &e.client_message()))
@@ -688,7 +694,7 @@ impl Job {
             _ => (&self.stats.failed, "failed"),
         };
         Stats::inc(counter);
-        metrics::counter!("tftp_transfers_total", "outcome" => label).increment(1);
+        metrics::counter!("vaquero_tftp_transfers_total", "outcome" => label).increment(1);
         info!(
             outcome = label,
             write = true,
@@ -704,7 +710,8 @@ impl Job {
                 warn!(error = %e, "transfer failed");
                 self.emit("failed", 0, started);
                 Stats::inc(&self.stats.failed);
-                metrics::counter!("tftp_transfers_total", "outcome" => "failed").increment(1);
+                metrics::counter!("vaquero_tftp_transfers_total", "outcome" => "failed")
+                    .increment(1);
                 return;
             }
         };
@@ -713,8 +720,8 @@ impl Job {
         self.stats
             .retransmits
             .fetch_add(s.retransmits, Ordering::Relaxed);
-        metrics::counter!("tftp_bytes_sent_total").increment(s.bytes);
-        metrics::counter!("tftp_retransmits_total").increment(s.retransmits);
+        metrics::counter!("vaquero_tftp_sent_bytes_total").increment(s.bytes);
+        metrics::counter!("vaquero_tftp_retransmits_total").increment(s.retransmits);
         let outcome = t
             .outcome()
             .cloned()
@@ -726,7 +733,7 @@ impl Job {
             Outcome::Protocol(_) => (&self.stats.failed, "failed"),
         };
         Stats::inc(counter);
-        metrics::counter!("tftp_transfers_total", "outcome" => label).increment(1);
+        metrics::counter!("vaquero_tftp_transfers_total", "outcome" => label).increment(1);
         self.emit(label, s.bytes, started);
         info!(
             outcome = label,

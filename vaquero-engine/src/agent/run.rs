@@ -549,7 +549,8 @@ async fn renew_loop(
                     tracing::warn!(
                         "agent: certificate renewal failed ({why}); trying again in a minute"
                     );
-                    metrics::counter!("agent_server_errors_total", "call" => "renew").increment(1);
+                    metrics::counter!("vaquero_agent_server_errors_total", "call" => "renew")
+                        .increment(1);
                     wait = RENEW_RETRY;
                 }
             }
@@ -650,7 +651,8 @@ async fn model_loop(
             Ok(None) => {}
             Err(e) => {
                 tracing::debug!(error = %e, "agent: model poll failed");
-                metrics::counter!("agent_server_errors_total", "call" => "model").increment(1);
+                metrics::counter!("vaquero_agent_server_errors_total", "call" => "model")
+                    .increment(1);
                 tokio::select! {
                     _ = stop.changed() => return,
                     () = tokio::time::sleep(RETRY) => {}
@@ -710,7 +712,8 @@ async fn work_loop(
             Ok(w) => w,
             Err(e) => {
                 tracing::debug!(error = %e, "agent: work poll failed");
-                metrics::counter!("agent_server_errors_total", "call" => "work").increment(1);
+                metrics::counter!("vaquero_agent_server_errors_total", "call" => "work")
+                    .increment(1);
                 tokio::select! {
                     _ = stop.changed() => return,
                     () = tokio::time::sleep(RETRY) => {}
@@ -871,7 +874,8 @@ async fn results_loop(
             }
             Err(e) => {
                 tracing::debug!(error = %e, "agent: results not sent");
-                metrics::counter!("agent_server_errors_total", "call" => "results").increment(1);
+                metrics::counter!("vaquero_agent_server_errors_total", "call" => "results")
+                    .increment(1);
                 tokio::select! {
                     _ = stop.changed() => return,
                     () = tokio::time::sleep(RETRY) => {}
@@ -968,7 +972,7 @@ async fn spool_loop(
             }
             Err(e) => {
                 tracing::debug!(error = %e, "agent: observations not uploaded");
-                metrics::counter!("agent_server_errors_total", "call" => "observations")
+                metrics::counter!("vaquero_agent_server_errors_total", "call" => "observations")
                     .increment(1);
                 backoff = Some(tokio::time::Instant::now() + RETRY);
             }

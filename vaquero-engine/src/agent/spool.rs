@@ -197,7 +197,7 @@ impl Spool {
                 // This one and every later one: what is kept is a prefix.
                 let lost = (batch.len() - kept) as u64;
                 self.dropped += lost;
-                metrics::counter!("agent_spool_dropped_total").increment(lost);
+                metrics::counter!("vaquero_agent_spool_dropped_total").increment(lost);
                 if !self.warned {
                     self.warned = true;
                     tracing::error!(
@@ -243,7 +243,7 @@ impl Spool {
         seg.last = self.next - 1;
         seg.bytes += out.len() as u64;
         self.bytes += out.len() as u64;
-        metrics::gauge!("agent_spool_bytes").set(self.bytes as f64);
+        metrics::gauge!("vaquero_agent_spool_bytes").set(self.bytes as f64);
         Ok(kept)
     }
 

@@ -328,7 +328,7 @@ impl SiteHub {
                 st.inbound.results.push(r);
                 taken.push(k);
             } else {
-                metrics::counter!("server_results_ignored_total").increment(1);
+                metrics::counter!("vaquero_server_results_ignored_total").increment(1);
                 ignored.push(k);
             }
         }
@@ -356,13 +356,13 @@ impl SiteHub {
         let mut fresh: Vec<Observation> = Vec::new();
         for s in items {
             if s.seq <= high {
-                metrics::counter!("server_observations_repeated_total").increment(1);
+                metrics::counter!("vaquero_server_observations_repeated_total").increment(1);
                 continue;
             }
             high = s.seq;
             fresh.push(s.observation);
         }
-        metrics::counter!("server_observations_total").increment(fresh.len() as u64);
+        metrics::counter!("vaquero_server_observations_total").increment(fresh.len() as u64);
         if !fresh.is_empty() {
             self.arrived.notify_one();
             st.marked.insert(key.clone());
