@@ -11,6 +11,7 @@ use vaquero_engine::agent::AgentConfig;
 use vaquero_engine::server::ServerConfig;
 
 use crate::standalone::{metrics, ports, retention, until_signal};
+use vaquero_engine::standalone::MetricsRender;
 
 fn read_toml<T: for<'de> Deserialize<'de> + Default>(path: Option<&Path>) -> anyhow::Result<T> {
     let Some(path) = path else {
@@ -275,6 +276,7 @@ struct AgentFile {
     tftp_port: Option<u16>,
     http_listen: Option<SocketAddr>,
     ipxe_dir: Option<PathBuf>,
+    metrics_listen: Option<SocketAddr>,
 }
 
 /// `vaquero agent` flags (each overrides the config file).
@@ -315,6 +317,12 @@ pub struct AgentArgs {
     /// Where iPXE binaries missing from the TFTP root are taken from.
     #[arg(long, value_name = "DIR")]
     ipxe_dir: Option<PathBuf>,
+    /// Where `GET /metrics` (Prometheus) is served, over plain HTTP
+    /// (default 127.0.0.1:9091, skipped with a warning when taken; the
+    /// agent has no other API). An address off loopback exposes counts
+    /// only: no MAC, host name or secret.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
     /// Renew the certificate once it expires within this many days
     /// (default 30; certificates last 90).
     #[arg(long, value_name = "DAYS", hide = true)]
@@ -355,5 +363,61 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         args.http_listen.or(file.http_listen),
         args.ipxe_dir.or(file.ipxe_dir),
     );
-    until_signal(|shutdown| vaquero_engine::agent::run(config, shutdown))
+    let render = metrics("agent")?;
+    // Bound now: a port in use is an error at start when it was asked
+    // for; the default (127.0.0.1:9091) taken, by another agent on the
+    // same machine, is a warning.
+    let bind = |a: SocketAddr| {
+        std::net::TcpListener::bind(a).and_then(|l| l.set_nonblocking(true).map(|()| l))
+    };
+    let listener = match args.metrics_listen.or(file.metrics_listen) {
+        Some(a) => Some(bind(a).with_context(|| format!("metrics on {a}"))?),
+        None => {
+            let a = SocketAddr::from(([127, 0, 0, 1], 9091));
+            bind(a)
+                .inspect_err(|e| tracing::warn!(error = %e, "agent: no metrics on {a} (--metrics-listen names another address)"))
+                .ok()
+        }
+    };
+    until_signal(move |shutdown| async move {
+        if let Some(l) = listener {
+            serve_metrics(l, render);
+        }
+        vaquero_engine::agent::run(config, shutdown).await
+    })
+}
+
+/// Serves `GET /metrics` on `listener` until the process ends.
+fn serve_metrics(listener: std::net::TcpListener, render: MetricsRender) {
+    use vaquero_ipxe::axum;
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "agent: no metrics listener");
+            return;
+        }
+    };
+    if let Ok(a) = listener.local_addr() {
+        tracing::info!(listen = %a, "agent: metrics on /metrics");
+    }
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let render = render.clone();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    (render.0)(),
+                )
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "agent: the metrics listener stopped");
+        }
+    });
 }
