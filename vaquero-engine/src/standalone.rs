@@ -421,11 +421,21 @@ impl Standalone {
     }
 
     /// Runs until `shutdown` completes: the site services, the user API
-    /// and the control loop.
+    /// on `config.api`, and the control loop ([`start`](Self::start),
+    /// then [`Started::run`]).
     pub async fn run(
         self,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<(), StandaloneError> {
+        self.start().await?.run(shutdown).await
+    }
+
+    /// Starts the site services and loads the state (re-issuing what was
+    /// issued and never answered); the control loop and the API wait for
+    /// [`Started::run`]. A program that serves the API in its own axum
+    /// app mounts [`Started::router`] and calls
+    /// [`Started::run_without_api`].
+    pub async fn start(self) -> Result<Started, StandaloneError> {
         let Standalone {
             config,
             store,
@@ -439,7 +449,6 @@ impl Standalone {
             model,
             head,
         } = self;
-        let data = config.data.clone();
         let boot = Arc::new(EngineBootState::new());
         let mut options = SiteOptions::new(key);
         options.agent = config.agent.clone();
@@ -453,7 +462,7 @@ impl Standalone {
         let actor = Actor::new(drivers_of(&model, &lom, &drivers), jobs);
         let have = drivers.clone();
         let site_link = LocalSite::new(actor, Box::new(move |m| drivers_of(m, &lom, &have)));
-        let mut services =
+        let services =
             SiteServices::start(model.clone(), boot.clone(), options, site_link.observer()).await?;
         let swap = services.model_handle();
         let site_link = site_link.on_model(move |m| {
@@ -476,7 +485,7 @@ impl Standalone {
                 .map_err(|e| StandaloneError::Store(e.into()))?;
         }
         let (publish, snapshot) = Publisher::new(runner.control());
-        let (commands, mut command_rx) = Commands::channel(64);
+        let (commands, command_rx) = Commands::channel(64);
         let site_api = SiteApi {
             snapshot,
             timelines: runner.control().timelines().clone(),
@@ -492,10 +501,7 @@ impl Standalone {
             webhook: None,
             leader: crate::api::Leader::default(),
         };
-        let api = crate::api::serve(config.api, config.tls.as_ref(), shared).await?;
-        tracing::info!(api = %api.addr, data = %data.display(), "standalone: API listening");
-
-        let mut lp = Loop {
+        let lp = Loop {
             runner,
             source,
             fetcher: Fetcher::new(&config.sot, config.fetch),
@@ -504,6 +510,80 @@ impl Standalone {
             agent: config.agent.clone(),
             drivers,
         };
+        Ok(Started {
+            config,
+            lp,
+            services,
+            command_rx,
+            shared,
+        })
+    }
+}
+
+/// A standalone whose site services run and whose state is loaded
+/// ([`Standalone::start`]); [`run`](Self::run) runs the rest.
+pub struct Started {
+    config: StandaloneConfig,
+    lp: Loop,
+    services: SiteServices,
+    command_rx: tokio::sync::mpsc::Receiver<CommandMsg>,
+    shared: Shared,
+}
+
+impl std::fmt::Debug for Started {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Started")
+            .field("site", &self.lp.runner.control().site())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Started {
+    /// The user API ([`crate::api`]) of this standalone, to mount in a
+    /// program's own axum app: it reads from the store and sends its
+    /// commands to the control loop that
+    /// [`run_without_api`](Self::run_without_api) runs. Its bearer tokens
+    /// are the data directory's admin token and the store's user tokens.
+    pub fn router(&self) -> axum::Router {
+        crate::api::router(self.shared.clone())
+    }
+
+    /// Serves the user API on `config.api` and runs the control loop
+    /// until `shutdown` completes or a site service fails.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), StandaloneError> {
+        let api = crate::api::serve(
+            self.config.api,
+            self.config.tls.as_ref(),
+            self.shared.clone(),
+        )
+        .await?;
+        tracing::info!(
+            api = %api.addr,
+            data = %self.config.data.display(),
+            "standalone: API listening"
+        );
+        let result = self.run_without_api(shutdown).await;
+        api.stop().await;
+        result
+    }
+
+    /// Runs the control loop until `shutdown` completes or a site
+    /// service fails, serving no API of its own (see
+    /// [`router`](Self::router)).
+    pub async fn run_without_api(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), StandaloneError> {
+        let Started {
+            config,
+            mut lp,
+            mut services,
+            mut command_rx,
+            shared: _,
+        } = self;
         // The head validated at start: a revision refused before is old news.
         lp.runner.refused_unless(&lp.head).await;
         // The first plan: against the model the state was last planned for.
@@ -553,7 +633,6 @@ impl Standalone {
             }
         };
         tracing::info!("standalone: stopping");
-        api.stop().await;
         services.stop().await;
         result
     }

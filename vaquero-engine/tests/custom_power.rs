@@ -168,3 +168,74 @@ fn a_driver_the_process_lacks_or_params_it_refuses_are_refused_at_start() {
     );
     assert!(!e.contains(":11:"), "{e}");
 }
+
+/// An embedding program serves the user API from its own axum app,
+/// under a prefix of its own, beside its own routes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_mounts_in_a_program_s_own_app() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sot = sot(tmp.path());
+    let data = tmp.path().join("data");
+    let started = Standalone::builder(config(&sot, &data))
+        .power_driver(
+            custom_power::DRIVER,
+            custom_power::FilePdu {
+                dir: tmp.path().join("pdu"),
+            },
+        )
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let app = axum::Router::new()
+        .route("/mine", axum::routing::get(|| async { "my own route" }))
+        .nest("/vaquero", started.router());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = tokio::spawn(async move { axum::serve(listener, app).await });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(started.run_without_api(async {
+        let _ = stopped.await;
+    }));
+
+    let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
+    let client = reqwest::Client::new();
+    let mine = client
+        .get(format!("http://{addr}/mine"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mine.text().await.unwrap(), "my own route");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let r = client
+            .get(format!("http://{addr}/vaquero/v1/status"))
+            .bearer_auth(token.trim())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let v: serde_json::Value = r.json().await.unwrap();
+        if v["revision"].is_string() {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "no revision within 30 s: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status["site"], "pdu-lab", "{status}");
+    // Without the token: refused, as on the API's own listener.
+    let r = client
+        .get(format!("http://{addr}/vaquero/v1/status"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), running)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    served.abort();
+}
