@@ -402,6 +402,8 @@ pub struct Control<S: Store + ?Sized + 'static> {
     engine_config: EngineConfig,
     /// Policies beside the built-in ones, for every model.
     policies: Vec<Arc<dyn crate::policy::Policy>>,
+    /// What the site's gauges last said: set again only on a change.
+    exported: Option<Exported>,
     paused: Arc<AtomicBool>,
     held: Arc<Mutex<Option<String>>>,
     refused: Option<Refused>,
@@ -548,6 +550,7 @@ impl<S: Store + ?Sized + 'static> Control<S> {
             model,
             engine_config,
             policies: Vec::new(),
+            exported: None,
             paused,
             held,
             refused,
@@ -1074,10 +1077,21 @@ impl<S: Store + ?Sized + 'static> Control<S> {
             self.issued
                 .insert((t.action.host.clone(), t.action.seq), issued_as(t));
         }
-        let after = self.decider.state().phase_counts();
-        export_counts(&self.site, self.decider.state());
-        metrics::gauge!("vaquero_sot_refused", "site" => self.site.clone())
-            .set(if self.refused.is_some() { 1.0 } else { 0.0 });
+        // The counts after the step, from the pass the gauges take too.
+        let (phases, rollout) = tally(self.decider.state());
+        let after: BTreeMap<Phase, usize> = Phase::ALL
+            .iter()
+            .zip(phases)
+            .filter(|(_, n)| *n > 0)
+            .map(|(p, n)| (*p, n))
+            .collect();
+        export_counts(
+            &self.site,
+            phases,
+            &rollout,
+            self.refused.is_some(),
+            &mut self.exported,
+        );
         if before != after {
             let text: Vec<String> = after.iter().map(|(p, n)| format!("{p} {n}")).collect();
             tracing::info!(site = %self.site, "hosts: {}", text.join(", "));
@@ -1089,11 +1103,9 @@ impl<S: Store + ?Sized + 'static> Control<S> {
     }
 }
 
-/// The site's hosts by phase (`vaquero_hosts`), and each workflow's
-/// rollout progress (`vaquero_rollout_hosts`: queued, in flight, done,
-/// failed), as gauges: every phase and state, zeros included, so a count
-/// that falls to zero is seen to.
-fn export_counts(site: &str, state: &SiteState) {
+/// The site's hosts by phase, and each workflow's rollout progress
+/// (queued, in flight, done, failed), in one pass over the hosts.
+fn tally(state: &SiteState) -> ([usize; Phase::ALL.len()], BTreeMap<&str, [usize; 4]>) {
     let mut phases = [0usize; Phase::ALL.len()];
     let mut rollout: BTreeMap<&str, [usize; 4]> = BTreeMap::new();
     for h in state.hosts.values() {
@@ -1112,6 +1124,39 @@ fn export_counts(site: &str, state: &SiteState) {
             counts[i] += 1;
         }
     }
+    (phases, rollout)
+}
+
+/// What the site's gauges last said ([`export_counts`]).
+#[derive(Debug, PartialEq)]
+struct Exported {
+    phases: [usize; Phase::ALL.len()],
+    rollout: Vec<(String, [usize; 4])>,
+    refused: bool,
+}
+
+/// Sets the site's gauges: `vaquero_hosts` (every phase, zeros included,
+/// so a count that falls to zero is seen to), `vaquero_rollout_hosts`
+/// and `vaquero_sot_refused`, only when they differ from what `last`
+/// says was exported.
+fn export_counts(
+    site: &str,
+    phases: [usize; Phase::ALL.len()],
+    rollout: &BTreeMap<&str, [usize; 4]>,
+    refused: bool,
+    last: &mut Option<Exported>,
+) {
+    if last.as_ref().is_some_and(|e| {
+        e.phases == phases
+            && e.refused == refused
+            && e.rollout.len() == rollout.len()
+            && e.rollout
+                .iter()
+                .zip(rollout)
+                .all(|((w, c), (w2, c2))| w == w2 && c == c2)
+    }) {
+        return;
+    }
     for (phase, n) in Phase::ALL.iter().zip(phases) {
         metrics::gauge!("vaquero_hosts", "site" => site.to_owned(), "phase" => phase.as_str())
             .set(n as f64);
@@ -1121,12 +1166,22 @@ fn export_counts(site: &str, state: &SiteState) {
             metrics::gauge!(
                 "vaquero_rollout_hosts",
                 "site" => site.to_owned(),
-                "workflow" => workflow.to_owned(),
+                "workflow" => (*workflow).to_owned(),
                 "state" => *state
             )
-            .set(n as f64);
+            .set(*n as f64);
         }
     }
+    metrics::gauge!("vaquero_sot_refused", "site" => site.to_owned()).set(if refused {
+        1.0
+    } else {
+        0.0
+    });
+    *last = Some(Exported {
+        phases,
+        rollout: rollout.iter().map(|(w, c)| ((*w).to_owned(), *c)).collect(),
+        refused,
+    });
 }
 
 /// A task as its result's timeline entry names it: the action (a job with
