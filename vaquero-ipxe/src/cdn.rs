@@ -82,7 +82,7 @@ impl Cdn {
         rel: &str,
         headers: &HeaderMap,
         head: bool,
-        zero_copy: bool,
+        zero_copy: Option<&crate::files::ZeroCopy>,
     ) -> Response {
         if join_safely(Path::new("/"), rel).is_err() {
             return (StatusCode::BAD_REQUEST, "Bad Request").into_response();

@@ -17,6 +17,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
+pub use crate::sendfile::ZeroCopy;
+
 /// Files up to this size are read whole in the same blocking call that
 /// opens them.
 const CHUNK: usize = 256 * 1024;
@@ -190,9 +192,15 @@ impl FileRoot {
     /// pool would cost more than the work. Large files stream from a
     /// blocking thread.
     ///
-    /// With `zero_copy`, large bodies are `sendfile` placeholders (only
-    /// for connections accepted by [`crate::serve`]).
-    pub fn serve(&self, rel: &str, headers: &HeaderMap, head: bool, zero_copy: bool) -> Response {
+    /// With `zero_copy` (the queue of a connection accepted by
+    /// [`crate::serve`]), large bodies are sent with `sendfile(2)`.
+    pub fn serve(
+        &self,
+        rel: &str,
+        headers: &HeaderMap,
+        head: bool,
+        zero_copy: Option<&ZeroCopy>,
+    ) -> Response {
         let opened = self.open(rel).and_then(Opened::read);
         respond(opened, Path::new(rel), headers, head, zero_copy)
     }
@@ -238,7 +246,12 @@ impl Opened {
 
 /// The response for a regular file at `path` (already known to be safe):
 /// the CDN cache's objects, opened like [`FileRoot::serve`]'s files.
-pub async fn serve_path(path: &Path, headers: &HeaderMap, head: bool, zero_copy: bool) -> Response {
+pub async fn serve_path(
+    path: &Path,
+    headers: &HeaderMap,
+    head: bool,
+    zero_copy: Option<&ZeroCopy>,
+) -> Response {
     let opened = std::fs::File::open(path)
         .map_err(|_| StatusCode::NOT_FOUND)
         .and_then(Opened::read);
@@ -250,7 +263,7 @@ fn respond(
     name: &Path,
     headers: &HeaderMap,
     head: bool,
-    zero_copy: bool,
+    zero_copy: Option<&ZeroCopy>,
 ) -> Response {
     match opened {
         Ok(o) => serve_open(o, name, headers, head, zero_copy),
@@ -473,26 +486,38 @@ impl Drop for Pooled {
     }
 }
 
-/// The body as `sendfile` placeholders for the file's parts.
-fn placeholders(file: std::fs::File, parts: Vec<Segment>) -> Body {
+/// The body as `sendfile` placeholders for the file's parts, each made
+/// (and its region queued) when hyper asks for it.
+fn placeholders(zc: ZeroCopy, file: std::fs::File, parts: Vec<Segment>) -> Body {
     let file = Arc::new(file);
     let mut chunks = Vec::new();
     for p in parts {
         match p {
-            Segment::Text(t) => chunks.push(t),
+            Segment::Text(t) => chunks.push(Chunk::Text(t)),
             Segment::File { start, len } => {
                 let mut at = start;
                 while at < start + len {
                     let n = (start + len - at).min(crate::sendfile::PLACEHOLDER_SIZE as u64);
-                    chunks.push(crate::sendfile::placeholder(file.clone(), at, n as usize));
+                    chunks.push(Chunk::File(at, n as usize));
                     at += n;
                 }
             }
         }
     }
-    Body::from_stream(futures_util::stream::iter(
-        chunks.into_iter().map(Ok::<_, std::io::Error>),
-    ))
+    Body::from_stream(futures_util::stream::iter(chunks.into_iter().map(
+        move |c| {
+            Ok::<_, std::io::Error>(match c {
+                Chunk::Text(t) => t,
+                Chunk::File(at, n) => zc.placeholder(file.clone(), at, n),
+            })
+        },
+    )))
+}
+
+/// A chunk of a zero-copy body, before it is asked for.
+enum Chunk {
+    Text(Bytes),
+    File(u64, usize),
 }
 
 enum Segment {
@@ -506,7 +531,7 @@ fn serve_open(
     name: &Path,
     headers: &HeaderMap,
     head: bool,
-    zero_copy: bool,
+    zero_copy: Option<&ZeroCopy>,
 ) -> Response {
     let (len, modified) = (o.len, o.modified);
     let path = name;
@@ -598,8 +623,10 @@ fn serve_open(
                 ))
             }
         }
-        None if zero_copy => placeholders(o.file, parts),
-        None => stream(o.file, parts),
+        None => match zero_copy {
+            Some(zc) => placeholders(zc.clone(), o.file, parts),
+            None => stream(o.file, parts),
+        },
     };
     response(status, h, body)
 }

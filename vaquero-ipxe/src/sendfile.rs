@@ -4,18 +4,26 @@
 //! copy from the page cache into a buffer and another into the socket;
 //! nginx's `sendfile` costs neither. To close that gap without giving up
 //! hyper, a file region travels through hyper as a *placeholder*: a
-//! [`Bytes`] of the region's length backed by untouched zero pages (never
-//! read, never faulted in), registered here with the file and offset it
-//! stands for. The connection's IO type ([`SendfileStream`]), handed the
-//! placeholder's bytes by hyper's vectored write, recognises them by
-//! address and calls `sendfile(2)` from the file instead.
+//! [`Bytes`] of the region's length that points into one static run of
+//! zeros (never written, never read: its pages are never even faulted
+//! in), while the region itself — file, offset, length — is queued on the
+//! connection's [`ZeroCopy`]. The connection's IO type
+//! ([`SendfileStream`]), handed bytes that point into the zeros by
+//! hyper's vectored write, sends the region at the front of its queue
+//! with `sendfile(2)` instead. HTTP/1.1 writes one response's body after
+//! another, in order, so the queue's order is the order hyper writes;
+//! each write is also checked against the region's progress, and a
+//! mismatch fails the connection rather than send a wrong byte.
 //!
+//! A placeholder costs no memory whatever the number of connections (a
+//! boot storm holds a thousand 40 MiB responses in flight at once).
 //! Placeholders are only produced for connections accepted by
-//! [`SendfileListener`] (the handler learns it from the connection info),
-//! so a router served any other way (TLS, HTTP/2, tests) always gets real
-//! bytes. The server is HTTP/1 only for the same reason.
+//! [`SendfileListener`] (the handler reaches their queue through the
+//! connection info), so a router served any other way (TLS, HTTP/2,
+//! tests) always gets real bytes. The server is HTTP/1 only for the same
+//! reason.
 
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::IoSlice;
 use std::net::SocketAddr;
@@ -30,94 +38,124 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::idle::Activity;
 
-/// A registered placeholder: `len` bytes at `start` stand for `file` from
-/// `offset`.
-struct Region {
-    len: usize,
-    file: Arc<File>,
-    offset: u64,
-}
-
-static REGIONS: Mutex<BTreeMap<usize, Region>> = Mutex::new(BTreeMap::new());
-
-/// The size of a placeholder buffer; a larger region takes several.
+/// The largest placeholder; a larger region takes several.
 pub(crate) const PLACEHOLDER_SIZE: usize = 4 << 20;
 
-/// Placeholder buffers for reuse. They are zeroed once when allocated —
-/// fresh pages from the OS, never touched, so they cost address space, not
-/// memory — and never written afterwards, so reusing one costs nothing
-/// (freeing and allocating anew could make the allocator zero recycled
-/// memory for every response).
-static FREE: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+/// What every placeholder points into. Zero-initialized, so it lives in
+/// `.bss`: address space, no memory, until something reads it (nothing
+/// does).
+static ZEROS: [u8; PLACEHOLDER_SIZE] = [0; PLACEHOLDER_SIZE];
 
-/// Buffers kept for reuse (1 GiB of address space).
-const FREE_MAX: usize = 256;
-
-/// Owns a placeholder's buffer; unregisters it when hyper is done with it.
-struct Placeholder {
-    buf: Vec<u8>,
+/// A region queued for `sendfile`: `len` bytes of `file` from `offset`,
+/// `sent` of them already written.
+struct Region {
+    file: Arc<File>,
+    offset: u64,
     len: usize,
+    sent: usize,
 }
 
-impl AsRef<[u8]> for Placeholder {
-    fn as_ref(&self) -> &[u8] {
-        &self.buf[..self.len]
+/// One connection's queue of file regions to send with `sendfile(2)`, in
+/// the order its response bodies yield their placeholders. Only
+/// connections of the boot server ([`crate::serve`]) have one: pass it to
+/// [`crate::files::FileRoot::serve`] to get a zero-copy body.
+#[derive(Clone, Default)]
+pub struct ZeroCopy(Arc<Mutex<VecDeque<Region>>>);
+
+impl std::fmt::Debug for ZeroCopy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let queued = self.0.lock().map_or(0, |q| q.len());
+        f.debug_struct("ZeroCopy").field("queued", &queued).finish()
     }
 }
 
-impl Drop for Placeholder {
-    fn drop(&mut self) {
-        if let Ok(mut r) = REGIONS.lock() {
-            r.remove(&(self.buf.as_ptr() as usize));
+impl ZeroCopy {
+    /// A body chunk that stands for `len` (at most [`PLACEHOLDER_SIZE`])
+    /// bytes of `file` from `offset`; the region is queued now, so call
+    /// this when the body yields the chunk, not before.
+    pub(crate) fn placeholder(&self, file: Arc<File>, offset: u64, len: usize) -> Bytes {
+        let len = len.min(PLACEHOLDER_SIZE);
+        if let Ok(mut q) = self.0.lock() {
+            q.push_back(Region {
+                file,
+                offset,
+                len,
+                sent: 0,
+            });
         }
-        let buf = std::mem::take(&mut self.buf);
-        if let Ok(mut f) = FREE.lock()
-            && f.len() < FREE_MAX
+        Bytes::from_static(&ZEROS[..len])
+    }
+
+    /// The region placeholder bytes `buf` stand for: (file, offset,
+    /// length), or an error when `buf` is not where the front region's
+    /// progress says hyper must be.
+    fn front(&self, buf: &[u8]) -> std::io::Result<(Arc<File>, u64, usize)> {
+        let at = buf.as_ptr() as usize - ZEROS.as_ptr() as usize;
+        let q = self
+            .0
+            .lock()
+            .map_err(|_| std::io::Error::other("zero-copy queue poisoned"))?;
+        match q.front() {
+            Some(r) if r.sent == at && buf.len() <= r.len - r.sent => {
+                Ok((r.file.clone(), r.offset + at as u64, buf.len()))
+            }
+            _ => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "placeholder bytes out of step with the connection's file regions",
+            )),
+        }
+    }
+
+    /// `n` bytes of the front region were sent.
+    fn advance(&self, n: usize) {
+        if let Ok(mut q) = self.0.lock()
+            && let Some(r) = q.front_mut()
         {
-            f.push(buf);
+            r.sent += n;
+            if r.sent >= r.len {
+                q.pop_front();
+            }
         }
     }
 }
 
-/// A body chunk that stands for `len` (at most [`PLACEHOLDER_SIZE`])
-/// bytes of `file` from `offset`.
-pub(crate) fn placeholder(file: Arc<File>, offset: u64, len: usize) -> Bytes {
-    let len = len.min(PLACEHOLDER_SIZE);
-    let buf = FREE
-        .lock()
-        .ok()
-        .and_then(|mut f| f.pop())
-        .unwrap_or_else(|| vec![0u8; PLACEHOLDER_SIZE]);
-    let start = buf.as_ptr() as usize;
-    if let Ok(mut r) = REGIONS.lock() {
-        r.insert(start, Region { len, file, offset });
-    }
-    Bytes::from_owner(Placeholder { buf, len })
-}
-
-/// The file region `bytes` stand for, if they are (part of) a placeholder:
-/// (file, offset, length).
-fn lookup(bytes: &[u8]) -> Option<(Arc<File>, u64, usize)> {
+/// Whether `bytes` are (part of) a placeholder.
+fn is_placeholder(bytes: &[u8]) -> bool {
+    let z = ZEROS.as_ptr() as usize;
     let p = bytes.as_ptr() as usize;
-    let r = REGIONS.lock().ok()?;
-    let (&start, region) = r.range(..=p).next_back()?;
-    let end = start + region.len;
-    (p + bytes.len() <= end && !bytes.is_empty()).then(|| {
-        (
-            region.file.clone(),
-            region.offset + (p - start) as u64,
-            bytes.len(),
-        )
-    })
+    !bytes.is_empty() && p >= z && p < z + PLACEHOLDER_SIZE
 }
 
 /// A TCP connection that writes placeholders with `sendfile(2)`.
 pub struct SendfileStream {
     tcp: TcpStream,
     activity: Option<Arc<Activity>>,
+    zero_copy: ZeroCopy,
 }
 
 impl SendfileStream {
+    /// The connection's queue of regions for `sendfile`.
+    pub(crate) fn zero_copy(&self) -> ZeroCopy {
+        self.zero_copy.clone()
+    }
+
+    /// Sends the placeholder bytes `buf` stand for.
+    fn poll_placeholder(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let (file, offset, len) = match self.zero_copy.front(buf) {
+            Ok(r) => r,
+            Err(e) => return Poll::Ready(Err(e)),
+        };
+        let p = self.poll_sendfile(cx, &file, offset, len);
+        if let Poll::Ready(Ok(n)) = p {
+            self.zero_copy.advance(n);
+        }
+        p
+    }
+
     /// Notes every read and write in `activity`.
     pub(crate) fn watch(&mut self, activity: Arc<Activity>) {
         self.activity = Some(activity);
@@ -174,9 +212,10 @@ impl AsyncWrite for SendfileStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        let p = match lookup(buf) {
-            Some((file, offset, len)) => self.poll_sendfile(cx, &file, offset, len),
-            None => Pin::new(&mut self.tcp).poll_write(cx, buf),
+        let p = if is_placeholder(buf) {
+            self.poll_placeholder(cx, buf)
+        } else {
+            Pin::new(&mut self.tcp).poll_write(cx, buf)
         };
         self.progressed(p)
     }
@@ -188,12 +227,12 @@ impl AsyncWrite for SendfileStream {
     ) -> Poll<std::io::Result<usize>> {
         // Ordinary slices up to the first placeholder go out together; a
         // placeholder at the front goes out by sendfile.
-        let plain = bufs.iter().take_while(|b| lookup(b).is_none()).count();
+        let plain = bufs.iter().take_while(|b| !is_placeholder(b)).count();
         let p = if plain > 0 {
             Pin::new(&mut self.tcp).poll_write_vectored(cx, &bufs[..plain])
         } else {
-            match bufs.first().and_then(|b| lookup(b)) {
-                Some((file, offset, len)) => self.poll_sendfile(cx, &file, offset, len),
+            match bufs.first() {
+                Some(b) => self.poll_placeholder(cx, b),
                 None => Poll::Ready(Ok(0)),
             }
         };
@@ -240,6 +279,7 @@ impl axum::serve::Listener for SendfileListener {
                         SendfileStream {
                             tcp,
                             activity: None,
+                            zero_copy: ZeroCopy::default(),
                         },
                         addr,
                     );
@@ -259,10 +299,12 @@ impl axum::serve::Listener for SendfileListener {
 }
 
 /// The connection info of a [`SendfileListener`] connection.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Conn {
     /// The client's address.
     pub addr: SocketAddr,
+    /// Its queue of regions for `sendfile`.
+    pub zero_copy: ZeroCopy,
 }
 
 impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, SendfileListener>>
@@ -271,6 +313,7 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Send
     fn connect_info(stream: axum::serve::IncomingStream<'_, SendfileListener>) -> Self {
         Conn {
             addr: *stream.remote_addr(),
+            zero_copy: stream.io().zero_copy(),
         }
     }
 }

@@ -32,7 +32,7 @@ use tracing::debug;
 
 use crate::idle::{self, Activity, Busy, Reaper};
 use crate::metrics_layer::Label;
-use crate::sendfile::{Conn, SendfileListener};
+use crate::sendfile::{Conn, SendfileListener, ZeroCopy};
 use crate::service::{BootService, script_response};
 
 /// How large a request's head (request line and headers) may be: past
@@ -97,12 +97,14 @@ pub async fn serve(
         };
         let (id, activity) = reaper.register();
         io.watch(activity.clone());
+        let zero_copy = io.zero_copy();
         let conn = http.serve_connection(
             TokioIo::new(io),
             Connection {
                 service: service.clone(),
                 peer,
                 activity,
+                zero_copy,
             },
         );
         let mut stop = stop_rx.clone();
@@ -137,6 +139,7 @@ struct Connection {
     service: BootService,
     peer: SocketAddr,
     activity: Arc<Activity>,
+    zero_copy: ZeroCopy,
 }
 
 impl hyper::service::Service<Request<Incoming>> for Connection {
@@ -162,14 +165,21 @@ impl hyper::service::Service<Request<Incoming>> for Connection {
             // router refuses.
             && let Ok(rel) = percent_encoding::percent_decode_str(rel).decode_utf8()
         {
-            let resp = root.serve(&rel, req.headers(), method == Method::HEAD, true);
+            let resp = root.serve(
+                &rel,
+                req.headers(),
+                method == Method::HEAD,
+                Some(&self.zero_copy),
+            );
             inner.file_served(ip, &rel, resp.status());
             inner.metrics.record(Label::Files, started, &resp);
             return Answer::Ready { resp: Some(resp) };
         }
         let mut req = req.map(Body::new);
-        req.extensions_mut()
-            .insert(ConnectInfo(Conn { addr: self.peer }));
+        req.extensions_mut().insert(ConnectInfo(Conn {
+            addr: self.peer,
+            zero_copy: self.zero_copy.clone(),
+        }));
         let mut router = self.service.router.clone();
         Answer::Routed {
             fut: tower_service::Service::call(&mut router, req),

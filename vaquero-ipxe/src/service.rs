@@ -335,21 +335,21 @@ impl BootService {
 /// The client's address, when the server was started with connect info,
 /// and whether the connection can take `sendfile` placeholders (only
 /// those accepted by [`serve`]).
-struct Peer(Option<IpAddr>, bool);
+struct Peer(Option<IpAddr>, Option<crate::files::ZeroCopy>);
 
 impl<S: Send + Sync> FromRequestParts<S> for Peer {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         if let Some(c) = parts.extensions.get::<ConnectInfo<Conn>>() {
-            return Ok(Peer(Some(c.0.addr.ip()), true));
+            return Ok(Peer(Some(c.0.addr.ip()), Some(c.0.zero_copy.clone())));
         }
         Ok(Peer(
             parts
                 .extensions
                 .get::<ConnectInfo<SocketAddr>>()
                 .map(|c| c.0.ip()),
-            false,
+            None,
         ))
     }
 }
@@ -893,9 +893,9 @@ async fn files_handler(
     let head = req.method() == Method::HEAD;
     let headers = req.headers();
     let resp = if let Some(cdn) = &s.cdn {
-        cdn.serve(&path, headers, head, zero_copy).await
+        cdn.serve(&path, headers, head, zero_copy.as_ref()).await
     } else if let Some(root) = &s.files {
-        root.serve(&path, headers, head, zero_copy)
+        root.serve(&path, headers, head, zero_copy.as_ref())
     } else {
         text(StatusCode::NOT_FOUND, "no files are served here\n")
     };

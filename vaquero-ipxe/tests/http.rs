@@ -705,6 +705,71 @@ fn no_path_escapes(via: Via) {
     assert_eq!(curl(&s, "/files/hello.txt", &[]).text(), "hello\n");
 }
 
+/// Zero-copy bodies are queued per connection and sent in the order
+/// hyper writes them: files larger than one placeholder (9 MiB: 4 + 4 +
+/// 1), a range, a small file and HEAD interleaved on one keep-alive
+/// connection, and the same on several connections at once, all give
+/// exactly the file's bytes.
+fn large_files_back_to_back_on_one_connection(via: Via) {
+    let s = lab_server_via(via);
+    let dir = s._dir.path().join("files");
+    let mut x: u32 = 7;
+    let big: Vec<u8> = (0..9 << 20)
+        .map(|_| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            (x >> 16) as u8
+        })
+        .collect();
+    std::fs::write(dir.join("big"), &big).unwrap();
+    let run = |tag: usize| {
+        let out = tempfile::tempdir().unwrap();
+        let url = |p: &str| format!("http://{}{p}", s.addr);
+        // One curl: one connection, requests in order (`-:` between
+        // them), each writing how many connections it opened.
+        let requests: [(&str, &[&str], &str); 5] = [
+            ("a", &[], "/files/big"),
+            ("b", &["-r", "5000000-9000000"], "/files/big"),
+            ("c", &[], "/files/hello.txt"),
+            ("d", &["-I"], "/files/big"),
+            ("e", &[], "/files/big"),
+        ];
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "--max-time", "60"]);
+        for (i, (file, extra, path)) in requests.iter().enumerate() {
+            if i > 0 {
+                cmd.arg("-:");
+            }
+            cmd.arg("-o").arg(out.path().join(file)).args(*extra);
+            cmd.args(["-w", "%{num_connects} "]).arg(url(path));
+        }
+        let st = cmd.output().unwrap();
+        assert!(
+            st.status.success(),
+            "{tag}: {}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        let connects: usize = String::from_utf8_lossy(&st.stdout)
+            .split_whitespace()
+            .map(|n| n.parse::<usize>().unwrap())
+            .sum();
+        assert_eq!(connects, 1, "{tag}: one connection for every request");
+        let read = |f: &str| std::fs::read(out.path().join(f)).unwrap();
+        assert!(read("a") == big, "{tag}: the whole file");
+        assert!(read("b") == big[5_000_000..=9_000_000], "{tag}: the range");
+        assert_eq!(read("c"), b"hello\n");
+        assert!(String::from_utf8_lossy(&read("d")).contains("9437184"));
+        assert!(read("e") == big, "{tag}: the whole file again");
+    };
+    run(0);
+    std::thread::scope(|sc| {
+        for tag in 1..=4 {
+            sc.spawn(move || run(tag));
+        }
+    });
+}
+
+every_way!(large_files_back_to_back_on_one_connection);
+
 #[test]
 fn served_by_plain_axum_files_are_real_bytes() {
     // Not through vaquero_ipxe::serve: no sendfile placeholders may leak.
