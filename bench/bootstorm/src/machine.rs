@@ -66,6 +66,8 @@ pub struct Outcome {
     pub retries: u32,
     /// Bytes received over TFTP and HTTP.
     pub bytes: u64,
+    /// Why HTTP requests were retried (the phase, the error).
+    pub retried: Vec<(&'static str, String)>,
 }
 
 /// Bounds on every wait: a machine that gets nothing gives up, as
@@ -88,6 +90,7 @@ struct Run<'a> {
     phases: Vec<f64>,
     retries: u32,
     bytes: u64,
+    retried: Vec<(&'static str, String)>,
     limits: &'a Limits,
 }
 
@@ -126,7 +129,11 @@ impl Run<'_> {
                     self.bytes += n;
                     return Ok(t);
                 }
-                Err(e) => last = e.context(format!("{url} (try {})", n + 1)),
+                Err(e) => {
+                    let e = e.context(format!("{url} (try {})", n + 1));
+                    self.retried.push((self.phase(), format!("{e:#}")));
+                    last = e;
+                }
             }
         }
         Err(last)
@@ -170,6 +177,7 @@ pub async fn boot(i: usize, m: Arc<Machine>, dhcp: Arc<Dhcp>, limits: Arc<Limits
         phases: Vec::new(),
         retries: 0,
         bytes: 0,
+        retried: Vec::new(),
         limits: &limits,
     };
     let res = steps(i, &m, &dhcp, &mut run).await;
@@ -184,6 +192,7 @@ pub async fn boot(i: usize, m: Arc<Machine>, dhcp: Arc<Dhcp>, limits: Arc<Limits
         failed,
         retries: run.retries,
         bytes: run.bytes,
+        retried: run.retried,
     }
 }
 

@@ -190,6 +190,11 @@ fn report(label: &str, outcomes: &[Outcome], wall: f64, dhcp: &dhcp::Dhcp) {
         "{label}: client CPU {:.1} s (this process: {n} machines' DHCP, TFTP and HTTP)",
         own_cpu()
     );
+    for o in outcomes {
+        for (phase, why) in &o.retried {
+            println!("{label}: retried in {phase}: {why}");
+        }
+    }
     for (phase, count, why) in &by_phase {
         println!("{label}: FAILED in {phase}: {count} (first: {why})");
     }

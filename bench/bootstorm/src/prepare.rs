@@ -126,6 +126,7 @@ pub fn run(p: &Prepare) -> Result<()> {
          # 1,000 leases, would refuse a rack of machines).\n\
          port=0\ninterface={iface}\nbind-interfaces\nexcept-interface=lo\n\
          leasefile-ro\nno-ping\nquiet-dhcp\nuser=root\ngroup=root\n\
+         log-facility={d}/dnsmasq-warnings.log\n\
          dhcp-lease-max={leases}\n\
          enable-tftp\ntftp-root={d}/tftp\ntftp-max={leases}\n\
          {exported}",
