@@ -69,11 +69,11 @@ pub fn describe_metrics() {
     );
     metrics::describe_counter!(
         "vaquero_tftp_refused_total",
-        "TFTP requests refused, by reason: not_found, access, outside (a link out of the root), io, busy, write."
+        "TFTP requests refused, by reason: not_found, access, outside (a link out of the root), io, write."
     );
     metrics::describe_counter!(
         "vaquero_tftp_dropped_total",
-        "TFTP datagrams dropped, by reason: malformed, rate_limited, unexpected."
+        "TFTP datagrams dropped, by reason: malformed, rate_limited, busy (a request while at max_transfers: its retransmission is served later), unexpected."
     );
     metrics::describe_counter!(
         "vaquero_tftp_sent_bytes_total",

@@ -62,34 +62,61 @@ async fn recv(s: &UdpSocket, wait: Duration) -> Option<(Vec<u8>, SocketAddr)> {
     Some((buf, from))
 }
 
+/// At capacity a request is not answered (an error would end a PXE ROM's
+/// boot); the client's retransmission is served once a slot frees.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_server_says_busy() {
+async fn a_full_server_stays_silent_until_a_slot_frees() {
     let (addr, stats, stop, h) = start({
         let mut c = config();
         c.max_transfers = 1;
         c
     })
     .await;
-    // A client that asks and never acknowledges holds the only slot.
+    // A client that takes its first block and goes quiet holds the only
+    // slot until it has acknowledged the whole file.
     let hog = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    hog.send_to(&rrq("big"), addr).await.unwrap();
-    let (first, _) = recv(&hog, Duration::from_secs(5)).await.unwrap();
+    hog.send_to(&rrq("three"), addr).await.unwrap();
+    let (first, tid) = recv(&hog, Duration::from_secs(5)).await.unwrap();
     assert!(matches!(
         Packet::decode(&first),
         Ok(Packet::Data { block: 1, .. })
     ));
     let other = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     other.send_to(&rrq("small"), addr).await.unwrap();
-    let (reply, from) = recv(&other, Duration::from_secs(5)).await.unwrap();
-    assert_eq!(from, addr, "refusals come from the listening port");
+    assert!(
+        recv(&other, Duration::from_millis(500)).await.is_none(),
+        "no answer while full"
+    );
+    assert_eq!(stats.busy(), 1);
+    // The hog finishes (1,200 bytes: blocks 1-3), its slot frees.
+    for block in 1..=3u16 {
+        let mut ack = vec![0, 4];
+        ack.extend_from_slice(&block.to_be_bytes());
+        hog.send_to(&ack, tid).await.unwrap();
+        if block < 3 {
+            recv(&hog, Duration::from_secs(5)).await.unwrap();
+        }
+    }
+    // The retransmitted request is served, bounded: the slot frees as the
+    // last ACK is handled.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let served = loop {
+        other.send_to(&rrq("small"), addr).await.unwrap();
+        if let Some((reply, _)) = recv(&other, Duration::from_millis(200)).await {
+            break reply;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the retransmission was never served"
+        );
+    };
     assert!(matches!(
-        Packet::decode(&reply),
-        Ok(Packet::Error {
-            message: "server busy, try again",
-            ..
+        Packet::decode(&served),
+        Ok(Packet::Data {
+            block: 1,
+            data: b"hello"
         })
     ));
-    assert_eq!(stats.busy(), 1);
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(20), h)
         .await
