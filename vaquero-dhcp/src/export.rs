@@ -20,6 +20,7 @@ use vaquero_model::{DhcpOptionType, SiteModel, Subnet};
 
 /// Why the model could not be exported.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ExportError {
     /// The site has no subnet of that id.
     #[error("site `{site}` has no subnet `{subnet}`")]

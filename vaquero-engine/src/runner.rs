@@ -122,6 +122,7 @@ impl<S: Store + ?Sized + 'static, L: SiteLink> Runner<S, L> {
 
 /// A runner operation failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RunnerError {
     /// The engine refused.
     #[error(transparent)]

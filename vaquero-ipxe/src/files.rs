@@ -28,6 +28,7 @@ const STREAM_CHUNK: usize = 1024 * 1024;
 
 /// Why a path is refused before the file system is asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PathError {
     /// Empty, absolute, `.`/`..`, or containing NUL.
     #[error("path `{0}` is not a plain relative path")]
@@ -193,7 +194,8 @@ impl FileRoot {
     /// blocking thread.
     ///
     /// With `zero_copy` (the queue of a connection accepted by
-    /// [`crate::serve`]), large bodies are sent with `sendfile(2)`.
+    /// [`crate::serve`], which only this crate has), large bodies are sent
+    /// with `sendfile(2)`; with `None`, as real bytes.
     pub fn serve(
         &self,
         rel: &str,

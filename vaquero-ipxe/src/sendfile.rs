@@ -57,9 +57,11 @@ struct Region {
 
 /// One connection's queue of file regions to send with `sendfile(2)`, in
 /// the order its response bodies yield their placeholders. Only
-/// connections of the boot server ([`crate::serve`]) have one: pass it to
-/// [`crate::files::FileRoot::serve`] to get a zero-copy body.
-#[derive(Clone, Default)]
+/// connections of the boot server ([`crate::serve`]) have one, and only
+/// this crate makes one: a placeholder no connection replaces would be
+/// sent as zeros. Callers of [`crate::files::FileRoot::serve`] elsewhere
+/// pass `None` and get real bytes.
+#[derive(Clone)]
 pub struct ZeroCopy(Arc<Mutex<VecDeque<Region>>>);
 
 impl std::fmt::Debug for ZeroCopy {
@@ -70,6 +72,11 @@ impl std::fmt::Debug for ZeroCopy {
 }
 
 impl ZeroCopy {
+    /// An empty queue, for a connection of [`SendfileListener`].
+    fn new() -> ZeroCopy {
+        ZeroCopy(Arc::new(Mutex::new(VecDeque::new())))
+    }
+
     /// A body chunk that stands for `len` (at most [`PLACEHOLDER_SIZE`])
     /// bytes of `file` from `offset`; the region is queued now, so call
     /// this when the body yields the chunk, not before.
@@ -279,7 +286,7 @@ impl axum::serve::Listener for SendfileListener {
                         SendfileStream {
                             tcp,
                             activity: None,
-                            zero_copy: ZeroCopy::default(),
+                            zero_copy: ZeroCopy::new(),
                         },
                         addr,
                     );

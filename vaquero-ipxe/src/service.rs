@@ -233,6 +233,7 @@ type Shared = Arc<Inner>;
 
 /// Why the service could not be built.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ServiceError {
     /// The files directory cannot be used.
     #[error("files directory {path}: {source}")]

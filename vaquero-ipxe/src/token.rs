@@ -27,6 +27,7 @@ pub struct Claims {
 
 /// Why a token is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TokenError {
     /// Not a token at all.
     #[error("malformed token")]
