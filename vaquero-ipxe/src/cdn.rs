@@ -20,7 +20,29 @@ use tokio::io::AsyncWriteExt;
 use tracing::{info, warn};
 
 use crate::files::{join_safely, serve_path};
-use crate::service::CdnConfig;
+
+/// The CDN cache of `/files`.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct CdnConfig {
+    /// Upstream base URL (`/files/{path}` is fetched from `{upstream}/{path}`).
+    pub upstream: String,
+    /// Where cached objects live (content-addressed).
+    pub cache_dir: PathBuf,
+    /// Cache size cap in bytes; least recently used objects are evicted.
+    pub max_bytes: u64,
+}
+
+impl CdnConfig {
+    /// A cache of `upstream` in `cache_dir`, at most `max_bytes`.
+    pub fn new(upstream: impl Into<String>, cache_dir: impl Into<PathBuf>, max_bytes: u64) -> Self {
+        CdnConfig {
+            upstream: upstream.into(),
+            cache_dir: cache_dir.into(),
+            max_bytes,
+        }
+    }
+}
 
 /// Why an object could not be fetched.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -42,15 +42,14 @@ pub mod token;
 /// ([`router`], [`files::FileRoot::serve`]); `axum::http` has the request
 /// and response types.
 pub use axum;
+pub use cdn::CdnConfig;
 
 pub use script::{
     DEFAULT_TRIES, Script, ScriptError, StageScriptError, boot_script, chain_script,
     local_boot_script, stage_script,
 };
 pub use server::{Listeners, serve};
-pub use service::{
-    Ack, BootEvent, BootService, CdnConfig, KEEP_TIMEOUT, Route, ServiceConfig, router,
-};
+pub use service::{Ack, BootEvent, BootService, KEEP_TIMEOUT, Route, ServiceConfig, router};
 pub use state::{BootState, Current, MemoryBootState};
 pub use token::{Claims, TokenError, TokenKey};
 

@@ -33,7 +33,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, warn};
 use vaquero_model::{AssetType, HostRef, InterfaceType, MacAddr, SiteModel, Uuid};
 
-use crate::cdn::Cdn;
+use crate::cdn::{Cdn, CdnConfig};
 use crate::files::FileRoot;
 use crate::limit::ClientLimit;
 use crate::metrics_layer::{MetricsLayer, RouteMetrics};
@@ -122,29 +122,6 @@ impl Ack {
 /// How long a checkpoint waits for its event to be kept before it is
 /// answered 503.
 pub const KEEP_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// The CDN cache of `/files`.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct CdnConfig {
-    /// Upstream base URL (`/files/{path}` is fetched from `{upstream}/{path}`).
-    pub upstream: String,
-    /// Where cached objects live (content-addressed).
-    pub cache_dir: PathBuf,
-    /// Cache size cap in bytes; least recently used objects are evicted.
-    pub max_bytes: u64,
-}
-
-impl CdnConfig {
-    /// A cache of `upstream` in `cache_dir`, at most `max_bytes`.
-    pub fn new(upstream: impl Into<String>, cache_dir: impl Into<PathBuf>, max_bytes: u64) -> Self {
-        CdnConfig {
-            upstream: upstream.into(),
-            cache_dir: cache_dir.into(),
-            max_bytes,
-        }
-    }
-}
 
 /// How the service runs.
 #[derive(Debug, Clone)]
