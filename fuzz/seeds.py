@@ -3,10 +3,15 @@
 state-machine scripts: real packets, as the interop tests exchange them
 (DHCP from a PXE ROM, iPXE and a relay; TFTP requests with options, DATA,
 ACK, ERROR, OACK), and scripts that walk the TFTP state machines through
-negotiation, windows, loss and silence. sot_yaml's corpus is hand-made.
+negotiation, windows, loss and silence. the boot service's inputs: the query strings iPXE's chain script sends and
+checkpoint tokens (real ones, minted as vaquero-ipxe mints them, and
+claims to mint). sot_yaml's corpus is hand-made.
 
     python3 fuzz/seeds.py      (re)writes fuzz/corpus/<target>/seed-*
 """
+import base64
+import hashlib
+import hmac
 import os
 import struct
 
@@ -180,3 +185,45 @@ receives = [
     bytes([0, 0, 0, 0]) + rraw(struct.pack("!HH", 5, 3) + b"disk full\0"),
 ]
 write("tftp_receive", receives)
+
+
+# --- the boot service ---------------------------------------------------------
+# ipxe_identity: real queries of `GET /ipxe` (the chain script's settings as
+# iPXE expands them), and the five values NUL-separated.
+identities = [
+    b"mac=52-54-00-99-00-11&uuid=4c4c4544-0042-3510-8052-b4c04f4e3732&serial=&arch=i386&platform=pcbios",
+    b"mac=52-54-00-99-00-21&uuid=00000000-0000-4000-8000-000000000021&serial=SN%2000042&arch=x86_64&platform=efi",
+    b"mac=52%2D54%2D00%2D00%2D01%2D01&mac=02-00-00-00-00-01&other=1&uuid",
+    b"serial=a+b%20c%zz%&arch=&&=",
+    b"52-54-00-99-00-11\x004c4c4544-0042-3510-8052-b4c04f4e3732\0SN 1\0x86_64\0efi",
+]
+write("ipxe_identity", identities)
+
+# checkpoint_token: tokens minted with the target's key (payload
+# `host\0boot\0attempt\0expires`, HMAC-SHA256, URL-safe base64 without
+# padding, joined by `.`), a forged one, and claims to mint (attempt and
+# expiry little-endian, then `host/boot`).
+FUZZ_KEY = b"fuzz key 0123456"
+
+
+def b64(b):
+    return base64.urlsafe_b64encode(b).rstrip(b"=")
+
+
+def token(host, boot, attempt, expires, key=FUZZ_KEY):
+    payload = b"\0".join([host, boot, str(attempt).encode(), str(expires).encode()])
+    sig = hmac.new(key, payload, hashlib.sha256).digest()
+    return b64(payload) + b"." + b64(sig)
+
+
+tokens = [
+    token(b"vm-bios-1", b"stage1", 1, 4102444800),
+    token(b"k8s-01", b"burnin", 3, 1000),
+    token(b"vm-uefi-1", b"stage2", 2, 4102444800, key=b"another key 6543"),
+    b"nope",
+    b"a.b.c",
+    struct.pack("<QQ", 3, 4102444800) + b"node-000001/stage1",
+    struct.pack("<QQ", 0, 0) + b"/",
+    struct.pack("<QQ", 2**64 - 1, 2**64 - 1) + "néud-étage/boot".encode(),
+]
+write("checkpoint_token", tokens)

@@ -49,7 +49,9 @@ pub use script::{
     local_boot_script, stage_script,
 };
 pub use server::{Listeners, serve};
-pub use service::{Ack, BootEvent, BootService, KEEP_TIMEOUT, Route, ServiceConfig, router};
+pub use service::{
+    Ack, BootEvent, BootService, Identity, KEEP_TIMEOUT, Route, ServiceConfig, router,
+};
 pub use state::{BootState, Current, MemoryBootState};
 pub use token::{Claims, TokenError, TokenKey};
 

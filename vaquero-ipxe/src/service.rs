@@ -535,23 +535,30 @@ async fn chain(State(s): State<Shared>, Peer(ip, _): Peer, headers: HeaderMap) -
     text(status, body)
 }
 
-/// What iPXE reports about itself (see [`crate::chain_script`]).
-#[derive(Debug, Default)]
-struct Identity<'q> {
-    mac: Option<Cow<'q, str>>,
-    uuid: Option<Cow<'q, str>>,
-    #[allow(dead_code)] // logged; reserved for inventory
-    serial: Option<Cow<'q, str>>,
-    arch: Option<Cow<'q, str>>,
-    platform: Option<Cow<'q, str>>,
+/// What iPXE reports about itself in the query of `GET /ipxe` (see
+/// [`crate::chain_script`]): each value as the machine sent it, decoded.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Identity<'q> {
+    /// `mac=`: the MAC of the NIC that booted (hyphenated by iPXE).
+    pub mac: Option<Cow<'q, str>>,
+    /// `uuid=`: the SMBIOS UUID.
+    pub uuid: Option<Cow<'q, str>>,
+    /// `serial=`: the SMBIOS serial (logged; reserved for inventory).
+    pub serial: Option<Cow<'q, str>>,
+    /// `arch=`: iPXE's build architecture.
+    pub arch: Option<Cow<'q, str>>,
+    /// `platform=`: `pcbios` or `efi`.
+    pub platform: Option<Cow<'q, str>>,
 }
 
 impl<'q> Identity<'q> {
     /// From the query string: values percent-decoded (`+` is a space),
     /// other keys ignored, the last of a repeated key wins. By hand rather
     /// than through serde, and borrowing what needs no decoding: this is
-    /// on every per-host script request.
-    fn parse(query: Option<&'q str>) -> Identity<'q> {
+    /// on every per-host script request. Any input parses (fuzzed:
+    /// `fuzz/fuzz_targets/ipxe_identity.rs`).
+    pub fn parse(query: Option<&'q str>) -> Identity<'q> {
         let mut id = Identity::default();
         for pair in query.unwrap_or("").split('&') {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
