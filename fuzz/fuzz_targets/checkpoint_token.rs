@@ -35,7 +35,11 @@ fuzz_target!(|data: &[u8]| {
     if let Some(later) = expires.checked_add(1) {
         assert_eq!(key.verify(&token, later), Err(TokenError::Expired));
     }
-    assert!(TokenKey::new(*b"another key 6543").verify(&token, 0).is_err());
+    assert!(
+        TokenKey::new(*b"another key 6543")
+            .verify(&token, 0)
+            .is_err()
+    );
     // One byte changed anywhere: refused (malformed or a bad signature).
     let mut altered = token.clone().into_bytes();
     let at = usize::from(data[0]) % altered.len();
