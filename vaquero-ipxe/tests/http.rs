@@ -17,19 +17,24 @@ use common::{KEY, Server, Via, lab, start, start_custom, start_via};
 use vaquero_ipxe::{BootEvent, Claims, Current, MemoryBootState, Route, ServiceConfig, TokenKey};
 use vaquero_model::{SiteModel, Sot, SotFiles};
 
+/// `len` pseudo-random bytes from `seed` (a linear congruential generator:
+/// the same bytes on every run).
+fn noise(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed;
+    (0..len)
+        .map(|_| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            (x >> 16) as u8
+        })
+        .collect()
+}
+
 /// Files to serve: a 1 MiB pseudo-random file, a small text file, a
 /// subdirectory, and a symlink that points out of the root.
 fn files(dir: &Path) -> PathBuf {
     let root = dir.join("files");
     std::fs::create_dir_all(root.join("alpine-3.20")).unwrap();
-    let mut x: u32 = 12345;
-    let big: Vec<u8> = (0..1 << 20)
-        .map(|_| {
-            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
-            (x >> 16) as u8
-        })
-        .collect();
-    std::fs::write(root.join("alpine-3.20/vmlinuz-lts"), &big).unwrap();
+    std::fs::write(root.join("alpine-3.20/vmlinuz-lts"), noise(1 << 20, 12345)).unwrap();
     std::fs::write(root.join("hello.txt"), "hello\n").unwrap();
     std::fs::write(dir.join("secret"), "outside the root\n").unwrap();
     std::os::unix::fs::symlink(dir.join("secret"), root.join("escape")).unwrap();
@@ -713,13 +718,7 @@ fn no_path_escapes(via: Via) {
 fn large_files_back_to_back_on_one_connection(via: Via) {
     let s = lab_server_via(via);
     let dir = s._dir.path().join("files");
-    let mut x: u32 = 7;
-    let big: Vec<u8> = (0..9 << 20)
-        .map(|_| {
-            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
-            (x >> 16) as u8
-        })
-        .collect();
+    let big = noise(9 << 20, 7);
     std::fs::write(dir.join("big"), &big).unwrap();
     let run = |tag: usize| {
         let out = tempfile::tempdir().unwrap();

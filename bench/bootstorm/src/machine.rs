@@ -105,6 +105,29 @@ impl Run<'_> {
         PHASES.get(self.phases.len()).copied().unwrap_or("?")
     }
 
+    /// A DHCP exchange as the firmware (or, with `ipxe`, iPXE) makes it,
+    /// which must lease the `reserved` address.
+    async fn lease(
+        &mut self,
+        dhcp: &Dhcp,
+        client: &Client,
+        xid: u32,
+        ipxe: bool,
+        reserved: Ipv4Addr,
+    ) -> Result<crate::dhcp::Lease> {
+        let timeouts = if ipxe {
+            &self.limits.ipxe_dhcp
+        } else {
+            &self.limits.rom_dhcp
+        };
+        let lease = dhcp.exchange(client, xid, ipxe, timeouts).await?;
+        self.retries += lease.retries;
+        if lease.yiaddr != reserved {
+            bail!("leased {}, reserved {reserved}", lease.yiaddr);
+        }
+        Ok(lease)
+    }
+
     /// GET (or POST `body`) with iPXE's retries; the body is counted and
     /// dropped, or returned as text when `text`.
     async fn http(
@@ -207,13 +230,7 @@ async fn steps(i: usize, m: &Machine, dhcp: &Dhcp, run: &mut Run<'_>) -> Result<
     let xid = (i as u32) << 4;
 
     // 1. The firmware's DHCP: an address and the boot file.
-    let lease = dhcp
-        .exchange(&client, xid | 1, false, &run.limits.rom_dhcp)
-        .await?;
-    run.retries += lease.retries;
-    if lease.yiaddr != m.ip {
-        bail!("leased {}, reserved {}", lease.yiaddr, m.ip);
-    }
+    let lease = run.lease(dhcp, &client, xid | 1, false, m.ip).await?;
     let file = lease.file.context("no boot file")?;
     run.done();
 
@@ -225,13 +242,7 @@ async fn steps(i: usize, m: &Machine, dhcp: &Dhcp, run: &mut Run<'_>) -> Result<
     run.done();
 
     // 3. iPXE's own DHCP.
-    let lease = dhcp
-        .exchange(&client, xid | 2, true, &run.limits.ipxe_dhcp)
-        .await?;
-    run.retries += lease.retries;
-    if lease.yiaddr != m.ip {
-        bail!("iPXE leased {}, reserved {}", lease.yiaddr, m.ip);
-    }
+    let lease = run.lease(dhcp, &client, xid | 2, true, m.ip).await?;
     let url = lease.file.context("no boot URL for iPXE")?;
     if !url.starts_with("http://") {
         bail!("iPXE was given {url:?}, not an HTTP URL");

@@ -145,13 +145,8 @@ fn report(label: &str, outcomes: &[Outcome], wall: f64, dhcp: &dhcp::Dhcp) {
     println!(
         "{label}: {n} machines at once, {ok} booted, {failed} failed, last boot done after {last:.2} s"
     );
-    println!(
-        "{label}: boot time p50 {:.2} s  p95 {:.2} s  p99 {:.2} s  max {:.2} s",
-        quantile(&times, 0.50),
-        quantile(&times, 0.95),
-        quantile(&times, 0.99),
-        quantile(&times, 1.0)
-    );
+    let [p50, p95, p99, max] = [0.50, 0.95, 0.99, 1.0].map(|q| quantile(&times, q));
+    println!("{label}: boot time p50 {p50:.2} s  p95 {p95:.2} s  p99 {p99:.2} s  max {max:.2} s");
     println!(
         "{label}: {per_min:.0} boots/min; {:.1} GiB received ({:.2} GiB/s); {retries} retransmissions or retried requests; DHCP replies unrouted: {} stray, {} malformed",
         bytes as f64 / f64::from(1u32 << 30),
@@ -200,10 +195,6 @@ fn report(label: &str, outcomes: &[Outcome], wall: f64, dhcp: &dhcp::Dhcp) {
     }
     // One line for the script.
     println!(
-        "result label={label} n={n} ok={ok} failed={failed} per_min={per_min:.1} p50={:.3} p95={:.3} p99={:.3} max={:.3} last={last:.3}",
-        quantile(&times, 0.50),
-        quantile(&times, 0.95),
-        quantile(&times, 0.99),
-        quantile(&times, 1.0)
+        "result label={label} n={n} ok={ok} failed={failed} per_min={per_min:.1} p50={p50:.3} p95={p95:.3} p99={p99:.3} max={max:.3} last={last:.3}"
     );
 }
