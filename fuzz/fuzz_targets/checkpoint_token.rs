@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vaquero_ipxe::{Claims, TokenError, TokenKey};
+use vaquero_ipxe::{Claims, TokenFailure, TokenKey};
 
 const KEY: &[u8; 16] = b"fuzz key 0123456";
 
@@ -33,7 +33,7 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(key.verify(&token, expires), Ok(claims.clone()));
     assert_eq!(key.verify(&token, expires / 2), Ok(claims));
     if let Some(later) = expires.checked_add(1) {
-        assert_eq!(key.verify(&token, later), Err(TokenError::Expired));
+        assert_eq!(key.verify(&token, later), Err(TokenFailure::Expired));
     }
     assert!(
         TokenKey::new(*b"another key 6543")

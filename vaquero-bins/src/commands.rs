@@ -5,8 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use vaquero_model::{
-    Diagnostic, Diagnostics, GitSource, LoadedSot, MacAddr, ModelError, SiteModel, Sot, SotFiles,
-    SotSource,
+    Diagnostic, Diagnostics, GitSource, LoadedSot, MacAddr, SiteModel, Sot, SotFiles, SotSource,
 };
 
 use crate::Format;
@@ -23,7 +22,7 @@ pub fn validate(dir: &Path, branch: Option<&str>, format: Format) -> anyhow::Res
         let src = git_source(&dir.to_string_lossy(), branch)?;
         match vaquero_model::compile_pinned(sot, &src) {
             Ok((_, warnings)) => sot.warnings = warnings,
-            Err(ModelError::Pinned {
+            Err(vaquero_model::Error::Pinned {
                 site,
                 revision,
                 diagnostics,
@@ -102,7 +101,7 @@ pub fn validate(dir: &Path, branch: Option<&str>, format: Format) -> anyhow::Res
 pub(crate) fn load(dir: &Path) -> anyhow::Result<Sot> {
     match Sot::load_dir(dir) {
         Ok(s) => Ok(s),
-        Err(ModelError::Invalid(d)) => bail!("the SoT does not validate:\n{d}"),
+        Err(vaquero_model::Error::Invalid(d)) => bail!("the SoT does not validate:\n{d}"),
         Err(e) => Err(e.into()),
     }
 }
@@ -213,7 +212,7 @@ pub(crate) fn load_rev(src: &GitSource, rev: &str) -> anyhow::Result<(String, Lo
         .with_context(|| format!("unknown revision `{rev}` in {}", src.describe()))?;
     let loaded = match vaquero_model::load_revision(src, &id) {
         Ok(l) => l,
-        Err(ModelError::Invalid(d)) => {
+        Err(vaquero_model::Error::Invalid(d)) => {
             bail!("revision {rev} ({id}) does not validate:\n{d}")
         }
         Err(e) => bail!("revision {rev} ({id}): {e}"),

@@ -21,7 +21,7 @@ use vaquero_model::{DhcpOptionType, SiteModel, Subnet};
 /// Why the model could not be exported.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum ExportError {
+pub enum ExportFailure {
     /// The site has no subnet of that id.
     #[error("site `{site}` has no subnet `{subnet}`")]
     NoSubnet {
@@ -42,12 +42,12 @@ pub enum ExportError {
     },
 }
 
-fn subnet<'m>(m: &'m SiteModel, id: &str) -> Result<&'m Subnet, ExportError> {
+fn subnet<'m>(m: &'m SiteModel, id: &str) -> Result<&'m Subnet, ExportFailure> {
     m.site()
         .subnets
         .iter()
         .find(|s| s.id == id)
-        .ok_or_else(|| ExportError::NoSubnet {
+        .ok_or_else(|| ExportFailure::NoSubnet {
             site: m.site().id.clone(),
             subnet: id.to_owned(),
         })
@@ -75,11 +75,11 @@ fn reservations<'m>(
 }
 
 /// Custom options as (code, bytes, is `addresses`).
-fn custom(s: &Subnet) -> Result<Vec<(u8, Vec<u8>, bool)>, ExportError> {
+fn custom(s: &Subnet) -> Result<Vec<(u8, Vec<u8>, bool)>, ExportFailure> {
     s.dhcp_options
         .iter()
         .map(|o| {
-            let v = o.encoded().map_err(|message| ExportError::Option {
+            let v = o.encoded().map_err(|message| ExportFailure::Option {
                 subnet: s.id.clone(),
                 option: o.option,
                 message: message.to_owned(),
@@ -117,7 +117,11 @@ fn hex(v: &[u8], sep: &str) -> String {
 /// dnsmasq configuration lines for subnet `subnet_id` (append them to a
 /// base configuration that names the interface). `server_ip` is the
 /// TFTP server PXE clients are sent to.
-pub fn dnsmasq(m: &SiteModel, subnet_id: &str, server_ip: Ipv4Addr) -> Result<String, ExportError> {
+pub fn dnsmasq(
+    m: &SiteModel,
+    subnet_id: &str,
+    server_ip: Ipv4Addr,
+) -> Result<String, ExportFailure> {
     let s = subnet(m, subnet_id)?;
     let tag = &s.id;
     let lease = lease_secs(s);
@@ -218,7 +222,7 @@ pub fn dnsmasq(m: &SiteModel, subnet_id: &str, server_ip: Ipv4Addr) -> Result<St
 /// A complete `kea-dhcp4` configuration (JSON) serving subnet
 /// `subnet_id` on `interface` with the model's reservations and options,
 /// leases in memory (memfile, not persisted: the addresses are static).
-pub fn kea(m: &SiteModel, subnet_id: &str, interface: &str) -> Result<String, ExportError> {
+pub fn kea(m: &SiteModel, subnet_id: &str, interface: &str) -> Result<String, ExportFailure> {
     use serde_json::{Value, json};
     let s = subnet(m, subnet_id)?;
     let mut options: Vec<Value> = Vec::new();
@@ -310,7 +314,7 @@ mod tests {
         assert_eq!(v["Dhcp4"]["interfaces-config"]["interfaces"][0], "eth1");
         assert!(matches!(
             kea(&lab(), "nope", "eth1"),
-            Err(ExportError::NoSubnet { .. })
+            Err(ExportFailure::NoSubnet { .. })
         ));
     }
 }

@@ -43,7 +43,24 @@ pub mod wire;
 pub use responder::{BootTarget, Decision, Destination, Link, Silence, respond, select_boot};
 pub use rogue::{RogueReply, inspect};
 pub use server::{Decided, DhcpEvent, Server, ServerConfig, Stats};
-pub use wire::{MessageType, Reply, Request, WireError};
+pub use wire::{MessageType, Reply, Request, WireFailure};
+
+pub use export::ExportFailure;
+
+/// The crate's one error, built from each part's own failure: decoding a
+/// packet ([`WireFailure`]) and exporting a site's configuration to
+/// another DHCP server ([`ExportFailure`]). Each converts into it with
+/// `?`; functions that fail in one way only return that way's type.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A packet does not decode.
+    #[error(transparent)]
+    Wire(#[from] WireFailure),
+    /// A configuration cannot be exported.
+    #[error(transparent)]
+    Export(#[from] ExportFailure),
+}
 
 /// The README's example, run as a doctest.
 #[cfg(doctest)]

@@ -139,7 +139,7 @@ mod tests {
         assert_eq!(inspect(&d, from(OTHER), OWN), None);
         assert!(matches!(
             decode_reply(&d),
-            Err(crate::wire::WireError::Hardware { htype: 1, hlen: 63 })
+            Err(crate::wire::WireFailure::Hardware { htype: 1, hlen: 63 })
         ));
     }
 

@@ -152,7 +152,7 @@ impl Request {
 /// Why a datagram is not a DHCPv4 request we read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum WireError {
+pub enum WireFailure {
     /// Shorter than the BOOTP header and cookie.
     #[error("too short ({0} bytes)")]
     TooShort(usize),
@@ -179,16 +179,16 @@ pub enum WireError {
 }
 
 /// Walks the options area: every length must fit.
-fn check_options(mut opts: &[u8]) -> Result<(), WireError> {
+fn check_options(mut opts: &[u8]) -> Result<(), WireFailure> {
     while let Some((&code, rest)) = opts.split_first() {
         match code {
             0 => opts = rest,
             255 => return Ok(()),
             _ => {
-                let (&len, rest) = rest.split_first().ok_or(WireError::OptionOverrun(code))?;
+                let (&len, rest) = rest.split_first().ok_or(WireFailure::OptionOverrun(code))?;
                 let len = usize::from(len);
                 if rest.len() < len {
-                    return Err(WireError::OptionOverrun(code));
+                    return Err(WireFailure::OptionOverrun(code));
                 }
                 opts = &rest[len..];
             }
@@ -218,25 +218,25 @@ fn user_classes(b: &[u8]) -> Vec<Vec<u8>> {
 }
 
 /// Decodes and checks a datagram.
-pub fn parse(buf: &[u8]) -> Result<Request, WireError> {
+pub fn parse(buf: &[u8]) -> Result<Request, WireFailure> {
     if buf.len() < HEADER + 4 {
-        return Err(WireError::TooShort(buf.len()));
+        return Err(WireFailure::TooShort(buf.len()));
     }
     if buf[HEADER..HEADER + 4] != MAGIC {
-        return Err(WireError::BadCookie);
+        return Err(WireFailure::BadCookie);
     }
     check_options(&buf[HEADER + 4..])?;
     if buf[0] != 1 {
-        return Err(WireError::NotRequest(buf[0]));
+        return Err(WireFailure::NotRequest(buf[0]));
     }
     check_ethernet(buf)?;
     let msg = v4::Message::decode(&mut Decoder::new(buf))
-        .map_err(|e| WireError::Malformed(e.to_string()))?;
+        .map_err(|e| WireFailure::Malformed(e.to_string()))?;
     let ch = msg.chaddr();
     let mut mac = [0u8; 6];
     mac.copy_from_slice(
         ch.get(..6)
-            .ok_or(WireError::Hardware { htype: 1, hlen: 6 })?,
+            .ok_or(WireFailure::Hardware { htype: 1, hlen: 6 })?,
     );
     let o = msg.opts();
     let raw = |code: u8| raw_option(&buf[HEADER + 4..], code);
@@ -431,9 +431,9 @@ pub fn encode(reply: &Reply, params: &[u8], max_size: Option<u16>) -> Vec<u8> {
 
 /// Only Ethernet (htype 1, hlen 6): dhcproto slices `chaddr` by `hlen`
 /// and panics past 16, so this is checked before it decodes anything.
-fn check_ethernet(buf: &[u8]) -> Result<(), WireError> {
+fn check_ethernet(buf: &[u8]) -> Result<(), WireFailure> {
     if buf[1] != 1 || buf[2] != 6 {
-        return Err(WireError::Hardware {
+        return Err(WireFailure::Hardware {
             htype: buf[1],
             hlen: buf[2],
         });
@@ -444,17 +444,17 @@ fn check_ethernet(buf: &[u8]) -> Result<(), WireError> {
 /// Decodes a server's reply — ours in tests and fuzzing, other servers'
 /// in rogue detection (so it is validated like any datagram from the
 /// network): the reply and the order its options came in.
-pub fn decode_reply(buf: &[u8]) -> Result<(Reply, Vec<u8>), WireError> {
+pub fn decode_reply(buf: &[u8]) -> Result<(Reply, Vec<u8>), WireFailure> {
     if buf.len() < HEADER + 4 {
-        return Err(WireError::TooShort(buf.len()));
+        return Err(WireFailure::TooShort(buf.len()));
     }
     if buf[HEADER..HEADER + 4] != MAGIC {
-        return Err(WireError::BadCookie);
+        return Err(WireFailure::BadCookie);
     }
     check_options(&buf[HEADER + 4..])?;
     check_ethernet(buf)?;
     let msg = v4::Message::decode(&mut Decoder::new(buf))
-        .map_err(|e| WireError::Malformed(e.to_string()))?;
+        .map_err(|e| WireFailure::Malformed(e.to_string()))?;
     let mut options = Vec::new();
     let mut opts = &buf[HEADER + 4..];
     let mut order_seen = Vec::new();
@@ -471,7 +471,7 @@ pub fn decode_reply(buf: &[u8]) -> Result<(Reply, Vec<u8>), WireError> {
         }
     }
     let mut mac = [0u8; 6];
-    mac.copy_from_slice(msg.chaddr().get(..6).ok_or(WireError::Hardware {
+    mac.copy_from_slice(msg.chaddr().get(..6).ok_or(WireFailure::Hardware {
         htype: buf[1],
         hlen: buf[2],
     })?);
@@ -575,14 +575,14 @@ mod tests {
         let good = encode_request(mac(), 1, MessageType::Discover, &[]);
         let mut bad = good.clone();
         bad[236] = 98;
-        assert_eq!(parse(&bad), Err(WireError::BadCookie));
-        assert_eq!(parse(&good[..100]), Err(WireError::TooShort(100)));
+        assert_eq!(parse(&bad), Err(WireFailure::BadCookie));
+        assert_eq!(parse(&good[..100]), Err(WireFailure::TooShort(100)));
         let mut overrun = good[..240].to_vec();
         overrun.extend_from_slice(&[60, 200, 1, 2]);
-        assert_eq!(parse(&overrun), Err(WireError::OptionOverrun(60)));
+        assert_eq!(parse(&overrun), Err(WireFailure::OptionOverrun(60)));
         let mut reply = good.clone();
         reply[0] = 2;
-        assert_eq!(parse(&reply), Err(WireError::NotRequest(2)));
+        assert_eq!(parse(&reply), Err(WireFailure::NotRequest(2)));
     }
 
     #[test]

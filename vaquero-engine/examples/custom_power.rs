@@ -31,7 +31,8 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use vaquero_engine::standalone::{Standalone, StandaloneConfig, StandaloneError};
+use vaquero_engine::Error;
+use vaquero_engine::standalone::{Standalone, StandaloneConfig};
 use vaquero_lom::{
     BootOverride, DriverFactory, LomError, PowerAction, PowerDriver, PowerState, async_trait,
     serde_json,
@@ -150,8 +151,8 @@ pub async fn run(
     config: StandaloneConfig,
     pdu: &Path,
     shutdown: impl std::future::Future<Output = ()>,
-) -> Result<(), StandaloneError> {
-    std::fs::create_dir_all(pdu).map_err(|source| StandaloneError::Data {
+) -> Result<(), Error> {
+    std::fs::create_dir_all(pdu).map_err(|source| Error::Data {
         path: pdu.to_path_buf(),
         source,
     })?;

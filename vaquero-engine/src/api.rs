@@ -38,6 +38,7 @@
 mod body;
 mod doc;
 mod extract;
+pub(crate) mod reply;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -54,19 +55,20 @@ use tokio::sync::oneshot;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub(crate) use body::ErrorBody;
 pub use body::HostRow;
 use body::{
-    AgentsBody, ApproveBody, Attempt, AttemptEvent, Done, ErrorDetail, ExecQuery, ExecutionsBody,
-    HostBody, HostsBody, LeaderBody, NewToken, PendingPlan, PlansBody, ReprovisionMany,
-    ReprovisionOne, SiteRow, SitesBody, StatusBody, TokenMade, TokensBody,
+    AgentsBody, ApproveBody, Attempt, AttemptEvent, Done, ExecQuery, ExecutionsBody, HostBody,
+    HostsBody, LeaderBody, NewToken, PendingPlan, PlansBody, ReprovisionMany, ReprovisionOne,
+    SiteRow, SitesBody, StatusBody, TokenMade, TokensBody,
 };
 use extract::{Body, MaybeBody, Path, Query};
+pub(crate) use reply::{ErrorBody, error};
 
-use crate::auth::{AuthError, Role};
-use crate::compose::{MetricsRender, StandaloneError};
+use crate::Error;
+use crate::auth::{AuthFailure, Role};
+use crate::compose::MetricsRender;
 use crate::control::{Command, Snapshot};
-use crate::control::{CommandError, Timelines};
+use crate::control::{CommandFailure, Timelines};
 use crate::observe::Observation;
 use crate::record::Records;
 use crate::server::routes::PeerCert;
@@ -118,6 +120,12 @@ pub struct Leader {
     pub leader: Option<String>,
     /// The term's fencing number (0: not replicated).
     pub fence: u64,
+}
+
+impl axum::extract::FromRef<Shared> for crate::webhook::Hook {
+    fn from_ref(s: &Shared) -> Self {
+        crate::webhook::Hook(s.webhook.clone())
+    }
 }
 
 impl std::fmt::Debug for Shared {
@@ -233,9 +241,9 @@ pub struct Tls {
 }
 
 /// Refuses plain HTTP off loopback (checked before anything starts).
-pub fn check(addr: SocketAddr, tls: Option<&Tls>) -> Result<(), StandaloneError> {
+pub fn check(addr: SocketAddr, tls: Option<&Tls>) -> Result<(), Error> {
     if tls.is_none() && !addr.ip().is_loopback() {
-        return Err(StandaloneError::Api {
+        return Err(Error::Api {
             addr,
             source: std::io::Error::other(
                 "plain HTTP is served on loopback addresses only (127.0.0.1, ::1): give --tls-cert and --tls-key, or listen there",
@@ -294,7 +302,7 @@ pub async fn serve(
     addr: SocketAddr,
     tls: Option<&Tls>,
     shared: Shared,
-) -> Result<ApiServer, StandaloneError> {
+) -> Result<ApiServer, Error> {
     let (_, routes) = tokio::sync::watch::channel(router(shared));
     serve_routes(addr, tls, routes).await
 }
@@ -306,9 +314,9 @@ pub async fn serve_routes(
     addr: SocketAddr,
     tls: Option<&Tls>,
     routes: tokio::sync::watch::Receiver<Router>,
-) -> Result<ApiServer, StandaloneError> {
+) -> Result<ApiServer, Error> {
     check(addr, tls)?;
-    let api_err = |addr, msg: String| StandaloneError::Api {
+    let api_err = |addr, msg: String| Error::Api {
         addr,
         source: std::io::Error::other(msg),
     };
@@ -318,10 +326,10 @@ pub async fn serve_routes(
     };
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|source| StandaloneError::Api { addr, source })?;
+        .map_err(|source| Error::Api { addr, source })?;
     let addr = listener
         .local_addr()
-        .map_err(|source| StandaloneError::Api { addr, source })?;
+        .map_err(|source| Error::Api { addr, source })?;
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(serve_conns(listener, acceptor, routes, stopped));
     Ok(ApiServer { addr, stop, task })
@@ -527,17 +535,6 @@ async fn method_not_allowed() -> Response {
     )
 }
 
-/// A JSON error.
-pub(crate) fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
-    let body = ErrorBody {
-        error: ErrorDetail {
-            kind: kind.to_owned(),
-            message: message.into(),
-        },
-    };
-    (status, Json(body)).into_response()
-}
-
 /// A change carried out, as `{"ok": true, "message"}`.
 fn done(message: impl Into<String>) -> Response {
     Json(Done {
@@ -686,9 +683,9 @@ fn no_agents() -> Response {
     )
 }
 
-fn auth_error(e: AuthError) -> Response {
+fn auth_error(e: AuthFailure) -> Response {
     match e {
-        AuthError::NotFound(_) => error(StatusCode::NOT_FOUND, "not_found", e.to_string()),
+        AuthFailure::NotFound(_) => error(StatusCode::NOT_FOUND, "not_found", e.to_string()),
         e => error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()),
     }
 }
@@ -756,7 +753,7 @@ async fn join_create(s: &Shared, headers: &axum::http::HeaderMap, b: NewToken) -
             format!("site `{site}` has no model yet"),
         );
     };
-    let agent = match crate::compose::agent(&model, b.agent.as_deref()) {
+    let agent = match model.agent(b.agent.as_deref()) {
         Ok(a) => a.id.clone(),
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
     };
@@ -1162,11 +1159,13 @@ async fn plans(Site(s): Site) -> Response {
 async fn send(s: &SiteApi, cmd: Command) -> Response {
     match s.commands.send(cmd).await {
         Ok(msg) => done(msg),
-        Err(e @ CommandError::NotFound(_)) => {
+        Err(e @ CommandFailure::NotFound(_)) => {
             error(StatusCode::NOT_FOUND, "not_found", e.to_string())
         }
-        Err(e @ CommandError::Refused(_)) => error(StatusCode::CONFLICT, "refused", e.to_string()),
-        Err(e @ CommandError::Store(_)) => {
+        Err(e @ CommandFailure::Refused(_)) => {
+            error(StatusCode::CONFLICT, "refused", e.to_string())
+        }
+        Err(e @ CommandFailure::Store(_)) => {
             error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string())
         }
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "stopping", e.to_string()),

@@ -12,7 +12,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreFailure};
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -84,10 +84,10 @@ pub struct TokenRecord {
 /// Tokens could not be read or changed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum AuthError {
+pub enum AuthFailure {
     /// The store.
     #[error("token store: {0}")]
-    Store(#[from] StoreError),
+    Store(#[from] StoreFailure),
     /// A stored record does not decode.
     #[error("token {0}: the stored record does not decode")]
     Corrupt(String),
@@ -133,9 +133,9 @@ impl Tokens {
         role: Role,
         note: &str,
         now: Timestamp,
-    ) -> Result<(String, TokenRecord), AuthError> {
+    ) -> Result<(String, TokenRecord), AuthFailure> {
         let mut bytes = [0u8; 36];
-        getrandom::fill(&mut bytes).map_err(|e| AuthError::Random(e.to_string()))?;
+        getrandom::fill(&mut bytes).map_err(|e| AuthFailure::Random(e.to_string()))?;
         let id = hex::encode(&bytes[..4]);
         let secret = hex::encode(&bytes[4..]);
         let rec = TokenRecord {
@@ -149,7 +149,7 @@ impl Tokens {
             agent: None,
             used: None,
         };
-        let value = serde_json::to_vec(&rec).map_err(|_| AuthError::Corrupt(id.clone()))?;
+        let value = serde_json::to_vec(&rec).map_err(|_| AuthFailure::Corrupt(id.clone()))?;
         self.store.put(&format!("{PREFIX}{id}"), value).await?;
         Ok((format!("vqt_{id}_{secret}"), rec))
     }
@@ -162,7 +162,7 @@ impl Tokens {
         agent: &str,
         note: &str,
         now: Timestamp,
-    ) -> Result<(String, TokenRecord), AuthError> {
+    ) -> Result<(String, TokenRecord), AuthFailure> {
         let (token, mut rec) = self.create(Role::Agent, note, now).await?;
         rec.site = Some(site.to_owned());
         rec.agent = Some(agent.to_owned());
@@ -170,8 +170,8 @@ impl Tokens {
         Ok((token, rec))
     }
 
-    async fn put(&self, rec: &TokenRecord) -> Result<(), AuthError> {
-        let value = serde_json::to_vec(rec).map_err(|_| AuthError::Corrupt(rec.id.clone()))?;
+    async fn put(&self, rec: &TokenRecord) -> Result<(), AuthFailure> {
+        let value = serde_json::to_vec(rec).map_err(|_| AuthFailure::Corrupt(rec.id.clone()))?;
         self.store
             .put(&format!("{PREFIX}{}", rec.id), value)
             .await?;
@@ -186,7 +186,7 @@ impl Tokens {
         token: &str,
         key: &str,
         now: Timestamp,
-    ) -> Result<Option<TokenRecord>, AuthError> {
+    ) -> Result<Option<TokenRecord>, AuthFailure> {
         let Some(mut rec) = self.verify(token).await? else {
             return Ok(None);
         };
@@ -195,7 +195,7 @@ impl Tokens {
         }
         match &rec.used {
             Some((_, k)) if k == key => Ok(Some(rec)),
-            Some(_) => Err(AuthError::Used(rec.id)),
+            Some(_) => Err(AuthFailure::Used(rec.id)),
             None => {
                 rec.used = Some((now, key.to_owned()));
                 self.put(&rec).await?;
@@ -205,29 +205,29 @@ impl Tokens {
     }
 
     /// Every token, by id.
-    pub async fn list(&self) -> Result<Vec<TokenRecord>, AuthError> {
+    pub async fn list(&self) -> Result<Vec<TokenRecord>, AuthFailure> {
         self.store
             .list(PREFIX)
             .await?
             .into_iter()
             .map(|kv| {
                 serde_json::from_slice(&kv.value)
-                    .map_err(|_| AuthError::Corrupt(kv.key.trim_start_matches(PREFIX).into()))
+                    .map_err(|_| AuthFailure::Corrupt(kv.key.trim_start_matches(PREFIX).into()))
             })
             .collect()
     }
 
     /// Revokes token `id`: refused from now on (revoking twice keeps the
     /// first time).
-    pub async fn revoke(&self, id: &str, now: Timestamp) -> Result<TokenRecord, AuthError> {
+    pub async fn revoke(&self, id: &str, now: Timestamp) -> Result<TokenRecord, AuthFailure> {
         let key = format!("{PREFIX}{id}");
         let kv = self
             .store
             .get(&key)
             .await?
-            .ok_or_else(|| AuthError::NotFound(id.to_owned()))?;
+            .ok_or_else(|| AuthFailure::NotFound(id.to_owned()))?;
         let mut rec: TokenRecord =
-            serde_json::from_slice(&kv.value).map_err(|_| AuthError::Corrupt(id.to_owned()))?;
+            serde_json::from_slice(&kv.value).map_err(|_| AuthFailure::Corrupt(id.to_owned()))?;
         if rec.revoked.is_none() {
             rec.revoked = Some(now);
             self.put(&rec).await?;
@@ -237,7 +237,7 @@ impl Tokens {
 
     /// The record of `token` when it is one of ours and not revoked. The
     /// secret's hash is compared in constant time.
-    pub async fn verify(&self, token: &str) -> Result<Option<TokenRecord>, AuthError> {
+    pub async fn verify(&self, token: &str) -> Result<Option<TokenRecord>, AuthFailure> {
         let Some((id, secret)) = token.strip_prefix("vqt_").and_then(|t| t.split_once('_')) else {
             return Ok(None);
         };
@@ -248,7 +248,7 @@ impl Tokens {
             return Ok(None);
         };
         let rec: TokenRecord =
-            serde_json::from_slice(&kv.value).map_err(|_| AuthError::Corrupt(id.to_owned()))?;
+            serde_json::from_slice(&kv.value).map_err(|_| AuthFailure::Corrupt(id.to_owned()))?;
         use subtle::ConstantTimeEq;
         let same: bool = digest(secret).as_bytes().ct_eq(rec.hash.as_bytes()).into();
         Ok((same && rec.revoked.is_none()).then_some(rec))
@@ -328,7 +328,7 @@ mod tests {
         // Another key: refused.
         assert!(matches!(
             tokens.redeem(&t, "k2", now).await,
-            Err(AuthError::Used(_))
+            Err(AuthFailure::Used(_))
         ));
         // A user token is no join token.
         let (admin, _) = tokens.create(Role::Admin, "", now).await.unwrap();

@@ -130,7 +130,7 @@ pub fn check_boot_files(model: &SiteModel, agent: &Agent, sot: Option<&Sot>) -> 
                 for f in IPXE_FILES {
                     use vaquero_tftp::FileSource;
                     match d.open(f, client) {
-                        Ok(_) | Err(vaquero_tftp::OpenError::NotFound) => {}
+                        Ok(_) | Err(vaquero_tftp::OpenFailure::NotFound) => {}
                         Err(e) => out.push(
                             Diagnostic::error(
                                 &site_file,

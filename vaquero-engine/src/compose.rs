@@ -2,11 +2,11 @@
 //! `vaquero agent`): the data directory's files and secrets, the SoT
 //! source and its watch, the power drivers, the error they stop with.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use vaquero_model::{Agent, DirSource, GitRemote, GitSource, ModelError, SiteModel, SotSource};
+use crate::Error;
+use vaquero_model::{DirSource, GitRemote, GitSource, SotSource};
 
 /// Renders the process's metrics as Prometheus text (the binary installs
 /// the exporter; the API serves what it renders).
@@ -19,45 +19,6 @@ impl std::fmt::Debug for MetricsRender {
     }
 }
 
-/// Why `vaquero standalone` or `vaquero server` stopped or could not
-/// start.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StandaloneError {
-    /// The SoT cannot be read or does not validate at start-up.
-    #[error("SoT: {0}")]
-    Sot(#[from] ModelError),
-    /// The site to serve is not clear.
-    #[error("{0}")]
-    Site(String),
-    /// The data directory.
-    #[error("data directory {path}: {source}")]
-    Data {
-        /// The path.
-        path: PathBuf,
-        /// What went wrong.
-        source: std::io::Error,
-    },
-    /// The store, or the state kept in it.
-    #[error("store: {0}")]
-    Store(#[source] Box<dyn std::error::Error + Send + Sync>),
-    /// The site services.
-    #[cfg(feature = "agent")]
-    #[error(transparent)]
-    SiteServices(#[from] crate::site::SiteError),
-    /// The engine refused its model.
-    #[error(transparent)]
-    Engine(#[from] crate::EngineError),
-    /// The user API.
-    #[error("API on {addr}: {source}")]
-    Api {
-        /// Its address.
-        addr: SocketAddr,
-        /// What went wrong.
-        source: std::io::Error,
-    },
-}
-
 /// The admin token's file in the data directory.
 pub const TOKEN_FILE: &str = "admin.token";
 /// The store's file in the data directory.
@@ -65,13 +26,13 @@ pub const TOKEN_FILE: &str = "admin.token";
 pub(crate) const STATE_FILE: &str = "state.redb";
 
 /// Reads `data/name`, or writes 32 random bytes (hex) there with mode 0600.
-pub(crate) fn secret(data: &Path, name: &str) -> Result<String, StandaloneError> {
+pub(crate) fn secret(data: &Path, name: &str) -> Result<String, Error> {
     let path = data.join(name);
     match std::fs::read_to_string(&path) {
         Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_owned()),
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(source) => return Err(StandaloneError::Data { path, source }),
+        Err(source) => return Err(Error::Data { path, source }),
     }
     write_secret(data, name)
 }
@@ -79,9 +40,9 @@ pub(crate) fn secret(data: &Path, name: &str) -> Result<String, StandaloneError>
 /// Writes 32 new random bytes (hex) to `data/name` with mode 0600,
 /// atomically: beside it, synced, then renamed over it (a crash leaves
 /// the old secret or the new one, never half of one). The new secret.
-pub(crate) fn write_secret(data: &Path, name: &str) -> Result<String, StandaloneError> {
+pub(crate) fn write_secret(data: &Path, name: &str) -> Result<String, Error> {
     let path = data.join(name);
-    let err = |source| StandaloneError::Data {
+    let err = |source| Error::Data {
         path: path.clone(),
         source,
     };
@@ -114,7 +75,7 @@ pub fn open_source(
     sot: &str,
     branch: Option<&str>,
     data: &Path,
-) -> Result<Arc<dyn SotSource>, ModelError> {
+) -> Result<Arc<dyn SotSource>, vaquero_model::Error> {
     if GitRemote::is_remote(sot) {
         return Ok(Arc::new(GitRemote::open(sot, &data.join(MIRROR), branch)?));
     }
@@ -126,7 +87,7 @@ pub fn open_source(
         }))
     } else {
         if !path.is_dir() {
-            return Err(ModelError::NotFound(path.to_path_buf()));
+            return Err(vaquero_model::Error::NotFound(path.to_path_buf()));
         }
         Ok(Arc::new(DirSource::new(path)))
     }
@@ -178,46 +139,12 @@ impl Fetcher {
     }
 }
 
-/// The agent entry of `model` to serve: the one named, else the site's
-/// only one. The error says what to fix.
-pub fn agent<'m>(model: &'m SiteModel, id: Option<&str>) -> Result<&'m Agent, StandaloneError> {
-    let agents = &model.site().agents;
-    match id {
-        Some(id) => agents.iter().find(|a| a.id == id).ok_or_else(|| {
-            StandaloneError::Site(format!(
-                "site `{}` has no agent `{id}` (its agents: {})",
-                model.site().id,
-                agents
-                    .iter()
-                    .map(|a| a.id.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-        }),
-        None => match agents.as_slice() {
-            [one] => Ok(one),
-            [] => Err(StandaloneError::Site(format!(
-                "site `{}` has no agent: add one under `agents` in its env.yml",
-                model.site().id
-            ))),
-            many => Err(StandaloneError::Site(format!(
-                "site `{}` has several agents ({}): name one with --agent",
-                model.site().id,
-                many.iter()
-                    .map(|a| a.id.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))),
-        },
-    }
-}
-
 #[cfg(feature = "agent")]
 /// Power drivers of the model's hosts, managed (one operation per BMC,
 /// retries, timeouts). A host whose BMC entry cannot be used (a missing
 /// secret) gets none, with a warning: its power actions fail, named.
 pub(crate) fn drivers(
-    model: &SiteModel,
+    model: &vaquero_model::SiteModel,
     lom: &vaquero_lom::Lom,
     have: &vaquero_lom::PowerDrivers,
 ) -> std::collections::HashMap<String, Arc<dyn vaquero_lom::PowerDriver>> {

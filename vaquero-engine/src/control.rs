@@ -27,9 +27,10 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use vaquero_model::{SiteModel, Sot, SotFiles};
 
+use crate::Error;
 use crate::act::{Task, TaskResult};
 use crate::decide::{Decider, Follower};
-use crate::engine::{Engine, EngineConfig, EngineError};
+use crate::engine::{Engine, EngineConfig, EngineFailure};
 use crate::event::{ActionKind, Outcome};
 use crate::observe::{Observation, ObservationKind};
 use crate::plan::{Plan, PlanSet};
@@ -60,7 +61,7 @@ pub enum Command {
 /// Why a command was not carried out.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum CommandError {
+pub enum CommandFailure {
     /// It names something the site does not have (a host).
     #[error("{0}")]
     NotFound(String),
@@ -79,7 +80,7 @@ pub enum CommandError {
 /// A command and where its answer goes.
 pub type CommandMsg = (
     Command,
-    tokio::sync::oneshot::Sender<Result<String, CommandError>>,
+    tokio::sync::oneshot::Sender<Result<String, CommandFailure>>,
 );
 
 /// Sends operators' commands to a site's control loop, each answered by
@@ -97,14 +98,14 @@ impl Commands {
     }
 
     /// Carries out `cmd`: what was done, or why not
-    /// ([`CommandError::Stopping`] when the loop is gone).
-    pub async fn send(&self, cmd: Command) -> Result<String, CommandError> {
+    /// ([`CommandFailure::Stopping`] when the loop is gone).
+    pub async fn send(&self, cmd: Command) -> Result<String, CommandFailure> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.0
             .send((cmd, tx))
             .await
-            .map_err(|_| CommandError::Stopping)?;
-        rx.await.map_err(|_| CommandError::Stopping)?
+            .map_err(|_| CommandFailure::Stopping)?;
+        rx.await.map_err(|_| CommandFailure::Stopping)?
     }
 }
 
@@ -352,21 +353,6 @@ impl Policy for Pause {
     }
 }
 
-/// Why the control half stopped.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ControlError {
-    /// The store failed.
-    #[error("store: {0}")]
-    Store(#[from] crate::persist::PersistError),
-    /// The engine refused its model or plan.
-    #[error(transparent)]
-    Engine(#[from] EngineError),
-    /// Starting or approving a plan failed.
-    #[error(transparent)]
-    Runner(#[from] crate::RunnerError),
-}
-
 fn key(site: &str, what: &str) -> String {
     format!("v1/standalone/{site}/{what}")
 }
@@ -432,9 +418,9 @@ impl<S: Store + ?Sized + 'static> std::fmt::Debug for Control<S> {
 async fn load_plans<S: Store + ?Sized>(
     store: &S,
     site: &str,
-) -> Result<(Vec<PlanEntry>, Vec<u64>), ControlError> {
+) -> Result<(Vec<PlanEntry>, Vec<u64>), Error> {
     let failed =
-        |e: crate::store::StoreError| ControlError::from(crate::persist::PersistError::from(e));
+        |e: crate::store::StoreFailure| Error::from(crate::persist::PersistFailure::from(e));
     let mut plans: Vec<(u64, PlanEntry)> = Vec::new();
     for kv in store.list(&key(site, "plan/")).await.map_err(failed)? {
         let n = kv
@@ -462,7 +448,7 @@ async fn load_plans<S: Store + ?Sized>(
                 for p in list {
                     n += 1;
                     let bytes = encode_plan(&p).map_err(|e| {
-                        ControlError::from(crate::persist::PersistError::Corrupt {
+                        Error::from(crate::persist::PersistFailure::Corrupt {
                             key: old.clone(),
                             error: e,
                         })
@@ -504,13 +490,13 @@ impl<S: Store + ?Sized + 'static> Control<S> {
         follower: Arc<dyn Follower>,
         source: String,
         now: Timestamp,
-    ) -> Result<(Self, Vec<Task>), ControlError> {
+    ) -> Result<(Self, Vec<Task>), Error> {
         let site = model.site().id.clone();
-        let read = async |what: &str| -> Result<Option<Vec<u8>>, ControlError> {
+        let read = async |what: &str| -> Result<Option<Vec<u8>>, Error> {
             Ok(store
                 .get(&key(&site, what))
                 .await
-                .map_err(crate::persist::PersistError::from)?
+                .map_err(crate::persist::PersistFailure::from)?
                 .map(|kv| kv.value))
         };
         let paused = Arc::new(AtomicBool::new(
@@ -524,7 +510,7 @@ impl<S: Store + ?Sized + 'static> Control<S> {
         for kv in store
             .list(&timeline_prefix(&site))
             .await
-            .map_err(crate::persist::PersistError::from)?
+            .map_err(crate::persist::PersistFailure::from)?
         {
             let n = kv.key.rsplit('/').next().and_then(|n| n.parse().ok());
             match (n, serde_json::from_slice::<Observation>(&kv.value)) {
@@ -665,7 +651,7 @@ impl<S: Store + ?Sized + 'static> Control<S> {
         &self,
         retention: &crate::record::Retention,
         now: Timestamp,
-    ) -> Result<usize, ControlError> {
+    ) -> Result<usize, Error> {
         let n = self
             .decider
             .records()
@@ -687,7 +673,7 @@ impl<S: Store + ?Sized + 'static> Control<S> {
             self.store
                 .txn(Vec::new(), ops)
                 .await
-                .map_err(crate::persist::PersistError::from)?;
+                .map_err(crate::persist::PersistFailure::from)?;
         }
         if n > 0 || !gone.is_empty() {
             tracing::info!(site = %self.site, records = n, timeline_entries = gone.len(), "execution records and timelines pruned");
@@ -752,7 +738,7 @@ impl<S: Store + ?Sized + 'static> Control<S> {
         model: Option<Arc<SiteModel>>,
         files: Option<&SotFiles>,
         now: Timestamp,
-    ) -> Result<Option<Arc<SiteModel>>, ControlError> {
+    ) -> Result<Option<Arc<SiteModel>>, Error> {
         if model.is_some() && self.refused.take().is_some() {
             self.put_json("refused", &None::<Refused>).await;
         }
@@ -788,13 +774,13 @@ impl<S: Store + ?Sized + 'static> Control<S> {
     pub fn add_policies(
         &mut self,
         policies: impl IntoIterator<Item = Arc<dyn crate::policy::Policy>>,
-    ) -> Result<(), ControlError> {
+    ) -> Result<(), Error> {
         self.policies.extend(policies);
         self.switch(self.model.clone())
     }
 
     /// Serves `model` from now on (the engine and what follows it).
-    fn switch(&mut self, model: Arc<SiteModel>) -> Result<(), ControlError> {
+    fn switch(&mut self, model: Arc<SiteModel>) -> Result<(), Error> {
         let mut engine =
             Engine::new(model.clone(), self.engine_config)?.with_policy(Arc::new(Pause {
                 paused: self.paused.clone(),
@@ -874,7 +860,7 @@ impl<S: Store + ?Sized + 'static> Control<S> {
         }
     }
 
-    async fn start(&mut self, plan: Plan, now: Timestamp) -> Result<(), ControlError> {
+    async fn start(&mut self, plan: Plan, now: Timestamp) -> Result<(), Error> {
         self.decider.start(&plan, now).await?;
         let pending = self
             .decider
@@ -896,8 +882,12 @@ impl<S: Store + ?Sized + 'static> Control<S> {
     }
 
     /// Carries out an operator's command.
-    pub async fn command(&mut self, cmd: Command, now: Timestamp) -> Result<String, CommandError> {
-        let store = |e: &dyn std::fmt::Display| CommandError::Store(e.to_string());
+    pub async fn command(
+        &mut self,
+        cmd: Command,
+        now: Timestamp,
+    ) -> Result<String, CommandFailure> {
+        let store = |e: &dyn std::fmt::Display| CommandFailure::Store(e.to_string());
         match cmd {
             Command::Approve(id) => {
                 let waiting = self
@@ -908,12 +898,12 @@ impl<S: Store + ?Sized + 'static> Control<S> {
                     .filter(|r| !r.approved())
                     .map(|r| r.id);
                 let Some(w) = waiting else {
-                    return Err(CommandError::Refused(
+                    return Err(CommandFailure::Refused(
                         "no rollout waits for approval".into(),
                     ));
                 };
                 if let Some(id) = id.filter(|&id| id != w) {
-                    return Err(CommandError::Refused(format!(
+                    return Err(CommandFailure::Refused(format!(
                         "rollout {w} waits for approval, not {id}"
                     )));
                 }
@@ -938,10 +928,10 @@ impl<S: Store + ?Sized + 'static> Control<S> {
                         .reprovision(&hosts, skip, now)
                         .await
                         .map_err(|e| match e {
-                            crate::RunnerError::Engine(e @ EngineError::UnknownHost { .. }) => {
-                                CommandError::NotFound(e.to_string())
+                            crate::Error::Engine(e @ EngineFailure::UnknownHost { .. }) => {
+                                CommandFailure::NotFound(e.to_string())
                             }
-                            crate::RunnerError::Engine(e) => CommandError::Refused(e.to_string()),
+                            crate::Error::Engine(e) => CommandFailure::Refused(e.to_string()),
                             e => store(&e),
                         })?;
                 self.record_plan(&plan, PlanKind::Reprovision, PlanStatus::Applied, now)
@@ -1043,7 +1033,7 @@ impl<S: Store + ?Sized + 'static> Control<S> {
         &mut self,
         inbound: Inbound,
         now: Timestamp,
-    ) -> Result<(Vec<Task>, bool), ControlError> {
+    ) -> Result<(Vec<Task>, bool), Error> {
         let Inbound {
             observations,
             results,

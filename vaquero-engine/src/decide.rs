@@ -15,10 +15,11 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use vaquero_model::SiteModel;
 
+use crate::Error;
 use crate::act::{Task, TaskResult};
 use crate::engine::{Engine, Step};
 use crate::event::{Action, ActionKind, Event, Notice};
-use crate::persist::{PersistError, StateStore};
+use crate::persist::{PersistFailure, StateStore};
 use crate::plan::Plan;
 use crate::record::Records;
 use crate::state::{HostState, SiteState};
@@ -68,7 +69,7 @@ impl<S: Store + ?Sized + 'static> Decider<S> {
         store: Arc<S>,
         boot: Arc<dyn Follower>,
         now: Timestamp,
-    ) -> Result<(Self, Vec<Task>), PersistError> {
+    ) -> Result<(Self, Vec<Task>), PersistFailure> {
         let site = engine.model().site().id.clone();
         let states = StateStore::new(store.clone(), &site);
         let state = states.load().await?;
@@ -115,11 +116,11 @@ impl<S: Store + ?Sized + 'static> Decider<S> {
         &self.state.site
     }
 
-    async fn commit(&mut self, step: &Step) -> Result<(), PersistError> {
+    async fn commit(&mut self, step: &Step) -> Result<(), PersistFailure> {
         self.commit_with(step, Vec::new()).await
     }
 
-    async fn commit_with(&mut self, step: &Step, with: Vec<TxnOp>) -> Result<(), PersistError> {
+    async fn commit_with(&mut self, step: &Step, with: Vec<TxnOp>) -> Result<(), PersistFailure> {
         self.states.commit_with(step, with).await?;
         self.state.apply(step);
         self.boot.update(self.engine.model(), &step.hosts);
@@ -127,7 +128,7 @@ impl<S: Store + ?Sized + 'static> Decider<S> {
     }
 
     /// Starts `plan` (see [`Engine::start`]).
-    pub async fn start(&mut self, plan: &Plan, now: Timestamp) -> Result<(), crate::RunnerError> {
+    pub async fn start(&mut self, plan: &Plan, now: Timestamp) -> Result<(), Error> {
         let step = self.engine.start(&self.state, plan, now)?;
         self.commit(&step).await?;
         Ok(())
@@ -140,7 +141,7 @@ impl<S: Store + ?Sized + 'static> Decider<S> {
         hosts: &[String],
         skip_windows: bool,
         now: Timestamp,
-    ) -> Result<Plan, crate::RunnerError> {
+    ) -> Result<Plan, Error> {
         let (step, plan) = self
             .engine
             .reprovision(&self.state, hosts, skip_windows, now)?;
@@ -149,7 +150,7 @@ impl<S: Store + ?Sized + 'static> Decider<S> {
     }
 
     /// Approves the waiting rollout `id`.
-    pub async fn approve(&mut self, id: u64) -> Result<(), crate::RunnerError> {
+    pub async fn approve(&mut self, id: u64) -> Result<(), Error> {
         let step = self.engine.approve(&self.state, id)?;
         self.commit(&step).await?;
         Ok(())
@@ -164,7 +165,7 @@ impl<S: Store + ?Sized + 'static> Decider<S> {
         events: &[Event],
         with: Vec<TxnOp>,
         now: Timestamp,
-    ) -> Result<(Vec<Task>, bool), PersistError> {
+    ) -> Result<(Vec<Task>, bool), PersistFailure> {
         let started = std::time::Instant::now();
         let step = self.engine.step(&self.state, events, now);
         let changed = !step.is_empty();
@@ -181,7 +182,7 @@ impl<S: Store + ?Sized + 'static> Decider<S> {
     }
 
     /// Records `a` (notices are logged) and makes it a task.
-    async fn issue(&self, a: Action, now: Timestamp) -> Result<Option<Task>, PersistError> {
+    async fn issue(&self, a: Action, now: Timestamp) -> Result<Option<Task>, PersistFailure> {
         if let ActionKind::Notice(n) = &a.kind {
             tracing::info!(site = %self.state.site, host = %a.host, rollout = ?a.rollout, notice = ?n, "host");
             metrics::counter!("vaquero_engine_notices_total", "notice" => notice_name(n))

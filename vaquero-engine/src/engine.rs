@@ -58,7 +58,7 @@ impl Default for EngineConfig {
 /// The engine could not do what was asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum EngineError {
+pub enum EngineFailure {
     /// The site's policy does not make sense (bad window, unknown zone).
     #[error("site policy: {0}")]
     Policy(String),
@@ -123,10 +123,10 @@ fn elapsed(now: Timestamp, since: Timestamp) -> Duration {
 
 impl Engine {
     /// An engine for `model` with the SoT's built-in policies.
-    pub fn new(model: Arc<SiteModel>, config: EngineConfig) -> Result<Self, EngineError> {
+    pub fn new(model: Arc<SiteModel>, config: EngineConfig) -> Result<Self, EngineFailure> {
         let site = model.site();
-        let policies = policy::builtin(site).map_err(EngineError::Policy)?;
-        let tz = policy::site_tz(site).map_err(EngineError::Policy)?;
+        let policies = policy::builtin(site).map_err(EngineFailure::Policy)?;
+        let tz = policy::site_tz(site).map_err(EngineFailure::Policy)?;
         Ok(Engine {
             model,
             policies,
@@ -164,9 +164,9 @@ impl Engine {
         state: &SiteState,
         plan: &Plan,
         now: Timestamp,
-    ) -> Result<Step, EngineError> {
+    ) -> Result<Step, EngineFailure> {
         if plan.to != self.model.version() || plan.site != self.model.site().id {
-            return Err(EngineError::PlanMismatch(format!(
+            return Err(EngineFailure::PlanMismatch(format!(
                 "plan is for {} {}, the engine runs {} {}",
                 plan.site,
                 plan.to,
@@ -278,20 +278,20 @@ impl Engine {
         hosts: &[String],
         skip_windows: bool,
         now: Timestamp,
-    ) -> Result<(Step, Plan), EngineError> {
+    ) -> Result<(Step, Plan), EngineFailure> {
         let mut names: Vec<&str> = hosts.iter().map(String::as_str).collect();
         names.sort_unstable();
         names.dedup();
         let mut step = Step::default();
         for &name in &names {
             let Some(r) = self.model.by_name(name) else {
-                return Err(EngineError::UnknownHost {
+                return Err(EngineFailure::UnknownHost {
                     host: name.to_owned(),
                     site: self.model.site().id.clone(),
                 });
             };
             if r.host.never_provision {
-                return Err(EngineError::NeverProvision(name.to_owned()));
+                return Err(EngineFailure::NeverProvision(name.to_owned()));
             }
             let old = state.hosts.get(name);
             let mut h = old
@@ -319,7 +319,7 @@ impl Engine {
     }
 
     /// Approves the waiting rollout `id`.
-    pub fn approve(&self, state: &SiteState, id: u64) -> Result<Step, EngineError> {
+    pub fn approve(&self, state: &SiteState, id: u64) -> Result<Step, EngineFailure> {
         match &state.rollout {
             Some(r) if r.id == id && r.approval == Approval::Pending => {
                 let mut r = r.clone();
@@ -329,7 +329,7 @@ impl Engine {
                     ..Step::default()
                 })
             }
-            _ => Err(EngineError::NoSuchRollout(id)),
+            _ => Err(EngineFailure::NoSuchRollout(id)),
         }
     }
 

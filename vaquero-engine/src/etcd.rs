@@ -15,7 +15,7 @@
 //!   default) and `--max-request-bytes` (1.5 MiB by default). An engine
 //!   step writes every host it changes in one transaction, so a site of
 //!   N hosts needs `--max-txn-ops` above N (docs/ha.md gives the flags).
-//!   A refused transaction is [`StoreError::Backend`] naming the flag.
+//!   A refused transaction is [`StoreFailure::Backend`] naming the flag.
 //!
 //! Lists are read in pages at one revision, so a large prefix is one
 //! consistent snapshot without one huge gRPC message.
@@ -31,7 +31,7 @@ use etcd_client::{
     Identity, KvClient, TlsOptions, Txn, TxnOp as EtcdTxnOp,
 };
 
-use crate::store::{Compare, KeyValue, Revision, Store, StoreError, TxnOp, TxnResult};
+use crate::store::{Compare, KeyValue, Revision, Store, StoreFailure, TxnOp, TxnResult};
 
 /// Keys read per request when listing a prefix.
 const PAGE: i64 = 1000;
@@ -56,7 +56,7 @@ pub struct EtcdConfig {
     /// The bound on one try of a request (default 2 s). A request that
     /// may be tried again (see [`EtcdStore`]) is, on the next member,
     /// within three times this; past it, it is
-    /// [`StoreError::Unavailable`].
+    /// [`StoreFailure::Unavailable`].
     pub timeout: Duration,
 }
 
@@ -88,9 +88,9 @@ impl EtcdConfig {
     /// use (an unreachable member fails a request, not this), with the
     /// timeouts, keep-alive and TLS of the configuration. A request to a
     /// member that cannot be reached fails at once, as a connection error.
-    pub(crate) async fn member(&self, url: &str) -> Result<Client, StoreError> {
+    pub(crate) async fn member(&self, url: &str) -> Result<Client, StoreFailure> {
         let bad =
-            |e: &dyn std::fmt::Display| StoreError::Config(format!("etcd endpoint {url}: {e}"));
+            |e: &dyn std::fmt::Display| StoreFailure::Config(format!("etcd endpoint {url}: {e}"));
         let mut ep = tonic::transport::Endpoint::from_shared(url.to_owned())
             .map_err(|e| bad(&e))?
             .timeout(self.timeout)
@@ -108,9 +108,9 @@ impl EtcdConfig {
 
     /// A client balanced over every member, with no per-request timeout:
     /// for calls that wait as long as they must (an election campaign).
-    pub(crate) async fn unbounded(&self) -> Result<Client, StoreError> {
+    pub(crate) async fn unbounded(&self) -> Result<Client, StoreFailure> {
         if self.endpoints.is_empty() {
-            return Err(StoreError::Config("no etcd endpoint given".into()));
+            return Err(StoreFailure::Config("no etcd endpoint given".into()));
         }
         let mut o = self
             .options()
@@ -125,7 +125,7 @@ impl EtcdConfig {
             .map_err(etcd_error)
     }
 
-    fn tls(&self) -> Result<TlsOptions, StoreError> {
+    fn tls(&self) -> Result<TlsOptions, StoreFailure> {
         let mut tls = TlsOptions::new();
         if let Some(ca) = &self.ca {
             tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
@@ -137,9 +137,9 @@ impl EtcdConfig {
     }
 
     /// A client of every member, one connection each.
-    pub(crate) async fn members(&self) -> Result<Vec<Client>, StoreError> {
+    pub(crate) async fn members(&self) -> Result<Vec<Client>, StoreFailure> {
         if self.endpoints.is_empty() {
-            return Err(StoreError::Config("no etcd endpoint given".into()));
+            return Err(StoreFailure::Config("no etcd endpoint given".into()));
         }
         let mut out = Vec::with_capacity(self.endpoints.len());
         for url in &self.endpoints {
@@ -163,16 +163,16 @@ fn not_sent(e: &etcd_client::Error) -> bool {
     }
 }
 
-fn read(path: &PathBuf) -> Result<Vec<u8>, StoreError> {
-    std::fs::read(path).map_err(|e| StoreError::Config(format!("{}: {e}", path.display())))
+fn read(path: &PathBuf) -> Result<Vec<u8>, StoreFailure> {
+    std::fs::read(path).map_err(|e| StoreFailure::Config(format!("{}: {e}", path.display())))
 }
 
 /// An etcd error as a store error: one the cluster may heal (no leader, a
-/// member down, a timeout) is [`StoreError::Unavailable`].
-pub(crate) fn etcd_error(e: etcd_client::Error) -> StoreError {
+/// member down, a timeout) is [`StoreFailure::Unavailable`].
+pub(crate) fn etcd_error(e: etcd_client::Error) -> StoreFailure {
     use etcd_client::Error as E;
     match &e {
-        E::TransportError(_) | E::IoError(_) => StoreError::Unavailable(format!("etcd: {e}")),
+        E::TransportError(_) | E::IoError(_) => StoreFailure::Unavailable(format!("etcd: {e}")),
         E::GRpcStatus(s) => match s.code() {
             tonic::Code::Unavailable
             | tonic::Code::DeadlineExceeded
@@ -181,20 +181,20 @@ pub(crate) fn etcd_error(e: etcd_client::Error) -> StoreError {
             | tonic::Code::Unknown
                 if !s.message().contains("too many operations") =>
             {
-                StoreError::Unavailable(format!("etcd: {}", s.message()))
+                StoreFailure::Unavailable(format!("etcd: {}", s.message()))
             }
-            _ if s.message().contains("too many operations") => StoreError::Backend(format!(
+            _ if s.message().contains("too many operations") => StoreFailure::Backend(format!(
                 "etcd refused a transaction: {} (raise the members' --max-txn-ops above the \
                  site's host count)",
                 s.message()
             )),
-            _ if s.message().contains("request is too large") => StoreError::Backend(format!(
+            _ if s.message().contains("request is too large") => StoreFailure::Backend(format!(
                 "etcd refused a transaction: {} (raise the members' --max-request-bytes)",
                 s.message()
             )),
-            _ => StoreError::Backend(format!("etcd: {}", s.message())),
+            _ => StoreFailure::Backend(format!("etcd: {}", s.message())),
         },
-        _ => StoreError::Backend(format!("etcd: {e}")),
+        _ => StoreFailure::Backend(format!("etcd: {e}")),
     }
 }
 
@@ -226,7 +226,7 @@ impl std::fmt::Debug for EtcdStore {
 
 impl EtcdStore {
     /// A store on the cluster of `config`. Nothing is read yet.
-    pub async fn connect(config: &EtcdConfig) -> Result<Self, StoreError> {
+    pub async fn connect(config: &EtcdConfig) -> Result<Self, StoreFailure> {
         let clients = config.members().await?;
         Ok(EtcdStore::with_clients(
             &clients,
@@ -257,7 +257,7 @@ impl EtcdStore {
 
     /// This store, fenced: each transaction also requires the etcd key
     /// `key` (outside the prefix) to exist with create revision `fence`,
-    /// and fails with [`StoreError::Fenced`] when it does not.
+    /// and fails with [`StoreFailure::Fenced`] when it does not.
     pub fn fenced(&self, key: Vec<u8>, fence: u64) -> Self {
         EtcdStore {
             guard: Some((key, i64::try_from(fence).unwrap_or(i64::MAX))),
@@ -266,7 +266,7 @@ impl EtcdStore {
     }
 
     /// Whether the guard of a fenced store still holds.
-    async fn guard_holds(&self) -> Result<bool, StoreError> {
+    async fn guard_holds(&self) -> Result<bool, StoreFailure> {
         let Some((key, fence)) = &self.guard else {
             return Ok(true);
         };
@@ -284,7 +284,7 @@ impl EtcdStore {
     /// request is `idempotent` (a read; a write that a second application
     /// leaves as the first did), otherwise only a request never sent
     /// (the connection to a member failed, the member has no leader).
-    async fn call<T, F, Fut>(&self, idempotent: bool, mut f: F) -> Result<T, StoreError>
+    async fn call<T, F, Fut>(&self, idempotent: bool, mut f: F) -> Result<T, StoreFailure>
     where
         F: FnMut(KvClient) -> Fut,
         Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
@@ -301,7 +301,7 @@ impl EtcdStore {
             };
             let unsent = not_sent(&e);
             let e = etcd_error(e);
-            let again = unsent || (idempotent && matches!(e, StoreError::Unavailable(_)));
+            let again = unsent || (idempotent && matches!(e, StoreFailure::Unavailable(_)));
             if !again || tokio::time::Instant::now() + wait >= deadline {
                 return Err(e);
             }
@@ -326,11 +326,13 @@ impl EtcdStore {
         format!("{}{key}", self.prefix)
     }
 
-    fn own(&self, kv: &etcd_client::KeyValue) -> Result<KeyValue, StoreError> {
+    fn own(&self, kv: &etcd_client::KeyValue) -> Result<KeyValue, StoreFailure> {
         let key = std::str::from_utf8(kv.key())
             .ok()
             .and_then(|k| k.strip_prefix(self.prefix.as_str()))
-            .ok_or_else(|| StoreError::Backend("etcd returned a key outside the prefix".into()))?;
+            .ok_or_else(|| {
+                StoreFailure::Backend("etcd returned a key outside the prefix".into())
+            })?;
         Ok(KeyValue {
             key: key.to_owned(),
             value: kv.value().to_vec(),
@@ -362,7 +364,7 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 
 #[async_trait]
 impl Store for EtcdStore {
-    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreFailure> {
         let key = self.full(key);
         let r = self
             .call(true, |mut kv| {
@@ -373,11 +375,15 @@ impl Store for EtcdStore {
         r.kvs().first().map(|kv| self.own(kv)).transpose()
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<KeyValue>, StoreError> {
+    async fn list(&self, prefix: &str) -> Result<Vec<KeyValue>, StoreFailure> {
         self.list_since(prefix, 0).await
     }
 
-    async fn list_since(&self, prefix: &str, since: Revision) -> Result<Vec<KeyValue>, StoreError> {
+    async fn list_since(
+        &self,
+        prefix: &str,
+        since: Revision,
+    ) -> Result<Vec<KeyValue>, StoreFailure> {
         let start = self.full(prefix).into_bytes();
         let end = prefix_end(&start);
         let mut from = start;
@@ -413,7 +419,7 @@ impl Store for EtcdStore {
         }
     }
 
-    async fn revision(&self) -> Result<Revision, StoreError> {
+    async fn revision(&self) -> Result<Revision, StoreFailure> {
         let r = self
             .call(true, |mut kv| {
                 let key = self.prefix.clone();
@@ -423,7 +429,11 @@ impl Store for EtcdStore {
         Ok(header_revision(r.header()))
     }
 
-    async fn txn(&self, compares: Vec<Compare>, ops: Vec<TxnOp>) -> Result<TxnResult, StoreError> {
+    async fn txn(
+        &self,
+        compares: Vec<Compare>,
+        ops: Vec<TxnOp>,
+    ) -> Result<TxnResult, StoreFailure> {
         let mut when: Vec<EtcdCompare> = compares
             .iter()
             .map(|c| match c.mod_revision {
@@ -483,7 +493,7 @@ impl Store for EtcdStore {
             Ok(TxnResult::Committed(header_revision(r.header())))
         } else if !self.guard_holds().await? {
             metrics::counter!("vaquero_server_fenced_writes_total").increment(1);
-            Err(StoreError::Fenced(
+            Err(StoreFailure::Fenced(
                 "its term's campaign key is gone or was replaced".into(),
             ))
         } else {

@@ -27,7 +27,7 @@ use crate::event::{JobSpec, Outcome};
 /// One try of a job failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum JobError {
+pub enum JobFailure {
     /// It ran and failed (exit code, unexpected status).
     #[error("{status}: {output}")]
     Failed {
@@ -44,10 +44,10 @@ pub enum JobError {
     Config(String),
 }
 
-impl JobError {
+impl JobFailure {
     /// Whether another try may work.
     pub fn is_transient(&self) -> bool {
-        !matches!(self, JobError::Config(_))
+        !matches!(self, JobFailure::Config(_))
     }
 }
 
@@ -56,15 +56,15 @@ impl JobError {
 pub trait Job: Send + Sync + fmt::Debug {
     /// One try of `spec`, bounded by `spec.timeout`; `Ok` carries the
     /// output.
-    async fn run(&self, spec: &JobSpec) -> Result<String, JobError>;
+    async fn run(&self, spec: &JobSpec) -> Result<String, JobFailure>;
 }
 
-fn from_lom(e: LomError) -> JobError {
+fn from_lom(e: LomError) -> JobFailure {
     match e {
-        LomError::CommandFailed { status, output } => JobError::Failed { status, output },
-        LomError::Config(m) => JobError::Config(m),
-        other if other.is_transient() => JobError::Unavailable(other.to_string()),
-        other => JobError::Failed {
+        LomError::CommandFailed { status, output } => JobFailure::Failed { status, output },
+        LomError::Config(m) => JobFailure::Config(m),
+        other if other.is_transient() => JobFailure::Unavailable(other.to_string()),
+        other => JobFailure::Failed {
             status: other.label().to_owned(),
             output: other.to_string(),
         },
@@ -77,7 +77,7 @@ pub struct ExecJob;
 
 #[async_trait]
 impl Job for ExecJob {
-    async fn run(&self, spec: &JobSpec) -> Result<String, JobError> {
+    async fn run(&self, spec: &JobSpec) -> Result<String, JobFailure> {
         let env: Vec<(String, String)> = spec
             .env
             .iter()
@@ -89,7 +89,7 @@ impl Job for ExecJob {
         if done.success() {
             Ok(done.output())
         } else {
-            Err(JobError::Failed {
+            Err(JobFailure::Failed {
                 status: done.status.clone(),
                 output: done.output(),
             })
@@ -112,11 +112,11 @@ impl HttpJob {
 
 #[async_trait]
 impl Job for HttpJob {
-    async fn run(&self, spec: &JobSpec) -> Result<String, JobError> {
+    async fn run(&self, spec: &JobSpec) -> Result<String, JobFailure> {
         let url = spec
             .url
             .as_deref()
-            .ok_or_else(|| JobError::Config("an http job without a url".into()))?;
+            .ok_or_else(|| JobFailure::Config("an http job without a url".into()))?;
         let want = spec.expect_status.unwrap_or(200);
         let resp = self
             .client
@@ -126,9 +126,9 @@ impl Job for HttpJob {
             .await
             .map_err(|e| {
                 if e.is_builder() {
-                    JobError::Config(format!("{url}: {e}"))
+                    JobFailure::Config(format!("{url}: {e}"))
                 } else {
-                    JobError::Unavailable(format!("{url}: {e}"))
+                    JobFailure::Unavailable(format!("{url}: {e}"))
                 }
             })?;
         let status = resp.status().as_u16();
@@ -137,7 +137,7 @@ impl Job for HttpJob {
         if status == want {
             Ok(body)
         } else {
-            Err(JobError::Failed {
+            Err(JobFailure::Failed {
                 status: format!("HTTP {status} (expected {want})"),
                 output: body,
             })
@@ -184,13 +184,13 @@ impl SshJob {
 
 #[async_trait]
 impl Job for SshJob {
-    async fn run(&self, spec: &JobSpec) -> Result<String, JobError> {
+    async fn run(&self, spec: &JobSpec) -> Result<String, JobFailure> {
         let target = spec
             .target
             .as_deref()
-            .ok_or_else(|| JobError::Config("an ssh job for a host without an address".into()))?;
+            .ok_or_else(|| JobFailure::Config("an ssh job for a host without an address".into()))?;
         let line = shlex::try_join(spec.command.iter().map(String::as_str))
-            .map_err(|e| JobError::Config(format!("ssh command {:?}: {e}", spec.command)))?;
+            .map_err(|e| JobFailure::Config(format!("ssh command {:?}: {e}", spec.command)))?;
         let mut c = vaquero_lom::SshConfig::new(target, &self.username, self.key_file.clone());
         c.port = self.port;
         c.known_hosts.clone_from(&self.known_hosts);
@@ -272,7 +272,7 @@ impl JobRunner {
             return (Outcome::failed(false, msg), Vec::new());
         };
         let mut tries = Vec::new();
-        let mut last = JobError::Config("not run".into());
+        let mut last = JobFailure::Config("not run".into());
         for n in 1..=spec.retries.saturating_add(1) {
             if n > 1 {
                 tokio::time::sleep(self.retry_delay).await;
@@ -288,7 +288,7 @@ impl JobRunner {
                 }
                 Err(e) => {
                     let (result, output) = match &e {
-                        JobError::Failed { status, output } => (status.clone(), output.clone()),
+                        JobFailure::Failed { status, output } => (status.clone(), output.clone()),
                         other => (other.to_string(), String::new()),
                     };
                     tries.push(Try {
@@ -307,7 +307,7 @@ impl JobRunner {
         // Every try used: a job that keeps failing has failed (the engine
         // must not retry it again); only a job that could not run at all
         // (unreachable) is worth the engine's own retries.
-        let transient = matches!(last, JobError::Unavailable(_));
+        let transient = matches!(last, JobFailure::Unavailable(_));
         (Outcome::failed(transient, last.to_string()), tries)
     }
 }

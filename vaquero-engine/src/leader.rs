@@ -7,7 +7,7 @@
 //! the campaign key to still exist at that create revision, so a deposed
 //! leader (its lease expired while it was paused, or cut off) cannot write
 //! anything once a successor exists: its write is refused as
-//! [`StoreError::Fenced`].
+//! [`StoreFailure::Fenced`].
 //!
 //! - The lease's TTL is configurable (default 2 s); etcd raises a shorter
 //!   one to about 1.5 times its election timeout, and the TTL it grants is
@@ -32,7 +32,7 @@ use etcd_client::{Client, Compare as EtcdCompare, CompareOp, LeaderKey, Txn, Txn
 use tokio::sync::watch;
 
 use crate::etcd::{EtcdConfig, EtcdStore, etcd_error};
-use crate::store::StoreError;
+use crate::store::StoreFailure;
 
 /// How long a lease surely lives, from the keep-alives that were
 /// answered. Pure: every time is an argument.
@@ -122,7 +122,7 @@ impl Election {
     /// Joins the election `{prefix}leader` of the cluster of `config` as
     /// `id` (the URL other replicas send clients to), with a lease of
     /// `ttl`.
-    pub async fn new(config: &EtcdConfig, id: &str, ttl: Duration) -> Result<Self, StoreError> {
+    pub async fn new(config: &EtcdConfig, id: &str, ttl: Duration) -> Result<Self, StoreFailure> {
         let members = config.members().await?;
         let campaign = config.unbounded().await?;
         Ok(Election {
@@ -136,8 +136,8 @@ impl Election {
     }
 
     /// The current leader's id, if any replica leads.
-    pub async fn leader(&self) -> Result<Option<String>, StoreError> {
-        let mut last = StoreError::Unavailable("no etcd member".into());
+    pub async fn leader(&self) -> Result<Option<String>, StoreFailure> {
+        let mut last = StoreFailure::Unavailable("no etcd member".into());
         for m in &self.members {
             match m.election_client().leader(self.name.clone()).await {
                 Ok(r) => {
@@ -156,9 +156,9 @@ impl Election {
     }
 
     /// Grants a lease, trying each member in turn.
-    async fn grant(&self) -> Result<(i64, LeaseClock), StoreError> {
+    async fn grant(&self) -> Result<(i64, LeaseClock), StoreFailure> {
         let secs = i64::try_from(self.ttl.as_secs().max(1)).unwrap_or(i64::MAX);
-        let mut last = StoreError::Unavailable("no etcd member".into());
+        let mut last = StoreFailure::Unavailable("no etcd member".into());
         for m in &self.members {
             let sent = Instant::now();
             match m.lease_client().grant(secs, None).await {
@@ -197,7 +197,7 @@ impl Election {
 
     /// One campaign on a fresh lease: `None` when the lease was lost
     /// before leadership was confirmed.
-    async fn try_lead(&self) -> Result<Option<Term>, StoreError> {
+    async fn try_lead(&self) -> Result<Option<Term>, StoreFailure> {
         let (lease, clock) = self.grant().await?;
         let (state_tx, mut state) = watch::channel(TermState::Active);
         let keeper = tokio::spawn(keep_alive(self.members.clone(), lease, clock, state_tx));
@@ -208,7 +208,7 @@ impl Election {
             _ = state.wait_for(|s| *s == TermState::Lost) => return Ok(None),
         };
         let Some(key) = won.leader().cloned() else {
-            return Err(StoreError::Backend(
+            return Err(StoreFailure::Backend(
                 "etcd: a campaign won without a key".into(),
             ));
         };
@@ -233,7 +233,7 @@ impl Election {
 
     /// The guarded write that makes a won campaign a term: the campaign
     /// key still exists at its create revision.
-    async fn confirm(&self, key: &LeaderKey) -> Result<bool, StoreError> {
+    async fn confirm(&self, key: &LeaderKey) -> Result<bool, StoreFailure> {
         let term = format!("{}term", self.config.prefix);
         let value = format!("{{\"fence\":{},\"id\":{:?}}}", key.rev(), self.id);
         let txn = Txn::new()
@@ -243,7 +243,7 @@ impl Election {
                 key.rev(),
             )])
             .and_then(vec![EtcdTxnOp::put(term, value, None)]);
-        let mut last = StoreError::Unavailable("no etcd member".into());
+        let mut last = StoreFailure::Unavailable("no etcd member".into());
         for m in &self.members {
             match m.kv_client().txn(txn.clone()).await {
                 Ok(r) => return Ok(r.succeeded()),

@@ -92,6 +92,7 @@ pub mod compose;
 pub mod control;
 pub mod decide;
 pub mod engine;
+pub mod error;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod event;
@@ -127,26 +128,34 @@ pub use async_trait::async_trait;
 pub use jiff;
 
 pub use act::{Actor, Task, TaskResult};
+pub use agent::{CacheFailure, SpoolFailure};
+pub use auth::AuthFailure;
 #[cfg(feature = "server")]
 pub use boot_state::EngineBootState;
-pub use control::{Command, CommandError, Control, ControlError};
+pub use control::{Command, CommandFailure, Control};
 pub use decide::{Decider, Follower};
-pub use engine::{Engine, EngineConfig, EngineError, Step};
+pub use engine::{Engine, EngineConfig, EngineFailure, Step};
+pub use error::Error;
 #[cfg(feature = "etcd")]
 pub use etcd::{EtcdConfig, EtcdStore};
 pub use event::{Action, ActionKind, Event, EventKind, JobPhase, JobSpec, Notice, Outcome};
-pub use job::{ExecJob, HttpJob, Job, JobError, JobRunner, SshJob};
+pub use job::{ExecJob, HttpJob, Job, JobFailure, JobRunner, SshJob};
 #[cfg(feature = "etcd")]
 pub use leader::{Election, LeaseClock, Term, TermState};
+pub use migrate::MigrateFailure;
 pub use observe::{Observation, ObservationKind};
-pub use persist::{PersistError, StateStore};
+pub use persist::{PersistFailure, StateStore};
+#[cfg(any(feature = "server", feature = "agent"))]
+pub use pki::PkiFailure;
 pub use plan::{HostPlan, Plan, PlanAction, PlanSet, SitePlans, plan, plan_with_state};
 pub use policy::{Decision, Policy, PolicyCtx, WorkflowStats};
 pub use record::{Record, RecordStatus, RecordStep, Records, Retention};
-pub use runner::{Runner, RunnerError};
+pub use runner::Runner;
+#[cfg(feature = "agent")]
+pub use site::SiteFailure;
 pub use state::{Approval, HostState, Pending, Phase, Requested, Rollout, SiteState};
 pub use store::{
-    Compare, KeyValue, MemoryStore, RedbStore, Revision, Store, StoreError, TxnOp, TxnResult,
+    Compare, KeyValue, MemoryStore, RedbStore, Revision, Store, StoreFailure, TxnOp, TxnResult,
 };
 
 /// The README's example, run as a doctest.

@@ -14,7 +14,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::store::{KeyValue, Store, StoreError, TxnOp, TxnResult};
+use crate::store::{KeyValue, Store, StoreFailure, TxnOp, TxnResult};
 
 /// The prefix of every key of Vaquero's state.
 pub const STATE: &str = "v1/";
@@ -40,10 +40,10 @@ pub struct Copied {
 /// Why a copy failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum MigrateError {
+pub enum MigrateFailure {
     /// A store failed.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] StoreFailure),
     /// Keys exist at the destination, and overwriting was not asked for.
     #[error(
         "{count} of the keys already exist at the destination (the first: {first}); nothing was written (overwrite them on purpose, or migrate into an empty store)"
@@ -78,7 +78,7 @@ pub async fn migrate(
     to: &dyn Store,
     overwrite: bool,
     dry_run: bool,
-) -> Result<Copied, MigrateError> {
+) -> Result<Copied, MigrateFailure> {
     let source = from.list(STATE).await?;
     let target = to.list(STATE).await?;
     let present: std::collections::HashSet<&str> =
@@ -98,7 +98,7 @@ pub async fn migrate(
     if let Some(first) = existing.first()
         && !overwrite
     {
-        return Err(MigrateError::Exists {
+        return Err(MigrateFailure::Exists {
             count: existing.len(),
             first: (*first).to_owned(),
         });
@@ -112,7 +112,7 @@ pub async fn migrate(
             .map(|kv| TxnOp::Put(kv.key.clone(), kv.value.clone()))
             .collect();
         if to.txn(Vec::new(), ops).await? == TxnResult::Conflict {
-            return Err(MigrateError::Mismatch(
+            return Err(MigrateFailure::Mismatch(
                 "a write without conditions conflicted".into(),
             ));
         }
@@ -126,7 +126,7 @@ pub async fn migrate(
         .filter(|kv| keys.contains(kv.key.as_str()))
         .collect();
     if back.len() != source.len() {
-        return Err(MigrateError::Mismatch(format!(
+        return Err(MigrateFailure::Mismatch(format!(
             "{} keys read back, {} copied",
             back.len(),
             source.len()
@@ -134,7 +134,7 @@ pub async fn migrate(
     }
     let sum = checksum(&back);
     if sum != copied.checksum {
-        return Err(MigrateError::Mismatch(format!(
+        return Err(MigrateFailure::Mismatch(format!(
             "checksum {sum} read back, {} copied",
             copied.checksum
         )));
@@ -192,7 +192,7 @@ mod b64 {
 impl Snapshot {
     /// The state in `store` now (one consistent read: one read
     /// transaction of redb, one revision of etcd).
-    pub async fn take(store: &dyn Store) -> Result<Snapshot, StoreError> {
+    pub async fn take(store: &dyn Store) -> Result<Snapshot, StoreFailure> {
         let kvs = store.list(STATE).await?;
         Ok(Snapshot {
             format: SNAPSHOT_FORMAT.to_owned(),
@@ -212,9 +212,13 @@ impl Snapshot {
     /// Writes the snapshot into `to` as [`migrate`] does (refusing keys
     /// that exist unless `overwrite`), after checking that it is whole:
     /// its format, count and checksum.
-    pub async fn write_into(self, to: &dyn Store, overwrite: bool) -> Result<Copied, MigrateError> {
+    pub async fn write_into(
+        self,
+        to: &dyn Store,
+        overwrite: bool,
+    ) -> Result<Copied, MigrateFailure> {
         if self.format != SNAPSHOT_FORMAT {
-            return Err(MigrateError::Mismatch(format!(
+            return Err(MigrateFailure::Mismatch(format!(
                 "format `{}`, not `{SNAPSHOT_FORMAT}`",
                 self.format
             )));
@@ -230,7 +234,7 @@ impl Snapshot {
             .collect();
         let sum = checksum(&kvs);
         if kvs.len() != self.keys || sum != self.checksum {
-            return Err(MigrateError::Mismatch(format!(
+            return Err(MigrateFailure::Mismatch(format!(
                 "the snapshot is damaged: {} keys with sha256 {sum}, it says {} with {}",
                 kvs.len(),
                 self.keys,

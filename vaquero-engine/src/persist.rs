@@ -16,15 +16,15 @@ use std::sync::Arc;
 
 use crate::engine::Step;
 use crate::state::{HostState, Rollout, SiteState};
-use crate::store::{Revision, Store, StoreError, TxnOp, TxnResult};
+use crate::store::{Revision, Store, StoreFailure, TxnOp, TxnResult};
 
 /// Loading or saving the engine's state failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum PersistError {
+pub enum PersistFailure {
     /// The store failed.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] StoreFailure),
     /// A stored value does not decode.
     #[error("stored value at {key} does not decode: {error}")]
     Corrupt {
@@ -68,7 +68,7 @@ impl<S: Store + ?Sized> StateStore<S> {
     }
 
     /// Reads the whole state (empty when nothing is stored).
-    pub async fn load(&self) -> Result<SiteState, PersistError> {
+    pub async fn load(&self) -> Result<SiteState, PersistFailure> {
         let mut state = SiteState::new(&self.site);
         if let Some(kv) = self.store.get(&self.rollout_key()).await? {
             state.rollout = Some(decode::<Rollout>(&kv.key, &kv.value)?);
@@ -82,7 +82,7 @@ impl<S: Store + ?Sized> StateStore<S> {
 
     /// Commits the state changes of `step` in one transaction; `None` when
     /// it changes nothing.
-    pub async fn commit(&self, step: &Step) -> Result<Option<Revision>, PersistError> {
+    pub async fn commit(&self, step: &Step) -> Result<Option<Revision>, PersistFailure> {
         self.commit_with(step, Vec::new()).await
     }
 
@@ -94,7 +94,7 @@ impl<S: Store + ?Sized> StateStore<S> {
         &self,
         step: &Step,
         with: Vec<TxnOp>,
-    ) -> Result<Option<Revision>, PersistError> {
+    ) -> Result<Option<Revision>, PersistFailure> {
         let mut ops = with;
         ops.reserve(step.hosts.len() + step.removed.len() + 1);
         if let Some(r) = &step.rollout {
@@ -112,7 +112,7 @@ impl<S: Store + ?Sized> StateStore<S> {
         }
         match self.store.txn(Vec::new(), ops).await? {
             TxnResult::Committed(rev) => Ok(Some(rev)),
-            TxnResult::Conflict => Err(PersistError::Conflict),
+            TxnResult::Conflict => Err(PersistFailure::Conflict),
         }
     }
 }
@@ -122,8 +122,8 @@ fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
 
-fn decode<T: serde::de::DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, PersistError> {
-    serde_json::from_slice(bytes).map_err(|e| PersistError::Corrupt {
+fn decode<T: serde::de::DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, PersistFailure> {
+    serde_json::from_slice(bytes).map_err(|e| PersistFailure::Corrupt {
         key: key.to_owned(),
         error: e.to_string(),
     })

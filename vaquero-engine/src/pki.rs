@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 /// Certificates could not be made or written.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum PkiError {
+pub enum PkiFailure {
     /// Making a key or a certificate failed.
     #[error("certificate: {0}")]
     Certificate(#[from] rcgen::Error),
@@ -69,7 +69,7 @@ fn validity(p: &mut CertificateParams, now: jiff::Timestamp, days: i64) {
 
 /// A new CA (valid 10 years) and a certificate for `hosts` (DNS names or
 /// IP addresses; valid 1 year) signed by it.
-pub fn lab_ca(hosts: &[String], now: jiff::Timestamp) -> Result<LabCa, PkiError> {
+pub fn lab_ca(hosts: &[String], now: jiff::Timestamp) -> Result<LabCa, PkiFailure> {
     let ca_key = KeyPair::generate()?;
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
     ca.distinguished_name.push(DnType::CommonName, "Vaquero CA");
@@ -115,13 +115,13 @@ pub const SERVER_KEY: &str = "server.key";
 
 /// Makes a CA and a server certificate for `hosts` and writes them under
 /// `out` (keys readable by the owner only); refuses when a CA is there.
-pub fn init(out: &Path, hosts: &[String], now: jiff::Timestamp) -> Result<LabCa, PkiError> {
+pub fn init(out: &Path, hosts: &[String], now: jiff::Timestamp) -> Result<LabCa, PkiFailure> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| PkiError::Io { path, source }
+        move |source| PkiFailure::Io { path, source }
     };
     if out.join(CA_KEY).exists() {
-        return Err(PkiError::Exists(out.join(CA_KEY)));
+        return Err(PkiFailure::Exists(out.join(CA_KEY)));
     }
     std::fs::create_dir_all(out).map_err(io(out))?;
     let ca = lab_ca(hosts, now)?;
@@ -166,7 +166,7 @@ pub fn sign_agent(
     site: &str,
     agent: &str,
     now: jiff::Timestamp,
-) -> Result<String, PkiError> {
+) -> Result<String, PkiFailure> {
     let key = KeyPair::from_pem(ca_key)?;
     let issuer = Issuer::from_ca_cert_pem(ca_cert, key)?;
     let mut req = rcgen::CertificateSigningRequestParams::from_pem(csr)?;
@@ -183,7 +183,7 @@ pub fn sign_agent(
 }
 
 /// A new key for an agent and a CSR for it: (key PEM, CSR PEM).
-pub fn agent_csr() -> Result<(String, String), PkiError> {
+pub fn agent_csr() -> Result<(String, String), PkiFailure> {
     let key = KeyPair::generate()?;
     let csr = CertificateParams::default().serialize_request(&key)?;
     Ok((key.serialize_pem(), csr.pem()?))

@@ -16,7 +16,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::event::{Action, ActionKind, Outcome};
-use crate::persist::PersistError;
+use crate::persist::PersistFailure;
 use crate::store::{Store, TxnOp, TxnResult};
 
 pub use crate::act::{RecordStatus, RecordStep};
@@ -96,8 +96,8 @@ fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
 
-fn decode(key: &str, bytes: &[u8]) -> Result<Record, PersistError> {
-    serde_json::from_slice(bytes).map_err(|e| PersistError::Corrupt {
+fn decode(key: &str, bytes: &[u8]) -> Result<Record, PersistFailure> {
+    serde_json::from_slice(bytes).map_err(|e| PersistFailure::Corrupt {
         key: key.to_owned(),
         error: e.to_string(),
     })
@@ -123,10 +123,10 @@ impl<S: Store + ?Sized> Records<S> {
         )
     }
 
-    async fn write(&self, ops: Vec<TxnOp>) -> Result<(), PersistError> {
+    async fn write(&self, ops: Vec<TxnOp>) -> Result<(), PersistFailure> {
         match self.store.txn(Vec::new(), ops).await? {
             TxnResult::Committed(_) => Ok(()),
-            TxnResult::Conflict => Err(PersistError::Conflict),
+            TxnResult::Conflict => Err(PersistFailure::Conflict),
         }
     }
 
@@ -136,7 +136,7 @@ impl<S: Store + ?Sized> Records<S> {
         &self,
         action: &Action,
         now: Timestamp,
-    ) -> Result<Option<Record>, PersistError> {
+    ) -> Result<Option<Record>, PersistFailure> {
         let detail = match &action.kind {
             ActionKind::Notice(_) => return Ok(None),
             ActionKind::RunJob {
@@ -184,7 +184,7 @@ impl<S: Store + ?Sized> Records<S> {
         outcome: &Outcome,
         steps: Vec<RecordStep>,
         now: Timestamp,
-    ) -> Result<Option<Record>, PersistError> {
+    ) -> Result<Option<Record>, PersistFailure> {
         let key = self.host_key(host, seq);
         let Some(kv) = self.store.get(&key).await? else {
             return Ok(None);
@@ -219,7 +219,7 @@ impl<S: Store + ?Sized> Records<S> {
     }
 
     /// The records of `host`, oldest first.
-    pub async fn for_host(&self, host: &str) -> Result<Vec<Record>, PersistError> {
+    pub async fn for_host(&self, host: &str) -> Result<Vec<Record>, PersistFailure> {
         let prefix = format!("v1/records/{}/hosts/{host}/", self.site);
         self.store
             .list(&prefix)
@@ -230,7 +230,7 @@ impl<S: Store + ?Sized> Records<S> {
     }
 
     /// The records of `rollout`, by host then oldest first.
-    pub async fn for_rollout(&self, rollout: u64) -> Result<Vec<Record>, PersistError> {
+    pub async fn for_rollout(&self, rollout: u64) -> Result<Vec<Record>, PersistFailure> {
         let prefix = format!("v1/records/{}/rollouts/{rollout:020}/", self.site);
         let mut out = Vec::new();
         for idx in self.store.list(&prefix).await? {
@@ -250,14 +250,14 @@ impl<S: Store + ?Sized> Records<S> {
         &self,
         retention: &Retention,
         now: Timestamp,
-    ) -> Result<usize, PersistError> {
+    ) -> Result<usize, PersistFailure> {
         self.prune_where(retention.cutoff(now), Some(retention.attempts.max(1)))
             .await
     }
 
     /// Deletes records that ended before `cutoff` (records in progress are
     /// kept); returns how many.
-    pub async fn prune(&self, cutoff: Timestamp) -> Result<usize, PersistError> {
+    pub async fn prune(&self, cutoff: Timestamp) -> Result<usize, PersistFailure> {
         self.prune_where(cutoff, None).await
     }
 
@@ -267,7 +267,7 @@ impl<S: Store + ?Sized> Records<S> {
         &self,
         cutoff: Timestamp,
         attempts: Option<usize>,
-    ) -> Result<usize, PersistError> {
+    ) -> Result<usize, PersistFailure> {
         let prefix = format!("v1/records/{}/hosts/", self.site);
         let all = self.store.list(&prefix).await?;
         let mut records = Vec::with_capacity(all.len());

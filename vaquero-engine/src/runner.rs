@@ -15,10 +15,10 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use vaquero_model::{SiteModel, SotFiles};
 
-use crate::control::{Command, CommandError, Control, ControlError};
+use crate::Error;
+use crate::control::{Command, CommandFailure, Control};
 use crate::decide::Follower;
 use crate::engine::EngineConfig;
-use crate::persist::PersistError;
 use crate::store::Store;
 use crate::transport::SiteLink;
 
@@ -48,7 +48,7 @@ impl<S: Store + ?Sized + 'static, L: SiteLink> Runner<S, L> {
         source: String,
         mut link: L,
         now: Timestamp,
-    ) -> Result<Self, ControlError> {
+    ) -> Result<Self, Error> {
         let (control, resumed) = Control::open(store, model, config, follower, source, now).await?;
         link.send_tasks(resumed);
         Ok(Runner { control, link })
@@ -63,7 +63,7 @@ impl<S: Store + ?Sized + 'static, L: SiteLink> Runner<S, L> {
     pub fn add_policies(
         &mut self,
         policies: impl IntoIterator<Item = Arc<dyn crate::policy::Policy>>,
-    ) -> Result<(), ControlError> {
+    ) -> Result<(), Error> {
         self.control.add_policies(policies)
     }
 
@@ -84,7 +84,7 @@ impl<S: Store + ?Sized + 'static, L: SiteLink> Runner<S, L> {
         model: Option<Arc<SiteModel>>,
         files: Option<&SotFiles>,
         now: Timestamp,
-    ) -> Result<(), ControlError> {
+    ) -> Result<(), Error> {
         if let Some(m) = self.control.adopt(model, files, now).await? {
             self.link.send_model(m);
         }
@@ -103,13 +103,17 @@ impl<S: Store + ?Sized + 'static, L: SiteLink> Runner<S, L> {
     }
 
     /// Carries out an operator's command.
-    pub async fn command(&mut self, cmd: Command, now: Timestamp) -> Result<String, CommandError> {
+    pub async fn command(
+        &mut self,
+        cmd: Command,
+        now: Timestamp,
+    ) -> Result<String, CommandFailure> {
         self.control.command(cmd, now).await
     }
 
     /// One step on what the site sent since the last: returns how many
     /// tasks went out, and whether anything changed.
-    pub async fn tick(&mut self, now: Timestamp) -> Result<(usize, bool), ControlError> {
+    pub async fn tick(&mut self, now: Timestamp) -> Result<(usize, bool), Error> {
         let held = self.control.hold(self.link.hold(now));
         let inbound = self.link.drain();
         let (tasks, changed) = self.control.step(inbound, now).await?;
@@ -118,16 +122,4 @@ impl<S: Store + ?Sized + 'static, L: SiteLink> Runner<S, L> {
         self.link.send_tasks(tasks);
         Ok((n, changed || held))
     }
-}
-
-/// A runner operation failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum RunnerError {
-    /// The engine refused.
-    #[error(transparent)]
-    Engine(#[from] crate::EngineError),
-    /// The store failed.
-    #[error(transparent)]
-    Persist(#[from] PersistError),
 }

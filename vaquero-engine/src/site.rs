@@ -101,10 +101,14 @@ impl Default for Ports {
 /// Why the site services cannot start: each says what to fix.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum SiteError {
+pub enum SiteFailure {
     /// The site has no such agent, or several and none was named.
-    #[error("{0}")]
-    Agent(String),
+    #[error(transparent)]
+    Agent(#[from] vaquero_model::AgentLookupFailure),
+    /// The agent has no `asset_server.url`, which the boot service
+    /// needs to listen on and to write into scripts.
+    #[error("agent `{0}` has no asset_server.url: the boot service needs it")]
+    NoAssetUrl(String),
     /// The agent would be the DHCP server (`dhcp_mode: server`) without
     /// naming the interfaces to serve on.
     #[error(
@@ -169,12 +173,16 @@ pub enum SiteError {
     Service(String),
 }
 
-fn bind_error(service: &'static str, addr: impl std::fmt::Display, e: std::io::Error) -> SiteError {
+fn bind_error(
+    service: &'static str,
+    addr: impl std::fmt::Display,
+    e: std::io::Error,
+) -> SiteFailure {
     let addr = addr.to_string();
     match e.kind() {
-        std::io::ErrorKind::AddrInUse => SiteError::InUse { service, addr },
-        std::io::ErrorKind::PermissionDenied => SiteError::Privileges { service, addr },
-        _ => SiteError::Io {
+        std::io::ErrorKind::AddrInUse => SiteFailure::InUse { service, addr },
+        std::io::ErrorKind::PermissionDenied => SiteFailure::Privileges { service, addr },
+        _ => SiteFailure::Io {
             service,
             addr,
             source: e,
@@ -184,8 +192,8 @@ fn bind_error(service: &'static str, addr: impl std::fmt::Display, e: std::io::E
 
 /// The IPv4 address of each interface the agent serves on: those it names,
 /// or every interface but loopback.
-pub fn interface_addresses(agent: &Agent) -> Result<BTreeMap<String, Ipv4Addr>, SiteError> {
-    let all = if_addrs::get_if_addrs().map_err(|e| SiteError::Io {
+pub fn interface_addresses(agent: &Agent) -> Result<BTreeMap<String, Ipv4Addr>, SiteFailure> {
+    let all = if_addrs::get_if_addrs().map_err(|e| SiteFailure::Io {
         service: "DHCP",
         addr: "interfaces".into(),
         source: e,
@@ -207,7 +215,7 @@ pub fn interface_addresses(agent: &Agent) -> Result<BTreeMap<String, Ipv4Addr>, 
         }
     } else {
         for name in &agent.interfaces {
-            let ip = v4(name).ok_or_else(|| SiteError::Interface(name.clone()))?;
+            let ip = v4(name).ok_or_else(|| SiteFailure::Interface(name.clone()))?;
             out.insert(name.clone(), ip);
         }
     }
@@ -220,12 +228,12 @@ fn tftp_source(
     root: Option<&Path>,
     links_to: &[String],
     ipxe_dirs: &[PathBuf],
-) -> Result<(TftpRoot, Vec<String>), SiteError> {
+) -> Result<(TftpRoot, Vec<String>), SiteFailure> {
     let dir = match root {
         Some(r) => Some(
             vaquero_tftp::Directory::new(r)
                 .and_then(|d| d.allow_links_to(links_to))
-                .map_err(|e| SiteError::Io {
+                .map_err(|e| SiteFailure::Io {
                     service: "TFTP",
                     addr: format!("{} (or its allow_links_to)", r.display()),
                     source: e,
@@ -241,7 +249,7 @@ fn tftp_source(
         }
         let found = ipxe_dirs.iter().map(|d| d.join(file)).find(|p| p.is_file());
         let Some(path) = found else {
-            return Err(SiteError::MissingIpxe {
+            return Err(SiteFailure::MissingIpxe {
                 file: file.into(),
                 root: root.map_or("(no tftp_server.base_dir)".into(), |r| {
                     r.display().to_string()
@@ -253,14 +261,14 @@ fn tftp_source(
                     .join(", "),
             });
         };
-        let bytes = std::fs::read(&path).map_err(|e| SiteError::Io {
+        let bytes = std::fs::read(&path).map_err(|e| SiteFailure::Io {
             service: "TFTP",
             addr: path.display().to_string(),
             source: e,
         })?;
         fallback
             .insert(file, bytes)
-            .map_err(|e| SiteError::Service(e.to_string()))?;
+            .map_err(|e| SiteFailure::Service(e.to_string()))?;
         notes.push(format!("{file} from {}", path.display()));
     }
     Ok((TftpRoot { dir, fallback }, notes))
@@ -277,10 +285,10 @@ impl vaquero_tftp::FileSource for TftpRoot {
         &self,
         name: &str,
         client: SocketAddr,
-    ) -> Result<Box<dyn vaquero_tftp::FileHandle>, vaquero_tftp::OpenError> {
+    ) -> Result<Box<dyn vaquero_tftp::FileHandle>, vaquero_tftp::OpenFailure> {
         match &self.dir {
             Some(d) => match d.open(name, client) {
-                Err(vaquero_tftp::OpenError::NotFound) => self.fallback.open(name, client),
+                Err(vaquero_tftp::OpenFailure::NotFound) => self.fallback.open(name, client),
                 other => other,
             },
             None => self.fallback.open(name, client),
@@ -292,7 +300,7 @@ impl vaquero_tftp::FileSource for TftpRoot {
 pub struct SiteServices {
     model: watch::Sender<Arc<SiteModel>>,
     stop: watch::Sender<bool>,
-    tasks: JoinSet<Result<(), SiteError>>,
+    tasks: JoinSet<Result<(), SiteFailure>>,
     http: SocketAddr,
     tftp: Vec<SocketAddr>,
 }
@@ -316,12 +324,10 @@ impl SiteServices {
         state: Arc<dyn BootState>,
         options: SiteOptions,
         observer: mpsc::UnboundedSender<Observed>,
-    ) -> Result<SiteServices, SiteError> {
-        let agent = crate::compose::agent(&model, options.agent.as_deref())
-            .map_err(|e| SiteError::Agent(e.to_string()))?
-            .clone();
+    ) -> Result<SiteServices, SiteFailure> {
+        let agent = model.agent(options.agent.as_deref())?.clone();
         if agent.dhcp_mode == DhcpMode::Server && agent.interfaces.is_empty() {
-            return Err(SiteError::NoInterfaces(agent.id.clone()));
+            return Err(SiteFailure::NoInterfaces(agent.id.clone()));
         }
         let addresses = if agent.dhcp_mode == DhcpMode::Off && agent.interfaces.is_empty() {
             BTreeMap::new()
@@ -400,7 +406,7 @@ impl SiteServices {
                         .map_err(|e| {
                             let addr = format!("{name} ({ip}) port {}", options.dhcp_port);
                             if e.kind() == std::io::ErrorKind::AddrInUse {
-                                SiteError::DhcpTaken { addr }
+                                SiteFailure::DhcpTaken { addr }
                             } else {
                                 bind_error("DHCP", addr, e)
                             }
@@ -408,7 +414,7 @@ impl SiteServices {
                 let stop = stopped();
                 let at = format!("{name} ({ip})");
                 tasks.spawn(async move {
-                    server.run(stop).await.map_err(|e| SiteError::Io {
+                    server.run(stop).await.map_err(|e| SiteFailure::Io {
                         service: "DHCP",
                         addr: at,
                         source: e,
@@ -448,7 +454,7 @@ impl SiteServices {
                 tftp.push(listen);
                 let stop = stopped();
                 tasks.spawn(async move {
-                    server.run(stop).await.map_err(|e| SiteError::Io {
+                    server.run(stop).await.map_err(|e| SiteFailure::Io {
                         service: "TFTP",
                         addr: listen.to_string(),
                         source: e,
@@ -465,12 +471,7 @@ impl SiteServices {
                     .asset_server
                     .as_ref()
                     .and_then(|a| a.url.as_deref())
-                    .ok_or_else(|| {
-                        SiteError::Agent(format!(
-                            "agent `{}` has no asset_server.url: the boot service needs it",
-                            agent.id
-                        ))
-                    })?;
+                    .ok_or_else(|| SiteFailure::NoAssetUrl(agent.id.clone()))?;
                 http_addresses(url, &addresses)
             }
         };
@@ -491,7 +492,7 @@ impl SiteServices {
             config.allow_links_to = a.allow_links_to.iter().map(PathBuf::from).collect();
         }
         let service = BootService::new(model_rx.clone(), state, config, Some(http_tx))
-            .map_err(|e| SiteError::Service(e.to_string()))?;
+            .map_err(|e| SiteFailure::Service(e.to_string()))?;
         let listeners = Listeners::bind_all(&listen, options.http_threads).map_err(|e| {
             let at = listen.iter().map(ToString::to_string).collect::<Vec<_>>();
             bind_error("HTTP", at.join(", "), e)
@@ -502,7 +503,7 @@ impl SiteServices {
             listeners
                 .serve(service, stop)
                 .await
-                .map_err(|e| SiteError::Io {
+                .map_err(|e| SiteFailure::Io {
                     service: "HTTP",
                     addr: http.to_string(),
                     source: e,
@@ -547,12 +548,14 @@ impl SiteServices {
     }
 
     /// Waits until a service stops by itself (it failed).
-    pub async fn failed(&mut self) -> SiteError {
+    pub async fn failed(&mut self) -> SiteFailure {
         loop {
             match self.tasks.join_next().await {
                 Some(Ok(Err(e))) => return e,
                 Some(Ok(Ok(()))) => {}
-                Some(Err(e)) => return SiteError::Service(format!("a site service panicked: {e}")),
+                Some(Err(e)) => {
+                    return SiteFailure::Service(format!("a site service panicked: {e}"));
+                }
                 None => std::future::pending::<()>().await,
             }
         }
@@ -631,7 +634,7 @@ impl vaquero_tftp::FileSource for SharedSource {
         &self,
         name: &str,
         client: SocketAddr,
-    ) -> Result<Box<dyn vaquero_tftp::FileHandle>, vaquero_tftp::OpenError> {
+    ) -> Result<Box<dyn vaquero_tftp::FileHandle>, vaquero_tftp::OpenFailure> {
         self.0.open(name, client)
     }
 }

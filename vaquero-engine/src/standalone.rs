@@ -24,7 +24,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use vaquero_ipxe::TokenKey;
 use vaquero_lom::{Lom, LomConfig};
-use vaquero_model::{Diagnostics, LoadedSot, ModelError, SiteModel, SotSource};
+use vaquero_model::{Diagnostics, LoadedSot, SiteModel, SotSource};
 
 use crate::act::Actor;
 use crate::boot_files::check_boot_files;
@@ -108,7 +108,8 @@ impl StandaloneConfig {
     }
 }
 
-pub use crate::compose::{MetricsRender, StandaloneError, TOKEN_FILE};
+use crate::Error;
+pub use crate::compose::{MetricsRender, TOKEN_FILE};
 
 /// The checkpoint token key's file in the data directory.
 /// The key that signs checkpoint tokens, in the data directory.
@@ -127,24 +128,19 @@ pub enum Secret {
 /// (atomically, mode 0600). Refused while a process holds the
 /// directory's store: the running process would keep the old secret.
 /// Returns the file written.
-pub fn rotate(data: &std::path::Path, secret: Secret) -> Result<PathBuf, StandaloneError> {
+pub fn rotate(data: &std::path::Path, secret: Secret) -> Result<PathBuf, Error> {
     let state = data.join(STATE_FILE);
     if !data.is_dir() {
-        return Err(StandaloneError::Data {
+        return Err(Error::Data {
             path: data.to_path_buf(),
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such data directory"),
         });
     }
     if state.exists() {
         // Opening the store takes its lock: held, a process runs.
-        RedbStore::open(&state).map_err(|e| {
-            StandaloneError::Store(
-                format!(
-                    "{}: {e} (a running vaquero holds it: stop it, rotate, start it again)",
-                    state.display()
-                )
-                .into(),
-            )
+        RedbStore::open(&state).map_err(|source| Error::Locked {
+            path: state.clone(),
+            source,
         })?;
     }
     let name = match secret {
@@ -157,7 +153,7 @@ pub fn rotate(data: &std::path::Path, secret: Secret) -> Result<PathBuf, Standal
 pub use crate::site::Ports;
 
 pub use crate::control::{
-    Command, CommandError, CommandMsg, Commands, PlanEntry, PlanKind, PlanStatus, Publisher,
+    Command, CommandFailure, CommandMsg, Commands, PlanEntry, PlanKind, PlanStatus, Publisher,
     Refused, Snapshot, Timelines,
 };
 
@@ -182,7 +178,7 @@ fn load(
     site: &str,
     agent: Option<&str>,
     drivers: &PowerDrivers,
-) -> Result<(Arc<SiteModel>, String), ModelError> {
+) -> Result<(Arc<SiteModel>, String), vaquero_model::Error> {
     take(vaquero_model::load_source(source)?, site, agent, drivers)
 }
 
@@ -196,10 +192,10 @@ fn take(
     site: &str,
     agent: Option<&str>,
     drivers: &PowerDrivers,
-) -> Result<(Arc<SiteModel>, String), ModelError> {
+) -> Result<(Arc<SiteModel>, String), vaquero_model::Error> {
     let errors = drivers.check(&loaded.head);
     if !errors.is_empty() {
-        return Err(ModelError::Invalid(Diagnostics(errors)));
+        return Err(vaquero_model::Error::Invalid(Diagnostics(errors)));
     }
     let head = loaded.head.revision.clone().unwrap_or_default();
     for w in loaded.warnings.0.iter() {
@@ -208,8 +204,8 @@ fn take(
     let mut sites = loaded.sites;
     let model = sites
         .remove(site)
-        .ok_or_else(|| ModelError::UnknownSite(site.to_owned()))?;
-    if let Ok(a) = crate::compose::agent(&model, agent) {
+        .ok_or_else(|| vaquero_model::Error::UnknownSite(site.to_owned()))?;
+    if let Ok(a) = model.agent(agent) {
         for w in check_boot_files(&model, a, Some(&loaded.head)) {
             tracing::warn!("{w}");
         }
@@ -223,7 +219,7 @@ fn take(
 pub async fn run(
     config: StandaloneConfig,
     shutdown: impl std::future::Future<Output = ()>,
-) -> Result<(), StandaloneError> {
+) -> Result<(), Error> {
     Standalone::builder(config).build()?.run(shutdown).await
 }
 
@@ -232,7 +228,7 @@ pub async fn run(
 /// not given is the built-in part. See `examples/custom_power.rs`.
 ///
 /// ```no_run
-/// # async fn f() -> Result<(), vaquero_engine::standalone::StandaloneError> {
+/// # async fn f() -> Result<(), vaquero_engine::Error> {
 /// use vaquero_engine::standalone::{Standalone, StandaloneConfig};
 /// let config = StandaloneConfig::new("./sot");
 /// Standalone::builder(config)
@@ -314,11 +310,11 @@ impl StandaloneBuilder {
     /// Checks the configuration, opens the data directory, the store and
     /// the SoT, and validates the SoT (custom BMCs by their drivers): a
     /// SoT this process cannot serve is refused here, with every error.
-    pub fn build(self) -> Result<Standalone, StandaloneError> {
+    pub fn build(self) -> Result<Standalone, Error> {
         let config = self.config;
         crate::api::check(config.api, config.tls.as_ref())?;
         let data = config.data.clone();
-        std::fs::create_dir_all(&data).map_err(|source| StandaloneError::Data {
+        std::fs::create_dir_all(&data).map_err(|source| Error::Data {
             path: data.clone(),
             source,
         })?;
@@ -331,10 +327,7 @@ impl StandaloneBuilder {
         let (model, head) = take(loaded, &site, config.agent.as_deref(), &self.drivers)?;
         let store = match self.store {
             Some(s) => s,
-            None => Arc::new(
-                RedbStore::open(&data.join(STATE_FILE))
-                    .map_err(|e| StandaloneError::Store(e.into()))?,
-            ),
+            None => Arc::new(RedbStore::open(&data.join(STATE_FILE))?),
         };
         Ok(Standalone {
             config,
@@ -356,7 +349,7 @@ impl StandaloneBuilder {
 fn pick_site<'a>(
     named: Option<&str>,
     ids: impl Iterator<Item = &'a String>,
-) -> Result<String, StandaloneError> {
+) -> Result<String, Error> {
     let ids: Vec<&String> = ids.collect();
     let list = || {
         ids.iter()
@@ -366,12 +359,12 @@ fn pick_site<'a>(
     };
     match (named, ids.as_slice()) {
         (Some(s), _) if ids.iter().any(|i| *i == s) => Ok(s.to_owned()),
-        (Some(s), _) => Err(StandaloneError::Site(format!(
+        (Some(s), _) => Err(Error::SiteUnclear(format!(
             "the SoT has no site `{s}` (its sites: {})",
             list()
         ))),
         (None, [one]) => Ok((*one).clone()),
-        (None, _) => Err(StandaloneError::Site(format!(
+        (None, _) => Err(Error::SiteUnclear(format!(
             "the SoT has several sites ({}): name one with --site",
             list()
         ))),
@@ -423,10 +416,7 @@ impl Standalone {
     /// Runs until `shutdown` completes: the site services, the user API
     /// on `config.api`, and the control loop ([`start`](Self::start),
     /// then [`Started::run`]).
-    pub async fn run(
-        self,
-        shutdown: impl std::future::Future<Output = ()>,
-    ) -> Result<(), StandaloneError> {
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), Error> {
         self.start().await?.run(shutdown).await
     }
 
@@ -435,7 +425,7 @@ impl Standalone {
     /// [`Started::run`]. A program that serves the API in its own axum
     /// app mounts [`Started::router`] and calls
     /// [`Started::run_without_api`].
-    pub async fn start(self) -> Result<Started, StandaloneError> {
+    pub async fn start(self) -> Result<Started, Error> {
         let Standalone {
             config,
             store,
@@ -477,12 +467,9 @@ impl Standalone {
             site_link,
             Timestamp::now(),
         )
-        .await
-        .map_err(|e| StandaloneError::Store(e.into()))?;
+        .await?;
         if !policies.is_empty() {
-            runner
-                .add_policies(policies)
-                .map_err(|e| StandaloneError::Store(e.into()))?;
+            runner.add_policies(policies)?;
         }
         let (publish, snapshot) = Publisher::new(runner.control());
         let (commands, command_rx) = Commands::channel(64);
@@ -550,10 +537,7 @@ impl Started {
 
     /// Serves the user API on `config.api` and runs the control loop
     /// until `shutdown` completes or a site service fails.
-    pub async fn run(
-        self,
-        shutdown: impl std::future::Future<Output = ()>,
-    ) -> Result<(), StandaloneError> {
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), Error> {
         let api = crate::api::serve(
             self.config.api,
             self.config.tls.as_ref(),
@@ -576,7 +560,7 @@ impl Started {
     pub async fn run_without_api(
         self,
         shutdown: impl std::future::Future<Output = ()>,
-    ) -> Result<(), StandaloneError> {
+    ) -> Result<(), Error> {
         let Started {
             config,
             mut lp,
@@ -640,12 +624,8 @@ impl Started {
 
 impl Loop {
     /// One engine step on what was observed and finished since the last.
-    async fn step(&mut self) -> Result<(), StandaloneError> {
-        let (_, changed) = self
-            .runner
-            .tick(Timestamp::now())
-            .await
-            .map_err(|e| StandaloneError::Store(e.into()))?;
+    async fn step(&mut self) -> Result<(), Error> {
+        let (_, changed) = self.runner.tick(Timestamp::now()).await?;
         if changed {
             self.publish.changed(self.runner.control());
         }
@@ -681,7 +661,7 @@ impl Loop {
             }
             Err(e) => {
                 let errors: Vec<String> = match &e {
-                    ModelError::Invalid(d) => d.errors().map(|d| d.to_string()).collect(),
+                    vaquero_model::Error::Invalid(d) => d.errors().map(|d| d.to_string()).collect(),
                     other => vec![other.to_string()],
                 };
                 self.runner.refuse(head, errors, Timestamp::now()).await;
@@ -692,7 +672,7 @@ impl Loop {
 
     /// Plans and starts `model` (or the current one, at start-up); the
     /// site half serves it when it is new.
-    async fn adopt(&mut self, model: Option<Arc<SiteModel>>) -> Result<(), StandaloneError> {
+    async fn adopt(&mut self, model: Option<Arc<SiteModel>>) -> Result<(), Error> {
         let rev = model
             .as_ref()
             .unwrap_or(self.runner.control().model())
@@ -702,7 +682,6 @@ impl Loop {
         self.runner
             .adopt(model, files.as_ref(), Timestamp::now())
             .await
-            .map_err(|e| StandaloneError::Store(e.into()))
     }
 
     fn publish(&mut self) {

@@ -68,7 +68,7 @@ pub enum TxnResult {
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum StoreError {
+pub enum StoreFailure {
     /// The embedded database failed (I/O, corruption, lock).
     #[error("store: {0}")]
     Backend(String),
@@ -86,8 +86,8 @@ pub enum StoreError {
     Config(String),
 }
 
-fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
+fn backend(e: impl std::fmt::Display) -> StoreFailure {
+    StoreFailure::Backend(e.to_string())
 }
 
 /// Where the engine persists. Implementations must make a write durable
@@ -95,36 +95,37 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
 #[async_trait]
 pub trait Store: Send + Sync {
     /// The value of `key`.
-    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError>;
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreFailure>;
 
     /// Every key under `prefix`, in key order.
-    async fn list(&self, prefix: &str) -> Result<Vec<KeyValue>, StoreError>;
+    async fn list(&self, prefix: &str) -> Result<Vec<KeyValue>, StoreFailure>;
 
     /// The keys under `prefix` written after `revision`, in key order.
     async fn list_since(
         &self,
         prefix: &str,
         revision: Revision,
-    ) -> Result<Vec<KeyValue>, StoreError> {
+    ) -> Result<Vec<KeyValue>, StoreFailure> {
         let mut all = self.list(prefix).await?;
         all.retain(|kv| kv.mod_revision > revision);
         Ok(all)
     }
 
     /// The store's current revision (0 when nothing was ever written).
-    async fn revision(&self) -> Result<Revision, StoreError>;
+    async fn revision(&self) -> Result<Revision, StoreFailure>;
 
     /// Apply `ops` if every one of `compares` holds, atomically.
-    async fn txn(&self, compares: Vec<Compare>, ops: Vec<TxnOp>) -> Result<TxnResult, StoreError>;
+    async fn txn(&self, compares: Vec<Compare>, ops: Vec<TxnOp>)
+    -> Result<TxnResult, StoreFailure>;
 
     /// Set `key`; returns the revision of the write.
-    async fn put(&self, key: &str, value: Vec<u8>) -> Result<Revision, StoreError> {
+    async fn put(&self, key: &str, value: Vec<u8>) -> Result<Revision, StoreFailure> {
         match self
             .txn(Vec::new(), vec![TxnOp::Put(key.to_owned(), value)])
             .await?
         {
             TxnResult::Committed(r) => Ok(r),
-            TxnResult::Conflict => Err(StoreError::Backend(
+            TxnResult::Conflict => Err(StoreFailure::Backend(
                 "a transaction without compares conflicted".into(),
             )),
         }
@@ -136,7 +137,7 @@ pub trait Store: Send + Sync {
         key: &str,
         expected: Option<Revision>,
         value: Vec<u8>,
-    ) -> Result<TxnResult, StoreError> {
+    ) -> Result<TxnResult, StoreFailure> {
         self.txn(
             vec![Compare {
                 key: key.to_owned(),
@@ -150,18 +151,18 @@ pub trait Store: Send + Sync {
     /// Gives space the store no longer uses back to the file system,
     /// where it can (redb: [`RedbStore::compact`]); whether it did. Other
     /// calls wait meanwhile. The default does nothing.
-    async fn compact(&self) -> Result<bool, StoreError> {
+    async fn compact(&self) -> Result<bool, StoreFailure> {
         Ok(false)
     }
 
     /// Remove `key`; returns the revision of the write.
-    async fn delete(&self, key: &str) -> Result<Revision, StoreError> {
+    async fn delete(&self, key: &str) -> Result<Revision, StoreFailure> {
         match self
             .txn(Vec::new(), vec![TxnOp::Delete(key.to_owned())])
             .await?
         {
             TxnResult::Committed(r) => Ok(r),
-            TxnResult::Conflict => Err(StoreError::Backend(
+            TxnResult::Conflict => Err(StoreFailure::Backend(
                 "a transaction without compares conflicted".into(),
             )),
         }
@@ -201,11 +202,11 @@ fn kv(key: &str, (rev, value): &(Revision, Vec<u8>)) -> KeyValue {
 
 #[async_trait]
 impl Store for MemoryStore {
-    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreFailure> {
         Ok(self.lock().data.get(key).map(|v| kv(key, v)))
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<KeyValue>, StoreError> {
+    async fn list(&self, prefix: &str) -> Result<Vec<KeyValue>, StoreFailure> {
         let m = self.lock();
         Ok(m.data
             .range(prefix.to_owned()..)
@@ -214,11 +215,15 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    async fn revision(&self) -> Result<Revision, StoreError> {
+    async fn revision(&self) -> Result<Revision, StoreFailure> {
         Ok(self.lock().revision)
     }
 
-    async fn txn(&self, compares: Vec<Compare>, ops: Vec<TxnOp>) -> Result<TxnResult, StoreError> {
+    async fn txn(
+        &self,
+        compares: Vec<Compare>,
+        ops: Vec<TxnOp>,
+    ) -> Result<TxnResult, StoreFailure> {
         let mut m = self.lock();
         for c in &compares {
             if m.data.get(&c.key).map(|(r, _)| *r) != c.mod_revision {
@@ -278,7 +283,7 @@ impl RedbStore {
     /// Open (or create) the store in `path`. A rewrite's file left by a
     /// crash (`path` + `.rewrite`) is removed: the store's own file is
     /// whole until a rewrite's rename replaces it.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
+    pub fn open(path: &Path) -> Result<Self, StoreFailure> {
         match std::fs::remove_file(rewrite_path(path)) {
             Ok(()) => tracing::info!(path = %path.display(), "an unfinished rewrite removed"),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -299,7 +304,7 @@ impl RedbStore {
 
     /// The bytes the file holds (keys, values, and the B-trees' own),
     /// beside the file's size.
-    fn occupancy(db: &Database, path: &Path) -> Result<(u64, u64), StoreError> {
+    fn occupancy(db: &Database, path: &Path) -> Result<(u64, u64), StoreFailure> {
         let tx = db.begin_write().map_err(backend)?;
         let stats = tx.stats().map_err(backend)?;
         tx.abort().map_err(backend)?;
@@ -314,7 +319,7 @@ impl RedbStore {
     /// the middle leave them half empty (which compaction cannot undo).
     /// SQLite's VACUUM does the same. A crash before the rename leaves
     /// the old file whole; after it, the new one.
-    fn rewrite_file(db: &mut Database, path: &Path) -> Result<(), StoreError> {
+    fn rewrite_file(db: &mut Database, path: &Path) -> Result<(), StoreFailure> {
         let tmp = rewrite_path(path);
         let _ = std::fs::remove_file(&tmp);
         let new = match Self::copy_into(db, &tmp) {
@@ -348,7 +353,7 @@ impl RedbStore {
 
     /// A new store at `tmp` with every key of `db`, written in order and
     /// committed, then compacted (redb grows a file by whole regions).
-    fn copy_into(db: &Database, tmp: &Path) -> Result<Database, StoreError> {
+    fn copy_into(db: &Database, tmp: &Path) -> Result<Database, StoreFailure> {
         let mut new = Database::create(tmp).map_err(backend)?;
         {
             let read = db.begin_read().map_err(backend)?;
@@ -385,7 +390,7 @@ impl RedbStore {
     /// that replaces it (compaction does this by itself when a file
     /// stays more than twice what it holds). Every other call waits
     /// until it is done.
-    pub async fn rewrite(&self) -> Result<(), StoreError> {
+    pub async fn rewrite(&self) -> Result<(), StoreFailure> {
         let db = self.db.clone();
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || {
@@ -393,20 +398,20 @@ impl RedbStore {
             Self::rewrite_file(&mut db, &path)
         })
         .await
-        .map_err(|e| StoreError::Backend(format!("store worker: {e}")))?
+        .map_err(|e| StoreFailure::Backend(format!("store worker: {e}")))?
     }
 
     async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
+        f: impl FnOnce(&Database) -> Result<T, StoreFailure> + Send + 'static,
+    ) -> Result<T, StoreFailure> {
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || {
             let db = db.read().unwrap_or_else(|p| p.into_inner());
             f(&db)
         })
         .await
-        .map_err(|e| StoreError::Backend(format!("store worker: {e}")))?
+        .map_err(|e| StoreFailure::Backend(format!("store worker: {e}")))?
     }
 
     /// Rewrites the file without the pages it no longer uses, and gives
@@ -416,7 +421,7 @@ impl RedbStore {
     ///
     /// A file still more than twice the size of what it holds is then
     /// rewritten: its keys copied in order into a new file that replaces it.
-    pub async fn compact(&self) -> Result<bool, StoreError> {
+    pub async fn compact(&self) -> Result<bool, StoreFailure> {
         let db = self.db.clone();
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || {
@@ -439,17 +444,17 @@ impl RedbStore {
             Ok(true)
         })
         .await
-        .map_err(|e| StoreError::Backend(format!("store worker: {e}")))?
+        .map_err(|e| StoreFailure::Backend(format!("store worker: {e}")))?
     }
 }
 
 #[async_trait]
 impl Store for RedbStore {
-    async fn compact(&self) -> Result<bool, StoreError> {
+    async fn compact(&self) -> Result<bool, StoreFailure> {
         RedbStore::compact(self).await
     }
 
-    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreFailure> {
         let key = key.to_owned();
         self.blocking(move |db| {
             let tx = db.begin_read().map_err(backend)?;
@@ -467,7 +472,7 @@ impl Store for RedbStore {
         .await
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<KeyValue>, StoreError> {
+    async fn list(&self, prefix: &str) -> Result<Vec<KeyValue>, StoreFailure> {
         let prefix = prefix.to_owned();
         self.blocking(move |db| {
             let tx = db.begin_read().map_err(backend)?;
@@ -491,7 +496,7 @@ impl Store for RedbStore {
         .await
     }
 
-    async fn revision(&self) -> Result<Revision, StoreError> {
+    async fn revision(&self) -> Result<Revision, StoreFailure> {
         self.blocking(|db| {
             let tx = db.begin_read().map_err(backend)?;
             let t = tx.open_table(META).map_err(backend)?;
@@ -500,7 +505,11 @@ impl Store for RedbStore {
         .await
     }
 
-    async fn txn(&self, compares: Vec<Compare>, ops: Vec<TxnOp>) -> Result<TxnResult, StoreError> {
+    async fn txn(
+        &self,
+        compares: Vec<Compare>,
+        ops: Vec<TxnOp>,
+    ) -> Result<TxnResult, StoreFailure> {
         self.blocking(move |db| {
             let tx = db.begin_write().map_err(backend)?;
             let rev;

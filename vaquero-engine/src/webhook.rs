@@ -21,7 +21,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use tokio::sync::mpsc;
 
-use crate::api::{Shared, error};
+use crate::api::reply::error;
 
 /// How many delivery ids are remembered for de-duplication.
 const REMEMBERED: usize = 4096;
@@ -105,6 +105,11 @@ pub(crate) struct Delivery {
 /// Signed with the webhook secret (`X-Hub-Signature-256`); no bearer
 /// token. Without a secret configured (`--webhook-secret-file`), every
 /// delivery is refused (401).
+/// The webhook a process has, as the handler's state, taken from the
+/// API's shared state (`None`: no secret is configured).
+#[derive(Clone)]
+pub(crate) struct Hook(pub(crate) Option<std::sync::Arc<Webhook>>);
+
 #[utoipa::path(
     post,
     path = "/v1/webhook/github",
@@ -116,12 +121,12 @@ pub(crate) struct Delivery {
     request_body(content = Object, description = "GitHub's payload (only its signature is read)", content_type = "application/json"),
     responses(
         (status = 202, description = "Accepted: acted on for a new push", body = Delivery),
-        (status = 401, description = "Missing or wrong signature, or no webhook secret is configured", body = crate::api::ErrorBody),
-        (status = 413, description = "Body over 25 MiB", body = crate::api::ErrorBody),
+        (status = 401, description = "Missing or wrong signature, or no webhook secret is configured", body = crate::api::reply::ErrorBody),
+        (status = 413, description = "Body over 25 MiB", body = crate::api::reply::ErrorBody),
     )
 )]
-pub(crate) async fn github(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    let Some(hook) = &s.webhook else {
+pub(crate) async fn github(State(hook): State<Hook>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(hook) = &hook.0 else {
         // Nothing can be verified: every delivery is refused, saying why.
         return error(
             StatusCode::UNAUTHORIZED,

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::Path;
 
 use jiff::Timestamp;
-use vaquero_engine::agent::{CacheError, ModelCache, Spool};
+use vaquero_engine::agent::{CacheFailure, ModelCache, Spool};
 use vaquero_engine::{Observation, ObservationKind};
 use vaquero_model::{SiteModel, Sot};
 
@@ -43,11 +43,11 @@ fn the_model_cache_keeps_the_last_good_model_and_refuses_a_damaged_one() {
     bytes[at] ^= 0x20;
     std::fs::write(cache.path(), &bytes).unwrap();
     let e = cache.load().unwrap_err();
-    assert!(matches!(e, CacheError::Corrupt { .. }), "{e}");
+    assert!(matches!(e, CacheFailure::Corrupt { .. }), "{e}");
     assert!(e.to_string().contains("checksum"), "{e}");
     // Cut short: refused.
     std::fs::write(cache.path(), &bytes[..at]).unwrap();
-    assert!(matches!(cache.load(), Err(CacheError::Corrupt { .. })));
+    assert!(matches!(cache.load(), Err(CacheFailure::Corrupt { .. })));
 }
 
 fn obs(i: u64) -> Observation {

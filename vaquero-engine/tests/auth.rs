@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 use vaquero_engine::RedbStore;
-use vaquero_engine::auth::{AuthError, Role, Tokens};
+use vaquero_engine::auth::{AuthFailure, Role, Tokens};
 
 #[tokio::test]
 async fn tokens_are_kept_hashed_checked_and_revoked() {
@@ -63,6 +63,6 @@ async fn tokens_are_kept_hashed_checked_and_revoked() {
     assert!(tokens.verify(&admin).await.unwrap().is_some());
     assert!(matches!(
         tokens.revoke("0badc0de", now).await,
-        Err(AuthError::NotFound(_))
+        Err(AuthFailure::NotFound(_))
     ));
 }

@@ -430,7 +430,7 @@ async fn a_reprovision_while_a_plan_waits_starts_only_the_host_named() {
         .await
         .unwrap_err();
     assert!(
-        matches!(e, vaquero_engine::CommandError::NotFound(_)),
+        matches!(e, vaquero_engine::CommandFailure::NotFound(_)),
         "{e:?}"
     );
     // The waiting plan, its text included, survives a restart; approving

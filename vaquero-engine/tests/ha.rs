@@ -8,7 +8,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use vaquero_engine::{Election, EtcdConfig, EtcdStore, Store, StoreError, Term, TermState};
+use vaquero_engine::{Election, EtcdConfig, EtcdStore, Store, StoreFailure, Term, TermState};
 
 const TTL: Duration = Duration::from_secs(2);
 
@@ -67,7 +67,7 @@ async fn one_leader_fenced_writes_and_failover_on_a_real_cluster() {
         .unwrap();
     admin.lease_client().revoke(term_a.lease()).await.unwrap();
     let e = fenced_a.put("hosts/late", b"a".to_vec()).await.unwrap_err();
-    assert!(matches!(e, StoreError::Fenced(_)), "{e}");
+    assert!(matches!(e, StoreFailure::Fenced(_)), "{e}");
     assert_eq!(store.get("hosts/late").await.unwrap(), None);
     within(
         TTL + Duration::from_secs(1),
@@ -88,7 +88,7 @@ async fn one_leader_fenced_writes_and_failover_on_a_real_cluster() {
     // The old term's writes stay refused.
     assert!(matches!(
         fenced_a.put("hosts/h0", b"a".to_vec()).await,
-        Err(StoreError::Fenced(_))
+        Err(StoreFailure::Fenced(_))
     ));
     assert_eq!(store.get("hosts/h0").await.unwrap().unwrap().value, b"b");
 
@@ -98,7 +98,7 @@ async fn one_leader_fenced_writes_and_failover_on_a_real_cluster() {
     let started = Instant::now();
     while started.elapsed() < 3 * TTL {
         if let Err(e) = fenced_b.put("hosts/h1", b"b".to_vec()).await {
-            assert!(matches!(e, StoreError::Unavailable(_)), "{e}");
+            assert!(matches!(e, StoreFailure::Unavailable(_)), "{e}");
         }
         tokio::time::sleep(TTL / 4).await;
     }

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use vaquero_engine::site::{SiteError, SiteOptions, SiteServices};
+use vaquero_engine::site::{SiteFailure, SiteOptions, SiteServices};
 use vaquero_ipxe::{MemoryBootState, TokenKey};
 use vaquero_model::{SiteModel, Sot};
 
@@ -55,7 +55,7 @@ fn free_udp_port() -> u16 {
         .port()
 }
 
-async fn start(model: Arc<SiteModel>, o: SiteOptions) -> Result<SiteServices, SiteError> {
+async fn start(model: Arc<SiteModel>, o: SiteOptions) -> Result<SiteServices, SiteFailure> {
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
     SiteServices::start(model, Arc::new(MemoryBootState::new()), o, tx).await
 }

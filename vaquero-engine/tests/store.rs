@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use vaquero_engine::{Compare, MemoryStore, RedbStore, Store, TxnOp, TxnResult};
 #[cfg(feature = "etcd")]
-use vaquero_engine::{EtcdConfig, EtcdStore, StoreError};
+use vaquero_engine::{EtcdConfig, EtcdStore, StoreFailure};
 
 /// The contract every store keeps. Revisions are compared with each
 /// other, not with constants: etcd's revision is its cluster's, and starts
@@ -222,7 +222,7 @@ async fn etcd_store_keeps_the_contract_on_a_real_cluster() {
     cluster.kill(1);
     let started = Instant::now();
     let e = s.put("acked/lost", b"?".to_vec()).await.unwrap_err();
-    assert!(matches!(e, StoreError::Unavailable(_)), "{e}");
+    assert!(matches!(e, StoreFailure::Unavailable(_)), "{e}");
     assert!(
         started.elapsed() < Duration::from_secs(30),
         "a write without quorum hung for {:?}",
@@ -378,7 +378,7 @@ fn redb_syncs_the_file_before_each_acknowledgement() {
 /// nothing; keys outside the state are left.
 #[tokio::test]
 async fn migrate_copies_the_state_and_refuses_to_overwrite() {
-    use vaquero_engine::migrate::{MigrateError, checksum, migrate};
+    use vaquero_engine::migrate::{MigrateFailure, checksum, migrate};
     let dir = tempfile::tempdir().unwrap();
     let from = MemoryStore::new();
     for i in 0..250 {
@@ -407,7 +407,10 @@ async fn migrate_copies_the_state_and_refuses_to_overwrite() {
 
     // Again: every key exists now.
     let e = migrate(&from, &to, false, false).await.unwrap_err();
-    assert!(matches!(e, MigrateError::Exists { count: 250, .. }), "{e}");
+    assert!(
+        matches!(e, MigrateFailure::Exists { count: 250, .. }),
+        "{e}"
+    );
     from.put("v1/sites/s/hosts/h000", b"newer".to_vec())
         .await
         .unwrap();
@@ -517,7 +520,7 @@ async fn redb_rewrite_keeps_everything_in_a_smaller_file() {
 /// written.
 #[tokio::test]
 async fn a_snapshot_round_trips_and_a_damaged_one_is_refused() {
-    use vaquero_engine::migrate::{MigrateError, Snapshot};
+    use vaquero_engine::migrate::{MigrateFailure, Snapshot};
     let dir = tempfile::tempdir().unwrap();
     let from = MemoryStore::new();
     for i in 0..150u8 {
@@ -536,7 +539,7 @@ async fn a_snapshot_round_trips_and_a_damaged_one_is_refused() {
     damaged.entries[7].value[1] = 1;
     let to = RedbStore::open(&dir.path().join("a.redb")).unwrap();
     let e = damaged.write_into(&to, false).await.unwrap_err();
-    assert!(matches!(e, MigrateError::Mismatch(_)), "{e}");
+    assert!(matches!(e, MigrateFailure::Mismatch(_)), "{e}");
     assert!(to.list("").await.unwrap().is_empty(), "nothing written");
     let mut short = back.clone();
     short.entries.pop();

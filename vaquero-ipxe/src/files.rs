@@ -29,7 +29,7 @@ const STREAM_CHUNK: usize = 1024 * 1024;
 /// Why a path is refused before the file system is asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum PathError {
+pub enum PathFailure {
     /// Empty, absolute, `.`/`..`, or containing NUL.
     #[error("path `{0}` is not a plain relative path")]
     NotRelative(String),
@@ -38,7 +38,7 @@ pub enum PathError {
 /// The relative path `rel` (already percent-decoded) as a path under
 /// `root`, refusing anything that could name something outside it.
 /// Symlinks are checked after resolution by [`FileRoot::open`].
-pub fn join_safely(root: &Path, rel: &str) -> Result<PathBuf, PathError> {
+pub fn join_safely(root: &Path, rel: &str) -> Result<PathBuf, PathFailure> {
     check_relative(rel)?;
     Ok(root.join(rel))
 }
@@ -46,7 +46,7 @@ pub fn join_safely(root: &Path, rel: &str) -> Result<PathBuf, PathError> {
 /// Whether `rel` is a plain relative path: not empty, no NUL, not
 /// absolute, no `.` or `..` component (empty ones, as in `a//b`, are
 /// nothing). A scan of the bytes: this is on every file request.
-fn check_relative(rel: &str) -> Result<(), PathError> {
+fn check_relative(rel: &str) -> Result<(), PathFailure> {
     let plain = !rel.is_empty()
         && !rel.starts_with('/')
         && !rel.as_bytes().contains(&0)
@@ -54,7 +54,7 @@ fn check_relative(rel: &str) -> Result<(), PathError> {
     if plain {
         Ok(())
     } else {
-        Err(PathError::NotRelative(rel.to_owned()))
+        Err(PathFailure::NotRelative(rel.to_owned()))
     }
 }
 

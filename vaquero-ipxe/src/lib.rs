@@ -45,7 +45,7 @@ pub use axum;
 pub use cdn::CdnConfig;
 
 pub use script::{
-    DEFAULT_TRIES, Script, ScriptError, StageScriptError, boot_script, chain_script,
+    DEFAULT_TRIES, Script, ScriptFailure, StageScriptFailure, boot_script, chain_script,
     local_boot_script, stage_script,
 };
 pub use server::{Listeners, serve};
@@ -53,7 +53,35 @@ pub use service::{
     Ack, BootEvent, BootService, Identity, KEEP_TIMEOUT, Route, ServiceConfig, router,
 };
 pub use state::{BootState, Current, MemoryBootState};
-pub use token::{Claims, TokenError, TokenKey};
+pub use token::{Claims, TokenFailure, TokenKey};
+
+pub use files::PathFailure;
+pub use service::ServiceFailure;
+
+/// The crate's one error, built from each part's own failure: a request
+/// path ([`PathFailure`]), a script ([`ScriptFailure`],
+/// [`StageScriptFailure`]), a checkpoint token ([`TokenFailure`]) and the
+/// service's start ([`ServiceFailure`]). Each converts into it with `?`;
+/// functions that fail in one way only return that way's type.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A request path is not one the file root serves.
+    #[error(transparent)]
+    Path(#[from] PathFailure),
+    /// A boot script cannot be made.
+    #[error(transparent)]
+    Script(#[from] ScriptFailure),
+    /// A stage's script cannot be made.
+    #[error(transparent)]
+    StageScript(#[from] StageScriptFailure),
+    /// A checkpoint token does not verify.
+    #[error(transparent)]
+    Token(#[from] TokenFailure),
+    /// The service cannot start.
+    #[error(transparent)]
+    Service(#[from] ServiceFailure),
+}
 
 /// The README's example, run as a doctest.
 #[cfg(doctest)]

@@ -12,7 +12,7 @@ use std::fmt::Write;
 /// A value could not be written into an iPXE script safely.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum ScriptError {
+pub enum ScriptFailure {
     /// The value contains something iPXE would split or expand.
     #[error("{what} `{value}` cannot be written into an iPXE script: {why}")]
     Unsafe {
@@ -25,7 +25,7 @@ pub enum ScriptError {
     },
 }
 
-fn check(what: &'static str, value: &str, allow_spaces: bool) -> Result<(), ScriptError> {
+fn check(what: &'static str, value: &str, allow_spaces: bool) -> Result<(), ScriptFailure> {
     let why = if value.contains(['\n', '\r']) {
         Some("it contains a line break")
     } else if value.contains("${") {
@@ -40,7 +40,7 @@ fn check(what: &'static str, value: &str, allow_spaces: bool) -> Result<(), Scri
         None
     };
     match why {
-        Some(why) => Err(ScriptError::Unsafe {
+        Some(why) => Err(ScriptFailure::Unsafe {
             what,
             value: value.to_owned(),
             why,
@@ -121,7 +121,7 @@ impl Script {
     }
 
     /// `kernel --name NAME URL`.
-    pub fn kernel(&mut self, name: &str, url: &str) -> Result<&mut Self, ScriptError> {
+    pub fn kernel(&mut self, name: &str, url: &str) -> Result<&mut Self, ScriptFailure> {
         check("image name", name, false)?;
         check("kernel URL", url, false)?;
         self.fetch("Loading the kernel", &format!("kernel --name {name} {url}"));
@@ -129,7 +129,7 @@ impl Script {
     }
 
     /// `initrd --name NAME URL`.
-    pub fn initrd(&mut self, name: &str, url: &str) -> Result<&mut Self, ScriptError> {
+    pub fn initrd(&mut self, name: &str, url: &str) -> Result<&mut Self, ScriptFailure> {
         check("image name", name, false)?;
         check("initrd URL", url, false)?;
         self.fetch(
@@ -147,7 +147,7 @@ impl Script {
     }
 
     /// `chain --autofree --replace URL`: load and run another script.
-    pub fn chain(&mut self, url: &str) -> Result<&mut Self, ScriptError> {
+    pub fn chain(&mut self, url: &str) -> Result<&mut Self, ScriptFailure> {
         check("chain URL", url, false)?;
         self.fetch(
             "Fetching the boot script",
@@ -157,7 +157,7 @@ impl Script {
     }
 
     /// `imgargs IMAGE ARGS…` (the kernel command line).
-    pub fn imgargs(&mut self, image: &str, args: &str) -> Result<&mut Self, ScriptError> {
+    pub fn imgargs(&mut self, image: &str, args: &str) -> Result<&mut Self, ScriptFailure> {
         check("image name", image, false)?;
         check("command line", args, true)?;
         let _ = writeln!(self.text, "imgargs {image} {args}");
@@ -165,7 +165,7 @@ impl Script {
     }
 
     /// `boot IMAGE` (a boot that fails gives up like a failed fetch).
-    pub fn boot(&mut self, image: &str) -> Result<&mut Self, ScriptError> {
+    pub fn boot(&mut self, image: &str) -> Result<&mut Self, ScriptFailure> {
         check("image name", image, false)?;
         if self.loops > 0 {
             let _ = writeln!(self.text, "boot {image} || goto {FAILED}");
@@ -208,7 +208,10 @@ impl Script {
 /// The script that loads a rendered boot stage: kernel, initrds (named
 /// `initrd0`, `initrd1`, … and passed with `initrd=` so EFI stub kernels
 /// find them), command line, boot.
-pub fn boot_script(title: &str, boot: &vaquero_model::RenderedBoot) -> Result<Script, ScriptError> {
+pub fn boot_script(
+    title: &str,
+    boot: &vaquero_model::RenderedBoot,
+) -> Result<Script, ScriptFailure> {
     let mut s = Script::new();
     s.retries(DEFAULT_TRIES);
     s.echo(title);
@@ -233,13 +236,13 @@ pub const DEFAULT_TRIES: u32 = 5;
 /// Why a host's stage script could not be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum StageScriptError {
+pub enum StageScriptFailure {
     /// A template of the boot or its OS failed.
     #[error(transparent)]
-    Render(#[from] vaquero_model::RenderError),
+    Render(#[from] vaquero_model::RenderFailure),
     /// A rendered value cannot go into a script.
     #[error(transparent)]
-    Script(#[from] ScriptError),
+    Script(#[from] ScriptFailure),
 }
 
 /// The script of `h`'s workflow stage `stage` (boot `boot`): its OS's
@@ -254,7 +257,7 @@ pub fn stage_script(
     boot: &str,
     attempt: Option<u64>,
     token: &str,
-) -> Result<Script, StageScriptError> {
+) -> Result<Script, StageScriptFailure> {
     let urls = model.urls(h, boot, token);
     let ctx = model.context(h, boot, urls.as_ref());
     let r = model.render_boot(boot, &ctx)?;
@@ -287,7 +290,7 @@ pub fn local_boot_script(why: &str) -> Script {
 /// boots a two-NIC machine from its second NIC) — hyphenated, plus its
 /// SMBIOS UUID and serial, iPXE's build architecture and platform
 /// (`pcbios` or `efi`).
-pub fn chain_script(agent: &str) -> Result<Script, ScriptError> {
+pub fn chain_script(agent: &str) -> Result<Script, ScriptFailure> {
     let agent = agent.trim_end_matches('/');
     check("agent URL", agent, false)?;
     let mut s = Script::new();

@@ -211,7 +211,7 @@ type Shared = Arc<Inner>;
 /// Why the service could not be built.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum ServiceError {
+pub enum ServiceFailure {
     /// The files directory cannot be used.
     #[error("files directory {path}: {source}")]
     Files {
@@ -235,7 +235,7 @@ pub fn router(
     state: Arc<dyn BootState>,
     config: ServiceConfig,
     events: Option<mpsc::Sender<BootEvent>>,
-) -> Result<Router, ServiceError> {
+) -> Result<Router, ServiceFailure> {
     Ok(BootService::new(model, state, config, events)?.router())
 }
 
@@ -263,12 +263,12 @@ impl BootService {
         state: Arc<dyn BootState>,
         config: ServiceConfig,
         events: Option<mpsc::Sender<BootEvent>>,
-    ) -> Result<BootService, ServiceError> {
+    ) -> Result<BootService, ServiceFailure> {
         let files = match &config.files {
             Some(p) => Some(
                 FileRoot::new(p)
                     .and_then(|r| r.allow_links_to(&config.allow_links_to))
-                    .map_err(|source| ServiceError::Files {
+                    .map_err(|source| ServiceFailure::Files {
                         path: p.clone(),
                         source,
                     })?,
@@ -276,7 +276,7 @@ impl BootService {
             None => None,
         };
         let cdn = match &config.cdn {
-            Some(c) => Some(Cdn::new(c.clone()).map_err(ServiceError::Cdn)?),
+            Some(c) => Some(Cdn::new(c.clone()).map_err(ServiceFailure::Cdn)?),
             None => None,
         };
         let inner = Arc::new(Inner {
@@ -353,6 +353,11 @@ fn event(
     }
 }
 
+/// The debug log line of an event.
+fn log(e: &BootEvent) {
+    debug!(route = ?e.route, host = e.host, attempt = e.attempt, client = ?e.client, status = e.status, detail = %e.detail, "boot service");
+}
+
 impl Inner {
     /// Whether anyone takes events (a listener, or debug logging): when
     /// no one does, hot paths skip building them.
@@ -378,7 +383,14 @@ impl Inner {
                 }
                 _ => path.to_owned(),
             };
-            self.emit(Route::Files, host.as_deref(), attempt, ip, status, detail);
+            self.emit(event(
+                Route::Files,
+                host.as_deref(),
+                attempt,
+                ip,
+                status,
+                detail,
+            ));
         }
     }
 
@@ -407,7 +419,14 @@ impl Inner {
             route.label()
         );
         debug!(host = name, %from, "refused: not the host's address");
-        self.emit(route, Some(name), None, ip, StatusCode::FORBIDDEN, why);
+        self.emit(event(
+            route,
+            Some(name),
+            None,
+            ip,
+            StatusCode::FORBIDDEN,
+            why,
+        ));
         Some(text(
             StatusCode::FORBIDDEN,
             format!(
@@ -422,39 +441,24 @@ impl Inner {
         self.files.as_ref().filter(|_| self.cdn.is_none())
     }
 
-    fn emit(
-        &self,
-        route: Route,
-        host: Option<&str>,
-        attempt: Option<u64>,
-        client: Option<IpAddr>,
-        status: StatusCode,
-        detail: String,
-    ) {
-        debug!(?route, host, attempt, ?client, status = status.as_u16(), %detail, "boot service");
+    /// Sends `e` to whoever takes events; dropped when the channel is
+    /// full (a boot is never held up by a slow consumer).
+    fn emit(&self, e: BootEvent) {
+        log(&e);
         if let Some(tx) = &self.events {
-            let _ = tx.try_send(event(route, host, attempt, client, status, detail));
+            let _ = tx.try_send(e);
         }
     }
 
-    /// Like `emit`, but waits for room in the channel rather than drop
-    /// the event, then for whoever takes events to keep it (checkpoints).
-    /// Whether it was kept (always, when no one takes events).
-    async fn keep(
-        &self,
-        route: Route,
-        host: Option<&str>,
-        attempt: Option<u64>,
-        client: Option<IpAddr>,
-        status: StatusCode,
-        detail: String,
-    ) -> bool {
-        debug!(?route, host, attempt, ?client, status = status.as_u16(), %detail, "boot service");
+    /// Sends `e` and waits for room in the channel rather than drop it,
+    /// then for whoever takes events to keep it (checkpoints). Whether it
+    /// was kept (always, when no one takes events).
+    async fn keep(&self, mut e: BootEvent) -> bool {
+        log(&e);
         let Some(tx) = &self.events else {
             return true;
         };
         let (ack, kept) = Ack::new();
-        let mut e = event(route, host, attempt, client, status, detail);
         e.ack = Some(ack);
         let sent = async { tx.send(e).await.is_ok() && kept.await.is_ok() };
         tokio::time::timeout(KEEP_TIMEOUT, sent)
@@ -531,7 +535,14 @@ async fn chain(State(s): State<Shared>, Peer(ip, _): Peer, headers: HeaderMap) -
     } else {
         body.clone()
     };
-    s.emit(Route::Chain, host.as_deref(), attempt, ip, status, detail);
+    s.emit(event(
+        Route::Chain,
+        host.as_deref(),
+        attempt,
+        ip,
+        status,
+        detail,
+    ));
     text(status, body)
 }
 
@@ -602,14 +613,14 @@ pub(crate) fn script_response(s: &Inner, ip: Option<IpAddr>, query: Option<&str>
             .and_then(|u| m.by_uuid(&u))
     });
     let local = |host: Option<&str>, why: String| {
-        s.emit(
+        s.emit(event(
             Route::Script,
             host,
             None,
             ip,
             StatusCode::OK,
             format!("local disk: {why}"),
-        );
+        ));
         text(StatusCode::OK, local_boot_script(&why).render())
     };
     let Some(h) = h else {
@@ -694,27 +705,27 @@ pub(crate) fn script_response(s: &Inner, ip: Option<IpAddr>, query: Option<&str>
             Ok(b) => b,
             Err(e) => {
                 warn!(host = name, boot, error = %e, "rendering a boot script");
-                s.emit(
+                s.emit(event(
                     Route::Script,
                     Some(name),
                     Some(attempt),
                     ip,
                     StatusCode::INTERNAL_SERVER_ERROR,
                     e.clone(),
-                );
+                ));
                 return text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n"));
             }
         },
     };
     if s.observed() {
-        s.emit(
+        s.emit(event(
             Route::Script,
             Some(name),
             Some(attempt),
             ip,
             StatusCode::OK,
             detail(),
-        );
+        ));
     }
     text(StatusCode::OK, body)
 }
@@ -772,14 +783,14 @@ async fn config_handler(
 ) -> Response {
     let m = s.model.borrow().clone();
     let Some(h) = mac.parse::<MacAddr>().ok().and_then(|mac| m.by_mac(&mac)) else {
-        s.emit(
+        s.emit(event(
             Route::Config,
             None,
             None,
             ip,
             StatusCode::NOT_FOUND,
             format!("unknown MAC {mac}"),
-        );
+        ));
         return text(
             StatusCode::NOT_FOUND,
             format!("{mac} is not in the model\n"),
@@ -798,14 +809,14 @@ async fn config_handler(
         (Some(b), _) => b,
         (None, Current::Stage { boot, .. }) => boot.clone(),
         (None, Current::LocalDisk(why)) => {
-            s.emit(
+            s.emit(event(
                 Route::Config,
                 Some(&name),
                 None,
                 ip,
                 StatusCode::NOT_FOUND,
                 why.clone(),
-            );
+            ));
             return text(
                 StatusCode::NOT_FOUND,
                 format!("{name} has no current boot: {why}\n"),
@@ -813,14 +824,14 @@ async fn config_handler(
         }
     };
     if !m.stages(h.host).contains(&boot.as_str()) {
-        s.emit(
+        s.emit(event(
             Route::Config,
             Some(&name),
             Some(attempt),
             ip,
             StatusCode::NOT_FOUND,
             format!("{boot} is not in the workflow"),
-        );
+        ));
         return text(
             StatusCode::NOT_FOUND,
             format!("boot `{boot}` is not in {name}'s workflow\n"),
@@ -831,39 +842,39 @@ async fn config_handler(
     let ctx = m.context(h, &boot, urls.as_ref());
     match m.render_unattended(&boot, &ctx) {
         Ok(Some((kind, body))) => {
-            s.emit(
+            s.emit(event(
                 Route::Config,
                 Some(&name),
                 Some(attempt),
                 ip,
                 StatusCode::OK,
                 boot,
-            );
+            ));
             ([(header::CONTENT_TYPE, config_type(kind))], body).into_response()
         }
         Ok(None) => {
-            s.emit(
+            s.emit(event(
                 Route::Config,
                 Some(&name),
                 Some(attempt),
                 ip,
                 StatusCode::NOT_FOUND,
                 format!("{boot} has no unattended config"),
-            );
+            ));
             text(
                 StatusCode::NOT_FOUND,
                 format!("boot `{boot}` has no unattended config\n"),
             )
         }
         Err(e) => {
-            s.emit(
+            s.emit(event(
                 Route::Config,
                 Some(&name),
                 Some(attempt),
                 ip,
                 StatusCode::INTERNAL_SERVER_ERROR,
                 e.to_string(),
-            );
+            ));
             text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n"))
         }
     }
@@ -912,7 +923,14 @@ async fn checkpoint(
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let refuse = |status: StatusCode, host: Option<&str>, why: String| {
-        s.emit(Route::Checkpoint, host, None, ip, status, why.clone());
+        s.emit(event(
+            Route::Checkpoint,
+            host,
+            None,
+            ip,
+            status,
+            why.clone(),
+        ));
         text(status, format!("{why}\n"))
     };
     let claims = match s.key.verify(&token, now) {
@@ -971,14 +989,14 @@ async fn checkpoint(
         // a checkpoint is never dropped for a full channel, nor lost in a
         // crash after it was answered.
         let kept = s
-            .keep(
+            .keep(event(
                 Route::Checkpoint,
                 Some(&claims.host),
                 Some(claims.attempt),
                 ip,
                 StatusCode::OK,
                 detail,
-            )
+            ))
             .await;
         if !kept {
             s.state.forget_checkpoint(&claims.host, claims.attempt);

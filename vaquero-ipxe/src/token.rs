@@ -28,7 +28,7 @@ pub struct Claims {
 /// Why a token is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum TokenError {
+pub enum TokenFailure {
     /// Not a token at all.
     #[error("malformed token")]
     Malformed,
@@ -78,28 +78,28 @@ impl TokenKey {
     }
 
     /// The claims of a genuine, unexpired token (`now` in Unix seconds).
-    pub fn verify(&self, token: &str, now: u64) -> Result<Claims, TokenError> {
-        let (payload, sig) = token.split_once('.').ok_or(TokenError::Malformed)?;
-        let payload = B64.decode(payload).map_err(|_| TokenError::Malformed)?;
-        let sig = B64.decode(sig).map_err(|_| TokenError::Malformed)?;
+    pub fn verify(&self, token: &str, now: u64) -> Result<Claims, TokenFailure> {
+        let (payload, sig) = token.split_once('.').ok_or(TokenFailure::Malformed)?;
+        let payload = B64.decode(payload).map_err(|_| TokenFailure::Malformed)?;
+        let sig = B64.decode(sig).map_err(|_| TokenFailure::Malformed)?;
         let mut mac = self.mac();
         mac.update(&payload);
         // Constant-time comparison.
         mac.verify_slice(&sig)
-            .map_err(|_| TokenError::BadSignature)?;
-        let text = String::from_utf8(payload).map_err(|_| TokenError::Malformed)?;
+            .map_err(|_| TokenFailure::BadSignature)?;
+        let text = String::from_utf8(payload).map_err(|_| TokenFailure::Malformed)?;
         let parts: Vec<&str> = text.split('\0').collect();
         let [host, boot, attempt, expires] = parts[..] else {
-            return Err(TokenError::Malformed);
+            return Err(TokenFailure::Malformed);
         };
         let claims = Claims {
             host: host.to_owned(),
             boot: boot.to_owned(),
-            attempt: attempt.parse().map_err(|_| TokenError::Malformed)?,
-            expires: expires.parse().map_err(|_| TokenError::Malformed)?,
+            attempt: attempt.parse().map_err(|_| TokenFailure::Malformed)?,
+            expires: expires.parse().map_err(|_| TokenFailure::Malformed)?,
         };
         if now > claims.expires {
-            return Err(TokenError::Expired);
+            return Err(TokenFailure::Expired);
         }
         Ok(claims)
     }
@@ -125,11 +125,11 @@ mod tests {
         let t = k.mint(&claims());
         assert!(!t.contains(['/', '+', '=', '?', '&']), "URL-safe: {t}");
         assert_eq!(k.verify(&t, 999), Ok(claims()));
-        assert_eq!(k.verify(&t, 1_001), Err(TokenError::Expired));
+        assert_eq!(k.verify(&t, 1_001), Err(TokenFailure::Expired));
         // Another key, an altered payload, garbage.
         assert_eq!(
             TokenKey::new(*b"another key 1234").verify(&t, 0),
-            Err(TokenError::BadSignature)
+            Err(TokenFailure::BadSignature)
         );
         let mut other = claims();
         other.host = "k8s-02".into();
@@ -138,8 +138,8 @@ mod tests {
             k.mint(&other).split('.').next().unwrap(),
             t.split('.').nth(1).unwrap()
         );
-        assert_eq!(k.verify(&forged, 0), Err(TokenError::BadSignature));
-        assert_eq!(k.verify("nope", 0), Err(TokenError::Malformed));
-        assert_eq!(k.verify("a.b.c", 0), Err(TokenError::Malformed));
+        assert_eq!(k.verify(&forged, 0), Err(TokenFailure::BadSignature));
+        assert_eq!(k.verify("nope", 0), Err(TokenFailure::Malformed));
+        assert_eq!(k.verify("a.b.c", 0), Err(TokenFailure::Malformed));
     }
 }

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use vaquero_ipxe::{Script, ScriptError, boot_script, chain_script, local_boot_script};
+use vaquero_ipxe::{Script, ScriptFailure, boot_script, chain_script, local_boot_script};
 use vaquero_model::{RenderedBoot, SiteModel, Sot};
 
 fn lab() -> SiteModel {
@@ -61,7 +61,7 @@ fn hostile_values_never_reach_a_script() {
         initrds: vec!["http://a/initrd".into()],
         cmdline: cmdline.into(),
     };
-    let unsafe_ = |r: Result<Script, ScriptError>| matches!(r, Err(ScriptError::Unsafe { .. }));
+    let unsafe_ = |r: Result<Script, ScriptFailure>| matches!(r, Err(ScriptFailure::Unsafe { .. }));
     // A value that would expand an iPXE setting, split a command, or add one.
     assert!(unsafe_(boot_script(
         "t",

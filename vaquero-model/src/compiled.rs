@@ -7,28 +7,12 @@ use minijinja::Value;
 use serde::{Deserialize, Serialize};
 
 use crate::render::{RenderedJob, Renderer, TemplateError};
+use crate::sitedata::{SiteData, Urls};
 use crate::tplvalue::{
     ContextObject, HostObject, InterfaceObject, MetadataObject, UrlsObject, to_value,
 };
-use crate::types::{AssetType, Boot, Host, Interface, MacAddr, Os, Site, Uuid, Workflow};
-use crate::{ModelError, Sot};
-
-/// Everything one site needs, as plain data (what is hashed and shipped).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SiteData {
-    /// The site.
-    pub site: Site,
-    /// Its hosts, effective (classes merged), in SoT order.
-    pub hosts: Vec<Host>,
-    /// The workflows its hosts use.
-    pub workflows: BTreeMap<String, Workflow>,
-    /// The boots those workflows use.
-    pub boots: BTreeMap<String, Boot>,
-    /// The operating systems those boots use.
-    pub os: BTreeMap<String, Os>,
-    /// Asset templates (`cloud-config/base.yml` → text), snippets included.
-    pub assets: BTreeMap<String, Arc<str>>,
-}
+use crate::types::{Agent, AssetType, Host, Interface, MacAddr, Site, Uuid};
+use crate::{Error, Sot};
 
 /// What a model is built for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,45 +46,6 @@ struct Values {
     subnets: HashMap<String, Value>,
     boots: HashMap<String, Value>,
     os: HashMap<String, Value>,
-}
-
-/// The URLs a host's templates see as `urls.*`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Urls {
-    /// The agent's base URL.
-    pub agent: String,
-    /// Base URL of `/files`.
-    pub assets: String,
-    /// The host's unattended config for this boot.
-    pub config: String,
-    /// The host's checkpoint URL for this boot attempt.
-    pub checkpoint: String,
-    /// The host's per-host iPXE script.
-    pub ipxe: String,
-}
-
-impl Urls {
-    /// The URLs of `mac` booting `boot` through the agent at `agent`, with a
-    /// checkpoint `token`.
-    pub fn new(agent: &str, mac: &MacAddr, boot: &str, token: &str) -> Self {
-        let agent = agent.trim_end_matches('/');
-        let mac = mac.hyphenated();
-        // Built for every render of every host: concatenation, not `format!`.
-        let join = |parts: &[&str]| {
-            let mut s =
-                String::with_capacity(agent.len() + parts.iter().map(|p| p.len()).sum::<usize>());
-            s.push_str(agent);
-            parts.iter().for_each(|p| s.push_str(p));
-            s
-        };
-        Urls {
-            assets: join(&["/files"]),
-            config: join(&["/config/", &mac, "?boot=", boot]),
-            checkpoint: join(&["/checkpoint/", token]),
-            ipxe: join(&["/ipxe?mac=", &mac]),
-            agent: agent.to_owned(),
-        }
-    }
 }
 
 /// The boot-independent part of a host's template context.
@@ -149,11 +94,11 @@ pub struct HostRef<'a> {
 
 impl SiteModel {
     /// Compiles site `id` of a loaded SoT.
-    pub fn compile(sot: &Sot, id: &str) -> Result<Self, ModelError> {
+    pub fn compile(sot: &Sot, id: &str) -> Result<Self, Error> {
         let s = sot
             .sites
             .get(id)
-            .ok_or_else(|| ModelError::UnknownSite(id.to_owned()))?;
+            .ok_or_else(|| Error::UnknownSite(id.to_owned()))?;
         Self::compile_with(sot, &s.site, s.hosts.clone(), Build::Full)
     }
 
@@ -165,7 +110,7 @@ impl SiteModel {
         site: &Site,
         hosts: Vec<Host>,
         build: Build,
-    ) -> Result<Self, ModelError> {
+    ) -> Result<Self, Error> {
         let mut workflows = BTreeMap::new();
         for h in &hosts {
             if let Some(w) = sot.workflows.get(&h.workflow) {
@@ -214,11 +159,11 @@ impl SiteModel {
     }
 
     /// Builds the model (indexes, templates, version) from its data.
-    pub fn from_data(data: SiteData) -> Result<Self, ModelError> {
+    pub fn from_data(data: SiteData) -> Result<Self, Error> {
         Self::build(data, Build::Full)
     }
 
-    fn build(data: SiteData, build: Build) -> Result<Self, ModelError> {
+    fn build(data: SiteData, build: Build) -> Result<Self, Error> {
         let full = build == Build::Full;
         let version = if full {
             content_hash(&data)?
@@ -248,7 +193,7 @@ impl SiteModel {
         let (renderer, errors) =
             Renderer::build(data.os.values(), data.boots.values(), &data.assets);
         if let Some(e) = errors.into_iter().next() {
-            return Err(ModelError::Template(e));
+            return Err(Error::Template(e));
         }
         let values = Values {
             site: to_value(&data.site),
@@ -296,6 +241,33 @@ impl SiteModel {
     /// The site.
     pub fn site(&self) -> &Site {
         &self.data.site
+    }
+
+    /// The agent entry to serve as: the one named, else the site's only
+    /// one. The error says what to fix.
+    pub fn agent(&self, id: Option<&str>) -> Result<&Agent, AgentLookupFailure> {
+        let site = &self.data.site;
+        let ids = |agents: &[Agent]| agents.iter().map(|a| a.id.clone()).collect();
+        match (id, site.agents.as_slice()) {
+            (Some(id), agents) => {
+                agents
+                    .iter()
+                    .find(|a| a.id == id)
+                    .ok_or_else(|| AgentLookupFailure::NotFound {
+                        site: site.id.clone(),
+                        agent: id.to_owned(),
+                        agents: ids(agents),
+                    })
+            }
+            (None, [one]) => Ok(one),
+            (None, []) => Err(AgentLookupFailure::None {
+                site: site.id.clone(),
+            }),
+            (None, many) => Err(AgentLookupFailure::Several {
+                site: site.id.clone(),
+                agents: ids(many),
+            }),
+        }
     }
 
     /// The hosts, in SoT order.
@@ -516,7 +488,7 @@ impl SiteModel {
     }
 
     /// Renders kernel, initrds and command line of `boot` for a host.
-    pub fn render_boot(&self, boot: &str, ctx: &Value) -> Result<RenderedBoot, RenderError> {
+    pub fn render_boot(&self, boot: &str, ctx: &Value) -> Result<RenderedBoot, RenderFailure> {
         self.render_boot_parts(boot, ctx, [true; 3])
     }
 
@@ -527,16 +499,16 @@ impl SiteModel {
         boot: &str,
         ctx: &Value,
         [want_kernel, want_initrd, want_cmdline]: [bool; 3],
-    ) -> Result<RenderedBoot, RenderError> {
+    ) -> Result<RenderedBoot, RenderFailure> {
         let b = self
             .data
             .boots
             .get(boot)
-            .ok_or_else(|| RenderError::UnknownBoot(boot.to_owned()))?;
+            .ok_or_else(|| RenderFailure::UnknownBoot(boot.to_owned()))?;
         let t = self
             .renderer
             .os(&b.operating_system)
-            .ok_or_else(|| RenderError::UnknownOs(b.operating_system.clone()))?;
+            .ok_or_else(|| RenderFailure::UnknownOs(b.operating_system.clone()))?;
         let r = &self.renderer;
         let kernel = if want_kernel {
             r.render_tpl(&t.kernel, ctx)?
@@ -592,12 +564,12 @@ impl SiteModel {
         &self,
         boot: &str,
         ctx: &Value,
-    ) -> Result<Option<(AssetType, String)>, RenderError> {
+    ) -> Result<Option<(AssetType, String)>, RenderFailure> {
         let b = self
             .data
             .boots
             .get(boot)
-            .ok_or_else(|| RenderError::UnknownBoot(boot.to_owned()))?;
+            .ok_or_else(|| RenderFailure::UnknownBoot(boot.to_owned()))?;
         let Some(u) = &b.unattended else {
             return Ok(None);
         };
@@ -614,11 +586,11 @@ impl SiteModel {
         before_shutdown: bool,
         index: usize,
         ctx: &Value,
-    ) -> Result<Option<RenderedJob>, RenderError> {
+    ) -> Result<Option<RenderedJob>, RenderFailure> {
         let t = self
             .renderer
             .boot_jobs(boot)
-            .ok_or_else(|| RenderError::UnknownBoot(boot.to_owned()))?;
+            .ok_or_else(|| RenderFailure::UnknownBoot(boot.to_owned()))?;
         let list = if before_shutdown {
             &t.before_shutdown
         } else {
@@ -635,11 +607,11 @@ impl SiteModel {
         &self,
         boot: &str,
         ctx: &Value,
-    ) -> Result<(Vec<RenderedJob>, Vec<RenderedJob>), RenderError> {
+    ) -> Result<(Vec<RenderedJob>, Vec<RenderedJob>), RenderFailure> {
         let t = self
             .renderer
             .boot_jobs(boot)
-            .ok_or_else(|| RenderError::UnknownBoot(boot.to_owned()))?;
+            .ok_or_else(|| RenderFailure::UnknownBoot(boot.to_owned()))?;
         let r = &self.renderer;
         let bs = t
             .before_shutdown
@@ -655,10 +627,40 @@ impl SiteModel {
     }
 }
 
+/// Why [`SiteModel::agent`] found no single agent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentLookupFailure {
+    /// The site has no agent of that id.
+    #[error("site `{site}` has no agent `{agent}` (its agents: {})", .agents.join(", "))]
+    NotFound {
+        /// The site.
+        site: String,
+        /// The id asked for.
+        agent: String,
+        /// The site's agents.
+        agents: Vec<String>,
+    },
+    /// The site has no agent at all.
+    #[error("site `{site}` has no agent: add one under `agents` in its env.yml")]
+    None {
+        /// The site.
+        site: String,
+    },
+    /// The site has several agents and none was named.
+    #[error("site `{site}` has several agents ({}): name one with --agent", .agents.join(", "))]
+    Several {
+        /// The site.
+        site: String,
+        /// Its agents.
+        agents: Vec<String>,
+    },
+}
+
 /// Rendering a host's boot failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum RenderError {
+pub enum RenderFailure {
     /// The boot id is not in the model.
     #[error("unknown boot `{0}`")]
     UnknownBoot(String),
@@ -723,8 +725,8 @@ fn subnet_value(s: &crate::types::Subnet) -> Value {
     to_value(&v)
 }
 
-fn content_hash(data: &SiteData) -> Result<String, ModelError> {
+fn content_hash(data: &SiteData) -> Result<String, Error> {
     use sha2::{Digest, Sha256};
-    let bytes = serde_json::to_vec(data).map_err(|e| ModelError::Serialize(e.to_string()))?;
+    let bytes = serde_json::to_vec(data).map_err(|e| Error::Serialize(e.to_string()))?;
     Ok(crate::files::hex(&Sha256::digest(&bytes)))
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::ModelError;
+use crate::Error;
 
 /// The text files of one SoT revision, keyed by `/`-separated path relative
 /// to the SoT root. Hidden entries (`.git`, `.github`, …) are not included.
@@ -47,32 +47,32 @@ impl SotFiles {
     /// Reads every file under `root` (symlinks followed, hidden entries
     /// skipped). Files that are not UTF-8 are an error: everything in a SoT
     /// is YAML or a text template.
-    pub fn read_dir(root: &Path) -> Result<Self, ModelError> {
+    pub fn read_dir(root: &Path) -> Result<Self, Error> {
         let mut out = SotFiles::new();
         if !root.exists() {
-            return Err(ModelError::NotFound(root.to_path_buf()));
+            return Err(Error::NotFound(root.to_path_buf()));
         }
         if !root.is_dir() {
-            return Err(ModelError::NotADirectory(root.to_path_buf()));
+            return Err(Error::NotADirectory(root.to_path_buf()));
         }
         let mut stack = vec![root.to_path_buf()];
         while let Some(dir) = stack.pop() {
-            let entries = std::fs::read_dir(&dir).map_err(|e| ModelError::io(&dir, e))?;
+            let entries = std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))?;
             for entry in entries {
-                let entry = entry.map_err(|e| ModelError::io(&dir, e))?;
+                let entry = entry.map_err(|e| Error::io(&dir, e))?;
                 let name = entry.file_name();
                 if name.to_string_lossy().starts_with('.') {
                     continue;
                 }
                 let path = entry.path();
-                let meta = std::fs::metadata(&path).map_err(|e| ModelError::io(&path, e))?;
+                let meta = std::fs::metadata(&path).map_err(|e| Error::io(&path, e))?;
                 if meta.is_dir() {
                     stack.push(path);
                 } else if meta.is_file() {
                     let rel = relative(root, &path);
-                    let bytes = std::fs::read(&path).map_err(|e| ModelError::io(&path, e))?;
+                    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
                     let text =
-                        String::from_utf8(bytes).map_err(|_| ModelError::NotUtf8(path.clone()))?;
+                        String::from_utf8(bytes).map_err(|_| Error::NotUtf8(path.clone()))?;
                     out.insert(rel, text);
                 }
             }

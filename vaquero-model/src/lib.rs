@@ -46,6 +46,7 @@ mod diag;
 pub mod diff;
 mod files;
 mod render;
+mod sitedata;
 mod sot;
 pub mod source;
 mod tplvalue;
@@ -62,22 +63,29 @@ pub use minijinja;
 /// Re-exported: diffs carry `serde_json::Value`s (old and new values).
 pub use serde_json;
 
-pub use compiled::{HostContext, HostRef, RenderError, RenderedBoot, SiteData, SiteModel, Urls};
+pub use compiled::{
+    AgentLookupFailure, HostContext, HostRef, RenderFailure, RenderedBoot, SiteModel,
+};
 pub use diag::{Diagnostic, Diagnostics, Origin, Severity};
 pub use diff::{HostChange, ModelDiff, SiteDiffs, diff, diff_sites};
 pub use files::SotFiles;
 pub use render::{FormatProblem, RenderedJob, TemplateError, check_unattended};
-pub use sot::{HostLookupError, SiteSot, Sot};
+pub use sitedata::{SiteData, Urls};
+pub use sot::{HostLookupFailure, SiteSot, Sot};
 pub use source::{
     DirSource, GitRemote, GitSource, LoadedSot, SotSource, compile_pinned, load_revision,
     load_source,
 };
 pub use types::*;
 
-/// What can go wrong outside of validation (reading, compiling, sources).
+/// The crate's one error: what can go wrong outside of validation
+/// (reading, compiling, sources, looking up and rendering hosts). Where one
+/// thing can fail in one way only, it returns that way's own type
+/// ([`HostLookupFailure`], [`RenderFailure`]), which converts into this
+/// one with `?`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum ModelError {
+pub enum Error {
     /// Reading a file or directory failed.
     #[error("{path}: {source}")]
     Io {
@@ -123,11 +131,20 @@ pub enum ModelError {
     /// A revision (branch, tag or commit) does not exist.
     #[error("unknown revision `{0}`")]
     UnknownRevision(String),
+    /// A host name does not name one host.
+    #[error(transparent)]
+    HostLookup(#[from] HostLookupFailure),
+    /// An agent id does not name one agent of the site.
+    #[error(transparent)]
+    AgentLookup(#[from] AgentLookupFailure),
+    /// A host's boot could not be rendered.
+    #[error(transparent)]
+    Render(#[from] RenderFailure),
 }
 
-impl ModelError {
+impl Error {
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
-        ModelError::Io {
+        Error::Io {
             path: path.to_path_buf(),
             source,
         }
@@ -136,10 +153,10 @@ impl ModelError {
 
 impl Sot {
     /// Reads and loads the SoT in a directory.
-    pub fn load_dir(root: &Path) -> Result<Sot, ModelError> {
+    pub fn load_dir(root: &Path) -> Result<Sot, Error> {
         let files = SotFiles::read_dir(root)?;
         let revision = files.content_hash();
-        let mut sot = Sot::load_owned(files).map_err(ModelError::Invalid)?;
+        let mut sot = Sot::load_owned(files).map_err(Error::Invalid)?;
         sot.revision = Some(revision);
         Ok(sot)
     }

@@ -75,7 +75,7 @@ impl Sot {
     }
 
     /// Compiles every site.
-    pub fn compile(&self) -> Result<BTreeMap<String, SiteModel>, crate::ModelError> {
+    pub fn compile(&self) -> Result<BTreeMap<String, SiteModel>, crate::Error> {
         self.sites
             .keys()
             .map(|id| Ok((id.clone(), SiteModel::compile(self, id)?)))
@@ -90,11 +90,11 @@ impl Sot {
         &self,
         name: &str,
         site: Option<&str>,
-    ) -> Result<(&str, &Host), HostLookupError> {
+    ) -> Result<(&str, &Host), HostLookupFailure> {
         let (site, name) = match name.split_once('/') {
             Some((s, n)) => match site {
                 Some(given) if given != s => {
-                    return Err(HostLookupError::SiteMismatch {
+                    return Err(HostLookupFailure::SiteMismatch {
                         name: format!("{s}/{n}"),
                         site: given.to_owned(),
                     });
@@ -110,9 +110,9 @@ impl Sot {
             let (id, s) = self
                 .sites
                 .get_key_value(id)
-                .ok_or_else(|| HostLookupError::UnknownSite(id.to_owned()))?;
+                .ok_or_else(|| HostLookupFailure::UnknownSite(id.to_owned()))?;
             return in_site(s, name).map(|h| (id.as_str(), h)).ok_or_else(|| {
-                HostLookupError::NotFound {
+                HostLookupFailure::NotFound {
                     name: name.to_owned(),
                     sites: vec![id.clone()],
                 }
@@ -125,11 +125,11 @@ impl Sot {
             .collect();
         match found.as_slice() {
             [one] => Ok(*one),
-            [] => Err(HostLookupError::NotFound {
+            [] => Err(HostLookupFailure::NotFound {
                 name: name.to_owned(),
                 sites: self.sites.keys().cloned().collect(),
             }),
-            many => Err(HostLookupError::Ambiguous {
+            many => Err(HostLookupFailure::Ambiguous {
                 name: name.to_owned(),
                 sites: many.iter().map(|(s, _)| (*s).to_owned()).collect(),
             }),
@@ -150,7 +150,7 @@ impl Sot {
 /// Why [`Sot::find_host`] found no single host.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum HostLookupError {
+pub enum HostLookupFailure {
     /// No host of that name (in the sites searched).
     #[error("no host named `{name}` in {}", sites_text(.sites))]
     NotFound {
@@ -1370,8 +1370,8 @@ impl Loader {
         for boot in model.stages(host) {
             let urls = model.urls(h, boot, "checkpoint-token");
             let ctx = model.context_for(&hc, boot, urls.as_ref());
-            let mut on_err = |e: crate::RenderError| match e {
-                crate::RenderError::Template(t) => problems.push(self.template_diag(&t, None)),
+            let mut on_err = |e: crate::RenderFailure| match e {
+                crate::RenderFailure::Template(t) => problems.push(self.template_diag(&t, None)),
                 other => problems.push(Diagnostic::error("<model>", 0, 0, "", other.to_string())),
             };
             if let Err(e) = model.render_boot(boot, &ctx) {

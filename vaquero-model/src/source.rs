@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::compiled::SiteModel;
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::files::SotFiles;
-use crate::{ModelError, Sot};
+use crate::{Error, Sot};
 
 /// A source of SoT revisions.
 ///
@@ -17,15 +17,15 @@ pub trait SotSource: Send + Sync {
     /// A human-readable description (`git /srv/sot (main)`).
     fn describe(&self) -> String;
     /// The revision the source follows now (the branch head).
-    fn head(&self) -> Result<String, ModelError>;
+    fn head(&self) -> Result<String, Error>;
     /// Resolves a tag, branch or commit to a revision; `None` when unknown.
-    fn resolve(&self, name: &str) -> Result<Option<String>, ModelError>;
+    fn resolve(&self, name: &str) -> Result<Option<String>, Error>;
     /// The files of a revision.
-    fn files(&self, revision: &str) -> Result<SotFiles, ModelError>;
+    fn files(&self, revision: &str) -> Result<SotFiles, Error>;
     /// Brings the source up to date with where it comes from: a remote
     /// repository is fetched. Local sources have nothing to do. Blocking;
     /// bounded by the source's own timeout.
-    fn refresh(&self) -> Result<(), ModelError> {
+    fn refresh(&self) -> Result<(), Error> {
         Ok(())
     }
 }
@@ -50,18 +50,18 @@ impl SotSource for DirSource {
         format!("directory {}", self.root.display())
     }
 
-    fn head(&self) -> Result<String, ModelError> {
+    fn head(&self) -> Result<String, Error> {
         Ok(SotFiles::read_dir(&self.root)?.content_hash())
     }
 
-    fn resolve(&self, _name: &str) -> Result<Option<String>, ModelError> {
+    fn resolve(&self, _name: &str) -> Result<Option<String>, Error> {
         Ok(None)
     }
 
-    fn files(&self, revision: &str) -> Result<SotFiles, ModelError> {
+    fn files(&self, revision: &str) -> Result<SotFiles, Error> {
         let files = SotFiles::read_dir(&self.root)?;
         if files.content_hash() != revision {
-            return Err(ModelError::UnknownRevision(format!(
+            return Err(Error::UnknownRevision(format!(
                 "{revision} (the directory has changed since)"
             )));
         }
@@ -92,11 +92,11 @@ impl std::fmt::Debug for GitSource {
 impl GitSource {
     /// Opens the repository at `location` (a path or `file://` URL),
     /// following `branch`.
-    pub fn open(location: &str, branch: &str) -> Result<Self, ModelError> {
+    pub fn open(location: &str, branch: &str) -> Result<Self, Error> {
         let path = match location.strip_prefix("file://") {
             Some(p) => Path::new(p).to_path_buf(),
             None if location.contains("://") => {
-                return Err(ModelError::Git(format!(
+                return Err(Error::Git(format!(
                     "{}: a remote repository: read it through a mirror (GitRemote)",
                     redact(location)
                 )));
@@ -114,13 +114,13 @@ impl GitSource {
     /// Opens the repository at `location`, following the branch its `HEAD`
     /// names (the default branch of a mirror or bare clone; the branch
     /// checked out in a working copy).
-    pub fn open_head(location: &str) -> Result<Self, ModelError> {
+    pub fn open_head(location: &str) -> Result<Self, Error> {
         let mut source = GitSource::open(location, "main")?;
         let repo = source.repo()?;
         match repo.head_name().map_err(git_err)? {
             Some(name) => source.branch = name.shorten().to_string(),
             None => {
-                return Err(ModelError::Git(format!(
+                return Err(Error::Git(format!(
                     "{}: HEAD is detached; name the branch to follow",
                     source.location.display()
                 )));
@@ -136,9 +136,9 @@ impl GitSource {
 
     /// Opens the repository. Opening is cheap (no objects are read), and a
     /// fresh handle sees refs updated since by `git fetch`.
-    fn repo(&self) -> Result<gix::Repository, ModelError> {
+    fn repo(&self) -> Result<gix::Repository, Error> {
         gix::open(&self.location)
-            .map_err(|e| ModelError::Git(format!("{}: {e}", self.location.display())))
+            .map_err(|e| Error::Git(format!("{}: {e}", self.location.display())))
     }
 
     /// Whether `location` looks like a Git repository (has a `.git`, or is
@@ -155,8 +155,8 @@ impl GitSource {
     }
 }
 
-fn git_err(e: impl std::fmt::Display) -> ModelError {
-    ModelError::Git(e.to_string())
+fn git_err(e: impl std::fmt::Display) -> Error {
+    Error::Git(e.to_string())
 }
 
 impl SotSource for GitSource {
@@ -164,13 +164,13 @@ impl SotSource for GitSource {
         format!("git {} ({})", self.location.display(), self.branch)
     }
 
-    fn head(&self) -> Result<String, ModelError> {
+    fn head(&self) -> Result<String, Error> {
         let repo = self.repo()?;
         let name = format!("refs/heads/{}", self.branch);
         let mut r = repo
             .try_find_reference(name.as_str())
             .map_err(git_err)?
-            .ok_or_else(|| ModelError::UnknownRevision(format!("branch {}", self.branch)))?;
+            .ok_or_else(|| Error::UnknownRevision(format!("branch {}", self.branch)))?;
         let id = r.peel_to_id().map_err(git_err)?;
         let commit = id
             .object()
@@ -180,7 +180,7 @@ impl SotSource for GitSource {
         Ok(commit.id.to_string())
     }
 
-    fn resolve(&self, name: &str) -> Result<Option<String>, ModelError> {
+    fn resolve(&self, name: &str) -> Result<Option<String>, Error> {
         let repo = self.repo()?;
         // Tags first: a tag named like a hex prefix must not be read as one.
         for spec in [format!("refs/tags/{name}"), name.to_owned()] {
@@ -191,13 +191,13 @@ impl SotSource for GitSource {
         Ok(None)
     }
 
-    fn files(&self, revision: &str) -> Result<SotFiles, ModelError> {
+    fn files(&self, revision: &str) -> Result<SotFiles, Error> {
         let repo = self.repo()?;
         let id = gix::ObjectId::from_hex(revision.as_bytes())
-            .map_err(|_| ModelError::UnknownRevision(revision.to_owned()))?;
+            .map_err(|_| Error::UnknownRevision(revision.to_owned()))?;
         let commit = repo
             .find_commit(id)
-            .map_err(|_| ModelError::UnknownRevision(revision.to_owned()))?;
+            .map_err(|_| Error::UnknownRevision(revision.to_owned()))?;
         let tree = commit.tree().map_err(git_err)?;
         let entries = tree.traverse().breadthfirst.files().map_err(git_err)?;
         let mut files = SotFiles::new();
@@ -210,8 +210,8 @@ impl SotSource for GitSource {
                 continue;
             }
             let obj = repo.find_object(e.oid).map_err(git_err)?;
-            let text = std::str::from_utf8(&obj.data)
-                .map_err(|_| ModelError::NotUtf8(PathBuf::from(&path)))?;
+            let text =
+                std::str::from_utf8(&obj.data).map_err(|_| Error::NotUtf8(PathBuf::from(&path)))?;
             files.insert(path, text);
         }
         Ok(files)
@@ -271,11 +271,11 @@ impl GitRemote {
     /// Mirrors `url` into `mirror` (cloned the first time, fetched after),
     /// following `branch` (default: the remote's default branch). A
     /// mirror of another URL is refused, not overwritten.
-    pub fn open(url: &str, mirror: &Path, branch: Option<&str>) -> Result<Self, ModelError> {
+    pub fn open(url: &str, mirror: &Path, branch: Option<&str>) -> Result<Self, Error> {
         if GitSource::is_repository(mirror) {
             let origin = git(Some(mirror), &["config", "--get", "remote.origin.url"], url)?;
             if origin.trim() != url {
-                return Err(ModelError::Git(format!(
+                return Err(Error::Git(format!(
                     "{} is a mirror of {}, not of {}: remove it, or give another data directory",
                     mirror.display(),
                     redact(origin.trim()),
@@ -309,28 +309,28 @@ impl SotSource for GitRemote {
         format!("git {} ({})", redact(&self.url), self.local.branch)
     }
 
-    fn head(&self) -> Result<String, ModelError> {
+    fn head(&self) -> Result<String, Error> {
         self.local.head()
     }
 
-    fn resolve(&self, name: &str) -> Result<Option<String>, ModelError> {
+    fn resolve(&self, name: &str) -> Result<Option<String>, Error> {
         self.local.resolve(name)
     }
 
-    fn files(&self, revision: &str) -> Result<SotFiles, ModelError> {
+    fn files(&self, revision: &str) -> Result<SotFiles, Error> {
         self.local.files(revision)
     }
 
-    fn refresh(&self) -> Result<(), ModelError> {
+    fn refresh(&self) -> Result<(), Error> {
         fetch(&self.mirror, &self.url)
     }
 }
 
 /// `git clone --mirror url mirror`, through a temporary sibling that is
 /// renamed once complete: an interrupted clone leaves no half mirror.
-fn clone(url: &str, mirror: &Path) -> Result<(), ModelError> {
+fn clone(url: &str, mirror: &Path) -> Result<(), Error> {
     let parent = mirror.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|source| ModelError::Io {
+    std::fs::create_dir_all(parent).map_err(|source| Error::Io {
         path: parent.to_path_buf(),
         source,
     })?;
@@ -350,14 +350,14 @@ fn clone(url: &str, mirror: &Path) -> Result<(), ModelError> {
         let _ = std::fs::remove_dir_all(&partial);
         return Err(e);
     }
-    std::fs::rename(&partial, mirror).map_err(|source| ModelError::Io {
+    std::fs::rename(&partial, mirror).map_err(|source| Error::Io {
         path: mirror.to_path_buf(),
         source,
     })
 }
 
 /// `git fetch` in the mirror: every branch and tag, removed ones pruned.
-fn fetch(mirror: &Path, url: &str) -> Result<(), ModelError> {
+fn fetch(mirror: &Path, url: &str) -> Result<(), Error> {
     git(
         Some(mirror),
         &["fetch", "--prune", "--quiet", "origin"],
@@ -369,7 +369,7 @@ fn fetch(mirror: &Path, url: &str) -> Result<(), ModelError> {
 /// Runs `git args` (in `dir`), bounded by [`GitRemote::TIMEOUT`]; its
 /// standard output, or an error with its standard error. `url` is
 /// redacted from what is reported.
-fn git(dir: Option<&Path>, args: &[&str], url: &str) -> Result<String, ModelError> {
+fn git(dir: Option<&Path>, args: &[&str], url: &str) -> Result<String, Error> {
     use std::io::Read;
     use std::process::{Command, Stdio};
     let mut cmd = Command::new("git");
@@ -383,7 +383,7 @@ fn git(dir: Option<&Path>, args: &[&str], url: &str) -> Result<String, ModelErro
         .stderr(Stdio::piped());
     let what = format!("git {}", args.first().copied().unwrap_or_default());
     let mut child = cmd.spawn().map_err(|e| {
-        ModelError::Git(format!(
+        Error::Git(format!(
             "cannot run the `git` program ({e}): install Git to read a remote SoT"
         ))
     })?;
@@ -415,14 +415,14 @@ fn git(dir: Option<&Path>, args: &[&str], url: &str) -> Result<String, ModelErro
             Ok(None) if std::time::Instant::now() >= deadline => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(ModelError::Git(format!(
+                return Err(Error::Git(format!(
                     "{what} {}: no answer within {} s",
                     redact(url),
                     GitRemote::TIMEOUT.as_secs()
                 )));
             }
             Ok(None) => std::thread::sleep(std::time::Duration::from_millis(20)),
-            Err(e) => return Err(ModelError::Git(format!("{what}: {e}"))),
+            Err(e) => return Err(Error::Git(format!("{what}: {e}"))),
         }
     };
     let out = out.join().unwrap_or_default();
@@ -431,7 +431,7 @@ fn git(dir: Option<&Path>, args: &[&str], url: &str) -> Result<String, ModelErro
         return Ok(out);
     }
     let err = err.replace(url, &redact(url));
-    Err(ModelError::Git(format!(
+    Err(Error::Git(format!(
         "{what} {}: {}",
         redact(url),
         err.trim()
@@ -465,7 +465,7 @@ pub struct LoadedSot {
 
 /// Loads the head of a source, validates it, and compiles each site at the
 /// revision it follows ([`load_revision`] of the head).
-pub fn load_source(source: &dyn SotSource) -> Result<LoadedSot, ModelError> {
+pub fn load_source(source: &dyn SotSource) -> Result<LoadedSot, Error> {
     load_revision(source, &source.head()?)
 }
 
@@ -474,8 +474,8 @@ pub fn load_source(source: &dyn SotSource) -> Result<LoadedSot, ModelError> {
 /// revision it follows: its `release_tag`, resolved in the same source, or
 /// `revision` itself. This is what a site is served from, so plans and
 /// diffs are made from it too.
-pub fn load_revision(source: &dyn SotSource, revision: &str) -> Result<LoadedSot, ModelError> {
-    let mut head = Sot::load_owned(source.files(revision)?).map_err(ModelError::Invalid)?;
+pub fn load_revision(source: &dyn SotSource, revision: &str) -> Result<LoadedSot, Error> {
+    let mut head = Sot::load_owned(source.files(revision)?).map_err(Error::Invalid)?;
     head.revision = Some(revision.to_owned());
     let (sites, warnings) = compile_pinned(&head, source)?;
     Ok(LoadedSot {
@@ -494,7 +494,7 @@ pub fn load_revision(source: &dyn SotSource, revision: &str) -> Result<LoadedSot
 pub fn compile_pinned(
     head: &Sot,
     source: &dyn SotSource,
-) -> Result<(BTreeMap<String, SiteModel>, Diagnostics), ModelError> {
+) -> Result<(BTreeMap<String, SiteModel>, Diagnostics), Error> {
     let head_rev = head.revision.clone().unwrap_or_default();
     let mut warnings = head.warnings.clone();
     let mut pinned: BTreeMap<String, Sot> = BTreeMap::new();
@@ -524,7 +524,7 @@ pub fn compile_pinned(
             Some(rev) => {
                 if !pinned.contains_key(&rev) {
                     let mut sot =
-                        Sot::load_owned(source.files(&rev)?).map_err(|d| ModelError::Pinned {
+                        Sot::load_owned(source.files(&rev)?).map_err(|d| Error::Pinned {
                             site: id.clone(),
                             revision: rev.clone(),
                             diagnostics: d,
@@ -534,7 +534,7 @@ pub fn compile_pinned(
                 }
                 let sot = &pinned[&rev];
                 if !sot.sites.contains_key(id) {
-                    return Err(ModelError::UnknownSite(format!(
+                    return Err(Error::UnknownSite(format!(
                         "{id} (pinned to revision {rev}, which has no such site)"
                     )));
                 }

@@ -14,7 +14,7 @@ use minijinja::Value;
 use minijinja::value::{Enumerator, Object, ObjectRepr};
 use serde::Serialize;
 
-use crate::compiled::SiteData;
+use crate::sitedata::SiteData;
 use crate::types::Metadata;
 
 /// A template value from any serializable value.
@@ -277,7 +277,7 @@ impl fmt::Debug for ContextObject {
 
 /// `urls`: a host's URLs, each converted when a template reads it.
 #[derive(Debug)]
-pub(crate) struct UrlsObject(pub(crate) crate::compiled::Urls);
+pub(crate) struct UrlsObject(pub(crate) crate::sitedata::Urls);
 
 /// The keys of `urls`, in the order serde writes `Urls`'s fields.
 const URLS_KEYS: &[&str] = &["agent", "assets", "config", "checkpoint", "ipxe"];

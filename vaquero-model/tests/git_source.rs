@@ -10,7 +10,7 @@ use std::process::Command;
 #[path = "../../testkit/src/support.rs"]
 mod support;
 
-use vaquero_model::{GitSource, ModelError, Severity, Sot, SotFiles, SotSource, diff, load_source};
+use vaquero_model::{Error, GitSource, Severity, Sot, SotFiles, SotSource, diff, load_source};
 
 /// A repository in a temp dir, filled from `examples/lab`.
 struct Repo {
@@ -207,7 +207,7 @@ fn a_revision_that_fails_validation_is_rejected_whole() {
     );
     repo.commit("break it");
     match load_source(&repo.source()) {
-        Err(ModelError::Invalid(d)) => {
+        Err(Error::Invalid(d)) => {
             assert_eq!(
                 d.to_string().trim(),
                 "sites/lab/bastion.yml:2:11: workflow: unknown workflow `nope`"
@@ -239,7 +239,7 @@ fn a_pinned_revision_that_fails_validation_is_an_error_too() {
     );
     repo.commit("fixed head, but pinned to the broken tag");
     match load_source(&repo.source()) {
-        Err(ModelError::Pinned { site, .. }) => assert_eq!(site, "lab"),
+        Err(Error::Pinned { site, .. }) => assert_eq!(site, "lab"),
         other => panic!("{other:?}"),
     }
 }
@@ -258,7 +258,7 @@ fn a_bare_remote_over_file_url() {
     assert!(load_source(&src).is_ok());
     assert!(matches!(
         GitSource::open("https://example.invalid/sot.git", "main"),
-        Err(ModelError::Git(_))
+        Err(Error::Git(_))
     ));
 }
 
@@ -266,7 +266,7 @@ fn a_bare_remote_over_file_url() {
 fn unknown_branch_and_revision() {
     let repo = Repo::lab();
     let src = GitSource::open(repo.path.to_str().unwrap(), "production").unwrap();
-    assert!(matches!(src.head(), Err(ModelError::UnknownRevision(_))));
+    assert!(matches!(src.head(), Err(Error::UnknownRevision(_))));
     assert_eq!(repo.source().resolve("no-such-tag").unwrap(), None);
     assert!(
         repo.source()
@@ -397,7 +397,7 @@ fn the_branch_defaults_to_the_one_head_names() {
     git(&repo.path, &["checkout", "-q", "--detach"]);
     assert!(matches!(
         GitSource::open_head(repo.path.to_str().unwrap()),
-        Err(ModelError::Git(m)) if m.contains("HEAD is detached")
+        Err(Error::Git(m)) if m.contains("HEAD is detached")
     ));
 }
 

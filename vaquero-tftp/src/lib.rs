@@ -34,19 +34,37 @@
 
 #![forbid(unsafe_code)]
 
+pub mod endpoint;
 pub mod packet;
 pub mod receive;
 pub mod server;
 pub mod source;
 pub mod transfer;
 
-pub use packet::{DecodeError, ErrorCode, Mode, Options, Packet, Request};
+pub use endpoint::{Accepted, Endpoint, Ignored, Limits, Verdict};
+pub use packet::{DecodeFailure, ErrorCode, Mode, Options, Packet, Request};
 pub use receive::{Receive, Write};
 pub use server::{Server, ServerConfig, Stats, TftpEvent};
 pub use source::{
-    Directory, FileHandle, FileSink, FileSource, Generated, Memory, OpenError, Overlay,
+    Directory, FileHandle, FileSink, FileSource, Generated, Memory, OpenFailure, Overlay,
 };
 pub use transfer::{Outcome, Transfer, TransferConfig, TransferStats, Transmit};
+
+/// The crate's one error, built from each part's own failure: decoding a
+/// packet ([`DecodeFailure`]) and opening a file to serve or to receive
+/// ([`OpenFailure`]). Each converts into it with `?`; functions that fail
+/// in one way only return that way's type. ([`ErrorCode`] is not a Rust
+/// error: it is the code an ERROR packet carries on the wire.)
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A packet does not decode.
+    #[error(transparent)]
+    Decode(#[from] DecodeFailure),
+    /// A file cannot be opened.
+    #[error(transparent)]
+    Open(#[from] OpenFailure),
+}
 
 /// The README's examples, run as doctests.
 #[cfg(doctest)]

@@ -162,7 +162,7 @@ pub enum Packet<'a> {
 /// Why a datagram is not a valid TFTP packet.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum DecodeError {
+pub enum DecodeFailure {
     /// Shorter than its fixed header.
     #[error("packet too short")]
     TooShort,
@@ -209,9 +209,9 @@ fn cstr(i: &[u8]) -> IResult<&[u8], &[u8]> {
     Ok((&rest[1..], s))
 }
 
-fn string(i: &[u8]) -> Result<(&[u8], &str), DecodeError> {
-    let (rest, s) = cstr(i).map_err(|_| DecodeError::MissingNul)?;
-    let s = std::str::from_utf8(s).map_err(|_| DecodeError::NotUtf8)?;
+fn string(i: &[u8]) -> Result<(&[u8], &str), DecodeFailure> {
+    let (rest, s) = cstr(i).map_err(|_| DecodeFailure::MissingNul)?;
+    let s = std::str::from_utf8(s).map_err(|_| DecodeFailure::NotUtf8)?;
     Ok((rest, s))
 }
 
@@ -219,8 +219,8 @@ fn number<T: std::str::FromStr + PartialOrd>(
     name: &'static str,
     value: &str,
     range: std::ops::RangeInclusive<T>,
-) -> Result<T, DecodeError> {
-    let invalid = || DecodeError::InvalidOption {
+) -> Result<T, DecodeFailure> {
+    let invalid = || DecodeFailure::InvalidOption {
         name,
         value: value.to_owned(),
     };
@@ -235,16 +235,16 @@ fn number<T: std::str::FromStr + PartialOrd>(
     }
 }
 
-fn set<T>(slot: &mut Option<T>, name: &'static str, v: T) -> Result<(), DecodeError> {
+fn set<T>(slot: &mut Option<T>, name: &'static str, v: T) -> Result<(), DecodeFailure> {
     if slot.is_some() {
-        return Err(DecodeError::DuplicateOption(name));
+        return Err(DecodeFailure::DuplicateOption(name));
     }
     *slot = Some(v);
     Ok(())
 }
 
 /// Options until the end of the packet: NUL-terminated name/value pairs.
-fn options(mut i: &[u8]) -> Result<Options, DecodeError> {
+fn options(mut i: &[u8]) -> Result<Options, DecodeFailure> {
     let mut o = Options::default();
     while !i.is_empty() {
         let (rest, name) = string(i)?;
@@ -274,18 +274,18 @@ fn options(mut i: &[u8]) -> Result<Options, DecodeError> {
     Ok(o)
 }
 
-fn request(i: &[u8]) -> Result<Request<'_>, DecodeError> {
+fn request(i: &[u8]) -> Result<Request<'_>, DecodeFailure> {
     let (rest, filename) = string(i)?;
     let (rest, mode) = string(rest)?;
     if filename.is_empty() {
-        return Err(DecodeError::EmptyFilename);
+        return Err(DecodeFailure::EmptyFilename);
     }
     let mode = if mode.eq_ignore_ascii_case("octet") {
         Mode::Octet
     } else if mode.eq_ignore_ascii_case("netascii") {
         Mode::Netascii
     } else {
-        return Err(DecodeError::UnsupportedMode(mode.to_owned()));
+        return Err(DecodeFailure::UnsupportedMode(mode.to_owned()));
     };
     Ok(Request {
         filename,
@@ -296,31 +296,31 @@ fn request(i: &[u8]) -> Result<Request<'_>, DecodeError> {
 
 impl<'a> Packet<'a> {
     /// Decodes one datagram.
-    pub fn decode(buf: &'a [u8]) -> Result<Packet<'a>, DecodeError> {
+    pub fn decode(buf: &'a [u8]) -> Result<Packet<'a>, DecodeFailure> {
         let (rest, opcode) =
-            be_u16::<_, nom::error::Error<&[u8]>>(buf).map_err(|_| DecodeError::TooShort)?;
+            be_u16::<_, nom::error::Error<&[u8]>>(buf).map_err(|_| DecodeFailure::TooShort)?;
         match opcode {
             1 => Ok(Packet::Rrq(request(rest)?)),
             2 => Ok(Packet::Wrq(request(rest)?)),
             3 => {
                 let (data, block) = be_u16::<_, nom::error::Error<&[u8]>>(rest)
-                    .map_err(|_| DecodeError::TooShort)?;
+                    .map_err(|_| DecodeFailure::TooShort)?;
                 Ok(Packet::Data { block, data })
             }
             4 => {
                 let (tail, block) = be_u16::<_, nom::error::Error<&[u8]>>(rest)
-                    .map_err(|_| DecodeError::TooShort)?;
+                    .map_err(|_| DecodeFailure::TooShort)?;
                 if !tail.is_empty() {
-                    return Err(DecodeError::TrailingData(tail.len()));
+                    return Err(DecodeFailure::TrailingData(tail.len()));
                 }
                 Ok(Packet::Ack { block })
             }
             5 => {
                 let (tail, code) = be_u16::<_, nom::error::Error<&[u8]>>(rest)
-                    .map_err(|_| DecodeError::TooShort)?;
+                    .map_err(|_| DecodeFailure::TooShort)?;
                 let (tail, message) = string(tail)?;
                 if !tail.is_empty() {
-                    return Err(DecodeError::TrailingData(tail.len()));
+                    return Err(DecodeFailure::TrailingData(tail.len()));
                 }
                 Ok(Packet::Error {
                     code: ErrorCode::from_code(code),
@@ -328,7 +328,7 @@ impl<'a> Packet<'a> {
                 })
             }
             6 => Ok(Packet::Oack(options(rest)?)),
-            op => Err(DecodeError::UnknownOpcode(op)),
+            op => Err(DecodeFailure::UnknownOpcode(op)),
         }
     }
 
@@ -422,7 +422,7 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        use DecodeError as E;
+        use DecodeFailure as E;
         assert_eq!(Packet::decode(b"\x00"), Err(E::TooShort));
         assert_eq!(Packet::decode(b"\x00\x09"), Err(E::UnknownOpcode(9)));
         assert_eq!(Packet::decode(b"\x00\x01file\x00octet"), Err(E::MissingNul));

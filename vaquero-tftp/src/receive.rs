@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::packet::{DecodeError, ErrorCode, Packet, Request};
+use crate::packet::{DecodeFailure, ErrorCode, Packet, Request};
 use crate::transfer::{Outcome, TransferConfig, grant, params};
 
 /// Where the payload of the DATA packet just handled goes.
@@ -138,7 +138,7 @@ impl Receive {
         &mut self,
         buf: &[u8],
         now: Instant,
-    ) -> Result<Option<Write>, DecodeError> {
+    ) -> Result<Option<Write>, DecodeFailure> {
         let packet = Packet::decode(buf)?;
         match (self.state, packet) {
             (State::Ended, _) => Ok(None),

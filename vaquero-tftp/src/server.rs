@@ -3,7 +3,7 @@
 //! limits, shutdown, counters).
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,9 +13,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::endpoint::{Endpoint, Ignored, Limits, Verdict};
 use crate::packet::{ErrorCode, Mode, Packet, data_header};
 use crate::receive::Receive;
-use crate::source::{FileHandle, FileSink, FileSource, OpenError, to_netascii};
+use crate::source::{FileHandle, FileSink, FileSource, OpenFailure, to_netascii};
 use crate::transfer::{Outcome, Transfer, TransferConfig, Transmit};
 
 /// How the server runs.
@@ -227,31 +228,6 @@ pub struct Server {
     events: Option<mpsc::Sender<TftpEvent>>,
 }
 
-struct RateLimiter {
-    rate: f64,
-    burst: f64,
-    buckets: HashMap<IpAddr, (f64, Instant)>,
-}
-
-impl RateLimiter {
-    fn allow(&mut self, ip: IpAddr, now: Instant) -> bool {
-        if self.buckets.len() > 65_536 {
-            let (rate, burst) = (self.rate, self.burst);
-            self.buckets
-                .retain(|_, (t, at)| *t + now.duration_since(*at).as_secs_f64() * rate < burst);
-        }
-        let (tokens, at) = self.buckets.entry(ip).or_insert((self.burst, now));
-        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.rate).min(self.burst);
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 /// Clients with a running transfer; in single-port mode, with the channel
 /// their datagrams go to.
 type Active = HashMap<SocketAddr, Option<mpsc::Sender<Vec<u8>>>>;
@@ -353,11 +329,12 @@ impl Server {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks: JoinSet<()> = JoinSet::new();
         let active: Arc<Mutex<Active>> = Arc::default();
-        let mut limiter = RateLimiter {
-            rate: self.config.rate_per_second,
-            burst: self.config.rate_burst,
-            buckets: HashMap::new(),
-        };
+        let mut endpoint = Endpoint::new(Limits {
+            max_transfers: self.config.max_transfers,
+            rate_per_second: self.config.rate_per_second,
+            rate_burst: self.config.rate_burst,
+            single_port: self.config.single_port,
+        });
         let mut buf = vec![0u8; 65536];
         tokio::pin!(shutdown);
         info!(listen = %self.local_addr()?, single_port = self.config.single_port, "TFTP server listening");
@@ -387,107 +364,69 @@ impl Server {
                     continue;
                 }
             }
-            let packet = match Packet::decode(datagram) {
-                Ok(p) => p,
-                Err(e) => {
-                    Stats::inc(&self.stats.malformed);
-                    metrics::counter!("vaquero_tftp_dropped_total", "reason" => "malformed")
-                        .increment(1);
-                    debug!(client = %from, error = %e, "malformed datagram dropped");
+            let running = |c: SocketAddr| active.lock().is_ok_and(|a| a.contains_key(&c));
+            let verdict = endpoint.handle(datagram, from, running, tasks.len(), Instant::now());
+            let req = match verdict {
+                Verdict::Accept(req) => req,
+                Verdict::Refuse { code, message, why } => {
+                    Stats::inc(&self.stats.refused);
+                    metrics::counter!("vaquero_tftp_refused_total", "reason" => why).increment(1);
+                    self.reply_error(from, code, message).await;
+                    continue;
+                }
+                Verdict::Ignore(why) => {
+                    self.count_ignored(&why, from);
                     continue;
                 }
             };
-            match packet {
-                Packet::Wrq(_) if self.config.single_port => {
-                    Stats::inc(&self.stats.refused);
-                    metrics::counter!("vaquero_tftp_refused_total", "reason" => "write")
-                        .increment(1);
-                    self.reply_error(
-                        from,
-                        ErrorCode::AccessViolation,
-                        "writes need a port per transfer",
-                    )
-                    .await;
+            Stats::inc(&self.stats.requests);
+            metrics::counter!("vaquero_tftp_requests_total").increment(1);
+            let link = if self.config.single_port {
+                let (tx, rx) = mpsc::channel(64);
+                if let Ok(mut a) = active.lock() {
+                    a.insert(from, Some(tx));
                 }
-                Packet::Rrq(req) | Packet::Wrq(req) => {
-                    let write = matches!(packet, Packet::Wrq(_));
-                    Stats::inc(&self.stats.requests);
-                    metrics::counter!("vaquero_tftp_requests_total").increment(1);
-                    if active.lock().is_ok_and(|a| a.contains_key(&from)) {
-                        // The client repeated its request (our first
-                        // answer was lost or slow): the transfer is running.
+                Link::Shared {
+                    socket: self.socket.clone(),
+                    rx,
+                    client: from,
+                }
+            } else {
+                let local = SocketAddr::new(self.socket.local_addr()?.ip(), 0);
+                let sock = match UdpSocket::bind(local).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        warn!(error = %e, "cannot open a transfer socket");
                         continue;
                     }
-                    if !limiter.allow(from.ip(), Instant::now()) {
-                        Stats::inc(&self.stats.rate_limited);
-                        metrics::counter!("vaquero_tftp_dropped_total", "reason" => "rate_limited")
-                            .increment(1);
-                        continue;
-                    }
-                    if tasks.len() >= self.config.max_transfers {
-                        // Not answered: the client's retransmission asks
-                        // again, and is served once a transfer ends. An
-                        // error would end a PXE ROM's boot (a boot storm
-                        // of 5,000 machines lost 2,959 to "server busy").
-                        Stats::inc(&self.stats.busy);
-                        metrics::counter!("vaquero_tftp_dropped_total", "reason" => "busy")
-                            .increment(1);
-                        continue;
-                    }
-                    let link = if self.config.single_port {
-                        let (tx, rx) = mpsc::channel(64);
-                        if let Ok(mut a) = active.lock() {
-                            a.insert(from, Some(tx));
-                        }
-                        Link::Shared {
-                            socket: self.socket.clone(),
-                            rx,
-                            client: from,
-                        }
-                    } else {
-                        let local = SocketAddr::new(self.socket.local_addr()?.ip(), 0);
-                        let sock = match UdpSocket::bind(local).await {
-                            Ok(s) => s,
-                            Err(e) => {
-                                warn!(error = %e, "cannot open a transfer socket");
-                                continue;
-                            }
-                        };
-                        if sock.connect(from).await.is_err() {
-                            continue;
-                        }
-                        if let Ok(mut a) = active.lock() {
-                            a.insert(from, None);
-                        }
-                        Link::Own(sock)
-                    };
-                    let job = Job {
-                        write,
-                        name: req.filename.to_owned(),
-                        mode: req.mode,
-                        options: req.options,
-                        client: from,
-                        source: self.source.clone(),
-                        config: self.config.clone(),
-                        stats: self.stats.clone(),
-                        events: self.events.clone(),
-                        slot: Slot {
-                            active: active.clone(),
-                            client: from,
-                            released: false.into(),
-                        },
-                    };
-                    let stop = stop_rx.clone();
-                    let span = info_span!("tftp", client = %from, file = %job.name);
-                    tasks.spawn(job.run(link, stop).instrument(span));
+                };
+                if sock.connect(from).await.is_err() {
+                    continue;
                 }
-                _ => {
-                    // Not a request, and not part of a transfer we know.
-                    Stats::inc(&self.stats.malformed);
-                    metrics::counter!("vaquero_tftp_dropped_total", "reason" => "unexpected")
-                        .increment(1);
+                if let Ok(mut a) = active.lock() {
+                    a.insert(from, None);
                 }
-            }
+                Link::Own(sock)
+            };
+            let job = Job {
+                write: req.write,
+                name: req.filename,
+                mode: req.mode,
+                options: req.options,
+                client: from,
+                source: self.source.clone(),
+                config: self.config.clone(),
+                stats: self.stats.clone(),
+                events: self.events.clone(),
+                slot: Slot {
+                    active: active.clone(),
+                    client: from,
+                    released: false.into(),
+                },
+            };
+            let stop = stop_rx.clone();
+            let span = info_span!("tftp", client = %from, file = %job.name);
+            tasks.spawn(job.run(link, stop).instrument(span));
         }
         info!(running = tasks.len(), "TFTP server stopping");
         let _ = stop_tx.send(true);
@@ -516,6 +455,30 @@ impl Server {
             }
         }
         Ok(())
+    }
+
+    /// Counts a datagram the endpoint ignored.
+    fn count_ignored(&self, why: &Ignored, from: SocketAddr) {
+        if why.is_request() {
+            Stats::inc(&self.stats.requests);
+            metrics::counter!("vaquero_tftp_requests_total").increment(1);
+        }
+        let counter = match why {
+            Ignored::Malformed(e) => {
+                debug!(client = %from, error = %e, "malformed datagram dropped");
+                &self.stats.malformed
+            }
+            // Not a request, and not part of a transfer we know.
+            Ignored::Unexpected => &self.stats.malformed,
+            Ignored::RateLimited => &self.stats.rate_limited,
+            Ignored::Busy => &self.stats.busy,
+            // The transfer answers it.
+            _ => return,
+        };
+        Stats::inc(counter);
+        if let Some(reason) = why.reason() {
+            metrics::counter!("vaquero_tftp_dropped_total", "reason" => reason).increment(1);
+        }
     }
 
     async fn reply_error(&self, to: SocketAddr, code: ErrorCode, message: &str) {
@@ -566,7 +529,7 @@ impl Job {
         }
     }
 
-    async fn open(&self) -> Result<Box<dyn FileHandle>, OpenError> {
+    async fn open(&self) -> Result<Box<dyn FileHandle>, OpenFailure> {
         let (source, name, client) = (self.source.clone(), self.name.clone(), self.client);
         let mode = self.mode;
         let max = self.config.max_netascii_bytes;
@@ -574,7 +537,7 @@ impl Job {
             let f = source.open(&name, client)?;
             if mode == Mode::Netascii {
                 if f.len() > max {
-                    return Err(OpenError::AccessViolation("too large for netascii mode"));
+                    return Err(OpenFailure::AccessViolation("too large for netascii mode"));
                 }
                 let mut raw = vec![0u8; f.len() as usize];
                 let n = f.read_at(0, &mut raw)?;
@@ -586,7 +549,7 @@ impl Job {
             Ok(f)
         })
         .await;
-        opened.unwrap_or_else(|e| Err(OpenError::Io(std::io::Error::other(e))))
+        opened.unwrap_or_else(|e| Err(OpenFailure::Io(std::io::Error::other(e))))
     }
 
     async fn run(self, link: Link, stop: watch::Receiver<bool>) {
@@ -637,7 +600,17 @@ impl Job {
                 let grace = self.config.shutdown_grace;
                 let stats = self.stats.clone();
                 on_own_thread(sock, "tftp-transfer", move |sock| {
-                    run_blocking(t, &*file, sock, &stop, grace, &stats)
+                    drive_blocking(
+                        Sending {
+                            d: Datagrams::new(&t),
+                            t: Some(t),
+                            file: &*file,
+                        },
+                        sock,
+                        &stop,
+                        grace,
+                        &stats,
+                    )
                 })
                 .await
             }
@@ -656,7 +629,7 @@ impl Job {
         let (source, name, client) = (self.source.clone(), self.name.clone(), self.client);
         let sink = tokio::task::spawn_blocking(move || source.create(&name, client))
             .await
-            .unwrap_or_else(|e| Err(OpenError::Io(std::io::Error::other(e))));
+            .unwrap_or_else(|e| Err(OpenFailure::Io(std::io::Error::other(e))));
         let sink = match sink {
             Ok(s) => s,
             Err(e) => {
@@ -688,7 +661,16 @@ impl Job {
         let grace = self.config.shutdown_grace;
         let stats = self.stats.clone();
         let result = on_own_thread(sock, "tftp-receive", move |sock| {
-            receive_blocking(r, sink, sock, &stop, grace, &stats)
+            drive_blocking(
+                Receiving {
+                    r,
+                    sink: Some(sink),
+                },
+                sock,
+                &stop,
+                grace,
+                &stats,
+            )
         })
         .await;
         let (counter, label) = match &result {
@@ -881,128 +863,156 @@ fn is_tick(e: &std::io::Error) -> bool {
     )
 }
 
-/// Shutdown as a blocking loop sees it: once asked, the transfer has the
-/// grace period to finish; then the client is told and the loop ends.
-struct Shutdown<'a> {
-    stop: &'a watch::Receiver<bool>,
-    grace: Duration,
-    abort_at: Option<Instant>,
+/// One side of a transfer, driven over a blocking socket connected to the
+/// client by [`drive_blocking`].
+trait Blocking {
+    /// What the side ends with.
+    type Done;
+    /// Sends what is due; the result once the side is finished.
+    fn transmit(
+        &mut self,
+        sock: &std::net::UdpSocket,
+        stats: &Stats,
+        now: Instant,
+    ) -> std::io::Result<Option<Self::Done>>;
+    /// Takes a datagram from the client.
+    fn datagram(&mut self, d: &[u8], stats: &Stats, now: Instant) -> std::io::Result<()>;
+    /// No datagram came within a tick.
+    fn tick(&mut self, now: Instant);
 }
 
-impl Shutdown<'_> {
-    fn check(&mut self, sock: &std::net::UdpSocket, now: Instant) -> std::io::Result<()> {
-        if self.abort_at.is_none() && *self.stop.borrow() {
-            self.abort_at = Some(now + self.grace);
-        }
-        if self.abort_at.is_some_and(|a| now >= a) {
-            let _ = sock.send(&error_packet(ErrorCode::NotDefined, "server shutting down"));
-            return Err(std::io::Error::other("aborted by server shutdown"));
-        }
-        Ok(())
-    }
-}
-
-/// Drives a transfer over a blocking socket connected to the client.
-fn run_blocking(
-    mut t: Transfer,
-    file: &dyn FileHandle,
+/// Drives `side` until it finishes, the client goes away, or a shutdown's
+/// grace period ends (the client then gets an error packet).
+fn drive_blocking<B: Blocking>(
+    mut side: B,
     sock: &std::net::UdpSocket,
     stop: &watch::Receiver<bool>,
     grace: Duration,
     stats: &Stats,
-) -> std::io::Result<Transfer> {
+) -> std::io::Result<B::Done> {
     // A short receive timeout is the tick that fires retransmissions and
-    // notices a shutdown; an ACK ends the wait at once.
+    // notices a shutdown; a datagram ends the wait at once.
     sock.set_read_timeout(Some(Duration::from_millis(50)))?;
-    let mut d = Datagrams::new(&t);
     let mut inbuf = vec![0u8; 65536];
-    let mut shutdown = Shutdown {
-        stop,
-        grace,
-        abort_at: None,
-    };
+    let mut abort_at: Option<Instant> = None;
     loop {
         let now = Instant::now();
-        while let Some(p) = d.next(&mut t, file, now)? {
-            if let Err(e) = stats.sent(sock.send(p).map(|_| ())) {
-                let _ = sock.send(&error_packet(ErrorCode::NotDefined, &e.to_string()));
-                return Err(e);
-            }
+        if let Some(done) = side.transmit(sock, stats, now)? {
+            return Ok(done);
         }
-        if t.is_finished() {
-            return Ok(t);
+        if abort_at.is_none() && *stop.borrow() {
+            abort_at = Some(now + grace);
         }
-        d.read_ahead(file);
-        shutdown.check(sock, now)?;
+        if abort_at.is_some_and(|a| now >= a) {
+            let _ = sock.send(&error_packet(ErrorCode::NotDefined, "server shutting down"));
+            return Err(std::io::Error::other("aborted by server shutdown"));
+        }
         match sock.recv(&mut inbuf) {
-            Ok(n) => {
-                if t.handle_packet(&inbuf[..n], Instant::now()).is_err() {
-                    stats.malformed_in_transfer();
-                }
-            }
-            Err(e) if is_tick(&e) => {
-                t.handle_timeout(Instant::now());
-            }
+            Ok(n) => side.datagram(&inbuf[..n], stats, Instant::now())?,
+            Err(e) if is_tick(&e) => side.tick(Instant::now()),
             // ICMP port unreachable: the client is gone.
             Err(e) => return Err(e),
         }
     }
 }
 
-/// Receives a write transfer over a blocking socket connected to the
-/// client, storing into `sink`; commits the file when it is complete.
-fn receive_blocking(
-    mut r: Receive,
-    sink: Box<dyn FileSink>,
-    sock: &std::net::UdpSocket,
-    stop: &watch::Receiver<bool>,
-    grace: Duration,
-    stats: &Stats,
-) -> std::io::Result<Outcome> {
-    sock.set_read_timeout(Some(Duration::from_millis(50)))?;
-    let mut sink = Some(sink);
-    let mut inbuf = vec![0u8; 65536];
-    let mut shutdown = Shutdown {
-        stop,
-        grace,
-        abort_at: None,
-    };
-    loop {
-        while let Some(p) = r.poll_transmit(Instant::now()) {
+/// A read transfer's sending side, served from `file`.
+struct Sending<'a> {
+    t: Option<Transfer>,
+    d: Datagrams,
+    file: &'a dyn FileHandle,
+}
+
+impl Blocking for Sending<'_> {
+    type Done = Transfer;
+
+    fn transmit(
+        &mut self,
+        sock: &std::net::UdpSocket,
+        stats: &Stats,
+        now: Instant,
+    ) -> std::io::Result<Option<Transfer>> {
+        let Some(t) = self.t.as_mut() else {
+            return Err(std::io::Error::other("transfer already finished"));
+        };
+        while let Some(p) = self.d.next(t, self.file, now)? {
+            if let Err(e) = stats.sent(sock.send(p).map(|_| ())) {
+                let _ = sock.send(&error_packet(ErrorCode::NotDefined, &e.to_string()));
+                return Err(e);
+            }
+        }
+        if t.is_finished() {
+            return Ok(self.t.take());
+        }
+        self.d.read_ahead(self.file);
+        Ok(None)
+    }
+
+    fn datagram(&mut self, d: &[u8], stats: &Stats, now: Instant) -> std::io::Result<()> {
+        if let Some(t) = self.t.as_mut()
+            && t.handle_packet(d, now).is_err()
+        {
+            stats.malformed_in_transfer();
+        }
+        Ok(())
+    }
+
+    fn tick(&mut self, now: Instant) {
+        if let Some(t) = self.t.as_mut() {
+            t.handle_timeout(now);
+        }
+    }
+}
+
+/// A write transfer's receiving side, storing into `sink`; it commits the
+/// file when it is complete.
+struct Receiving {
+    r: Receive,
+    sink: Option<Box<dyn FileSink>>,
+}
+
+impl Blocking for Receiving {
+    type Done = Outcome;
+
+    fn transmit(
+        &mut self,
+        sock: &std::net::UdpSocket,
+        stats: &Stats,
+        now: Instant,
+    ) -> std::io::Result<Option<Outcome>> {
+        while let Some(p) = self.r.poll_transmit(now) {
             stats.sent(sock.send(p).map(|_| ()))?;
         }
-        if r.is_finished() {
-            return Ok(r
+        Ok(self.r.is_finished().then(|| {
+            self.r
                 .outcome()
                 .cloned()
-                .unwrap_or(Outcome::Protocol("unfinished".into())));
+                .unwrap_or(Outcome::Protocol("unfinished".into()))
+        }))
+    }
+
+    fn datagram(&mut self, d: &[u8], _: &Stats, now: Instant) -> std::io::Result<()> {
+        if let Ok(Some(w)) = self.r.handle_packet(d, now)
+            && let Some(s) = self.sink.as_mut()
+            && let Err(e) = s.write_at(w.offset, &d[4..4 + w.len])
+        {
+            self.r.abort(
+                OpenFailure::Io(e).code(),
+                "the server could not store the file",
+            );
         }
-        let now = Instant::now();
-        shutdown.check(sock, now)?;
-        match sock.recv(&mut inbuf) {
-            Ok(n) => {
-                if let Ok(Some(w)) = r.handle_packet(&inbuf[..n], Instant::now())
-                    && let Some(s) = sink.as_mut()
-                    && let Err(e) = s.write_at(w.offset, &inbuf[4..4 + w.len])
-                {
-                    r.abort(
-                        OpenError::Io(e).code(),
-                        "the server could not store the file",
-                    );
-                }
-                // The final block is in: the file is complete now, while
-                // the receiver still dallies to re-ACK a repeated block.
-                if r.outcome() == Some(&Outcome::Completed)
-                    && let Some(s) = sink.take()
-                {
-                    s.commit()?;
-                }
-            }
-            Err(e) if is_tick(&e) => {
-                r.handle_timeout(Instant::now());
-            }
-            Err(e) => return Err(e),
+        // The final block is in: the file is complete now, while the
+        // receiver still dallies to re-ACK a repeated block.
+        if self.r.outcome() == Some(&Outcome::Completed)
+            && let Some(s) = self.sink.take()
+        {
+            s.commit()?;
         }
+        Ok(())
+    }
+
+    fn tick(&mut self, now: Instant) {
+        self.r.handle_timeout(now);
     }
 }
 
@@ -1050,11 +1060,11 @@ async fn run_async(
     }
 }
 
-fn reason(e: &OpenError) -> &'static str {
+fn reason(e: &OpenFailure) -> &'static str {
     match e {
-        OpenError::NotFound => "not_found",
-        OpenError::AccessViolation(_) => "access",
-        OpenError::Outside { .. } => "outside",
+        OpenFailure::NotFound => "not_found",
+        OpenFailure::AccessViolation(_) => "access",
+        OpenFailure::Outside { .. } => "outside",
         _ => "io",
     }
 }

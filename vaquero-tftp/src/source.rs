@@ -27,7 +27,7 @@ pub trait FileHandle: Send + Sync {
 /// Why a file cannot be served.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum OpenError {
+pub enum OpenFailure {
     /// There is no such file.
     #[error("file not found")]
     NotFound,
@@ -55,12 +55,12 @@ pub enum OpenError {
     Io(#[from] std::io::Error),
 }
 
-impl OpenError {
+impl OpenFailure {
     /// What the client is told: no more than the code says for a file
     /// outside the root (its target is the operator's business).
     pub fn client_message(&self) -> String {
         match self {
-            OpenError::Outside { .. } => "access violation: the file is outside the root".into(),
+            OpenFailure::Outside { .. } => "access violation: the file is outside the root".into(),
             e => e.to_string(),
         }
     }
@@ -68,15 +68,21 @@ impl OpenError {
     /// The TFTP error code to answer with.
     pub fn code(&self) -> ErrorCode {
         match self {
-            OpenError::NotFound => ErrorCode::FileNotFound,
-            OpenError::AccessViolation(_) | OpenError::Outside { .. } => ErrorCode::AccessViolation,
-            OpenError::Exists => ErrorCode::FileExists,
-            OpenError::Io(e) if e.kind() == std::io::ErrorKind::StorageFull => ErrorCode::DiskFull,
-            OpenError::Io(e) if e.kind() == std::io::ErrorKind::NotFound => ErrorCode::FileNotFound,
-            OpenError::Io(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            OpenFailure::NotFound => ErrorCode::FileNotFound,
+            OpenFailure::AccessViolation(_) | OpenFailure::Outside { .. } => {
                 ErrorCode::AccessViolation
             }
-            OpenError::Io(_) => ErrorCode::NotDefined,
+            OpenFailure::Exists => ErrorCode::FileExists,
+            OpenFailure::Io(e) if e.kind() == std::io::ErrorKind::StorageFull => {
+                ErrorCode::DiskFull
+            }
+            OpenFailure::Io(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                ErrorCode::FileNotFound
+            }
+            OpenFailure::Io(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                ErrorCode::AccessViolation
+            }
+            OpenFailure::Io(_) => ErrorCode::NotDefined,
         }
     }
 }
@@ -98,12 +104,12 @@ pub trait FileSink: Send {
 /// with "access violation".
 pub trait FileSource: Send + Sync + 'static {
     /// Opens `name` for `client`.
-    fn open(&self, name: &str, client: SocketAddr) -> Result<Box<dyn FileHandle>, OpenError>;
+    fn open(&self, name: &str, client: SocketAddr) -> Result<Box<dyn FileHandle>, OpenFailure>;
 
     /// Creates `name` for a write request of `client`. The default refuses.
-    fn create(&self, name: &str, client: SocketAddr) -> Result<Box<dyn FileSink>, OpenError> {
+    fn create(&self, name: &str, client: SocketAddr) -> Result<Box<dyn FileSink>, OpenFailure> {
         let _ = (name, client);
-        Err(OpenError::AccessViolation(
+        Err(OpenFailure::AccessViolation(
             "this server does not accept writes",
         ))
     }
@@ -115,20 +121,20 @@ pub trait FileSource: Send + Sync + 'static {
 /// leading separators are dropped (the root is `/`, as with tftpd-hpa
 /// `--secure`), `.` and empty components are skipped, and `..` or a NUL
 /// byte anywhere refuses the name.
-pub fn normalize(name: &str) -> Result<String, OpenError> {
+pub fn normalize(name: &str) -> Result<String, OpenFailure> {
     if name.contains('\0') {
-        return Err(OpenError::AccessViolation("NUL byte in file name"));
+        return Err(OpenFailure::AccessViolation("NUL byte in file name"));
     }
     let mut parts = Vec::new();
     for c in name.split(['/', '\\']) {
         match c {
             "" | "." => {}
-            ".." => return Err(OpenError::AccessViolation("`..` in file name")),
+            ".." => return Err(OpenFailure::AccessViolation("`..` in file name")),
             c => parts.push(c),
         }
     }
     if parts.is_empty() {
-        return Err(OpenError::NotFound);
+        return Err(OpenFailure::NotFound);
     }
     Ok(parts.join("/"))
 }
@@ -212,27 +218,29 @@ impl FileHandle for DiskFile {
 }
 
 impl FileSource for Directory {
-    fn create(&self, name: &str, _client: SocketAddr) -> Result<Box<dyn FileSink>, OpenError> {
+    fn create(&self, name: &str, _client: SocketAddr) -> Result<Box<dyn FileSink>, OpenFailure> {
         if !self.create {
-            return Err(OpenError::AccessViolation(
+            return Err(OpenFailure::AccessViolation(
                 "this server does not accept writes",
             ));
         }
         let rel = normalize(name)?;
         let dest = self.root.join(&rel);
-        let parent = dest.parent().ok_or(OpenError::NotFound)?;
+        let parent = dest.parent().ok_or(OpenFailure::NotFound)?;
         let real_parent = match parent.canonicalize() {
             Ok(p) => p,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(OpenError::NotFound),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(OpenFailure::NotFound);
+            }
             Err(e) => return Err(e.into()),
         };
         if !real_parent.starts_with(&self.root) {
-            return Err(OpenError::AccessViolation("the file is outside the root"));
+            return Err(OpenFailure::AccessViolation("the file is outside the root"));
         }
-        let file_name = dest.file_name().ok_or(OpenError::NotFound)?;
+        let file_name = dest.file_name().ok_or(OpenFailure::NotFound)?;
         let dest = real_parent.join(file_name);
         if dest.symlink_metadata().is_ok() {
-            return Err(OpenError::Exists);
+            return Err(OpenFailure::Exists);
         }
         static UPLOADS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = UPLOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -248,16 +256,18 @@ impl FileSource for Directory {
         Ok(Box::new(NewFile { file, tmp, dest }))
     }
 
-    fn open(&self, name: &str, _client: SocketAddr) -> Result<Box<dyn FileHandle>, OpenError> {
+    fn open(&self, name: &str, _client: SocketAddr) -> Result<Box<dyn FileHandle>, OpenFailure> {
         let rel = normalize(name)?;
         let path = self.root.join(&rel);
         let real = match path.canonicalize() {
             Ok(p) => p,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(OpenError::NotFound),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(OpenFailure::NotFound);
+            }
             Err(e) => return Err(e.into()),
         };
         if !self.allowed(&real) {
-            return Err(OpenError::Outside {
+            return Err(OpenFailure::Outside {
                 name: rel,
                 target: real,
                 root: self.root.clone(),
@@ -266,7 +276,7 @@ impl FileSource for Directory {
         let file = std::fs::File::open(&real)?;
         let meta = file.metadata()?;
         if !meta.is_file() {
-            return Err(OpenError::AccessViolation("not a regular file"));
+            return Err(OpenFailure::AccessViolation("not a regular file"));
         }
         Ok(Box::new(DiskFile {
             file,
@@ -333,19 +343,19 @@ impl Memory {
     }
 
     /// Adds a file; `name` is normalized like a request's.
-    pub fn insert(&mut self, name: &str, bytes: impl Into<Arc<[u8]>>) -> Result<(), OpenError> {
+    pub fn insert(&mut self, name: &str, bytes: impl Into<Arc<[u8]>>) -> Result<(), OpenFailure> {
         self.files.insert(normalize(name)?, bytes.into());
         Ok(())
     }
 }
 
 impl FileSource for Memory {
-    fn open(&self, name: &str, _client: SocketAddr) -> Result<Box<dyn FileHandle>, OpenError> {
+    fn open(&self, name: &str, _client: SocketAddr) -> Result<Box<dyn FileHandle>, OpenFailure> {
         let rel = normalize(name)?;
         self.files
             .get(&rel)
             .map(|b| Box::new(Bytes(b.clone())) as Box<dyn FileHandle>)
-            .ok_or(OpenError::NotFound)
+            .ok_or(OpenFailure::NotFound)
     }
 }
 
@@ -357,11 +367,11 @@ impl<F> FileSource for Generated<F>
 where
     F: Fn(&str, SocketAddr) -> Option<Vec<u8>> + Send + Sync + 'static,
 {
-    fn open(&self, name: &str, client: SocketAddr) -> Result<Box<dyn FileHandle>, OpenError> {
+    fn open(&self, name: &str, client: SocketAddr) -> Result<Box<dyn FileHandle>, OpenFailure> {
         let rel = normalize(name)?;
         (self.0)(&rel, client)
             .map(|v| Box::new(Bytes(v.into())) as Box<dyn FileHandle>)
-            .ok_or(OpenError::NotFound)
+            .ok_or(OpenFailure::NotFound)
     }
 }
 
@@ -369,9 +379,9 @@ where
 pub struct Overlay<A, B>(pub A, pub B);
 
 impl<A: FileSource, B: FileSource> FileSource for Overlay<A, B> {
-    fn open(&self, name: &str, client: SocketAddr) -> Result<Box<dyn FileHandle>, OpenError> {
+    fn open(&self, name: &str, client: SocketAddr) -> Result<Box<dyn FileHandle>, OpenFailure> {
         match self.0.open(name, client) {
-            Err(OpenError::NotFound) => self.1.open(name, client),
+            Err(OpenFailure::NotFound) => self.1.open(name, client),
             other => other,
         }
     }
@@ -408,17 +418,17 @@ mod tests {
         assert_eq!(normalize("./a//b/").unwrap(), "a/b");
         assert!(matches!(
             normalize("../etc/passwd"),
-            Err(OpenError::AccessViolation(_))
+            Err(OpenFailure::AccessViolation(_))
         ));
         assert!(matches!(
             normalize("a/..\\..\\b"),
-            Err(OpenError::AccessViolation(_))
+            Err(OpenFailure::AccessViolation(_))
         ));
         assert!(matches!(
             normalize("a\0b"),
-            Err(OpenError::AccessViolation(_))
+            Err(OpenFailure::AccessViolation(_))
         ));
-        assert!(matches!(normalize("/"), Err(OpenError::NotFound)));
+        assert!(matches!(normalize("/"), Err(OpenFailure::NotFound)));
     }
 
     #[test]
@@ -440,7 +450,7 @@ mod tests {
             5,
             "a symlink inside the root is fine"
         );
-        let Err(OpenError::Outside {
+        let Err(OpenFailure::Outside {
             name,
             target,
             root: r,
@@ -458,12 +468,15 @@ mod tests {
         std::os::unix::fs::symlink(kernels.join("vmlinuz"), root.join("vmlinuz")).unwrap();
         assert!(matches!(
             d.open("vmlinuz", client()),
-            Err(OpenError::Outside { .. })
+            Err(OpenFailure::Outside { .. })
         ));
         let linked = d.clone().allow_links_to([&kernels]).unwrap();
         assert_eq!(linked.open("vmlinuz", client()).unwrap().len(), 6);
         assert!(
-            matches!(linked.open("out", client()), Err(OpenError::Outside { .. })),
+            matches!(
+                linked.open("out", client()),
+                Err(OpenFailure::Outside { .. })
+            ),
             "only the named directories"
         );
         assert!(
@@ -477,15 +490,18 @@ mod tests {
             "sub",
         ] {
             assert!(
-                matches!(d.open(bad, client()), Err(OpenError::AccessViolation(_))),
+                matches!(d.open(bad, client()), Err(OpenFailure::AccessViolation(_))),
                 "{bad}"
             );
         }
-        assert!(matches!(d.open("nope", client()), Err(OpenError::NotFound)));
+        assert!(matches!(
+            d.open("nope", client()),
+            Err(OpenFailure::NotFound)
+        ));
         let abs = dir.path().join("secret");
         assert!(matches!(
             d.open(abs.to_str().unwrap(), client()),
-            Err(OpenError::NotFound)
+            Err(OpenFailure::NotFound)
         ));
     }
 
@@ -502,7 +518,10 @@ mod tests {
             "#!ipxe\necho 127.0.0.1\n".len() as u64
         );
         assert_eq!(src.open("ipxe.efi", client()).unwrap().len(), 3);
-        assert!(matches!(src.open("x", client()), Err(OpenError::NotFound)));
+        assert!(matches!(
+            src.open("x", client()),
+            Err(OpenFailure::NotFound)
+        ));
         assert_eq!(to_netascii(b"a\nb\rc"), b"a\r\nb\r\0c");
     }
 }

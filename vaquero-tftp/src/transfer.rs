@@ -244,7 +244,7 @@ impl Transfer {
         &mut self,
         buf: &[u8],
         now: Instant,
-    ) -> Result<(), crate::packet::DecodeError> {
+    ) -> Result<(), crate::packet::DecodeFailure> {
         let _ = now;
         let packet = Packet::decode(buf)?;
         if self.state == State::Ended {

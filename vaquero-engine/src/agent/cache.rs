@@ -10,7 +10,7 @@ use vaquero_model::SiteModel;
 /// The cached model could not be written or read.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum CacheError {
+pub enum CacheFailure {
     /// The file system.
     #[error("model cache {path}: {source}")]
     Io {
@@ -57,18 +57,22 @@ impl ModelCache {
     }
 
     /// Stores `model` as the last good one.
-    pub fn store(&self, model: &SiteModel) -> Result<(), CacheError> {
+    pub fn store(&self, model: &SiteModel) -> Result<(), CacheFailure> {
         write_checked(&self.path, model)
     }
 
     /// The last good model, `None` when none was stored yet.
-    pub fn load(&self) -> Result<Option<Arc<SiteModel>>, CacheError> {
+    pub fn load(&self) -> Result<Option<Arc<SiteModel>>, CacheFailure> {
         Ok(read_checked::<SiteModel>(&self.path)?.map(Arc::new))
     }
 
     /// Stores `value` beside the model as `name` (the boot table, the
     /// enrolment), the same way: atomically, with a checksum.
-    pub fn store_other(&self, name: &str, value: &impl serde::Serialize) -> Result<(), CacheError> {
+    pub fn store_other(
+        &self,
+        name: &str,
+        value: &impl serde::Serialize,
+    ) -> Result<(), CacheFailure> {
         write_checked(&self.dir().join(name), value)
     }
 
@@ -76,7 +80,7 @@ impl ModelCache {
     pub fn load_other<T: serde::de::DeserializeOwned>(
         &self,
         name: &str,
-    ) -> Result<Option<T>, CacheError> {
+    ) -> Result<Option<T>, CacheFailure> {
         read_checked(&self.dir().join(name))
     }
 
@@ -89,12 +93,12 @@ impl ModelCache {
 /// Writes `value` as JSON to `path` after a `sha256:HEX` line: to a
 /// temporary file, synced, renamed over the old one, the directory
 /// synced.
-fn write_checked(path: &Path, value: &impl serde::Serialize) -> Result<(), CacheError> {
-    let io = |source| CacheError::Io {
+fn write_checked(path: &Path, value: &impl serde::Serialize) -> Result<(), CacheFailure> {
+    let io = |source| CacheFailure::Io {
         path: path.to_path_buf(),
         source,
     };
-    let body = serde_json::to_vec(value).map_err(|e| CacheError::Corrupt {
+    let body = serde_json::to_vec(value).map_err(|e| CacheFailure::Corrupt {
         path: path.to_path_buf(),
         why: format!("does not serialize: {e}"),
     })?;
@@ -119,18 +123,18 @@ fn write_checked(path: &Path, value: &impl serde::Serialize) -> Result<(), Cache
 }
 
 /// Reads what [`write_checked`] wrote; `None` when there is no file.
-fn read_checked<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, CacheError> {
+fn read_checked<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, CacheFailure> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => {
-            return Err(CacheError::Io {
+            return Err(CacheFailure::Io {
                 path: path.to_path_buf(),
                 source,
             });
         }
     };
-    let corrupt = |why: String| CacheError::Corrupt {
+    let corrupt = |why: String| CacheFailure::Corrupt {
         path: path.to_path_buf(),
         why,
     };

@@ -15,7 +15,7 @@ mod spool;
 pub mod wire;
 
 #[cfg(feature = "agent")]
-pub use run::{AgentConfig, AgentError, run};
+pub use run::{AgentConfig, run};
 
-pub use cache::{CacheError, ModelCache};
-pub use spool::{Spool, SpoolError, Spooled};
+pub use cache::{CacheFailure, ModelCache};
+pub use spool::{Spool, SpoolFailure, Spooled};

@@ -22,6 +22,7 @@ use vaquero_ipxe::{BootState, Current, MemoryBootState, TokenKey};
 use vaquero_lom::{Lom, LomConfig};
 use vaquero_model::SiteModel;
 
+use crate::Error;
 use crate::act::{Actor, TaskResult};
 use crate::agent::wire::{
     self, EnrolRequest, Enrolled, Lease, ModelDoc, ObservationAck, ObservationBatch, ResultsAck,
@@ -76,27 +77,6 @@ impl AgentConfig {
     }
 }
 
-/// Why the agent stopped or could not start.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum AgentError {
-    /// Enrolment failed, or its files are unusable.
-    #[error("enrolment: {0}")]
-    Enrol(String),
-    /// The server could not be reached to enrol (tried again).
-    #[error("enrolment: {0}")]
-    Unreachable(String),
-    /// The cache directory.
-    #[error(transparent)]
-    Cache(#[from] crate::agent::CacheError),
-    /// The observation spool.
-    #[error(transparent)]
-    Spool(#[from] crate::agent::SpoolError),
-    /// The site services.
-    #[error(transparent)]
-    Site(#[from] crate::site::SiteError),
-}
-
 /// The enrolment kept in the cache.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Enrolment {
@@ -118,8 +98,8 @@ const KEY_FILE: &str = "checkpoint.key";
 /// restarted agent still refuses a deposed leader's tasks.
 const FENCING: &str = "fencing.json";
 
-fn enrol_err(e: impl std::fmt::Display) -> AgentError {
-    AgentError::Enrol(e.to_string())
+fn enrol_err(e: impl std::fmt::Display) -> Error {
+    Error::Enrol(e.to_string())
 }
 
 fn version_headers() -> reqwest::header::HeaderMap {
@@ -132,7 +112,7 @@ fn version_headers() -> reqwest::header::HeaderMap {
 
 /// Enrols with the join token: fetches the CA, checks it against the
 /// token's fingerprint, sends a CSR for a new key.
-async fn enrol(join: &str) -> Result<Enrolment, AgentError> {
+async fn enrol(join: &str) -> Result<Enrolment, Error> {
     let j = crate::auth::parse_join(join)
         .ok_or_else(|| enrol_err("the join token does not read as one (vqj1.…)"))?;
     // The CA is public; it is trusted only once its fingerprint matches
@@ -147,7 +127,7 @@ async fn enrol(join: &str) -> Result<Enrolment, AgentError> {
         .send()
         .await
         .and_then(|r| r.error_for_status())
-        .map_err(|e| AgentError::Unreachable(format!("fetching the CA from {}: {e}", j.server)))?
+        .map_err(|e| Error::Unreachable(format!("fetching the CA from {}: {e}", j.server)))?
         .text()
         .await
         .map_err(enrol_err)?;
@@ -174,7 +154,7 @@ async fn enrol(join: &str) -> Result<Enrolment, AgentError> {
         })
         .send()
         .await
-        .map_err(|e| AgentError::Unreachable(format!("enrolling at {}: {}", j.server, why(&e))))?;
+        .map_err(|e| Error::Unreachable(format!("enrolling at {}: {}", j.server, why(&e))))?;
     if !resp.status().is_success() {
         let status = resp.status();
         let body = resp.text().await.unwrap_or_default();
@@ -192,7 +172,7 @@ async fn enrol(join: &str) -> Result<Enrolment, AgentError> {
 }
 
 /// The mTLS client of an enrolment.
-fn client(e: &Enrolment, timeout: Duration) -> Result<reqwest::Client, AgentError> {
+fn client(e: &Enrolment, timeout: Duration) -> Result<reqwest::Client, Error> {
     let identity = reqwest::Identity::from_pem(format!("{}\n{}", e.cert, e.key).as_bytes())
         .map_err(enrol_err)?;
     reqwest::Client::builder()
@@ -280,9 +260,9 @@ struct Held {
 pub async fn run(
     config: AgentConfig,
     shutdown: impl std::future::Future<Output = ()>,
-) -> Result<(), AgentError> {
+) -> Result<(), Error> {
     std::fs::create_dir_all(&config.cache).map_err(|source| {
-        AgentError::Cache(crate::agent::CacheError::Io {
+        Error::Cache(crate::agent::CacheFailure::Io {
             path: config.cache.clone(),
             source,
         })
@@ -301,7 +281,7 @@ pub async fn run(
                     r = enrol(join) => match r {
                         Ok(e) => break e,
                         // A server that is down: try again; a refusal: stop.
-                        Err(AgentError::Unreachable(m)) => {
+                        Err(Error::Unreachable(m)) => {
                             tracing::warn!("{m}; trying again in 5 s");
                             tokio::time::sleep(Duration::from_secs(5)).await;
                         }
@@ -382,7 +362,7 @@ pub async fn run(
     let (observe_tx, observe_rx) = mpsc::unbounded_channel::<Observed>();
     let agent_id = enrolment.agent.clone();
     let check_files = move |m: &SiteModel| {
-        if let Ok(a) = crate::compose::agent(m, Some(&agent_id)) {
+        if let Ok(a) = m.agent(Some(&agent_id)) {
             for w in crate::boot_files::check_boot_files(m, a, None) {
                 tracing::warn!("{w}");
             }

@@ -11,7 +11,7 @@ use crate::observe::Observation;
 /// The spool could not be written or read.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum SpoolError {
+pub enum SpoolFailure {
     /// The file system.
     #[error("observation spool {path}: {source}")]
     Io {
@@ -64,8 +64,8 @@ pub struct Spool {
 const SEGMENT: u64 = 8 << 20;
 const ACKED: &str = "acked";
 
-fn io(path: &Path) -> impl Fn(std::io::Error) -> SpoolError + '_ {
-    move |source| SpoolError::Io {
+fn io(path: &Path) -> impl Fn(std::io::Error) -> SpoolFailure + '_ {
+    move |source| SpoolFailure::Io {
         path: path.to_path_buf(),
         source,
     }
@@ -75,7 +75,7 @@ impl Spool {
     /// Opens (or makes) the spool in `dir`, keeping at most `bound` bytes
     /// not yet acknowledged. A line torn by a crash in the middle of a
     /// write (the end of the last segment) is cut off.
-    pub fn open(dir: &Path, bound: u64) -> Result<Spool, SpoolError> {
+    pub fn open(dir: &Path, bound: u64) -> Result<Spool, SpoolFailure> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let acked = match std::fs::read_to_string(dir.join(ACKED)) {
             Ok(s) => s.trim().parse().unwrap_or(0),
@@ -180,7 +180,7 @@ impl Spool {
 
     /// Appends `batch` (synced before it returns); returns how many were
     /// kept: the first ones, the rest were dropped (the spool is full).
-    pub fn push(&mut self, batch: &[Observation]) -> Result<usize, SpoolError> {
+    pub fn push(&mut self, batch: &[Observation]) -> Result<usize, SpoolFailure> {
         let mut out = Vec::new();
         let mut kept = 0;
         for o in batch {
@@ -248,7 +248,7 @@ impl Spool {
     }
 
     /// Up to `max` observations not acknowledged yet, oldest first.
-    pub fn pending(&self, max: usize) -> Result<Vec<Spooled>, SpoolError> {
+    pub fn pending(&self, max: usize) -> Result<Vec<Spooled>, SpoolFailure> {
         let mut out = Vec::new();
         for seg in &self.segments {
             if seg.last <= self.acked {
@@ -273,7 +273,7 @@ impl Spool {
 
     /// The server has every observation up to `seq`: they are not sent
     /// again, and segments holding only those are removed.
-    pub fn ack(&mut self, seq: u64) -> Result<(), SpoolError> {
+    pub fn ack(&mut self, seq: u64) -> Result<(), SpoolFailure> {
         let seq = seq.min(self.next - 1);
         if seq <= self.acked {
             return Ok(());
@@ -292,7 +292,7 @@ impl Spool {
 
     /// Removes segments whose observations are all acknowledged (the next
     /// push starts a new one).
-    fn forget_acked(&mut self) -> Result<(), SpoolError> {
+    fn forget_acked(&mut self) -> Result<(), SpoolFailure> {
         while self.segments.front().is_some_and(|g| g.last <= self.acked) {
             if let Some(seg) = self.segments.pop_front() {
                 match std::fs::remove_file(&seg.path) {

@@ -14,26 +14,6 @@ use crate::observe::{Observation, ObservationKind};
 use crate::record::Record;
 use crate::state::{HostState, Phase, Rollout};
 
-/// Every error the API answers: `{"error": {"kind", "message"}}`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[schema(as = Error)]
-pub(crate) struct ErrorBody {
-    /// What went wrong.
-    pub error: ErrorDetail,
-}
-
-/// What went wrong.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub(crate) struct ErrorDetail {
-    /// A stable word for programs: `bad_request`, `invalid`,
-    /// `unsupported_media_type`, `too_large`, `unauthorized`,
-    /// `forbidden`, `not_found`, `refused`, `no_model`, `store`,
-    /// `stopping`, `unavailable`.
-    pub kind: String,
-    /// What happened and what to do, for people.
-    pub message: String,
-}
-
 /// A change that was carried out.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[schema(as = Ok)]

@@ -145,7 +145,7 @@ impl SiteHub {
         store: Arc<dyn Store>,
         config: HubConfig,
         now: Timestamp,
-    ) -> Result<Arc<SiteHub>, crate::store::StoreError> {
+    ) -> Result<Arc<SiteHub>, crate::store::StoreFailure> {
         let mut state = HubState::default();
         let prefix = format!("v1/agents/{site}/");
         for kv in store.list(&prefix).await? {

@@ -21,8 +21,8 @@ use crate::agent::wire::{
     self, EnrolRequest, Enrolled, ObservationAck, ObservationBatch, RenewRequest, ResultsAck,
     ResultsBody, WorkRequest,
 };
-use crate::api::error;
-use crate::auth::{AuthError, Tokens};
+use crate::api::reply::error;
+use crate::auth::{AuthFailure, Tokens};
 use crate::pki::{self, AgentId};
 use crate::server::hub::SiteHub;
 use crate::store::Store;
@@ -112,7 +112,7 @@ impl AgentApi {
     }
 
     /// The agents of `site`: those its model names and those enrolled.
-    pub async fn agents(&self, site: &str) -> Result<Vec<AgentRow>, crate::store::StoreError> {
+    pub async fn agents(&self, site: &str) -> Result<Vec<AgentRow>, crate::store::StoreFailure> {
         let mut rows: BTreeMap<String, AgentRow> = BTreeMap::new();
         let hub = self.hubs.get(site);
         if let Some(m) = hub.and_then(|h| h.site_model()) {
@@ -150,7 +150,11 @@ impl AgentApi {
 
     /// Forgets `agent` of `site`: its certificates are refused from now
     /// on (it must enrol again with a new join token).
-    pub async fn revoke(&self, site: &str, agent: &str) -> Result<bool, crate::store::StoreError> {
+    pub async fn revoke(
+        &self,
+        site: &str,
+        agent: &str,
+    ) -> Result<bool, crate::store::StoreFailure> {
         let key = agent_key(site, agent);
         let had = self.store.get(&key).await?.is_some();
         self.store.delete(&key).await?;
@@ -299,7 +303,7 @@ async fn enrol(State(api): State<AgentApi>, Json(req): Json<EnrolRequest>) -> Re
                 "wrong, revoked or not a join token",
             );
         }
-        Err(e @ AuthError::Used(_)) => {
+        Err(e @ AuthFailure::Used(_)) => {
             return error(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string());
         }
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()),

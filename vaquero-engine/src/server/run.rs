@@ -16,12 +16,13 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use tokio::sync::{mpsc, watch};
-use vaquero_model::{ModelError, SiteModel, SotFiles};
+use vaquero_model::{SiteModel, SotFiles};
 
+use crate::Error;
 use crate::api::{Shared, SiteApi, Tls};
 use crate::compose::{
-    Fetcher, MetricsRender, PRUNE, SETTLE, STATE_FILE, StandaloneError, TOKEN_FILE, open_source,
-    secret, until, watch_sot,
+    Fetcher, MetricsRender, PRUNE, SETTLE, STATE_FILE, TOKEN_FILE, open_source, secret, until,
+    watch_sot,
 };
 use crate::control::{CommandMsg, Publisher};
 use crate::engine::EngineConfig;
@@ -143,14 +144,14 @@ enum Ended {
 pub async fn run(
     config: ServerConfig,
     shutdown: impl std::future::Future<Output = ()>,
-) -> Result<(), StandaloneError> {
+) -> Result<(), Error> {
     let data = config.data.clone();
-    std::fs::create_dir_all(&data).map_err(|source| StandaloneError::Data {
+    std::fs::create_dir_all(&data).map_err(|source| Error::Data {
         path: data.clone(),
         source,
     })?;
     let read = |p: &PathBuf| {
-        std::fs::read_to_string(p).map_err(|source| StandaloneError::Data {
+        std::fs::read_to_string(p).map_err(|source| Error::Data {
             path: p.clone(),
             source,
         })
@@ -159,7 +160,7 @@ pub async fn run(
     let ca_key = read(&config.ca_key)?;
     let fingerprint = crate::pki::first_der(&ca_cert)
         .map(|d| crate::pki::fingerprint(&d))
-        .ok_or_else(|| StandaloneError::Data {
+        .ok_or_else(|| Error::Data {
             path: config.ca_cert.clone(),
             source: std::io::Error::other("no certificate in it"),
         })?;
@@ -187,26 +188,19 @@ pub async fn run(
     };
     let (store, replica) = match base.config.etcd.clone() {
         None => {
-            let store: Arc<dyn Store> = Arc::new(
-                RedbStore::open(&data.join(STATE_FILE))
-                    .map_err(|e| StandaloneError::Store(e.into()))?,
-            );
+            let store: Arc<dyn Store> = Arc::new(RedbStore::open(&data.join(STATE_FILE))?);
             (store, None)
         }
         Some(etcd) => {
             let Some(id) = base.config.advertise.clone() else {
-                return Err(StandaloneError::Site(
+                return Err(Error::Usage(
                     "a replicated server (--etcd) needs --advertise: the URL other replicas send clients to"
                         .into(),
                 ));
             };
-            let store = crate::etcd::EtcdStore::connect(&etcd)
-                .await
-                .map_err(|e| StandaloneError::Store(e.into()))?;
+            let store = crate::etcd::EtcdStore::connect(&etcd).await?;
             base.token = shared_token(&store, &base.token, &data).await?;
-            let election = crate::leader::Election::new(&etcd, &id, base.config.ttl)
-                .await
-                .map_err(|e| StandaloneError::Store(e.into()))?;
+            let election = crate::leader::Election::new(&etcd, &id, base.config.ttl).await?;
             let follower: Arc<dyn Store> = Arc::new(store.clone());
             (follower, Some((store, Arc::new(election))))
         }
@@ -240,23 +234,19 @@ async fn shared_token(
     store: &crate::etcd::EtcdStore,
     local: &str,
     data: &std::path::Path,
-) -> Result<Arc<str>, StandaloneError> {
+) -> Result<Arc<str>, Error> {
     const KEY: &str = "v1/admin-token";
-    let store_err = |e: crate::store::StoreError| StandaloneError::Store(e.into());
     store
         .compare_and_swap(KEY, None, local.as_bytes().to_vec())
-        .await
-        .map_err(store_err)?;
-    let kv = store
-        .get(KEY)
-        .await
-        .map_err(store_err)?
-        .ok_or_else(|| StandaloneError::Store("the shared admin token vanished".into()))?;
+        .await?;
+    let kv = store.get(KEY).await?.ok_or_else(|| {
+        crate::store::StoreFailure::Backend("the shared admin token vanished".into())
+    })?;
     let token = String::from_utf8_lossy(&kv.value).into_owned();
     if token != local {
         let path = data.join(TOKEN_FILE);
         std::fs::write(&path, format!("{token}\n"))
-            .map_err(|source| StandaloneError::Data { path, source })?;
+            .map_err(|source| Error::Data { path, source })?;
     }
     Ok(token.into())
 }
@@ -269,7 +259,7 @@ async fn replicate(
     election: Arc<crate::leader::Election>,
     routes: &watch::Sender<axum::Router>,
     mut shutdown: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
-) -> Result<(), StandaloneError> {
+) -> Result<(), Error> {
     let follow = || follower_router(store.clone(), election.clone(), base.config.metrics.clone());
     loop {
         let _ = routes.send_replace(follow());
@@ -329,7 +319,7 @@ async fn lead(
     mut term: Option<&mut crate::leader::Term>,
     routes: &watch::Sender<axum::Router>,
     mut shutdown: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
-) -> Result<Ended, StandaloneError> {
+) -> Result<Ended, Error> {
     let config = &base.config;
     let source = &base.source;
     let loaded = vaquero_model::load_source(source.as_ref())?;
@@ -349,9 +339,7 @@ async fn lead(
     };
     for (id, model) in loaded.sites {
         let model = Arc::new(model);
-        let hub = SiteHub::open(&id, store.clone(), hub_config, now)
-            .await
-            .map_err(|e| StandaloneError::Store(e.into()))?;
+        let hub = SiteHub::open(&id, store.clone(), hub_config, now).await?;
         let mut runner = Runner::open(
             store.clone(),
             model.clone(),
@@ -361,14 +349,10 @@ async fn lead(
             RemoteSite::new(hub.clone()),
             now,
         )
-        .await
-        .map_err(|e| StandaloneError::Store(e.into()))?;
+        .await?;
         runner.refused_unless(&head).await;
         let files = model.revision().and_then(|r| source.files(r).ok());
-        runner
-            .adopt(None, files.as_ref(), now)
-            .await
-            .map_err(|e| StandaloneError::Store(e.into()))?;
+        runner.adopt(None, files.as_ref(), now).await?;
         // The agents serve the model planned from.
         let served = runner.control().model().clone();
         crate::transport::SiteLink::send_model(runner.link_mut(), served);
@@ -450,7 +434,7 @@ async fn lead(
                 break match r {
                     Ok(Err(e)) => Err(e),
                     Ok(Ok(())) => Ok(Ended::Shutdown),
-                    Err(e) => Err(StandaloneError::Site(format!("a site's loop panicked: {e}"))),
+                    Err(e) => Err(Error::SiteLoop(format!("it panicked: {e}"))),
                 };
             }
             _ = poll.tick() => (true, false),
@@ -501,7 +485,7 @@ async fn lead(
             }
             Err(e) => {
                 let errors: Vec<String> = match &e {
-                    ModelError::Invalid(d) => d.errors().map(|d| d.to_string()).collect(),
+                    vaquero_model::Error::Invalid(d) => d.errors().map(|d| d.to_string()).collect(),
                     other => vec![other.to_string()],
                 };
                 tracing::warn!(revision = %new, errors = errors.len(), "SoT: revision refused");
@@ -630,7 +614,7 @@ async fn site_loop(
     tick: Duration,
     retention: crate::record::Retention,
     mut stop: watch::Receiver<bool>,
-) -> Result<(), StandaloneError> {
+) -> Result<(), Error> {
     let mut tick = tokio::time::interval(tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut prune = tokio::time::interval(PRUNE);
@@ -648,8 +632,7 @@ async fn site_loop(
             } => {
                 let (_, changed) = runner
                     .tick(Timestamp::now())
-                    .await
-                    .map_err(|e| StandaloneError::Store(e.into()))?;
+                    .await?;
                 if changed {
                     publish.changed(runner.control());
                 }
