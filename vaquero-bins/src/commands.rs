@@ -151,12 +151,22 @@ pub fn preview(
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let script = if h.interface.kind == vaquero_model::InterfaceType::Bmc {
-        vaquero_ipxe::local_boot_script(&format!("{mac} is a BMC interface of {}", h.host.name))
-    } else {
-        // What the boot service serves, but for the attempt number.
-        let index = stages.iter().position(|s| *s == boot_id).unwrap_or(stage);
-        vaquero_ipxe::stage_script(&model, h, index, boot_id, None, "preview")?
+    // What the boot service would serve this MAC in that stage (the same
+    // decision), but for the attempt number.
+    let index = stages.iter().position(|s| *s == boot_id).unwrap_or(stage);
+    let query = format!("mac={}", mac.hyphenated());
+    let id = vaquero_ipxe::Identity::parse(Some(&query));
+    let current = |_: &str| vaquero_ipxe::Current::Stage {
+        stage: index,
+        boot: boot_id.to_owned(),
+        attempt: 0,
+    };
+    let script = match vaquero_ipxe::decide(&model, &id, None, false, current) {
+        vaquero_ipxe::Decision::Script {
+            host, stage, boot, ..
+        } => vaquero_ipxe::stage_script(&model, host, stage, &boot, None, "preview")?,
+        vaquero_ipxe::Decision::LocalDisk { why, .. } => vaquero_ipxe::local_boot_script(&why),
+        d => bail!("the boot service would not answer {mac}: {d:?}"),
     };
     print_preview(
         format,

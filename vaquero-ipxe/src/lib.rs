@@ -27,6 +27,7 @@
 //! ```
 
 mod cdn;
+mod decide;
 pub mod files;
 mod idle;
 mod limit;
@@ -43,15 +44,14 @@ pub mod token;
 /// and response types.
 pub use axum;
 pub use cdn::CdnConfig;
+pub use decide::{Decision, Identity, address_refused, decide, host_of_ip};
 
 pub use script::{
     DEFAULT_TRIES, Script, ScriptFailure, StageScriptFailure, boot_script, chain_script,
     local_boot_script, stage_script,
 };
 pub use server::{Listeners, serve};
-pub use service::{
-    Ack, BootEvent, BootService, Identity, KEEP_TIMEOUT, Route, ServiceConfig, router,
-};
+pub use service::{Ack, BootEvent, BootService, KEEP_TIMEOUT, Route, ServiceConfig, router};
 pub use state::{BootState, Current, MemoryBootState};
 pub use token::{Claims, TokenFailure, TokenKey};
 

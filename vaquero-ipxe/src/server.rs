@@ -33,7 +33,7 @@ use tracing::debug;
 use crate::idle::{self, Activity, Busy, Reaper};
 use crate::metrics_layer::Label;
 use crate::sendfile::{Conn, SendfileListener, ZeroCopy};
-use crate::service::{BootService, script_response};
+use crate::service::{BootService, Route, script_response};
 
 /// How large a request's head (request line and headers) may be: past
 /// it, 431 Request Header Fields Too Large (hyper's floor is 8 KiB).
@@ -152,28 +152,30 @@ impl hyper::service::Service<Request<Incoming>> for Connection {
         let inner = &self.service.inner;
         let ip = Some(self.peer.ip());
         let (method, uri) = (req.method(), req.uri());
-        if method == Method::GET && uri.path() == "/ipxe" {
-            let resp = script_response(inner, ip, uri.query());
-            inner.metrics.record(Label::Script, started, &resp);
-            return Answer::Ready { resp: Some(resp) };
-        }
-        if (method == Method::GET || method == Method::HEAD)
-            && let Some(root) = inner.local_files()
-            && let Some(rel) = uri.path().strip_prefix("/files/")
-            && !rel.is_empty()
-            // Decoded as axum's `Path` does; what it would refuse, the
-            // router refuses.
-            && let Ok(rel) = percent_encoding::percent_decode_str(rel).decode_utf8()
-        {
-            let resp = root.serve(
-                &rel,
-                req.headers(),
-                method == Method::HEAD,
-                Some(&self.zero_copy),
-            );
-            inner.file_served(ip, &rel, resp.status());
-            inner.metrics.record(Label::Files, started, &resp);
-            return Answer::Ready { resp: Some(resp) };
+        match Route::of(uri.path()) {
+            Some((Route::Script, _)) if method == Method::GET => {
+                let resp = script_response(inner, ip, uri.query());
+                inner.metrics.record(Label::Script, started, &resp);
+                return Answer::Ready { resp: Some(resp) };
+            }
+            Some((Route::Files, rel))
+                if (method == Method::GET || method == Method::HEAD)
+                    && let Some(root) = inner.local_files()
+                    // Decoded as axum's `Path` does; what it would
+                    // refuse, the router refuses.
+                    && let Ok(rel) = percent_encoding::percent_decode_str(rel).decode_utf8() =>
+            {
+                let resp = root.serve(
+                    &rel,
+                    req.headers(),
+                    method == Method::HEAD,
+                    Some(&self.zero_copy),
+                );
+                inner.file_served(ip, &rel, resp.status());
+                inner.metrics.record(Label::Files, started, &resp);
+                return Answer::Ready { resp: Some(resp) };
+            }
+            _ => {}
         }
         let mut req = req.map(Body::new);
         req.extensions_mut().insert(ConnectInfo(Conn {

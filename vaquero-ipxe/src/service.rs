@@ -16,7 +16,6 @@
 //! `vaquero_http_request_duration_seconds{route}`) — the same whether a request is answered
 //! by [`crate::serve`]'s direct paths or by the router.
 
-use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,9 +30,10 @@ use axum::routing::get;
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, warn};
-use vaquero_model::{AssetType, HostRef, InterfaceType, MacAddr, SiteModel, Uuid};
+use vaquero_model::{AssetType, HostRef, MacAddr, SiteModel};
 
 use crate::cdn::{Cdn, CdnConfig};
+use crate::decide::{Decision, Identity, address_refused, decide, host_of_ip};
 use crate::files::FileRoot;
 use crate::limit::ClientLimit;
 use crate::metrics_layer::{MetricsLayer, RouteMetrics};
@@ -58,6 +58,43 @@ pub enum Route {
 }
 
 impl Route {
+    /// The route table: every route, in the order the router is built.
+    /// The router and the boot server's fast path both match by it.
+    pub const ALL: [Route; 5] = [
+        Route::Chain,
+        Route::Script,
+        Route::Config,
+        Route::Files,
+        Route::Checkpoint,
+    ];
+
+    /// The route's path, in the router's syntax (`{name}` matches one
+    /// segment, `{*name}` the rest of the path).
+    pub fn path(self) -> &'static str {
+        match self {
+            Route::Chain => "/boot.ipxe",
+            Route::Script => "/ipxe",
+            Route::Config => "/config/{mac}",
+            Route::Files => "/files/{*path}",
+            Route::Checkpoint => "/checkpoint/{token}",
+        }
+    }
+
+    /// The route a request path takes, and what its capture holds (still
+    /// percent-encoded; empty for a route without one), matched as the
+    /// router matches the table.
+    pub fn of(path: &str) -> Option<(Route, &str)> {
+        Route::ALL.into_iter().find_map(|r| {
+            let pattern = r.path();
+            let Some(open) = pattern.find('{') else {
+                return (path == pattern).then_some((r, ""));
+            };
+            let rest = path.strip_prefix(&pattern[..open])?;
+            let whole = pattern[open..].starts_with("{*");
+            (!rest.is_empty() && (whole || !rest.contains('/'))).then_some((r, rest))
+        })
+    }
+
     /// The route's name in metrics and messages: `chain`, `script`,
     /// `config`, `files`, `checkpoint`.
     pub fn label(self) -> &'static str {
@@ -293,12 +330,18 @@ impl BootService {
             clients: ClientLimit::new(config.max_client_connections),
             check_address: config.check_client_address,
         });
-        let router = Router::new()
-            .route("/boot.ipxe", get(chain))
-            .route("/ipxe", get(host_script))
-            .route("/config/{mac}", get(config_handler))
-            .route("/files/{*path}", get(files_handler))
-            .route("/checkpoint/{token}", get(checkpoint).post(checkpoint))
+        let router = Route::ALL
+            .into_iter()
+            .fold(Router::new(), |router, r| {
+                let handler = match r {
+                    Route::Chain => get(chain),
+                    Route::Script => get(host_script),
+                    Route::Config => get(config_handler),
+                    Route::Files => get(files_handler),
+                    Route::Checkpoint => get(checkpoint).post(checkpoint),
+                };
+                router.route(r.path(), handler)
+            })
             .layer(MetricsLayer::new(inner.metrics.clone()))
             .with_state(inner.clone());
         Ok(BootService { inner, router })
@@ -397,20 +440,10 @@ impl Inner {
     /// Whether `ip` may have `h`'s per-host script or config: always,
     /// unless addresses are checked; then only from an address the model
     /// gives `h`. A refusal is counted and becomes `h`'s event.
-    fn address_refused(
-        &self,
-        route: Route,
-        m: &SiteModel,
-        h: HostRef<'_>,
-        ip: Option<IpAddr>,
-    ) -> Option<Response> {
-        if !self.check_address {
-            return None;
-        }
+    /// The 403 of a per-host request from an address not the host's
+    /// (see [`address_refused`]), counted and recorded.
+    fn refuse_address(&self, route: Route, h: HostRef<'_>, ip: Option<IpAddr>) -> Response {
         let name = h.host.name.as_str();
-        if host_of_ip(m, ip).is_some_and(|o| o.host.name == name) {
-            return None;
-        }
         let from = ip.map_or_else(|| "an unknown address".to_owned(), |ip| ip.to_string());
         metrics::counter!("vaquero_http_client_address_refused_total", "route" => route.label())
             .increment(1);
@@ -427,12 +460,12 @@ impl Inner {
             StatusCode::FORBIDDEN,
             why,
         ));
-        Some(text(
+        text(
             StatusCode::FORBIDDEN,
             format!(
                 "{from} is not an address of this host: per-host scripts and configs are served to the host's own address\n"
             ),
-        ))
+        )
     }
 
     /// The local file root, when `/files` is served from a directory
@@ -500,13 +533,6 @@ fn text(status: StatusCode, body: impl Into<axum::body::Body>) -> Response {
         .into_response()
 }
 
-fn host_of_ip<'m>(m: &'m SiteModel, ip: Option<IpAddr>) -> Option<HostRef<'m>> {
-    match ip? {
-        IpAddr::V4(v4) => m.by_ipv4(&v4),
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().and_then(|v4| m.by_ipv4(&v4)),
-    }
-}
-
 /// The agent's base URL: the model's, else the one the client used.
 fn agent_url(m: &SiteModel, headers: &HeaderMap) -> Option<String> {
     if let Some(u) = m.agent_url() {
@@ -546,56 +572,6 @@ async fn chain(State(s): State<Shared>, Peer(ip, _): Peer, headers: HeaderMap) -
     text(status, body)
 }
 
-/// What iPXE reports about itself in the query of `GET /ipxe` (see
-/// [`crate::chain_script`]): each value as the machine sent it, decoded.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Identity<'q> {
-    /// `mac=`: the MAC of the NIC that booted (hyphenated by iPXE).
-    pub mac: Option<Cow<'q, str>>,
-    /// `uuid=`: the SMBIOS UUID.
-    pub uuid: Option<Cow<'q, str>>,
-    /// `serial=`: the SMBIOS serial (logged; reserved for inventory).
-    pub serial: Option<Cow<'q, str>>,
-    /// `arch=`: iPXE's build architecture.
-    pub arch: Option<Cow<'q, str>>,
-    /// `platform=`: `pcbios` or `efi`.
-    pub platform: Option<Cow<'q, str>>,
-}
-
-impl<'q> Identity<'q> {
-    /// From the query string: values percent-decoded (`+` is a space),
-    /// other keys ignored, the last of a repeated key wins. By hand rather
-    /// than through serde, and borrowing what needs no decoding: this is
-    /// on every per-host script request. Any input parses (fuzzed:
-    /// `fuzz/fuzz_targets/ipxe_identity.rs`).
-    pub fn parse(query: Option<&'q str>) -> Identity<'q> {
-        let mut id = Identity::default();
-        for pair in query.unwrap_or("").split('&') {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let slot = match k {
-                "mac" => &mut id.mac,
-                "uuid" => &mut id.uuid,
-                "serial" => &mut id.serial,
-                "arch" => &mut id.arch,
-                "platform" => &mut id.platform,
-                _ => continue,
-            };
-            *slot = Some(if v.contains(['%', '+']) {
-                let plus = v.replace('+', " ");
-                Cow::Owned(
-                    percent_encoding::percent_decode_str(&plus)
-                        .decode_utf8_lossy()
-                        .into_owned(),
-                )
-            } else {
-                Cow::Borrowed(v)
-            });
-        }
-        id
-    }
-}
-
 async fn host_script(State(s): State<Shared>, Peer(ip, _): Peer, uri: axum::http::Uri) -> Response {
     script_response(&s, ip, uri.query())
 }
@@ -605,63 +581,28 @@ async fn host_script(State(s): State<Shared>, Peer(ip, _): Peer, uri: axum::http
 pub(crate) fn script_response(s: &Inner, ip: Option<IpAddr>, query: Option<&str>) -> Response {
     let id = Identity::parse(query);
     let m = s.model.borrow().clone();
-    let mac = id.mac.as_deref().and_then(|v| v.parse::<MacAddr>().ok());
-    let h = mac.as_ref().and_then(|mac| m.by_mac(mac)).or_else(|| {
-        id.uuid
-            .as_deref()
-            .and_then(|u| u.parse::<Uuid>().ok())
-            .and_then(|u| m.by_uuid(&u))
-    });
-    let local = |host: Option<&str>, why: String| {
-        s.emit(event(
-            Route::Script,
-            host,
-            None,
-            ip,
-            StatusCode::OK,
-            format!("local disk: {why}"),
-        ));
-        text(StatusCode::OK, local_boot_script(&why).render())
-    };
-    let Some(h) = h else {
-        let who = id
-            .mac
-            .as_deref()
-            .or(id.uuid.as_deref())
-            .unwrap_or("an unidentified machine");
-        return local(None, format!("{who} is not in the model"));
-    };
+    let (h, stage, boot, attempt) =
+        match decide(&m, &id, ip, s.check_address, |name| s.state.current(name)) {
+            Decision::Script {
+                host,
+                stage,
+                boot,
+                attempt,
+            } => (host, stage, boot, attempt),
+            Decision::LocalDisk { host, why } => {
+                s.emit(event(
+                    Route::Script,
+                    host.map(|h| h.host.name.as_str()),
+                    None,
+                    ip,
+                    StatusCode::OK,
+                    format!("local disk: {why}"),
+                ));
+                return text(StatusCode::OK, local_boot_script(&why).render());
+            }
+            Decision::Refused { host } => return s.refuse_address(Route::Script, host, ip),
+        };
     let name = h.host.name.as_str();
-    if let Some(refused) = s.address_refused(Route::Script, &m, h, ip) {
-        return refused;
-    }
-    if h.interface.kind == InterfaceType::Bmc {
-        return local(
-            Some(name),
-            format!("{} is a BMC interface of {name}", h.interface.mac),
-        );
-    }
-    if h.host.never_provision {
-        return local(Some(name), format!("{name} is never provisioned"));
-    }
-    let (stage, boot, attempt) = match s.state.current(name) {
-        Current::Stage {
-            stage,
-            boot,
-            attempt,
-        } => (stage, boot, attempt),
-        Current::LocalDisk(why) => return local(Some(name), format!("{name}: {why}")),
-    };
-    if m.stage(h.host, stage) != Some(boot.as_str()) {
-        warn!(
-            host = name,
-            stage, boot, "boot state names a stage the host's workflow does not have"
-        );
-        return local(
-            Some(name),
-            format!("{name}: stage {stage} ({boot}) is not in its workflow"),
-        );
-    }
     let detail = || {
         // "{boot} (stage {stage}) for {mac} ({arch} {platform})", without
         // `format!`: one per script served.
@@ -796,8 +737,8 @@ async fn config_handler(
             format!("{mac} is not in the model\n"),
         );
     };
-    if let Some(refused) = s.address_refused(Route::Config, &m, h, ip) {
-        return refused;
+    if address_refused(&m, h, ip, s.check_address) {
+        return s.refuse_address(Route::Config, h, ip);
     }
     let name = h.host.name.clone();
     let current = s.state.current(&name);
@@ -1029,25 +970,44 @@ async fn checkpoint(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]
-    fn identity_from_a_query() {
-        let id = Identity::parse(Some(
-            "mac=52-54-00-12-34-56&uuid=&serial=SN%20one+two&arch=x86_64&x=1&platform=efi&arch=i386&flag",
-        ));
-        assert_eq!(id.mac.as_deref(), Some("52-54-00-12-34-56"));
-        assert!(matches!(id.mac, Some(Cow::Borrowed(_))));
-        assert_eq!(id.uuid.as_deref(), Some(""));
-        assert_eq!(id.serial.as_deref(), Some("SN one two"));
-        assert_eq!(id.arch.as_deref(), Some("i386"), "the last one wins");
-        assert_eq!(id.platform.as_deref(), Some("efi"));
-        let none = Identity::parse(None);
-        assert!(none.mac.is_none() && none.uuid.is_none());
-        // Broken escapes decode lossily, never fail.
+    fn the_route_table_matches_as_the_router_does() {
+        let of = Route::of;
+        assert_eq!(of("/boot.ipxe"), Some((Route::Chain, "")));
+        assert_eq!(of("/ipxe"), Some((Route::Script, "")));
         assert_eq!(
-            Identity::parse(Some("mac=%zz%e2")).mac.as_deref(),
-            Some("%zz\u{fffd}")
+            of("/config/52-54-00-00-01-21"),
+            Some((Route::Config, "52-54-00-00-01-21"))
         );
+        assert_eq!(
+            of("/files/debian/linux%20x"),
+            Some((Route::Files, "debian/linux%20x"))
+        );
+        assert_eq!(of("/checkpoint/t.k"), Some((Route::Checkpoint, "t.k")));
+        // A one-segment capture takes one segment, and none is empty.
+        for p in [
+            "/",
+            "/ipxe/",
+            "/ipxe/x",
+            "/boot.ipxe/",
+            "/config/",
+            "/config/a/b",
+            "/files/",
+            "/files",
+            "/checkpoint/",
+            "/checkpoint/a/b",
+            "/other",
+        ] {
+            assert_eq!(of(p), None, "{p}");
+        }
+        // Every route of the table is found by its own path.
+        for r in Route::ALL {
+            let sample = r.path().replace("{*path}", "a/b").replace(['{', '}'], "");
+            assert_eq!(of(&sample).map(|(found, _)| found), Some(r), "{sample}");
+        }
     }
 }
