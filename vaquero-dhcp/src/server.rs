@@ -70,7 +70,11 @@ pub enum DhcpEvent {
 
 /// What happened to a request.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Decided {
+    /// When the request was received: the time it was seen at the site,
+    /// which an agent that uploads late still reports truly.
+    pub at: std::time::SystemTime,
     /// Client hardware address.
     pub mac: vaquero_model::MacAddr,
     /// Transaction id.
@@ -284,6 +288,7 @@ impl Server {
                 }
             };
             let started = Instant::now();
+            let received = std::time::SystemTime::now();
             let req = match parse(&buf[..n]) {
                 Ok(r) => r,
                 Err(e) => {
@@ -308,6 +313,7 @@ impl Server {
             metrics::histogram!("vaquero_dhcp_decision_duration_seconds")
                 .record(started.elapsed().as_secs_f64());
             let mut event = Decided {
+                at: received,
                 mac: req.chaddr,
                 xid: req.xid,
                 msg_type: req.msg_type,

@@ -662,7 +662,7 @@ fn from_dhcp(e: &vaquero_dhcp::DhcpEvent) -> Option<Observation> {
         (None, None) => format!("{} silent", d.mac),
     };
     Some(Observation {
-        at: Timestamp::now(),
+        at: now_of(d.at),
         host,
         attempt: None,
         kind: ObservationKind::Dhcp,
