@@ -44,13 +44,7 @@ fn documented() -> BTreeMap<String, Doc> {
     out
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use vaquero_test_support::free_tcp_port as free_port;
 
 /// Kills the child when the test ends, however it ends.
 struct Running(std::process::Child);

@@ -35,16 +35,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-#[path = "../../testkit/src/support.rs"]
-mod support;
+use vaquero_test_support as support;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use vaquero_test_support::free_tcp_port as free_port;
 
 fn vaquero() -> Command {
     Command::new(env!("CARGO_BIN_EXE_vaquero"))

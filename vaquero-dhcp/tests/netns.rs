@@ -5,9 +5,8 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failure
 
-#[path = "../../testkit/src/locate.rs"]
-mod locate;
 use locate::testkit;
+use vaquero_test_support as locate;
 
 use std::path::{Path, PathBuf};
 

@@ -38,13 +38,7 @@ fn model(mac: &str, gateway: &str) -> Arc<SiteModel> {
 
 const MAC: &str = "02:00:00:00:00:01";
 
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use vaquero_test_support::free_udp_port as free_port;
 
 /// The test's relay agent: 127.0.0.2 on the server's port (a more
 /// specific bind than the server's wildcard, so replies come here).

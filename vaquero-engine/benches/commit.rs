@@ -13,8 +13,7 @@
 //! it returns. No peer: the figures compare the two stores.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-#[path = "../../testkit/src/support.rs"]
-mod support;
+use vaquero_test_support as support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

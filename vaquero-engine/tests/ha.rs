@@ -3,8 +3,7 @@
 #![cfg(feature = "etcd")]
 #![allow(clippy::unwrap_used)]
 
-#[path = "../../testkit/src/support.rs"]
-mod support;
+use vaquero_test_support as support;
 
 use std::time::{Duration, Instant};
 

@@ -200,8 +200,7 @@ async fn ssh_jobs_need_a_configured_login() {
     );
 }
 
-#[path = "../../vaquero-lom/tests/common/mod.rs"]
-mod common;
+use vaquero_test_support as common;
 
 #[tokio::test]
 async fn ssh_jobs_against_openssh() {

@@ -10,26 +10,9 @@ use std::time::{Duration, Instant};
 
 use vaquero_engine::standalone::{StandaloneConfig, run};
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let p = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &p);
-        } else {
-            std::fs::copy(e.path(), &p).unwrap();
-        }
-    }
-}
+use vaquero_test_support::copy_dir;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use vaquero_test_support::free_tcp_port as free_port;
 
 /// Polls `GET /v1/status` until `ok` holds (bounded).
 async fn status_until(

@@ -7,11 +7,9 @@
 //! each acknowledgement follows a sync of the file it wrote.
 #![allow(clippy::unwrap_used)]
 
-#[path = "../../testkit/src/locate.rs"]
-mod locate;
 use locate::testkit;
-#[path = "../../testkit/src/support.rs"]
-mod support;
+use vaquero_test_support as locate;
+use vaquero_test_support as support;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

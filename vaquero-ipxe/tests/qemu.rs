@@ -9,9 +9,8 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failure
 
-#[path = "../../testkit/src/locate.rs"]
-mod locate;
 use locate::testkit;
+use vaquero_test_support as locate;
 
 use std::io::BufRead;
 use std::process::{Child, Command, Stdio};

@@ -3,7 +3,7 @@
 //! keys in the test's directory), and drivers made from `examples/lab`.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use vaquero_test_support as common;
 
 use common::sshd::Sshd;
 

@@ -10,10 +10,9 @@
 //! (scripts/setup installs nftables).
 #![allow(clippy::unwrap_used)]
 
-mod common;
-#[path = "../../testkit/src/support.rs"]
-mod support;
 use support::sh;
+use vaquero_test_support as common;
+use vaquero_test_support as support;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;

@@ -7,7 +7,7 @@
 //! every call, so the test sees what the BMC was asked to do.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use vaquero_test_support as common;
 
 use common::ipmi::{PASSWORD, Sim, USER};
 

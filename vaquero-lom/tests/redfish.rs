@@ -7,7 +7,7 @@
 //! asynchronous BMCs do, while sushy still carries them out.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use vaquero_test_support as common;
 
 use std::net::TcpListener;
 use std::path::PathBuf;

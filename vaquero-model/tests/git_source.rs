@@ -7,8 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-#[path = "../../testkit/src/support.rs"]
-mod support;
+use vaquero_test_support as support;
 
 use vaquero_model::{Error, GitSource, Severity, Sot, SotFiles, SotSource, diff, load_source};
 
@@ -38,18 +37,7 @@ fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
-}
+use vaquero_test_support::copy_dir;
 
 impl Repo {
     fn lab() -> Repo {

@@ -21,9 +21,8 @@ use std::time::Duration;
 
 use vaquero_tftp::{Directory, Server, ServerConfig, Stats};
 
-#[path = "../../testkit/src/support.rs"]
-mod support;
 use support::{sh, wait_bounded};
+use vaquero_test_support as support;
 
 const SERVER_IP: &str = "10.77.0.1";
 

@@ -1,11 +1,16 @@
-//! Helpers the integration tests of several crates share: running a
-//! command that must succeed, waiting for a child within a bound, a
-//! `git-daemon` serving test repositories on loopback. Included by the
-//! tests with `#[path]` (no dependency on the testkit crate, which depends
-//! on theirs); each test uses what it needs.
-#![allow(dead_code)]
+//! What the integration tests of every crate share, in one place: the
+//! peers they test against (`ipmi_sim`, OpenSSH's `sshd`, a `git-daemon`,
+//! an etcd cluster), processes stopped by PID, free ports on loopback,
+//! copying a SoT fixture, and the testkit's helper binaries. Not
+//! published; each test uses what it needs.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a panic is a test failure
+#![allow(missing_docs)]
 
-use std::path::Path;
+pub mod ipmi;
+pub mod sshd;
+
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -322,4 +327,80 @@ impl Drop for EtcdCluster {
             self.kill(i);
         }
     }
+}
+
+/// A peer process (simulator, emulator, daemon), killed by its PID and
+/// reaped when dropped — also when the test fails.
+pub struct Peer(pub Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A UDP port on 127.0.0.1 that was free a moment ago.
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Write an executable script.
+pub fn write_exec(path: &Path, body: &str) {
+    std::fs::write(path, body).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Copies the directory tree `from` into `to` (a SoT fixture a test then
+/// changes).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let p = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &p);
+        } else {
+            std::fs::copy(e.path(), &p).unwrap();
+        }
+    }
+}
+
+/// The path of the testkit binary `bin`, built first in this test's own
+/// target directory and profile: a no-op after `cargo test --workspace`,
+/// which builds it; a lone test run gets it fresh, never stale.
+pub fn testkit(bin: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    // <target>/<profile>/deps/<test>
+    let profile_dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("a test binary under <target>/<profile>/deps");
+    let target = profile_dir.parent().expect("a target directory");
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => "dev",
+        Some(p) => p,
+    };
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "--locked", "-p", "vaquero-testkit"])
+        .args(["--bin", bin, "--profile", profile, "--target-dir"])
+        .arg(target)
+        .status()
+        .unwrap_or_else(|e| panic!("cargo build of {bin}: {e}"));
+    assert!(status.success(), "cargo build of {bin} failed");
+    profile_dir.join(bin)
 }
