@@ -603,7 +603,7 @@ impl Job {
                     drive_blocking(
                         Sending {
                             d: Datagrams::new(&t),
-                            t: Some(t),
+                            t,
                             file: &*file,
                         },
                         sock,
@@ -868,13 +868,15 @@ fn is_tick(e: &std::io::Error) -> bool {
 trait Blocking {
     /// What the side ends with.
     type Done;
-    /// Sends what is due; the result once the side is finished.
+    /// Sends what is due; whether the side is finished.
     fn transmit(
         &mut self,
         sock: &std::net::UdpSocket,
         stats: &Stats,
         now: Instant,
-    ) -> std::io::Result<Option<Self::Done>>;
+    ) -> std::io::Result<bool>;
+    /// What the finished side ends with.
+    fn done(self) -> Self::Done;
     /// Takes a datagram from the client.
     fn datagram(&mut self, d: &[u8], stats: &Stats, now: Instant) -> std::io::Result<()>;
     /// No datagram came within a tick.
@@ -897,8 +899,8 @@ fn drive_blocking<B: Blocking>(
     let mut abort_at: Option<Instant> = None;
     loop {
         let now = Instant::now();
-        if let Some(done) = side.transmit(sock, stats, now)? {
-            return Ok(done);
+        if side.transmit(sock, stats, now)? {
+            return Ok(side.done());
         }
         if abort_at.is_none() && *stop.borrow() {
             abort_at = Some(now + grace);
@@ -918,7 +920,7 @@ fn drive_blocking<B: Blocking>(
 
 /// A read transfer's sending side, served from `file`.
 struct Sending<'a> {
-    t: Option<Transfer>,
+    t: Transfer,
     d: Datagrams,
     file: &'a dyn FileHandle,
 }
@@ -931,36 +933,33 @@ impl Blocking for Sending<'_> {
         sock: &std::net::UdpSocket,
         stats: &Stats,
         now: Instant,
-    ) -> std::io::Result<Option<Transfer>> {
-        let Some(t) = self.t.as_mut() else {
-            return Err(std::io::Error::other("transfer already finished"));
-        };
-        while let Some(p) = self.d.next(t, self.file, now)? {
+    ) -> std::io::Result<bool> {
+        while let Some(p) = self.d.next(&mut self.t, self.file, now)? {
             if let Err(e) = stats.sent(sock.send(p).map(|_| ())) {
                 let _ = sock.send(&error_packet(ErrorCode::NotDefined, &e.to_string()));
                 return Err(e);
             }
         }
-        if t.is_finished() {
-            return Ok(self.t.take());
+        if self.t.is_finished() {
+            return Ok(true);
         }
         self.d.read_ahead(self.file);
-        Ok(None)
+        Ok(false)
+    }
+
+    fn done(self) -> Transfer {
+        self.t
     }
 
     fn datagram(&mut self, d: &[u8], stats: &Stats, now: Instant) -> std::io::Result<()> {
-        if let Some(t) = self.t.as_mut()
-            && t.handle_packet(d, now).is_err()
-        {
+        if self.t.handle_packet(d, now).is_err() {
             stats.malformed_in_transfer();
         }
         Ok(())
     }
 
     fn tick(&mut self, now: Instant) {
-        if let Some(t) = self.t.as_mut() {
-            t.handle_timeout(now);
-        }
+        self.t.handle_timeout(now);
     }
 }
 
@@ -979,16 +978,18 @@ impl Blocking for Receiving {
         sock: &std::net::UdpSocket,
         stats: &Stats,
         now: Instant,
-    ) -> std::io::Result<Option<Outcome>> {
+    ) -> std::io::Result<bool> {
         while let Some(p) = self.r.poll_transmit(now) {
             stats.sent(sock.send(p).map(|_| ()))?;
         }
-        Ok(self.r.is_finished().then(|| {
-            self.r
-                .outcome()
-                .cloned()
-                .unwrap_or(Outcome::Protocol("unfinished".into()))
-        }))
+        Ok(self.r.is_finished())
+    }
+
+    fn done(self) -> Outcome {
+        self.r
+            .outcome()
+            .cloned()
+            .unwrap_or(Outcome::Protocol("unfinished".into()))
     }
 
     fn datagram(&mut self, d: &[u8], _: &Stats, now: Instant) -> std::io::Result<()> {
