@@ -24,7 +24,10 @@ fuzz_target!(|data: &[u8]| {
         single_port: data.first().is_some_and(|b| b & 1 == 1),
     });
     let from = SocketAddr::from(([127, 0, 0, 1], 1069));
-    match (endpoint.handle(data, from, |_| false, 0, Instant::now()), decoded) {
+    match (
+        endpoint.handle(data, from, |_| false, 0, Instant::now()),
+        decoded,
+    ) {
         (Verdict::Ignore(Ignored::Malformed(e)), Err(d)) => assert_eq!(e, d),
         (Verdict::Accept(a), Ok(Packet::Rrq(r) | Packet::Wrq(r))) => {
             assert_eq!(a.filename, r.filename);
