@@ -432,33 +432,19 @@ impl Engine {
         let Some(r) = self.model.by_name(&h.name) else {
             return Ok(None);
         };
-        let Some(b) = self.model.data().boots.get(boot) else {
+        if !self.model.data().boots.contains_key(boot) {
+            // A boot gone from the SoT (the one a host is leaving) has no
+            // jobs left to run.
             return Ok(None);
-        };
+        }
         let bs = phase == JobPhase::BeforeShutdown;
-        let Some(d) = (if bs { &b.before_shutdown } else { &b.validate }).get(index) else {
-            return Ok(None);
-        };
         let ctx = self.model.context(r, boot, None);
-        let Some(j) = self
+        let job = self
             .model
             .render_job(boot, bs, index, &ctx)
-            .map_err(|e| format!("rendering the jobs of {boot}: {e}"))?
-        else {
-            return Ok(None);
-        };
-        Ok(Some(JobSpec {
-            kind: d.kind,
-            command: j.command,
-            url: j.url,
-            expect_status: d.expect_status,
-            timeout: d.timeout.map_or(self.config.job_timeout, |t| {
-                Duration::from_secs(t.as_secs())
-            }),
-            retries: d.retries.unwrap_or(0),
-            env: j.env,
-            target: r.host.primary_interface().map(|i| i.ipv4.to_string()),
-        }))
+            .map_err(|e| format!("rendering the jobs of {boot}: {e}"))?;
+        let target = r.host.primary_interface().map(|i| i.ipv4.to_string());
+        Ok(job.map(|j| JobSpec::new(j, self.config.job_timeout, target)))
     }
 
     /// The boot whose `before_shutdown` jobs run while draining: the one
@@ -525,7 +511,7 @@ impl Engine {
     fn outcome_timeout(&self, kind: &ActionKind) -> Duration {
         match kind {
             ActionKind::RunJob { job, .. } => {
-                job.timeout * (job.retries + 1) + self.config.job_grace
+                job.timeout() * (job.retries() + 1) + self.config.job_grace
             }
             _ => self.config.power_timeout,
         }
@@ -600,7 +586,10 @@ impl<'a> Work<'a> {
         };
         // Events of an earlier attempt are stale; a script can come before
         // the outcome of the power cycle (or even of the boot-device
-        // change) that caused it.
+        // change) that caused it. The boot service already refused
+        // checkpoints of attempts it knew were stale (answering the
+        // installer); this is the check against the authoritative state,
+        // for every event, however late an agent's spool delivers it.
         let current = |a: u64, h: &HostState| {
             a == h.attempt && (h.phase.booting() || h.phase == Phase::SetBoot)
         };

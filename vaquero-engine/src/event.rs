@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use vaquero_model::types::JobType;
+use vaquero_model::types::{Job, JobType};
 
 /// Something observed about a host, already matched to it by name (the
 /// boot service and DHCP map MACs to hosts through the model).
@@ -102,30 +102,106 @@ pub enum JobPhase {
     Validate,
 }
 
-/// A job rendered for one host, ready to run.
+/// A job ready to run for one host: the boot's declared [`Job`] with its
+/// command, URL and environment rendered for the host, its timeout and
+/// retries resolved (the job's own or the defaults), and where an `ssh`
+/// job connects. The model renders a job, the engine resolves it into
+/// this, a [`crate::JobRunner`] runs it: one shape throughout.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "JobWire", from = "JobWire")]
 pub struct JobSpec {
-    /// How it runs.
-    pub kind: JobType,
-    /// `exec` / `ssh`: the program and its arguments.
-    #[serde(default)]
-    pub command: Vec<String>,
-    /// `http`: the URL.
-    #[serde(default)]
-    pub url: Option<String>,
-    /// `http`: the expected status (default 200).
-    #[serde(default)]
-    pub expect_status: Option<u16>,
+    job: Job,
+    timeout: Duration,
+    target: Option<String>,
+}
+
+impl JobSpec {
+    /// `job` (rendered) resolved to run: its own `timeout` or else
+    /// `default_timeout` becomes [`JobSpec::timeout`] (and leaves the
+    /// job), no `retries` means none; an `ssh` job connects to `target`.
+    pub fn new(mut job: Job, default_timeout: Duration, target: Option<String>) -> Self {
+        let timeout = job
+            .timeout
+            .take()
+            .map_or(default_timeout, |t| Duration::from_secs(t.as_secs()));
+        job.retries = Some(job.retries.unwrap_or(0));
+        JobSpec {
+            job,
+            timeout,
+            target,
+        }
+    }
+
+    /// The job: how it runs, its command, URL, expected status and
+    /// environment.
+    pub fn job(&self) -> &Job {
+        &self.job
+    }
+
     /// How long one try may take.
-    pub timeout: Duration,
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Extra tries after a failure.
-    pub retries: u32,
-    /// Extra environment.
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
+    pub fn retries(&self) -> u32 {
+        self.job.retries.unwrap_or(0)
+    }
+
     /// `ssh`: where to connect (the host's primary address).
+    pub fn target(&self) -> Option<&str> {
+        self.target.as_deref()
+    }
+}
+
+/// A [`JobSpec`] as tasks carry it to agents: the form of agent protocol
+/// 1.x, which servers and agents of neighbouring versions share.
+#[derive(Serialize, Deserialize)]
+struct JobWire {
+    kind: JobType,
     #[serde(default)]
-    pub target: Option<String>,
+    command: Vec<String>,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    expect_status: Option<u16>,
+    timeout: Duration,
+    retries: u32,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    target: Option<String>,
+}
+
+impl From<JobSpec> for JobWire {
+    fn from(s: JobSpec) -> Self {
+        let retries = s.retries();
+        JobWire {
+            kind: s.job.kind,
+            command: s.job.command,
+            url: s.job.url,
+            expect_status: s.job.expect_status,
+            timeout: s.timeout,
+            retries,
+            env: s.job.env,
+            target: s.target,
+        }
+    }
+}
+
+impl From<JobWire> for JobSpec {
+    fn from(w: JobWire) -> Self {
+        let job = Job {
+            kind: w.kind,
+            command: w.command,
+            url: w.url,
+            expect_status: w.expect_status,
+            timeout: None,
+            retries: Some(w.retries),
+            env: w.env,
+        };
+        JobSpec::new(job, w.timeout, w.target)
+    }
 }
 
 /// What the engine asks the outside world to do. Every action that has an
@@ -222,4 +298,63 @@ pub enum Notice {
         /// Why.
         reason: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn declared() -> Job {
+        serde_json::from_value(serde_json::json!({
+            "type": "ssh",
+            "command": ["check-node", "k8s-01"],
+            "timeout": "2m",
+            "env": {"K": "v"},
+        }))
+        .unwrap()
+    }
+
+    /// Tasks reach agents of the neighbouring protocol version: a job's
+    /// wire form stays the one of protocol 1.0, and reads back the same.
+    #[test]
+    fn job_spec_keeps_the_protocol_form() {
+        let spec = JobSpec::new(
+            declared(),
+            Duration::from_secs(600),
+            Some("10.0.0.5".into()),
+        );
+        assert_eq!(spec.timeout(), Duration::from_secs(120));
+        assert_eq!(spec.retries(), 0);
+        let json = serde_json::to_value(&spec).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "kind": "ssh",
+                "command": ["check-node", "k8s-01"],
+                "url": null,
+                "expect_status": null,
+                "timeout": {"secs": 120, "nanos": 0},
+                "retries": 0,
+                "env": {"K": "v"},
+                "target": "10.0.0.5",
+            })
+        );
+        assert_eq!(serde_json::from_value::<JobSpec>(json).unwrap(), spec);
+    }
+
+    /// Without a timeout of its own a job gets the default, to the
+    /// millisecond.
+    #[test]
+    fn job_spec_takes_the_default_timeout() {
+        let mut j = declared();
+        j.timeout = None;
+        j.retries = Some(3);
+        let spec = JobSpec::new(j, Duration::from_millis(300), None);
+        assert_eq!(spec.timeout(), Duration::from_millis(300));
+        assert_eq!(spec.retries(), 3);
+        assert_eq!(spec.job().timeout, None);
+        let back: JobSpec = serde_json::from_value(serde_json::to_value(&spec).unwrap()).unwrap();
+        assert_eq!(back, spec);
+    }
 }

@@ -54,7 +54,7 @@ impl JobFailure {
 /// A job type.
 #[async_trait]
 pub trait Job: Send + Sync + fmt::Debug {
-    /// One try of `spec`, bounded by `spec.timeout`; `Ok` carries the
+    /// One try of `spec`, bounded by its timeout; `Ok` carries the
     /// output.
     async fn run(&self, spec: &JobSpec) -> Result<String, JobFailure>;
 }
@@ -79,11 +79,12 @@ pub struct ExecJob;
 impl Job for ExecJob {
     async fn run(&self, spec: &JobSpec) -> Result<String, JobFailure> {
         let env: Vec<(String, String)> = spec
+            .job()
             .env
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let done = vaquero_lom::run_program(&spec.command, &env, spec.timeout)
+        let done = vaquero_lom::run_program(&spec.job().command, &env, spec.timeout())
             .await
             .map_err(from_lom)?;
         if done.success() {
@@ -114,14 +115,15 @@ impl HttpJob {
 impl Job for HttpJob {
     async fn run(&self, spec: &JobSpec) -> Result<String, JobFailure> {
         let url = spec
+            .job()
             .url
             .as_deref()
             .ok_or_else(|| JobFailure::Config("an http job without a url".into()))?;
-        let want = spec.expect_status.unwrap_or(200);
+        let want = spec.job().expect_status.unwrap_or(200);
         let resp = self
             .client
             .get(url)
-            .timeout(spec.timeout)
+            .timeout(spec.timeout())
             .send()
             .await
             .map_err(|e| {
@@ -186,15 +188,15 @@ impl SshJob {
 impl Job for SshJob {
     async fn run(&self, spec: &JobSpec) -> Result<String, JobFailure> {
         let target = spec
-            .target
-            .as_deref()
+            .target()
             .ok_or_else(|| JobFailure::Config("an ssh job for a host without an address".into()))?;
-        let line = shlex::try_join(spec.command.iter().map(String::as_str))
-            .map_err(|e| JobFailure::Config(format!("ssh command {:?}: {e}", spec.command)))?;
+        let command = &spec.job().command;
+        let line = shlex::try_join(command.iter().map(String::as_str))
+            .map_err(|e| JobFailure::Config(format!("ssh command {command:?}: {e}")))?;
         let mut c = vaquero_lom::SshConfig::new(target, &self.username, self.key_file.clone());
         c.port = self.port;
         c.known_hosts.clone_from(&self.known_hosts);
-        c.timeout = spec.timeout;
+        c.timeout = spec.timeout();
         c.ssh_program.clone_from(&self.ssh_program);
         let done = vaquero_lom::SshDriver::new(c)
             .run_command(&line)
@@ -262,7 +264,7 @@ impl JobRunner {
     /// one succeeds or one fails for good. The outcome for the engine, and
     /// every try.
     pub async fn run(&self, spec: &JobSpec) -> (Outcome, Vec<Try>) {
-        let job = match spec.kind {
+        let job = match spec.job().kind {
             JobType::Exec => Some(&self.exec),
             JobType::Http => Some(&self.http),
             JobType::Ssh => self.ssh.as_ref(),
@@ -273,7 +275,7 @@ impl JobRunner {
         };
         let mut tries = Vec::new();
         let mut last = JobFailure::Config("not run".into());
-        for n in 1..=spec.retries.saturating_add(1) {
+        for n in 1..=spec.retries().saturating_add(1) {
             if n > 1 {
                 tokio::time::sleep(self.retry_delay).await;
             }

@@ -142,6 +142,7 @@ impl<S: Store + ?Sized> Records<S> {
             ActionKind::RunJob {
                 boot, index, job, ..
             } => {
+                let job = job.job();
                 let what = job.url.clone().unwrap_or_else(|| job.command.join(" "));
                 format!("{boot} job {index} ({:?}): {what}", job.kind).to_lowercase()
             }

@@ -10,19 +10,24 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use vaquero_engine::{JobRunner, JobSpec, Outcome};
-use vaquero_model::types::JobType;
+use vaquero_model::types::{Job, JobType};
 
-fn spec(kind: JobType) -> JobSpec {
-    JobSpec {
+fn declared(kind: JobType) -> Job {
+    Job {
         kind,
         command: Vec::new(),
         url: None,
         expect_status: None,
-        timeout: Duration::from_secs(10),
-        retries: 0,
+        timeout: None,
+        retries: None,
         env: BTreeMap::new(),
-        target: None,
     }
+}
+
+/// `j` resolved to run, with a 10 s timeout; an ssh job connects to
+/// 127.0.0.1.
+fn spec(j: &Job) -> JobSpec {
+    JobSpec::new(j.clone(), Duration::from_secs(10), Some("127.0.0.1".into()))
 }
 
 fn script(dir: &Path, body: &str) -> String {
@@ -44,13 +49,13 @@ fn runner() -> JobRunner {
 #[tokio::test]
 async fn exec_jobs() {
     let dir = tempfile::tempdir().unwrap();
-    let mut s = spec(JobType::Exec);
+    let mut s = declared(JobType::Exec);
     s.command = vec![
         script(dir.path(), "echo \"checked $1 with $KUBE_VERSION\""),
         "k8s-01".into(),
     ];
     s.env.insert("KUBE_VERSION".into(), "1.31".into());
-    let (o, tries) = runner().run(&s).await;
+    let (o, tries) = runner().run(&spec(&s)).await;
     assert_eq!(
         o,
         Outcome::Ok {
@@ -61,18 +66,18 @@ async fn exec_jobs() {
 
     // A failing job is tried retries + 1 times, then failed for good.
     s.command = vec![script(dir.path(), "echo not ready >&2; exit 3")];
-    s.retries = 2;
-    let (o, tries) = runner().run(&s).await;
+    s.retries = Some(2);
+    let (o, tries) = runner().run(&spec(&s)).await;
     assert_eq!(o, Outcome::failed(false, "exit code 3: not ready"));
     assert_eq!(tries.len(), 3);
     assert_eq!(tries[2].result, "exit code 3");
 
     // Killed at its timeout: it could not finish, worth the engine's retry.
     s.command = vec![script(dir.path(), "sleep 30")];
-    s.retries = 0;
-    s.timeout = Duration::from_millis(300);
+    s.retries = Some(0);
     let started = std::time::Instant::now();
-    let (o, _) = runner().run(&s).await;
+    let short = JobSpec::new(s.clone(), Duration::from_millis(300), None);
+    let (o, _) = runner().run(&short).await;
     assert!(started.elapsed() < Duration::from_secs(10));
     assert!(
         matches!(
@@ -87,8 +92,8 @@ async fn exec_jobs() {
 
     // A program that does not exist is not retried.
     s.command = vec![dir.path().join("nope").display().to_string()];
-    s.retries = 5;
-    let (o, tries) = runner().run(&s).await;
+    s.retries = Some(5);
+    let (o, tries) = runner().run(&spec(&s)).await;
     assert!(
         matches!(
             o,
@@ -131,10 +136,10 @@ async fn server(unready: usize) -> (u16, Arc<AtomicUsize>) {
 #[tokio::test]
 async fn http_jobs_retry_until_ready() {
     let (port, hits) = server(2).await;
-    let mut s = spec(JobType::Http);
+    let mut s = declared(JobType::Http);
     s.url = Some(format!("http://127.0.0.1:{port}/metrics"));
-    s.retries = 3;
-    let (o, tries) = runner().run(&s).await;
+    s.retries = Some(3);
+    let (o, tries) = runner().run(&spec(&s)).await;
     assert_eq!(
         o,
         Outcome::Ok {
@@ -148,8 +153,8 @@ async fn http_jobs_retry_until_ready() {
     // Never the expected status within the tries: failed for good.
     let (port, _) = server(10).await;
     s.url = Some(format!("http://127.0.0.1:{port}/"));
-    s.retries = 1;
-    let (o, tries) = runner().run(&s).await;
+    s.retries = Some(1);
+    let (o, tries) = runner().run(&spec(&s)).await;
     assert_eq!(
         o,
         Outcome::failed(false, "HTTP 503 (expected 200): starting")
@@ -160,7 +165,7 @@ async fn http_jobs_retry_until_ready() {
     let (port, _) = server(0).await;
     s.url = Some(format!("http://127.0.0.1:{port}/"));
     s.expect_status = Some(204);
-    let (o, _) = runner().run(&s).await;
+    let (o, _) = runner().run(&spec(&s)).await;
     assert!(matches!(
         o,
         Outcome::Failed {
@@ -174,8 +179,8 @@ async fn http_jobs_retry_until_ready() {
     let closed = free.local_addr().unwrap().port();
     drop(free);
     s.url = Some(format!("http://127.0.0.1:{closed}/"));
-    s.retries = 0;
-    let (o, _) = runner().run(&s).await;
+    s.retries = Some(0);
+    let (o, _) = runner().run(&spec(&s)).await;
     assert!(
         matches!(
             o,
@@ -190,10 +195,9 @@ async fn http_jobs_retry_until_ready() {
 
 #[tokio::test]
 async fn ssh_jobs_need_a_configured_login() {
-    let mut s = spec(JobType::Ssh);
+    let mut s = declared(JobType::Ssh);
     s.command = vec!["true".into()];
-    s.target = Some("127.0.0.1".into());
-    let (o, _) = runner().run(&s).await;
+    let (o, _) = runner().run(&spec(&s)).await;
     assert_eq!(
         o,
         Outcome::failed(false, "ssh jobs need an SSH user and key: none configured")
@@ -208,8 +212,7 @@ async fn ssh_jobs_against_openssh() {
     let mut job = vaquero_engine::SshJob::new(&common::sshd::Sshd::user(), sshd.path("client_key"));
     job.port = sshd.port;
     let r = runner().with_ssh(Arc::new(job.clone()));
-    let mut s = spec(JobType::Ssh);
-    s.target = Some("127.0.0.1".into());
+    let mut s = declared(JobType::Ssh);
     // Arguments with spaces and quotes arrive as they were written.
     let out = sshd.path("ran");
     s.command = vec![
@@ -220,7 +223,7 @@ async fn ssh_jobs_against_openssh() {
         "a b".into(),
         "it's".into(),
     ];
-    let (o, _) = r.run(&s).await;
+    let (o, _) = r.run(&spec(&s)).await;
     assert_eq!(
         o,
         Outcome::Ok {
@@ -231,13 +234,13 @@ async fn ssh_jobs_against_openssh() {
 
     // A failing command: its exit code and output.
     s.command = vec!["sh".into(), "-c".into(), "echo degraded; exit 1".into()];
-    let (o, _) = r.run(&s).await;
+    let (o, _) = r.run(&spec(&s)).await;
     assert_eq!(o, Outcome::failed(false, "exit code 1: degraded"));
 
     // A key the host does not accept: not a transient failure.
     let mut other = job.clone();
     other.key_file = sshd.path("other_key");
-    let (o, _) = runner().with_ssh(Arc::new(other)).run(&s).await;
+    let (o, _) = runner().with_ssh(Arc::new(other)).run(&spec(&s)).await;
     assert!(
         matches!(
             o,
@@ -253,7 +256,7 @@ async fn ssh_jobs_against_openssh() {
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     job.port = free.local_addr().unwrap().port();
     drop(free);
-    let (o, _) = runner().with_ssh(Arc::new(job)).run(&s).await;
+    let (o, _) = runner().with_ssh(Arc::new(job)).run(&spec(&s)).await;
     assert!(
         matches!(
             o,

@@ -154,11 +154,11 @@ fn a_host_goes_through_every_phase_once() {
     };
     assert_eq!(boot, "rocky-install");
     assert_eq!(
-        job.command,
+        job.job().command,
         vec!["systemctl", "is-system-running", "--wait"]
     );
-    assert_eq!(job.target.as_deref(), Some("10.99.0.21"));
-    assert_eq!(job.timeout, Duration::from_secs(600));
+    assert_eq!(job.target(), Some("10.99.0.21"));
+    assert_eq!(job.timeout(), Duration::from_secs(600));
     let a = h.ok("storage-01");
     assert_eq!(
         of(&a, "storage-01"),
@@ -360,7 +360,7 @@ fn before_shutdown_jobs_of_the_boot_being_left_run_first_and_stop_at_a_failure()
     else {
         panic!("{kinds:?}")
     };
-    assert_eq!(job.command[..3], ["kubectl", "drain", "k8s-01"]);
+    assert_eq!(job.job().command[..3], ["kubectl", "drain", "k8s-01"]);
     assert_eq!(h.host("k8s-01").phase, Phase::Draining);
     let seq = h.pending("k8s-01");
     let a = h.step(&[ev(

@@ -8,7 +8,7 @@ use vaquero_engine::{
     Action, ActionKind, JobPhase, JobSpec, MemoryStore, Notice, Outcome, RecordStatus, RecordStep,
     Records, RedbStore, Store,
 };
-use vaquero_model::types::JobType;
+use vaquero_model::types::{Job, JobType};
 
 fn action(host: &str, seq: u64, rollout: u64, kind: ActionKind) -> Action {
     Action {
@@ -27,16 +27,19 @@ fn t(s: &str) -> Timestamp {
 
 async fn contract(store: Arc<dyn Store>) {
     let r = Records::new(store, "lab");
-    let job = JobSpec {
-        kind: JobType::Exec,
-        command: vec!["check-node".into(), "k8s-01".into()],
-        url: None,
-        expect_status: None,
-        timeout: std::time::Duration::from_secs(60),
-        retries: 1,
-        env: Default::default(),
-        target: None,
-    };
+    let job = JobSpec::new(
+        Job {
+            kind: JobType::Exec,
+            command: vec!["check-node".into(), "k8s-01".into()],
+            url: None,
+            expect_status: None,
+            timeout: None,
+            retries: Some(1),
+            env: Default::default(),
+        },
+        std::time::Duration::from_secs(60),
+        None,
+    );
     let a1 = action("k8s-01", 1, 1, ActionKind::PowerCycle);
     let a2 = action(
         "k8s-01",

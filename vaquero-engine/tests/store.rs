@@ -9,6 +9,7 @@
 
 use locate::testkit;
 use vaquero_test_support as locate;
+#[cfg(feature = "etcd")]
 use vaquero_test_support as support;
 
 use std::io::{BufRead, BufReader};

@@ -32,6 +32,10 @@ pub enum Decision<'m> {
         host: Option<HostRef<'m>>,
         /// Why.
         why: String,
+        /// The boot state names a stage the host's workflow does not
+        /// have (the SoT changed under it): served the disk, and worth an
+        /// operator's look.
+        stale: bool,
     },
     /// Refused (403): the request does not come from an address of the
     /// host it names, and per-host answers go to the host alone.
@@ -88,13 +92,18 @@ pub fn decide<'m>(
         return Decision::LocalDisk {
             host: None,
             why: format!("{who} is not in the model"),
+            stale: false,
         };
     };
     let name = h.host.name.as_str();
     if address_refused(m, h, client, check_address) {
         return Decision::Refused { host: h };
     }
-    let local = |why: String| Decision::LocalDisk { host: Some(h), why };
+    let local = |why: String| Decision::LocalDisk {
+        host: Some(h),
+        why,
+        stale: false,
+    };
     if h.interface.kind == InterfaceType::Bmc {
         return local(format!("{} is a BMC interface of {name}", h.interface.mac));
     }
@@ -109,9 +118,11 @@ pub fn decide<'m>(
             attempt,
         } => {
             if m.stage(h.host, stage) != Some(boot.as_str()) {
-                return local(format!(
-                    "{name}: stage {stage} ({boot}) is not in its workflow"
-                ));
+                return Decision::LocalDisk {
+                    host: Some(h),
+                    why: format!("{name}: stage {stage} ({boot}) is not in its workflow"),
+                    stale: true,
+                };
             }
             Decision::Script {
                 host: h,

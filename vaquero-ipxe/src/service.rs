@@ -581,27 +581,31 @@ async fn host_script(State(s): State<Shared>, Peer(ip, _): Peer, uri: axum::http
 pub(crate) fn script_response(s: &Inner, ip: Option<IpAddr>, query: Option<&str>) -> Response {
     let id = Identity::parse(query);
     let m = s.model.borrow().clone();
-    let (h, stage, boot, attempt) =
-        match decide(&m, &id, ip, s.check_address, |name| s.state.current(name)) {
-            Decision::Script {
-                host,
-                stage,
-                boot,
-                attempt,
-            } => (host, stage, boot, attempt),
-            Decision::LocalDisk { host, why } => {
-                s.emit(event(
-                    Route::Script,
-                    host.map(|h| h.host.name.as_str()),
-                    None,
-                    ip,
-                    StatusCode::OK,
-                    format!("local disk: {why}"),
-                ));
-                return text(StatusCode::OK, local_boot_script(&why).render());
+    let (h, stage, boot, attempt) = match decide(&m, &id, ip, s.check_address, |name| {
+        s.state.current(name)
+    }) {
+        Decision::Script {
+            host,
+            stage,
+            boot,
+            attempt,
+        } => (host, stage, boot, attempt),
+        Decision::LocalDisk { host, why, stale } => {
+            if stale {
+                warn!(host = host.map(|h| h.host.name.as_str()), %why, "boot state names a stage the host's workflow does not have");
             }
-            Decision::Refused { host } => return s.refuse_address(Route::Script, host, ip),
-        };
+            s.emit(event(
+                Route::Script,
+                host.map(|h| h.host.name.as_str()),
+                None,
+                ip,
+                StatusCode::OK,
+                format!("local disk: {why}"),
+            ));
+            return text(StatusCode::OK, local_boot_script(&why).render());
+        }
+        Decision::Refused { host } => return s.refuse_address(Route::Script, host, ip),
+    };
     let name = h.host.name.as_str();
     let detail = || {
         // "{boot} (stage {stage}) for {mac} ({arch} {platform})", without
@@ -905,6 +909,11 @@ async fn checkpoint(
             ),
         );
     }
+    // The installer learns here, from what this service knows (on an
+    // agent, its cache), whether its token is of the current attempt: a
+    // stale one gets 409 rather than a "recorded" nobody will act on.
+    // Whoever consumes the event checks the attempt again against its own
+    // state, which may have moved on by the time a spooled event arrives.
     match s.state.current(&claims.host) {
         Current::Stage { attempt, boot, .. }
             if attempt == claims.attempt && boot == claims.boot => {}

@@ -31,7 +31,10 @@ fn stage0(m: &SiteModel, host: &str) -> Current {
 
 fn local_why(d: Decision<'_>) -> (Option<String>, String) {
     match d {
-        Decision::LocalDisk { host, why } => (host.map(|h| h.host.name.clone()), why),
+        Decision::LocalDisk { host, why, stale } => {
+            assert_eq!(stale, why.contains("is not in its workflow"), "{why}");
+            (host.map(|h| h.host.name.clone()), why)
+        }
         d => panic!("{d:?}"),
     }
 }

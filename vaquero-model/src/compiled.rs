@@ -6,12 +6,12 @@ use std::sync::Arc;
 use minijinja::Value;
 use serde::{Deserialize, Serialize};
 
-use crate::render::{RenderedJob, Renderer, TemplateError};
+use crate::render::{Renderer, TemplateError};
 use crate::sitedata::{SiteData, Urls};
 use crate::tplvalue::{
     ContextObject, HostObject, InterfaceObject, MetadataObject, UrlsObject, to_value,
 };
-use crate::types::{Agent, AssetType, Host, Interface, MacAddr, Site, Uuid};
+use crate::types::{Agent, AssetType, Host, Interface, Job, MacAddr, Site, Uuid};
 use crate::{Error, Sot};
 
 /// What a model is built for.
@@ -577,16 +577,16 @@ impl SiteModel {
         Ok(Some((u.kind, self.renderer.render(&name, ctx)?)))
     }
 
-    /// Renders one job of `boot`: `validate[index]`, or
-    /// `before_shutdown[index]` when `before_shutdown`. `Ok(None)` when
-    /// there is no such job.
+    /// One job of `boot` as declared, its templated fields rendered for
+    /// the host of `ctx`: `validate[index]`, or `before_shutdown[index]`
+    /// when `before_shutdown`. `Ok(None)` when there is no such job.
     pub fn render_job(
         &self,
         boot: &str,
         before_shutdown: bool,
         index: usize,
         ctx: &Value,
-    ) -> Result<Option<RenderedJob>, RenderFailure> {
+    ) -> Result<Option<Job>, RenderFailure> {
         let t = self
             .renderer
             .boot_jobs(boot)
@@ -602,12 +602,13 @@ impl SiteModel {
         }
     }
 
-    /// Renders the `before_shutdown` and `validate` jobs of `boot`.
+    /// The `before_shutdown` and `validate` jobs of `boot`, rendered as
+    /// [`SiteModel::render_job`] renders one.
     pub fn render_jobs(
         &self,
         boot: &str,
         ctx: &Value,
-    ) -> Result<(Vec<RenderedJob>, Vec<RenderedJob>), RenderFailure> {
+    ) -> Result<(Vec<Job>, Vec<Job>), RenderFailure> {
         let t = self
             .renderer
             .boot_jobs(boot)

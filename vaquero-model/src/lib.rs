@@ -69,7 +69,7 @@ pub use compiled::{
 pub use diag::{Diagnostic, Diagnostics, Origin, Severity};
 pub use diff::{HostChange, ModelDiff, SiteDiffs, diff, diff_sites};
 pub use files::SotFiles;
-pub use render::{FormatProblem, RenderedJob, TemplateError, check_unattended};
+pub use render::{FormatProblem, TemplateError, check_unattended};
 pub use sitedata::{SiteData, Urls};
 pub use sot::{HostLookupFailure, SiteSot, Sot};
 pub use source::{

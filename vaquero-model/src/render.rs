@@ -172,8 +172,11 @@ pub(crate) struct OsTemplates {
     pub cmdline: Vec<(String, Vec<Tpl>)>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct JobTemplates {
+    /// The job as declared; its templated fields are rendered from the
+    /// templates below.
+    pub declared: Job,
     pub command: Vec<Tpl>,
     pub url: Option<Tpl>,
     pub env: Vec<(String, Tpl)>,
@@ -183,17 +186,6 @@ pub(crate) struct JobTemplates {
 pub(crate) struct BootJobTemplates {
     pub before_shutdown: Vec<JobTemplates>,
     pub validate: Vec<JobTemplates>,
-}
-
-/// A job with its templated fields rendered for one host.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RenderedJob {
-    /// The program and its arguments.
-    pub command: Vec<String>,
-    /// The URL.
-    pub url: Option<String>,
-    /// Extra environment.
-    pub env: BTreeMap<String, String>,
 }
 
 impl Renderer {
@@ -303,6 +295,7 @@ impl Renderer {
 
     fn job(&mut self, prefix: &str, job: &Job, errors: &mut Vec<TemplateError>) -> JobTemplates {
         JobTemplates {
+            declared: job.clone(),
             command: job
                 .command
                 .iter()
@@ -370,12 +363,10 @@ impl Renderer {
         self.os.get(id)
     }
 
-    pub(crate) fn render_job(
-        &self,
-        t: &JobTemplates,
-        ctx: &Value,
-    ) -> Result<RenderedJob, TemplateError> {
-        Ok(RenderedJob {
+    /// The declared job with its templated fields (command, URL,
+    /// environment) rendered.
+    pub(crate) fn render_job(&self, t: &JobTemplates, ctx: &Value) -> Result<Job, TemplateError> {
+        Ok(Job {
             command: t
                 .command
                 .iter()
@@ -391,6 +382,7 @@ impl Renderer {
                 .iter()
                 .map(|(k, v)| Ok((k.clone(), self.render_tpl(v, ctx)?)))
                 .collect::<Result<_, TemplateError>>()?,
+            ..t.declared.clone()
         })
     }
 

@@ -665,7 +665,7 @@ impl fmt::Display for AssetType {
 }
 
 /// A job run before shutdown or to validate a stage.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Job {
     /// How the job runs.
