@@ -483,6 +483,13 @@ const RENEW_RETRY: Duration = Duration::from_secs(60);
 /// How often the certificate's expiry is looked at.
 const RENEW_CHECK: Duration = Duration::from_secs(3600);
 
+/// When the certificate of `e` expires.
+fn expiry(e: &Enrolment) -> Option<jiff::Timestamp> {
+    crate::pki::first_der(&e.cert)
+        .and_then(|d| crate::pki::agent_of(&d))
+        .map(|id| id.not_after)
+}
+
 /// Renews the certificate once it expires within `before`: a new key
 /// and CSR, signed over the current certificate; the new enrolment is
 /// written to the cache before the client is swapped. The server takes
@@ -497,10 +504,7 @@ async fn renew_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
-        let expires = crate::pki::first_der(&enrolment.cert)
-            .and_then(|d| crate::pki::agent_of(&d))
-            .map(|id| id.not_after);
-        let due = expires.is_some_and(|t| {
+        let due = expiry(&enrolment).is_some_and(|t| {
             jiff::SignedDuration::try_from(before)
                 .ok()
                 .and_then(|b| t.checked_sub(b).ok())
@@ -516,7 +520,7 @@ async fn renew_loop(
                     .and_then(|()| client(&e, timeout).map_err(|e| e.to_string()))
                 {
                     Ok(c) => {
-                        tracing::info!(expires = ?expires, "agent: certificate renewed");
+                        tracing::info!(expires = ?expiry(&e), "agent: certificate renewed");
                         enrolment = e;
                         http.send_replace(c);
                     }
