@@ -31,6 +31,7 @@ struct FakeState {
     delay: Duration,
     inventory: Inventory,
     booted_from: Option<Option<BootOverride>>,
+    boots: u64,
 }
 
 /// A machine that exists only in memory. Clones share the machine, so a
@@ -70,6 +71,7 @@ impl FakeDriver {
                 delay: Duration::ZERO,
                 inventory: Inventory::default(),
                 booted_from: None,
+                boots: 0,
             })),
         }
     }
@@ -116,6 +118,15 @@ impl FakeDriver {
     /// boot order), `Some(Some(o))` if it booted with override `o`.
     pub fn booted_from(&self) -> Option<Option<BootOverride>> {
         self.lock().booted_from
+    }
+
+    /// How many times the machine booted (a cycle, a reset, on from off),
+    /// counted when [`booted_from`](Self::booted_from) changes: once this
+    /// count has moved, `booted_from` tells that boot (or a later one).
+    /// A power call is in [`calls`](Self::calls) before its boot
+    /// happens, so counting calls would race the boot.
+    pub fn boots(&self) -> u64 {
+        self.lock().boots
     }
 
     /// Every call received so far, failed ones included.
@@ -169,6 +180,7 @@ impl PowerDriver for FakeDriver {
         if boots {
             // The machine boots: a one-time override is used up.
             s.booted_from = Some(s.boot);
+            s.boots += 1;
             if s.boot.is_some_and(|b| !b.persistent) {
                 s.boot = None;
             }

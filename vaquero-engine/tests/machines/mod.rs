@@ -9,26 +9,24 @@ use jiff::Timestamp;
 use vaquero_engine::observe::Observed;
 use vaquero_engine::{EngineBootState, Observation, ObservationKind};
 use vaquero_ipxe::{BootState, Current};
-use vaquero_lom::{FakeCall, FakeDriver};
+use vaquero_lom::FakeDriver;
 
-/// Every machine power-cycled onto the network since the last call (what
+/// Every machine that booted from the network since the last call (what
 /// `seen` remembers) sends `boot`'s observations, in order, for its
 /// current attempt.
 pub fn boot(
     fakes: &HashMap<String, FakeDriver>,
     state: &EngineBootState,
     observer: &tokio::sync::mpsc::UnboundedSender<Observed>,
-    seen: &mut HashMap<String, usize>,
+    seen: &mut HashMap<String, u64>,
     boot: &[(ObservationKind, &str)],
 ) {
     for (name, f) in fakes {
-        let cycles = f
-            .calls()
-            .iter()
-            .filter(|c| matches!(c, FakeCall::Power(_)))
-            .count();
-        let before = seen.insert(name.clone(), cycles).unwrap_or(0);
-        if cycles > before
+        // Boots, not power calls: a call is recorded before its boot
+        // happens, and a machine seen between the two would never boot.
+        let boots = f.boots();
+        let before = seen.insert(name.clone(), boots).unwrap_or(0);
+        if boots > before
             && matches!(f.booted_from(), Some(Some(o)) if o.device == vaquero_lom::BootDevice::Pxe)
             && let Current::Stage { attempt, .. } = state.current(name)
         {
