@@ -131,7 +131,7 @@ impl Endpoint {
             Err(e) => return Verdict::Ignore(Ignored::Malformed(e)),
             Ok(Packet::Wrq(_)) if self.limits.single_port => {
                 return Verdict::Refuse {
-                    code: ErrorCode::AccessViolation,
+                    code: ErrorCode::ACCESS_VIOLATION,
                     message: "writes need a port per transfer",
                     why: "write",
                 };
@@ -346,7 +346,7 @@ mod tests {
         });
         match e.handle(&wrq("up"), client(1), NONE, 0, Instant::now()) {
             Verdict::Refuse { code, why, .. } => {
-                assert_eq!(code, ErrorCode::AccessViolation);
+                assert_eq!(code, ErrorCode::ACCESS_VIOLATION);
                 assert_eq!(why, "write");
             }
             v => panic!("{v:?}"),

@@ -70,61 +70,67 @@ pub struct Request<'a> {
     pub options: Options,
 }
 
-/// TFTP error codes (RFC 1350, RFC 2347).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorCode {
-    /// 0: see the message.
-    NotDefined,
-    /// 1
-    FileNotFound,
-    /// 2
-    AccessViolation,
-    /// 3
-    DiskFull,
-    /// 4
-    IllegalOperation,
-    /// 5
-    UnknownTransferId,
-    /// 6
-    FileExists,
-    /// 7
-    NoSuchUser,
-    /// 8: the options could not be agreed (RFC 2347).
-    OptionNegotiation,
-    /// Any other code.
-    Other(u16),
-}
+/// A TFTP error code (RFC 1350, RFC 2347): the 16-bit number an ERROR
+/// packet carries, with the defined codes as constants.
+///
+/// A number rather than an enum, like `http::StatusCode`: a code no RFC
+/// defines is kept as sent, and one code has one value (an enum with an
+/// `Other(u16)` arm could hold `Other(1)` beside `FileNotFound`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ErrorCode(u16);
 
 impl ErrorCode {
+    /// 0: not defined, see the message.
+    pub const NOT_DEFINED: Self = Self(0);
+    /// 1: file not found.
+    pub const FILE_NOT_FOUND: Self = Self(1);
+    /// 2: access violation.
+    pub const ACCESS_VIOLATION: Self = Self(2);
+    /// 3: disk full or allocation exceeded.
+    pub const DISK_FULL: Self = Self(3);
+    /// 4: illegal TFTP operation.
+    pub const ILLEGAL_OPERATION: Self = Self(4);
+    /// 5: unknown transfer ID.
+    pub const UNKNOWN_TRANSFER_ID: Self = Self(5);
+    /// 6: file already exists.
+    pub const FILE_EXISTS: Self = Self(6);
+    /// 7: no such user.
+    pub const NO_SUCH_USER: Self = Self(7);
+    /// 8: the options could not be agreed (RFC 2347).
+    pub const OPTION_NEGOTIATION: Self = Self(8);
+
     /// The wire value.
-    pub fn code(self) -> u16 {
-        match self {
-            ErrorCode::NotDefined => 0,
-            ErrorCode::FileNotFound => 1,
-            ErrorCode::AccessViolation => 2,
-            ErrorCode::DiskFull => 3,
-            ErrorCode::IllegalOperation => 4,
-            ErrorCode::UnknownTransferId => 5,
-            ErrorCode::FileExists => 6,
-            ErrorCode::NoSuchUser => 7,
-            ErrorCode::OptionNegotiation => 8,
-            ErrorCode::Other(c) => c,
-        }
+    pub const fn code(self) -> u16 {
+        self.0
     }
 
-    /// The code of a wire value.
-    pub fn from_code(c: u16) -> Self {
-        match c {
-            0 => ErrorCode::NotDefined,
-            1 => ErrorCode::FileNotFound,
-            2 => ErrorCode::AccessViolation,
-            3 => ErrorCode::DiskFull,
-            4 => ErrorCode::IllegalOperation,
-            5 => ErrorCode::UnknownTransferId,
-            6 => ErrorCode::FileExists,
-            7 => ErrorCode::NoSuchUser,
-            8 => ErrorCode::OptionNegotiation,
-            c => ErrorCode::Other(c),
+    /// The code of a wire value; any value is kept as sent.
+    pub const fn from_code(c: u16) -> Self {
+        Self(c)
+    }
+
+    /// The RFC's name of a defined code; `None` for any other value.
+    pub const fn name(self) -> Option<&'static str> {
+        Some(match self.0 {
+            0 => "NotDefined",
+            1 => "FileNotFound",
+            2 => "AccessViolation",
+            3 => "DiskFull",
+            4 => "IllegalOperation",
+            5 => "UnknownTransferId",
+            6 => "FileExists",
+            7 => "NoSuchUser",
+            8 => "OptionNegotiation",
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Debug for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.name() {
+            Some(name) => f.write_str(name),
+            None => write!(f, "ErrorCode({})", self.0),
         }
     }
 }

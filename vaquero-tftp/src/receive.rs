@@ -85,7 +85,7 @@ impl Receive {
         };
         if asked.tsize.is_some_and(|s| s > max_len) {
             r.fail(
-                ErrorCode::DiskFull,
+                ErrorCode::DISK_FULL,
                 "the file is larger than this server accepts",
             );
         }
@@ -167,7 +167,7 @@ impl Receive {
                 }
                 if data.len() as u64 > self.blksize {
                     self.fail(
-                        ErrorCode::IllegalOperation,
+                        ErrorCode::ILLEGAL_OPERATION,
                         "DATA larger than the block size",
                     );
                     return Ok(None);
@@ -175,7 +175,7 @@ impl Receive {
                 let offset = (self.expect - 1) * self.blksize;
                 if offset + data.len() as u64 > self.max_len {
                     self.fail(
-                        ErrorCode::DiskFull,
+                        ErrorCode::DISK_FULL,
                         "the file is larger than this server accepts",
                     );
                     return Ok(None);
@@ -205,7 +205,7 @@ impl Receive {
             }
             (_, other) => {
                 let msg = format!("unexpected {:?} during a write transfer", opcode(&other));
-                self.fail(ErrorCode::IllegalOperation, &msg);
+                self.fail(ErrorCode::ILLEGAL_OPERATION, &msg);
                 Ok(None)
             }
         }
@@ -226,7 +226,7 @@ impl Receive {
             State::Receiving => {
                 self.retries += 1;
                 if self.retries > self.max_retries {
-                    self.fail(ErrorCode::NotDefined, "timed out waiting for data");
+                    self.fail(ErrorCode::NOT_DEFINED, "timed out waiting for data");
                     self.outcome = Some(Outcome::TimedOut);
                 } else {
                     self.pending = Some(self.last_reply.clone());
@@ -338,7 +338,7 @@ mod tests {
         assert!(matches!(
             Packet::decode(r.poll_transmit(now).unwrap()),
             Ok(Packet::Error {
-                code: ErrorCode::DiskFull,
+                code: ErrorCode::DISK_FULL,
                 ..
             })
         ));

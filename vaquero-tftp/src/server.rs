@@ -561,8 +561,8 @@ impl Job {
             Ok(f) => f,
             Err(e) => {
                 let counter = match e.code() {
-                    ErrorCode::FileNotFound => &self.stats.not_found,
-                    ErrorCode::AccessViolation => &self.stats.refused,
+                    ErrorCode::FILE_NOT_FOUND => &self.stats.not_found,
+                    ErrorCode::ACCESS_VIOLATION => &self.stats.refused,
                     _ => &self.stats.failed,
                 };
                 Stats::inc(counter);
@@ -570,7 +570,7 @@ impl Job {
                     .increment(1);
                 debug!(error = %e, "request refused");
                 self.emit_why(
-                    if e.code() == ErrorCode::FileNotFound {
+                    if e.code() == ErrorCode::FILE_NOT_FOUND {
                         "not_found"
                     } else {
                         "refused"
@@ -633,7 +633,7 @@ impl Job {
         let sink = match sink {
             Ok(s) => s,
             Err(e) => {
-                Stats::inc(if e.code() == ErrorCode::AccessViolation {
+                Stats::inc(if e.code() == ErrorCode::ACCESS_VIOLATION {
                     &self.stats.refused
                 } else {
                     &self.stats.failed
@@ -906,7 +906,10 @@ fn drive_blocking<B: Blocking>(
             abort_at = Some(now + grace);
         }
         if abort_at.is_some_and(|a| now >= a) {
-            let _ = sock.send(&error_packet(ErrorCode::NotDefined, "server shutting down"));
+            let _ = sock.send(&error_packet(
+                ErrorCode::NOT_DEFINED,
+                "server shutting down",
+            ));
             return Err(std::io::Error::other("aborted by server shutdown"));
         }
         match sock.recv(&mut inbuf) {
@@ -936,7 +939,7 @@ impl Blocking for Sending<'_> {
     ) -> std::io::Result<bool> {
         while let Some(p) = self.d.next(&mut self.t, self.file, now)? {
             if let Err(e) = stats.sent(sock.send(p).map(|_| ())) {
-                let _ = sock.send(&error_packet(ErrorCode::NotDefined, &e.to_string()));
+                let _ = sock.send(&error_packet(ErrorCode::NOT_DEFINED, &e.to_string()));
                 return Err(e);
             }
         }
@@ -1032,7 +1035,7 @@ async fn run_async(
         while let Some(p) = d.next(&mut t, file, Instant::now())? {
             if let Err(e) = stats.sent(link.send(p).await) {
                 let _ = link
-                    .send(&error_packet(ErrorCode::NotDefined, &e.to_string()))
+                    .send(&error_packet(ErrorCode::NOT_DEFINED, &e.to_string()))
                     .await;
                 return Err(e);
             }

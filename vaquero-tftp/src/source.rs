@@ -68,21 +68,21 @@ impl OpenFailure {
     /// The TFTP error code to answer with.
     pub fn code(&self) -> ErrorCode {
         match self {
-            OpenFailure::NotFound => ErrorCode::FileNotFound,
+            OpenFailure::NotFound => ErrorCode::FILE_NOT_FOUND,
             OpenFailure::AccessViolation(_) | OpenFailure::Outside { .. } => {
-                ErrorCode::AccessViolation
+                ErrorCode::ACCESS_VIOLATION
             }
-            OpenFailure::Exists => ErrorCode::FileExists,
+            OpenFailure::Exists => ErrorCode::FILE_EXISTS,
             OpenFailure::Io(e) if e.kind() == std::io::ErrorKind::StorageFull => {
-                ErrorCode::DiskFull
+                ErrorCode::DISK_FULL
             }
             OpenFailure::Io(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                ErrorCode::FileNotFound
+                ErrorCode::FILE_NOT_FOUND
             }
             OpenFailure::Io(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                ErrorCode::AccessViolation
+                ErrorCode::ACCESS_VIOLATION
             }
-            OpenFailure::Io(_) => ErrorCode::NotDefined,
+            OpenFailure::Io(_) => ErrorCode::NOT_DEFINED,
         }
     }
 }

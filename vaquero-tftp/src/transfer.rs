@@ -270,7 +270,7 @@ impl Transfer {
                 let msg = format!("unexpected {what} during a read transfer");
                 self.end(
                     Outcome::Protocol(msg.clone()),
-                    Some((ErrorCode::IllegalOperation, &msg)),
+                    Some((ErrorCode::ILLEGAL_OPERATION, &msg)),
                 );
             }
         }
@@ -315,7 +315,7 @@ impl Transfer {
             self.end(
                 Outcome::TimedOut,
                 Some((
-                    ErrorCode::NotDefined,
+                    ErrorCode::NOT_DEFINED,
                     "timed out waiting for an acknowledgement",
                 )),
             );
@@ -532,7 +532,7 @@ mod tests {
         t.poll_transmit(now);
         t.handle_packet(
             &Packet::Error {
-                code: ErrorCode::OptionNegotiation,
+                code: ErrorCode::OPTION_NEGOTIATION,
                 message: "tsize only",
             }
             .to_vec(),
@@ -559,7 +559,7 @@ mod tests {
         assert!(matches!(
             Packet::decode(p),
             Ok(Packet::Error {
-                code: ErrorCode::IllegalOperation,
+                code: ErrorCode::ILLEGAL_OPERATION,
                 ..
             })
         ));
