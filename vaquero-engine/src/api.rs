@@ -66,9 +66,10 @@ pub(crate) use reply::{ErrorBody, error};
 
 use crate::Error;
 use crate::auth::{AuthFailure, Role};
+use crate::command::{Command, CommandFailure};
 use crate::compose::MetricsRender;
-use crate::control::{Command, Snapshot};
-use crate::control::{CommandFailure, Timelines};
+use crate::control::Snapshot;
+use crate::control::Timelines;
 use crate::observe::Observation;
 use crate::record::Records;
 use crate::server::routes::PeerCert;
@@ -83,7 +84,7 @@ pub struct SiteApi {
     /// Timelines.
     pub timelines: std::sync::Arc<std::sync::Mutex<Timelines>>,
     /// Commands to the site's control loop.
-    pub commands: crate::control::Commands,
+    pub commands: crate::command::Commands,
 }
 
 impl std::fmt::Debug for SiteApi {

@@ -17,12 +17,12 @@ use vaquero_model::SiteModel;
 
 use crate::Error;
 use crate::act::{Task, TaskResult};
-use crate::engine::{Engine, Step};
+use crate::engine::Engine;
 use crate::event::{Action, ActionKind, Event, Notice};
 use crate::persist::{PersistFailure, StateStore};
 use crate::plan::Plan;
 use crate::record::Records;
-use crate::state::{HostState, SiteState};
+use crate::state::{HostState, SiteState, Step};
 use crate::store::{Store, TxnOp};
 
 /// Follows the committed state: told the whole state when it is loaded

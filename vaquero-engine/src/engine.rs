@@ -81,31 +81,8 @@ pub enum EngineFailure {
     NeverProvision(String),
 }
 
-/// What one step decided: actions to carry out, and the state changes to
-/// persist *before* carrying them out.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Step {
-    /// What to do, in order.
-    pub actions: Vec<Action>,
-    /// Hosts whose state changed (whole new states).
-    pub hosts: Vec<HostState>,
-    /// Hosts to forget (removed from the SoT).
-    pub removed: Vec<String>,
-    /// The rollout, when it changed.
-    pub rollout: Option<Rollout>,
-    /// Events that matched no host or were stale.
-    pub ignored: usize,
-}
-
-impl Step {
-    /// Whether the step changes nothing and does nothing.
-    pub fn is_empty(&self) -> bool {
-        self.actions.is_empty()
-            && self.hosts.is_empty()
-            && self.removed.is_empty()
-            && self.rollout.is_none()
-    }
-}
+/// Kept here too, where it was first defined; it lives in [`crate::state`].
+pub use crate::state::Step;
 
 /// The engine of one site and one model.
 #[derive(Debug, Clone)]

@@ -66,7 +66,7 @@ pub enum Error {
     Engine(#[from] crate::engine::EngineFailure),
     /// A command was not carried out.
     #[error(transparent)]
-    Command(#[from] crate::control::CommandFailure),
+    Command(#[from] crate::command::CommandFailure),
     /// A job's try failed.
     #[error(transparent)]
     Job(#[from] crate::job::JobFailure),

@@ -87,6 +87,7 @@ pub mod auth;
 pub mod boot_files;
 #[cfg(feature = "server")]
 pub mod boot_state;
+pub mod command;
 #[cfg(any(feature = "server", feature = "agent"))]
 pub mod compose;
 pub mod control;
@@ -132,9 +133,10 @@ pub use agent::{CacheFailure, SpoolFailure};
 pub use auth::AuthFailure;
 #[cfg(feature = "server")]
 pub use boot_state::EngineBootState;
-pub use control::{Command, CommandFailure, Control};
+pub use command::{Command, CommandFailure};
+pub use control::Control;
 pub use decide::{Decider, Follower};
-pub use engine::{Engine, EngineConfig, EngineFailure, Step};
+pub use engine::{Engine, EngineConfig, EngineFailure};
 pub use error::Error;
 #[cfg(feature = "etcd")]
 pub use etcd::{EtcdConfig, EtcdStore};
@@ -153,7 +155,7 @@ pub use record::{Record, RecordStatus, RecordStep, Records, Retention};
 pub use runner::Runner;
 #[cfg(feature = "agent")]
 pub use site::SiteFailure;
-pub use state::{Approval, HostState, Pending, Phase, Requested, Rollout, SiteState};
+pub use state::{Approval, HostState, Pending, Phase, Requested, Rollout, SiteState, Step};
 pub use store::{
     Compare, KeyValue, MemoryStore, RedbStore, Revision, Store, StoreFailure, TxnOp, TxnResult,
 };

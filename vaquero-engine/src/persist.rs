@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use crate::engine::Step;
+use crate::state::Step;
 use crate::state::{HostState, Rollout, SiteState};
 use crate::store::{Revision, Store, StoreFailure, TxnOp, TxnResult};
 

@@ -16,7 +16,8 @@ use jiff::Timestamp;
 use vaquero_model::{SiteModel, SotFiles};
 
 use crate::Error;
-use crate::control::{Command, CommandFailure, Control};
+use crate::command::{Command, CommandFailure};
+use crate::control::Control;
 use crate::decide::Follower;
 use crate::engine::EngineConfig;
 use crate::store::Store;

@@ -152,9 +152,9 @@ pub fn rotate(data: &std::path::Path, secret: Secret) -> Result<PathBuf, Error> 
 }
 pub use crate::site::Ports;
 
+pub use crate::command::{Command, CommandFailure, CommandMsg, Commands};
 pub use crate::control::{
-    Command, CommandFailure, CommandMsg, Commands, PlanEntry, PlanKind, PlanStatus, Publisher,
-    Refused, Snapshot, Timelines,
+    PlanEntry, PlanKind, PlanStatus, Publisher, Refused, Snapshot, Timelines,
 };
 
 pub use crate::api::{Shared, SiteApi};

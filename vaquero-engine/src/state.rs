@@ -1,11 +1,14 @@
 //! What the engine stores: one [`HostState`] per host and the site's
-//! current [`Rollout`]. Everything here is plain data (serde), persisted
+//! current [`Rollout`], and the [`Step`] that changes them. Everything here
+//! is plain data (serde), persisted
 //! through a [`Store`](crate::Store) before the engine acts on it.
 
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
+
+use crate::event::Action;
 
 /// Where a host is in its lifecycle.
 ///
@@ -297,7 +300,7 @@ impl SiteState {
     }
 
     /// Applies the changes of a step.
-    pub fn apply(&mut self, step: &crate::Step) {
+    pub fn apply(&mut self, step: &Step) {
         if let Some(r) = &step.rollout {
             self.rollout = Some(r.clone());
         }
@@ -328,5 +331,30 @@ impl PartialOrd for Phase {
 impl Ord for Phase {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         (*self as u8).cmp(&(*other as u8))
+    }
+}
+/// What one step decided: actions to carry out, and the state changes to
+/// persist *before* carrying them out.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Step {
+    /// What to do, in order.
+    pub actions: Vec<Action>,
+    /// Hosts whose state changed (whole new states).
+    pub hosts: Vec<HostState>,
+    /// Hosts to forget (removed from the SoT).
+    pub removed: Vec<String>,
+    /// The rollout, when it changed.
+    pub rollout: Option<Rollout>,
+    /// Events that matched no host or were stale.
+    pub ignored: usize,
+}
+
+impl Step {
+    /// Whether the step changes nothing and does nothing.
+    pub fn is_empty(&self) -> bool {
+        self.actions.is_empty()
+            && self.hosts.is_empty()
+            && self.removed.is_empty()
+            && self.rollout.is_none()
     }
 }

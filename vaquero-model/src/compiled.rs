@@ -92,6 +92,18 @@ pub struct HostRef<'a> {
     pub interface: &'a Interface,
 }
 
+// Here rather than in sot.rs: a loaded SoT knows nothing of what is
+// compiled from it (sot.rs does not import this file).
+impl Sot {
+    /// Compiles every site.
+    pub fn compile(&self) -> Result<BTreeMap<String, SiteModel>, Error> {
+        self.sites
+            .keys()
+            .map(|id| Ok((id.clone(), SiteModel::compile(self, id)?)))
+            .collect()
+    }
+}
+
 impl SiteModel {
     /// Compiles site `id` of a loaded SoT.
     pub fn compile(sot: &Sot, id: &str) -> Result<Self, Error> {

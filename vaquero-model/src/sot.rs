@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use marked_yaml::Node;
 
-use crate::compiled::SiteModel;
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::files::SotFiles;
 use crate::types::{Boot, Class, Host, MacAddr, Os, Site, Workflow};
@@ -70,14 +69,6 @@ impl Sot {
             l.sot.warnings = diags;
             Ok(l.sot)
         }
-    }
-
-    /// Compiles every site.
-    pub fn compile(&self) -> Result<BTreeMap<String, SiteModel>, crate::Error> {
-        self.sites
-            .keys()
-            .map(|id| Ok((id.clone(), SiteModel::compile(self, id)?)))
-            .collect()
     }
 
     /// Finds a host by name. Host names are unique within a site only, so

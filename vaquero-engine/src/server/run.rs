@@ -20,11 +20,12 @@ use vaquero_model::{SiteModel, SotFiles};
 
 use crate::Error;
 use crate::api::{Shared, SiteApi, Tls};
+use crate::command::CommandMsg;
 use crate::compose::{
     Fetcher, MetricsRender, PRUNE, SETTLE, STATE_FILE, TOKEN_FILE, open_source, secret, until,
     watch_sot,
 };
-use crate::control::{CommandMsg, Publisher};
+use crate::control::Publisher;
 use crate::engine::EngineConfig;
 use crate::runner::Runner;
 use crate::server::hub::{HubConfig, RemoteSite, SiteHub};
@@ -357,7 +358,7 @@ async fn lead(
         let served = runner.control().model().clone();
         crate::transport::SiteLink::send_model(runner.link_mut(), served);
         let (publish, snapshot) = Publisher::new(runner.control());
-        let (commands, command_rx) = crate::control::Commands::channel(64);
+        let (commands, command_rx) = crate::command::Commands::channel(64);
         let (inbox, msgs) = mpsc::unbounded_channel();
         sites.insert(
             id.clone(),
