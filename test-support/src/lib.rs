@@ -6,7 +6,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a panic is a test failure
 #![allow(missing_docs)]
 
+#[cfg(feature = "lom")]
 pub mod ipmi;
+#[cfg(feature = "lom")]
 pub mod sshd;
 
 use std::net::{TcpListener, UdpSocket};

@@ -1,7 +1,7 @@
 //! Serves a directory over TFTP until interrupted.
 //!
 //! ```sh
-//! cargo run --release -p vaquero-tftp --example serve -- --listen 127.0.0.1:6969 --root /srv/tftp
+//! cargo run --release -p vaquero-tftp --example tftp_server -- --listen 127.0.0.1:6969 --root /srv/tftp
 //! ```
 
 use std::net::SocketAddr;

@@ -1,7 +1,7 @@
 //! Answers DHCP from a SoT on one interface until interrupted.
 //!
 //! ```sh
-//! cargo run --release -p vaquero-dhcp --example serve -- --sot examples/lab --site lab --interface eth1 --server-ip 10.99.0.2
+//! cargo run --release -p vaquero-dhcp --example dhcp_server -- --sot examples/lab --site lab --interface eth1 --server-ip 10.99.0.2
 //! ```
 
 use std::net::Ipv4Addr;

@@ -1,7 +1,7 @@
 //! Serves the HTTP boot service for a SoT until interrupted.
 //!
 //! ```sh
-//! cargo run --release -p vaquero-ipxe --example serve -- \
+//! cargo run --release -p vaquero-ipxe --example http_server -- \
 //!     --sot examples/lab --site lab --listen 10.99.0.2:8080 --files /srv/vaquero \
 //!     --provision all
 //! ```
