@@ -245,8 +245,16 @@ impl Listeners {
             (0..threads.get()).map(|_| Vec::new()).collect();
         let mut bound = Vec::with_capacity(addrs.len());
         for addr in addrs {
-            // Without SO_REUSEPORT, binding fails if the port is taken.
-            let mut at = std::net::TcpListener::bind(addr)?.local_addr()?;
+            // A port named: a plain bind first, which fails if the port is
+            // taken (with SO_REUSEPORT alone, another process's listeners
+            // of the same user would share it silently). Port 0: the first
+            // socket takes the port the kernel picks (never one shared by
+            // SO_REUSEPORT) and the others join it; a probe there would
+            // free its port for anyone to take before the loops bind it.
+            let mut at = *addr;
+            if addr.port() != 0 {
+                drop(std::net::TcpListener::bind(addr)?);
+            }
             for set in &mut sockets {
                 let s = Socket::new(Domain::for_address(at), Type::STREAM, Some(Protocol::TCP))?;
                 s.set_reuse_address(true)?;
